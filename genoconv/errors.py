@@ -1,0 +1,51 @@
+"""The error family, one exit code each (documented in the README's "Exit codes" table).
+
+Every message is one line that names the file and/or record at fault; the CLI prints it as ``error: <message>``
+and exits with ``exit_code``. Each class also subclasses the builtin it resembles, so library users can catch
+``ValueError``/``OSError`` as usual.
+"""
+
+from __future__ import annotations
+
+EXIT_OK = 0
+EXIT_RUNTIME = 1
+EXIT_USAGE = 2
+EXIT_RESUMABLE = 3
+
+
+class GenoconvError(Exception):
+    """Base class: a failure with a one-line message and a documented exit code."""
+
+    exit_code = EXIT_RUNTIME
+
+
+class InputError(GenoconvError, ValueError):
+    """Bad input or usage: a malformed file, record or option (exit 2). Nothing already written is lost."""
+
+    exit_code = EXIT_USAGE
+
+
+class InputFileError(InputError, OSError):
+    """An input/output path that cannot be read or written (exit 2)."""
+
+
+class CheckpointError(InputError):
+    """A model checkpoint that cannot be loaded: wrong layout, missing/unknown/mis-shaped tensors (exit 2)."""
+
+
+class UnsafeCheckpointError(CheckpointError):
+    """A checkpoint whose pickle references code (a callable, a class we do not know) — refused, never run."""
+
+
+class SequenceTooLongError(InputError):
+    """A record longer than the model's context with no option that handles it (exit 2)."""
+
+
+class ResourceError(GenoconvError, RuntimeError):
+    """Out of GPU memory after every fallback, or not enough disk space (exit 1)."""
+
+
+class Interrupted(GenoconvError):
+    """SIGTERM/SIGUSR1/Ctrl-C: everything committed is flushed; the same command resumes (exit 3)."""
+
+    exit_code = EXIT_RESUMABLE
