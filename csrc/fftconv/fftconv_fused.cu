@@ -1,0 +1,106 @@
+// Fused path: one thread block per (channel, batch) row does the whole causal convolution in shared memory.
+// u (and pregate) are read once, through the causal zero padding (never materialised), y is written once with the
+// postgate applied. The real length-N transform runs as one complex transform of M = N/2 points (real-input
+// saving); the skip term and 1/M are folded into the cached spectrum.
+#include "params.h"
+#include "fft_common.cuh"
+
+namespace genoconv {
+
+// 100 registers a thread (ptxas, sm_90): 512 threads keep a block within the 64K-register file.
+constexpr int kFusedThreads = 512;
+
+template <typename T, bool kPre, bool kPost>
+__global__ void __launch_bounds__(kFusedThreads) fused_conv_kernel(const ConvParams p) {
+  extern __shared__ float2 smem[];
+  const int log_m = p.log_n - 1;
+  const int m = 1 << log_m;
+  const int64_t row = blockIdx.x;
+  const int64_t h = row / p.batch, b = row - h * p.batch;
+  const int64_t len = p.seq_len;
+
+  const T* u = static_cast<const T*>(p.u) + b * p.u_sb + h * p.u_sh;
+  const T* pre = kPre ? static_cast<const T*>(p.pregate) + b * p.pre_sb + h * p.pre_sh : nullptr;
+
+  // Load x[2n] + i x[2n+1] (x = u * pregate), zero past the end: the causal padding.
+  for (int n = threadIdx.x; n < m; n += blockDim.x) {
+    const int64_t t = 2 * (int64_t)n;
+    float re = 0.f, im = 0.f;
+    if (t < len) {
+      re = to_float(u[t]);
+      if (kPre) re *= to_float(pre[t]);
+    }
+    if (t + 1 < len) {
+      im = to_float(u[t + 1]);
+      if (kPre) im *= to_float(pre[t + 1]);
+    }
+    smem[sw(n)] = make_float2(re, im);
+  }
+
+  const SmemFFT g{smem, log_m, 0, 0, 0};
+  fft_forward(g, p.twiddle, p.log_n);
+
+  // Pointwise product on bin pairs (k, M-k); the transform left bin k at position bitrev(k).
+  const float2* spec = p.spectrum + h * (int64_t)(m + 1);
+  for (int k = threadIdx.x; k <= m / 2; k += blockDim.x) {
+    const int kp = m - k;
+    const int pa = bitrev(k, log_m);
+    const int pb = bitrev(kp & (m - 1), log_m);
+    float2 ok, op;
+    real_pair(smem[sw(pa)], smem[sw(pb)], __ldg(p.twiddle + k), __ldg(spec + k), __ldg(spec + kp), &ok, &op);
+    smem[sw(pa)] = ok;
+    if (pb != pa) smem[sw(pb)] = op;
+  }
+
+  fft_inverse(g, p.twiddle, p.log_n);
+
+  T* y = static_cast<T*>(p.y) + b * p.y_sb + h * p.y_sh;
+  const T* post = kPost ? static_cast<const T*>(p.postgate) + b * p.post_sb + h * p.post_sh : nullptr;
+  for (int n = threadIdx.x; n < m; n += blockDim.x) {
+    const int64_t t = 2 * (int64_t)n;
+    if (t >= len) break;
+    const float2 v = smem[sw(n)];
+    float y0 = v.x, y1 = v.y;
+    if (kPost) y0 *= to_float(post[t]);
+    y[t] = from_float<T>(y0);
+    if (t + 1 < len) {
+      if (kPost) y1 *= to_float(post[t + 1]);
+      y[t + 1] = from_float<T>(y1);
+    }
+  }
+}
+
+int max_fused_points(int device, cudaError_t* err) {
+  int optin = 0;
+  *err = cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, device);
+  if (*err != cudaSuccess) return 0;
+  int pts = 1 << 20;
+  while (pts > 16 && (int64_t)pts * (int64_t)sizeof(float2) > optin) pts >>= 1;
+  return pts;
+}
+
+template <typename T, bool kPre, bool kPost>
+static cudaError_t launch_fused_t(const ConvParams& p, cudaStream_t stream) {
+  const int m = 1 << (p.log_n - 1);
+  const size_t smem = (size_t)m * sizeof(float2);
+  int threads = m / 8;
+  threads = threads < 32 ? 32 : (threads > kFusedThreads ? kFusedThreads : threads);
+  auto kernel = fused_conv_kernel<T, kPre, kPost>;
+  cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
+  if (err != cudaSuccess) return err;
+  const int64_t rows = p.batch * p.channels;
+  if (rows > 0x7fffffffLL) return cudaErrorInvalidValue;
+  kernel<<<dim3((unsigned)rows), dim3(threads), smem, stream>>>(p);
+  return cudaGetLastError();
+}
+
+struct LaunchFused {
+  template <typename T, bool kPre, bool kPost>
+  static cudaError_t run(const ConvParams& p, cudaStream_t stream) { return launch_fused_t<T, kPre, kPost>(p, stream); }
+};
+
+cudaError_t launch_fused(const ConvParams& p, DType dtype, cudaStream_t stream) {
+  return dispatch_gates<LaunchFused>(p, dtype, stream);
+}
+
+}  // namespace genoconv

@@ -1,0 +1,47 @@
+// Plain parameter block shared by the bindings (C++) and the kernels (CUDA). No torch types here, so the
+// kernel .cu files compile with nvcc alone (tests/ops/test_cuda_build.py relies on that).
+#pragma once
+
+#include <cstdint>
+#include <cuda_runtime.h>
+
+namespace genoconv {
+
+enum class DType : int { kBFloat16 = 0, kFloat16 = 1 };
+
+// One causal convolution  y = postgate * (k * (u * pregate))  with the skip term folded into the spectrum.
+// Signals are (B, H, L) with unit stride along L and arbitrary (64-bit) batch/channel strides.
+// Rows are visited channel-major (row r -> h = r / B, b = r % B) so one channel's spectrum is reused from L2
+// by the consecutive blocks that serve its batch.
+struct ConvParams {
+  const void* u = nullptr;
+  const void* pregate = nullptr;   // may be null
+  const void* postgate = nullptr;  // may be null
+  void* y = nullptr;
+  int64_t u_sb = 0, u_sh = 0;
+  int64_t pre_sb = 0, pre_sh = 0;
+  int64_t post_sb = 0, post_sh = 0;
+  int64_t y_sb = 0, y_sh = 0;
+  int64_t batch = 0, channels = 0, seq_len = 0;
+
+  // Real FFT size N = 2^log_n >= seq_len + filter_len - 1, done as a complex FFT of M = N / 2 points.
+  int log_n = 0;
+  // (channels, M + 1) complex fp32, natural rFFT order: (rfft(k, N) + bias) / M.
+  const float2* spectrum = nullptr;
+  // (M,) complex fp32: twiddle[m] = exp(-2*pi*i*m / N).
+  const float2* twiddle = nullptr;
+
+  // Multi-pass path only: (rows_chunk, M) complex fp32 workspace, rows [row0, row0 + rows) of this launch.
+  float2* work = nullptr;
+  int64_t row0 = 0, rows = 0;
+  int log_n1 = 0, log_n2 = 0;  // M = 2^log_n1 * 2^log_n2 (outer x inner)
+};
+
+// Largest complex FFT (points) the fused single-kernel path keeps in shared memory on `device`.
+int max_fused_points(int device, cudaError_t* err);
+
+// Host launchers (defined in the .cu files). They return the first CUDA error they meet; never print.
+cudaError_t launch_fused(const ConvParams& p, DType dtype, cudaStream_t stream);
+cudaError_t launch_multipass(const ConvParams& p, DType dtype, cudaStream_t stream);
+
+}  // namespace genoconv

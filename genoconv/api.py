@@ -1,0 +1,115 @@
+"""The Python API: :class:`Embedder` wraps a loaded model, its tokenizer and the device/dtype choice.
+
+The CLI is a thin shell over this class; notebooks use it directly::
+
+    from genoconv import Embedder
+    emb = Embedder.from_pretrained("path/to/checkpoint_dir", device="cpu", dtype="float32")
+    x = emb.embed("ACGTN...")        # numpy (L, d_model): final LayerNorm output, one row per base
+    x = emb.embed(seq, layer=-2)     # any hidden state; negative indices count from the end
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from .errors import InputError, SequenceTooLongError
+from .model import HyenaDNA, Tokenizer
+from .model.checkpoint import CheckpointInfo, load_checkpoint
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16,
+          "fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    """``auto`` -> the first CUDA device when there is one, else the CPU; ``cuda[:i]`` must exist."""
+    if isinstance(device, torch.device):
+        return device
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except RuntimeError:
+        raise InputError(f"--device {device!r}: expected auto, cpu, cuda or cuda:N") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise InputError(f"--device {device}: no CUDA device is available on this machine")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise InputError(f"--device {device}: only {torch.cuda.device_count()} CUDA device(s) present")
+    elif dev.type != "cpu":
+        raise InputError(f"--device {device!r}: expected auto, cpu, cuda or cuda:N")
+    return dev
+
+
+def resolve_dtype(dtype: str | torch.dtype) -> torch.dtype:
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    try:
+        return DTYPES[dtype]
+    except KeyError:
+        raise InputError(f"--dtype {dtype!r}: expected float32, bfloat16 or float16") from None
+
+
+class Embedder:
+    """A HyenaDNA model ready to embed DNA: tokenizer, device, compute dtype and provenance in one place."""
+
+    def __init__(self, model: HyenaDNA, *, name: str = "model", info: CheckpointInfo | None = None,
+                 device: str | torch.device = "cpu", dtype: str | torch.dtype = "float32",
+                 tokenizer: str = "clean"):
+        self.device = resolve_device(device)
+        self.dtype = resolve_dtype(dtype)
+        self.model = model.to(self.device).eval()
+        self.model.set_compute_dtype(self.dtype)
+        self.tokenizer = Tokenizer(tokenizer)
+        self.name = name
+        self.info = info
+
+    @classmethod
+    def from_pretrained(cls, path: str | Path, *, device: str = "auto", dtype: str = "float32",
+                        tokenizer: str = "clean", shift: float | None = None) -> "Embedder":
+        """Load a checkpoint directory (``-hf`` or original layout)."""
+        model, info = load_checkpoint(path, shift=shift)
+        return cls(model, name=Path(path).name, info=info, device=device, dtype=dtype, tokenizer=tokenizer)
+
+    # ---- properties -----------------------------------------------------------------------------------------
+    @property
+    def config(self):
+        return self.model.config
+
+    @property
+    def d_model(self) -> int:
+        return self.model.config.d_model
+
+    @property
+    def max_seq_len(self) -> int:
+        return self.model.config.max_seq_len
+
+    def resolve_layers(self, layers: Sequence[int]) -> list[int]:
+        try:
+            return sorted({self.model.resolve_layer(i) for i in layers})
+        except IndexError as exc:
+            raise InputError(f"--layer: {exc}") from None
+
+    # ---- embedding ------------------------------------------------------------------------------------------
+    def _check_length(self, length: int, record: str) -> None:
+        if length > self.max_seq_len and self.model.backbone.layers[0].mixer.filter_len is None:
+            raise SequenceTooLongError(
+                f"record {record!r} has {length:,} bases, more than the model's max_seq_len "
+                f"{self.max_seq_len:,}; embed it with a partial convolution (--filter-len) or split it")
+
+    @torch.inference_mode()
+    def hidden_states(self, ids: torch.Tensor, layers: Sequence[int]) -> dict[int, torch.Tensor]:
+        """Hidden states (B, L, d) fp32 on the model's device for token ids (B, L)."""
+        return self.model.hidden_states(ids.to(self.device), layers)
+
+    def embed(self, seq: str, layer: int = -1, *, record: str = "sequence") -> np.ndarray:
+        """Per-nucleotide embedding (len(seq), d_model) float32 of one layer (default: final LayerNorm output)."""
+        if len(seq) == 0:
+            raise InputError(f"record {record!r} is empty")
+        self._check_length(len(seq), record)
+        ids = self.tokenizer.encode(seq, record=record)[None]
+        resolved = self.model.resolve_layer(layer)
+        return self.hidden_states(ids, (resolved,))[resolved][0].float().cpu().numpy()

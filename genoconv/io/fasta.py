@@ -1,0 +1,336 @@
+"""FASTA and FASTQ readers (plain, gzip, bgzip).
+
+Plain and bgzip FASTA are read through ``pysam.FastaFile`` (a ``.fai`` index, built next to the file when
+missing and the folder is writable): records are lazy and ``Record.sequence(start, end)`` reads only that
+slice, so a chromosome is never a Python string unless asked for. Plain-gzip FASTA, FASTA without an index
+that can be built, and all FASTQ are streamed one record at a time (that record is held in memory).
+
+Record ids are the first word of the header line, like ``pysam``'s ``name`` and Biopython's ``.id``.
+Coordinates are 0-based half-open throughout.
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+import threading
+import zlib
+from collections.abc import Iterator
+from pathlib import Path
+
+import pysam
+
+from genoconv.errors import InputError, InputFileError
+from genoconv.io.record import Record, _InMemory, reverse_complement
+
+# htslib drops duplicate and empty FASTA records from a .fai with only a stderr note; a pass over the headers
+# (4 MiB reads, about 1 GB/s uncompressed) checks the index really lists every record before trusting it.
+_SCAN_CHUNK = 1 << 22
+_GZIP_ERRORS = (EOFError, zlib.error, gzip.BadGzipFile)
+
+
+def _open_binary(path: Path, compression: str):
+    return gzip.open(path, "rb") if compression in ("gzip", "bgzip") else open(path, "rb")
+
+
+def _gzip_message(path: Path, after: str, error: Exception) -> str:
+    what = "truncated gzip file" if isinstance(error, EOFError) else "corrupt gzip data"
+    return f"{path}: {what} ({error}); the data ends {after}"
+
+
+def folder_writable(path: Path) -> bool:
+    """Whether an index can be written next to ``path`` (also false on a read-only mount, even for root)."""
+    folder = path.resolve().parent
+    try:
+        if os.statvfs(folder).f_flag & os.ST_RDONLY:
+            return False
+    except OSError:
+        return False
+    return os.access(folder, os.W_OK)
+
+
+class FastaHandle:
+    """A lazily opened ``pysam.FastaFile``, reopened after a fork and dropped when pickled, so records can
+    travel to worker processes. ``fetch`` is 0-based half-open and checks it got every base it asked for."""
+
+    def __init__(self, path: Path, fasta: pysam.FastaFile | None = None) -> None:
+        self.path = path
+        self._fasta = fasta
+        self._pid = os.getpid()
+        self._lock = threading.Lock()
+        if fasta is not None:
+            self.references: tuple[str, ...] = tuple(fasta.references)
+            self.lengths: tuple[int, ...] = tuple(fasta.lengths)
+
+    def _get(self) -> pysam.FastaFile:
+        if self._fasta is None or self._pid != os.getpid():
+            self._fasta = pysam.FastaFile(str(self.path))
+            self._pid = os.getpid()
+        return self._fasta
+
+    def fetch(self, contig: str, start: int, end: int) -> str:
+        try:
+            with self._lock:
+                seq = self._get().fetch(reference=contig, start=start, end=end)
+        except (OSError, ValueError, KeyError) as e:
+            raise InputError(f"{self.path}: cannot read {contig}:{start}-{end} ({e}); the file may be truncated") from None
+        if len(seq) != end - start:
+            raise InputError(
+                f"{self.path}: read {len(seq)} of {end - start} bases of {contig}:{start}-{end}; "
+                "the file may be truncated or its index stale"
+            )
+        return seq
+
+    def close(self) -> None:
+        if self._fasta is not None:
+            self._fasta.close()
+            self._fasta = None
+
+    def __getstate__(self) -> dict:
+        return {"path": self.path, "references": self.references, "lengths": self.lengths}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._fasta = None
+        self._pid = os.getpid()
+        self._lock = threading.Lock()
+
+
+class FastaSlice:
+    """Bases ``[start, end)`` of a contig, reverse-complemented when ``reverse``; offsets given to ``get`` are
+    on the sequence as embedded."""
+
+    __slots__ = ("handle", "contig", "start", "end", "reverse")
+
+    def __init__(self, handle: FastaHandle, contig: str, start: int, end: int, reverse: bool) -> None:
+        self.handle, self.contig, self.start, self.end, self.reverse = handle, contig, start, end, reverse
+
+    def get(self, start: int, end: int) -> str:
+        if not self.reverse:
+            return self.handle.fetch(self.contig, self.start + start, self.start + end)
+        return reverse_complement(self.handle.fetch(self.contig, self.end - end, self.end - start))
+
+
+def index_hint(path: Path) -> str:
+    return f"run `samtools faidx {path}` where it can be written, or copy the file into a writable folder"
+
+
+def open_indexed(path: Path, compression: str, *, required: bool) -> FastaHandle | None:
+    """Open ``path`` with its ``.fai`` (and ``.gzi`` for bgzip), building them when missing and the folder is
+    writable. Returns None when that is impossible and not ``required``; raises a one-line InputError otherwise."""
+    if compression == "gzip":
+        if not required:
+            return None
+        raise InputError(
+            f"{path}: plain gzip cannot be read at random positions; recompress it with "
+            f"`zcat {path} | bgzip > {path.with_suffix('.bgz')}` and index that with `samtools faidx`"
+        )
+    needed = [Path(f"{path}.fai")] + ([Path(f"{path}.gzi")] if compression == "bgzip" else [])
+    missing = [p for p in needed if not p.exists()]
+    if missing and not folder_writable(path):
+        if not required:
+            return None
+        raise InputFileError(f"{path}: no FASTA index {missing[0]} and its folder is not writable; {index_hint(path)}")
+    try:
+        fasta = pysam.FastaFile(str(path))
+    except (OSError, ValueError):
+        for p in missing:  # htslib can leave a partial index behind
+            if p.exists():
+                try:
+                    p.unlink()
+                except OSError:
+                    pass
+        if not required:
+            return None
+        # Find the precise fault (line, record) with the streaming parser; else say what to check.
+        for _ in stream_fasta(path, compression):
+            pass
+        raise InputError(f"{path}: cannot index this FASTA (check it with `samtools faidx {path}`)") from None
+    return FastaHandle(path, fasta)
+
+
+def scan_fasta_names(path: Path, compression: str) -> list[str]:
+    """Every header's first word, in file order, without parsing sequence lines."""
+    names: list[str] = []
+
+    def scan(region: bytes) -> None:
+        i = region.find(b"\n>")
+        while i != -1:
+            j = region.find(b"\n", i + 1)
+            words = region[i + 2 : j].split(None, 1)
+            names.append(words[0].decode("utf-8", "replace") if words else "")
+            i = region.find(b"\n>", j)
+
+    buf = b"\n"
+    try:
+        with _open_binary(path, compression) as fh:
+            while chunk := fh.read(_SCAN_CHUNK):
+                buf += chunk
+                cut = buf.rfind(b"\n")
+                if cut > 0:
+                    scan(buf[: cut + 1])
+                    buf = buf[cut:]
+    except _GZIP_ERRORS as e:
+        raise InputError(_gzip_message(path, f"after record {len(names)}", e)) from None
+    scan(buf + b"\n")
+    return names
+
+
+def indexed_records(handle: FastaHandle) -> Iterator[tuple[Record, int]]:
+    for ordinal, (name, length) in enumerate(zip(handle.references, handle.lengths), 1):
+        access = FastaSlice(handle, name, 0, length, False)
+        yield Record(id=name, length=length, source=str(handle.path), _access=access), ordinal
+
+
+def _record_id(path: Path, header: bytes, ordinal: int, line_no: int) -> str:
+    words = header.split(None, 1)
+    if not words:
+        raise InputError(f"{path}: record {ordinal} (line {line_no}) has an empty name")
+    return words[0].decode("utf-8", "replace")
+
+
+def _decode(path: Path, seq: bytes, name: str, ordinal: int) -> str:
+    try:
+        return seq.decode("ascii")
+    except UnicodeDecodeError:
+        raise InputError(f"{path}: record {ordinal} '{name}' contains non-ASCII bytes") from None
+
+
+def stream_fasta(path: Path, compression: str) -> Iterator[tuple[Record, int]]:
+    """FASTA records one at a time; errors name the line and record."""
+    ordinal = 0
+    name: str | None = None
+    header_line = 0
+    lines: list[bytes] = []
+
+    def finish() -> Record:
+        seq = b"".join(lines)
+        if not seq:
+            raise InputError(f"{path}: record {ordinal} '{name}' (line {header_line}) has no sequence")
+        return Record.from_sequence(name, _decode(path, seq, name, ordinal), str(path))
+
+    line_no = 0
+    try:
+        with _open_binary(path, compression) as fh:
+            for raw in fh:
+                line_no += 1
+                if raw[:1] == b">":
+                    if name is not None:
+                        yield finish(), ordinal
+                    ordinal += 1
+                    header_line = line_no
+                    name = _record_id(path, raw[1:], ordinal, line_no)
+                    lines = []
+                    continue
+                line = raw.strip()
+                if not line:
+                    continue
+                if name is None:
+                    raise InputError(
+                        f"{path}: line {line_no}: sequence before the first '>' header "
+                        "(a FASTA file needs a '>name' line first)"
+                    )
+                lines.append(line)
+    except _GZIP_ERRORS as e:
+        raise InputError(_gzip_message(path, f"in record {ordinal} (line {line_no})", e)) from None
+    if name is None:
+        raise InputError(f"{path}: no FASTA records")
+    yield finish(), ordinal
+
+
+def stream_fastq(path: Path, compression: str) -> Iterator[tuple[Record, int]]:
+    """FASTQ records one at a time (multi-line records accepted); qualities are checked for length only."""
+    ordinal = 0
+    line_no = 0
+    try:
+        with _open_binary(path, compression) as fh:
+            lines = iter(fh)
+
+            def next_line() -> bytes | None:
+                nonlocal line_no
+                for raw in lines:
+                    line_no += 1
+                    return raw.rstrip(b"\r\n")
+                return None
+
+            while (header := next_line()) is not None:
+                if not header.strip():
+                    continue
+                if header[:1] != b"@":
+                    raise InputError(f"{path}: line {line_no}: expected a FASTQ '@name' line, found {header[:24]!r}")
+                ordinal += 1
+                header_line = line_no
+                name = _record_id(path, header[1:], ordinal, line_no)
+                seq_parts = []
+                while (line := next_line()) is not None and line[:1] != b"+":
+                    seq_parts.append(line.strip())
+                if line is None:
+                    raise InputError(f"{path}: record {ordinal} '{name}' (line {header_line}) ends before its '+' line")
+                seq = b"".join(seq_parts)
+                qual_len = 0
+                while qual_len < len(seq) and (line := next_line()) is not None:
+                    qual_len += len(line.strip())
+                if qual_len != len(seq):
+                    raise InputError(
+                        f"{path}: record {ordinal} '{name}' (line {header_line}) has {len(seq)} bases "
+                        f"but {qual_len} quality values"
+                    )
+                if not seq:
+                    raise InputError(f"{path}: record {ordinal} '{name}' (line {header_line}) has no sequence")
+                yield Record.from_sequence(name, _decode(path, seq, name, ordinal), str(path)), ordinal
+    except _GZIP_ERRORS as e:
+        raise InputError(_gzip_message(path, f"in record {ordinal} (line {line_no})", e)) from None
+    if ordinal == 0:
+        raise InputError(f"{path}: no FASTQ records")
+
+
+class FastaInput:
+    """One FASTA file: lazy records through the index when it exists or can be built, else streamed."""
+
+    kind = "FASTA"
+
+    def __init__(self, path: Path, compression: str) -> None:
+        self.path = path
+        self.compression = compression
+        self.handle = open_indexed(path, compression, required=False)
+        self._index_complete: bool | None = None
+
+    def records(self, source) -> Iterator[tuple[Record, int]]:
+        if self.handle is not None and self._index_complete is None:
+            names = scan_fasta_names(self.path, self.compression)
+            self._index_complete = names == list(self.handle.references) and all(self.handle.lengths)
+        if self.handle is not None and self._index_complete:
+            yield from indexed_records(self.handle)
+        else:  # duplicate or empty records, which the index would silently drop: the streaming parser reports them
+            yield from stream_fasta(self.path, self.compression)
+
+    def position(self, ordinal: int) -> str:
+        return f"record {ordinal} of {self.path}"
+
+    def describe(self) -> str:
+        how = "indexed" if self.handle is not None and self._index_complete is not False else "streamed"
+        return f"{self.path} (FASTA, {self.compression}, {how})"
+
+    def close(self) -> None:
+        if self.handle is not None:
+            self.handle.close()
+
+
+class FastqInput:
+    kind = "FASTQ"
+
+    def __init__(self, path: Path, compression: str) -> None:
+        self.path = path
+        self.compression = compression
+
+    def records(self, source) -> Iterator[tuple[Record, int]]:
+        yield from stream_fastq(self.path, self.compression)
+
+    def position(self, ordinal: int) -> str:
+        return f"record {ordinal} of {self.path}"
+
+    def describe(self) -> str:
+        return f"{self.path} (FASTQ, {self.compression}, streamed)"
+
+    def close(self) -> None:
+        pass

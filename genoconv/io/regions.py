@@ -1,0 +1,176 @@
+"""Regions of a reference genome: BED, GTF and GFF3, plain or gzip.
+
+File conventions: BED is 0-based half-open (``chrom start end [name score strand]``); GTF and GFF3 are
+1-based closed (``start <= end``) and are converted on reading, so every number genoconv shows afterwards
+is 0-based half-open, including the fallback id ``contig:start-end``.
+
+Sequences are fetched lazily with ``pysam.FastaFile``; a minus-strand region is reverse-complemented when
+``strand_aware`` (IUPAC complement, case kept), so its base 0 is the region's 5' end on the minus strand.
+Region ids: BED name column (4); GTF ``<feature>_name`` then ``gene_name``; GFF3 ``Name``, ``gene_name``,
+``ID``; else ``contig:start-end``.
+"""
+
+from __future__ import annotations
+
+import gzip
+import re
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import unquote
+
+from genoconv.errors import InputError
+from genoconv.io.fasta import FastaHandle, FastaSlice
+from genoconv.io.record import Record
+from genoconv.io.sniff import check_readable
+
+_GTF_ATTRIBUTE = re.compile(r'\s*([^\s;]+)\s+(?:"([^"]*)"|([^\s;]+))\s*;?')
+
+
+def regions_format(path: Path) -> str:
+    """``bed``, ``gtf`` or ``gff`` from the extension (``.gz`` ignored)."""
+    suffixes = [s.lower() for s in path.suffixes if s.lower() not in (".gz", ".bgz")]
+    ext = suffixes[-1] if suffixes else ""
+    if ext in (".bed", ".bed3", ".bed6", ".bed12", ".narrowpeak", ".broadpeak"):
+        return "bed"
+    if ext == ".gtf":
+        return "gtf"
+    if ext in (".gff", ".gff3", ".gff2"):
+        return "gff"
+    raise InputError(f"{path}: unknown regions format (expected a .bed, .gtf, .gff or .gff3 file)")
+
+
+def _lines(path: Path) -> Iterator[tuple[int, str]]:
+    check_readable(path)
+    with open(path, "rb") as fh:
+        gz = fh.read(2) == b"\x1f\x8b"
+    opener = gzip.open if gz else open
+    try:
+        with opener(path, "rt", encoding="utf-8", errors="replace") as fh:
+            for line_no, line in enumerate(fh, 1):
+                yield line_no, line.rstrip("\r\n")
+    except (EOFError, OSError) as e:
+        raise InputError(f"{path}: truncated or corrupt gzip file ({e})") from None
+
+
+def _int(path: Path, line_no: int, text: str, what: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise InputError(f"{path}: line {line_no}: {what} {text!r} is not an integer") from None
+
+
+def _gtf_attributes(text: str) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for m in _GTF_ATTRIBUTE.finditer(text):
+        out.setdefault(m.group(1), m.group(2) if m.group(2) is not None else m.group(3))
+    return out
+
+
+def _gff3_attributes(text: str) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for part in text.split(";"):
+        key, eq, value = part.strip().partition("=")
+        if eq:
+            out.setdefault(key, unquote(value))
+    return out
+
+
+def _parse(path: Path, fmt: str, feature: str) -> Iterator[tuple[int, str, int, int, str, str | None]]:
+    """(line, contig, start, end, strand, name) with 0-based half-open numbers."""
+    seen_features: Counter = Counter()
+    found = 0
+    for line_no, line in _lines(path):
+        if not line.strip() or line.startswith("#") or line.startswith(("track", "browser")):
+            if fmt == "gff" and line.startswith("##FASTA"):
+                break
+            continue
+        fields = line.split("\t") if "\t" in line else line.split()
+        if fmt == "bed":
+            if len(fields) < 3:
+                raise InputError(f"{path}: line {line_no}: a BED line needs at least 3 columns (chrom start end)")
+            contig = fields[0]
+            start = _int(path, line_no, fields[1], "start")
+            end = _int(path, line_no, fields[2], "end")
+            name = fields[3] if len(fields) > 3 and fields[3] not in ("", ".") else None
+            strand = fields[5] if len(fields) > 5 else "."
+        else:
+            if len(fields) < 9:
+                raise InputError(f"{path}: line {line_no}: a {fmt.upper()} line needs 9 tab-separated columns")
+            seen_features[fields[2]] += 1
+            if fields[2] != feature:
+                continue
+            contig = fields[0]
+            start = _int(path, line_no, fields[3], "start") - 1
+            end = _int(path, line_no, fields[4], "end")
+            strand = fields[6]
+            attrs = fields[8]
+            if fmt == "gtf" or (fmt == "gff" and "=" not in attrs and '"' in attrs):
+                a = _gtf_attributes(attrs)
+                keys = (f"{feature}_name", "gene_name")
+            else:
+                a = _gff3_attributes(attrs)
+                keys = ("Name", "gene_name", "ID")
+            name = next((a[k] for k in keys if a.get(k)), None)
+        if start < 0:
+            raise InputError(f"{path}: line {line_no}: start {fields[1] if fmt == 'bed' else start + 1} is negative")
+        if end < start or (fmt == "bed" and end == start):
+            shown = (start, end) if fmt == "bed" else (start + 1, end)
+            raise InputError(f"{path}: line {line_no}: end {shown[1]} is before start {shown[0]}" if end < start else f"{path}: line {line_no}: empty region ({start}-{end})")
+        if strand not in ("+", "-", "."):
+            raise InputError(f"{path}: line {line_no}: strand {strand!r} is not '+', '-' or '.'")
+        found += 1
+        yield line_no, contig, start, end, strand, name
+    if not found:
+        if fmt != "bed" and seen_features:
+            have = ", ".join(f for f, _ in seen_features.most_common(6))
+            raise InputError(f"{path}: no '{feature}' features (found: {have}); choose another feature type")
+        raise InputError(f"{path}: no regions in this file")
+
+
+class RegionsInput:
+    """Regions of ``reference`` listed in a BED/GTF/GFF3 file, as lazy records."""
+
+    kind = "regions"
+
+    def __init__(self, regions: Path, reference: FastaHandle, *, feature: str = "gene", strand_aware: bool = True) -> None:
+        self.path = regions
+        self.format = regions_format(regions)
+        check_readable(regions)
+        self.reference = reference
+        self.feature = feature
+        self.strand_aware = strand_aware
+        self._contigs = dict(zip(reference.references, reference.lengths))
+
+    def records(self, source) -> Iterator[tuple[Record, int]]:
+        for line_no, contig, start, end, strand, name in _parse(self.path, self.format, self.feature):
+            length = self._contigs.get(contig)
+            if length is None:
+                raise InputError(f"{self.path}: line {line_no}: contig {contig!r} is not in {self.reference.path}{self._hint(contig)}")
+            if end > length:
+                raise InputError(
+                    f"{self.path}: line {line_no}: {contig}:{start}-{end} runs past the end of {contig} ({length} bp) "
+                    f"in {self.reference.path}"
+                )
+            reverse = self.strand_aware and strand == "-"
+            rid = name if name is not None else f"{contig}:{start}-{end}"
+            where = f"{self.reference.path}:{contig}:{start}-{end}({'-' if reverse else '+'})"
+            access = FastaSlice(self.reference, contig, start, end, reverse)
+            yield Record(id=rid, length=end - start, source=where, _access=access), line_no
+
+    def _hint(self, contig: str) -> str:
+        alt = contig[3:] if contig.startswith("chr") else "chr" + contig
+        if alt in self._contigs:
+            return f" (it has {alt!r}: names must match exactly)"
+        names = list(self._contigs)
+        return f" (its contigs: {', '.join(names[:5])}{', ...' if len(names) > 5 else ''})"
+
+    def position(self, ordinal: int) -> str:
+        return f"line {ordinal} of {self.path}"
+
+    def describe(self) -> str:
+        what = f"'{self.feature}' features of " if self.format != "bed" else ""
+        return f"{what}{self.path} ({self.format.upper()}) on {self.reference.path}" + (", strand-aware" if self.strand_aware else "")
+
+    def close(self) -> None:
+        pass

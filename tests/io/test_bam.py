@@ -1,0 +1,111 @@
+"""SAM/BAM/CRAM readers: skips counted, original orientation, missing EOF marker, unaligned BAM."""
+
+from __future__ import annotations
+
+import shutil
+
+import pysam
+import pytest
+
+from genoconv.errors import InputError
+from genoconv.io import open_records, reverse_complement
+
+# From ../shared/data/README.md: 12,447 records, 7,447 secondary/supplementary, 7,326 without SEQ.
+# Every SEQ-less record is a secondary alignment (7,326 secondary + 121 supplementary = 7,447), so the
+# primary records with SEQ are 12,447 - 7,447 = 5,000 (4,942 mapped + 58 unmapped).
+NANOPORE_RECORDS = 12_447
+NANOPORE_PRIMARY_WITH_SEQ = 5_000
+
+
+def test_nanopore_skips_counted_exactly(shared_data):
+    source = open_records([shared_data / "nanopore_cdna_pcs109_5k.bam"])
+    records = list(source)
+    assert len(records) == NANOPORE_PRIMARY_WITH_SEQ
+    assert source.skipped == {"secondary": 7_326, "supplementary": 121}
+    assert len(records) + sum(source.skipped.values()) == NANOPORE_RECORDS
+    assert source.warnings == []
+    assert len({r.id for r in records}) == len(records)
+    assert max(r.length for r in records) <= 4_094
+    assert list(source) and source.skipped["secondary"] == 7_326  # counts are per pass, not accumulated
+
+
+def test_nanopore_include_flags(shared_data):
+    path = shared_data / "nanopore_cdna_pcs109_5k.bam"
+    source = open_records([path], include_secondary=True)
+    assert len(list(source)) == NANOPORE_PRIMARY_WITH_SEQ  # every secondary record lacks SEQ here
+    assert source.skipped == {"no_sequence": 7_326, "supplementary": 121}
+    with pytest.raises(InputError, match="duplicate record id"):  # a supplementary repeats its primary's name
+        list(open_records([path], include_supplementary=True))
+    source = open_records([path], include_supplementary=True, dedupe_ids=True)
+    assert len(source.lengths()) == NANOPORE_PRIMARY_WITH_SEQ + 121
+
+
+def test_reads_come_back_in_original_orientation(shared_data):
+    path = shared_data / "nanopore_cdna_pcs109_5k.bam"
+    reverse = {}
+    with pysam.AlignmentFile(str(path), check_sq=False) as bam:
+        for read in bam.fetch(until_eof=True):
+            if read.is_reverse and not read.is_secondary and not read.is_supplementary and read.query_sequence:
+                reverse[read.query_name] = read.query_sequence
+            if len(reverse) == 20:
+                break
+    records = {r.id: r for r in open_records([path]) if r.id in reverse}
+    assert len(records) == 20
+    for name, stored in reverse.items():
+        assert records[name].sequence() == reverse_complement(stored)
+
+
+def test_bam_without_eof_marker_is_read_with_a_warning(shared_data):
+    source = open_records([shared_data / "human_NA07051_hg18_10k_reads.bam"])
+    records = list(source)
+    assert len(records) == 10_000 and all(r.length == 51 for r in records)
+    assert len(source.warnings) == 1 and "end-of-file marker" in source.warnings[0]
+    assert "\n" not in source.warnings[0] and "human_NA07051_hg18_10k_reads.bam" in source.warnings[0]
+    # 5,000 pairs: the two reads of a pair share a name and get /1 and /2.
+    assert len({r.id for r in records}) == 10_000
+    assert sum(r.id.endswith("/1") for r in records) == 5_000
+
+
+def test_unaligned_bam(tmp_path):
+    path = tmp_path / "unaligned.bam"
+    header = {"HD": {"VN": "1.6", "SO": "unsorted"}, "RG": [{"ID": "rg1"}]}
+    with pysam.AlignmentFile(str(path), "wb", header=header) as out:
+        for i, seq in enumerate(["ACGTACGTTT", "GGGCCCAAAN", "TTTT"]):
+            read = pysam.AlignedSegment(out.header)
+            read.query_name = f"read{i}"
+            read.flag = 4
+            read.query_sequence = seq
+            read.query_qualities = pysam.qualitystring_to_array("I" * len(seq))
+            out.write(read)
+    records = list(open_records([path]))
+    assert [(r.id, r.sequence()) for r in records] == [("read0", "ACGTACGTTT"), ("read1", "GGGCCCAAAN"), ("read2", "TTTT")]
+
+
+def test_cram_and_sam_give_the_same_reads_as_bam(shared_data, tmp_path):
+    bam = shared_data / "celegans_range.bam"
+    reference = tmp_path / "ce.fa"
+    shutil.copy(shared_data / "celegans_ce.fa", reference)
+    shutil.copy(shared_data / "celegans_ce.fa.fai", f"{reference}.fai")
+    cram, sam = tmp_path / "reads.cram", tmp_path / "reads.sam"
+    with pysam.AlignmentFile(str(bam)) as src:
+        with pysam.AlignmentFile(str(cram), "wc", template=src, reference_filename=str(reference)) as c, \
+                pysam.AlignmentFile(str(sam), "w", template=src) as s:
+            for read in src.fetch(until_eof=True):
+                c.write(read)
+                s.write(read)
+    expected = [(r.id, r.sequence()) for r in open_records([bam])]
+    assert len(expected) == 112
+    assert [(r.id, r.sequence()) for r in open_records([cram], reference=reference)] == expected
+    assert [(r.id, r.sequence()) for r in open_records([sam])] == expected
+
+
+def test_truncated_bam_is_an_input_error(shared_data, tmp_path):
+    data = (shared_data / "nanopore_cdna_pcs109_5k.bam").read_bytes()
+    path = tmp_path / "cut.bam"
+    path.write_bytes(data[: len(data) // 2])
+    source = open_records([path])
+    with pytest.raises(InputError) as e:
+        list(source)
+    msg = str(e.value)
+    assert "cut.bam" in msg and "record" in msg and "\n" not in msg
+    assert any("end-of-file marker" in w for w in source.warnings)

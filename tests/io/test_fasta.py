@@ -1,0 +1,139 @@
+"""FASTA/FASTQ readers: lazy indexed access, streaming, ids, dedupe."""
+
+from __future__ import annotations
+
+import gzip
+import shutil
+from pathlib import Path
+
+import pysam
+import pytest
+
+from genoconv.errors import InputError
+from genoconv.io import Record, open_records, reverse_complement, total_bases
+from genoconv.io import fasta as fasta_module
+from genoconv.io.record import _InMemory
+
+ECOLI_LENGTH = 4_639_675
+RECORDS = {"chr1": "ACGTacgtNNRYKM" * 7 + "ACG", "chr2": "TTTTGGGGCCCCAAAA", "plasmid": "a"}
+
+
+def write_fasta(path: Path, records: dict[str, str], compression: str = "none", width: int = 60) -> Path:
+    text = "".join(
+        f">{name} some description\n" + "".join(seq[i : i + width] + "\n" for i in range(0, len(seq), width))
+        for name, seq in records.items()
+    )
+    if compression == "gzip":
+        with gzip.open(path, "wt") as fh:
+            fh.write(text)
+    elif compression == "bgzip":
+        plain = path.with_name(path.name + ".txt")
+        plain.write_text(text)
+        pysam.tabix_compress(str(plain), str(path), force=True)
+        plain.unlink()
+    else:
+        path.write_text(text)
+    return path
+
+
+def test_ecoli_bgzip_is_lazy_and_matches_pysam(shared_data):
+    path = shared_data / "ecoli_K12_MG1655.fa.gz"
+    source = open_records([path])
+    assert source.lengths() == [("NC_000913", ECOLI_LENGTH)]
+    assert total_bases(source) == ECOLI_LENGTH
+    (record,) = list(source)
+    assert (record.id, record.length, record.source) == ("NC_000913", ECOLI_LENGTH, str(path))
+    assert not isinstance(record._access, _InMemory)  # read from disk on demand, not held as a string
+    assert "indexed" in source.describe()
+    with pysam.FastaFile(str(path)) as fa:
+        for start, end in [(0, 1000), (2_000_003, 2_065_539), (ECOLI_LENGTH - 777, ECOLI_LENGTH)]:
+            assert record.sequence(start, end) == fa.fetch("NC_000913", start, end)
+    assert record.sequence(ECOLI_LENGTH - 5) == record.sequence(ECOLI_LENGTH - 5, ECOLI_LENGTH + 100)
+    assert len(record.sequence(ECOLI_LENGTH - 5)) == 5
+
+
+def test_plain_gzip_is_streamed_and_equals_the_same_gene_in_bgzip_chrx(shared_data):
+    source = open_records([shared_data / "DMD_GRCh37_chrX.fa.gz"])
+    (record,) = list(source)
+    assert "streamed" in source.describe()
+    assert (record.id, record.length) == ("DMD", 2_220_382)
+    with pysam.FastaFile(str(shared_data / "GRCh37_chrX_1-70M.fa.gz")) as fa:
+        # GRCh37 chrX:31,137,345-33,357,726 (1-based closed) is [31137344, 33357726) here.
+        assert record.sequence(0, 50_000) == fa.fetch("X", 31_137_344, 31_187_344)
+        assert record.sequence(2_200_000) == fa.fetch("X", 31_137_344 + 2_200_000, 33_357_726)
+
+
+@pytest.mark.parametrize("compression", ["none", "gzip", "bgzip"])
+def test_small_fasta_every_compression(tmp_path, compression):
+    path = write_fasta(tmp_path / "small.fa", RECORDS, compression, width=10)
+    source = open_records([path])
+    records = list(source)
+    assert [(r.id, r.length) for r in records] == [(k, len(v)) for k, v in RECORDS.items()]
+    assert {r.id: r.sequence() for r in records} == RECORDS  # first word of the header; case kept
+    assert records[0].sequence(3, 17) == RECORDS["chr1"][3:17]
+    if compression != "gzip":
+        assert Path(f"{path}.fai").exists()  # built next to the file
+        assert not isinstance(records[0]._access, _InMemory)
+
+
+def test_unwritable_folder_without_index_streams(tmp_path, monkeypatch):
+    path = write_fasta(tmp_path / "small.fa", RECORDS)
+    monkeypatch.setattr(fasta_module, "folder_writable", lambda p: False)
+    source = open_records([path])
+    assert {r.id: r.sequence() for r in source} == RECORDS
+    assert not Path(f"{path}.fai").exists()
+    assert "streamed" in source.describe()
+
+
+def test_index_that_drops_a_duplicate_is_not_trusted(tmp_path):
+    # htslib's faidx keeps only the first of two records with one name (stderr note only).
+    path = tmp_path / "dup.fa"
+    path.write_text(">a x\nACGT\n>b\nCC\n>a y\nGGGGG\n")
+    with pytest.raises(InputError) as e:
+        list(open_records([path]))
+    msg = str(e.value)
+    assert "'a'" in msg and "record 1 of" in msg and "record 3 of" in msg and "\n" not in msg
+    records = list(open_records([path], dedupe_ids=True))
+    assert [(r.id, r.sequence()) for r in records] == [("a", "ACGT"), ("b", "CC"), ("a_2", "GGGGG")]
+
+
+def test_duplicates_across_inputs_and_dedupe(tmp_path):
+    a = write_fasta(tmp_path / "a.fa", {"x": "ACGT", "x_2": "GG"})
+    b = write_fasta(tmp_path / "b.fa", {"x": "TTTT"})
+    with pytest.raises(InputError, match=r"record 1 of .*a\.fa and record 1 of .*b\.fa"):
+        list(open_records([a, b]))
+    source = open_records([a, b], dedupe_ids=True)
+    assert source.lengths() == [("x", 4), ("x_2", 2), ("x_3", 4)]
+
+
+def test_fastq_plain_and_gzip(tmp_path):
+    text = "@r1 extra\nACGTN\n+\nIIIII\n@r2\nGGC\nC\n+r2\nII\nII\n"
+    plain = tmp_path / "reads.fq"
+    plain.write_text(text)
+    packed = tmp_path / "reads.fq.gz"
+    with gzip.open(packed, "wt") as fh:
+        fh.write(text)
+    for path in (plain, packed):
+        records = list(open_records([path], dedupe_ids=True))
+        assert [(r.id, r.sequence()) for r in records] == [("r1", "ACGTN"), ("r2", "GGCC")]
+
+
+def test_record_slices_and_reverse_complement():
+    record = Record.from_sequence("r", "ACGTacgtN")
+    assert record.sequence() == "ACGTacgtN"
+    assert record.sequence(2, 6) == "GTac"
+    assert record.sequence(5, 5) == ""
+    with pytest.raises(ValueError):
+        record.sequence(-1, 3)
+    with pytest.raises(ValueError):
+        record.sequence(6, 2)
+    assert reverse_complement("ACGTacgtNRYKMBVDHSWU-") == "-AWSDHBVKMRYNacgtACGT"
+
+
+def test_records_pickle_and_read_after_unpickling(shared_data, tmp_path):
+    import pickle
+
+    shutil.copy(shared_data / "celegans_ce.fa", tmp_path / "ce.fa")
+    (record, *_) = list(open_records([tmp_path / "ce.fa"]))
+    clone = pickle.loads(pickle.dumps(record))
+    assert clone.sequence(1000, 1100) == record.sequence(1000, 1100)

@@ -1,0 +1,118 @@
+"""Regions of a reference: BED (0-based), GTF/GFF3 (1-based), strand handling, index building."""
+
+from __future__ import annotations
+
+import shutil
+
+import pysam
+import pytest
+
+from genoconv.errors import InputError, InputFileError
+from genoconv.io import open_records
+from genoconv.io import fasta as fasta_module
+
+# GRCh37 chrX:31,137,345-33,357,726 (1-based closed, minus strand) = [31137344, 33357726) 0-based half-open.
+DMD_START, DMD_END = 31_137_344, 33_357_726
+
+
+def revcomp_by_hand(seq: str) -> str:
+    pairs = {"A": "T", "C": "G", "G": "C", "T": "A", "N": "N", "a": "t", "c": "g", "g": "c", "t": "a", "n": "n"}
+    return "".join(pairs[base] for base in reversed(seq))
+
+
+def test_bed_on_bgzipped_chrx_with_a_minus_strand_region(shared_data, tmp_path):
+    chrx = shared_data / "GRCh37_chrX_1-70M.fa.gz"
+    bed = tmp_path / "regions.bed"
+    bed.write_text(
+        "track name=test\n"
+        "# a comment\n"
+        "X\t1000000\t1000100\tplus_region\t0\t+\n"
+        f"X\t{DMD_START}\t{DMD_START + 300}\tDMD_3prime_end\t0\t-\n"
+        "X\t59950\t60050\n"  # no name: the id is contig:start-end (0-based half-open), across the telomere gap's end
+        "X\t2000000\t2000040\tno_strand\t0\t.\n"
+    )
+    source = open_records([], reference=chrx, regions=bed)
+    records = list(source)
+    assert [(r.id, r.length) for r in records] == [
+        ("plus_region", 100),
+        ("DMD_3prime_end", 300),
+        ("X:59950-60050", 100),
+        ("no_strand", 40),
+    ]
+    assert records[1].source == f"{chrx}:X:{DMD_START}-{DMD_START + 300}(-)"
+    with pysam.FastaFile(str(chrx)) as fa:
+        forward = fa.fetch("X", DMD_START, DMD_START + 300)
+        assert records[0].sequence() == fa.fetch("X", 1_000_000, 1_000_100)
+        assert records[2].sequence() == fa.fetch("X", 59_950, 60_050)
+        assert records[3].sequence() == fa.fetch("X", 2_000_000, 2_000_040)
+    minus = records[1]
+    assert minus.sequence() == revcomp_by_hand(forward)
+    # Chunks of a minus-strand record are slices of the record as embedded.
+    assert "".join(minus.sequence(i, i + 70) for i in range(0, 300, 70)) == minus.sequence()
+    assert minus.sequence(10, 40) == revcomp_by_hand(forward)[10:40]
+    assert source.lengths() == [(r.id, r.length) for r in records]
+
+    unstranded = list(open_records([], reference=chrx, regions=bed, strand_aware=False))
+    assert unstranded[1].sequence() == forward
+    assert unstranded[1].source.endswith("(+)")
+
+
+def test_gtf_gene_name_and_the_whole_dmd_gene(shared_data, tmp_path):
+    chrx = shared_data / "GRCh37_chrX_1-70M.fa.gz"
+    gtf = tmp_path / "genes.gtf"
+    gtf.write_text(
+        "#!genome-build GRCh37\n"
+        f'X\tHAVANA\tgene\t{DMD_START + 1}\t{DMD_END}\t.\t-\t.\tgene_id "ENSG00000198947"; gene_type "protein_coding"; gene_name "DMD";\n'
+        f'X\tHAVANA\ttranscript\t{DMD_START + 1}\t{DMD_START + 500}\t.\t-\t.\tgene_id "ENSG00000198947"; transcript_id "ENST1"; gene_name "DMD"; transcript_name "DMD-201";\n'
+        'X\tHAVANA\tgene\t1000001\t1000010\t.\t+\t.\tgene_id "ENSG0000000X";\n'
+    )
+    genes = list(open_records([], reference=chrx, regions=gtf))
+    assert [(r.id, r.length) for r in genes] == [("DMD", 2_220_382), ("X:1000000-1000010", 10)]
+    # The DMD file holds the gene as stored on the reference (+) strand; the minus-strand gene is its reverse complement.
+    (stored,) = list(open_records([shared_data / "DMD_GRCh37_chrX.fa.gz"]))
+    assert genes[0].sequence() == revcomp_by_hand(stored.sequence())
+
+    transcripts = list(open_records([], reference=chrx, regions=gtf, feature="transcript"))
+    assert [(r.id, r.length) for r in transcripts] == [("DMD-201", 500)]
+
+    with pytest.raises(InputError, match=r"no 'exon' features \(found: gene, transcript\)"):
+        list(open_records([], reference=chrx, regions=gtf, feature="exon"))
+
+
+def test_gff3_names_and_built_index(shared_data, tmp_path):
+    reference = tmp_path / "ce.fa"
+    shutil.copy(shared_data / "celegans_ce.fa", reference)  # no .fai: it is built in the writable folder
+    gff = tmp_path / "genes.gff3"
+    gff.write_text(
+        "##gff-version 3\n"
+        "CHROMOSOME_I\tsrc\tgene\t1001\t1100\t.\t+\t.\tID=gene:g1;Name=abc%3B1\n"
+        "CHROMOSOME_I\tsrc\tgene\t2001\t2050\t.\t-\t.\tID=gene:g2\n"
+        "CHROMOSOME_I\tsrc\tmRNA\t2001\t2050\t.\t-\t.\tID=tx:g2;Parent=gene:g2\n"
+        "##FASTA\n>ignored\nACGT\n"
+    )
+    records = list(open_records([], reference=reference, regions=gff))
+    assert [(r.id, r.length) for r in records] == [("abc;1", 100), ("gene:g2", 50)]
+    assert (tmp_path / "ce.fa.fai").exists()
+    with pysam.FastaFile(str(reference)) as fa:
+        assert records[0].sequence() == fa.fetch("CHROMOSOME_I", 1000, 1100)
+        assert records[1].sequence() == revcomp_by_hand(fa.fetch("CHROMOSOME_I", 2000, 2050))
+
+
+def test_missing_index_in_unwritable_folder_says_how_to_make_one(shared_data, tmp_path, monkeypatch):
+    reference = tmp_path / "ce.fa"
+    shutil.copy(shared_data / "celegans_ce.fa", reference)
+    bed = tmp_path / "r.bed"
+    bed.write_text("CHROMOSOME_I\t0\t10\n")
+    monkeypatch.setattr(fasta_module, "folder_writable", lambda p: False)
+    with pytest.raises(InputFileError) as e:
+        open_records([], reference=reference, regions=bed)
+    assert "samtools faidx" in str(e.value) and str(reference) in str(e.value) and "\n" not in str(e.value)
+
+
+def test_plain_gzip_reference_and_regions_without_reference(shared_data, tmp_path):
+    bed = tmp_path / "r.bed"
+    bed.write_text("DMD\t0\t10\n")
+    with pytest.raises(InputError, match="bgzip"):
+        open_records([], reference=shared_data / "DMD_GRCh37_chrX.fa.gz", regions=bed)
+    with pytest.raises(InputError, match="reference"):
+        open_records([], regions=bed)

@@ -1,0 +1,66 @@
+"""The implicit filter equals the formulas of the official code (notes/hyenadna.md §1.3), computed independently."""
+
+import math
+
+import numpy as np
+import torch
+
+from genoconv.model import HyenaConfig, HyenaDNA
+
+
+def _formula_filter(filter_fn, l_max: int, n_taps: int, shift: float) -> np.ndarray:
+    """float64 numpy re-derivation: z = [t, cos(f w), -sin(f w)], MLP with sin(freq x), exp modulation + shift."""
+    pos = np.arange(l_max, dtype=np.float64)
+    t = np.linspace(0.0, 1.0, l_max)[:, None]
+    w = 2 * math.pi * pos[:, None] / l_max
+    f = np.linspace(1e-4, 1.0, 2)[None, :]  # bands = (5 - 1) // 2 = 2
+    z = np.concatenate([t, np.cos(f * w), -np.sin(f * w)], axis=1)[:n_taps]
+    seq = filter_fn.implicit_filter
+    freq = seq[1].freq.detach().double().numpy()
+    h = z
+    for i in (0, 2, 4):
+        lin = seq[i]
+        h = np.sin(freq * (h @ lin.weight.detach().double().numpy().T + lin.bias.detach().double().numpy()))
+    h = h @ seq[6].weight.detach().double().numpy().T
+    d = h.shape[1]
+    deltas = np.linspace(math.log(1e-2) / 1.5, math.log(1e-2) / 0.3, d)[None, :]
+    h = h * (np.exp(-t[:n_taps] * np.abs(deltas)) + shift)
+    return h.T  # (d, n_taps)
+
+
+def test_filter_matches_official_formulas():
+    cfg = HyenaConfig(d_model=32, n_layer=1, max_seq_len=4098)
+    model = HyenaDNA(cfg).init_weights(seed=5)
+    filt_fn = model.backbone.layers[0].mixer.filter_fn
+    for n_taps in (1, 100, 4098):
+        got = filt_fn.taps(n_taps).detach().double().numpy()
+        want = _formula_filter(filt_fn, cfg.max_seq_len, n_taps, cfg.shift)
+        assert got.shape == (32, n_taps)
+        assert np.abs(got - want).max() <= 1e-6 * max(1.0, np.abs(want).max())
+
+
+def test_shift_is_configurable_and_zero_matches_training_code():
+    model = HyenaDNA(HyenaConfig(d_model=8, n_layer=1, max_seq_len=64, shift=0.0)).init_weights(seed=1)
+    filt_fn = model.backbone.layers[0].mixer.filter_fn
+    want = _formula_filter(filt_fn, 64, 64, 0.0)
+    assert np.abs(filt_fn.taps(64).detach().double().numpy() - want).max() <= 1e-6
+
+
+def test_taps_of_a_shorter_length_are_a_prefix():
+    # Positions are normalised by l_max, not by the input length: filter(L) is the first L taps of filter(l_max).
+    model = HyenaDNA(HyenaConfig(d_model=8, n_layer=1, max_seq_len=512)).init_weights(seed=2)
+    filt_fn = model.backbone.layers[0].mixer.filter_fn
+    assert torch.equal(filt_fn.taps(100), filt_fn.taps(512)[:, :100])
+
+
+def test_filter_is_cached_until_a_parameter_changes():
+    model = HyenaDNA(HyenaConfig(d_model=8, n_layer=1, max_seq_len=64)).init_weights(seed=3).eval()
+    filt_fn = model.backbone.layers[0].mixer.filter_fn
+    with torch.inference_mode():
+        a = filt_fn.long_filter(64)
+        assert filt_fn.long_filter(64) is a
+    with torch.no_grad():
+        filt_fn.implicit_filter[0].weight.add_(0.1)
+    with torch.inference_mode():
+        b = filt_fn.long_filter(64)
+    assert b is not a and not torch.equal(a.taps, b.taps)
