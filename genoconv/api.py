@@ -11,7 +11,7 @@ The CLI is a thin shell over this class; notebooks use it directly::
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Sequence
+from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -113,3 +113,83 @@ class Embedder:
         ids = self.tokenizer.encode(seq, record=record)[None]
         resolved = self.model.resolve_layer(layer)
         return self.hidden_states(ids, (resolved,))[resolved][0].float().cpu().numpy()
+
+    def bits_per_base(self, seq: str, *, record: str = "sequence") -> float:
+        """Next-base cross-entropy of ``seq`` in bits per base (uniform = 2.0; see :mod:`genoconv.likelihood`)."""
+        from .likelihood import bits_per_base
+
+        return bits_per_base(self.model, self.tokenizer.encode(seq, record=record)).bits_per_base
+
+    # ---- many records --------------------------------------------------------------------------------------
+    def embed_many(self, records_or_path, *, layers: Sequence[int] = (-1,), per_nucleotide: bool = True,
+                   pools: Sequence[str] = ("mean",), window: int | None = None, rc_average: bool = False,
+                   filter_len: int | None = None, chunk_size: int | None = None, freq_keep: float = 1.0,
+                   max_memory: int | None = None, **read_options) -> Iterator[tuple[str, dict]]:
+        """Yield ``(id, arrays)`` per record, in input order, as records finish.
+
+        ``records_or_path``: a path (or list of paths) that :func:`genoconv.io.open_records` reads, an iterable
+        of ``(id, sequence)`` pairs, or of :class:`genoconv.io.Record`. ``arrays`` holds
+        ``"per_nucleotide"`` {layer: (L, d)}, ``"pooled"`` {(mode, layer): (d,)}, ``"windowed"`` {layer: (n, d)}
+        (layers as absolute indices) and ``"mode"`` (how the record was computed).
+        """
+        from .engine import EmbedOptions, Engine
+
+        opts = EmbedOptions(layers=tuple(layers), per_nucleotide=per_nucleotide, pools=tuple(pools), window=window,
+                            rc_average=rc_average, filter_len=filter_len, chunk_size=chunk_size,
+                            freq_keep=freq_keep, max_memory=max_memory)
+        engine = Engine(self, opts)
+        sink = _MemorySink()
+        for _ in engine.run_iter(_as_records(records_or_path, read_options), sink):
+            yield from sink.drain()
+
+    def embed_file(self, inputs, output: str | Path, **options):
+        """Embed ``inputs`` into one HDF5 file ``output``: what ``genoconv embed`` does (see genoconv.runner)."""
+        from .runner import embed_to_file
+
+        return embed_to_file(self, inputs, output, **options)
+
+
+def _as_records(records_or_path, read_options: dict):
+    from .io import Record, open_records
+
+    if isinstance(records_or_path, (str, Path)):
+        return open_records([records_or_path], **read_options)
+    items = list(records_or_path) if not isinstance(records_or_path, Iterator) else records_or_path
+    if isinstance(items, list) and items and all(isinstance(x, (str, Path)) for x in items):
+        return open_records(items, **read_options)
+    return (x if isinstance(x, Record) else Record.from_sequence(str(x[0]), str(x[1])) for x in items)
+
+
+class _MemoryRecord:
+    def __init__(self, sink: "_MemorySink", record_id: str, length: int, mode: str):
+        self.sink, self.id, self.length, self.mode = sink, record_id, length, mode
+        self.rows: dict[int, list[np.ndarray]] = {}
+        self.windows: dict[int, list[np.ndarray]] = {}
+
+    def append(self, layer: int, rows: np.ndarray) -> None:
+        self.rows.setdefault(layer, []).append(np.array(rows, np.float32))
+
+    def append_windows(self, layer: int, rows: np.ndarray) -> None:
+        self.windows.setdefault(layer, []).append(np.array(rows, np.float32))
+
+    def commit(self, pooled: dict) -> None:
+        self.sink.done.append((self.id, {
+            "per_nucleotide": {k: np.concatenate(v) for k, v in self.rows.items()},
+            "pooled": dict(pooled),
+            "windowed": {k: np.concatenate(v) for k, v in self.windows.items()},
+            "mode": self.mode,
+        }))
+
+
+class _MemorySink:
+    """Collects committed records for :meth:`Embedder.embed_many`."""
+
+    def __init__(self):
+        self.done: list[tuple[str, dict]] = []
+
+    def begin(self, record_id: str, length: int, mode: str) -> _MemoryRecord:
+        return _MemoryRecord(self, record_id, length, mode)
+
+    def drain(self) -> Iterator[tuple[str, dict]]:
+        done, self.done = self.done, []
+        yield from done

@@ -21,6 +21,9 @@ Layout (``n`` records, ``d`` = model width; "rows" are 0-based, half-open ``[sta
 ``<layer>`` is an absolute, non-negative model layer index (the caller resolves negative ``--layer``
 values); the root attribute ``layers`` lists the stored ones in the order given. Only the groups the run
 asked for exist (no ``/per_nucleotide`` with ``--no-per-nucleotide``, no ``/windowed`` without ``--window``).
+While a run is unfinished the file also holds ``/_tail`` (see below) and ``<out>.journal`` lies beside it;
+read such a file with ``open_embeddings``, which warns and shows the committed records. Files use the
+HDF5 1.10+ format (``libver="latest"``, needed for SWMR).
 
 Root attributes: everything in the caller's provenance dict (model name, checkpoint sha256, compute dtype,
 tokenizer policy, convolution mode, command line, ...; dicts and lists as JSON strings), ``run_config``
@@ -31,32 +34,40 @@ tokenizer policy, convolution mode, command line, ...; dicts and lists as JSON s
 
 Crash safety (why a SIGKILL at any instant loses nothing committed and never yields a wrong file)
 ---------------------------------------------------------------------------------------------------
-1. The file is created and reopened with HDF5's SWMR-write flag (libver latest). Measured with HDF5 2.0:
-   after a SIGKILL a plain HDF5 file cannot be opened at all, not even read-only or with ``locking=False``
-   ("file is already open for write"); an SWMR-written one can still be opened in SWMR-read mode.
+1. The file is created and reopened with HDF5's SWMR-write flag (libver latest) from its first byte.
+   Measured with HDF5 2.0 / h5py 3.16: after a SIGKILL a plain HDF5 file cannot be opened at all, not even
+   read-only or with ``locking=False`` ("file is already open for write ... h5clear"); an SWMR-written one
+   still opens in SWMR-read mode, consistent up to its last flush.
 2. Beside the file, ``<out>.journal`` is an append-only log, one line per event, each line carrying the
    CRC32 of its own text: a header (spec, run_config, start time), then one entry per committed record
-   (id, length, mode, row offsets and the CRC32 of every byte stored for that record: per-nucleotide rows,
-   windowed rows, pooled rows). ``commit()`` writes the record's data, flushes HDF5 (data and metadata
-   reach the OS), and only then appends the journal line. A torn last line fails its CRC and is ignored.
-   A process kill does not lose what reached the OS, so no fsync is needed per commit.
-3. ``close()`` truncates uncommitted rows, closes HDF5 cleanly, fsyncs, then appends a ``closed`` line.
-   On resume, a journal that ends in exactly that line means the file was closed cleanly: an ``opened``
-   line is appended (so a kill from now on is seen as unclean), the file is reopened for SWMR writing,
-   cut back to the committed rows and appended to.
-4. Any other journal (a kill, an error in close) means the HDF5 file is not trusted: it is opened
-   read-only (SWMR read), every journal entry is read back and checked against its CRCs, in order, up to the
-   first mismatch, and the verified records are replayed into a fresh file ``<out>.salvage`` (with its own
-   journal) through the ordinary write path; both are fsynced and moved over the originals with
-   ``os.replace``. A kill during salvage leaves the originals untouched; one between the two renames
-   leaves a clean file with the old journal, which the next start salvages again. If the damaged file
-   cannot be opened at all, nothing is verified and the run restarts from the beginning: output is still
-   correct, only time is lost.
-5. ``finish()`` writes ``/ids`` and ``/modes``, ``end_time``, flushes and fsyncs, and only then sets
+   (id, length, mode, row offsets, where its newest rows live, and the CRC32 of every byte stored for the
+   record: per-nucleotide rows, windowed rows, pooled rows). ``commit()`` writes the data, flushes HDF5
+   (data and metadata reach the OS), and only then appends the journal line. A torn last line fails its CRC
+   and is ignored. A killed process does not lose what reached the OS, so no fsync is needed per commit.
+3. The big row datasets only ever receive whole chunks, each written once (a compressed chunk rewritten at
+   every commit is relocated each time: measured 7x file growth with 150-base records). Committed rows past
+   the last whole chunk are copied at each commit to slot 0 or 1 of ``/_tail/<kind>/<layer>`` (uncompressed,
+   contiguous, rewritten in place), alternating, and the journal line names the slot: the slot a journal
+   entry points at is never the one being written. ``finish()`` writes the last partial chunk once and
+   deletes ``/_tail``.
+4. ``close()`` cuts off uncommitted rows, closes HDF5 cleanly, fsyncs, then appends a ``closed`` line.
+   On resume, a journal that ends in exactly that line means a clean close: an ``opened`` line is appended
+   first (so a kill from then on counts as unclean), then the file is reopened and appended to.
+5. Any other journal (a kill, an error in close) means the HDF5 file is not trusted for writing: it is opened
+   read-only (SWMR read), every journal entry's bytes are read back and checked against its CRCs, in order,
+   up to the first mismatch, and the verified records are replayed into a fresh ``<out>.salvage`` (with its
+   own journal) through the ordinary write path; both are fsynced and renamed over the originals
+   (``os.replace``). A kill during salvage leaves the originals untouched; one between the two renames
+   leaves a clean file with the old journal, which the next start salvages again. If the damaged file cannot
+   be opened at all, nothing verifies and the run starts over: the output is still right, only time is lost.
+   Salvage rewrites the committed data once, so it needs that much free disk space for a moment.
+6. ``finish()`` writes ``/ids``, ``/modes`` and ``end_time``, flushes and fsyncs, and only then sets
    ``complete=True``, closes, fsyncs and deletes the journal. A complete file is refused without
-   ``overwrite``; a leftover journal beside a complete file is deleted.
-So the committed records are exactly the verified journal prefix, their bytes are checked, and the
-records after them are recomputed by the caller (``EmbeddingWriter.committed`` lists what to skip).
+   ``overwrite``; a journal left beside a complete file is deleted.
+So the committed records are exactly the verified journal prefix; their bytes are checked against CRCs
+taken from the arrays the caller passed; the caller recomputes only what follows
+(``EmbeddingWriter.committed`` lists what to skip). ``commit_interval`` > 0 trades this for speed with many
+short records: commits are made durable together, at most that many seconds apart and at close/finish.
 
 File locking: HDF5 locks files by default, which fails on some NFS/Lustre mounts ("No locks available").
 Pass ``locking=False`` or set ``GENOCONV_HDF5_LOCKING=0`` (``HDF5_USE_FILE_LOCKING=FALSE`` also works).
@@ -70,6 +81,7 @@ import json
 import math
 import os
 import shutil
+import time
 import warnings
 import zlib
 from collections.abc import Iterator, Mapping
@@ -81,7 +93,7 @@ import h5py
 import numpy as np
 
 from genoconv._version import __version__
-from genoconv.errors import InputError, ResourceError
+from genoconv.errors import InputError, InputFileError, ResourceError
 
 FORMAT = "genoconv-embeddings"
 FORMAT_VERSION = 1
@@ -340,6 +352,12 @@ class _Journal:
         if sync:
             os.fsync(self.fd)
 
+    def write_many(self, objs: list[Mapping[str, Any]]) -> None:
+        """Several lines in one write: a kill may tear it, leaving a valid prefix of whole lines."""
+        data = b"".join(_encode_line(o) for o in objs)
+        if os.write(self.fd, data) != len(data):
+            raise OSError(f"short write to {self.path}")
+
     def close(self) -> None:
         if self.fd >= 0:
             os.close(self.fd)
@@ -348,41 +366,90 @@ class _Journal:
 
 # --------------------------------------------------------------------------------------------- writer
 class _RowAppender:
-    """Appends rows to a growable (rows, d) dataset, writing whole chunks as they fill so every chunk is
-    written once (twice for the chunk that straddles a commit)."""
+    """Appends rows to a growable (rows, d) dataset and keeps its committed tail safe.
 
-    def __init__(self, ds: h5py.Dataset, rows: int) -> None:
-        self.ds = ds
+    Only whole chunks go to the main dataset, each written once (a compressed chunk rewritten at every commit
+    would be relocated each time: measured 7x file growth for 150-base records). The rows after the last
+    whole chunk stay in memory and, at each durable point, are copied to slot 0 or 1 of the uncompressed
+    ``/_tail/...`` dataset, alternately, so the slot the journal points at is never being overwritten."""
+
+    def __init__(self, ds: h5py.Dataset, tail: h5py.Dataset, aligned: int, pending: np.ndarray | None = None) -> None:
+        self.ds, self.tail = ds, tail
         self.chunk = ds.chunks[0]
-        self.written = rows
-        self.pending: list[np.ndarray] = []
-        self.n_pending = 0
+        self.written = aligned  # rows in the main dataset: always whole chunks until finish()
+        self.pending: list[np.ndarray] = [] if pending is None or not len(pending) else [pending]
+        self.n_pending = 0 if pending is None else len(pending)
+
+    @property
+    def end(self) -> int:
+        return self.written + self.n_pending
 
     def push(self, rows: np.ndarray) -> None:
         self.pending.append(rows)
         self.n_pending += len(rows)
-        end = self.written + self.n_pending
-        boundary = end - end % self.chunk
+        boundary = self.end - self.end % self.chunk
         if boundary > self.written:
             self._write(boundary - self.written)
 
-    def flush(self) -> None:
+    def save_tail(self, slot: int) -> None:
+        if self.n_pending:
+            self._join()
+            self.tail[slot, : self.n_pending] = self.pending[0]
+
+    def finalize(self) -> None:
         if self.n_pending:
             self._write(self.n_pending)
 
-    def reset(self, rows: int) -> None:
-        self.pending, self.n_pending, self.written = [], 0, rows
+    def reset(self, end: int) -> None:
+        """Forget rows past ``end`` (a record begun but not committed)."""
+        self._join()
+        keep = end - self.written
+        assert 0 <= keep <= self.n_pending
+        self.pending = [self.pending[0][:keep]] if keep else []
+        self.n_pending = keep
+
+    def _join(self) -> None:
+        if len(self.pending) > 1:
+            self.pending = [np.concatenate(self.pending)]
 
     def _write(self, count: int) -> None:
-        block = self.pending[0] if len(self.pending) == 1 else np.concatenate(self.pending)
+        self._join()
+        block = self.pending[0]
         start = self.written
-        if self.ds.shape[0] < start + count:
+        if self.ds.shape[0] != start + count:
             self.ds.resize(start + count, axis=0)
         self.ds[start : start + count] = block[:count]
         rest = block[count:]
         self.pending = [rest] if len(rest) else []
         self.n_pending = len(rest)
         self.written = start + count
+
+
+class _RowSource:
+    """Where committed rows live: below ``aligned[kind]`` in the main dataset, above it in ``/_tail/<kind>/...``
+    slot ``slot`` (as journaled with the last committed record). No tail (finished or never journaled): main."""
+
+    def __init__(self, f: h5py.File, last_entry: Mapping[str, Any] | None) -> None:
+        self.f = f
+        use_tail = last_entry is not None and "_tail" in f and "a" in last_entry
+        self.aligned = dict(last_entry["a"]) if use_tail else None
+        self.slot = int(last_entry["s"]) if use_tail else 0
+
+    def read(self, kind: str, layer: int, start: int, count: int) -> np.ndarray:
+        main = self.f[f"{kind}/{layer}"]
+        stop = start + count
+        if self.aligned is None:
+            if main.shape[0] < stop:
+                raise ValueError(f"{kind}/{layer} has {main.shape[0]} rows, need {stop}")
+            return main[start:stop]
+        aligned = int(self.aligned["p" if kind == "per_nucleotide" else "w"])
+        parts = []
+        if start < aligned:
+            parts.append(main[start : min(stop, aligned)])
+        if stop > aligned:
+            tail = self.f[f"_tail/{kind}/{layer}"]
+            parts.append(tail[self.slot, max(start, aligned) - aligned : stop - aligned])
+        return parts[0] if len(parts) == 1 else np.concatenate(parts)
 
 
 class RecordWriter:
@@ -437,8 +504,9 @@ class RecordWriter:
         self._windows[layer] += len(rows)
 
     def commit(self, pooled: Mapping[tuple[str, int], np.ndarray]) -> None:
-        """Write the pooled rows, flush everything and journal the record: after this returns the record
-        survives any crash. ``pooled[(mode, layer)]`` is a (d,) vector for every stored mode and layer."""
+        """Add the pooled rows and make the record durable: once this returns (with the default
+        ``commit_interval=0``) the record survives any crash. ``pooled[(mode, layer)]`` is a (d,) vector for
+        every stored mode and layer."""
         self._check_open()
         self._owner._commit(self, pooled)
         self._done = True
@@ -446,6 +514,8 @@ class RecordWriter:
 
 class EmbeddingWriter:
     """Writes one run's HDF5 file; resumable after any interruption (see the module docstring)."""
+
+    committed: list[str]
 
     def __init__(self) -> None:  # use EmbeddingWriter.open
         raise TypeError("use EmbeddingWriter.open(path, spec, provenance)")
@@ -460,11 +530,14 @@ class EmbeddingWriter:
         *,
         overwrite: bool = False,
         locking: bool | None = None,
+        commit_interval: float = 0.0,
     ) -> "EmbeddingWriter":
         """A new file, or the resume of an unfinished one started with the same spec and run_config.
 
         ``committed`` lists the ids already in the file (the caller skips them). ``locking=False`` (or
-        GENOCONV_HDF5_LOCKING=0) turns HDF5 file locking off for NFS/Lustre."""
+        GENOCONV_HDF5_LOCKING=0) turns HDF5 file locking off for NFS/Lustre. ``commit_interval`` > 0 groups
+        commits: records become durable together at most that many seconds apart (and at close/finish),
+        which makes many short records much faster; a kill then loses at most that much work."""
         path = Path(path)
         locking = _locking(locking)
         journal = _journal_path(path)
@@ -478,15 +551,15 @@ class EmbeddingWriter:
             _unlink(journal)
         if not path.exists():
             _unlink(journal)
-            return cls._create(path, spec, provenance, run_config, locking)
+            return cls._create(path, spec, provenance, run_config, locking, commit_interval)
         state = _read_journal(journal)
         if _is_complete(path, locking):
             _unlink(journal)  # leftover of a kill between complete=True and the journal's removal
             raise InputError(f"{path} is complete; use --overwrite to replace it")
         if state.header is None:
             if journal.exists():
-                # killed while the journal header was being written: the file holds nothing committed
-                return cls._create(path, spec, provenance, run_config, locking)
+                # the header is written atomically, so this journal is not ours to trust: start over
+                return cls._create(path, spec, provenance, run_config, locking, commit_interval)
             raise InputError(
                 f"{path} exists but is not an unfinished genoconv run (no {journal.name} beside it); "
                 "use --overwrite or another output path"
@@ -499,13 +572,13 @@ class EmbeddingWriter:
             )
         if state.clean:
             try:
-                return cls._reopen(path, spec, state, locking)
-            except OSError:
+                return cls._reopen(path, spec, state, locking, commit_interval)
+            except (OSError, KeyError, ValueError):
                 pass  # fall through to salvage
-        return cls._salvage(path, spec, provenance, run_config, state, locking)
+        return cls._salvage(path, spec, provenance, run_config, state, locking, commit_interval)
 
     @classmethod
-    def _blank(cls, path: Path, spec: StoreSpec) -> "EmbeddingWriter":
+    def _blank(cls, path: Path, spec: StoreSpec, commit_interval: float) -> "EmbeddingWriter":
         self = object.__new__(cls)
         self.path, self.spec = path, spec
         self._dtype = STORE_DTYPES[spec.store_dtype]
@@ -514,55 +587,80 @@ class EmbeddingWriter:
         self.committed = []
         self._ids_set: set[str] = set()
         self._modes: list[str] = []
+        self._lengths: list[int] = []
         self._n_bases = 0
         self._n_windows = 0
+        self._staged: list[tuple[dict[str, Any], dict[tuple[str, int], np.ndarray]]] = []
+        self._n_durable = 0
+        self._slot = 1  # the tail slot of the last durable point; the next one writes the other
+        self._aligned = {"p": 0, "w": 0}  # whole-chunk rows of main datasets at the last durable point
+        self._commit_interval = float(commit_interval)
+        self._last_durable = time.monotonic()
+        self._per_nt: dict[int, _RowAppender] = {}
+        self._windowed: dict[int, _RowAppender] = {}
         return self
 
     @classmethod
     def _create(cls, path: Path, spec: StoreSpec, provenance: Mapping[str, Any], run_config: str,
-                locking: bool | None, start_time: str | None = None, journal_path: Path | None = None) -> "EmbeddingWriter":
-        self = cls._blank(path, spec)
+                locking: bool | None, commit_interval: float = 0.0, start_time: str | None = None,
+                journal_path: Path | None = None) -> "EmbeddingWriter":
+        self = cls._blank(path, spec, commit_interval)
         start_time = start_time or _now()
         header = {"journal": JOURNAL_FORMAT, "version": 1, "spec": spec.to_dict(), "run_config": run_config,
                   "start_time": start_time, "h5": path.name}
-        self._journal = _Journal(journal_path or _journal_path(path), header)
-        self._f = _open_swmr_write(path, True, locking)
+        try:
+            self._journal = _Journal(journal_path or _journal_path(path), header)
+            self._f = _open_swmr_write(path, True, locking)
+        except (PermissionError, IsADirectoryError, NotADirectoryError, FileNotFoundError) as err:
+            raise InputFileError(f"cannot write {path}: {err.strerror or err}") from None
         self._write_layout(provenance, run_config, start_time)
         self._f.flush()
-        self._attach()
+        self._attach(None)
         return self
 
     @classmethod
-    def _reopen(cls, path: Path, spec: StoreSpec, state: _JournalState, locking: bool | None) -> "EmbeddingWriter":
-        self = cls._blank(path, spec)
+    def _reopen(cls, path: Path, spec: StoreSpec, state: _JournalState, locking: bool | None,
+                commit_interval: float) -> "EmbeddingWriter":
+        self = cls._blank(path, spec, commit_interval)
         self._journal = _Journal(_journal_path(path))
         # From here on the journal no longer ends in "closed": a kill is treated as unclean.
         self._journal.write({"opened": len(state.entries)}, sync=True)
         self._f = _open_swmr_write(path, False, locking)
-        for e in state.entries:
-            self._note_committed(e["id"], e["mode"], e["len"])
-        self._truncate()
-        self._f.flush()
-        self._attach()
+        try:
+            for e in state.entries:
+                self._note_committed(e["id"], e["mode"], e["len"])
+            self._n_durable = len(self.committed)
+            last = state.entries[-1] if state.entries else None
+            if last is not None:
+                self._slot, self._aligned = int(last["s"]), {"p": int(last["a"]["p"]), "w": int(last["a"]["w"])}
+            self._attach(_RowSource(self._f, last))
+            self._truncate()
+            self._f.flush()
+        except Exception:
+            self._f.close()
+            self._journal.close()
+            raise
         return self
 
     @classmethod
     def _salvage(cls, path: Path, spec: StoreSpec, provenance: Mapping[str, Any], run_config: str,
-                 state: _JournalState, locking: bool | None) -> "EmbeddingWriter":
+                 state: _JournalState, locking: bool | None, commit_interval: float) -> "EmbeddingWriter":
         """Replay every journal entry whose bytes verify into a fresh file, then swap it in."""
         salvage = _salvage_path(path)
         assert state.header is not None
-        new = cls._create(salvage, spec, provenance, run_config, locking,
+        new = cls._create(salvage, spec, provenance, run_config, locking, 0.0,
                           start_time=state.header.get("start_time"), journal_path=_journal_path(salvage))
         try:
             old = _open_read(path, locking)
         except OSError:
             old = None  # unreadable: nothing can be verified, the run starts over
         try:
-            if old is not None:
+            if old is not None and state.entries:
+                source = _RowSource(old, state.entries[-1])
                 for entry in state.entries:
-                    if not _replay(old, new, entry):
+                    if not _replay(source, new, entry):
                         break
+                new._make_durable()
         finally:
             if old is not None:
                 old.close()
@@ -571,7 +669,7 @@ class EmbeddingWriter:
         os.replace(salvage, path)
         os.replace(_journal_path(salvage), _journal_path(path))
         _fsync_dir(path)
-        return cls._reopen(path, spec, _read_journal(_journal_path(path)), locking)
+        return cls._reopen(path, spec, _read_journal(_journal_path(path)), locking, commit_interval)
 
     def _write_layout(self, provenance: Mapping[str, Any], run_config: str, start_time: str) -> None:
         f, spec = self._f, self.spec
@@ -603,45 +701,53 @@ class EmbeddingWriter:
         if spec.compression:
             filters = {"compression": spec.compression, "shuffle": True}
         for layer in spec.layers:
+            big = []
             if spec.per_nucleotide:
-                f.create_dataset(f"per_nucleotide/{layer}", shape=(0, d), maxshape=(None, d), dtype=self._dtype,
-                                 chunks=(chunk_rows(d, self._dtype.itemsize), d), **filters)
+                big.append((f"per_nucleotide/{layer}", self._dtype))
             if spec.window:
-                f.create_dataset(f"windowed/{layer}", shape=(0, d), maxshape=(None, d), dtype="<f4",
-                                 chunks=(chunk_rows(d, 4), d), **filters)
+                big.append((f"windowed/{layer}", np.dtype("<f4")))
+            for name, dtype in big:
+                rows = chunk_rows(d, dtype.itemsize)
+                f.create_dataset(name, shape=(0, d), maxshape=(None, d), dtype=dtype, chunks=(rows, d), **filters)
+                f.create_dataset(f"_tail/{name}", shape=(2, rows, d), dtype=dtype)  # contiguous: rewritten in place
             for mode in spec.pools:
                 f.create_dataset(f"pooled/{mode}/{layer}", shape=(0, d), maxshape=(None, d), dtype="<f4",
                                  chunks=(chunk_rows(d, 4, SMALL_CHUNK_BYTES), d))
 
-    def _attach(self) -> None:
+    def _attach(self, source: _RowSource | None) -> None:
         f, spec = self._f, self.spec
-        self._per_nt = {l: _RowAppender(f[f"per_nucleotide/{l}"], self._n_bases) for l in spec.layers} if spec.per_nucleotide else {}
-        self._windowed = {l: _RowAppender(f[f"windowed/{l}"], self._n_windows) for l in spec.layers} if spec.window else {}
+
+        def appender(kind: str, key: str, end: int) -> _RowAppender:
+            aligned = self._aligned[key]
+            pending = source.read(kind, layer, aligned, end - aligned) if source is not None and end > aligned else None
+            return _RowAppender(f[f"{kind}/{layer}"], f[f"_tail/{kind}/{layer}"], aligned, pending)
+
+        for layer in spec.layers:
+            if spec.per_nucleotide:
+                self._per_nt[layer] = appender("per_nucleotide", "p", self._n_bases)
+            if spec.window:
+                self._windowed[layer] = appender("windowed", "w", self._n_windows)
+        self._small = {name: f[name] for name in ("lengths", "offsets", "window_offsets") if name in f}
+        self._pooled_ds = {(m, l): f[f"pooled/{m}/{l}"] for m in spec.pools for l in spec.layers}
 
     def _note_committed(self, record_id: str, mode: str, length: int) -> None:
         self.committed.append(record_id)
         self._ids_set.add(record_id)
         self._modes.append(mode)
+        self._lengths.append(length)
         self._n_bases += length
         self._n_windows += _n_windows(length, self.spec.window)
 
-    def _row_datasets(self) -> Iterator[tuple[h5py.Dataset, int]]:
-        """Every dataset with its committed row count."""
-        f, spec, n = self._f, self.spec, len(self.committed)
-        for name in ("lengths", "offsets") + (("window_offsets",) if spec.window else ()):
-            yield f[name], n
-        for layer in spec.layers:
-            if spec.per_nucleotide:
-                yield f[f"per_nucleotide/{layer}"], self._n_bases
-            if spec.window:
-                yield f[f"windowed/{layer}"], self._n_windows
-            for mode in spec.pools:
-                yield f[f"pooled/{mode}/{layer}"], n
-
     def _truncate(self) -> None:
-        for ds, rows in self._row_datasets():
-            if ds.shape[0] != rows:
-                ds.resize(rows, axis=0)
+        """Cut every dataset back to its durable extent (drops rows of records never committed)."""
+        n = self._n_durable
+        for ds in (*self._small.values(), *self._pooled_ds.values()):
+            if ds.shape[0] != n:
+                ds.resize(n, axis=0)
+        for apps, key in ((self._per_nt, "p"), (self._windowed, "w")):
+            for app in apps.values():
+                if app.ds.shape[0] != self._aligned[key]:
+                    app.ds.resize(self._aligned[key], axis=0)
 
     # ---- writing
     def begin(self, record_id: str, length: int, mode: str) -> RecordWriter:
@@ -657,8 +763,7 @@ class EmbeddingWriter:
         return self._record
 
     def _commit(self, rec: RecordWriter, pooled: Mapping[tuple[str, int], np.ndarray]) -> None:
-        spec, f = self.spec, self._f
-        n = len(self.committed)
+        spec = self.spec
         n_win = _n_windows(rec.length, spec.window)
         for layer in spec.layers:
             if spec.per_nucleotide and rec._rows[layer] != rec.length:
@@ -675,24 +780,38 @@ class EmbeddingWriter:
                     raise ValueError(f"record {rec.record_id!r}: pooled[({mode!r}, {layer})] must have shape ({spec.d_model},)")
                 pooled_rows[(mode, layer)] = row
                 rec._crc[f"m/{mode}/{layer}"] = _crc(row)
-        for app in (*self._per_nt.values(), *self._windowed.values()):
-            app.flush()
-        for (mode, layer), row in pooled_rows.items():
-            ds = f[f"pooled/{mode}/{layer}"]
-            ds.resize(n + 1, axis=0)
-            ds[n] = row
-        index = {"lengths": rec.length, "offsets": self._n_bases}
-        if spec.window:
-            index["window_offsets"] = self._n_windows
-        for name, value in index.items():
-            ds = f[name]
-            ds.resize(n + 1, axis=0)
-            ds[n] = value
-        f.flush()  # data and metadata reach the OS before the journal says "committed"
-        self._journal.write({"c": n, "id": rec.record_id, "len": rec.length, "mode": rec.mode,
-                             "off": self._n_bases, "woff": self._n_windows, "crc": rec._crc})
+        entry = {"c": len(self.committed), "id": rec.record_id, "len": rec.length, "mode": rec.mode,
+                 "off": self._n_bases, "woff": self._n_windows, "crc": rec._crc}
+        self._staged.append((entry, pooled_rows))
         self._note_committed(rec.record_id, rec.mode, rec.length)
         self._record = None
+        if time.monotonic() - self._last_durable >= self._commit_interval:
+            self._make_durable()
+
+    def _make_durable(self) -> None:
+        """Tails to the other slot, staged index and pooled rows, flush, then the journal lines."""
+        if not self._staged:
+            return
+        slot = 1 - self._slot
+        for app in (*self._per_nt.values(), *self._windowed.values()):
+            app.save_tail(slot)
+        n0, n1 = self._n_durable, len(self.committed)
+        entries = [e for e, _ in self._staged]
+        columns = {"lengths": [e["len"] for e in entries], "offsets": [e["off"] for e in entries],
+                   "window_offsets": [e["woff"] for e in entries]}
+        for name, ds in self._small.items():
+            ds.resize(n1, axis=0)
+            ds[n0:n1] = np.asarray(columns[name], dtype=np.int64)
+        for key, ds in self._pooled_ds.items():
+            ds.resize(n1, axis=0)
+            ds[n0:n1] = np.stack([rows[key] for _, rows in self._staged])
+        self._f.flush()  # data and metadata reach the OS before the journal says "committed"
+        aligned = {"p": next(iter(self._per_nt.values())).written if self._per_nt else 0,
+                   "w": next(iter(self._windowed.values())).written if self._windowed else 0}
+        self._journal.write_many([{**e, "a": aligned, "s": slot} for e in entries])
+        self._slot, self._aligned, self._n_durable = slot, aligned, n1
+        self._staged = []
+        self._last_durable = time.monotonic()
 
     # ---- ending
     def finish(self) -> None:
@@ -700,12 +819,17 @@ class EmbeddingWriter:
         self._check_writable()
         if self._record is not None:
             raise RuntimeError(f"record {self._record.record_id!r} was begun but not committed")
+        self._make_durable()
         f, n = self._f, len(self.committed)
-        self._truncate()
+        for app in (*self._per_nt.values(), *self._windowed.values()):
+            app.finalize()  # the last partial chunk, once
         for name, values in (("ids", self.committed), ("modes", self._modes)):
             f[name].resize(n, axis=0)
             if n:
                 f[name][:] = np.asarray(values, dtype=object)
+        f.flush()  # main now holds every row: the tails can go
+        if "_tail" in f:
+            del f["_tail"]
         f.attrs["end_time"] = _now()
         f.flush()
         _fsync_path(self.path)
@@ -718,13 +842,15 @@ class EmbeddingWriter:
         _fsync_dir(self.path)
 
     def close(self) -> None:
-        """Flush committed work and close without marking complete; the same call to ``open`` resumes.
-        Rows of a record that was begun but not committed are dropped."""
+        """Make committed work durable and close without marking complete; the same call to ``open``
+        resumes. Rows of a record that was begun but not committed are dropped."""
         if self._closed:
             return
         self._closed = True
-        self._record = None
         try:
+            if self._record is not None:
+                self._abort_record()
+            self._make_durable()
             self._truncate()
             self._f.close()
             _fsync_path(self.path)
@@ -735,7 +861,7 @@ class EmbeddingWriter:
         self._journal.close()
 
     def _abort_record(self) -> None:
-        """Forget a record that was begun but will not be committed; its rows are cut off at close."""
+        """Forget a record that was begun but will not be committed."""
         self._record = None
         for app in self._per_nt.values():
             app.reset(self._n_bases)
@@ -764,8 +890,9 @@ def _spec_diffs(header: Mapping[str, Any], spec: StoreSpec, run_config: str) -> 
         except ValueError:
             a = b = None
         if isinstance(a, dict) and isinstance(b, dict):
+            reported = {d.split(":")[0] for d in diffs}
             diffs += [f"{k}: {_fmt_option(a.get(k))} vs {_fmt_option(b.get(k))}"
-                      for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k) and k not in spec.to_dict()]
+                      for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k) and k not in reported]
         if not diffs:
             diffs.append(f"run_config: {old_rc} vs {run_config}")
     return diffs
@@ -779,10 +906,10 @@ def _is_complete(path: Path, locking: bool | None) -> bool:
         return False
 
 
-def _replay(old: h5py.File, new: EmbeddingWriter, entry: Mapping[str, Any]) -> bool:
+def _replay(source: _RowSource, new: EmbeddingWriter, entry: Mapping[str, Any]) -> bool:
     """Copy one journaled record from a damaged file into ``new``, committing it only if every byte read
     back matches the CRCs journaled when it was first written. Returns False (nothing committed) otherwise."""
-    spec = new.spec
+    spec, old = new.spec, source.f
     try:
         if entry["off"] != new._n_bases or entry["woff"] != new._n_windows or entry["c"] != len(new.committed):
             return False
@@ -793,22 +920,21 @@ def _replay(old: h5py.File, new: EmbeddingWriter, entry: Mapping[str, Any]) -> b
         for layer in spec.layers:
             parts = []
             if spec.per_nucleotide:
-                parts.append((rec.append, old[f"per_nucleotide/{layer}"], entry["off"], length))
+                parts.append((rec.append, "per_nucleotide", entry["off"], length))
             if spec.window:
-                parts.append((rec.append_windows, old[f"windowed/{layer}"], entry["woff"], _n_windows(length, spec.window)))
-            for append, ds, start, count in parts:
-                if ds.shape[0] < start + count:
-                    raise ValueError("rows missing")
-                step = max(1, _BLOCK_BYTES // (ds.shape[1] * ds.dtype.itemsize))
+                parts.append((rec.append_windows, "windowed", entry["woff"], _n_windows(length, spec.window)))
+            for append, kind, start, count in parts:
+                step = max(1, _BLOCK_BYTES // (spec.d_model * 4))
                 for a in range(start, start + count, step):
-                    append(layer, ds[a : min(a + step, start + count)])
+                    append(layer, source.read(kind, layer, a, min(step, start + count - a)))
         expected = {k: crcs[k] for k in crcs if not k.startswith("m/")}
         if rec._crc != expected or any(_crc(v) != crcs[f"m/{m}/{l}"] for (m, l), v in pooled.items()):
             raise ValueError("checksum mismatch")
         rec.commit(pooled)
         return True
     except (OSError, KeyError, ValueError, IndexError, TypeError, RuntimeError):
-        new._abort_record()
+        if new._record is not None:
+            new._abort_record()
         return False
 
 
@@ -826,7 +952,7 @@ def estimate_bytes(spec: StoreSpec, n_records: int, total_bases: int) -> int:
     size += n_records * (3 * 8 + 2 * 64)  # index arrays, ids and modes
     # metadata, partial last chunks and the journal
     n_big = n_layers * (int(spec.per_nucleotide) + int(bool(spec.window)))
-    return int(size * 1.01) + n_big * CHUNK_BYTES + n_records * 512 + 2**20
+    return int(size * 1.01) + 3 * n_big * CHUNK_BYTES + n_records * 512 + 2**20  # + the two /_tail slots
 
 
 def _human(n: float) -> str:
@@ -883,18 +1009,23 @@ class EmbeddingsFile:
             self.window = int(f.attrs.get("window", 0)) or None
             self.provenance = {k: (v.item() if isinstance(v, np.generic) else v.tolist() if isinstance(v, np.ndarray) else v)
                                for k, v in f.attrs.items()}
-            n = min(f["lengths"].shape[0], f["offsets"].shape[0])
             if self.complete:
-                self.ids = [s.decode() if isinstance(s, bytes) else s for s in f["ids"].asstr()[:n]]
+                n = f["lengths"].shape[0]
+                self.ids = list(f["ids"].asstr()[:n])
+                self.lengths = np.asarray(f["lengths"][:n], dtype=np.int64)
+                self._offsets = np.asarray(f["offsets"][:n], dtype=np.int64)
+                self._window_offsets = np.asarray(f["window_offsets"][:n], dtype=np.int64) if self.window else None
+                self._source = _RowSource(f, None)
             else:
+                # Only the journal knows what was committed and where the newest rows live (/_tail).
                 entries = _read_journal(_journal_path(self.path)).entries
-                n = min(n, len(entries))
-                self.ids = [e["id"] for e in entries[:n]]
-                warnings.warn(f"{self.path} is unfinished (interrupted run); showing its {n} committed records",
+                self.ids = [e["id"] for e in entries]
+                self.lengths = np.asarray([e["len"] for e in entries], dtype=np.int64)
+                self._offsets = np.asarray([e["off"] for e in entries], dtype=np.int64)
+                self._window_offsets = np.asarray([e["woff"] for e in entries], dtype=np.int64) if self.window else None
+                self._source = _RowSource(f, entries[-1] if entries else None)
+                warnings.warn(f"{self.path} is unfinished (interrupted run); showing its {len(entries)} committed records",
                               stacklevel=3)
-            self.lengths = np.asarray(f["lengths"][:n], dtype=np.int64)
-            self._offsets = np.asarray(f["offsets"][:n], dtype=np.int64)
-            self._window_offsets = np.asarray(f["window_offsets"][:n], dtype=np.int64) if self.window else None
         except Exception:
             f.close()
             raise
@@ -945,7 +1076,7 @@ class EmbeddingsFile:
             start, count = int(self._window_offsets[i]), _n_windows(int(self.lengths[i]), self.window)
         else:
             raise ValueError(f"kind must be 'per_nucleotide' or 'windowed', got {kind!r}")
-        return self._f[f"{kind}/{layer}"][start : start + count]
+        return self._source.read(kind, layer, start, count)
 
     def pooled(self, mode: str = "mean", layer: int = -1) -> np.ndarray:
         """(n, d) float32 matrix, rows in the order of ``ids``."""

@@ -1,6 +1,6 @@
 """Child process for the SIGKILL torture test in test_store.py: writes a deterministic run, resuming.
 
-Usage: python store_writer_child.py OUT.h5 N_RECORDS SEED COMPRESSION [SLEEP_S]
+Usage: python store_writer_child.py OUT.h5 N_RECORDS SEED COMPRESSION [SLEEP_S [COMMIT_INTERVAL_S]]
 
 Prints "resumed <n>" once the writer is open (n = records skipped), then "done" after finish().
 SLEEP_S > 0 sleeps before and after each journal write, so kills also land between the data flush and the
@@ -9,6 +9,7 @@ journal line, and right after it.
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 import types
@@ -23,7 +24,7 @@ _stub.__path__ = [str(_PKG)]
 sys.modules.setdefault("genoconv", _stub)
 from genoconv import store  # noqa: E402
 
-D_MODEL = 8
+D_MODEL = int(os.environ.get("STORE_CHILD_D_MODEL", 8))
 LAYERS = (0, 3)
 WINDOW = 100
 
@@ -49,19 +50,28 @@ def main() -> None:
     out, n, seed, compression = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
     compression = None if compression == "none" else compression
     sleep = float(sys.argv[5]) if len(sys.argv) > 5 else 0.0
-    store.CHUNK_BYTES = 2**12  # 256 rows per chunk: many chunks per record, quick to write
+    interval = float(sys.argv[6]) if len(sys.argv) > 6 else 0.0
+    store.CHUNK_BYTES = int(os.environ.get("STORE_CHILD_CHUNK_BYTES", 2**12))  # 256 rows at d=8: many chunks per record
     if sleep:
         write = store._Journal.write
+
+        write_many = store._Journal.write_many
 
         def slow_write(self, obj, sync=False):
             time.sleep(sleep)
             write(self, obj, sync)
             time.sleep(sleep)
 
+        def slow_write_many(self, objs):
+            time.sleep(sleep)
+            write_many(self, objs)
+            time.sleep(sleep)
+
         store._Journal.write = slow_write
+        store._Journal.write_many = slow_write_many
     provenance = {"model_name": "test-model", "checkpoint_sha256": "0" * 64, "compute_dtype": "float32",
                   "command_line": "genoconv embed in.fa -o out.h5", "run_config": {"seed": seed, "n": n}}
-    with store.EmbeddingWriter.open(out, spec(compression), provenance) as writer:
+    with store.EmbeddingWriter.open(out, spec(compression), provenance, commit_interval=interval) as writer:
         done = set(writer.committed)
         print("resumed", len(done), flush=True)
         for i, (rid, length) in enumerate(records(n, seed)):

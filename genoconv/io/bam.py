@@ -36,7 +36,7 @@ class AlignmentInput:
         self.reference = reference
         self.include_secondary = include_secondary
         self.include_supplementary = include_supplementary
-        self._open(warn=None)  # fail now, not in the middle of a run, when the header cannot be read
+        self._open(warn=None).close()  # fail now, not in the middle of a run, when the header cannot be read
 
     def _open(self, warn) -> pysam.AlignmentFile:
         kwargs = {"check_sq": False, "ignore_truncation": True}
@@ -78,6 +78,11 @@ class AlignmentInput:
                         name += "/1" if read.is_read1 else "/2"
                     yield Record.from_sequence(name, read.get_forward_sequence(), str(self.path)), ordinal
         except (OSError, ValueError) as e:
+            if self.kind == "CRAM":
+                hint = "; pass the reference it was written against (--reference)" if self.reference is None else ""
+                raise InputError(
+                    f"{self.path}: cannot decode CRAM record {ordinal + 1} ({e}): is the reference right{hint}?"
+                ) from None
             raise InputError(
                 f"{self.path}: truncated or corrupt at record {ordinal + 1}, after {ordinal} records were read ({e})"
             ) from None
@@ -86,7 +91,11 @@ class AlignmentInput:
         return f"record {ordinal} of {self.path}"
 
     def describe(self) -> str:
-        extra = [w for w, on in (("secondary", self.include_secondary), ("supplementary", self.include_supplementary)) if on]
+        extra = [
+            what
+            for what, on in (("secondary", self.include_secondary), ("supplementary", self.include_supplementary))
+            if on
+        ]
         return f"{self.path} ({self.kind}{', with ' + ' and '.join(extra) if extra else ''})"
 
     def close(self) -> None:

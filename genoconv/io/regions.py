@@ -113,10 +113,13 @@ def _parse(path: Path, fmt: str, feature: str) -> Iterator[tuple[int, str, int, 
                 keys = ("Name", "gene_name", "ID")
             name = next((a[k] for k in keys if a.get(k)), None)
         if start < 0:
-            raise InputError(f"{path}: line {line_no}: start {fields[1] if fmt == 'bed' else start + 1} is negative")
-        if end < start or (fmt == "bed" and end == start):
-            shown = (start, end) if fmt == "bed" else (start + 1, end)
-            raise InputError(f"{path}: line {line_no}: end {shown[1]} is before start {shown[0]}" if end < start else f"{path}: line {line_no}: empty region ({start}-{end})")
+            first = 0 if fmt == "bed" else 1
+            raise InputError(f"{path}: line {line_no}: start {start + 1 - first} is before the first base ({first})")
+        if end < start:
+            shown = start if fmt == "bed" else start + 1  # as written in the file
+            raise InputError(f"{path}: line {line_no}: end {end} is before start {shown}")
+        if end == start:
+            raise InputError(f"{path}: line {line_no}: empty region {contig}:{start}-{end}")
         if strand not in ("+", "-", "."):
             raise InputError(f"{path}: line {line_no}: strand {strand!r} is not '+', '-' or '.'")
         found += 1
@@ -133,10 +136,12 @@ class RegionsInput:
 
     kind = "regions"
 
-    def __init__(self, regions: Path, reference: FastaHandle, *, feature: str = "gene", strand_aware: bool = True) -> None:
+    def __init__(
+        self, regions: Path, reference: FastaHandle, *, feature: str = "gene", strand_aware: bool = True
+    ) -> None:
         self.path = regions
-        self.format = regions_format(regions)
         check_readable(regions)
+        self.format = regions_format(regions)
         self.reference = reference
         self.feature = feature
         self.strand_aware = strand_aware
@@ -146,7 +151,9 @@ class RegionsInput:
         for line_no, contig, start, end, strand, name in _parse(self.path, self.format, self.feature):
             length = self._contigs.get(contig)
             if length is None:
-                raise InputError(f"{self.path}: line {line_no}: contig {contig!r} is not in {self.reference.path}{self._hint(contig)}")
+                raise InputError(
+                    f"{self.path}: line {line_no}: contig {contig!r} is not in {self.reference.path}{self._hint(contig)}"
+                )
             if end > length:
                 raise InputError(
                     f"{self.path}: line {line_no}: {contig}:{start}-{end} runs past the end of {contig} ({length} bp) "
@@ -170,7 +177,8 @@ class RegionsInput:
 
     def describe(self) -> str:
         what = f"'{self.feature}' features of " if self.format != "bed" else ""
-        return f"{what}{self.path} ({self.format.upper()}) on {self.reference.path}" + (", strand-aware" if self.strand_aware else "")
+        strand = ", strand-aware" if self.strand_aware else ", forward strand only"
+        return f"{what}{self.path} ({self.format.upper()}) on {self.reference.path}{strand}"
 
     def close(self) -> None:
         pass

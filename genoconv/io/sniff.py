@@ -1,4 +1,5 @@
-"""Which reader a path needs: decided by its first bytes (the extension is only a hint in messages).
+"""Which reader a path needs: decided by its first bytes, not by its name (a ``.fa`` that is really gzip,
+or a BAM named ``.dat``, is read all the same).
 
 A gzip file is BGZF (``bgzip``) when its first member carries the ``BC`` extra subfield (SAM spec §4.1);
 only BGZF and plain files can be indexed for random access.
@@ -43,16 +44,15 @@ def check_readable(path: Path) -> None:
         raise InputFileError(f"{path}: cannot read ({e.strerror or e})") from None
 
 
-def read_head(path: Path) -> tuple[bytes, str, bool]:
-    """First bytes of the file's content (decompressed when gzip), its compression, and whether the
-    decompressed head already reached the end of the data."""
+def read_head(path: Path) -> tuple[bytes, str]:
+    """The first bytes of the file's content (decompressed when gzip) and its compression."""
     check_readable(path)
     with open(path, "rb") as fh:
         raw = fh.read(_HEAD_BYTES)
     if not raw:
         raise InputError(f"{path}: empty file")
     if raw[:2] != b"\x1f\x8b":
-        return raw, "none", len(raw) < _HEAD_BYTES
+        return raw, "none"
     bgzf = len(raw) >= 18 and raw[3] & 4 and raw[12:14] == b"BC"
     out = bytearray()
     data = raw
@@ -74,13 +74,13 @@ def read_head(path: Path) -> tuple[bytes, str, bool]:
             raise InputError(f"{path}: empty file")
         if os.path.getsize(path) <= len(raw):
             raise InputError(f"{path}: truncated gzip file (no data could be decompressed)")
-    return bytes(out), "bgzip" if bgzf else "gzip", ended
+    return bytes(out), "bgzip" if bgzf else "gzip"
 
 
 def sniff(path: str | Path) -> Format:
     """The format of an input sequence file, or InputError (one line) saying why it cannot be read."""
     path = Path(path)
-    head, compression, _ = read_head(path)
+    head, compression = read_head(path)
     if head[:4] == b"CRAM":
         return Format("cram", compression)
     if head[:4] == b"BAM\x01":

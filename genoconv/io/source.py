@@ -50,8 +50,8 @@ class RecordSource:
                 if first is not None:
                     if not self.dedupe_ids:
                         raise InputError(
-                            f"duplicate record id {record.id!r}: {self._position(first)} and {reader.position(ordinal)} "
-                            "(use --dedupe-ids to add a suffix)"
+                            f"duplicate record id {record.id!r}: {self._position(first)} and "
+                            f"{reader.position(ordinal)} (use --dedupe-ids to add a suffix)"
                         )
                     n = 2
                     while f"{record.id}_{n}" in seen:

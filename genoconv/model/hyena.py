@@ -11,6 +11,8 @@ the compute dtype; projections, the short conv and the gated long conv run in th
 from __future__ import annotations
 
 import math
+import os
+from dataclasses import dataclass, field
 from typing import Sequence
 
 import torch
@@ -91,6 +93,7 @@ class HyenaFilter(nn.Module):
         self.implicit_filter = nn.Sequential(*layers)
         self.modulation = ExponentialModulation(d_model, modulate=modulate, shift=shift)
         self._cache: tuple[tuple, LongFilter] | None = None
+        self._taps: tuple[tuple, torch.Tensor] | None = None
 
     def taps(self, n_taps: int) -> torch.Tensor:
         """(d_model·(order-1), n_taps) fp32 taps: h = modulation(t, MLP(z)) at positions 0..n_taps-1."""
@@ -101,20 +104,70 @@ class HyenaFilter(nn.Module):
         return h[0].transpose(0, 1).float()
 
     def long_filter(self, n_taps: int, freq_keep: float = 1.0) -> LongFilter:
+        """The first ``n_taps`` taps as a :class:`LongFilter` (its spectra cached inside it).
+
+        In inference all l_max taps are generated once (when they fit ``GENOCONV_FILTER_CACHE_MB`` per layer,
+        default 256) and sliced: taps(L) is a prefix of taps(l_max) because positions are normalised by l_max,
+        so records of many lengths share one MLP evaluation. Always the same slice of the same tensor, whatever
+        came before: a resumed run computes bit for bit what an uninterrupted one does.
+        """
         params = tuple(self.parameters()) + tuple(self.buffers())
-        key = (n_taps, freq_keep, str(self.bias.device)) + tuple(p._version for p in params) + tuple(
-            p.data_ptr() for p in params)
+        version = tuple(p._version for p in params) + tuple(p.data_ptr() for p in params) + (str(self.bias.device),)
         cacheable = not torch.is_grad_enabled() or not any(p.requires_grad for p in params)
-        if cacheable and self._cache is not None and self._cache[0] == key:
+        if not cacheable:
+            return LongFilter(self.taps(n_taps), self.bias, freq_keep=freq_keep)
+        key = (n_taps, freq_keep, version)
+        if self._cache is not None and self._cache[0] == key:
             return self._cache[1]
-        with torch.no_grad() if cacheable else torch.enable_grad():
-            filt = LongFilter(self.taps(n_taps), self.bias, freq_keep=freq_keep)
-        if cacheable:
-            self._cache = (key, filt)
+        with torch.no_grad():
+            taps = self._cached_taps(n_taps, version)
+            filt = LongFilter(taps[:, :n_taps], self.bias, freq_keep=freq_keep)
+        self._cache = (key, filt)
         return filt
+
+    def _cached_taps(self, n_taps: int, version: tuple) -> torch.Tensor:
+        if self._taps is not None and self._taps[0] == version and self._taps[1].shape[1] >= n_taps:
+            return self._taps[1]
+        cap = int(os.environ.get("GENOCONV_FILTER_CACHE_MB", "256")) << 20
+        if self.seq_len * self.d_model * 4 > cap:
+            self._taps = None
+            return self.taps(n_taps)  # too large to keep: generate exactly what this call needs
+        taps = self.taps(self.seq_len)
+        self._taps = (version, taps)
+        return taps
 
     def clear_cache(self) -> None:
         self._cache = None
+        self._taps = None
+
+
+@dataclass
+class LayerStream:
+    """What one Hyena layer carries from chunk to chunk: exactly the inputs its causal convolutions look back on."""
+
+    short: torch.Tensor | None = None  # (B, (order+1)·d, width-1): last inputs of the short conv
+    long: list[torch.Tensor] = field(default_factory=list)  # per gated conv: (B, d, <= K-1) last gated inputs
+
+
+@dataclass
+class StreamState:
+    """Carried state of a record processed chunk by chunk (see :meth:`HyenaDNA.hidden_states`)."""
+
+    layers: list[LayerStream]
+    position: int = 0
+
+    @classmethod
+    def empty(cls, n_layer: int) -> "StreamState":
+        return cls([LayerStream() for _ in range(n_layer)])
+
+    def nbytes(self) -> int:
+        tensors = [t for ls in self.layers for t in ([ls.short] if ls.short is not None else []) + ls.long]
+        return sum(t.numel() * t.element_size() for t in tensors)
+
+
+def _tail(x: torch.Tensor, keep: int) -> torch.Tensor:
+    """Last ``keep`` time steps (none when keep == 0; ``x[..., -0:]`` would be all of them)."""
+    return x[..., max(0, x.shape[-1] - keep):] if keep > 0 else x[..., :0]
 
 
 class HyenaOperator(nn.Module):
@@ -138,15 +191,26 @@ class HyenaOperator(nn.Module):
         self.filter_len: int | None = None
         self.freq_keep: float = 1.0
 
-    def forward(self, u: torch.Tensor) -> torch.Tensor:
+    def taps_needed(self, seq_len: int, streaming: bool) -> int:
+        """Filter taps a call needs: the partial length K (default l_max), but never more than the input reaches."""
+        k = self.l_max if self.filter_len is None else min(self.filter_len, self.l_max)
+        return k if streaming else min(seq_len, k)
+
+    def forward(self, u: torch.Tensor, stream: LayerStream | None = None) -> torch.Tensor:
         seq_len = u.shape[1]
-        n_taps = min(seq_len, self.l_max if self.filter_len is None else min(self.filter_len, self.l_max))
-        if self.filter_len is None and seq_len > self.l_max:
+        if stream is None and self.filter_len is None and seq_len > self.l_max:
             raise ValueError(f"sequence of {seq_len} bases is longer than the model's max_seq_len {self.l_max}")
+        n_taps = self.taps_needed(seq_len, stream is not None)
         p = self.in_proj(u).transpose(1, 2)  # (B, (order+1)·d, L)
         width = self.short_filter.kernel_size[0]
-        p = F.conv1d(F.pad(p, (width - 1, 0)), self.short_filter.weight, self.short_filter.bias,
-                     groups=p.shape[1])  # causal: p[t] = w0 p[t-2] + w1 p[t-1] + w2 p[t] + b
+        if stream is None:
+            p_in = F.pad(p, (width - 1, 0))
+        else:
+            past = stream.short if stream.short is not None else p.new_zeros(p.shape[0], p.shape[1], width - 1)
+            p_in = torch.cat([past.to(p.dtype), p], dim=-1)
+            stream.short = _tail(p_in, width - 1).clone()
+        # causal: p[t] = w0 p[t-2] + w1 p[t-1] + w2 p[t] + b
+        p = F.conv1d(p_in, self.short_filter.weight, self.short_filter.bias, groups=p.shape[1])
         *x, v = p.split(self.d_model, dim=1)
         filt = self.filter_fn.long_filter(n_taps, self.freq_keep)
         d = self.d_model
@@ -154,9 +218,21 @@ class HyenaOperator(nn.Module):
             sub = filt if self.order == 2 else LongFilter(filt.taps[o * d:(o + 1) * d], filt.bias[o * d:(o + 1) * d],
                                                           freq_keep=filt.freq_keep)
             post = x[0] if o == self.order - 2 else None  # fuse the final x0 gate into the last convolution
+            history = None
+            if stream is not None:
+                if len(stream.long) <= o:
+                    stream.long.append(v.new_zeros(v.shape[0], d, 0, dtype=_history_dtype(v)))
+                history = stream.long[o]
+                gated = v.to(history.dtype) * x_i.to(history.dtype)
+                stream.long[o] = _tail(torch.cat([history, gated], dim=-1), n_taps - 1).clone()
             v = causal_conv(v.contiguous(), sub, pregate=x_i.contiguous(),
-                            postgate=None if post is None else post.contiguous())
+                            postgate=None if post is None else post.contiguous(), history=history)
         return self.out_proj(v.transpose(1, 2))
+
+
+def _history_dtype(v: torch.Tensor) -> torch.dtype:
+    # fp32 compute keeps an fp32 history (streamed == unstreamed to rounding); 16-bit compute halves its memory.
+    return torch.float32 if v.dtype == torch.float32 else v.dtype
 
 
 class Mlp(nn.Module):
@@ -179,8 +255,9 @@ class Block(nn.Module):
         self.mlp = Mlp(cfg.d_model, cfg.d_inner)
         self.norm2 = nn.LayerNorm(cfg.d_model, eps=cfg.layer_norm_epsilon)
 
-    def forward(self, residual: torch.Tensor, compute_dtype: torch.dtype) -> torch.Tensor:
-        residual = residual + self.mixer(self.norm1(residual).to(compute_dtype)).float()
+    def forward(self, residual: torch.Tensor, compute_dtype: torch.dtype,
+                stream: LayerStream | None = None) -> torch.Tensor:
+        residual = residual + self.mixer(self.norm1(residual).to(compute_dtype), stream).float()
         return residual + self.mlp(self.norm2(residual).to(compute_dtype)).float()
 
 
@@ -242,8 +319,13 @@ class HyenaDNA(nn.Module):
             block.mixer.freq_keep = freq_keep
 
     # ---- forward --------------------------------------------------------------------------------------------
-    def hidden_states(self, input_ids: torch.Tensor, layers: Sequence[int] = (-1,)) -> dict[int, torch.Tensor]:
-        """Hidden states (B, L, d_model) fp32 for the requested layers; stops after the deepest one needed."""
+    def hidden_states(self, input_ids: torch.Tensor, layers: Sequence[int] = (-1,),
+                      stream: StreamState | None = None) -> dict[int, torch.Tensor]:
+        """Hidden states (B, L, d_model) fp32 for the requested layers; stops after the deepest one needed.
+
+        With ``stream``, ``input_ids`` is the next chunk of a longer record: each layer's convolutions continue
+        from the carried state, so the chunks' outputs equal one call over the whole record (exact streaming).
+        """
         wanted = sorted({self.resolve_layer(i) for i in layers})
         out: dict[int, torch.Tensor] = {}
         residual = self.backbone.embeddings(input_ids).float()
@@ -252,12 +334,14 @@ class HyenaDNA(nn.Module):
         for i, block in enumerate(self.backbone.layers, start=1):
             if i > wanted[-1]:
                 break
-            residual = block(residual, self.compute_dtype)
+            residual = block(residual, self.compute_dtype, None if stream is None else stream.layers[i - 1])
             if i in wanted:
                 out[i] = residual
         last = self.num_hidden_states - 1
         if last in wanted:
             out[last] = self.backbone.ln_f(residual)
+        if stream is not None:
+            stream.position += input_ids.shape[1]
         return out
 
     def forward(self, input_ids: torch.Tensor) -> torch.Tensor:

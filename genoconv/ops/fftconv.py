@@ -91,14 +91,14 @@ class LongFilter:
         return self._cache[key]
 
     def spectrum(self, n_fft: int) -> torch.Tensor:
-        """The taps' rFFT at size ``n_fft`` (complex64, (H, n_fft//2+1)), high bins zeroed if frequency-sparse."""
+        """The taps' rFFT at size ``n_fft``: complex64 (H, kept_bins(n_fft)), low frequencies first.
+
+        When frequency-sparse, only the kept bins are stored (and multiplied): the dropped ones cost neither
+        memory nor arithmetic, and ``irfft`` treats the missing high bins as zero.
+        """
 
         def make() -> torch.Tensor:
-            k_f = torch.fft.rfft(self.taps, n=n_fft)
-            keep = self.kept_bins(n_fft)
-            if keep < k_f.shape[-1]:
-                k_f[..., keep:] = 0
-            return k_f
+            return torch.fft.rfft(self.taps, n=n_fft)[..., : self.kept_bins(n_fft)].contiguous()
 
         return self.cached(("spectrum", n_fft, str(self.taps.device)), make)  # type: ignore[return-value]
 
@@ -116,19 +116,47 @@ def causal_conv_ref(
     filt: LongFilter,
     pregate: torch.Tensor | None = None,
     postgate: torch.Tensor | None = None,
+    history: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """fp32 FFT reference (and the CPU path). u, pregate, postgate: (B, H, L); returns (B, H, L) in u's dtype."""
+    """fp32 FFT reference (and the CPU path). u, pregate, postgate: (B, H, L); returns (B, H, L) in u's dtype.
+
+    ``history`` (B, H, P): the P gated inputs that precede u (a stream's carried state). The output is then the
+    convolution's value at u's positions, computed by overlap-save with one FFT of size >= L + K - 1.
+    """
     seq_len = u.shape[-1]
     x = _gate_input(u, pregate)
-    n_fft = fft_size(seq_len, min(filt.filter_len, seq_len))
-    k_f = filt.spectrum(n_fft) if filt.filter_len <= seq_len else LongFilter(
-        filt.taps[:, :seq_len], filt.bias, freq_keep=filt.freq_keep
-    ).spectrum(n_fft)
-    y = torch.fft.irfft(torch.fft.rfft(x, n=n_fft) * k_f, n=n_fft)[..., :seq_len]
+    if history is not None and history.shape[-1] > 0:
+        past = history.shape[-1]
+        n_taps = min(filt.filter_len, past + seq_len)
+        # Circular convolution of [history | x] at size n: the wrap-around only touches outputs before position
+        # K-1 of the block, i.e. inside the history, as long as n >= L + K - 1 (and n >= P + L).
+        n_fft = fft_size(max(seq_len + n_taps - 1, past + seq_len), 1)
+        full = torch.cat([history.float(), x], dim=-1)
+        y = _fft_conv(full, _spectrum_for(filt, n_taps, n_fft), n_fft)[..., past:past + seq_len]
+    else:
+        n_taps = min(filt.filter_len, seq_len)
+        n_fft = fft_size(seq_len, n_taps)
+        y = _fft_conv(x, _spectrum_for(filt, n_taps, n_fft), n_fft)[..., :seq_len]
     y = y + x * filt.bias[:, None]
     if postgate is not None:
         y = y * postgate.float()
     return y.to(u.dtype)
+
+
+def _fft_conv(x: torch.Tensor, k_f: torch.Tensor, n_fft: int) -> torch.Tensor:
+    """Circular convolution at size n_fft with a (possibly truncated, low-bins-only) filter spectrum."""
+    x_f = torch.fft.rfft(x, n=n_fft)
+    keep = k_f.shape[-1]
+    return torch.fft.irfft(x_f[..., :keep] * k_f if keep < x_f.shape[-1] else x_f * k_f, n=n_fft)
+
+
+def _spectrum_for(filt: LongFilter, n_taps: int, n_fft: int) -> torch.Tensor:
+    """Spectrum of the first ``n_taps`` taps (taps past the signal's reach are never needed)."""
+    if n_taps >= filt.filter_len:
+        return filt.spectrum(n_fft)
+    # Only the first chunks of a stream see a shorter prefix: transform it on the fly rather than caching one
+    # spectrum per prefix length.
+    return LongFilter(filt.taps[:, :n_taps], filt.bias, freq_keep=filt.freq_keep).spectrum(n_fft)
 
 
 def causal_conv_direct(
@@ -176,12 +204,14 @@ def causal_conv(
     filt: LongFilter,
     pregate: torch.Tensor | None = None,
     postgate: torch.Tensor | None = None,
+    history: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """The dispatch point: ``postgate * (filt * (u * pregate) + bias * (u * pregate))``, causal, per channel.
 
     u, pregate, postgate: (B, H, L) of one dtype; filt: H filters of length K (any K; taps past L are unused).
-    Returns (B, H, L) in u's dtype. CUDA bf16/fp16 inputs go to the csrc/ kernel when it is built; everything
-    else to :func:`causal_conv_ref`.
+    Returns (B, H, L) in u's dtype. ``history`` (B, H, P) holds the gated inputs that precede u when a long
+    record is streamed in chunks. CUDA bf16/fp16 inputs go to the csrc/ kernel when it is built; everything else
+    to :func:`causal_conv_ref`.
     """
     if u.dim() != 3 or u.shape[1] != filt.channels:
         raise ValueError(f"u must be (batch, {filt.channels}, seq_len), got {tuple(u.shape)}")
@@ -191,5 +221,11 @@ def causal_conv(
     if backend_for(u, filt) == "cuda":
         from . import cuda as _cuda
 
-        return _cuda.causal_conv_cuda(u, filt, pregate, postgate)
-    return causal_conv_ref(u, filt, pregate, postgate)
+        if history is None or history.shape[-1] == 0:
+            return _cuda.causal_conv_cuda(u, filt, pregate, postgate)
+        # Stream: convolve [history | gated chunk] and keep the chunk's outputs (the kernel has no carried state).
+        x = u * pregate if pregate is not None else u
+        past = history.shape[-1]
+        y = _cuda.causal_conv_cuda(torch.cat([history.to(x.dtype), x], dim=-1).contiguous(), filt)[..., past:]
+        return y * postgate if postgate is not None else y
+    return causal_conv_ref(u, filt, pregate, postgate, history)

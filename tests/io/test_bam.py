@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+from pathlib import Path
 
 import pysam
 import pytest
@@ -78,7 +79,8 @@ def test_unaligned_bam(tmp_path):
             read.query_qualities = pysam.qualitystring_to_array("I" * len(seq))
             out.write(read)
     records = list(open_records([path]))
-    assert [(r.id, r.sequence()) for r in records] == [("read0", "ACGTACGTTT"), ("read1", "GGGCCCAAAN"), ("read2", "TTTT")]
+    expected = [("read0", "ACGTACGTTT"), ("read1", "GGGCCCAAAN"), ("read2", "TTTT")]
+    assert [(r.id, r.sequence()) for r in records] == expected
 
 
 def test_cram_and_sam_give_the_same_reads_as_bam(shared_data, tmp_path):
@@ -109,3 +111,21 @@ def test_truncated_bam_is_an_input_error(shared_data, tmp_path):
     msg = str(e.value)
     assert "cut.bam" in msg and "record" in msg and "\n" not in msg
     assert any("end-of-file marker" in w for w in source.warnings)
+
+
+def test_cram_without_its_reference_asks_for_it(shared_data, tmp_path, monkeypatch):
+    # Keep htslib from looking the reference up by MD5 on the network or in a cache.
+    monkeypatch.setenv("REF_PATH", str(tmp_path / "no_refs" / "%s"))
+    monkeypatch.setenv("REF_CACHE", str(tmp_path / "no_cache" / "%s"))
+    reference = tmp_path / "ce.fa"
+    shutil.copy(shared_data / "celegans_ce.fa", reference)
+    cram = tmp_path / "reads.cram"
+    with pysam.AlignmentFile(str(shared_data / "celegans_range.bam")) as src:
+        with pysam.AlignmentFile(str(cram), "wc", template=src, reference_filename=str(reference)) as out:
+            for read in src.fetch(until_eof=True):
+                out.write(read)
+    reference.unlink()
+    Path(f"{reference}.fai").unlink(missing_ok=True)
+    with pytest.raises(InputError) as e:
+        list(open_records([cram]))
+    assert "reads.cram: cannot decode CRAM record 1" in str(e.value) and "--reference" in str(e.value)

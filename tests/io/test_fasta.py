@@ -11,7 +11,6 @@ import pytest
 
 from genoconv.errors import InputError
 from genoconv.io import Record, open_records, reverse_complement, total_bases
-from genoconv.io import fasta as fasta_module
 from genoconv.io.record import _InMemory
 
 ECOLI_LENGTH = 4_639_675
@@ -76,13 +75,25 @@ def test_small_fasta_every_compression(tmp_path, compression):
         assert not isinstance(records[0]._access, _InMemory)
 
 
-def test_unwritable_folder_without_index_streams(tmp_path, monkeypatch):
-    path = write_fasta(tmp_path / "small.fa", RECORDS)
-    monkeypatch.setattr(fasta_module, "folder_writable", lambda p: False)
-    source = open_records([path])
-    assert {r.id: r.sequence() for r in source} == RECORDS
-    assert not Path(f"{path}.fai").exists()
-    assert "streamed" in source.describe()
+def test_unwritable_folder_without_index_streams(tmp_path):
+    folder = tmp_path / "readonly"
+    folder.mkdir()
+    path = write_fasta(folder / "small.fa", RECORDS)
+    folder.chmod(0o555)
+    try:
+        source = open_records([path])
+        assert {r.id: r.sequence() for r in source} == RECORDS
+        assert not Path(f"{path}.fai").exists()
+        assert "streamed" in source.describe()
+    finally:
+        folder.chmod(0o755)
+
+
+def test_shared_data_gets_no_new_files(shared_data):
+    before = sorted(p.name for p in shared_data.iterdir())
+    for name in ["ecoli_K12_MG1655.fa.gz", "DMD_GRCh37_chrX.fa.gz", "celegans_ce.fa", "celegans_range.bam"]:
+        open_records([shared_data / name]).lengths()
+    assert sorted(p.name for p in shared_data.iterdir()) == before
 
 
 def test_index_that_drops_a_duplicate_is_not_trusted(tmp_path):

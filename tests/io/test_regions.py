@@ -9,7 +9,6 @@ import pytest
 
 from genoconv.errors import InputError, InputFileError
 from genoconv.io import open_records
-from genoconv.io import fasta as fasta_module
 
 # GRCh37 chrX:31,137,345-33,357,726 (1-based closed, minus strand) = [31137344, 33357726) 0-based half-open.
 DMD_START, DMD_END = 31_137_344, 33_357_726
@@ -62,13 +61,16 @@ def test_gtf_gene_name_and_the_whole_dmd_gene(shared_data, tmp_path):
     gtf = tmp_path / "genes.gtf"
     gtf.write_text(
         "#!genome-build GRCh37\n"
-        f'X\tHAVANA\tgene\t{DMD_START + 1}\t{DMD_END}\t.\t-\t.\tgene_id "ENSG00000198947"; gene_type "protein_coding"; gene_name "DMD";\n'
-        f'X\tHAVANA\ttranscript\t{DMD_START + 1}\t{DMD_START + 500}\t.\t-\t.\tgene_id "ENSG00000198947"; transcript_id "ENST1"; gene_name "DMD"; transcript_name "DMD-201";\n'
+        f"X\tHAVANA\tgene\t{DMD_START + 1}\t{DMD_END}\t.\t-\t.\t"
+        'gene_id "ENSG00000198947"; gene_type "protein_coding"; gene_name "DMD";\n'
+        f"X\tHAVANA\ttranscript\t{DMD_START + 1}\t{DMD_START + 500}\t.\t-\t.\t"
+        'gene_id "ENSG00000198947"; transcript_id "ENST1"; gene_name "DMD"; transcript_name "DMD-201";\n'
         'X\tHAVANA\tgene\t1000001\t1000010\t.\t+\t.\tgene_id "ENSG0000000X";\n'
     )
     genes = list(open_records([], reference=chrx, regions=gtf))
     assert [(r.id, r.length) for r in genes] == [("DMD", 2_220_382), ("X:1000000-1000010", 10)]
-    # The DMD file holds the gene as stored on the reference (+) strand; the minus-strand gene is its reverse complement.
+    # The DMD file holds the gene as stored on the reference (+) strand; the minus-strand gene is its reverse
+    # complement.
     (stored,) = list(open_records([shared_data / "DMD_GRCh37_chrX.fa.gz"]))
     assert genes[0].sequence() == revcomp_by_hand(stored.sequence())
 
@@ -98,15 +100,22 @@ def test_gff3_names_and_built_index(shared_data, tmp_path):
         assert records[1].sequence() == revcomp_by_hand(fa.fetch("CHROMOSOME_I", 2000, 2050))
 
 
-def test_missing_index_in_unwritable_folder_says_how_to_make_one(shared_data, tmp_path, monkeypatch):
-    reference = tmp_path / "ce.fa"
+def test_missing_index_in_unwritable_folder_says_how_to_make_one(shared_data, tmp_path):
+    folder = tmp_path / "readonly"
+    folder.mkdir()
+    reference = folder / "ce.fa"
     shutil.copy(shared_data / "celegans_ce.fa", reference)
     bed = tmp_path / "r.bed"
     bed.write_text("CHROMOSOME_I\t0\t10\n")
-    monkeypatch.setattr(fasta_module, "folder_writable", lambda p: False)
-    with pytest.raises(InputFileError) as e:
-        open_records([], reference=reference, regions=bed)
-    assert "samtools faidx" in str(e.value) and str(reference) in str(e.value) and "\n" not in str(e.value)
+    folder.chmod(0o555)  # no write bit: genoconv leaves it alone even when running as root
+    try:
+        with pytest.raises(InputFileError) as e:
+            open_records([], reference=reference, regions=bed)
+        assert not (folder / "ce.fa.fai").exists()
+    finally:
+        folder.chmod(0o755)
+    msg = str(e.value)
+    assert f"samtools faidx {reference}" in msg and "not writable" in msg and "\n" not in msg
 
 
 def test_plain_gzip_reference_and_regions_without_reference(shared_data, tmp_path):

@@ -1,0 +1,421 @@
+"""The embedding engine: records in, per-record rows/pools/windows out, in fixed memory.
+
+Per record the engine picks a *plan*:
+- ``exact``: the whole record in one forward pass (it fits the model's context and the memory budget);
+- ``partial``: a record longer than ``max_seq_len`` is convolved with the first K filter taps only (K defaults to
+  ``max_seq_len``; the implicit filter is undefined past it) — never a silent truncation of the record itself;
+- ``streamed``: a record too large for one pass is processed in chunks of C bases, each layer carrying exactly the
+  inputs its causal convolutions look back on (:class:`~genoconv.model.hyena.StreamState`), so the result equals
+  the one-pass result (to float rounding) while memory is O(layers · (K + C) · d_model), whatever the length.
+
+Short records are batched: consecutive records of similar length are right-padded to a common length. HyenaDNA
+is causal, so padding *after* a sequence cannot change any of its outputs (left padding, the official tokenizer's
+default, does); rows past each record's end are dropped. Outputs go to a *sink* as they are produced (the HDF5
+store, or memory for the Python API); pooled vectors and windowed means are accumulated on the fly in fp32/fp64.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import tempfile
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Iterable, Iterator, Protocol, Sequence
+
+import numpy as np
+import torch
+
+from .api import Embedder
+from .errors import InputError, Interrupted, ResourceError, SequenceTooLongError
+from .io.record import Record
+from .model.hyena import StreamState
+
+log = logging.getLogger("genoconv.engine")
+
+POOL_MODES = ("mean", "max", "last")
+# Bytes of activations and temporaries per base and per model dimension in one exact fp32 forward pass, measured
+# on the CPU for d_model 128-256 (peak RSS growth / (L * d)); the official code shows the same ~24 GiB at 1 Mbp
+# with d_model 256 on a GPU.
+EXACT_BYTES_PER_BASE_DIM = 96
+_COMPLEMENT_IDS = torch.tensor([0, 1, 2, 3, 4, 5, 6, 10, 9, 8, 7, 11, 12, 13, 14, 15])
+
+
+@dataclass(frozen=True)
+class EmbedOptions:
+    """Everything that changes what is computed (recorded in the store's provenance)."""
+
+    layers: tuple[int, ...] = (-1,)
+    per_nucleotide: bool = True
+    pools: tuple[str, ...] = ("mean",)
+    window: int | None = None
+    rc_average: bool = False
+    filter_len: int | None = None  # partial convolution: first K taps (None: full filter, K = max_seq_len past it)
+    chunk_size: int | None = None  # streaming chunk C (None: chosen from the memory budget)
+    freq_keep: float = 1.0  # frequency-sparse convolution: fraction of low-frequency bins kept
+    max_memory: int | None = None  # bytes the engine may use for activations (None: a default per device)
+    tokens_per_batch: int | None = None  # padded bases per batch of short records (None: from max_memory)
+
+    def __post_init__(self) -> None:
+        bad = [p for p in self.pools if p not in POOL_MODES]
+        if bad:
+            raise InputError(f"--pool: unknown mode(s) {', '.join(bad)} (choose from {', '.join(POOL_MODES)})")
+        if self.window is not None and self.window < 1:
+            raise InputError(f"--window must be >= 1, got {self.window}")
+        if self.chunk_size is not None and self.chunk_size < 1:
+            raise InputError(f"--chunk-size must be >= 1, got {self.chunk_size}")
+        if self.filter_len is not None and self.filter_len < 1:
+            raise InputError(f"--filter-len must be >= 1, got {self.filter_len}")
+        if not 0.0 < self.freq_keep <= 1.0:
+            raise InputError(f"--freq-keep must be in (0, 1], got {self.freq_keep}")
+        if not (self.per_nucleotide or self.pools or self.window):
+            raise InputError("nothing to store: enable --per-nucleotide, a --pool mode or --window")
+
+
+@dataclass(frozen=True)
+class Plan:
+    """How one record is computed."""
+
+    filter_len: int | None  # None: exact full-length convolution
+    chunk_size: int | None  # None: one pass
+
+    @property
+    def mode(self) -> str:
+        parts = ["exact" if self.filter_len is None else f"partial:K={self.filter_len}"]
+        if self.chunk_size is not None:
+            parts.append(f"streamed:C={self.chunk_size}")
+        return ";".join(parts)
+
+
+class RecordSink(Protocol):
+    def append(self, layer: int, rows: np.ndarray) -> None: ...
+    def append_windows(self, layer: int, rows: np.ndarray) -> None: ...
+    def commit(self, pooled: dict[tuple[str, int], np.ndarray]) -> None: ...
+
+
+class Sink(Protocol):
+    def begin(self, record_id: str, length: int, mode: str) -> RecordSink: ...
+
+
+# ---- accumulators ------------------------------------------------------------------------------------------
+class _Pools:
+    """Running mean (fp64 sum), max and last row of one layer."""
+
+    def __init__(self, modes: Sequence[str], d: int):
+        self.modes, self.count = modes, 0
+        self.sum = np.zeros(d, np.float64)
+        self.max = np.full(d, -np.inf, np.float32)
+        self.last = np.zeros(d, np.float32)
+
+    def update(self, rows: np.ndarray) -> None:
+        if len(rows) == 0:
+            return
+        self.count += len(rows)
+        if "mean" in self.modes:
+            self.sum += rows.sum(0, dtype=np.float64)
+        if "max" in self.modes:
+            np.maximum(self.max, rows.max(0), out=self.max)
+        self.last = rows[-1].astype(np.float32, copy=True)
+
+    def result(self) -> dict[str, np.ndarray]:
+        out = {"mean": (self.sum / max(1, self.count)).astype(np.float32), "max": self.max, "last": self.last}
+        return {m: out[m] for m in self.modes}
+
+
+class _Windows:
+    """Means over consecutive windows of W bases (the last one partial), emitted as they complete."""
+
+    def __init__(self, window: int, d: int):
+        self.window = window
+        self.sum = np.zeros(d, np.float64)
+        self.filled = 0
+
+    def update(self, rows: np.ndarray) -> np.ndarray:
+        done = []
+        i = 0
+        while i < len(rows):
+            take = min(self.window - self.filled, len(rows) - i)
+            self.sum += rows[i:i + take].sum(0, dtype=np.float64)
+            self.filled += take
+            i += take
+            if self.filled == self.window:
+                done.append(self.sum / self.window)
+                self.sum = np.zeros_like(self.sum)
+                self.filled = 0
+        return np.asarray(done, np.float32).reshape(len(done), len(self.sum))
+
+    def finish(self) -> np.ndarray:
+        if self.filled == 0:
+            return np.zeros((0, len(self.sum)), np.float32)
+        return (self.sum / self.filled).astype(np.float32)[None]
+
+
+# ---- the engine --------------------------------------------------------------------------------------------
+@dataclass
+class Progress:
+    records: int = 0
+    bases: int = 0
+    skipped_committed: int = 0
+    started: float = field(default_factory=time.monotonic)
+
+
+class Engine:
+    """Runs an :class:`Embedder` over records with one :class:`EmbedOptions`, writing to a sink."""
+
+    def __init__(self, embedder: Embedder, options: EmbedOptions, *,
+                 should_stop: Callable[[], bool] = lambda: False,
+                 on_progress: Callable[[Progress], None] | None = None):
+        self.emb = embedder
+        self.opts = options
+        self.layers = embedder.resolve_layers(options.layers)
+        self.should_stop = should_stop
+        self.on_progress = on_progress
+        self.progress = Progress()
+        self._skip: set[str] | frozenset = frozenset()
+        self.d = embedder.d_model
+        self.max_memory = options.max_memory or default_memory_budget(embedder.device)
+        # Largest record (bases) one exact pass may take within the budget.
+        self.exact_limit = max(1024, self.max_memory // (EXACT_BYTES_PER_BASE_DIM * self.d))
+        self.tokens_per_batch = options.tokens_per_batch or max(1024, min(self.exact_limit, 1 << 18))
+        if options.filter_len is not None and options.filter_len > embedder.max_seq_len:
+            raise InputError(f"--filter-len {options.filter_len} exceeds the model's max_seq_len "
+                             f"{embedder.max_seq_len}: the implicit filter is only defined up to it")
+
+    # ---- planning
+    def plan(self, length: int) -> Plan:
+        """Exact when the record fits context and budget; partial past max_seq_len; streamed when too large."""
+        k = self.opts.filter_len
+        if k is None and length > self.emb.max_seq_len:
+            k = self.emb.max_seq_len
+        if k is not None and k >= length:
+            k = None  # a filter as long as the record: the convolution is exact
+        chunk = self.opts.chunk_size
+        if chunk is None and length > self.exact_limit:
+            chunk = self.choose_chunk(k or length)
+        if chunk is not None and chunk >= length:
+            chunk = None
+        return Plan(k, chunk)
+
+    def choose_chunk(self, filter_len: int) -> int:
+        """Largest chunk whose activations plus the carried state fit the budget (overlap-save wants C >= K)."""
+        n_layer = self.emb.config.n_layer
+        state_bytes = n_layer * filter_len * self.d * (4 if self.emb.dtype == torch.float32 else 2)
+        per_base = EXACT_BYTES_PER_BASE_DIM * self.d
+        chunk = (self.max_memory - state_bytes) // per_base - filter_len  # the FFT spans history + chunk
+        floor = 4096
+        if chunk < floor:
+            need = state_bytes + (filter_len + floor) * per_base
+            log.warning("memory budget %.1f GiB is below the %.1f GiB a filter of %d taps needs; using chunks of %d",
+                        self.max_memory / 2**30, need / 2**30, filter_len, floor)
+            chunk = floor
+        return int(1 << int(math.log2(chunk))) if chunk >= 2 * floor else int(chunk)
+
+    # ---- running
+    def run(self, records: Iterable[Record], sink: Sink, *, skip: set[str] | frozenset = frozenset()) -> Progress:
+        """Embed every record not in ``skip`` and commit it to ``sink``, in input order."""
+        for _ in self.run_iter(records, sink, skip=skip):
+            pass
+        return self.progress
+
+    def run_iter(self, records: Iterable[Record], sink: Sink, *,
+                 skip: set[str] | frozenset = frozenset()) -> Iterator[list[Record]]:
+        """Like :meth:`run`, yielding each batch once it is committed (the Python API streams from here)."""
+        self._skip = skip
+        for batch in self._batches(records, skip):
+            if self.should_stop():
+                raise Interrupted("interrupted: everything committed so far is saved; rerun the same command to resume")
+            self._run_batch(batch, sink)
+            yield batch
+
+    def _batches(self, records: Iterable[Record], skip) -> Iterator[list[Record]]:
+        """Consecutive records of similar length (within 12.5%) up to the token budget; long ones alone.
+
+        Batches are formed from the full input, committed ones included, so a resumed run rebuilds exactly the
+        batches (and therefore the arithmetic) of an uninterrupted one; fully committed batches are skipped.
+        """
+        batch: list[Record] = []
+        for rec in records:
+            if rec.length == 0:
+                raise InputError(f"record {rec.id!r} ({rec.source}) has no sequence")
+            if self.plan(rec.length) != Plan(None, None) or rec.length > self.tokens_per_batch // 2:
+                yield from self._keep(batch, skip)
+                batch = []
+                yield from self._keep([rec], skip)
+                continue
+            if batch:
+                lo = min(batch[0].length, rec.length)
+                hi = max(max(r.length for r in batch), rec.length)
+                if hi > lo * 1.125 or hi * (len(batch) + 1) > self.tokens_per_batch:
+                    yield from self._keep(batch, skip)
+                    batch = []
+            batch.append(rec)
+        yield from self._keep(batch, skip)
+
+    def _keep(self, batch: list[Record], skip) -> Iterator[list[Record]]:
+        if not batch:
+            return
+        if all(r.id in skip for r in batch):
+            self.progress.skipped_committed += len(batch)
+            return
+        yield batch
+
+    def _run_batch(self, batch: list[Record], sink: Sink) -> None:
+        if len(batch) == 1 and self.plan(batch[0].length) != Plan(None, None):
+            self._run_long(batch[0], sink)
+            return
+        try:
+            rows = self._forward_batch(batch)
+        except torch.OutOfMemoryError:
+            torch.cuda.empty_cache()
+            if len(batch) > 1:  # documented fallback 1: halve the batch
+                half = len(batch) // 2
+                log.warning("out of GPU memory on a batch of %d records; retrying in halves", len(batch))
+                self._run_batch(batch[:half], sink)
+                self._run_batch(batch[half:], sink)
+                return
+            self._run_long(batch[0], sink, oom=True)  # fallback 2: chunked evaluation
+            return
+        for rec, per_layer in zip(batch, rows):
+            if rec.id in self._skip:
+                continue  # committed before an interruption; recomputed only because its batch was partial
+            writer = sink.begin(rec.id, rec.length, Plan(None, None).mode)
+            self._emit_record(writer, per_layer)
+            self._advance(rec.length)
+
+    def _tokens(self, rec: Record, start: int = 0, end: int | None = None) -> torch.Tensor:
+        return self.emb.tokenizer.encode(rec.sequence(start, end), record=rec.id, offset=start)
+
+    def _forward_batch(self, batch: list[Record]) -> list[dict[int, np.ndarray]]:
+        """One padded forward pass; returns each record's rows (length, d) per layer, fp32 numpy."""
+        length = max(r.length for r in batch)
+        ids = torch.full((len(batch), length), 4, dtype=torch.long)  # [PAD] after each record, never before
+        for i, rec in enumerate(batch):
+            ids[i, :rec.length] = self._tokens(rec)
+        self.emb.model.set_convolution(None, self.opts.freq_keep)
+        hidden = self._hidden(ids)
+        return [{layer: h[i, :rec.length] for layer, h in hidden.items()} for i, rec in enumerate(batch)]
+
+    def _hidden(self, ids: torch.Tensor, stream: StreamState | None = None) -> dict[int, np.ndarray]:
+        out = self.emb.hidden_states(ids, self.layers) if stream is None else self._stream_step(ids, stream)
+        result = {layer: out[layer].float().cpu().numpy() for layer in self.layers}
+        if self.opts.rc_average and stream is None:
+            rc = self.emb.hidden_states(_reverse_complement_ids(ids), self.layers)
+            for layer in self.layers:
+                result[layer] = (result[layer] + rc[layer].float().cpu().numpy()[:, ::-1]) / 2
+        return result
+
+    @torch.inference_mode()
+    def _stream_step(self, ids: torch.Tensor, stream: StreamState) -> dict[int, torch.Tensor]:
+        return self.emb.model.hidden_states(ids.to(self.emb.device), self.layers, stream)
+
+    def _emit_record(self, writer: RecordSink, per_layer: dict[int, np.ndarray]) -> None:
+        pooled = {}
+        for layer, rows in per_layer.items():
+            if self.opts.per_nucleotide:
+                writer.append(layer, rows)
+            pools = _Pools(self.opts.pools, self.d)
+            pools.update(rows)
+            pooled.update({(m, layer): v for m, v in pools.result().items()})
+            if self.opts.window:
+                win = _Windows(self.opts.window, self.d)
+                done = win.update(rows)
+                writer.append_windows(layer, np.concatenate([done, win.finish()]))
+        writer.commit(pooled)
+
+    def _advance(self, bases: int, records: int = 1) -> None:
+        self.progress.records += records
+        self.progress.bases += bases
+        if self.on_progress:
+            self.on_progress(self.progress)
+
+    # ---- long records: partial convolution and exact streaming
+    def _run_long(self, rec: Record, sink: Sink, *, oom: bool = False) -> None:
+        plan = self.plan(rec.length)
+        if plan.filter_len is not None and self.opts.filter_len is None:
+            log.info("record %s: %d bases > max_seq_len %d: partial convolution with the first K=%d filter taps",
+                     rec.id, rec.length, self.emb.max_seq_len, plan.filter_len)
+        chunk = plan.chunk_size or (rec.length if not oom else max(1024, rec.length // 2))
+        while True:
+            try:
+                self._stream_record(rec, sink, Plan(plan.filter_len, chunk if chunk < rec.length else None))
+                return
+            except torch.OutOfMemoryError:
+                torch.cuda.empty_cache()
+                if chunk <= 1024:
+                    raise ResourceError(f"record {rec.id!r} ({rec.length:,} bases): out of GPU memory even in chunks "
+                                        "of 1,024 bases; use a smaller --filter-len or --device cpu") from None
+                chunk = max(1024, chunk // 2)
+                log.warning("out of GPU memory on record %s (%d bases); retrying in chunks of %d",
+                            rec.id, rec.length, chunk)
+
+    def _stream_record(self, rec: Record, sink: Sink, plan: Plan) -> None:
+        model = self.emb.model
+        model.set_convolution(plan.filter_len, self.opts.freq_keep)
+        if plan.filter_len is None and rec.length > self.emb.max_seq_len:
+            raise SequenceTooLongError(f"record {rec.id!r} has {rec.length:,} bases > max_seq_len")
+        try:
+            chunk = plan.chunk_size or rec.length
+            rc_rows = self._reverse_pass(rec, chunk) if self.opts.rc_average else None
+            writer = sink.begin(rec.id, rec.length, plan.mode)
+            pools = {layer: _Pools(self.opts.pools, self.d) for layer in self.layers}
+            wins = {layer: _Windows(self.opts.window, self.d) for layer in self.layers} if self.opts.window else None
+            stream = StreamState.empty(model.config.n_layer)
+            for start in range(0, rec.length, chunk):
+                if self.should_stop():
+                    raise Interrupted(f"interrupted inside record {rec.id!r}; rerun the same command to resume")
+                end = min(rec.length, start + chunk)
+                hidden = self._hidden(self._tokens(rec, start, end)[None], stream)
+                for layer in self.layers:
+                    rows = hidden[layer][0]
+                    if rc_rows is not None:
+                        rows = (rows + np.asarray(rc_rows[layer][start:end], np.float32)) / 2
+                    if self.opts.per_nucleotide:
+                        writer.append(layer, rows)
+                    pools[layer].update(rows)
+                    if wins is not None:
+                        writer.append_windows(layer, wins[layer].update(rows))
+            if wins is not None:
+                for layer in self.layers:
+                    writer.append_windows(layer, wins[layer].finish())
+            writer.commit({(m, layer): v for layer in self.layers for m, v in pools[layer].result().items()})
+            self._advance(rec.length)
+        finally:
+            model.set_convolution(None, self.opts.freq_keep)
+
+    def _reverse_pass(self, rec: Record, chunk: int) -> dict[int, np.memmap]:
+        """Stream the reverse complement, storing its rows (flipped back to forward coordinates) on disk.
+
+        Averaging with the reverse strand needs, for forward chunk [s, e), reverse-pass outputs that a forward
+        stream only reaches at its end; a float32 scratch file of L x d per layer holds them in between.
+        """
+        scratch_dir = os.environ.get("GENOCONV_SCRATCH") or tempfile.gettempdir()
+        out = {}
+        for layer in self.layers:
+            fh = tempfile.NamedTemporaryFile(dir=scratch_dir, prefix="genoconv-rc-", suffix=".f32", delete=True)
+            out[layer] = np.memmap(fh, dtype=np.float32, mode="w+", shape=(rec.length, self.d))
+            out[layer]._genoconv_file = fh  # keep the file alive with the map
+        stream = StreamState.empty(self.emb.model.config.n_layer)
+        for end in range(rec.length, 0, -chunk):  # reverse strand read 5'->3' = forward coordinates descending
+            start = max(0, end - chunk)
+            ids = _reverse_complement_ids(self._tokens(rec, start, end)[None])
+            hidden = self._hidden(ids, stream)
+            for layer in self.layers:
+                out[layer][start:end] = hidden[layer][0][::-1]
+        return out
+
+
+def _reverse_complement_ids(ids: torch.Tensor) -> torch.Tensor:
+    return _COMPLEMENT_IDS.to(ids.device)[ids].flip(-1)
+
+
+def default_memory_budget(device: torch.device) -> int:
+    """Bytes for activations: 80% of free GPU memory, or a quarter of RAM (at most 8 GiB) on the CPU."""
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        return int(free * 0.8)
+    try:
+        ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError):
+        ram = 8 << 30
+    return int(min(ram // 4, 8 << 30))

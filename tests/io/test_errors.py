@@ -1,0 +1,187 @@
+"""Every bad input is an InputError (exit 2) with one line naming the file and the record or line."""
+
+from __future__ import annotations
+
+import gzip
+import os
+import shutil
+
+import pytest
+
+from genoconv.errors import EXIT_USAGE, InputError, InputFileError
+from genoconv.io import open_records
+
+
+def fail(call) -> str:
+    """Run ``call`` to the end (errors may surface while streaming) and return its one-line message."""
+    with pytest.raises(InputError) as e:
+        list(call())
+    message = str(e.value)
+    assert e.value.exit_code == EXIT_USAGE
+    assert message and "\n" not in message, message
+    return message
+
+
+def test_empty_files(tmp_path):
+    empty = tmp_path / "empty.fa"
+    empty.write_bytes(b"")
+    assert "empty.fa: empty file" in fail(lambda: open_records([empty]))
+    blank = tmp_path / "blank.fa"
+    blank.write_text("\n\n  \n")
+    assert "blank.fa: empty file" in fail(lambda: open_records([blank]))
+    empty_gz = tmp_path / "empty.fa.gz"
+    with gzip.open(empty_gz, "wb"):
+        pass
+    assert "empty.fa.gz: empty file" in fail(lambda: open_records([empty_gz]))
+
+
+@pytest.mark.parametrize("compression", ["none", "gzip"])
+@pytest.mark.parametrize(
+    "text, where",
+    [
+        (">a\nACGT\n>b desc\n>c\nGG\n", "record 2 'b' (line 3) has no sequence"),  # an index would drop 'b'
+        (">a\nACGT\n>last\n", "record 2 'last' (line 3) has no sequence"),
+        (">a\nACGT\n>b\n\n\n", "record 2 'b' (line 3) has no sequence"),
+    ],
+)
+def test_fasta_record_without_sequence(tmp_path, compression, text, where):
+    path = tmp_path / ("bad.fa" + (".gz" if compression == "gzip" else ""))
+    if compression == "gzip":
+        with gzip.open(path, "wt") as fh:
+            fh.write(text)
+    else:
+        path.write_text(text)
+    assert f"{path}: {where}" in fail(lambda: open_records([path]))
+
+
+def test_fasta_record_without_a_name(tmp_path):
+    path = tmp_path / "noname.fa"
+    path.write_text(">a\nAC\n> \nGG\n")
+    assert "noname.fa: record 2 (line 3) has an empty name" in fail(lambda: open_records([path]))
+
+
+def test_header_less_fasta(tmp_path):
+    path = tmp_path / "noheader.fa"
+    path.write_text("ACGTACGT\nACGT\n>a\nAC\n")
+    msg = fail(lambda: open_records([path]))
+    assert "noheader.fa: line 1: sequence before the first '>'" in msg
+
+
+def test_truncated_gzip(tmp_path):
+    path = tmp_path / "cut.fa.gz"
+    records = "".join(f">r{i}\n" + "ACGTTGCA" * 2000 + "\n" for i in range(40))
+    data = gzip.compress(records.encode())
+    path.write_bytes(data[: len(data) * 2 // 3])
+    msg = fail(lambda: open_records([path]))
+    assert "cut.fa.gz: truncated gzip file" in msg and "record" in msg
+
+
+def test_truncated_bgzip_without_index(shared_data, tmp_path):
+    data = (shared_data / "ecoli_K12_MG1655.fa.gz").read_bytes()
+    path = tmp_path / "cut.fa.gz"
+    path.write_bytes(data[: len(data) // 2])
+    msg = fail(lambda: open_records([path]))
+    assert "cut.fa.gz: truncated gzip file" in msg and "record 1 'NC_000913'" in msg
+    assert not (tmp_path / "cut.fa.gz.fai").exists()  # no half-built index left behind
+
+
+def test_truncated_bgzip_with_a_stale_index(shared_data, tmp_path):
+    data = (shared_data / "ecoli_K12_MG1655.fa.gz").read_bytes()
+    path = tmp_path / "cut.fa.gz"
+    path.write_bytes(data[: len(data) // 2])
+    for ext in (".fai", ".gzi"):
+        shutil.copy(shared_data / f"ecoli_K12_MG1655.fa.gz{ext}", f"{path}{ext}")
+    assert "cut.fa.gz: truncated gzip file" in fail(lambda: open_records([path]))
+
+
+def test_missing_path_and_directory(tmp_path):
+    with pytest.raises(InputFileError, match=r"nope\.fa: no such file"):
+        open_records([tmp_path / "nope.fa"])
+    with pytest.raises(InputFileError, match="is a directory"):
+        open_records([tmp_path])
+    bed = tmp_path / "r.bed"
+    bed.write_text("X\t0\t10\n")
+    with pytest.raises(InputFileError, match=r"genome\.fa: no such file"):
+        open_records([], reference=tmp_path / "genome.fa", regions=bed)
+
+
+def test_unreadable_path(tmp_path):
+    locked = tmp_path / "locked.fa"
+    locked.write_text(">a\nACGT\n")
+    locked.chmod(0)
+    try:
+        if os.access(locked, os.R_OK):
+            pytest.skip("running as root: permissions do not stop reading")
+        with pytest.raises(InputFileError, match=r"locked\.fa: cannot read"):
+            open_records([locked])
+    finally:
+        locked.chmod(0o644)
+
+
+def test_unknown_format(tmp_path):
+    path = tmp_path / "notes.txt"
+    path.write_text("hello world\n")
+    assert "notes.txt: unknown format" in fail(lambda: open_records([path]))
+    binary = tmp_path / "image.png"
+    binary.write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(100))
+    assert "image.png: unknown format" in fail(lambda: open_records([binary]))
+
+
+def test_fastq_quality_mismatch(tmp_path):
+    path = tmp_path / "bad.fq"
+    path.write_text("@r1\nACGT\n+\nIIII\n@r2\nACGT\n+\nII\n")
+    assert "bad.fq: record 2 'r2' (line 5) has 4 bases but 2 quality values" in fail(lambda: open_records([path]))
+
+
+def test_duplicate_ids_name_both_positions(tmp_path):
+    a = tmp_path / "a.fa"
+    a.write_text(">x\nAC\n>y\nGG\n")
+    b = tmp_path / "b.fq"
+    b.write_text("@z\nA\n+\nI\n@y\nT\n+\nI\n")
+    msg = fail(lambda: open_records([a, b]))
+    assert f"duplicate record id 'y': record 2 of {a} and record 2 of {b}" in msg and "--dedupe-ids" in msg
+
+
+@pytest.fixture
+def ce_reference(shared_data, tmp_path):
+    reference = tmp_path / "ce.fa"
+    shutil.copy(shared_data / "celegans_ce.fa", reference)
+    shutil.copy(shared_data / "celegans_ce.fa.fai", f"{reference}.fai")
+    return reference
+
+
+@pytest.mark.parametrize(
+    "bed, expected",
+    [
+        ("CHROMOSOME_I\t0\t10\nCHROMOSOME_I\t500\t400\tbackwards\n", "line 2: end 400 is before start 500"),
+        ("CHROMOSOME_I\t0\t10\n\nchrI\t0\t10\n", "line 3: contig 'chrI' is not in"),
+        ("CHROMOSOME_II\t4990\t5010\n", "line 1: CHROMOSOME_II:4990-5010 runs past the end"),
+        ("CHROMOSOME_I\tten\t20\n", "line 1: start 'ten' is not an integer"),
+        ("CHROMOSOME_I\t10\t10\n", "line 1: empty region"),
+        ("CHROMOSOME_I\t0\t10\tn\t0\tx\n", "line 1: strand 'x'"),
+        ("# nothing here\n", "no regions in this file"),
+    ],
+)
+def test_bad_bed_lines(ce_reference, tmp_path, bed, expected):
+    path = tmp_path / "bad.bed"
+    path.write_text(bed)
+    assert f"{path}: {expected}" in fail(lambda: open_records([], reference=ce_reference, regions=path))
+
+
+def test_bad_gtf_line(ce_reference, tmp_path):
+    path = tmp_path / "bad.gtf"
+    path.write_text('CHROMOSOME_I\tx\tgene\t200\t100\t.\t+\t.\tgene_name "g";\n')
+    assert f"{path}: line 1: end 100 is before start 200" in fail(
+        lambda: open_records([], reference=ce_reference, regions=path)
+    )
+
+
+def test_contig_hint_for_chr_prefix(shared_data, tmp_path):
+    path = tmp_path / "chr.bed"
+    path.write_text("chrX\t100\t200\n")
+    msg = fail(lambda: open_records([], reference=shared_data / "GRCh37_chrX_1-70M.fa.gz", regions=path))
+    assert "line 1: contig 'chrX' is not in" in msg and "it has 'X'" in msg
+
+
+def test_no_inputs():
+    assert "no inputs" in fail(lambda: open_records([]))

@@ -1,0 +1,229 @@
+"""`genoconv embed/inspect/doctor` end to end: real data, resume after SIGKILL/SIGTERM, bad input -> exit 2."""
+
+import gzip
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pysam
+import pytest
+
+from genoconv import Embedder, open_embeddings
+from genoconv.cli import main
+from genoconv.io import reverse_complement
+
+
+def run_cli(args, monkeypatch, capsys):
+    monkeypatch.setattr(sys, "argv", ["genoconv", *map(str, args)])
+    with pytest.raises(SystemExit) as exc:
+        main()
+    captured = capsys.readouterr()
+    return exc.value.code, captured.out, captured.err
+
+
+def _write_fasta(path: Path, records):
+    with open(path, "w") as fh:
+        for rid, seq in records:
+            fh.write(f">{rid}\n")
+            for i in range(0, len(seq), 60):
+                fh.write(seq[i:i + 60] + "\n")
+    return path
+
+
+@pytest.fixture(scope="module")
+def ecoli_200k(shared_data, tmp_path_factory):
+    """The first 200 kbp of E. coli K-12 as 50 records of 4 kbp (max_seq_len of the test model is 4,098)."""
+    fa = pysam.FastaFile(str(shared_data / "ecoli_K12_MG1655.fa.gz"))
+    seq = fa.fetch("NC_000913", 0, 200_000)
+    path = tmp_path_factory.mktemp("ecoli") / "ecoli_200k.fa"
+    return _write_fasta(path, [(f"ecoli_{i:03d}", seq[i * 4000:(i + 1) * 4000]) for i in range(50)])
+
+
+def test_version_is_one_parseable_line(monkeypatch, capsys):
+    code, out, _ = run_cli(["--version"], monkeypatch, capsys)
+    assert code == 0 and out.strip().startswith("genoconv ") and out.count("\n") == 1
+
+
+def test_embed_ecoli_first_200kbp(ecoli_200k, small_model_dir, tmp_path, monkeypatch, capsys):
+    out = tmp_path / "ecoli.h5"
+    code, _, err = run_cli(["embed", ecoli_200k, "-o", out, "--model", small_model_dir, "--device", "cpu",
+                            "--pool", "mean,max", "--window", "1000", "--layer", "-1", "--layer", "1"],
+                           monkeypatch, capsys)
+    assert code == 0, err
+    emb = Embedder.from_pretrained(small_model_dir, device="cpu")
+    seqs = {rec.name: rec.sequence for rec in pysam.FastxFile(str(ecoli_200k))}
+    with open_embeddings(out) as f:
+        assert f.complete and len(f) == 50 and int(f.lengths.sum()) == 200_000
+        assert f.ids == sorted(seqs)  # input order
+        assert f.provenance["store_dtype"] == "float16" and f.provenance["compute_dtype"] == "float32"
+        for rid in ("ecoli_000", "ecoli_017", "ecoli_049"):
+            rows = f[rid]
+            assert rows.dtype == np.float16 and rows.shape == (4000, 16)
+            want = emb.embed(seqs[rid])
+            assert np.linalg.norm(rows - want) / np.linalg.norm(want) < 2e-3  # float16 storage
+            assert np.abs(f.get(rid, layer=1) - emb.embed(seqs[rid], layer=1)).max() < 5e-3 * np.abs(want).max()
+            i = f.ids.index(rid)
+            np.testing.assert_allclose(f.pooled("mean")[i], want.mean(0), rtol=1e-5, atol=1e-5)
+            np.testing.assert_allclose(f.pooled("max")[i], want.max(0), rtol=1e-5, atol=1e-5)
+            assert f.get(rid, kind="windowed").shape == (4, 16)
+    code, out_text, _ = run_cli(["inspect", out], monkeypatch, capsys)
+    assert code == 0 and "ecoli_000" in out_text and "200,000" in out_text
+
+
+def test_embed_nanopore_bam_reports_skips(shared_data, small_model_dir, tmp_path, monkeypatch, capsys, caplog):
+    out = tmp_path / "reads.h5"
+    code, _, err = run_cli(["embed", shared_data / "nanopore_cdna_pcs109_5k.bam", "-o", out, "--model",
+                            small_model_dir, "--device", "cpu", "--no-per-nucleotide", "--pool", "mean,last"],
+                           monkeypatch, capsys)
+    assert code == 0, err
+    with open_embeddings(out) as f:
+        assert len(f) == 5000 and f.pooled("last").shape == (5000, 16)
+        assert "per_nucleotide" not in h5py.File(out, "r")
+    assert "skipped 7326 input records: secondary" in err and "skipped 121 input records: supplementary" in err
+
+
+def test_embed_bed_regions_on_bgzipped_chrx(shared_data, small_model_dir, tmp_path, monkeypatch, capsys):
+    bed = tmp_path / "genes.bed"
+    bed.write_text("X\t31137344\t31140344\tDMD_3prime\t0\t-\nX\t40000000\t40002500\tplus_region\t0\t+\n")
+    out = tmp_path / "regions.h5"
+    code, _, err = run_cli(["embed", "--reference", shared_data / "GRCh37_chrX_1-70M.fa.gz", "--regions", bed,
+                            "-o", out, "--model", small_model_dir, "--device", "cpu", "--store-dtype", "float32"],
+                           monkeypatch, capsys)
+    assert code == 0, err
+    chrx = pysam.FastaFile(str(shared_data / "GRCh37_chrX_1-70M.fa.gz"))
+    by_hand = {"DMD_3prime": reverse_complement(chrx.fetch("X", 31137344, 31140344)),  # minus strand, by hand
+               "plus_region": chrx.fetch("X", 40000000, 40002500)}
+    emb = Embedder.from_pretrained(small_model_dir, device="cpu")
+    with open_embeddings(out) as f:
+        assert f.ids == ["DMD_3prime", "plus_region"]
+        for rid, seq in by_hand.items():
+            np.testing.assert_allclose(f[rid], emb.embed(seq), rtol=1e-4, atol=2e-5)
+
+
+def _many_records(tmp_path, n=40):
+    rng = np.random.default_rng(0)
+    recs = [(f"rec{i:02d}", "".join(rng.choice(list("ACGT"), size=int(n_)))) for i, n_ in
+            enumerate(rng.integers(300, 4000, size=n))]
+    return _write_fasta(tmp_path / "many.fa", recs)
+
+
+def _cmd(fasta, out, model):
+    return [sys.executable, "-m", "genoconv", "-q", "embed", str(fasta), "-o", str(out), "--model", str(model),
+            "--device", "cpu", "--pool", "mean,max,last", "--window", "256"]
+
+
+def _content(path):
+    """Every dataset and every attribute except the run's times: what must be identical after a resume."""
+    out = {}
+    with h5py.File(path, "r") as f:
+        f.visititems(lambda name, obj: out.__setitem__(name, obj[()]) if isinstance(obj, h5py.Dataset) else None)
+        out["attrs"] = {k: v for k, v in f.attrs.items() if k not in ("start_time", "end_time", "command_line")}
+    return out
+
+
+def _assert_same(a, b):
+    assert a.keys() == b.keys()
+    for k in a:
+        if k == "attrs":
+            assert a[k].keys() == b[k].keys()
+            for name in a[k]:
+                assert np.array_equal(np.asarray(a[k][name]), np.asarray(b[k][name])), name
+        else:
+            assert np.array_equal(a[k], b[k]), k
+
+
+def _wait_for_commits(journal: Path, proc, at_least: int, timeout: float = 120):
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < timeout:
+        if journal.exists() and journal.read_text(errors="replace").count("\n") >= at_least + 1:
+            return
+        if proc.poll() is not None:
+            pytest.fail(f"embed finished before it could be interrupted (exit {proc.returncode})")
+        time.sleep(0.02)
+    pytest.fail("no commits observed")
+
+
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM])
+def test_interrupted_run_resumes_to_identical_output(tmp_path, small_model_dir, sig):
+    fasta = _many_records(tmp_path)
+    ref_out = tmp_path / "uninterrupted.h5"
+    subprocess.run(_cmd(fasta, ref_out, small_model_dir), check=True)
+    out = tmp_path / "out.h5"
+    proc = subprocess.Popen(_cmd(fasta, out, small_model_dir), stderr=subprocess.PIPE, text=True)
+    _wait_for_commits(Path(str(out) + ".journal"), proc, at_least=8)
+    proc.send_signal(sig)
+    _, err = proc.communicate(timeout=60)
+    if sig == signal.SIGTERM:
+        assert proc.returncode == 3, err  # documented "resumable" exit code
+    else:
+        assert proc.returncode == -signal.SIGKILL
+    with pytest.warns(UserWarning, match="unfinished"):
+        with open_embeddings(out) as partial:
+            done = len(partial)
+    assert 8 <= done < 40
+    rerun = subprocess.run(_cmd(fasta, out, small_model_dir), capture_output=True, text=True)
+    assert rerun.returncode == 0, rerun.stderr
+    _assert_same(_content(out), _content(ref_out))
+    # A finished file is not overwritten without --overwrite.
+    again = subprocess.run(_cmd(fasta, out, small_model_dir), capture_output=True, text=True)
+    assert again.returncode == 2 and "--overwrite" in again.stderr
+
+
+# ---- bad input: exit code 2 and one line naming the file / record -------------------------------------------
+def _bad_inputs(tmp_path, shared_data):
+    cases = {}
+    (tmp_path / "empty.fa").write_text("")
+    cases["empty"] = (["empty.fa"], "empty.fa")
+    (tmp_path / "noseq.fa").write_text(">good\nACGT\n>hollow\n>after\nACGT\n")
+    cases["record without sequence"] = (["noseq.fa"], "hollow")
+    (tmp_path / "headerless.fa").write_text("ACGTACGT\n>r1\nACGT\n")
+    cases["header-less FASTA"] = (["headerless.fa"], "headerless.fa")
+    data = gzip.compress(b">r1\n" + b"ACGT" * 50000 + b"\n")
+    (tmp_path / "truncated.fa.gz").write_bytes(data[: len(data) // 2])
+    cases["truncated gz"] = (["truncated.fa.gz"], "truncated.fa.gz")
+    (tmp_path / "weird.fa").write_text(">ok\nACGT\n>odd_one\nACGTXACGT\n")
+    cases["non-nucleotide, strict"] = (["weird.fa", "--strict-tokenizer"], "odd_one")
+    (tmp_path / "dups.fa").write_text(">same\nACGT\n>same\nACGA\n")
+    cases["duplicate ids"] = (["dups.fa"], "same")
+    cases["missing input"] = (["nope.fa"], "nope.fa")
+    (tmp_path / "fine.fa").write_text(">r\nACGTACGT\n")
+    cases["output folder missing"] = (["fine.fa", "-o", "no_such_dir/out.h5"], "no_such_dir")
+    ref = shared_data / "GRCh37_chrX_1-70M.fa.gz"
+    (tmp_path / "backwards.bed").write_text("X\t1000\t900\tbackwards\n")
+    cases["BED end < start"] = (["--reference", ref, "--regions", "backwards.bed"], "backwards.bed")
+    (tmp_path / "nocontig.bed").write_text("chr99\t0\t100\tnowhere\n")
+    cases["contig not in reference"] = (["--reference", ref, "--regions", "nocontig.bed"], "chr99")
+    return cases
+
+
+def test_every_bad_input_exits_2_with_one_line(tmp_path, shared_data, small_model_dir, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    for name, (args, named) in _bad_inputs(tmp_path, shared_data).items():
+        out = ["-o", "out.h5"] if "-o" not in args else []
+        code, _, err = run_cli(["-q", "embed", *args, *out, "--model", small_model_dir, "--device", "cpu",
+                                "--overwrite"], monkeypatch, capsys)
+        lines = [ln for ln in err.strip().splitlines() if ln.startswith("error:")]
+        assert code == 2, f"{name}: exit {code}: {err}"
+        assert len(lines) == 1 and named in lines[0], f"{name}: {err!r}"
+
+
+def test_usage_errors_exit_2(tmp_path, small_model_dir, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "fine.fa").write_text(">r\nACGTACGT\n")
+    for args in (["embed", "fine.fa"],  # no -o
+                 ["embed", "fine.fa", "-o", "x.h5", "--pool", "median", "--model", small_model_dir],
+                 ["embed", "fine.fa", "-o", "x.h5", "--layer", "9", "--model", small_model_dir],
+                 ["embed", "fine.fa", "-o", "x.h5", "--model", tmp_path / "not_a_model"],
+                 ["embed", "fine.fa", "-o", "x.h5", "--device", "tpu", "--model", small_model_dir]):
+        code, _, err = run_cli(args, monkeypatch, capsys)
+        assert code == 2, (args, err)
+
+
+def test_doctor_reports_without_gpu(monkeypatch, capsys):
+    code, out, _ = run_cli(["doctor"], monkeypatch, capsys)
+    assert code == 0 and "torch" in out and "fftconv kernels" in out

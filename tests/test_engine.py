@@ -1,0 +1,95 @@
+"""The engine: batching, exact/partial/streamed plans, pooling, windows, RC averaging — against Embedder.embed."""
+
+import numpy as np
+import pytest
+import torch
+
+from genoconv import Embedder
+from genoconv.engine import EmbedOptions, Engine, Plan
+from genoconv.errors import InputError
+from genoconv.io import Record, reverse_complement
+
+
+@pytest.fixture(scope="module")
+def emb(small_model_dir):
+    return Embedder.from_pretrained(small_model_dir, device="cpu")
+
+
+def _random_seq(n, seed):
+    rng = np.random.default_rng(seed)
+    return "".join(rng.choice(list("ACGT"), size=n))
+
+
+def test_batched_records_equal_one_at_a_time(emb):
+    # Right padding cannot change a causal model's outputs: batched rows equal each record embedded alone.
+    seqs = [(f"r{i}", _random_seq(n, i)) for i, n in enumerate([500, 520, 540, 480, 2000, 33, 35])]
+    out = dict(emb.embed_many(seqs, layers=[-1, 1], pools=["mean", "max", "last"], window=64))
+    assert list(out) == [s[0] for s in seqs]  # input order
+    for rid, seq in seqs:
+        rows = out[rid]["per_nucleotide"][3]
+        np.testing.assert_allclose(rows, emb.embed(seq), atol=2e-5, rtol=1e-4)
+        np.testing.assert_allclose(out[rid]["per_nucleotide"][1], emb.embed(seq, layer=1), atol=2e-5, rtol=1e-4)
+        np.testing.assert_allclose(out[rid]["pooled"][("mean", 3)], rows.mean(0, dtype=np.float64), rtol=1e-6, atol=1e-6)
+        np.testing.assert_allclose(out[rid]["pooled"][("max", 3)], rows.max(0))
+        np.testing.assert_allclose(out[rid]["pooled"][("last", 3)], rows[-1])
+        win = out[rid]["windowed"][3]
+        assert win.shape == (-(-len(seq) // 64), 16)
+        np.testing.assert_allclose(win[0], rows[:64].mean(0), atol=1e-6)
+        np.testing.assert_allclose(win[-1], rows[(len(seq) - 1) // 64 * 64:].mean(0), atol=1e-6)
+
+
+def test_batches_group_similar_consecutive_lengths(emb):
+    engine = Engine(emb, EmbedOptions(tokens_per_batch=2000))
+    recs = [Record.from_sequence(f"r{i}", "A" * n) for i, n in enumerate([100, 105, 110, 300, 310, 100, 1500])]
+    assert [[r.id for r in b] for b in engine._batches(recs, set())] == [
+        ["r0", "r1", "r2"], ["r3", "r4"], ["r5"], ["r6"]]
+
+
+@pytest.mark.parametrize("chunk", [1000, 777, 4098, 5000])
+def test_streamed_record_equals_one_pass(emb, chunk):
+    seq = _random_seq(9000, 5)
+    one = dict(emb.embed_many([("x", seq)], filter_len=4098, layers=[1, -1], pools=["mean", "max", "last"]))["x"]
+    streamed = dict(emb.embed_many([("x", seq)], filter_len=4098, chunk_size=chunk, layers=[1, -1],
+                                   pools=["mean", "max", "last"]))["x"]
+    assert one["mode"] == "partial:K=4098"
+    assert streamed["mode"] == (f"partial:K=4098;streamed:C={chunk}" if chunk < 9000 else "partial:K=4098")
+    for layer in (1, 3):
+        a, b = one["per_nucleotide"][layer], streamed["per_nucleotide"][layer]
+        assert np.linalg.norm(a - b) / np.linalg.norm(a) <= 1e-6
+    for key in one["pooled"]:
+        np.testing.assert_allclose(one["pooled"][key], streamed["pooled"][key], rtol=1e-5, atol=1e-6)
+
+
+def test_record_longer_than_context_uses_partial_convolution_by_default(emb):
+    seq = _random_seq(6000, 9)
+    out = dict(emb.embed_many([("long", seq)]))["long"]
+    assert out["mode"] == "partial:K=4098"
+    # The first max_seq_len bases see the full filter: identical to the exact embedding of that prefix.
+    np.testing.assert_allclose(out["per_nucleotide"][3][:4098], emb.embed(seq[:4098]), atol=2e-5, rtol=1e-4)
+
+
+def test_rc_average_flips_the_reverse_pass_back(emb):
+    seq = _random_seq(700, 3)
+    out = dict(emb.embed_many([("s", seq)], rc_average=True))["s"]["per_nucleotide"][3]
+    want = (emb.embed(seq) + emb.embed(reverse_complement(seq))[::-1]) / 2
+    np.testing.assert_allclose(out, want, atol=2e-5, rtol=1e-4)
+    streamed = dict(emb.embed_many([("s", seq)], rc_average=True, chunk_size=128))["s"]["per_nucleotide"][3]
+    np.testing.assert_allclose(streamed, want, atol=2e-5, rtol=1e-4)
+
+
+def test_memory_budget_turns_on_streaming(emb):
+    engine = Engine(emb, EmbedOptions(max_memory=64 << 20))
+    plan = engine.plan(3_000_000)
+    assert plan.filter_len == 4098 and plan.chunk_size is not None and plan.chunk_size < 3_000_000
+    assert engine.plan(100) == Plan(None, None)
+
+
+def test_bad_options_are_input_errors(emb):
+    with pytest.raises(InputError, match="--pool"):
+        EmbedOptions(pools=("median",))
+    with pytest.raises(InputError, match="nothing to store"):
+        EmbedOptions(per_nucleotide=False, pools=())
+    with pytest.raises(InputError, match="exceeds the model's max_seq_len"):
+        Engine(emb, EmbedOptions(filter_len=10_000))
+    with pytest.raises(InputError, match="--layer"):
+        Engine(emb, EmbedOptions(layers=(7,)))
