@@ -70,6 +70,11 @@ class ExponentialModulation(nn.Module):
         return x
 
 
+def _filter_cache_bytes() -> int:
+    """Per-layer cap on cached filter taps (GENOCONV_FILTER_CACHE_MB, default 256; 0 switches caching off)."""
+    return int(os.environ.get("GENOCONV_FILTER_CACHE_MB", "256")) << 20
+
+
 class HyenaFilter(nn.Module):
     """The implicit long filter: an MLP with Sin activations over positional features, exponentially modulated.
 
@@ -114,7 +119,7 @@ class HyenaFilter(nn.Module):
         params = tuple(self.parameters()) + tuple(self.buffers())
         version = tuple(p._version for p in params) + tuple(p.data_ptr() for p in params) + (str(self.bias.device),)
         cacheable = not torch.is_grad_enabled() or not any(p.requires_grad for p in params)
-        if not cacheable:
+        if not cacheable or _filter_cache_bytes() == 0:  # training, or caching switched off
             return LongFilter(self.taps(n_taps), self.bias, freq_keep=freq_keep)
         key = (n_taps, freq_keep, version)
         if self._cache is not None and self._cache[0] == key:
@@ -122,14 +127,15 @@ class HyenaFilter(nn.Module):
         with torch.no_grad():
             taps = self._cached_taps(n_taps, version)
             filt = LongFilter(taps[:, :n_taps], self.bias, freq_keep=freq_keep)
-        self._cache = (key, filt)
+        # Keep it (with the spectrum it will cache, ~2x the taps) only if that fits the per-layer budget: a
+        # 1M-tap filter of 256 channels is 1 GB of taps + 2 GB of spectrum, 24 GB over 8 layers.
+        self._cache = (key, filt) if 3 * n_taps * self.d_model * 4 <= _filter_cache_bytes() else None
         return filt
 
     def _cached_taps(self, n_taps: int, version: tuple) -> torch.Tensor:
         if self._taps is not None and self._taps[0] == version and self._taps[1].shape[1] >= n_taps:
             return self._taps[1]
-        cap = int(os.environ.get("GENOCONV_FILTER_CACHE_MB", "256")) << 20
-        if self.seq_len * self.d_model * 4 > cap:
+        if self.seq_len * self.d_model * 4 > _filter_cache_bytes():
             self._taps = None
             return self.taps(n_taps)  # too large to keep: generate exactly what this call needs
         taps = self.taps(self.seq_len)
