@@ -37,13 +37,17 @@ def _is_5_smooth(n: int) -> bool:
     return n == 1
 
 
-def fft_size(seq_len: int, filter_len: int) -> int:
-    """Smallest 5-smooth size >= seq_len + filter_len - 1: a linear (not circular) causal convolution.
+def fft_size(seq_len: int, filter_len: int, device: torch.device | str | None = None) -> int:
+    """FFT size for a linear (not circular) causal convolution: >= seq_len + filter_len - 1.
 
-    HyenaDNA uses exactly 2*seq_len; any size >= seq_len + filter_len - 1 gives the same result up to rounding,
-    and 5-smooth sizes are the fast ones for pocketfft and cuFFT.
+    HyenaDNA uses exactly 2*seq_len; any size >= seq_len + filter_len - 1 gives the same result up to rounding.
+    On the CPU the smallest 5-smooth size (pocketfft/MKL are fast on them); on CUDA the next power of two, which
+    cuFFT runs fastest (``GENOCONV_FFT_SIZES=smooth|pow2`` overrides).
     """
     n = max(2, seq_len + filter_len - 1)
+    kind = os.environ.get("GENOCONV_FFT_SIZES") or ("pow2" if torch.device(device or "cpu").type == "cuda" else "smooth")
+    if kind == "pow2":
+        return 1 << (n - 1).bit_length()
     while not _is_5_smooth(n):
         n += 1
     return n
@@ -130,12 +134,12 @@ def causal_conv_ref(
         n_taps = min(filt.filter_len, past + seq_len)
         # Circular convolution of [history | x] at size n: the wrap-around only touches outputs before position
         # K-1 of the block, i.e. inside the history, as long as n >= L + K - 1 (and n >= P + L).
-        n_fft = fft_size(max(seq_len + n_taps - 1, past + seq_len), 1)
+        n_fft = fft_size(max(seq_len + n_taps - 1, past + seq_len), 1, u.device)
         full = torch.cat([history.float(), x], dim=-1)
         y = _fft_conv(full, _spectrum_for(filt, n_taps, n_fft), n_fft)[..., past:past + seq_len]
     else:
         n_taps = min(filt.filter_len, seq_len)
-        n_fft = fft_size(seq_len, n_taps)
+        n_fft = fft_size(seq_len, n_taps, u.device)
         y = _fft_conv(x, _spectrum_for(filt, n_taps, n_fft), n_fft)[..., :seq_len]
     y = y + x * filt.bias[:, None]
     if postgate is not None:
