@@ -78,7 +78,6 @@ from __future__ import annotations
 
 import datetime
 import json
-import math
 import os
 import shutil
 import time
@@ -138,7 +137,9 @@ class StoreSpec:
             raise InputError(f"layers must be distinct absolute (non-negative) indices, got {list(self.layers)}")
         bad = [p for p in self.pools if p not in POOL_MODES]
         if bad or len(set(self.pools)) != len(self.pools):
-            raise InputError(f"unknown or repeated pooling mode in {list(self.pools)}; choose from {', '.join(POOL_MODES)}")
+            raise InputError(
+                f"unknown or repeated pooling mode in {list(self.pools)}; choose from {', '.join(POOL_MODES)}"
+            )
         if self.window is not None and int(self.window) < 1:
             raise InputError(f"--window must be a positive number of bases, got {self.window}")
         if self.store_dtype not in STORE_DTYPES:
@@ -152,6 +153,11 @@ class StoreSpec:
         out = asdict(self)
         out["layers"], out["pools"] = list(self.layers), list(self.pools)
         return out
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "StoreSpec":
+        """Inverse of ``to_dict`` (e.g. from a file's ``store_spec`` attribute)."""
+        return cls(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__})
 
 
 def chunk_rows(d_model: int, itemsize: int, target_bytes: int | None = None) -> int:
@@ -244,11 +250,13 @@ def _crc(array: np.ndarray, crc: int = 0) -> int:
 
 
 def _attr_value(value: Any) -> Any:
+    """HDF5 cannot hold None or nested values: None -> "", dicts and non-numeric lists -> JSON text."""
     if value is None:
         return ""
-    if isinstance(value, (dict, list, tuple)) and not (
-        isinstance(value, (list, tuple)) and value and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)
-    ):
+    numeric = isinstance(value, (list, tuple)) and value and all(
+        isinstance(v, (int, float)) and not isinstance(v, bool) for v in value
+    )
+    if isinstance(value, (dict, list, tuple)) and not numeric:
         return json.dumps(value, sort_keys=True, default=str)
     return value
 
@@ -470,7 +478,8 @@ class RecordWriter:
 
     def _rows_in(self, layer: int, rows: np.ndarray, dtype: np.dtype, what: str) -> np.ndarray:
         if layer not in self._rows:
-            raise ValueError(f"layer {layer} is not stored in {self._owner.path} (layers {list(self._owner.spec.layers)})")
+            layers = list(self._owner.spec.layers)
+            raise ValueError(f"layer {layer} is not stored in {self._owner.path} (layers {layers})")
         rows = np.asarray(rows)
         d = self._owner.spec.d_model
         if rows.ndim != 2 or rows.shape[1] != d:
@@ -484,7 +493,9 @@ class RecordWriter:
             raise ValueError(f"{self._owner.path} stores no per-nucleotide rows (per_nucleotide=False)")
         rows = self._rows_in(layer, rows, self._owner._dtype, "per-nucleotide")
         if self._rows[layer] + len(rows) > self.length:
-            raise ValueError(f"record {self.record_id!r}: more than {self.length} per-nucleotide rows for layer {layer}")
+            raise ValueError(
+                f"record {self.record_id!r}: more than {self.length} per-nucleotide rows for layer {layer}"
+            )
         key = f"p/{layer}"
         self._crc[key] = _crc(rows, self._crc.get(key, 0))
         self._owner._per_nt[layer].push(rows)
@@ -674,24 +685,7 @@ class EmbeddingWriter:
     def _write_layout(self, provenance: Mapping[str, Any], run_config: str, start_time: str) -> None:
         f, spec = self._f, self.spec
         d = spec.d_model
-        for key, value in provenance.items():
-            if key != "run_config":
-                f.attrs[key] = _attr_value(value)
-        f.attrs.update({
-            "run_config": run_config,
-            "genoconv_version": __version__,
-            "format": FORMAT,
-            "format_version": FORMAT_VERSION,
-            "store_spec": json.dumps(spec.to_dict(), sort_keys=True),
-            "store_dtype": spec.store_dtype,
-            "d_model": d,
-            "layers": np.asarray(spec.layers, dtype=np.int64),
-            "pools": json.dumps(list(spec.pools)),
-            "window": int(spec.window or 0),
-            "start_time": start_time,
-            "end_time": "",
-            "complete": False,
-        })
+        _write_attrs(f, spec, provenance, run_config, start_time)
         small = max(1, SMALL_CHUNK_BYTES // 8)
         for name in ("lengths", "offsets") + (("window_offsets",) if spec.window else ()):
             f.create_dataset(name, shape=(0,), maxshape=(None,), chunks=(small,), dtype="<i8")
@@ -765,19 +759,22 @@ class EmbeddingWriter:
     def _commit(self, rec: RecordWriter, pooled: Mapping[tuple[str, int], np.ndarray]) -> None:
         spec = self.spec
         n_win = _n_windows(rec.length, spec.window)
+        name = f"record {rec.record_id!r}"
         for layer in spec.layers:
             if spec.per_nucleotide and rec._rows[layer] != rec.length:
-                raise ValueError(f"record {rec.record_id!r}: {rec._rows[layer]} of {rec.length} per-nucleotide rows written for layer {layer}")
+                got = rec._rows[layer]
+                raise ValueError(f"{name}: {got} of {rec.length} per-nucleotide rows written for layer {layer}")
             if spec.window and rec._windows[layer] != n_win:
-                raise ValueError(f"record {rec.record_id!r}: {rec._windows[layer]} of {n_win} windowed rows written for layer {layer}")
+                got = rec._windows[layer]
+                raise ValueError(f"{name}: {got} of {n_win} windowed rows written for layer {layer}")
         pooled_rows = {}
         for mode in spec.pools:
             for layer in spec.layers:
                 if (mode, layer) not in pooled:
-                    raise ValueError(f"record {rec.record_id!r}: pooled[({mode!r}, {layer})] is missing")
+                    raise ValueError(f"{name}: pooled[({mode!r}, {layer})] is missing")
                 row = np.ascontiguousarray(pooled[(mode, layer)], dtype="<f4").reshape(-1)
                 if row.shape != (spec.d_model,):
-                    raise ValueError(f"record {rec.record_id!r}: pooled[({mode!r}, {layer})] must have shape ({spec.d_model},)")
+                    raise ValueError(f"{name}: pooled[({mode!r}, {layer})] must have shape ({spec.d_model},)")
                 pooled_rows[(mode, layer)] = row
                 rec._crc[f"m/{mode}/{layer}"] = _crc(row)
         entry = {"c": len(self.committed), "id": rec.record_id, "len": rec.length, "mode": rec.mode,
@@ -879,6 +876,28 @@ class EmbeddingWriter:
         self.close()
 
 
+def _write_attrs(f: h5py.File, spec: StoreSpec, provenance: Mapping[str, Any], run_config: str,
+                 start_time: str) -> None:
+    for key, value in provenance.items():
+        if key != "run_config":
+            f.attrs[key] = _attr_value(value)
+    f.attrs.update({
+        "run_config": run_config,
+        "genoconv_version": __version__,
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "store_spec": json.dumps(spec.to_dict(), sort_keys=True),
+        "store_dtype": spec.store_dtype,
+        "d_model": spec.d_model,
+        "layers": np.asarray(spec.layers, dtype=np.int64),
+        "pools": json.dumps(list(spec.pools)),
+        "window": int(spec.window or 0),
+        "start_time": start_time,
+        "end_time": "",
+        "complete": False,
+    })
+
+
 def _spec_diffs(header: Mapping[str, Any], spec: StoreSpec, run_config: str) -> list[str]:
     old_spec = header.get("spec", {})
     diffs = [f"{k}: {_fmt_option(old_spec.get(k))} vs {_fmt_option(v)}"
@@ -938,6 +957,61 @@ def _replay(source: _RowSource, new: EmbeddingWriter, entry: Mapping[str, Any]) 
         return False
 
 
+# --------------------------------------------------------------------------------------------- virtual merge
+def write_virtual_merge(readers: list["EmbeddingsFile"], output: str | os.PathLike[str], spec: StoreSpec,
+                        provenance: Mapping[str, Any], *, overwrite: bool = False) -> None:
+    """Write ``output`` with the store's layout whose per-nucleotide and windowed rows are HDF5 virtual
+    datasets over the given complete files, in order (their absolute paths are recorded, so they must stay
+    where they are); ids, index arrays and pooled rows are copied. Built under a temporary name and renamed,
+    so an interrupted merge leaves nothing half-made."""
+    output = Path(output)
+    if output.exists() and not overwrite:
+        if _is_complete(output, None):
+            raise InputError(f"{output} is complete; use --overwrite to replace it")
+        raise InputError(f"{output} exists; use --overwrite or another output path")
+    for r in readers:
+        if not r.complete:
+            raise InputError(f"{r.path} is unfinished; finish it before merging")
+    tmp = output.with_name(output.name + ".tmp")
+    n = sum(len(r) for r in readers)
+    lengths = np.concatenate([r.lengths for r in readers]) if readers else np.zeros(0, np.int64)
+    try:
+        with h5py.File(tmp, "w", libver="latest") as f:
+            _write_attrs(f, spec, provenance, _canonical_run_config(provenance), _now())
+            f["lengths"] = lengths.astype(np.int64)
+            f["offsets"] = (np.cumsum(lengths) - lengths).astype(np.int64)
+            f.create_dataset("ids", data=np.asarray([i for r in readers for i in r.ids], dtype=object), dtype=_STR)
+            f.create_dataset("modes", data=np.asarray([m for r in readers for m in r.modes], dtype=object),
+                             dtype=_STR)
+            if spec.window:
+                n_win = np.asarray([_n_windows(int(x), spec.window) for x in lengths], dtype=np.int64)
+                f["window_offsets"] = np.cumsum(n_win) - n_win
+            kinds = [k for k, on in (("per_nucleotide", spec.per_nucleotide), ("windowed", spec.window)) if on]
+            for layer in spec.layers:
+                for kind in kinds:
+                    name = f"{kind}/{layer}"
+                    shapes = [r._f[name].shape for r in readers]
+                    dtype = readers[0]._f[name].dtype
+                    layout = h5py.VirtualLayout(shape=(sum(x[0] for x in shapes), spec.d_model), dtype=dtype)
+                    pos = 0
+                    for r, shape in zip(readers, shapes):
+                        layout[pos : pos + shape[0]] = h5py.VirtualSource(str(r.path.resolve()), name, shape=shape)
+                        pos += shape[0]
+                    f.create_virtual_dataset(name, layout)
+                for mode in spec.pools:
+                    f[f"pooled/{mode}/{layer}"] = np.concatenate([r.pooled(mode, layer) for r in readers])
+            assert f["lengths"].shape == (n,)
+            f.attrs["end_time"] = _now()
+            f.flush()
+            f.attrs["complete"] = True
+        _fsync_path(tmp)
+        os.replace(tmp, output)
+        _unlink(_journal_path(output))
+        _fsync_dir(output)
+    finally:
+        _unlink(tmp)
+
+
 # --------------------------------------------------------------------------------------------- sizes
 def estimate_bytes(spec: StoreSpec, n_records: int, total_bases: int) -> int:
     """Upper estimate of the file size in bytes (compression is not counted on: its ratio on embeddings
@@ -979,6 +1053,15 @@ def check_free_space(path: str | os.PathLike[str], needed_bytes: int) -> None:
 
 
 # --------------------------------------------------------------------------------------------- reader
+def _plain(value: Any) -> Any:
+    """numpy scalars and arrays from h5py attributes as plain Python values."""
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    return value
+
+
 def open_embeddings(path: str | os.PathLike[str], *, locking: bool | None = None) -> "EmbeddingsFile":
     """Open a genoconv HDF5 file for lazy reading: ``f["chr1"]``, ``f.get(id, layer)``, ``f.pooled()``."""
     return EmbeddingsFile(path, locking=locking)
@@ -1007,11 +1090,11 @@ class EmbeddingsFile:
             self.complete = bool(f.attrs.get("complete", False))
             self.layers = [int(x) for x in np.atleast_1d(f.attrs["layers"])]
             self.window = int(f.attrs.get("window", 0)) or None
-            self.provenance = {k: (v.item() if isinstance(v, np.generic) else v.tolist() if isinstance(v, np.ndarray) else v)
-                               for k, v in f.attrs.items()}
+            self.provenance = {k: _plain(v) for k, v in f.attrs.items()}
             if self.complete:
                 n = f["lengths"].shape[0]
                 self.ids = list(f["ids"].asstr()[:n])
+                self.modes = list(f["modes"].asstr()[:n])
                 self.lengths = np.asarray(f["lengths"][:n], dtype=np.int64)
                 self._offsets = np.asarray(f["offsets"][:n], dtype=np.int64)
                 self._window_offsets = np.asarray(f["window_offsets"][:n], dtype=np.int64) if self.window else None
@@ -1020,12 +1103,15 @@ class EmbeddingsFile:
                 # Only the journal knows what was committed and where the newest rows live (/_tail).
                 entries = _read_journal(_journal_path(self.path)).entries
                 self.ids = [e["id"] for e in entries]
+                self.modes = [e["mode"] for e in entries]
                 self.lengths = np.asarray([e["len"] for e in entries], dtype=np.int64)
                 self._offsets = np.asarray([e["off"] for e in entries], dtype=np.int64)
                 self._window_offsets = np.asarray([e["woff"] for e in entries], dtype=np.int64) if self.window else None
                 self._source = _RowSource(f, entries[-1] if entries else None)
-                warnings.warn(f"{self.path} is unfinished (interrupted run); showing its {len(entries)} committed records",
-                              stacklevel=3)
+                warnings.warn(
+                    f"{self.path} is unfinished (interrupted run); showing its {len(entries)} committed records",
+                    stacklevel=3,
+                )
         except Exception:
             f.close()
             raise
@@ -1078,6 +1164,22 @@ class EmbeddingsFile:
             raise ValueError(f"kind must be 'per_nucleotide' or 'windowed', got {kind!r}")
         return self._source.read(kind, layer, start, count)
 
+    def rows(self, record_id: str, start: int, stop: int, layer: int = -1, kind: str = "per_nucleotide") -> np.ndarray:
+        """Rows ``[start, stop)`` (0-based, half-open, clipped to the record) of one record; reads only those."""
+        if record_id not in self._index:
+            raise KeyError(f"no record {record_id!r} in {self.path}")
+        i = self._index[record_id]
+        if kind == "per_nucleotide":
+            base, count = int(self._offsets[i]), int(self.lengths[i])
+        elif kind == "windowed" and self._window_offsets is not None:
+            base, count = int(self._window_offsets[i]), _n_windows(int(self.lengths[i]), self.window)
+        else:
+            return self.get(record_id, layer, kind)  # raises the right error
+        if kind == "per_nucleotide" and "per_nucleotide" not in self._f:
+            raise KeyError(f"{self.path} has no per-nucleotide rows (run with --per-nucleotide)")
+        start, stop = max(0, min(start, count)), max(0, min(stop, count))
+        return self._source.read(kind, self._layer(layer), base + start, max(0, stop - start))
+
     def pooled(self, mode: str = "mean", layer: int = -1) -> np.ndarray:
         """(n, d) float32 matrix, rows in the order of ``ids``."""
         layer = self._layer(layer)
@@ -1094,8 +1196,8 @@ class EmbeddingsFile:
         except ImportError:
             raise ImportError("to_anndata needs the anndata package: pip install anndata") from None
         obs = pd.DataFrame({"length": self.lengths}, index=pd.Index(self.ids, name="id"))
-        uns = {"genoconv": {k: (json.dumps(v) if isinstance(v, (list, dict)) else v) for k, v in self.provenance.items()},
-               "pooling": mode, "layer": self._layer(layer)}
+        attrs = {k: (json.dumps(v) if isinstance(v, (list, dict)) else v) for k, v in self.provenance.items()}
+        uns = {"genoconv": attrs, "pooling": mode, "layer": self._layer(layer)}
         return anndata.AnnData(X=self.pooled(mode, layer), obs=obs, uns=uns)
 
     # ---- lifetime

@@ -42,9 +42,10 @@ def _windows(rows: np.ndarray, window: int) -> np.ndarray:
     return np.stack([rows[a : a + window].mean(0) for a in range(0, len(rows), window)])
 
 
-def _write(writer: EmbeddingWriter, records: list[tuple[str, int]], spec: StoreSpec = SPEC, step: int = 7) -> None:
+def _write(writer: EmbeddingWriter, records: list[tuple[str, int]], spec: StoreSpec = SPEC, step: int = 7,
+           only: set[str] | None = None) -> None:
     for i, (rid, length) in enumerate(records):
-        if rid in writer.committed:
+        if rid in writer.committed or (only is not None and rid not in only):
             continue
         data = _record(i, length, spec.d_model)
         rec = writer.begin(rid, length, "exact")
@@ -75,7 +76,8 @@ def _same_content(a: Path, b: Path) -> None:
             x, y = fa[name], fb[name]
             assert type(x) is type(y), name
             if isinstance(x, h5py.Dataset):
-                assert (x.dtype, x.shape, x.chunks, x.compression, x.shuffle) == (y.dtype, y.shape, y.chunks, y.compression, y.shuffle), name
+                layout = [(d.dtype, d.shape, d.chunks, d.compression, d.shuffle) for d in (x, y)]
+                assert layout[0] == layout[1], name
                 if h5py.check_string_dtype(x.dtype):
                     assert list(x.asstr()[:]) == list(y.asstr()[:]), name
                 else:
@@ -126,7 +128,10 @@ def test_layout_and_dtypes(finished: Path) -> None:
         assert attrs["start_time"] <= attrs["end_time"]
 
 
-@pytest.mark.parametrize("d_model, store_dtype, rows", [(256, "float16", 2048), (256, "float32", 1024), (3000, "float32", 87), (2**19, "float32", 1)])
+@pytest.mark.parametrize(
+    "d_model, store_dtype, rows",
+    [(256, "float16", 2048), (256, "float32", 1024), (3000, "float32", 87), (2**19, "float32", 1)],
+)
 def test_chunks_are_about_one_mib(tmp_path: Path, d_model: int, store_dtype: str, rows: int) -> None:
     assert store.chunk_rows(d_model, np.dtype(store_dtype).itemsize) == rows
     if d_model > 4096:
@@ -164,7 +169,8 @@ def test_pooled_only_run(tmp_path: Path) -> None:
     with h5py.File(out, "r") as f:
         names = []
         f.visit(names.append)
-    assert sorted(names) == ["ids", "lengths", "modes", "offsets", "pooled", "pooled/last", "pooled/last/0", "pooled/last/2"]
+    assert sorted(names) == ["ids", "lengths", "modes", "offsets", "pooled", "pooled/last", "pooled/last/0",
+                             "pooled/last/2"]
     with open_embeddings(out) as e:
         np.testing.assert_array_equal(e.pooled("last")[1], _record(1, 1)[2][-1])
         with pytest.raises(KeyError, match="no per-nucleotide rows"):
@@ -208,6 +214,41 @@ def test_reader_slices_lazily(finished: Path, monkeypatch: pytest.MonkeyPatch) -
     assert seen == [("/per_nucleotide/2", slice(26, 66))]
 
 
+def test_rows_and_modes(finished: Path) -> None:
+    with open_embeddings(finished) as e:
+        assert e.modes == ["exact"] * 4
+        full = e["read/3 strand=+"]
+        np.testing.assert_array_equal(e.rows("read/3 strand=+", 5, 17), full[5:17])
+        np.testing.assert_array_equal(e.rows("read/3 strand=+", 30, 1000, layer=0), e.get("read/3 strand=+", 0)[30:])
+        assert e.rows("DMD", 3, 9).shape == (0, 16)
+
+
+def test_virtual_merge(tmp_path: Path, finished: Path) -> None:
+    parts = []
+    for k, chunk in enumerate((RECORDS[:2], RECORDS[2:])):
+        part = tmp_path / f"part{k}.h5"
+        with EmbeddingWriter.open(part, SPEC, PROVENANCE) as w:
+            _write(w, RECORDS, only={rid for rid, _ in chunk})
+            w.finish()
+        parts.append(part)
+    readers = [open_embeddings(p) for p in parts]
+    spec = StoreSpec.from_dict(json.loads(readers[0].provenance["store_spec"]))
+    assert spec == SPEC
+    store.write_virtual_merge(readers, tmp_path / "merged.h5", spec, PROVENANCE)
+    for r in readers:
+        r.close()
+    with open_embeddings(tmp_path / "merged.h5") as m, open_embeddings(finished) as e:
+        assert m.ids == e.ids and m.complete
+        for rid in e:
+            np.testing.assert_array_equal(m[rid], e[rid])
+            np.testing.assert_array_equal(m.get(rid, 0, "windowed"), e.get(rid, 0, "windowed"))
+        np.testing.assert_array_equal(m.pooled("max", 2), e.pooled("max", 2))
+        with h5py.File(tmp_path / "merged.h5", "r") as f:
+            assert f["per_nucleotide/0"].is_virtual
+    with pytest.raises(InputError, match="is complete"):
+        store.write_virtual_merge([], tmp_path / "merged.h5", spec, PROVENANCE)
+
+
 def test_to_anndata(finished: Path) -> None:
     with open_embeddings(finished) as e:
         try:
@@ -227,7 +268,8 @@ def test_spec_mismatch_on_resume(tmp_path: Path) -> None:
     with EmbeddingWriter.open(out, spec, PROVENANCE) as w:
         _write(w, RECORDS[:1], spec)
     other = StoreSpec(16, (0, 2), pools=("mean", "max"))
-    with pytest.raises(InputError, match=r"was started with different options \(pools: mean vs mean,max\); use --overwrite"):
+    message = r"was started with different options \(pools: mean vs mean,max\); use --overwrite"
+    with pytest.raises(InputError, match=message):
         EmbeddingWriter.open(out, other, PROVENANCE)
     changed = dict(PROVENANCE, run_config={"model": "tiny-test", "window": 20})
     with pytest.raises(InputError, match="window: 10 vs 20"):
@@ -359,7 +401,8 @@ def test_locking_can_be_turned_off(tmp_path: Path, monkeypatch: pytest.MonkeyPat
 
 # ------------------------------------------------------------------------------------------ crash safety
 def _child(out: Path, n: int, seed: int, compression: str, sleep: float, interval: float = 0.0) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, str(CHILD), str(out), str(n), str(seed), compression, str(sleep), str(interval)],
+    args = [str(out), str(n), str(seed), compression, str(sleep), str(interval)]
+    return subprocess.Popen([sys.executable, str(CHILD), *args],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 

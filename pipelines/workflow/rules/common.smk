@@ -1,0 +1,74 @@
+# Config checks and helpers shared by the rules (Snakemake's lint: keep functions apart from rules).
+
+import os
+import shlex
+import sys
+
+from snakemake.exceptions import WorkflowError
+
+
+def _setting(key, kind, check=None, why=""):
+    """config[key] as ``kind``, or a WorkflowError naming the key (a typo should fail the dry run, not a job)."""
+    value = config.get(key)
+    try:
+        value = kind(value)
+    except (TypeError, ValueError):
+        raise WorkflowError(f"config: {key}: {value!r} is not a valid {kind.__name__}") from None
+    if check is not None and not check(value):
+        raise WorkflowError(f"config: {key}: {value!r} {why}")
+    return value
+
+
+INPUTS = config.get("inputs") or []
+INPUTS = [INPUTS] if isinstance(INPUTS, str) else [str(p) for p in INPUTS]
+if not INPUTS:
+    raise WorkflowError("config: inputs: give at least one FASTA/FASTQ/BAM file")
+OUT = os.path.normpath(_setting("outdir", str))
+N = _setting("shards", int, lambda n: n >= 1, "must be at least 1")
+GENOCONV = shlex.split(_setting("genoconv", str))
+EXTRA_ARGS = shlex.split(config.get("extra_args") or "")
+_OWNED = {"-o", "--output", "--shard", "--model", "--device", "--overwrite", "--no-overwrite"}
+_clash = sorted(a.split("=")[0] for a in EXTRA_ARGS if a.split("=")[0] in _OWNED)
+if _clash:
+    raise WorkflowError(f"config: extra_args: {', '.join(_clash)} are set by the workflow; use the config keys")
+
+
+def embed_options():
+    """The `genoconv embed` options every shard shares (the shard's own -o and --shard come from the rule)."""
+    opts = ["--device", _setting("device", str)]
+    if config.get("model"):
+        opts += ["--model", str(config["model"])]  # none: genoconv's default model
+    opts += ["--pool", _setting("pool", str)]
+    if not config.get("per_nucleotide", True):
+        opts.append("--no-per-nucleotide")
+    if config.get("window"):
+        opts += ["--window", str(_setting("window", int, lambda w: w >= 1, "must be at least 1"))]
+    opts += ["--dtype", _setting("dtype", str)]
+    return opts + EXTRA_ARGS
+
+
+def shard_path(i):
+    return f"{OUT}/shards/shard_{i}_of_{N}.h5"
+
+
+def partial_path(name):
+    """Where a resumable command writes before its result is complete (not a Snakemake output)."""
+    return f"{OUT}/partial/{name}"
+
+
+def stop_options(wildcards, resources):
+    """`resumable.sh --stop-after`: ask genoconv to save and stop `walltime_margin_s` before the walltime.
+
+    The job's `runtime` resource (minutes) is its walltime on SLURM; without one (a local run) nothing is
+    stopped. The grace period before a SIGKILL is half the time left after the signal.
+    """
+    runtime = getattr(resources, "runtime", None)
+    if not isinstance(runtime, (int, float)) or runtime <= 0:
+        return ""
+    walltime = int(runtime * 60)
+    margin = _setting("walltime_margin_s", int, lambda m: m >= 0, "must be >= 0")
+    stop = walltime - margin if walltime > 2 * margin else walltime // 2
+    return f"--stop-after {stop} --grace {max(5, min(margin, walltime - stop) // 2)}"
+
+
+RESUMABLE = ["bash", os.path.join(workflow.basedir, "scripts", "resumable.sh"), "--python", sys.executable]
