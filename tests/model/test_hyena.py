@@ -91,3 +91,20 @@ def test_logits_use_tied_head_when_absent():
         logits = m.logits(ids)
         want = m(ids) @ m.backbone.embeddings.word_embeddings.weight.t()
     assert logits.shape == (1, 20, 16) and torch.allclose(logits, want)
+
+
+@pytest.mark.parametrize("length", [1, 2, 3, 50])
+def test_short_conv_equals_official_conv1d(length):
+    """The shifted-sum short conv equals nn.Conv1d(padding=2)[..., :L], also with carried history."""
+    from genoconv.model.hyena import causal_short_conv
+
+    gen = torch.Generator().manual_seed(length)
+    conv = torch.nn.Conv1d(6, 6, kernel_size=3, padding=2, groups=6)
+    x = torch.randn(2, 6, 40 + length, generator=gen)
+    with torch.no_grad():
+        want = conv(x)[..., :x.shape[-1]]
+        got = causal_short_conv(x, conv.weight, conv.bias)
+        assert torch.allclose(got, want, atol=1e-6)
+        # the last `length` outputs from the last `length` inputs plus 2 carried ones
+        tail = causal_short_conv(x[..., -length:], conv.weight, conv.bias, past=x[..., -length - 2:-length])
+        assert torch.allclose(tail, want[..., -length:], atol=1e-6)
