@@ -127,6 +127,8 @@ def embed(
     store_dtype: Annotated[str, typer.Option(help="float16 or float32 for per-nucleotide rows.")] = "float16",
     compression: Annotated[str, typer.Option(help="none, gzip or lzf (HDF5 filters, with shuffle).")] = "none",
     overwrite: Annotated[bool, typer.Option(help="Replace an existing output instead of resuming it.")] = False,
+    commit_interval: Annotated[float, typer.Option(help="Seconds between durable commits (0: every record); "
+                                                   "an interruption loses at most this much work.")] = 2.0,
     reference: Annotated[Optional[Path], typer.Option(help="Indexed FASTA for --regions (and CRAM).")] = None,
     regions: Annotated[Optional[Path], typer.Option(help="BED (0-based) or GTF/GFF (1-based) regions.")] = None,
     feature: Annotated[str, typer.Option(help="GTF/GFF feature type to embed.")] = "gene",
@@ -167,7 +169,7 @@ def embed(
                       compression=None if compression == "none" else compression, overwrite=overwrite,
                       reference=reference, regions=regions, feature=feature, strand_aware=strand_aware,
                       include_secondary=include_secondary, include_supplementary=include_supplementary,
-                      dedupe_ids=dedupe_ids, shard=shard_spec, model_name=model_name,
+                      dedupe_ids=dedupe_ids, shard=shard_spec, model_name=model_name, commit_interval=commit_interval,
                       command_line=shlex.join(["genoconv", *sys.argv[1:]]),
                       on_progress=reporter.update, on_start=reporter.start)
 

@@ -67,7 +67,7 @@ def embed_to_file(embedder: Embedder, inputs: Sequence[str | Path], output: str 
                   regions: str | Path | None = None, feature: str = "gene", strand_aware: bool = True,
                   include_secondary: bool = False, include_supplementary: bool = False, dedupe_ids: bool = False,
                   shard: tuple[int, int] | None = None, model_name: str | None = None, command_line: str | None = None,
-                  check_disk: bool = True, on_progress: Callable[[Progress], None] | None = None,
+                  check_disk: bool = True, commit_interval: float = 2.0, on_progress: Callable[[Progress], None] | None = None,
                   on_start: Callable[[int, int], None] | None = None) -> Progress:
     """Embed ``inputs`` into ``output``; resumes an unfinished run of the same command. Returns the progress."""
     from .store import EmbeddingWriter, StoreSpec, check_free_space, estimate_bytes
@@ -119,7 +119,9 @@ def embed_to_file(embedder: Embedder, inputs: Sequence[str | Path], output: str 
         "inputs": [str(p) for p in inputs],
         "run_config": run_config,
     }
-    writer = EmbeddingWriter.open(output, spec, provenance, overwrite=overwrite)
+    # Commits are made durable together at most every `commit_interval` seconds: thousands of short reads then
+    # write at ~285 MB/s instead of ~41 (store.py); a kill loses at most that much work, never a committed record.
+    writer = EmbeddingWriter.open(output, spec, provenance, overwrite=overwrite, commit_interval=commit_interval)
     skip = set(writer.committed)
     if skip:
         log.info("resuming %s: %d records already committed", output, len(skip))

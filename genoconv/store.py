@@ -76,7 +76,9 @@ Only one process may write a given output at a time.
 
 from __future__ import annotations
 
+import ctypes
 import datetime
+import functools
 import json
 import os
 import shutil
@@ -211,16 +213,47 @@ def _open_swmr_write(path: Path, create: bool, locking: bool | None) -> h5py.Fil
     return h5py.File(fid)
 
 
-def _open_read(path: Path, locking: bool | None) -> h5py.File:
-    """Read-only: plain first (a closed file), then SWMR read (a file whose writer died)."""
+@functools.lru_cache(maxsize=1)
+def _hdf5_library() -> ctypes.CDLL | None:
+    """The libhdf5 that h5py itself loaded (for the one call h5py does not wrap), or None."""
+    paths: list[str] = []
+    try:
+        with open("/proc/self/maps") as maps:  # Linux: the exact library object h5py uses
+            paths = [line.split()[-1] for line in maps if "libhdf5" in line and "libhdf5_hl" not in line]
+    except OSError:
+        pass
+    root = Path(h5py.__file__).parent
+    for pattern in ("../h5py.libs/libhdf5-*", ".dylibs/libhdf5.*", "../../../libhdf5.*", "../../../../lib/libhdf5.*"):
+        paths += [str(p) for p in root.glob(pattern) if "_hl" not in p.name]
+    for path in paths:
+        try:
+            lib = ctypes.CDLL(path)
+            lib.H5Pset_metadata_read_attempts.argtypes = [ctypes.c_int64, ctypes.c_uint]
+            return lib
+        except (OSError, AttributeError):
+            continue
+    return None
+
+
+def _open_read(path: Path, locking: bool | None, attempts: int = 1) -> h5py.File:
+    """Read-only: plain first (a closed file), then SWMR read (a file whose writer died or is running).
+
+    An SWMR reader retries a metadata block whose checksum fails, doubling its sleep each time, up to the
+    fapl's read-attempt limit (default 100: practically forever). A dead writer's torn block never heals, so
+    the limit is set to ``attempts`` (measured: 1 of ~1000 SIGKILLs left such a block; it hung salvage)."""
     kw = {} if locking is None else {"locking": locking}
     try:
         return h5py.File(path, "r", **kw)
     except OSError as plain_err:
+        fapl = _fapl(locking)
+        lib = _hdf5_library()
+        if lib is not None:
+            lib.H5Pset_metadata_read_attempts(fapl.id, attempts)
         try:
-            return h5py.File(path, "r", libver="latest", swmr=True, **kw)
+            fid = h5py.h5f.open(os.fsencode(path), h5py.h5f.ACC_RDONLY | h5py.h5f.ACC_SWMR_READ, fapl=fapl)
         except OSError:
             raise plain_err from None
+        return h5py.File(fid)
 
 
 def _fsync_path(path: Path) -> None:
@@ -411,10 +444,14 @@ class _RowAppender:
     def reset(self, end: int) -> None:
         """Forget rows past ``end`` (a record begun but not committed)."""
         self._join()
-        keep = end - self.written
-        assert 0 <= keep <= self.n_pending
-        self.pending = [self.pending[0][:keep]] if keep else []
-        self.n_pending = keep
+        if end >= self.written:
+            keep = end - self.written
+            self.pending = [self.pending[0][:keep]] if keep else []
+            self.n_pending = keep
+        else:  # the dropped record already completed whole chunks: reload the committed part of the last one
+            aligned = end - end % self.chunk
+            self.pending = [self.ds[aligned:end]] if end > aligned else []
+            self.n_pending, self.written = end - aligned, aligned
 
     def _join(self) -> None:
         if len(self.pending) > 1:
@@ -1080,7 +1117,7 @@ class EmbeddingsFile:
     def __init__(self, path: str | os.PathLike[str], *, locking: bool | None = None) -> None:
         self.path = Path(path)
         try:
-            self._f = _open_read(self.path, _locking(locking))
+            self._f = _open_read(self.path, _locking(locking), attempts=8)
         except OSError as err:
             raise InputError(f"cannot open {self.path} as HDF5: {err}") from None
         f = self._f

@@ -114,7 +114,7 @@ def _many_records(tmp_path, n=40):
 
 def _cmd(fasta, out, model):
     return [sys.executable, "-m", "genoconv", "-q", "embed", str(fasta), "-o", str(out), "--model", str(model),
-            "--device", "cpu", "--pool", "mean,max,last", "--window", "256"]
+            "--device", "cpu", "--pool", "mean,max,last", "--window", "256", "--commit-interval", "0"]
 
 
 def _content(path):

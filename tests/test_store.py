@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ctypes
 import json
 import os
 import random
@@ -317,6 +318,49 @@ def test_close_leaves_a_resumable_file(tmp_path: Path, finished: Path) -> None:
         _write(w, RECORDS)
         w.finish()
     _same_content(out, finished)
+
+
+def test_close_mid_record_after_whole_chunks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """SIGTERM inside a long record that already completed whole chunks: close() keeps the committed rows
+    of the shared chunk and the resumed run equals an uninterrupted one."""
+    monkeypatch.setattr(store, "CHUNK_BYTES", 2**10)  # 32 rows per chunk at d=16 float16
+    ref, out = tmp_path / "ref.h5", tmp_path / "out.h5"
+    with EmbeddingWriter.open(ref, SPEC, PROVENANCE) as w:
+        _write(w, RECORDS)
+        w.finish()
+    with EmbeddingWriter.open(out, SPEC, PROVENANCE) as w:
+        _write(w, RECORDS[:2])  # 26 rows: inside the first chunk
+        rec = w.begin("read/3 strand=+", 40, "exact")
+        for layer in (0, 2):
+            rec.append(layer, np.full((39, 16), 7.0))  # completes chunks 0 and 1 with uncommitted rows
+    with EmbeddingWriter.open(out, SPEC, PROVENANCE) as w:
+        assert w.committed == ["chr1", "DMD"]
+        _write(w, RECORDS)
+        w.finish()
+    _same_content(out, ref)
+
+
+def test_swmr_reads_of_a_dead_writer_do_not_retry(tmp_path: Path) -> None:
+    """HDF5's SWMR reader retries a block with a bad checksum with doubling sleeps, 100 times by default
+    (a salvage once hung for minutes on a block torn by SIGKILL); ours tries once."""
+    out = tmp_path / "dead.h5"
+    code = (f"import os, sys; sys.path[:0] = [{str(Path(__file__).parents[1])!r}, {str(Path(__file__).parent)!r}]\n"
+            "import test_store as t\n"
+            f"w = t.EmbeddingWriter.open({str(out)!r}, t.SPEC, t.PROVENANCE)\n"
+            "t._write(w, t.RECORDS[:2])\n"
+            "os._exit(0)\n")
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+    with pytest.raises(OSError):
+        h5py.File(out, "r")  # still flagged as open for writing
+    lib = store._hdf5_library()
+    assert lib is not None
+    lib.H5Pget_metadata_read_attempts.argtypes = [ctypes.c_int64, ctypes.POINTER(ctypes.c_uint)]
+    with store._open_read(out, None) as f:
+        attempts = ctypes.c_uint(0)
+        assert lib.H5Pget_metadata_read_attempts(f.id.get_access_plist().id, ctypes.byref(attempts)) >= 0
+        assert attempts.value == 1
+    with EmbeddingWriter.open(out, SPEC, PROVENANCE) as w:  # salvage
+        assert w.committed == ["chr1", "DMD"]
 
 
 def test_commit_checks_what_was_written(tmp_path: Path) -> None:

@@ -33,6 +33,41 @@ template <typename T> __device__ __forceinline__ T from_float(float v);
 template <> __device__ __forceinline__ __nv_bfloat16 from_float<__nv_bfloat16>(float v) { return __float2bfloat16_rn(v); }
 template <> __device__ __forceinline__ __half from_float<__half>(float v) { return __float2half_rn(v); }
 
+// Two consecutive 16-bit samples (t even) as floats, zero past the end. `vec` says the row start is 4-byte aligned,
+// so one 32-bit load serves both (t is always even here).
+template <typename T> struct Vec2;
+template <> struct Vec2<__nv_bfloat16> {
+  using type = __nv_bfloat162;
+  static __device__ __forceinline__ float2 to_f2(type v) { return __bfloat1622float2(v); }
+  static __device__ __forceinline__ type from_f2(float a, float b) { return __floats2bfloat162_rn(a, b); }
+};
+template <> struct Vec2<__half> {
+  using type = __half2;
+  static __device__ __forceinline__ float2 to_f2(type v) { return __half22float2(v); }
+  static __device__ __forceinline__ type from_f2(float a, float b) { return __floats2half2_rn(a, b); }
+};
+
+template <typename T>
+__device__ __forceinline__ float2 load_pair(const T* __restrict__ row, int64_t t, int64_t len, bool vec) {
+  if (vec && t + 1 < len) return Vec2<T>::to_f2(*reinterpret_cast<const typename Vec2<T>::type*>(row + t));
+  float2 r = make_float2(0.f, 0.f);
+  if (t < len) r.x = to_float(row[t]);
+  if (t + 1 < len) r.y = to_float(row[t + 1]);
+  return r;
+}
+
+template <typename T>
+__device__ __forceinline__ void store_pair(T* __restrict__ row, int64_t t, int64_t len, bool vec, float a, float b) {
+  if (vec && t + 1 < len) {
+    *reinterpret_cast<typename Vec2<T>::type*>(row + t) = Vec2<T>::from_f2(a, b);
+    return;
+  }
+  if (t < len) row[t] = from_float<T>(a);
+  if (t + 1 < len) row[t + 1] = from_float<T>(b);
+}
+
+__device__ __forceinline__ bool aligned4(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 3) == 0; }
+
 // Shared-memory swizzle for float2 elements: XOR the low 4 index bits with the next 4. A bank row holds 16 float2,
 // so strided access patterns of the small-span FFT passes spread over all banks; contiguous patterns stay contiguous
 // (the XOR only permutes inside an aligned group of 16).
@@ -40,13 +75,15 @@ __device__ __forceinline__ int sw(int e) { return e ^ ((e >> 4) & 15); }
 
 __device__ __forceinline__ int bitrev(int v, int bits) { return (int)(__brev((unsigned)v) >> (32 - bits)); }
 
-// Twiddle exp(-2*pi*i*m/N) for any m >= 0, from the half table (M = N/2 entries): exp(-i*pi) = -1.
-__device__ __forceinline__ float2 twiddle_any(const float2* __restrict__ tw, int64_t m, int log_n) {
-  const int64_t n_mask = (int64_t(1) << log_n) - 1;
-  const int64_t half = int64_t(1) << (log_n - 1);
-  m &= n_mask;
-  if (m < half) return __ldg(tw + m);
-  float2 w = __ldg(tw + (m - half));
+// Twiddle table layout ("multi-level"): tw[2^(p-1) + j] = exp(-2*pi*i*j / 2^p) for j < 2^(p-1), p = 1 .. log2(M);
+// M entries in all. A pass whose butterflies span 2h reads level 2h with consecutive j0 (coalesced).
+
+// exp(-2*pi*i*x/M) for any x >= 0 from the top level of the table (p = log2 M), using exp(-i*pi) = -1.
+__device__ __forceinline__ float2 twiddle_m(const float2* __restrict__ tw, int64_t x, int log_m) {
+  const int half = 1 << (log_m - 1);
+  const int r = (int)(x & ((int64_t(1) << log_m) - 1));
+  if (r < half) return __ldg(tw + half + r);
+  const float2 w = __ldg(tw + r);  // = tw[half + (r - half)]
   return make_float2(-w.x, -w.y);
 }
 
@@ -75,6 +112,39 @@ __device__ __forceinline__ void group_origin(const SmemFFT& g, int R, int hlog, 
   *base_i = (blk << (hlog + 1)) + j0;
 }
 
+// exp(-2*pi*i*k/16) for k in [0, 8); k is a compile-time constant after unrolling, so this folds to literals.
+__device__ __forceinline__ float2 root16(int k) {
+  constexpr float c1 = 0.92387953251128674f, s1 = 0.38268343236508978f, h = 0.70710678118654752f;
+  switch (k) {
+    case 0: return make_float2(1.f, 0.f);
+    case 1: return make_float2(c1, -s1);
+    case 2: return make_float2(h, -h);
+    case 3: return make_float2(s1, -c1);
+    case 4: return make_float2(0.f, -1.f);
+    case 5: return make_float2(-s1, -c1);
+    case 6: return make_float2(-h, -h);
+    default: return make_float2(-c1, -s1);
+  }
+}
+
+// Twiddles of one group for its R stages. Stage r (half-span h_r = 2^(hlog-r)) at point t needs
+// exp(-2 pi i j / (2 h_r)) with j = j0 + (t mod 2^(R-1-r)) * s, s = 2^slog: that is w0^(2^r) times the constant
+// exp(-2 pi i (t mod 2^(R-1-r)) / 2^(R-r)), with w0 = exp(-2 pi i j0 / (2h)). So one table load per group (and
+// R-1 squarings, ~1e-7 relative) replaces one scattered load per butterfly.
+template <int R>
+__device__ __forceinline__ void group_twiddles(const float2* __restrict__ tw, int j0, int hlog, int log_n, float2* wr) {
+  (void)log_n;
+  wr[0] = __ldg(tw + (1 << hlog) + j0);  // level 2h of the multi-level table: consecutive j0, consecutive addresses
+#pragma unroll
+  for (int r = 1; r < R; ++r) wr[r] = cmul(wr[r - 1], wr[r - 1]);
+}
+
+template <int R>
+__device__ __forceinline__ float2 stage_twiddle(const float2* wr, int r, int t) {
+  const int tlo = t & ((1 << (R - 1 - r)) - 1);
+  return tlo == 0 ? wr[r] : cmul(wr[r], root16(tlo << (r + 4 - R)));
+}
+
 // R decimation-in-frequency radix-2 stages with half-spans 2^hlog, ..., 2^(hlog-R+1), each thread keeping the
 // 2^R points of one group in registers. Twiddle of a stage with half-span h at offset j: exp(-2*pi*i*j/(2h)).
 template <int R>
@@ -86,19 +156,18 @@ __device__ __forceinline__ void dif_pass(const SmemFFT& g, int hlog, const float
     int f, base_i;
     group_origin(g, R, hlog, grp, &f, &base_i);
     const int fo = f << g.log_fs;
+    float2 wr[R];
+    group_twiddles<R>(tw, base_i & ((1 << slog) - 1), hlog, log_n, wr);
     float2 v[P];
 #pragma unroll
     for (int t = 0; t < P; ++t) v[t] = g.s[sw(fo + ((base_i + (t << slog)) << g.log_is))];
 #pragma unroll
     for (int r = 0; r < R; ++r) {
-      const int hr_log = hlog - r;
       const int tspan = 1 << (R - 1 - r);
 #pragma unroll
       for (int t = 0; t < P; ++t) {
         if (t & tspan) continue;
-        const int i = base_i + (t << slog);
-        const int j = i & ((1 << hr_log) - 1);
-        const float2 w = __ldg(tw + ((int64_t)j << (log_n - hr_log - 1)));
+        const float2 w = stage_twiddle<R>(wr, r, t);
         const float2 a = v[t], c = v[t + tspan];
         v[t] = cadd(a, c);
         v[t + tspan] = cmul(csub(a, c), w);
@@ -119,19 +188,18 @@ __device__ __forceinline__ void dit_pass(const SmemFFT& g, int hlog, const float
     int f, base_i;
     group_origin(g, R, hlog, grp, &f, &base_i);
     const int fo = f << g.log_fs;
+    float2 wr[R];
+    group_twiddles<R>(tw, base_i & ((1 << slog) - 1), hlog, log_n, wr);
     float2 v[P];
 #pragma unroll
     for (int t = 0; t < P; ++t) v[t] = g.s[sw(fo + ((base_i + (t << slog)) << g.log_is))];
 #pragma unroll
     for (int r = R - 1; r >= 0; --r) {
-      const int hr_log = hlog - r;
       const int tspan = 1 << (R - 1 - r);
 #pragma unroll
       for (int t = 0; t < P; ++t) {
         if (t & tspan) continue;
-        const int i = base_i + (t << slog);
-        const int j = i & ((1 << hr_log) - 1);
-        const float2 w = __ldg(tw + ((int64_t)j << (log_n - hr_log - 1)));
+        const float2 w = stage_twiddle<R>(wr, r, t);
         const float2 a = v[t], c = cmulc(v[t + tspan], w);
         v[t] = cadd(a, c);
         v[t + tspan] = csub(a, c);

@@ -7,11 +7,12 @@
 
 namespace genoconv {
 
-// 100 registers a thread (ptxas, sm_90): 512 threads keep a block within the 64K-register file.
-constexpr int kFusedThreads = 512;
+// Up to 1024 threads (one radix-16 group each at M = 16K) under a 64-register cap: at M = 16K shared memory
+// (128 KiB) allows one block per SM, so the block itself must carry the occupancy (NOTES.md v6).
+constexpr int kFusedThreads = 1024;
 
 template <typename T, bool kPre, bool kPost>
-__global__ void __launch_bounds__(kFusedThreads) fused_conv_kernel(const ConvParams p) {
+__global__ void __launch_bounds__(kFusedThreads, 1) fused_conv_kernel(const ConvParams p) {
   extern __shared__ float2 smem[];
   const int log_m = p.log_n - 1;
   const int m = 1 << log_m;
@@ -23,31 +24,34 @@ __global__ void __launch_bounds__(kFusedThreads) fused_conv_kernel(const ConvPar
   const T* pre = kPre ? static_cast<const T*>(p.pregate) + b * p.pre_sb + h * p.pre_sh : nullptr;
 
   // Load x[2n] + i x[2n+1] (x = u * pregate), zero past the end: the causal padding.
+  const bool vec = aligned4(u) && (!kPre || aligned4(pre));
   for (int n = threadIdx.x; n < m; n += blockDim.x) {
     const int64_t t = 2 * (int64_t)n;
-    float re = 0.f, im = 0.f;
-    if (t < len) {
-      re = to_float(u[t]);
-      if (kPre) re *= to_float(pre[t]);
+    float2 x = load_pair(u, t, len, vec);
+    if (kPre) {
+      const float2 g = load_pair(pre, t, len, vec);
+      x.x *= g.x;
+      x.y *= g.y;
     }
-    if (t + 1 < len) {
-      im = to_float(u[t + 1]);
-      if (kPre) im *= to_float(pre[t + 1]);
-    }
-    smem[sw(n)] = make_float2(re, im);
+    smem[sw(n)] = x;
   }
 
   const SmemFFT g{smem, log_m, 0, 0, 0};
   fft_forward(g, p.twiddle, p.log_n);
 
   // Pointwise product on bin pairs (k, M-k); the transform left bin k at position bitrev(k).
-  const float2* spec = p.spectrum + h * (int64_t)(m + 1);
-  for (int k = threadIdx.x; k <= m / 2; k += blockDim.x) {
+  const float4* spec = p.spectrum + h * p.pairs;
+  // Walk by smem position (consecutive threads hit consecutive banks): even positions hold the bins k < M/2,
+  // position 1 holds k = M/2.
+  for (int q = threadIdx.x; q <= m / 2; q += blockDim.x) {
+    const int pa = q < m / 2 ? 2 * q : 1;
+    const int k = bitrev(pa, log_m);
     const int kp = m - k;
-    const int pa = bitrev(k, log_m);
     const int pb = bitrev(kp & (m - 1), log_m);
+    const float4 kk = __ldg(spec + q);
     float2 ok, op;
-    real_pair(smem[sw(pa)], smem[sw(pb)], __ldg(p.twiddle + k), __ldg(spec + k), __ldg(spec + kp), &ok, &op);
+    real_pair(smem[sw(pa)], smem[sw(pb)], __ldg(p.pair_twiddle + q), make_float2(kk.x, kk.y), make_float2(kk.z, kk.w),
+              &ok, &op);
     smem[sw(pa)] = ok;
     if (pb != pa) smem[sw(pb)] = op;
   }
@@ -56,17 +60,17 @@ __global__ void __launch_bounds__(kFusedThreads) fused_conv_kernel(const ConvPar
 
   T* y = static_cast<T*>(p.y) + b * p.y_sb + h * p.y_sh;
   const T* post = kPost ? static_cast<const T*>(p.postgate) + b * p.post_sb + h * p.post_sh : nullptr;
+  const bool vec_out = aligned4(y) && (!kPost || aligned4(post));
   for (int n = threadIdx.x; n < m; n += blockDim.x) {
     const int64_t t = 2 * (int64_t)n;
     if (t >= len) break;
-    const float2 v = smem[sw(n)];
-    float y0 = v.x, y1 = v.y;
-    if (kPost) y0 *= to_float(post[t]);
-    y[t] = from_float<T>(y0);
-    if (t + 1 < len) {
-      if (kPost) y1 *= to_float(post[t + 1]);
-      y[t + 1] = from_float<T>(y1);
+    float2 v = smem[sw(n)];
+    if (kPost) {
+      const float2 g = load_pair(post, t, len, vec_out);
+      v.x *= g.x;
+      v.y *= g.y;
     }
+    store_pair(y, t, len, vec_out, v.x, v.y);
   }
 }
 
@@ -83,7 +87,7 @@ template <typename T, bool kPre, bool kPost>
 static cudaError_t launch_fused_t(const ConvParams& p, cudaStream_t stream) {
   const int m = 1 << (p.log_n - 1);
   const size_t smem = (size_t)m * sizeof(float2);
-  int threads = m / 8;
+  int threads = m / 16;  // one radix-16 group per thread
   threads = threads < 32 ? 32 : (threads > kFusedThreads ? kFusedThreads : threads);
   auto kernel = fused_conv_kernel<T, kPre, kPost>;
   cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);

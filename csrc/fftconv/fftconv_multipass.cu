@@ -15,10 +15,12 @@ namespace genoconv {
 
 constexpr int kOuterThreads = 256;
 constexpr int kInnerThreads = 512;
+// Launch bounds below cap every kernel at 64 registers (2 inner / 4 outer blocks per SM): 27% faster on the H200
+// than the 80-92 register builds at the cost of 16-32 B of spills (NOTES.md v5).
 
 
 template <typename T, bool kPre>
-__global__ void __launch_bounds__(kOuterThreads) outer_fwd_kernel(const ConvParams p, const int log_tile) {
+__global__ void __launch_bounds__(kOuterThreads, 4) outer_fwd_kernel(const ConvParams p, const int log_tile) {
   extern __shared__ float2 smem[];
   const int64_t row = p.row0 + blockIdx.x;
   const int64_t h = row / p.batch, b = row - h * p.batch;
@@ -30,19 +32,17 @@ __global__ void __launch_bounds__(kOuterThreads) outer_fwd_kernel(const ConvPara
   const T* pre = kPre ? static_cast<const T*>(p.pregate) + b * p.pre_sb + h * p.pre_sh : nullptr;
 
   const int count = n1s << log_tile;
+  const bool vec = aligned4(u) && (!kPre || aligned4(pre));
   for (int idx = threadIdx.x; idx < count; idx += blockDim.x) {
     const int f = idx & (tile - 1), n1 = idx >> log_tile;
     const int64_t t = 2 * (((int64_t)n1 << p.log_n2) + c0 + f);
-    float re = 0.f, im = 0.f;
-    if (t < len) {
-      re = to_float(u[t]);
-      if (kPre) re *= to_float(pre[t]);
+    float2 x = load_pair(u, t, len, vec);
+    if (kPre) {
+      const float2 g = load_pair(pre, t, len, vec);
+      x.x *= g.x;
+      x.y *= g.y;
     }
-    if (t + 1 < len) {
-      im = to_float(u[t + 1]);
-      if (kPre) im *= to_float(pre[t + 1]);
-    }
-    smem[sw(idx)] = make_float2(re, im);
+    smem[sw(idx)] = x;
   }
   const SmemFFT g{smem, p.log_n1, log_tile, 0, log_tile};
   fft_forward(g, p.twiddle, p.log_n);
@@ -52,12 +52,12 @@ __global__ void __launch_bounds__(kOuterThreads) outer_fwd_kernel(const ConvPara
     const int f = idx & (tile - 1), pos = idx >> log_tile;
     const int k1 = bitrev(pos, p.log_n1);
     const int n2 = c0 + f;
-    const float2 v = cmul(smem[sw(idx)], twiddle_any(p.twiddle, 2 * (int64_t)n2 * k1, p.log_n));
+    const float2 v = cmul(smem[sw(idx)], twiddle_m(p.twiddle, (int64_t)n2 * k1, log_m));
     w[((int64_t)k1 << p.log_n2) + n2] = v;
   }
 }
 
-__global__ void __launch_bounds__(kInnerThreads) inner_kernel(const ConvParams p) {
+__global__ void __launch_bounds__(kInnerThreads, 2) inner_kernel(const ConvParams p) {
   extern __shared__ float2 smem[];
   const int64_t row = p.row0 + blockIdx.x;
   const int64_t h = row / p.batch;
@@ -78,16 +78,20 @@ __global__ void __launch_bounds__(kInnerThreads) inner_kernel(const ConvParams p
   fft_forward(g, p.twiddle, p.log_n);
 
   // Bin k = j + N1*k2 (row a) pairs with M - k: row N1 - j at N2 - 1 - k2, or for j = 0 row 0 at (N2 - k2) mod N2.
-  const float2* spec = p.spectrum + h * (int64_t)(m + 1);
+  const float4* spec = p.spectrum + h * p.pairs + (int64_t)j * n2s;
+  // Walk row a by smem position (consecutive threads, consecutive banks), not by bin: position q holds k2 = bitrev(q).
+  // Row 0 keeps k2 <= N2/2 (even positions, plus position 1 for k2 = N2/2); row N1/2 keeps k2 < N2/2.
   const int npairs = (j == 0) ? n2s / 2 + 1 : (two ? n2s : n2s / 2);
   const int off_b = two ? n2s : 0;
-  for (int k2 = threadIdx.x; k2 < npairs; k2 += blockDim.x) {
-    const int k = j + (k2 << p.log_n1);
+  for (int q = threadIdx.x; q < npairs; q += blockDim.x) {
+    const int pa = two ? q : (q < n2s / 2 ? 2 * q : 1);
+    const int k2 = bitrev(pa, p.log_n2);
     const int k2p = (j == 0) ? ((n2s - k2) & (n2s - 1)) : (n2s - 1 - k2);
-    const int pa = bitrev(k2, p.log_n2);
     const int pb = off_b + bitrev(k2p, p.log_n2);
+    const float4 kk = __ldg(spec + q);
     float2 ok, op;
-    real_pair(smem[sw(pa)], smem[sw(pb)], __ldg(p.twiddle + k), __ldg(spec + k), __ldg(spec + (m - k)), &ok, &op);
+    real_pair(smem[sw(pa)], smem[sw(pb)], __ldg(p.pair_twiddle + (int64_t)j * n2s + q), make_float2(kk.x, kk.y),
+              make_float2(kk.z, kk.w), &ok, &op);
     smem[sw(pa)] = ok;
     if (pb != pa) smem[sw(pb)] = op;
   }
@@ -96,13 +100,13 @@ __global__ void __launch_bounds__(kInnerThreads) inner_kernel(const ConvParams p
   for (int idx = threadIdx.x; idx < count; idx += blockDim.x) {
     const int k1 = (idx >> p.log_n2) ? row_b : row_a;
     const int n2 = idx & (n2s - 1);
-    const float2 v = cmulc(smem[sw(idx)], twiddle_any(p.twiddle, 2 * (int64_t)n2 * k1, p.log_n));
+    const float2 v = cmulc(smem[sw(idx)], twiddle_m(p.twiddle, (int64_t)n2 * k1, log_m));
     w[((int64_t)k1 << p.log_n2) + n2] = v;
   }
 }
 
 template <typename T, bool kPost>
-__global__ void __launch_bounds__(kOuterThreads) outer_inv_kernel(const ConvParams p, const int log_tile) {
+__global__ void __launch_bounds__(kOuterThreads, 4) outer_inv_kernel(const ConvParams p, const int log_tile) {
   extern __shared__ float2 smem[];
   const int64_t row = p.row0 + blockIdx.x;
   const int64_t h = row / p.batch, b = row - h * p.batch;
@@ -122,18 +126,18 @@ __global__ void __launch_bounds__(kOuterThreads) outer_inv_kernel(const ConvPara
 
   T* y = static_cast<T*>(p.y) + b * p.y_sb + h * p.y_sh;
   const T* post = kPost ? static_cast<const T*>(p.postgate) + b * p.post_sb + h * p.post_sh : nullptr;
+  const bool vec_out = aligned4(y) && (!kPost || aligned4(post));
   for (int idx = threadIdx.x; idx < count; idx += blockDim.x) {
     const int f = idx & (tile - 1), n1 = idx >> log_tile;
     const int64_t t = 2 * (((int64_t)n1 << p.log_n2) + c0 + f);
     if (t >= len) continue;
-    const float2 v = smem[sw(idx)];
-    float y0 = v.x, y1 = v.y;
-    if (kPost) y0 *= to_float(post[t]);
-    y[t] = from_float<T>(y0);
-    if (t + 1 < len) {
-      if (kPost) y1 *= to_float(post[t + 1]);
-      y[t + 1] = from_float<T>(y1);
+    float2 v = smem[sw(idx)];
+    if (kPost) {
+      const float2 g = load_pair(post, t, len, vec_out);
+      v.x *= g.x;
+      v.y *= g.y;
     }
+    store_pair(y, t, len, vec_out, v.x, v.y);
   }
 }
 
@@ -149,7 +153,7 @@ static cudaError_t launch_multipass_t(const ConvParams& p, cudaStream_t stream) 
   if (p.rows > 0x7fffffffLL || p.log_n1 < 1 || p.log_n2 < 4 || p.log_n1 + p.log_n2 != p.log_n - 1)
     return cudaErrorInvalidValue;
 
-  int log_tile = 13 - p.log_n1;
+  int log_tile = 12 - p.log_n1;  // ~32 KiB of columns per block: several blocks per SM
   if (log_tile < 3) log_tile = 3;
   if (log_tile > p.log_n2) log_tile = p.log_n2;
   while (log_tile > 0 && ((size_t)sizeof(float2) << (p.log_n1 + log_tile)) > (size_t)optin) --log_tile;

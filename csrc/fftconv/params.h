@@ -26,15 +26,19 @@ struct ConvParams {
 
   // Real FFT size N = 2^log_n >= seq_len + filter_len - 1, done as a complex FFT of M = N / 2 points.
   int log_n = 0;
-  // (channels, M + 1) complex fp32, natural rFFT order: (rfft(k, N) + bias) / M.
-  const float2* spectrum = nullptr;
-  // (M,) complex fp32: twiddle[m] = exp(-2*pi*i*m / N).
+  // Spectrum in the kernel's order: (channels, P) entries {K[k], K[M-k]} (fp32 complex pairs, K = (rfft(k, N) +
+  // bias) / M) for the bin pairs in the order the pointwise step visits them (see genoconv/ops/cuda.py _pair_bins),
+  // and (P,) pair_twiddle[q] = exp(-2*pi*i*k/N) for the same k. Reads are contiguous and reused across the batch.
+  const float4* spectrum = nullptr;
+  const float2* pair_twiddle = nullptr;
+  int64_t pairs = 0;  // P
+  // (M,) multi-level twiddle table, see fft_common.cuh.
   const float2* twiddle = nullptr;
 
   // Multi-pass path only: (rows_chunk, M) complex fp32 workspace, rows [row0, row0 + rows) of this launch.
   float2* work = nullptr;
   int64_t row0 = 0, rows = 0;
-  int log_n1 = 0, log_n2 = 0;  // M = 2^log_n1 * 2^log_n2 (outer x inner)
+  int log_n1 = 0, log_n2 = 0;  // M = 2^log_n1 * 2^log_n2 (outer x inner); log_n1 = 0 on the fused path
 };
 
 // Largest complex FFT (points) the fused single-kernel path keeps in shared memory on `device`.

@@ -1,27 +1,282 @@
-"""Thin Python face of the csrc/ FlashFFTConv-style kernels (placeholder until the CUDA issue lands).
+"""Thin Python face of the csrc/fftconv kernels (FFT causal convolution in one fused kernel or three passes).
 
 Contract with :mod:`genoconv.ops.fftconv`: ``supports(u, filt)`` says whether the kernel can run these inputs,
 ``why_not(u, filt)`` says why not in one line, and ``causal_conv_cuda(u, filt, pregate, postgate)`` has the exact
-semantics of ``causal_conv_ref``.
+semantics of ``causal_conv_ref``. ``status()`` is what ``genoconv doctor`` prints.
+
+The extension is found in this order: the ahead-of-time build ``genoconv._fftconv_C`` (``pip install
+--no-build-isolation .`` on a machine with nvcc and a CUDA torch), else a build on first use with
+``torch.utils.cpp_extension.load`` from the ``csrc/fftconv`` sources (cached by torch under
+``TORCH_EXTENSIONS_DIR``). ``GENOCONV_NO_JIT=1`` disables the build on first use. Nothing is touched until a CUDA
+tensor asks for the kernel, so CPU-only runs never import or compile anything.
 """
 
 from __future__ import annotations
 
+import importlib
+import os
+import shutil
+from pathlib import Path
+
 import torch
+
+__all__ = ["status", "supports", "why_not", "causal_conv_cuda", "fft_plan", "plan", "MAX_SEQ_LEN", "ARCH_FLAGS"]
+
+MAX_SEQ_LEN = 4_194_304
+_MIN_LOG_N = 3  # N >= 8, so M = N/2 >= 4 (the kernels' bit reversals need at least 2 bits)
+
+# Native code for Ampere (sm_80; also runs on sm_86/89) and Hopper (sm_90), plus compute_90 PTX for newer chips.
+ARCH_FLAGS = [
+    "-gencode=arch=compute_80,code=sm_80",
+    "-gencode=arch=compute_90,code=sm_90",
+    "-gencode=arch=compute_90,code=compute_90",
+]
+ARCHS = ["sm_80", "sm_90", "compute_90"]
+_SOURCES = ("bindings.cpp", "fftconv_fused.cu", "fftconv_multipass.cu")
+
+# Lazy-load result: (module or None, reason). Filled once per process on first CUDA use; it is a cache of the
+# build, not state that changes results.
+_loaded: tuple[object | None, str] | None = None
+
+
+def _csrc_dir() -> Path | None:
+    here = Path(__file__).resolve()
+    for cand in (here.parents[2] / "csrc" / "fftconv", here.parents[1] / "csrc" / "fftconv"):
+        if all((cand / s).is_file() for s in _SOURCES):
+            return cand
+    return None
+
+
+def _nvcc() -> str | None:
+    from torch.utils import cpp_extension
+
+    home = cpp_extension.CUDA_HOME
+    if home and Path(home, "bin", "nvcc").is_file():
+        return str(Path(home, "bin", "nvcc"))
+    return shutil.which("nvcc")
+
+
+def extra_cuda_cflags() -> list[str]:
+    """nvcc flags shared by setup.py and the build on first use."""
+    return ["-O3", "-lineinfo", *ARCH_FLAGS]
+
+
+def _load() -> tuple[object | None, str]:
+    global _loaded
+    if _loaded is not None:
+        return _loaded
+    try:
+        mod = importlib.import_module("genoconv._fftconv_C")
+        _register_fake()
+        _loaded = (mod, "ahead-of-time build")
+        return _loaded
+    except ImportError:
+        pass
+    if torch.version.cuda is None:
+        _loaded = (None, f"torch {torch.__version__} has no CUDA support")
+        return _loaded
+    if os.environ.get("GENOCONV_NO_JIT", "") not in ("", "0"):
+        _loaded = (None, "no ahead-of-time build and GENOCONV_NO_JIT is set")
+        return _loaded
+    src = _csrc_dir()
+    if src is None:
+        _loaded = (None, "no ahead-of-time build and csrc/fftconv sources not found (install from a checkout)")
+        return _loaded
+    if _nvcc() is None:
+        _loaded = (None, "no ahead-of-time build and no nvcc to build on first use")
+        return _loaded
+    try:
+        from torch.utils import cpp_extension
+
+        mod = cpp_extension.load(
+            name="genoconv_fftconv_jit",
+            sources=[str(src / s) for s in _SOURCES],
+            extra_cflags=["-O3"],
+            extra_cuda_cflags=extra_cuda_cflags(),
+            verbose=os.environ.get("GENOCONV_BUILD_VERBOSE", "") not in ("", "0"),
+        )
+        _register_fake()
+        _loaded = (mod, "built on first use (torch.utils.cpp_extension.load)")
+    except Exception as exc:  # noqa: BLE001 - reported through status()/why_not(), raised by causal_conv_cuda
+        _loaded = (None, f"build on first use failed: {type(exc).__name__}: {str(exc).strip().splitlines()[-1:]}")
+    return _loaded
+
+
+def _register_fake() -> None:
+    # torch.compile / meta tensors: the op returns a contiguous tensor of u's shape and dtype.
+    try:
+        @torch.library.register_fake("genoconv_fftconv::causal_conv")
+        def _fake(u, spectrum, pair_twiddle, twiddle, pregate, postgate, log_n, log_n1):  # noqa: ARG001
+            return u.new_empty(u.shape)
+    except RuntimeError:  # already registered in this process
+        pass
 
 
 def status() -> dict:
-    """What ``genoconv doctor`` reports about the kernels."""
-    return {"built": False, "archs": [], "reason": "the CUDA kernels are not part of this build yet"}
+    """What ``genoconv doctor`` reports about the kernels. Never builds anything."""
+    cuda_ok = torch.cuda.is_available()
+    info: dict = {"built": False, "archs": [], "reason": "", "cuda_available": cuda_ok, "torch_cuda": torch.version.cuda}
+    if _loaded is None:
+        try:
+            importlib.import_module("genoconv._fftconv_C")
+            info.update(built=True, archs=list(ARCHS), reason="ahead-of-time build present")
+        except ImportError:
+            if not cuda_ok:
+                info["reason"] = "no CUDA device: the fp32 PyTorch reference is used"
+            elif _csrc_dir() is None or _nvcc() is None:
+                info["reason"] = "no ahead-of-time build, and no sources/nvcc to build on first use"
+            else:
+                info["reason"] = "not built yet: compiled on first CUDA use (torch.utils.cpp_extension.load)"
+        return info
+    mod, why = _loaded
+    if mod is not None:
+        try:
+            archs = str(mod.built_archs()).split(",")
+        except Exception:  # noqa: BLE001
+            archs = list(ARCHS)
+        info.update(built=True, archs=archs, reason=why)
+    else:
+        info["reason"] = why
+    return info
 
 
-def supports(u: torch.Tensor, filt) -> bool:  # noqa: ARG001
-    return False
+def fft_plan(seq_len: int, filter_len: int) -> int:
+    """log2 of the real FFT size N: the smallest power of two >= seq_len + min(filter_len, seq_len) - 1 (>= 8)."""
+    need = max(1, seq_len + min(filter_len, seq_len) - 1)
+    return max(_MIN_LOG_N, (need - 1).bit_length())
 
 
-def why_not(u: torch.Tensor, filt) -> str:  # noqa: ARG001
-    return status()["reason"]
+def why_not(u: torch.Tensor, filt) -> str:
+    """Empty string when the kernel can run (u, filt); otherwise one line saying why not."""
+    if not isinstance(u, torch.Tensor) or not u.is_cuda:
+        return "u is not a CUDA tensor"
+    if u.dtype not in (torch.bfloat16, torch.float16):
+        return f"dtype {u.dtype} (the kernel takes bfloat16 or float16)"
+    if u.dim() != 3:
+        return "u must be (batch, channels, seq_len)"
+    seq_len = u.shape[-1]
+    if not 1 <= seq_len <= MAX_SEQ_LEN:
+        return f"seq_len {seq_len} outside [1, {MAX_SEQ_LEN}]"
+    if u.shape[0] * u.shape[1] >= 2**31:
+        return "batch * channels must be < 2^31"
+    if getattr(filt, "freq_keep", 1.0) < 1.0:
+        return "frequency-sparse filters (freq_keep < 1) run on the reference (its bin set depends on its FFT size)"
+    major, _ = torch.cuda.get_device_capability(u.device)
+    if major < 8:
+        return f"compute capability {major}.x (the kernels are built for sm_80 and sm_90)"
+    mod, why = _load()
+    if mod is None:
+        return why
+    return ""
+
+
+def supports(u: torch.Tensor, filt) -> bool:
+    return why_not(u, filt) == ""
+
+
+def plan(seq_len: int, filter_len: int, device: torch.device) -> tuple[int, int]:
+    """(log_n, log_n1): the real FFT size N = 2^log_n and the path. log_n1 = 0 runs the fused single kernel
+    (M = N/2 complex points fit shared memory); otherwise M = 2^log_n1 (outer) x 2^log_n2 (inner) in three passes,
+    with two inner rows of 2^log_n2 points per block."""
+    log_n = fft_plan(seq_len, filter_len)
+    log_m = log_n - 1
+    mod, why = _load()
+    if mod is None:
+        raise RuntimeError(why)
+    max_fused = int(mod.max_fused_points(device.index if device.index is not None else torch.cuda.current_device()))
+    if (1 << log_m) <= max_fused:
+        return log_n, 0
+    # Inner rows of max_fused/4 points (two per block: 64 KiB on Hopper/A100, 3 blocks per SM) rather than
+    # max_fused/2 (128 KiB, 1 block per SM): the inner pass is latency-bound, occupancy pays more than a shorter
+    # outer transform (NOTES.md v4).
+    log_n2 = max(4, (max_fused // 4).bit_length() - 1)
+    return log_n, log_m - log_n2
+
+
+def _bitrev(x: torch.Tensor, bits: int) -> torch.Tensor:
+    out = torch.zeros_like(x)
+    for b in range(bits):
+        out |= ((x >> b) & 1) << (bits - 1 - b)
+    return out
+
+
+def _pair_bins(log_n: int, log_n1: int, device) -> torch.Tensor:
+    """Bin k of every pair slot in the order the kernels' pointwise step visits them (int64, (P,)).
+
+    The kernels walk shared-memory positions, and position pa holds bin bitrev(pa) after the forward DIF transform.
+    Fused: slot q <= M/2 is position 2q (bins k < M/2), slot M/2 is position 1 (bin M/2). Multi-pass: row j of
+    N1/2 + 1 rows, N2 slots each; the inner bin bitrev(pa) of row j is k = j + N1 * bitrev(pa); rows 0 and N1/2 pair
+    with themselves and use the fused rule (row N1/2 without its last slot); unused slots hold k = 0.
+    """
+    log_m = log_n - 1
+    m = 1 << log_m
+    if log_n1 == 0:
+        q = torch.arange(m // 2 + 1, device=device)
+        return _bitrev(torch.where(q < m // 2, 2 * q, torch.ones_like(q)), log_m)
+    log_n2 = log_m - log_n1
+    n1, n2 = 1 << log_n1, 1 << log_n2
+    j = torch.arange(n1 // 2 + 1, device=device)[:, None]
+    q = torch.arange(n2, device=device)[None, :]
+    two = (j != 0) & (j != n1 // 2)
+    pa = torch.where(two, q, torch.where(q < n2 // 2, 2 * q, torch.ones_like(q)))
+    k = j + (_bitrev(pa, log_n2) << log_n1)
+    npairs = torch.where(j == 0, n2 // 2 + 1, torch.where(two, n2, n2 // 2))
+    return torch.where(q < npairs, k, torch.zeros_like(k)).reshape(-1)
+
+
+def _tables(log_n: int, log_n1: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(bins k (P,), pair twiddles exp(-2 pi i k / N) (P, 2), multi-level twiddle table (M, 2)), float64 -> fp32."""
+    n, m = 1 << log_n, 1 << (log_n - 1)
+    k = _pair_bins(log_n, log_n1, device)
+    ang = k.double() * (-2.0 * torch.pi / n)
+    pair_tw = torch.stack((torch.cos(ang), torch.sin(ang)), dim=-1).float().contiguous()
+    # tw[2^(p-1) + j] = exp(-2 pi i j / 2^p), level by level (integer bounds: no floating log2/pow rounding).
+    tw = torch.zeros(m, 2, dtype=torch.float64, device=device)
+    tw[0, 0] = 1.0
+    for p in range(1, log_n):
+        j = torch.arange(1 << (p - 1), device=device, dtype=torch.float64)
+        ang_t = j * (-2.0 * torch.pi / (1 << p))
+        tw[1 << (p - 1): 1 << p] = torch.stack((torch.cos(ang_t), torch.sin(ang_t)), dim=-1)
+    return k, pair_tw, tw.float().contiguous()
+
+
+_table_cache: dict[tuple, tuple] = {}
+
+
+def _cached_tables(log_n: int, log_n1: int, device: torch.device):
+    key = (log_n, log_n1, str(device))
+    if key not in _table_cache:
+        _table_cache[key] = _tables(log_n, log_n1, device)
+    return _table_cache[key]
+
+
+def _spectrum(filt, log_n: int, bins: torch.Tensor, seq_len: int, device: torch.device) -> torch.Tensor:
+    """(H, P, 4) fp32 pairs {K[k], K[M-k]} in the kernel's order, K = (rfft(taps[:, :min(K, L)], N) + bias) / M.
+
+    The skip term bias * x is a convolution with bias * delta, so it rides in the spectrum; 1/M is the inverse
+    transform's normalisation. Computed once per filter and plan, in float64 on the GPU.
+    """
+    n, m = 1 << log_n, 1 << (log_n - 1)
+    taps = filt.taps[:, : min(filt.filter_len, seq_len)].to(device=device, dtype=torch.float64)
+    k_f = torch.fft.rfft(taps, n=n)
+    k_f = (k_f + filt.bias.to(device=device, dtype=torch.float64)[:, None]) / m
+    pairs = torch.stack((k_f[:, bins], k_f[:, m - bins]), dim=-1)  # (H, P, 2) complex
+    return torch.view_as_real(pairs.to(torch.complex64)).reshape(k_f.shape[0], -1, 4).contiguous()
 
 
 def causal_conv_cuda(u, filt, pregate=None, postgate=None):
-    raise RuntimeError(why_not(u, filt))
+    """CUDA kernel with exactly :func:`genoconv.ops.fftconv.causal_conv_ref`'s semantics (bf16/fp16 in and out)."""
+    reason = why_not(u, filt)
+    if reason:
+        raise RuntimeError(f"genoconv CUDA fftconv cannot run: {reason}")
+    for name, g in (("pregate", pregate), ("postgate", postgate)):
+        if g is not None and (g.dtype != u.dtype or g.device != u.device):
+            raise ValueError(f"{name} must have u's dtype and device ({u.dtype}, {u.device})")
+    seq_len = u.shape[-1]
+    dev = u.device
+    log_n, log_n1 = plan(seq_len, filt.filter_len, dev)
+    bins, pair_tw, tw = _cached_tables(log_n, log_n1, dev)
+    kmax = min(filt.filter_len, seq_len)
+    spec = filt.cached(("cuda_spectrum", log_n, log_n1, kmax, str(dev)),
+                       lambda: _spectrum(filt, log_n, bins, seq_len, dev))
+    return torch.ops.genoconv_fftconv.causal_conv(u, spec, pair_tw, tw, pregate, postgate, log_n, log_n1)

@@ -1,0 +1,170 @@
+// Torch bindings: input checks, workspace, dtype dispatch, and the torch.library registration of
+//   genoconv_fftconv::causal_conv(Tensor u, Tensor spectrum, Tensor twiddle, Tensor? pregate, Tensor? postgate,
+//                                 int log_n) -> Tensor
+// The op is one node for torch.compile; its fake (meta) implementation lives in genoconv/ops/cuda.py.
+#include <torch/extension.h>
+#include <c10/cuda/CUDAStream.h>
+#include <c10/cuda/CUDAGuard.h>
+
+#include "params.h"
+
+#ifndef GENOCONV_FFTCONV_ARCHS
+#define GENOCONV_FFTCONV_ARCHS "sm_80,sm_90,compute_90"  // keep in sync with genoconv/ops/cuda.py ARCH_FLAGS
+#endif
+
+namespace genoconv {
+namespace {
+
+// Integers go into error messages as std::string: streaming a `long` into c10::str's ostringstream crashed inside
+// this extension's copy of libstdc++ (seen on the H200 image, torch 2.11, g++ 13; cuda-gdb backtrace in NOTES.md).
+std::string num(int64_t v) { return std::to_string(v); }
+
+void check_cuda(cudaError_t err, const char* what) {
+  TORCH_CHECK(err == cudaSuccess, "genoconv fftconv: ", what, " failed: ", cudaGetErrorString(err));
+}
+
+void check_signal(const at::Tensor& t, const at::Tensor& u, const char* name) {
+  TORCH_CHECK(t.is_cuda(), name, " must be a CUDA tensor");
+  TORCH_CHECK(t.device() == u.device(), name, " must be on u's device");
+  TORCH_CHECK(t.scalar_type() == u.scalar_type(), name, " must have u's dtype");
+  TORCH_CHECK(t.sizes() == u.sizes(), name, " must have u's shape");
+}
+
+// Unit stride along the sequence is what the kernels need; batch/channel strides are passed through (64-bit).
+at::Tensor unit_inner_stride(const at::Tensor& t) {
+  return (t.size(-1) <= 1 || t.stride(-1) == 1) ? t : t.contiguous();
+}
+
+// Number of bin pairs the pointwise step visits: fused M/2 + 1; multi-pass (N1/2 + 1) rows of N2 slots.
+int64_t pair_slots(int64_t log_n, int64_t log_n1) {
+  const int64_t m = int64_t(1) << (log_n - 1);
+  if (log_n1 == 0) return m / 2 + 1;
+  return ((int64_t(1) << (log_n1 - 1)) + 1) * (m >> log_n1);
+}
+
+at::Tensor causal_conv_cuda(const at::Tensor& u_in, const at::Tensor& spectrum, const at::Tensor& pair_twiddle,
+                            const at::Tensor& twiddle, const c10::optional<at::Tensor>& pregate_in,
+                            const c10::optional<at::Tensor>& postgate_in, int64_t log_n, int64_t log_n1) {
+  TORCH_CHECK(u_in.is_cuda(), "u must be a CUDA tensor");
+  TORCH_CHECK(u_in.dim() == 3, "u must be (batch, channels, seq_len)");
+  TORCH_CHECK(u_in.scalar_type() == at::kBFloat16 || u_in.scalar_type() == at::kHalf,
+              "u must be bfloat16 or float16, got ", u_in.scalar_type());
+  const int64_t batch = u_in.size(0), channels = u_in.size(1), seq_len = u_in.size(2);
+  TORCH_CHECK(log_n >= 3 && log_n <= 23, "log_n must be in [3, 23], got ", num(log_n));
+  TORCH_CHECK(seq_len <= (int64_t(1) << (log_n - 1)) * 2, "FFT size 2^", num(log_n), " shorter than seq_len ", num(seq_len));
+  const int64_t m = int64_t(1) << (log_n - 1);
+  TORCH_CHECK(log_n1 >= 0 && log_n1 < log_n - 1, "log_n1 out of range: ", num(log_n1));
+  const int64_t pairs = pair_slots(log_n, log_n1);
+  TORCH_CHECK(spectrum.is_cuda() && spectrum.device() == u_in.device(), "spectrum must be on u's device");
+  TORCH_CHECK(spectrum.scalar_type() == at::kFloat && spectrum.is_contiguous() && spectrum.dim() == 3 &&
+                  spectrum.size(0) == channels && spectrum.size(1) == pairs && spectrum.size(2) == 4,
+              "spectrum must be contiguous float32 (channels, ", num(pairs), ", 4) in the kernel's pair order");
+  TORCH_CHECK(pair_twiddle.is_cuda() && pair_twiddle.device() == u_in.device(), "pair_twiddle must be on u's device");
+  TORCH_CHECK(pair_twiddle.scalar_type() == at::kFloat && pair_twiddle.is_contiguous() && pair_twiddle.dim() == 2 &&
+                  pair_twiddle.size(0) == pairs && pair_twiddle.size(1) == 2,
+              "pair_twiddle must be contiguous float32 (", num(pairs), ", 2)");
+  TORCH_CHECK(twiddle.is_cuda() && twiddle.device() == u_in.device(), "twiddle must be on u's device");
+  TORCH_CHECK(twiddle.scalar_type() == at::kFloat && twiddle.is_contiguous() && twiddle.dim() == 2 &&
+                  twiddle.size(0) == m && twiddle.size(1) == 2,
+              "twiddle must be the contiguous float32 (N/2, 2) multi-level table");
+
+  const at::Tensor u = unit_inner_stride(u_in);
+  at::Tensor pregate, postgate;
+  if (pregate_in.has_value()) {
+    check_signal(*pregate_in, u, "pregate");
+    pregate = unit_inner_stride(*pregate_in);
+  }
+  if (postgate_in.has_value()) {
+    check_signal(*postgate_in, u, "postgate");
+    postgate = unit_inner_stride(*postgate_in);
+  }
+
+  at::Tensor y = at::empty({batch, channels, seq_len}, u.options().memory_format(at::MemoryFormat::Contiguous));
+  if (y.numel() == 0) return y;
+
+  const c10::cuda::CUDAGuard guard(u.device());
+  cudaStream_t stream = c10::cuda::getCurrentCUDAStream().stream();
+
+  ConvParams p;
+  p.u = u.data_ptr();
+  p.u_sb = u.stride(0);
+  p.u_sh = u.stride(1);
+  if (pregate.defined()) {
+    p.pregate = pregate.data_ptr();
+    p.pre_sb = pregate.stride(0);
+    p.pre_sh = pregate.stride(1);
+  }
+  if (postgate.defined()) {
+    p.postgate = postgate.data_ptr();
+    p.post_sb = postgate.stride(0);
+    p.post_sh = postgate.stride(1);
+  }
+  p.y = y.data_ptr();
+  p.y_sb = y.stride(0);
+  p.y_sh = y.stride(1);
+  p.batch = batch;
+  p.channels = channels;
+  p.seq_len = seq_len;
+  p.log_n = static_cast<int>(log_n);
+  p.spectrum = reinterpret_cast<const float4*>(spectrum.data_ptr<float>());
+  p.pair_twiddle = reinterpret_cast<const float2*>(pair_twiddle.data_ptr<float>());
+  p.pairs = pairs;
+  p.twiddle = reinterpret_cast<const float2*>(twiddle.data_ptr<float>());
+  const DType dtype = u.scalar_type() == at::kBFloat16 ? DType::kBFloat16 : DType::kFloat16;
+
+  cudaError_t err = cudaSuccess;
+  const int max_fused = max_fused_points(u.get_device(), &err);
+  check_cuda(err, "cudaDeviceGetAttribute");
+  const int64_t rows = batch * channels;
+  if (log_n1 == 0) {
+    TORCH_CHECK(m <= max_fused, "FFT of ", num(m), " complex points exceeds the fused path's shared memory (", num(max_fused),
+                "): pass log_n1 > 0");
+    TORCH_CHECK(rows <= 0x7fffffffLL, "batch * channels must be < 2^31");
+    p.rows = rows;
+    check_cuda(launch_fused(p, dtype, stream), "fused kernel launch");
+    return y;
+  }
+
+  // Multi-pass: inner transforms of N2 = M / N1 points (a block holds two mirrored rows), outer N1 points.
+  const int log_m = p.log_n - 1;
+  p.log_n1 = static_cast<int>(log_n1);
+  p.log_n2 = log_m - p.log_n1;
+  TORCH_CHECK(p.log_n2 >= 4 && (int64_t(2) << p.log_n2) <= max_fused,
+              "inner size 2^", num(p.log_n2), " does not fit shared memory (two rows of at most ", num(max_fused / 2), ")");
+  // Workspace of at most ~1 GiB (at least one row): rows are processed in chunks.
+  const int64_t row_bytes = m * static_cast<int64_t>(sizeof(float2));
+  const int64_t chunk = std::max<int64_t>(1, std::min<int64_t>(rows, (int64_t(1) << 30) / row_bytes));
+  at::Tensor work = at::empty({chunk, m, 2}, u.options().dtype(at::kFloat));
+  p.work = reinterpret_cast<float2*>(work.data_ptr<float>());
+  for (int64_t r0 = 0; r0 < rows; r0 += chunk) {
+    p.row0 = r0;
+    p.rows = std::min(chunk, rows - r0);
+    check_cuda(launch_multipass(p, dtype, stream), "multi-pass kernel launch");
+  }
+  return y;
+}
+
+}  // namespace
+}  // namespace genoconv
+
+TORCH_LIBRARY(genoconv_fftconv, m) {
+  m.def(
+      "causal_conv(Tensor u, Tensor spectrum, Tensor pair_twiddle, Tensor twiddle, Tensor? pregate, "
+      "Tensor? postgate, int log_n, int log_n1) -> Tensor");
+}
+
+TORCH_LIBRARY_IMPL(genoconv_fftconv, CUDA, m) { m.impl("causal_conv", &genoconv::causal_conv_cuda); }
+
+PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+  m.doc() = "genoconv FFT convolution kernels (ops registered as torch.ops.genoconv_fftconv)";
+  m.def("built_archs", []() { return std::string(GENOCONV_FFTCONV_ARCHS); });
+  m.def(
+      "max_fused_points",
+      [](int device) {
+        cudaError_t err = cudaSuccess;
+        const int pts = genoconv::max_fused_points(device, &err);
+        genoconv::check_cuda(err, "cudaDeviceGetAttribute");
+        return pts;
+      },
+      "Largest complex FFT (points) the fused single-kernel path holds in shared memory on this device.");
+}
