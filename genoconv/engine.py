@@ -30,7 +30,7 @@ import torch
 from .api import Embedder
 from .errors import InputError, Interrupted, ResourceError, SequenceTooLongError
 from .io.record import Record
-from .model.hyena import StreamState
+from .model.hyena import StreamState, set_filter_cache_bytes
 
 log = logging.getLogger("genoconv.engine")
 
@@ -175,6 +175,8 @@ class Engine:
         self._skip: set[str] | frozenset = frozenset()
         self.d = embedder.d_model
         self.max_memory = options.max_memory or default_memory_budget(embedder.device)
+        # The budget also bounds the filters the model keeps (taps + spectra, per layer): a quarter of it in all.
+        set_filter_cache_bytes(self.max_memory // (4 * embedder.config.n_layer), embedder.device.type)
         # Largest record (bases) one exact pass may take within the budget.
         self.exact_limit = max(1024, self.max_memory // (EXACT_BYTES_PER_BASE_DIM * self.d))
         self.tokens_per_batch = options.tokens_per_batch or max(1024, min(self.exact_limit, 1 << 18))

@@ -70,9 +70,33 @@ class ExponentialModulation(nn.Module):
         return x
 
 
-def _filter_cache_bytes() -> int:
-    """Per-layer cap on cached filter taps (GENOCONV_FILTER_CACHE_MB, default 256; 0 switches caching off)."""
-    return int(os.environ.get("GENOCONV_FILTER_CACHE_MB", "256")) << 20
+_CACHE_BYTES: dict[str, int] = {}
+
+
+def set_filter_cache_bytes(nbytes: int | None, device_type: str = "cuda") -> None:
+    """Per-layer budget for cached filters on a device type (None: back to the default)."""
+    if nbytes is None:
+        _CACHE_BYTES.pop(device_type, None)
+    else:
+        _CACHE_BYTES[device_type] = int(nbytes)
+
+
+def _filter_cache_bytes(device: torch.device | None = None) -> int:
+    """Per-layer cap on cached filter taps + spectra.
+
+    ``GENOCONV_FILTER_CACHE_MB`` (0 switches caching off) wins; else a budget set by the engine from --max-memory;
+    else 256 MiB on the CPU and 1/32 of the GPU's memory on CUDA (4.4 GB on an H200: a 1M-tap, 256-channel filter
+    is 1 GB of taps + 2 GB of spectrum, and regenerating it on every call cost more than the convolution itself).
+    """
+    env = os.environ.get("GENOCONV_FILTER_CACHE_MB")
+    if env is not None:
+        return int(env) << 20
+    kind = device.type if device is not None else "cpu"
+    if kind in _CACHE_BYTES:
+        return _CACHE_BYTES[kind]
+    if kind == "cuda":
+        return torch.cuda.get_device_properties(device).total_memory // 32
+    return 256 << 20
 
 
 class HyenaFilter(nn.Module):
@@ -119,7 +143,8 @@ class HyenaFilter(nn.Module):
         params = tuple(self.parameters()) + tuple(self.buffers())
         version = tuple(p._version for p in params) + tuple(p.data_ptr() for p in params) + (str(self.bias.device),)
         cacheable = not torch.is_grad_enabled() or not any(p.requires_grad for p in params)
-        if not cacheable or _filter_cache_bytes() == 0:  # training, or caching switched off
+        budget = _filter_cache_bytes(self.bias.device)
+        if not cacheable or budget == 0:  # training, or caching switched off
             return LongFilter(self.taps(n_taps), self.bias, freq_keep=freq_keep)
         key = (n_taps, freq_keep, version)
         if self._cache is not None and self._cache[0] == key:
@@ -129,13 +154,13 @@ class HyenaFilter(nn.Module):
             filt = LongFilter(taps[:, :n_taps], self.bias, freq_keep=freq_keep)
         # Keep it (with the spectrum it will cache, ~2x the taps) only if that fits the per-layer budget: a
         # 1M-tap filter of 256 channels is 1 GB of taps + 2 GB of spectrum, 24 GB over 8 layers.
-        self._cache = (key, filt) if 3 * n_taps * self.d_model * 4 <= _filter_cache_bytes() else None
+        self._cache = (key, filt) if 3 * n_taps * self.d_model * 4 <= budget else None
         return filt
 
     def _cached_taps(self, n_taps: int, version: tuple) -> torch.Tensor:
         if self._taps is not None and self._taps[0] == version and self._taps[1].shape[1] >= n_taps:
             return self._taps[1]
-        if self.seq_len * self.d_model * 4 > _filter_cache_bytes():
+        if self.seq_len * self.d_model * 4 > _filter_cache_bytes(self.bias.device):
             self._taps = None
             return self.taps(n_taps)  # too large to keep: generate exactly what this call needs
         taps = self.taps(self.seq_len)
@@ -210,7 +235,8 @@ class HyenaOperator(nn.Module):
         # in_proj written straight into the convolution layout (B, C, L): W @ u^T. The GEMM takes the transposed
         # operand for free, where a Linear followed by a transpose made a strided copy of the largest activation
         # (~18 ms per layer at 1 Mbp on an H200, half the forward time; benchmarks/results/profile_1m_*.txt).
-        p = torch.matmul(self.in_proj.weight, u.transpose(1, 2)).add_(self.in_proj.bias[:, None])
+        batch = u.shape[0]
+        p = torch.baddbmm(self.in_proj.bias[:, None], self.in_proj.weight.expand(batch, -1, -1), u.transpose(1, 2))
         width = self.short_filter.kernel_size[0]
         past = None
         if stream is not None:
@@ -233,8 +259,8 @@ class HyenaOperator(nn.Module):
                 stream.long[o] = _tail(torch.cat([history, gated], dim=-1), n_taps - 1).clone()
             v = causal_conv(v.contiguous(), sub, pregate=x_i.contiguous(),
                             postgate=None if post is None else post.contiguous(), history=history)
-        # out_proj back to (B, L, d) as y^T @ W^T: again no transpose copy.
-        return torch.matmul(v.transpose(1, 2), self.out_proj.weight.t()) + self.out_proj.bias
+        # out_proj back to (B, L, d) as y^T @ W^T: bmm takes both transposed operands as they are.
+        return torch.baddbmm(self.out_proj.bias, v.transpose(1, 2), self.out_proj.weight.t().expand(batch, -1, -1))
 
 
 def causal_short_conv(p: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor,
