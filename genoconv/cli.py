@@ -299,25 +299,18 @@ def doctor() -> None:
     Console().print(table)
 
 
-def _register_optional() -> None:
+def _register_command_groups() -> None:
     """Commands that live in their own modules (one file per command group)."""
-    try:
-        from .cli_models import app as models_app
-        from .cli_models import score
+    from .cli_models import app as models_app
+    from .cli_models import score
+    from .merge import merge_command
 
-        app.add_typer(models_app, name="models", help="List and download named models.")
-        app.command(help="Next-base cross-entropy (bits per base) of records under a model.")(score)
-    except ImportError:
-        pass
-    try:
-        from .merge import merge_command
-
-        app.command(name="merge", help="Combine shard outputs into one file.")(merge_command)
-    except ImportError:
-        pass
+    app.add_typer(models_app, name="models", help="List and download named models.")
+    app.command(help="Next-base cross-entropy (bits per base) of records under a model.")(score)
+    app.command(name="merge", help="Combine shard outputs into one file.")(merge_command)
 
 
-_register_optional()
+_register_command_groups()
 
 
 def main() -> None:

@@ -35,9 +35,9 @@ from .model.hyena import StreamState, set_filter_cache_bytes
 log = logging.getLogger("genoconv.engine")
 
 POOL_MODES = ("mean", "max", "last")
-# Bytes of activations and temporaries per base and per model dimension in one exact fp32 forward pass, measured
-# on the CPU for d_model 128-256 (peak RSS growth / (L * d)); the official code shows the same ~24 GiB at 1 Mbp
-# with d_model 256 on a GPU.
+# Bytes of activations and temporaries per base and per model dimension in one exact forward pass, for planning.
+# Measured on an H200 (BENCHMARKS.md): a bf16 pass over 1 Mbp at d_model 256 peaks at ~38 GiB of which ~24 GiB are
+# cached filters, i.e. ~55 B per base and dimension of activations; 96 leaves room for fp32 compute.
 EXACT_BYTES_PER_BASE_DIM = 96
 _COMPLEMENT_IDS = torch.tensor([0, 1, 2, 3, 4, 5, 6, 10, 9, 8, 7, 11, 12, 13, 14, 15])
 

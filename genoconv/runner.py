@@ -18,7 +18,7 @@ from typing import Callable, Sequence
 from . import __version__
 from .api import Embedder
 from .engine import EmbedOptions, Engine, Progress
-from .errors import InputError, InputFileError, Interrupted
+from .errors import InputError, InputFileError
 from .io import open_records
 
 log = logging.getLogger("genoconv")
@@ -138,10 +138,7 @@ def embed_to_file(embedder: Embedder, inputs: Sequence[str | Path], output: str 
         for reason, count in sorted(source.skipped.items()):
             log.info("skipped %d input records: %s", count, reason)
         writer.finish()
-    except Interrupted:
-        writer.close()
-        raise
-    except BaseException:
+    except BaseException:  # Interrupted, errors, KeyboardInterrupt: keep everything committed, resumable
         writer.close()
         raise
     finally:
