@@ -290,22 +290,31 @@ class Engine:
 
     def _forward_batch(self, batch: list[Record]) -> list[dict[int, np.ndarray]]:
         """One padded forward pass; returns each record's rows (length, d) per layer, fp32 numpy."""
-        length = max(r.length for r in batch)
-        ids = torch.full((len(batch), length), 4, dtype=torch.long)  # [PAD] after each record, never before
-        for i, rec in enumerate(batch):
-            ids[i, :rec.length] = self._tokens(rec)
+        lengths = [r.length for r in batch]
+        ids = self._padded([self._tokens(rec) for rec in batch])
         self.emb.model.set_convolution(None, self.opts.freq_keep)
         hidden = self._hidden(ids)
-        return [{layer: h[i, :rec.length] for layer, h in hidden.items()} for i, rec in enumerate(batch)]
+        rows = [{layer: h[i, :n] for layer, h in hidden.items()} for i, n in enumerate(lengths)]
+        if self.opts.rc_average:
+            # Each record reverse-complemented within its own length and padded *after* it again: flipping the
+            # padded row would put the padding first, which changes a causal model's outputs.
+            rc_ids = self._padded([_reverse_complement_ids(ids[i, :n]) for i, n in enumerate(lengths)])
+            rc = self._hidden(rc_ids)
+            for i, n in enumerate(lengths):
+                for layer in self.layers:
+                    rows[i][layer] = (rows[i][layer] + rc[layer][i, :n][::-1]) / 2
+        return rows
+
+    @staticmethod
+    def _padded(token_rows: list[torch.Tensor]) -> torch.Tensor:
+        ids = torch.full((len(token_rows), max(len(t) for t in token_rows)), 4, dtype=torch.long)  # [PAD] after
+        for i, t in enumerate(token_rows):
+            ids[i, :len(t)] = t
+        return ids
 
     def _hidden(self, ids: torch.Tensor, stream: StreamState | None = None) -> dict[int, np.ndarray]:
         out = self.emb.hidden_states(ids, self.layers) if stream is None else self._stream_step(ids, stream)
-        result = {layer: out[layer].float().cpu().numpy() for layer in self.layers}
-        if self.opts.rc_average and stream is None:
-            rc = self.emb.hidden_states(_reverse_complement_ids(ids), self.layers)
-            for layer in self.layers:
-                result[layer] = (result[layer] + rc[layer].float().cpu().numpy()[:, ::-1]) / 2
-        return result
+        return {layer: out[layer].float().cpu().numpy() for layer in self.layers}
 
     @torch.inference_mode()
     def _stream_step(self, ids: torch.Tensor, stream: StreamState) -> dict[int, torch.Tensor]:

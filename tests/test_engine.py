@@ -93,3 +93,12 @@ def test_bad_options_are_input_errors(emb):
         Engine(emb, EmbedOptions(filter_len=10_000))
     with pytest.raises(InputError, match="--layer"):
         Engine(emb, EmbedOptions(layers=(7,)))
+
+
+def test_rc_average_in_a_batch_of_different_lengths(emb):
+    # Records of different lengths share a padded batch; each one's reverse pass must see no leading padding.
+    seqs = [(f"r{i}", _random_seq(n, 40 + i)) for i, n in enumerate([600, 640, 620])]
+    out = dict(emb.embed_many(seqs, rc_average=True))
+    for rid, seq in seqs:
+        want = (emb.embed(seq) + emb.embed(reverse_complement(seq))[::-1]) / 2
+        np.testing.assert_allclose(out[rid]["per_nucleotide"][3], want, atol=2e-5, rtol=1e-4)
