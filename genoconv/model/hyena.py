@@ -255,8 +255,7 @@ class HyenaOperator(nn.Module):
                 if len(stream.long) <= o:
                     stream.long.append(v.new_zeros(v.shape[0], d, 0, dtype=_history_dtype(v)))
                 history = stream.long[o]
-                gated = v.to(history.dtype) * x_i.to(history.dtype)
-                stream.long[o] = _tail(torch.cat([history, gated], dim=-1), n_taps - 1).clone()
+                stream.long[o] = _next_history(history, v, x_i, n_taps - 1)
             v = causal_conv(v.contiguous(), sub, pregate=x_i.contiguous(),
                             postgate=None if post is None else post.contiguous(), history=history)
         # out_proj back to (B, L, d) as y^T @ W^T: bmm takes both transposed operands as they are.
@@ -281,6 +280,16 @@ def causal_short_conv(p: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor,
             n = min(j, length)
             out[..., :n].addcmul_(past[..., past.shape[-1] - j:past.shape[-1] - j + n], w)
     return out
+
+
+def _next_history(history: torch.Tensor, v: torch.Tensor, gate: torch.Tensor, keep: int) -> torch.Tensor:
+    """The last ``keep`` gated inputs of [history | v * gate], gating only the columns that are kept."""
+    length = v.shape[-1]
+    take = min(keep, length)
+    tail = v[..., length - take:].to(history.dtype) * gate[..., length - take:].to(history.dtype)
+    if take == keep:
+        return tail
+    return torch.cat([_tail(history, keep - take), tail], dim=-1)
 
 
 def _history_dtype(v: torch.Tensor) -> torch.dtype:

@@ -110,11 +110,6 @@ class LongFilter:
         return LongFilter(self.taps.to(device), self.bias.to(device), freq_keep=self.freq_keep)
 
 
-def _gate_input(u: torch.Tensor, pregate: torch.Tensor | None) -> torch.Tensor:
-    # The gate product in the input dtype, as the official code computes ``v * x1`` (identical in fp32).
-    return (u * pregate if pregate is not None else u).float()
-
-
 def causal_conv_ref(
     u: torch.Tensor,
     filt: LongFilter,
@@ -128,19 +123,27 @@ def causal_conv_ref(
     convolution's value at u's positions, computed by overlap-save with one FFT of size >= L + K - 1.
     """
     seq_len = u.shape[-1]
-    x = _gate_input(u, pregate)
-    if history is not None and history.shape[-1] > 0:
-        past = history.shape[-1]
+    past = history.shape[-1] if history is not None else 0
+    if past:
         n_taps = min(filt.filter_len, past + seq_len)
         # Circular convolution of [history | x] at size n: the wrap-around only touches outputs before position
         # K-1 of the block, i.e. inside the history, as long as n >= L + K - 1 (and n >= P + L).
         n_fft = fft_size(max(seq_len + n_taps - 1, past + seq_len), 1, u.device)
-        full = torch.cat([history.float(), x], dim=-1)
-        y = _fft_conv(full, _spectrum_for(filt, n_taps, n_fft), n_fft)[..., past:past + seq_len]
     else:
         n_taps = min(filt.filter_len, seq_len)
         n_fft = fft_size(seq_len, n_taps, u.device)
-        y = _fft_conv(x, _spectrum_for(filt, n_taps, n_fft), n_fft)[..., :seq_len]
+    # The FFT input is built in place: [history | gated chunk | zeros]. No concatenation, no padded copy inside
+    # rfft, no separate gated tensor: on two CPU cores each such pass costs as much as a GEMM.
+    buf = torch.empty(*u.shape[:-1], n_fft, dtype=torch.float32, device=u.device)
+    if past:
+        buf[..., :past] = history
+    x = buf[..., past:past + seq_len]
+    if pregate is not None:
+        torch.mul(u, pregate, out=x)  # the gate product in the input dtype, as the official code computes v * x1
+    else:
+        x.copy_(u)
+    buf[..., past + seq_len:].zero_()
+    y = _fft_conv(buf, _spectrum_for(filt, n_taps, n_fft), n_fft)[..., past:past + seq_len]
     y.addcmul_(x, filt.bias[:, None])  # in place: each elementwise pass over (B, H, L) fp32 costs ~4 B/elem
     if postgate is not None:
         y.mul_(postgate)
