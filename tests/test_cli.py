@@ -227,3 +227,15 @@ def test_usage_errors_exit_2(tmp_path, small_model_dir, monkeypatch, capsys):
 def test_doctor_reports_without_gpu(monkeypatch, capsys):
     code, out, _ = run_cli(["doctor"], monkeypatch, capsys)
     assert code == 0 and "torch" in out and "fftconv kernels" in out
+
+
+def test_refuses_to_start_without_disk_space(tmp_path, small_model_dir, monkeypatch, capsys):
+    import shutil
+    from collections import namedtuple
+
+    (tmp_path / "r.fa").write_text(">r\n" + "ACGT" * 1000 + "\n")
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(10**9, 10**9 - 1000, 1000))
+    code, _, err = run_cli(["embed", tmp_path / "r.fa", "-o", tmp_path / "out.h5", "--model", small_model_dir,
+                            "--device", "cpu"], monkeypatch, capsys)
+    assert code == 1 and "free" in err and not (tmp_path / "out.h5").exists()

@@ -102,3 +102,35 @@ def test_rc_average_in_a_batch_of_different_lengths(emb):
     for rid, seq in seqs:
         want = (emb.embed(seq) + emb.embed(reverse_complement(seq))[::-1]) / 2
         np.testing.assert_allclose(out[rid]["per_nucleotide"][3], want, atol=2e-5, rtol=1e-4)
+
+
+def test_out_of_memory_falls_back_to_smaller_batches_then_chunks(emb, monkeypatch):
+    """Documented fallback: halve the batch, then evaluate the record in chunks — same results, no traceback."""
+    real = type(emb.model).hidden_states
+    calls = []
+
+    def limited(self, ids, layers=(-1,), stream=None):
+        calls.append(tuple(ids.shape))
+        if ids.numel() > 1200:  # pretend the device holds at most 1,200 tokens at once
+            raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+        return real(self, ids, layers, stream)
+
+    seqs = [(f"r{i}", _random_seq(n, 60 + i)) for i, n in enumerate([500, 520, 510, 3000])]
+    want = {rid: emb.embed(seq) for rid, seq in seqs}
+    monkeypatch.setattr(type(emb.model), "hidden_states", limited)
+    out = dict(emb.embed_many(seqs, tokens_per_batch=4000))
+    assert (3, 520) in calls and any(s[0] == 1 and s[1] <= 1200 for s in calls)  # a halved batch was tried
+    assert out["r3"]["mode"] == "exact;streamed:C=1024"  # chunked evaluation is exact, and recorded as such
+    for rid, rows in want.items():
+        np.testing.assert_allclose(out[rid]["per_nucleotide"][3], rows, atol=3e-5, rtol=1e-4)
+
+
+def test_out_of_memory_even_in_small_chunks_is_a_clear_error(emb, monkeypatch):
+    from genoconv.errors import ResourceError
+
+    def never(self, ids, layers=(-1,), stream=None):
+        raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+
+    monkeypatch.setattr(type(emb.model), "hidden_states", never)
+    with pytest.raises(ResourceError, match=r"record 'big' \(3,000 bases\): out of GPU memory"):
+        list(emb.embed_many([("big", _random_seq(3000, 1))]))
