@@ -237,6 +237,7 @@ class Engine:
         batches (and therefore the arithmetic) of an uninterrupted one; fully committed batches are skipped.
         """
         batch: list[Record] = []
+        lo = hi = 0
         for rec in records:
             if rec.length == 0:
                 raise InputError(f"record {rec.id!r} ({rec.source}) has no sequence")
@@ -246,11 +247,11 @@ class Engine:
                 yield from self._keep([rec], skip)
                 continue
             if batch:
-                lo = min(batch[0].length, rec.length)
-                hi = max(max(r.length for r in batch), rec.length)
-                if hi > lo * 1.125 or hi * (len(batch) + 1) > self.tokens_per_batch:
+                new_lo, new_hi = min(lo, rec.length), max(hi, rec.length)
+                if new_hi > new_lo * 1.125 or new_hi * (len(batch) + 1) > self.tokens_per_batch:
                     yield from self._keep(batch, skip)
                     batch = []
+            lo, hi = (min(lo, rec.length), max(hi, rec.length)) if batch else (rec.length, rec.length)
             batch.append(rec)
         yield from self._keep(batch, skip)
 

@@ -134,3 +134,11 @@ def test_out_of_memory_even_in_small_chunks_is_a_clear_error(emb, monkeypatch):
     monkeypatch.setattr(type(emb.model), "hidden_states", never)
     with pytest.raises(ResourceError, match=r"record 'big' \(3,000 bases\): out of GPU memory"):
         list(emb.embed_many([("big", _random_seq(3000, 1))]))
+
+
+def test_batches_bound_padding_by_the_smallest_member(emb):
+    engine = Engine(emb, EmbedOptions(tokens_per_batch=100_000))
+    recs = [Record.from_sequence(f"r{i}", "A" * n) for i, n in enumerate([110, 98, 111, 100])]
+    batches = [[r.length for r in b] for b in engine._batches(recs, set())]
+    assert batches == [[110, 98], [111, 100]]  # 111 / 98 > 1.125: it starts a new batch
+    assert all(max(b) <= 1.125 * min(b) for b in batches)
