@@ -174,7 +174,8 @@ def _n_windows(length: int, window: int | None) -> int:
 
 # --------------------------------------------------------------------------------------------- helpers
 def _now() -> str:
-    return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    # Milliseconds: per-shard throughput reports divide by end - start, which whole seconds made 0 for short runs.
+    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def _locking(locking: bool | None) -> bool | None:

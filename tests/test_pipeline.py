@@ -124,7 +124,7 @@ def test_workflow_local_three_shards_equals_unsharded(ecoli_fasta, unsharded, tm
     assert all(int(r["records"]) >= 1 and float(r["wall_s"]) >= 0 for r in shard_rows)
     assert sum(int(r["records"]) for r in shard_rows) == int(total["records"]) == len(RECORD_LENGTHS)
     assert sum(int(r["bases"]) for r in shard_rows) == int(total["bases"]) == sum(RECORD_LENGTHS)
-    for r in rows:  # bases/s is bases over whole seconds of provenance time, or NA for a sub-second shard
+    for r in rows:  # bases/s is bases over the provenance time (milliseconds), or NA for a zero-length one
         assert r["bases_per_s"] == "NA" or float(r["bases_per_s"]) == pytest.approx(
             int(r["bases"]) / float(r["wall_s"]), rel=1e-3)
 

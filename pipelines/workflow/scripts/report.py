@@ -4,7 +4,7 @@ One row per shard, then a ``total`` row:
 
     shard  records  bases  start_time  end_time  wall_s  bases_per_s
 
-``start_time``/``end_time`` are the shard file's provenance (ISO 8601 UTC, whole seconds), so ``wall_s`` is
+``start_time``/``end_time`` are the shard file's provenance (ISO 8601 UTC, milliseconds), so ``wall_s`` is
 end minus start: the time genoconv ran, model loading excluded, and for a shard that was resumed also the
 time it waited between attempts. ``bases_per_s`` is ``bases / wall_s`` (``NA`` when ``wall_s`` is 0). In
 the ``total`` row ``start_time``/``end_time`` span the whole run (first start to last end), ``wall_s`` is
@@ -34,7 +34,7 @@ def _row(label: str, records: int, bases: int, start: datetime, end: datetime) -
     wall = (end - start).total_seconds()
     return {"shard": label, "records": records, "bases": bases,
             "start_time": start.strftime("%Y-%m-%dT%H:%M:%SZ"), "end_time": end.strftime("%Y-%m-%dT%H:%M:%SZ"),
-            "wall_s": f"{wall:.0f}", "bases_per_s": f"{bases / wall:.1f}" if wall > 0 else "NA"}
+            "wall_s": f"{wall:.3f}", "bases_per_s": f"{bases / wall:.1f}" if wall > 0 else "NA"}
 
 
 def shard_rows(paths: list[str | Path]) -> list[dict]:
