@@ -125,7 +125,8 @@ class Embedder:
                    pools: Sequence[str] = ("mean",), window: int | None = None, rc_average: bool = False,
                    filter_len: int | None = None, chunk_size: int | None = None, freq_keep: float = 1.0,
                    max_memory: int | None = None, **read_options) -> Iterator[tuple[str, dict]]:
-        """Yield ``(id, arrays)`` per record, in input order, as records finish.
+        """Yield ``(id, arrays)`` per record as records finish (input order, except that short records are
+        sorted by length within windows of the input for batching; see :mod:`genoconv.engine`).
 
         ``records_or_path``: a path (or list of paths) that :func:`genoconv.io.open_records` reads, an iterable
         of ``(id, sequence)`` pairs, or of :class:`genoconv.io.Record`. ``arrays`` holds

@@ -8,10 +8,12 @@ Per record the engine picks a *plan*:
   inputs its causal convolutions look back on (:class:`~genoconv.model.hyena.StreamState`), so the result equals
   the one-pass result (to float rounding) while memory is O(layers · (K + C) · d_model), whatever the length.
 
-Short records are batched: consecutive records of similar length are right-padded to a common length. HyenaDNA
-is causal, so padding *after* a sequence cannot change any of its outputs (left padding, the official tokenizer's
-default, does); rows past each record's end are dropped. Outputs go to a *sink* as they are produced (the HDF5
-store, or memory for the Python API); pooled vectors and windowed means are accumulated on the fly in fp32/fp64.
+Short records are batched by a token budget: sorted by length within bounded windows of the input, then padded
+*after* their end to a common length. HyenaDNA is causal, so right padding cannot change any of a record's outputs
+(left padding, the official tokenizer's default, does); rows past each record's end are dropped. Records are
+committed in this processing order: input order, except that short records are sorted within each window.
+Outputs go to a *sink* as they are produced (the HDF5 store, or memory for the Python API); pooled vectors and
+windowed means are accumulated on the fly in fp32/fp64.
 """
 
 from __future__ import annotations
@@ -39,6 +41,9 @@ POOL_MODES = ("mean", "max", "last")
 # Measured on an H200 (BENCHMARKS.md): a bf16 pass over 1 Mbp at d_model 256 peaks at ~38 GiB of which ~24 GiB are
 # cached filters, i.e. ~55 B per base and dimension of activations; 96 leaves room for fp32 compute.
 EXACT_BYTES_PER_BASE_DIM = 96
+# Short records are sorted by length within windows of this many token budgets (or records), then batched.
+SORT_WINDOW_BATCHES = 16
+SORT_WINDOW_RECORDS = 65_536
 _COMPLEMENT_IDS = torch.tensor([0, 1, 2, 3, 4, 5, 6, 10, 9, 8, 7, 11, 12, 13, 14, 15])
 
 
@@ -215,7 +220,7 @@ class Engine:
 
     # ---- running
     def run(self, records: Iterable[Record], sink: Sink, *, skip: set[str] | frozenset = frozenset()) -> Progress:
-        """Embed every record not in ``skip`` and commit it to ``sink``, in input order."""
+        """Embed every record not in ``skip`` and commit it to ``sink`` (in processing order, see _batches)."""
         for _ in self.run_iter(records, sink, skip=skip):
             pass
         return self.progress
@@ -230,22 +235,41 @@ class Engine:
             self._run_batch(batch, sink)
             yield batch
 
-    def _batches(self, records: Iterable[Record], skip) -> Iterator[list[Record]]:
-        """Consecutive records of similar length (within 12.5%) up to the token budget; long ones alone.
+    def _alone(self, rec: Record) -> bool:
+        """Records that run by themselves: partial/streamed plans, or more than half a batch."""
+        return self.plan(rec.length) != Plan(None, None) or rec.length > self.tokens_per_batch // 2
 
-        Batches are formed from the full input, committed ones included, so a resumed run rebuilds exactly the
-        batches (and therefore the arithmetic) of an uninterrupted one; fully committed batches are skipped.
+    def _batches(self, records: Iterable[Record], skip) -> Iterator[list[Record]]:
+        """Batches of short records, sorted by length within windows of the input; long records alone.
+
+        Short records are collected into windows of up to ``SORT_WINDOW_BATCHES`` token budgets, sorted by length
+        (ties in input order) and cut into batches of similar length, so mixed read lengths still batch well while
+        only one window of records (not of outputs) is held. Everything is a function of the input alone:
+        committed records included, a resumed run rebuilds exactly the batches (and therefore the arithmetic) of
+        an uninterrupted one; fully committed batches are skipped.
         """
-        batch: list[Record] = []
-        lo = hi = 0
+        window: list[Record] = []
+        bases = 0
         for rec in records:
             if rec.length == 0:
                 raise InputError(f"record {rec.id!r} ({rec.source}) has no sequence")
-            if self.plan(rec.length) != Plan(None, None) or rec.length > self.tokens_per_batch // 2:
-                yield from self._keep(batch, skip)
-                batch = []
+            if self._alone(rec):
+                yield from self._sorted_batches(window, skip)
+                window, bases = [], 0
                 yield from self._keep([rec], skip)
                 continue
+            window.append(rec)
+            bases += rec.length
+            if bases >= SORT_WINDOW_BATCHES * self.tokens_per_batch or len(window) >= SORT_WINDOW_RECORDS:
+                yield from self._sorted_batches(window, skip)
+                window, bases = [], 0
+        yield from self._sorted_batches(window, skip)
+
+    def _sorted_batches(self, window: list[Record], skip) -> Iterator[list[Record]]:
+        """Cut a window, sorted by length, into batches whose padding stays within 12.5% of the shortest."""
+        batch: list[Record] = []
+        lo = hi = 0
+        for rec in sorted(window, key=lambda r: r.length):  # stable: equal lengths keep input order
             if batch:
                 new_lo, new_hi = min(lo, rec.length), max(hi, rec.length)
                 if new_hi > new_lo * 1.125 or new_hi * (len(batch) + 1) > self.tokens_per_batch:

@@ -24,7 +24,7 @@ def test_batched_records_equal_one_at_a_time(emb):
     # Right padding cannot change a causal model's outputs: batched rows equal each record embedded alone.
     seqs = [(f"r{i}", _random_seq(n, i)) for i, n in enumerate([500, 520, 540, 480, 2000, 33, 35])]
     out = dict(emb.embed_many(seqs, layers=[-1, 1], pools=["mean", "max", "last"], window=64))
-    assert list(out) == [s[0] for s in seqs]  # input order
+    assert list(out) == ["r5", "r6", "r3", "r0", "r1", "r2", "r4"]  # processing order: sorted by length
     for rid, seq in seqs:
         rows = out[rid]["per_nucleotide"][3]
         np.testing.assert_allclose(rows, emb.embed(seq), atol=2e-5, rtol=1e-4)
@@ -38,11 +38,12 @@ def test_batched_records_equal_one_at_a_time(emb):
         np.testing.assert_allclose(win[-1], rows[(len(seq) - 1) // 64 * 64:].mean(0), atol=1e-6)
 
 
-def test_batches_group_similar_consecutive_lengths(emb):
+def test_batches_sort_short_records_by_length_within_a_window(emb):
     engine = Engine(emb, EmbedOptions(tokens_per_batch=2000))
-    recs = [Record.from_sequence(f"r{i}", "A" * n) for i, n in enumerate([100, 105, 110, 300, 310, 100, 1500])]
+    recs = [Record.from_sequence(f"r{i}", "A" * n) for i, n in enumerate([300, 100, 105, 310, 110, 100, 1500])]
+    # r6 (1,500 > half a budget) runs alone and flushes the window before it; the rest is sorted and batched
     assert [[r.id for r in b] for b in engine._batches(recs, set())] == [
-        ["r0", "r1", "r2"], ["r3", "r4"], ["r5"], ["r6"]]
+        ["r1", "r5", "r2", "r4"], ["r0", "r3"], ["r6"]]
 
 
 @pytest.mark.parametrize("chunk", [1000, 777, 4098, 5000])
@@ -138,7 +139,7 @@ def test_out_of_memory_even_in_small_chunks_is_a_clear_error(emb, monkeypatch):
 
 def test_batches_bound_padding_by_the_smallest_member(emb):
     engine = Engine(emb, EmbedOptions(tokens_per_batch=100_000))
-    recs = [Record.from_sequence(f"r{i}", "A" * n) for i, n in enumerate([110, 98, 111, 100])]
+    recs = [Record.from_sequence(f"r{i}", "A" * n) for i, n in enumerate([110, 98, 111, 100, 124])]
     batches = [[r.length for r in b] for b in engine._batches(recs, set())]
-    assert batches == [[110, 98], [111, 100]]  # 111 / 98 > 1.125: it starts a new batch
+    assert batches == [[98, 100, 110], [111, 124]]  # 111 / 98 > 1.125: a new batch starts there
     assert all(max(b) <= 1.125 * min(b) for b in batches)
