@@ -132,17 +132,22 @@ def causal_conv_ref(
     else:
         n_taps = min(filt.filter_len, seq_len)
         n_fft = fft_size(seq_len, n_taps, u.device)
-    # The FFT input is built in place: [history | gated chunk | zeros]. No concatenation, no padded copy inside
-    # rfft, no separate gated tensor: on two CPU cores each such pass costs as much as a GEMM.
-    buf = torch.empty(*u.shape[:-1], n_fft, dtype=torch.float32, device=u.device)
-    if past:
-        buf[..., :past] = history
-    x = buf[..., past:past + seq_len]
-    if pregate is not None:
-        torch.mul(u, pregate, out=x)  # the gate product in the input dtype, as the official code computes v * x1
+    if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (u, pregate, history, filt.taps)):
+        # Training: the differentiable form (out= and in-place buffers have no autograd).
+        x = (u * pregate if pregate is not None else u).float()
+        buf = torch.cat([history.float(), x], dim=-1) if past else x
     else:
-        x.copy_(u)
-    buf[..., past + seq_len:].zero_()
+        # Inference: the FFT input is built in place, [history | gated chunk | zeros]. No concatenation, no padded
+        # copy inside rfft, no separate gated tensor: on two CPU cores each such pass costs as much as a GEMM.
+        buf = torch.empty(*u.shape[:-1], n_fft, dtype=torch.float32, device=u.device)
+        if past:
+            buf[..., :past] = history
+        x = buf[..., past:past + seq_len]
+        if pregate is not None:
+            torch.mul(u, pregate, out=x)  # the gate product in the input dtype, as the official code has v * x1
+        else:
+            x.copy_(u)
+        buf[..., past + seq_len:].zero_()
     y = _fft_conv(buf, _spectrum_for(filt, n_taps, n_fft), n_fft)[..., past:past + seq_len]
     y.addcmul_(x, filt.bias[:, None])  # in place: each elementwise pass over (B, H, L) fp32 costs ~4 B/elem
     if postgate is not None:

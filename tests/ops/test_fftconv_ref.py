@@ -119,3 +119,15 @@ def test_output_keeps_input_dtype():
     y = causal_conv(u, filt)
     assert y.dtype == torch.bfloat16
     assert _rel(y, causal_conv_direct(u, filt.taps, filt.bias)) < 1e-2
+
+
+def test_reference_is_differentiable_and_matches_inference():
+    gen = torch.Generator().manual_seed(5)
+    u = torch.randn(1, 3, 300, generator=gen, requires_grad=True)
+    gate = torch.randn(1, 3, 300, generator=gen, requires_grad=True)
+    taps = torch.randn(3, 300, generator=gen, requires_grad=True)
+    y = causal_conv(u, LongFilter(taps, torch.zeros(3)), pregate=gate)
+    y.square().sum().backward()
+    assert u.grad is not None and gate.grad is not None and taps.grad is not None
+    with torch.no_grad():
+        assert torch.allclose(y, causal_conv(u, LongFilter(taps.detach(), torch.zeros(3)), pregate=gate), atol=1e-6)
