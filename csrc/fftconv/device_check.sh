@@ -1,6 +1,6 @@
 #!/bin/bash
 # One device call: build (setup.py, ahead of time, in place), GPU tests, compute-sanitizer, benchmark.
-#   bash csrc/fftconv/device_check.sh [build] [test] [sanitize] [bench] [quickbench]
+#   bash csrc/fftconv/device_check.sh [build] [tc] [test] [sanitize] [bench] [quickbench] [ncu]
 # Logs go under $OUT (the device tool brings them back).
 set -uo pipefail
 OUT=${OUT:-/tmp/genoconv_out}
@@ -36,6 +36,10 @@ for s in $stages; do
       cuda-gdb -batch -ex run -ex bt --args python3 csrc/fftconv/diag_errors.py spec 2>&1 | grep -E "^#|signal" | head -30
       python3 -m pytest tests/ops/test_fftconv_cuda.py -q -rs --deselect tests/ops/test_fftconv_cuda.py::test_errors_are_exceptions \
         > "$OUT/pytest.log" 2>&1; tail -5 "$OUT/pytest.log" ;;
+    tc)  # needs the tensor-core kernel built and dispatchable: patch -p1 < csrc/fftconv/tc_enable.patch first
+      python3 -m pytest tests/ops/test_fftconv_cuda.py -q --tb=line -k "modes or range" > "$OUT/tc_tests.log" 2>&1
+      tail -25 "$OUT/tc_tests.log"
+      python3 csrc/fftconv/tc_compare.py 512 2048 8192 16384 2>&1 | tee "$OUT/tc_compare.log" ;;
     quickbench)
       python3 benchmarks/bench_fftconv.py --quick > "$OUT/bench.log" 2>&1; cat "$OUT/bench.log" | head -8 ;;
   esac

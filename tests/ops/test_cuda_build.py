@@ -16,7 +16,7 @@ import pytest
 import torch
 
 CSRC = Path(__file__).resolve().parents[2] / "csrc" / "fftconv"
-KERNELS = ["fftconv_fused.cu", "fftconv_multipass.cu"]
+KERNELS = ["fftconv_fused.cu", "fftconv_multipass.cu", "fftconv_tc.cu"]
 
 
 @pytest.mark.skipif(shutil.which("nvcc") is None, reason="nvcc not found")
