@@ -101,9 +101,10 @@ class Embedder:
                 f"{self.max_seq_len:,}; embed it with a partial convolution (--filter-len) or split it")
 
     @torch.inference_mode()
-    def hidden_states(self, ids: torch.Tensor, layers: Sequence[int]) -> dict[int, torch.Tensor]:
-        """Hidden states (B, L, d) fp32 on the model's device for token ids (B, L)."""
-        return self.model.hidden_states(ids.to(self.device), layers)
+    def hidden_states(self, ids: torch.Tensor, layers: Sequence[int], stream=None) -> dict[int, torch.Tensor]:
+        """Hidden states (B, L, d) fp32 on the model's device for token ids (B, L); ``stream`` continues a
+        :class:`~genoconv.model.hyena.StreamState` (the next chunk of a long record)."""
+        return self.model.hidden_states(ids.to(self.device), layers, stream)
 
     def embed(self, seq: str, layer: int = -1, *, record: str = "sequence") -> np.ndarray:
         """Per-nucleotide embedding (len(seq), d_model) float32 of one layer (default: final LayerNorm output)."""

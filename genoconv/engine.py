@@ -156,6 +156,28 @@ class _Windows:
         return (self.sum / self.filled).astype(np.float32)[None]
 
 
+class _RecordOutput:
+    """Everything one record emits, fed rows in order: per-nucleotide rows, running pools, completed windows."""
+
+    def __init__(self, writer: RecordSink, opts: EmbedOptions, layers: Sequence[int], d: int):
+        self.writer, self.opts = writer, opts
+        self.pools = {layer: _Pools(opts.pools, d) for layer in layers}
+        self.windows = {layer: _Windows(opts.window, d) for layer in layers} if opts.window else None
+
+    def add(self, layer: int, rows: np.ndarray) -> None:
+        if self.opts.per_nucleotide:
+            self.writer.append(layer, rows)
+        self.pools[layer].update(rows)
+        if self.windows is not None:
+            self.writer.append_windows(layer, self.windows[layer].update(rows))
+
+    def commit(self) -> None:
+        if self.windows is not None:
+            for layer, win in self.windows.items():
+                self.writer.append_windows(layer, win.finish())
+        self.writer.commit({(m, layer): v for layer, p in self.pools.items() for m, v in p.result().items()})
+
+
 # ---- the engine --------------------------------------------------------------------------------------------
 @dataclass
 class Progress:
@@ -306,8 +328,10 @@ class Engine:
         for rec, per_layer in zip(batch, rows):
             if rec.id in self._skip:
                 continue  # committed before an interruption; recomputed only because its batch was partial
-            writer = sink.begin(rec.id, rec.length, Plan(None, None).mode)
-            self._emit_record(writer, per_layer)
+            out = _RecordOutput(sink.begin(rec.id, rec.length, Plan(None, None).mode), self.opts, self.layers, self.d)
+            for layer, rows in per_layer.items():
+                out.add(layer, rows)
+            out.commit()
             self._advance(rec.length)
 
     def _tokens(self, rec: Record, start: int = 0, end: int | None = None) -> torch.Tensor:
@@ -338,29 +362,11 @@ class Engine:
         return ids
 
     def _hidden(self, ids: torch.Tensor, stream: StreamState | None = None) -> dict[int, np.ndarray]:
-        out = self.emb.hidden_states(ids, self.layers) if stream is None else self._stream_step(ids, stream)
+        out = self.emb.hidden_states(ids, self.layers, stream)
         return {layer: out[layer].float().cpu().numpy() for layer in self.layers}
 
-    @torch.inference_mode()
-    def _stream_step(self, ids: torch.Tensor, stream: StreamState) -> dict[int, torch.Tensor]:
-        return self.emb.model.hidden_states(ids.to(self.emb.device), self.layers, stream)
-
-    def _emit_record(self, writer: RecordSink, per_layer: dict[int, np.ndarray]) -> None:
-        pooled = {}
-        for layer, rows in per_layer.items():
-            if self.opts.per_nucleotide:
-                writer.append(layer, rows)
-            pools = _Pools(self.opts.pools, self.d)
-            pools.update(rows)
-            pooled.update({(m, layer): v for m, v in pools.result().items()})
-            if self.opts.window:
-                win = _Windows(self.opts.window, self.d)
-                done = win.update(rows)
-                writer.append_windows(layer, np.concatenate([done, win.finish()]))
-        writer.commit(pooled)
-
-    def _advance(self, bases: int, records: int = 1) -> None:
-        self.progress.records += records
+    def _advance(self, bases: int) -> None:
+        self.progress.records += 1
         self.progress.bases += bases
         if self.on_progress:
             self.on_progress(self.progress)
@@ -393,9 +399,7 @@ class Engine:
         try:
             chunk = plan.chunk_size or rec.length
             rc_rows = self._reverse_pass(rec, chunk) if self.opts.rc_average else None
-            writer = sink.begin(rec.id, rec.length, plan.mode)
-            pools = {layer: _Pools(self.opts.pools, self.d) for layer in self.layers}
-            wins = {layer: _Windows(self.opts.window, self.d) for layer in self.layers} if self.opts.window else None
+            out = _RecordOutput(sink.begin(rec.id, rec.length, plan.mode), self.opts, self.layers, self.d)
             stream = StreamState.empty(model.config.n_layer)
             for start in range(0, rec.length, chunk):
                 if self.should_stop():
@@ -406,15 +410,8 @@ class Engine:
                     rows = hidden[layer][0]
                     if rc_rows is not None:
                         rows = (rows + np.asarray(rc_rows[layer][start:end], np.float32)) / 2
-                    if self.opts.per_nucleotide:
-                        writer.append(layer, rows)
-                    pools[layer].update(rows)
-                    if wins is not None:
-                        writer.append_windows(layer, wins[layer].update(rows))
-            if wins is not None:
-                for layer in self.layers:
-                    writer.append_windows(layer, wins[layer].finish())
-            writer.commit({(m, layer): v for layer in self.layers for m, v in pools[layer].result().items()})
+                    out.add(layer, rows)
+            out.commit()
             self._advance(rec.length)
         finally:
             model.set_convolution(None, self.opts.freq_keep)
