@@ -20,7 +20,7 @@ from setuptools import setup
 
 HERE = Path(__file__).parent
 CSRC = Path("csrc") / "fftconv"
-SOURCES = [str(CSRC / s) for s in ("bindings.cpp", "fftconv_fused.cu", "fftconv_multipass.cu")]
+SOURCES = [str(CSRC / s) for s in ("bindings.cpp", "fftconv_fused.cu", "fftconv_multipass.cu", "fftconv_monarch.cu")]
 # Native code for sm_80 and sm_90 (not PTX only), plus compute_90 PTX for newer chips; keep in sync with
 # genoconv/ops/cuda.py ARCH_FLAGS.
 ARCH_FLAGS = [

@@ -3,7 +3,8 @@
 For each L in the sweep (B*H*L = 2^27, H = 256 where possible) plus the DMD gene case (B=1, H=256, L=2,220,382):
   - copy bandwidth (1 GiB device-to-device copy, bytes read + written), measured once at the start;
   - PyTorch reference: fp32 rfft/irfft at FFT size 2L, filter spectrum precomputed, + D*u, cast back to bf16;
-  - this kernel, plain and gated (pregate/postgate fused);
+  - this kernel, plain and gated (pregate/postgate fused), and, for the sizes the tensor-core Monarch kernel takes
+    (L <= 16K), the scalar fused kernel it replaced (GENOCONV_FFTCONV_PATH=scalar), plain;
 each as a median time in ms, the ratio to PyTorch, the share of the memory floor (4 B/elem plain, 8 B/elem gated,
 over the measured copy bandwidth), and the relative L2 error against a float64 FFT convolution on a few channels.
 
@@ -15,7 +16,9 @@ over the measured copy bandwidth), and the relative L2 error against a float64 F
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as _dt
+import os
 import re
 import statistics
 import sys
@@ -29,12 +32,14 @@ GENE_LEN = 2_220_382
 TOTAL = 1 << 27
 
 
-def shapes(quick: bool = False):
+def shapes(quick: bool = False, sizes: list[int] | None = None):
     out = []
-    for seq_len in SWEEP:
+    for seq_len in sizes or SWEEP:
         channels = 256 if TOTAL // seq_len >= 256 else TOTAL // seq_len
         batch = max(1, TOTAL // (channels * seq_len))
         out.append((f"{seq_len // 1024}K" if seq_len >= 1024 else str(seq_len), batch, channels, seq_len))
+    if sizes:
+        return out
     out.append(("DMD 2.22M", 1, 256, GENE_LEN))
     return out[:3] if quick else out
 
@@ -52,6 +57,20 @@ def time_ms(fn, reps: int = 20, warmup: int = 3) -> float:
         b.synchronize()
         times.append(a.elapsed_time(b))
     return statistics.median(times)
+
+
+@contextlib.contextmanager
+def scalar_path():
+    """Force the scalar kernels (the path before the tensor-core kernel) for an A/B timing in the same run."""
+    old = os.environ.get("GENOCONV_FFTCONV_PATH")
+    os.environ["GENOCONV_FFTCONV_PATH"] = "scalar"
+    try:
+        yield
+    finally:
+        if old is None:
+            del os.environ["GENOCONV_FFTCONV_PATH"]
+        else:
+            os.environ["GENOCONV_FFTCONV_PATH"] = old
 
 
 def copy_bandwidth() -> float:
@@ -96,14 +115,14 @@ def oracle_error(y, u, taps, bias, pre=None, post=None, rows: int = 4) -> float:
     return ((y[0, :rows].double() - ref).norm() / ref.norm()).item()
 
 
-def run(quick: bool, dtype: torch.dtype) -> tuple[str, list[dict]]:
+def run(quick: bool, dtype: torch.dtype, sizes: list[int] | None = None) -> tuple[str, list[dict]]:
     from genoconv.ops import LongFilter
     from genoconv.ops import cuda as gcuda
 
     dev = torch.device("cuda")
     bw = copy_bandwidth()
     rows = []
-    for name, batch, channels, seq_len in shapes(quick):
+    for name, batch, channels, seq_len in shapes(quick, sizes):
         torch.cuda.empty_cache()
         elems = batch * channels * seq_len
         taps = long_filter(channels, seq_len, dev)
@@ -120,6 +139,11 @@ def run(quick: bool, dtype: torch.dtype) -> tuple[str, list[dict]]:
         t_ref = time_ms(lambda: torch_reference(u, k_f, bias), reps=reps)
         t_plain = time_ms(lambda: gcuda.causal_conv_cuda(u, filt), reps=reps)
         t_gated = time_ms(lambda: gcuda.causal_conv_cuda(u, filt, pre, post), reps=reps)
+        tc = gcuda.monarch_log_n(seq_len) is not None
+        t_scalar = float("nan")
+        if tc:
+            with scalar_path():
+                t_scalar = time_ms(lambda: gcuda.causal_conv_cuda(u, filt), reps=reps)
         err_plain = oracle_error(gcuda.causal_conv_cuda(u, filt), u, taps, bias)
         err_gated = oracle_error(gcuda.causal_conv_cuda(u, filt, pre, post), u, taps, bias, pre, post)
         err_ref = oracle_error(torch_reference(u, k_f, bias), u, taps, bias)
@@ -128,11 +152,11 @@ def run(quick: bool, dtype: torch.dtype) -> tuple[str, list[dict]]:
         row = dict(name=name, B=batch, H=channels, L=seq_len, ref_ms=t_ref, plain_ms=t_plain, gated_ms=t_gated,
                    floor_ms=floor_plain, plain_floor=floor_plain / t_plain, gated_floor=floor_gated / t_gated,
                    speedup=t_ref / t_plain, err_plain=err_plain, err_gated=err_gated, err_ref=err_ref,
-                   log_n=gcuda.fft_plan(seq_len, seq_len))
+                   log_n=gcuda.fft_plan(seq_len, seq_len), tc=tc, scalar_ms=t_scalar)
         rows.append(row)
         print(f"{name:>10} B={batch:<5} H={channels:<4} ref {t_ref:8.3f} ms  plain {t_plain:8.3f} ms "
               f"({row['plain_floor']:6.1%} floor, {row['speedup']:5.2f}x)  gated {t_gated:8.3f} ms "
-              f"({row['gated_floor']:6.1%})  err {err_plain:.1e}/{err_gated:.1e} (ref {err_ref:.1e})", flush=True)
+              f"({row['gated_floor']:6.1%})  scalar {t_scalar:8.3f} ms  err {err_plain:.1e}/{err_gated:.1e} (ref {err_ref:.1e})", flush=True)
         del u, pre, post, filt, k_f, taps
     return f"{bw / 1e12:.2f}", rows
 
@@ -148,13 +172,15 @@ def table(rows: list[dict]) -> str:
     add("PyTorch fp32 FFT (ms)", lambda r: f"{r['ref_ms']:.3f}")
     add("kernel plain (ms)", lambda r: f"{r['plain_ms']:.3f}")
     add("kernel gated (ms)", lambda r: f"{r['gated_ms']:.3f}")
+    add("previous scalar fused kernel, plain (ms)", lambda r: f"{r['scalar_ms']:.3f}" if r.get("tc") else "-")
     add("speed-up plain vs PyTorch", lambda r: f"{r['speedup']:.1f}x")
     add("plain, % of floor (4 B/elem)", lambda r: f"{r['plain_floor']:.1%}")
     add("gated, % of gated floor (8 B/elem)", lambda r: f"{r['gated_floor']:.1%}")
     add("memory floor plain (ms)", lambda r: f"{r['floor_ms']:.3f}")
     add("rel. L2 err plain / gated", lambda r: f"{r['err_plain']:.1e} / {r['err_gated']:.1e}")
     add("rel. L2 err PyTorch ref", lambda r: f"{r['err_ref']:.1e}")
-    add("FFT size N (path)", lambda r: f"2^{r['log_n']} ({'fused' if r['log_n'] <= 15 else '3-pass'})")
+    add("FFT size N (path)", lambda r: f"2^{r['log_n']} "
+        f"({'tensor-core fused' if r.get('tc') else 'fused' if r['log_n'] <= 15 else '3-pass'})")
     return "\n".join(lines)
 
 
@@ -191,6 +217,7 @@ def update_section(path: Path, text: str) -> None:
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="first three sizes only")
+    ap.add_argument("--sizes", type=str, default="", help="comma-separated L values instead of the sweep (no DMD)")
     ap.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float16"])
     ap.add_argument("--update", type=Path, help="markdown file whose issue-5 section is rewritten")
     ap.add_argument("--section-out", type=Path, help="also write the section alone to this file")
@@ -204,7 +231,8 @@ def main(argv=None) -> None:
     if not torch.cuda.is_available():
         raise SystemExit("needs a CUDA device")
     dtype = getattr(torch, args.dtype)
-    bw, rows = run(args.quick, dtype)
+    sizes = [int(x) for x in args.sizes.split(",") if x]
+    bw, rows = run(args.quick, dtype, sizes)
     text = section_text(bw, rows, args.dtype, torch.cuda.get_device_name(), "python " + " ".join(sys.argv))
     print()
     print(text)

@@ -42,13 +42,59 @@ int64_t pair_slots(int64_t log_n, int64_t log_n1) {
   return ((int64_t(1) << (log_n1 - 1)) + 1) * (m >> log_n1);
 }
 
-at::Tensor causal_conv_cuda(const at::Tensor& u_in, const at::Tensor& spectrum, const at::Tensor& pair_twiddle,
-                            const at::Tensor& twiddle, const c10::optional<at::Tensor>& pregate_in,
-                            const c10::optional<at::Tensor>& postgate_in, int64_t log_n, int64_t log_n1) {
+// Signals (u, gates, a fresh contiguous y) into the parameter block; the caller adds the spectrum and plan.
+struct Signals {
+  at::Tensor u, pregate, postgate, y;
+};
+
+Signals bind_signals(ConvParams& p, const at::Tensor& u_in, const c10::optional<at::Tensor>& pregate_in,
+                     const c10::optional<at::Tensor>& postgate_in) {
+  Signals s;
+  s.u = unit_inner_stride(u_in);
+  if (pregate_in.has_value()) {
+    check_signal(*pregate_in, s.u, "pregate");
+    s.pregate = unit_inner_stride(*pregate_in);
+  }
+  if (postgate_in.has_value()) {
+    check_signal(*postgate_in, s.u, "postgate");
+    s.postgate = unit_inner_stride(*postgate_in);
+  }
+  s.y = at::empty(s.u.sizes(), s.u.options().memory_format(at::MemoryFormat::Contiguous));
+  p.u = s.u.data_ptr();
+  p.u_sb = s.u.stride(0);
+  p.u_sh = s.u.stride(1);
+  if (s.pregate.defined()) {
+    p.pregate = s.pregate.data_ptr();
+    p.pre_sb = s.pregate.stride(0);
+    p.pre_sh = s.pregate.stride(1);
+  }
+  if (s.postgate.defined()) {
+    p.postgate = s.postgate.data_ptr();
+    p.post_sb = s.postgate.stride(0);
+    p.post_sh = s.postgate.stride(1);
+  }
+  p.y = s.y.data_ptr();
+  p.y_sb = s.y.stride(0);
+  p.y_sh = s.y.stride(1);
+  p.batch = s.u.size(0);
+  p.channels = s.u.size(1);
+  p.seq_len = s.u.size(2);
+  return s;
+}
+
+void check_u(const at::Tensor& u_in) {
   TORCH_CHECK(u_in.is_cuda(), "u must be a CUDA tensor");
   TORCH_CHECK(u_in.dim() == 3, "u must be (batch, channels, seq_len)");
   TORCH_CHECK(u_in.scalar_type() == at::kBFloat16 || u_in.scalar_type() == at::kHalf,
               "u must be bfloat16 or float16, got ", u_in.scalar_type());
+}
+
+DType dtype_of(const at::Tensor& u) { return u.scalar_type() == at::kBFloat16 ? DType::kBFloat16 : DType::kFloat16; }
+
+at::Tensor causal_conv_cuda(const at::Tensor& u_in, const at::Tensor& spectrum, const at::Tensor& pair_twiddle,
+                            const at::Tensor& twiddle, const c10::optional<at::Tensor>& pregate_in,
+                            const c10::optional<at::Tensor>& postgate_in, int64_t log_n, int64_t log_n1) {
+  check_u(u_in);
   const int64_t batch = u_in.size(0), channels = u_in.size(1), seq_len = u_in.size(2);
   TORCH_CHECK(log_n >= 3 && log_n <= 23, "log_n must be in [3, 23], got ", num(log_n));
   TORCH_CHECK(seq_len <= (int64_t(1) << (log_n - 1)) * 2, "FFT size 2^", num(log_n), " shorter than seq_len ", num(seq_len));
@@ -68,52 +114,23 @@ at::Tensor causal_conv_cuda(const at::Tensor& u_in, const at::Tensor& spectrum, 
                   twiddle.size(0) == m && twiddle.size(1) == 2,
               "twiddle must be the contiguous float32 (N/2, 2) multi-level table");
 
-  const at::Tensor u = unit_inner_stride(u_in);
-  at::Tensor pregate, postgate;
-  if (pregate_in.has_value()) {
-    check_signal(*pregate_in, u, "pregate");
-    pregate = unit_inner_stride(*pregate_in);
-  }
-  if (postgate_in.has_value()) {
-    check_signal(*postgate_in, u, "postgate");
-    postgate = unit_inner_stride(*postgate_in);
-  }
-
-  at::Tensor y = at::empty({batch, channels, seq_len}, u.options().memory_format(at::MemoryFormat::Contiguous));
+  ConvParams p;
+  const Signals sig = bind_signals(p, u_in, pregate_in, postgate_in);
+  const at::Tensor& y = sig.y;
   if (y.numel() == 0) return y;
 
-  const c10::cuda::CUDAGuard guard(u.device());
+  const c10::cuda::CUDAGuard guard(u_in.device());
   cudaStream_t stream = c10::cuda::getCurrentCUDAStream().stream();
 
-  ConvParams p;
-  p.u = u.data_ptr();
-  p.u_sb = u.stride(0);
-  p.u_sh = u.stride(1);
-  if (pregate.defined()) {
-    p.pregate = pregate.data_ptr();
-    p.pre_sb = pregate.stride(0);
-    p.pre_sh = pregate.stride(1);
-  }
-  if (postgate.defined()) {
-    p.postgate = postgate.data_ptr();
-    p.post_sb = postgate.stride(0);
-    p.post_sh = postgate.stride(1);
-  }
-  p.y = y.data_ptr();
-  p.y_sb = y.stride(0);
-  p.y_sh = y.stride(1);
-  p.batch = batch;
-  p.channels = channels;
-  p.seq_len = seq_len;
   p.log_n = static_cast<int>(log_n);
   p.spectrum = reinterpret_cast<const float4*>(spectrum.data_ptr<float>());
   p.pair_twiddle = reinterpret_cast<const float2*>(pair_twiddle.data_ptr<float>());
   p.pairs = pairs;
   p.twiddle = reinterpret_cast<const float2*>(twiddle.data_ptr<float>());
-  const DType dtype = u.scalar_type() == at::kBFloat16 ? DType::kBFloat16 : DType::kFloat16;
+  const DType dtype = dtype_of(u_in);
 
   cudaError_t err = cudaSuccess;
-  const int max_fused = max_fused_points(u.get_device(), &err);
+  const int max_fused = max_fused_points(u_in.get_device(), &err);
   check_cuda(err, "cudaDeviceGetAttribute");
   const int64_t rows = batch * channels;
   if (log_n1 == 0) {
@@ -134,7 +151,7 @@ at::Tensor causal_conv_cuda(const at::Tensor& u_in, const at::Tensor& spectrum, 
   // Workspace of at most ~1 GiB (at least one row): rows are processed in chunks.
   const int64_t row_bytes = m * static_cast<int64_t>(sizeof(float2));
   const int64_t chunk = std::max<int64_t>(1, std::min<int64_t>(rows, (int64_t(1) << 30) / row_bytes));
-  at::Tensor work = at::empty({chunk, m, 2}, u.options().dtype(at::kFloat));
+  at::Tensor work = at::empty({chunk, m, 2}, u_in.options().dtype(at::kFloat));
   p.work = reinterpret_cast<float2*>(work.data_ptr<float>());
   for (int64_t r0 = 0; r0 < rows; r0 += chunk) {
     p.row0 = r0;
@@ -144,6 +161,38 @@ at::Tensor causal_conv_cuda(const at::Tensor& u_in, const at::Tensor& spectrum, 
   return y;
 }
 
+
+// Tensor-core Monarch path (fftconv_monarch.cu): spectrum (channels, N/2, 4) fp32 in the kernel's lane order, gain
+// (channels,) fp32; N = 2^log_n in [2^10, 2^15] with N >= seq_len + filter_len - 1 (the caller's plan).
+at::Tensor causal_conv_monarch(const at::Tensor& u_in, const at::Tensor& spectrum, const at::Tensor& gain,
+                               const c10::optional<at::Tensor>& pregate_in,
+                               const c10::optional<at::Tensor>& postgate_in, int64_t log_n) {
+  check_u(u_in);
+  const int64_t channels = u_in.size(1), seq_len = u_in.size(2);
+  TORCH_CHECK(log_n >= kMonarchMinLogN && log_n <= kMonarchMaxLogN, "log_n must be in [", num(kMonarchMinLogN), ", ",
+              num(kMonarchMaxLogN), "], got ", num(log_n));
+  const int64_t n = int64_t(1) << log_n;
+  TORCH_CHECK(2 * seq_len <= n, "FFT size 2^", num(log_n), " shorter than twice seq_len ", num(seq_len));
+  TORCH_CHECK(spectrum.is_cuda() && spectrum.device() == u_in.device(), "spectrum must be on u's device");
+  TORCH_CHECK(spectrum.scalar_type() == at::kFloat && spectrum.is_contiguous() && spectrum.dim() == 3 &&
+                  spectrum.size(0) == channels && spectrum.size(1) == n / 2 && spectrum.size(2) == 4,
+              "spectrum must be contiguous float32 (channels, ", num(n / 2), ", 4) in the kernel's lane order");
+  TORCH_CHECK(gain.is_cuda() && gain.device() == u_in.device() && gain.scalar_type() == at::kFloat &&
+                  gain.is_contiguous() && gain.dim() == 1 && gain.size(0) == channels,
+              "gain must be contiguous float32 (channels,) on u's device");
+  ConvParams p;
+  const Signals sig = bind_signals(p, u_in, pregate_in, postgate_in);
+  if (sig.y.numel() == 0) return sig.y;
+  TORCH_CHECK(((p.batch + 1) / 2) * p.channels <= 0x7fffffffLL, "ceil(batch / 2) * channels must be < 2^31");
+  const c10::cuda::CUDAGuard guard(u_in.device());
+  cudaStream_t stream = c10::cuda::getCurrentCUDAStream().stream();
+  p.log_n = static_cast<int>(log_n);
+  p.spectrum = reinterpret_cast<const float4*>(spectrum.data_ptr<float>());
+  p.gain = gain.data_ptr<float>();
+  check_cuda(launch_monarch(p, dtype_of(u_in), stream), "tensor-core kernel launch");
+  return sig.y;
+}
+
 }  // namespace
 }  // namespace genoconv
 
@@ -151,9 +200,13 @@ TORCH_LIBRARY(genoconv_fftconv, m) {
   m.def(
       "causal_conv(Tensor u, Tensor spectrum, Tensor pair_twiddle, Tensor twiddle, Tensor? pregate, "
       "Tensor? postgate, int log_n, int log_n1) -> Tensor");
+  m.def("causal_conv_tc(Tensor u, Tensor spectrum, Tensor gain, Tensor? pregate, Tensor? postgate, int log_n) -> Tensor");
 }
 
-TORCH_LIBRARY_IMPL(genoconv_fftconv, CUDA, m) { m.impl("causal_conv", &genoconv::causal_conv_cuda); }
+TORCH_LIBRARY_IMPL(genoconv_fftconv, CUDA, m) {
+  m.impl("causal_conv", &genoconv::causal_conv_cuda);
+  m.impl("causal_conv_tc", &genoconv::causal_conv_monarch);
+}
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.doc() = "genoconv FFT convolution kernels (ops registered as torch.ops.genoconv_fftconv)";

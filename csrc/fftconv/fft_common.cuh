@@ -73,16 +73,6 @@ __device__ __forceinline__ bool aligned4(const void* p) { return (reinterpret_ca
 // (the XOR only permutes inside an aligned group of 16).
 __device__ __forceinline__ int sw(int e) { return e ^ ((e >> 4) & 15); }
 
-// Swizzle of the tensor-core kernel (fftconv_tc.cu): XOR the low 4 bits with x ^ x>>2 ^ x>>4 ^ x>>6 of x = e >> 4
-// (index < 2^14). Its radix-16 passes access points base + k s for s up to M/16, where sw() leaves the high bits of
-// k s out and 4-8 lanes land on one bank; this map was the best of the shift-XOR family in a simulation of all the
-// kernel's access patterns (M = 2^7 .. 2^14, half-warp bank model): 1.41x the ideal wavefronts vs 2.03x for a
-// nibble fold and 2.64x for sw(). Linear over XOR: for base and k s with disjoint bits,
-// sw_fold(base + k s) = sw_fold(base) ^ sw_fold(k s).
-__device__ __forceinline__ int sw_fold(int e) { return e ^ (((e >> 4) ^ (e >> 6) ^ (e >> 8) ^ (e >> 10)) & 15); }
-
-template <int kSwz>
-__device__ __forceinline__ int swz(int e) { return kSwz ? sw_fold(e) : sw(e); }
 
 __device__ __forceinline__ int bitrev(int v, int bits) { return (int)(__brev((unsigned)v) >> (32 - bits)); }
 
@@ -158,7 +148,7 @@ __device__ __forceinline__ float2 stage_twiddle(const float2* wr, int r, int t) 
 
 // R decimation-in-frequency radix-2 stages with half-spans 2^hlog, ..., 2^(hlog-R+1), each thread keeping the
 // 2^R points of one group in registers. Twiddle of a stage with half-span h at offset j: exp(-2*pi*i*j/(2h)).
-template <int R, int kSwz = 0>
+template <int R>
 __device__ __forceinline__ void dif_pass(const SmemFFT& g, int hlog, const float2* __restrict__ tw, int log_n) {
   constexpr int P = 1 << R;
   const int slog = hlog - (R - 1);
@@ -171,7 +161,7 @@ __device__ __forceinline__ void dif_pass(const SmemFFT& g, int hlog, const float
     group_twiddles<R>(tw, base_i & ((1 << slog) - 1), hlog, log_n, wr);
     float2 v[P];
 #pragma unroll
-    for (int t = 0; t < P; ++t) v[t] = g.s[swz<kSwz>(fo + ((base_i + (t << slog)) << g.log_is))];
+    for (int t = 0; t < P; ++t) v[t] = g.s[sw(fo + ((base_i + (t << slog)) << g.log_is))];
 #pragma unroll
     for (int r = 0; r < R; ++r) {
       const int tspan = 1 << (R - 1 - r);
@@ -185,12 +175,12 @@ __device__ __forceinline__ void dif_pass(const SmemFFT& g, int hlog, const float
       }
     }
 #pragma unroll
-    for (int t = 0; t < P; ++t) g.s[swz<kSwz>(fo + ((base_i + (t << slog)) << g.log_is))] = v[t];
+    for (int t = 0; t < P; ++t) g.s[sw(fo + ((base_i + (t << slog)) << g.log_is))] = v[t];
   }
 }
 
 // The inverse of dif_pass<R> (same groups, stages in increasing half-span, conjugate twiddles), times 2^R.
-template <int R, int kSwz = 0>
+template <int R>
 __device__ __forceinline__ void dit_pass(const SmemFFT& g, int hlog, const float2* __restrict__ tw, int log_n) {
   constexpr int P = 1 << R;
   const int slog = hlog - (R - 1);
@@ -203,7 +193,7 @@ __device__ __forceinline__ void dit_pass(const SmemFFT& g, int hlog, const float
     group_twiddles<R>(tw, base_i & ((1 << slog) - 1), hlog, log_n, wr);
     float2 v[P];
 #pragma unroll
-    for (int t = 0; t < P; ++t) v[t] = g.s[swz<kSwz>(fo + ((base_i + (t << slog)) << g.log_is))];
+    for (int t = 0; t < P; ++t) v[t] = g.s[sw(fo + ((base_i + (t << slog)) << g.log_is))];
 #pragma unroll
     for (int r = R - 1; r >= 0; --r) {
       const int tspan = 1 << (R - 1 - r);
@@ -217,7 +207,7 @@ __device__ __forceinline__ void dit_pass(const SmemFFT& g, int hlog, const float
       }
     }
 #pragma unroll
-    for (int t = 0; t < P; ++t) g.s[swz<kSwz>(fo + ((base_i + (t << slog)) << g.log_is))] = v[t];
+    for (int t = 0; t < P; ++t) g.s[sw(fo + ((base_i + (t << slog)) << g.log_is))] = v[t];
   }
 }
 

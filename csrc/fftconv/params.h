@@ -40,10 +40,10 @@ struct ConvParams {
   int64_t row0 = 0, rows = 0;
   int log_n1 = 0, log_n2 = 0;  // M = 2^log_n1 * 2^log_n2 (outer x inner); log_n1 = 0 on the fused path
 
-  // Tensor-core fused kernel only (fftconv_tc.cu, not built by default): W_{16s}^(j0 g), g < 8, j0 < s, for each
-  // radix-16 pass with s > 1 in forward order, laid out [j0 / 2][g][j0 % 2] (8 s entries per pass); see
-  // tc_enable.patch for the bindings that build it.
-  const float2* tc_twiddle = nullptr;
+  // Tensor-core Monarch path (fftconv_monarch.cu): `spectrum` then holds (channels, N/2) float4 = N complex values
+  // K[k] * 16^(2 n16) / N / gain[h] in the kernel's lane order (genoconv/ops/cuda.py _monarch_order), and gain[h]
+  // is applied in fp32 at the end.
+  const float* gain = nullptr;
 };
 
 // Largest complex FFT (points) the fused single-kernel path keeps in shared memory on `device`.
@@ -53,10 +53,8 @@ int max_fused_points(int device, cudaError_t* err);
 cudaError_t launch_fused(const ConvParams& p, DType dtype, cudaStream_t stream);
 cudaError_t launch_multipass(const ConvParams& p, DType dtype, cudaStream_t stream);
 
-// Fused path with the radix-16 DFT passes on tensor cores (fftconv_tc.cu; experimental, not built or dispatched by
-// default: correct but slower, NOTES.md v7): M = 2^(log_n - 1) >= 2^kTcMinLogM points (one warp takes 128 points per
-// step). split: fp16 hi + lo data operands (twice the MMAs, fp32-like data rounding).
-constexpr int kTcMinLogM = 7;
-cudaError_t launch_fused_tc(const ConvParams& p, DType dtype, bool split, cudaStream_t stream);
+// Tensor-core Monarch path: N = 2^log_n in [2^10, 2^15], two batch rows per block as one complex signal.
+constexpr int kMonarchMinLogN = 10, kMonarchMaxLogN = 15;
+cudaError_t launch_monarch(const ConvParams& p, DType dtype, cudaStream_t stream);
 
 }  // namespace genoconv

@@ -32,7 +32,12 @@ ARCH_FLAGS = [
     "-gencode=arch=compute_90,code=compute_90",
 ]
 ARCHS = ["sm_80", "sm_90", "compute_90"]
-_SOURCES = ("bindings.cpp", "fftconv_fused.cu", "fftconv_multipass.cu")
+_SOURCES = ("bindings.cpp", "fftconv_fused.cu", "fftconv_multipass.cu", "fftconv_monarch.cu")
+# FFT sizes the tensor-core Monarch kernel can take (N = 2^10 ... 2^15, i.e. 256 < L <= 16,384) and those it takes by
+# default: where it measured faster than the scalar fused kernel on the H200 (BENCHMARKS.md; at N = 2^12 it was 8%
+# slower). GENOCONV_FFTCONV_PATH=scalar forces the scalar kernels, =tc the tensor-core one wherever it can run.
+MONARCH_LOG_N = (10, 15)
+MONARCH_DEFAULT_LOG_N = frozenset({10, 11, 13, 14, 15})
 
 # Lazy-load result: (module or None, reason). Filled once per process on first CUDA use; it is a cache of the
 # build, not state that changes results.
@@ -109,6 +114,12 @@ def _register_fake() -> None:
         def _fake(u, spectrum, pair_twiddle, twiddle, pregate, postgate, log_n, log_n1):  # noqa: ARG001
             return u.new_empty(u.shape)
     except RuntimeError:  # already registered in this process
+        pass
+    try:
+        @torch.library.register_fake("genoconv_fftconv::causal_conv_tc")
+        def _fake_tc(u, spectrum, gain, pregate, postgate, log_n):  # noqa: ARG001
+            return u.new_empty(u.shape)
+    except RuntimeError:
         pass
 
 
@@ -264,6 +275,55 @@ def _spectrum(filt, log_n: int, bins: torch.Tensor, seq_len: int, device: torch.
     return torch.view_as_real(pairs.to(torch.complex64)).reshape(k_f.shape[0], -1, 4).contiguous()
 
 
+def monarch_log_n(seq_len: int) -> int | None:
+    """log2 N of the tensor-core path for this length (N = 2^ceil(log2(2L)): the kernel skips the causal zero half of
+    its input and output), or None when the scalar kernels take it (see MONARCH_DEFAULT_LOG_N and
+    GENOCONV_FFTCONV_PATH)."""
+    mode = os.environ.get("GENOCONV_FFTCONV_PATH", "auto")
+    if mode == "scalar":
+        return None
+    log_n = max(1, 2 * seq_len - 1).bit_length()
+    if not MONARCH_LOG_N[0] <= log_n <= MONARCH_LOG_N[1]:
+        return None
+    return log_n if mode == "tc" or log_n in MONARCH_DEFAULT_LOG_N else None
+
+
+def _monarch_order(log_n: int, device) -> torch.Tensor:
+    """Frequency bin k consumed by (row slot rho, lane, value v) of the tensor-core kernel (int64, (N,)).
+
+    N = r * 256, k = k1 + r k2; the row stage of slot rho transforms logical row k1 (k1 = (rho % 16) s + rho // 16
+    with s = r / 16 when the columns have an mma stage, else k1 = rho), and lane (g, t) holds, for value v = 4 j + c,
+    k2 = k1' + 16 d' with k1' = g + 8 (c >> 1), d' = 8 j + 2 t + (c & 1) (the m16n8k16 accumulator layout).
+    """
+    n = 1 << log_n
+    r = n // 256
+    rho = torch.arange(r, device=device)[:, None, None]
+    lane = torch.arange(32, device=device)[None, :, None]
+    v = torch.arange(8, device=device)[None, None, :]
+    g, t, j, c = lane >> 2, lane & 3, v >> 2, v & 3
+    k2 = (g + 8 * (c >> 1)) + 16 * (8 * j + 2 * t + (c & 1))
+    k1 = (rho % 16) * (r // 16) + rho // 16 if r >= 16 else rho
+    # Stored as float4 k = v // 2 of all 32 lanes together ([rho][k][lane][v % 2]): each load instruction is coalesced.
+    return (k1 + r * k2).reshape(r, 32, 4, 2).permute(0, 2, 1, 3).reshape(-1)
+
+
+def _monarch_spectrum(filt, log_n: int, seq_len: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """((H, N/2, 4) fp32, (H,) fp32): the full complex spectrum (DFT_N(taps) + bias) * 16^(2 n16) / N in the kernel's
+    order, divided by its per-channel maximum (the gain) so the kernel's fp16 operands never overflow; n16 is the
+    number of radix-16 mma stages per transform (3 when r >= 16, else 2), whose 1/16 factors this undoes."""
+    n = 1 << log_n
+    n16 = 3 if n >= 16 * 256 else 2
+    taps = filt.taps[:, : min(filt.filter_len, seq_len)].to(device=device, dtype=torch.float64)
+    half = torch.fft.rfft(taps, n=n)
+    full = torch.cat((half, half[:, 1 : n // 2].flip(-1).conj()), dim=-1)  # Hermitian: K[N - k] = conj K[k]
+    full = (full + filt.bias.to(device=device, dtype=torch.float64)[:, None]) * (16.0 ** (2 * n16) / n)
+    full = full[:, _monarch_order(log_n, device)]
+    gain = full.abs().amax(dim=-1)
+    gain = torch.where(gain > 0, gain, torch.ones_like(gain))
+    spec = (full / gain[:, None]).to(torch.complex64)
+    return torch.view_as_real(spec).reshape(full.shape[0], n // 2, 4).contiguous(), gain.float().contiguous()
+
+
 def causal_conv_cuda(u, filt, pregate=None, postgate=None):
     """CUDA kernel with exactly :func:`genoconv.ops.fftconv.causal_conv_ref`'s semantics (bf16/fp16 in and out)."""
     reason = why_not(u, filt)
@@ -274,9 +334,17 @@ def causal_conv_cuda(u, filt, pregate=None, postgate=None):
             raise ValueError(f"{name} must have u's dtype and device ({u.dtype}, {u.device})")
     seq_len = u.shape[-1]
     dev = u.device
+    kmax = min(filt.filter_len, seq_len)
+    log_n_tc = monarch_log_n(seq_len)
+    gated = pregate is not None or postgate is not None
+    # Gated calls stay on the scalar kernel by default: the tensor-core kernel's gated form measured slower
+    # (2.02 vs 1.52 ms at L = 512, 2.50 vs 2.35 at 16K; NOTES.md v8). GENOCONV_FFTCONV_PATH=tc forces it.
+    if log_n_tc is not None and (not gated or os.environ.get("GENOCONV_FFTCONV_PATH") == "tc"):
+        spec, gain = filt.cached(("cuda_monarch", log_n_tc, kmax, str(dev)),
+                                 lambda: _monarch_spectrum(filt, log_n_tc, seq_len, dev))
+        return torch.ops.genoconv_fftconv.causal_conv_tc(u, spec, gain, pregate, postgate, log_n_tc)
     log_n, log_n1 = plan(seq_len, filt.filter_len, dev)
     bins, pair_tw, tw = _cached_tables(log_n, log_n1, dev)
-    kmax = min(filt.filter_len, seq_len)
     spec = filt.cached(("cuda_spectrum", log_n, log_n1, kmax, str(dev)),
                        lambda: _spectrum(filt, log_n, bins, seq_len, dev))
     return torch.ops.genoconv_fftconv.causal_conv(u, spec, pair_tw, tw, pregate, postgate, log_n, log_n1)

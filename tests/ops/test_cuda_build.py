@@ -16,7 +16,7 @@ import pytest
 import torch
 
 CSRC = Path(__file__).resolve().parents[2] / "csrc" / "fftconv"
-KERNELS = ["fftconv_fused.cu", "fftconv_multipass.cu", "fftconv_tc.cu"]
+KERNELS = ["fftconv_fused.cu", "fftconv_multipass.cu", "fftconv_monarch.cu"]
 
 
 @pytest.mark.skipif(shutil.which("nvcc") is None, reason="nvcc not found")
@@ -78,3 +78,24 @@ def test_fft_plan_sizes():
         for k in (1, 7, seq_len, 2 * seq_len):
             n = 1 << fft_plan(seq_len, k)
             assert n >= seq_len + min(k, seq_len) - 1 and n >= 8
+
+
+@pytest.mark.parametrize("log_n", [10, 11, 12, 13, 14, 15])
+def test_monarch_spectrum_order_is_a_permutation(log_n):
+    # Every frequency bin is consumed exactly once by the tensor-core kernel's row stage.
+    from genoconv.ops.cuda import _monarch_order
+
+    order = _monarch_order(log_n, "cpu")
+    assert torch.equal(order.sort().values, torch.arange(1 << log_n))
+
+
+def test_monarch_length_range(monkeypatch):
+    from genoconv.ops.cuda import monarch_log_n
+
+    assert monarch_log_n(256) is None and monarch_log_n(257) == 10 and monarch_log_n(16384) == 15
+    assert monarch_log_n(16385) is None
+    assert monarch_log_n(2048) is None  # N = 2^12: the scalar kernel measured faster
+    monkeypatch.setenv("GENOCONV_FFTCONV_PATH", "tc")
+    assert monarch_log_n(2048) == 12 and monarch_log_n(16385) is None
+    monkeypatch.setenv("GENOCONV_FFTCONV_PATH", "scalar")
+    assert monarch_log_n(512) is None

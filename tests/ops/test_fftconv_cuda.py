@@ -187,16 +187,32 @@ def test_frequency_sparse_goes_to_reference():
     assert backend_for(u, LongFilter(torch.randn(2, 100, device="cuda"), freq_keep=0.5)) == "reference"
 
 
-def test_custom_op_under_torch_compile():
+def test_custom_ops_under_torch_compile(monkeypatch):
     u, filt, taps, bias, pre, post = _case(3000, 4, 2, torch.bfloat16, True, seed=5)
     cuda = _cuda()
+    checks = ("test_schema", "test_faketensor")
+
+    # Tensor-core op (L = 3000 -> N = 2^13).
+    eager = cuda.causal_conv_cuda(u, filt, pre, post)
+    log_n = cuda.monarch_log_n(3000)
+    spec, gain = filt.cached(("cuda_monarch", log_n, 3000, str(u.device)), lambda: None)
+    torch.library.opcheck(torch.ops.genoconv_fftconv.causal_conv_tc.default, (u, spec, gain, pre, post, log_n),
+                          test_utils=checks)
+
+    @torch.compile(fullgraph=True)
+    def f_tc(a, g1, g2):
+        return torch.ops.genoconv_fftconv.causal_conv_tc(a, spec, gain, g1, g2, log_n) * 2
+
+    assert torch.equal(f_tc(u, pre, post), eager * 2)
+
+    # Scalar op.
+    monkeypatch.setenv("GENOCONV_FFTCONV_PATH", "scalar")
     eager = cuda.causal_conv_cuda(u, filt, pre, post)
     log_n, log_n1 = cuda.plan(3000, 3000, u.device)
     spec = filt.cached(("cuda_spectrum", log_n, log_n1, 3000, str(u.device)), lambda: None)
     _, ptw, tw = cuda._cached_tables(log_n, log_n1, u.device)
-    args = (u, spec, ptw, tw, pre, post, log_n, log_n1)
-    torch.library.opcheck(torch.ops.genoconv_fftconv.causal_conv.default, args,
-                          test_utils=("test_schema", "test_faketensor"))
+    torch.library.opcheck(torch.ops.genoconv_fftconv.causal_conv.default, (u, spec, ptw, tw, pre, post, log_n, log_n1),
+                          test_utils=checks)
 
     @torch.compile(fullgraph=True)
     def f(a, g1, g2):
@@ -227,3 +243,63 @@ def test_tables_on_gpu_match_cpu(log_n, log_n1):
     k_cpu, ptw_cpu, tw_cpu = cuda._tables(log_n, log_n1, torch.device("cpu"))
     assert torch.equal(k_gpu.cpu(), k_cpu)
     assert (ptw_gpu.cpu() - ptw_cpu).abs().max() < 1e-6 and (tw_gpu.cpu() - tw_cpu).abs().max() < 1e-6
+
+
+# ---- tensor-core Monarch path (fftconv_monarch.cu: N = 2^10 ... 2^15, two batch rows per block) ----------------
+
+MONARCH_LENS = [257, 300, 512, 777, 1024, 2047, 2048, 3000, 4096, 6000, 8192, 12345, 16384]
+
+
+@pytest.mark.parametrize("seq_len", MONARCH_LENS)
+@pytest.mark.parametrize("batch", [1, 2, 3])
+def test_monarch_path_matches_float64(seq_len, batch, monkeypatch):
+    monkeypatch.setenv("GENOCONV_FFTCONV_PATH", "tc")  # every size it can take, default-dispatched or not
+    cuda = _cuda()
+    assert cuda.monarch_log_n(seq_len) is not None, "this length should take the tensor-core path"
+    gated = batch != 2
+    u, filt, taps, bias, pre, post = _case(seq_len, 7, batch, torch.bfloat16, gated, seed=5)
+    y = _run_poisoned(u, filt, pre, post)
+    ref = _oracle(u, taps, bias, pre, post)
+    # Per batch row: the odd row rides as the imaginary part of a pair, the last row of an odd batch alone.
+    for b in range(batch):
+        err = _rel(y[b], ref[b])
+        assert err <= 3e-3, f"rel L2 {err:.2e} at L={seq_len}, batch row {b} of {batch}"
+
+
+@pytest.mark.parametrize("seq_len", [512, 4096, 16384])
+def test_monarch_fp16_and_scalar_path_agree(seq_len, monkeypatch):
+    monkeypatch.setenv("GENOCONV_FFTCONV_PATH", "tc")
+    u, filt, taps, bias, pre, post = _case(seq_len, 5, 4, torch.float16, True, seed=6)
+    ref = _oracle(u, taps, bias, pre, post)
+    y_tc = _run_poisoned(u, filt, pre, post)
+    monkeypatch.setenv("GENOCONV_FFTCONV_PATH", "scalar")
+    assert _cuda().monarch_log_n(seq_len) is None
+    y_scalar = causal_conv(u, filt, pre, post)
+    assert _rel(y_tc, ref) <= FP16_TOL and _rel(y_scalar, ref) <= FP16_TOL
+
+
+@pytest.mark.parametrize("scale", [1e-30, 1e-6, 1e4, 1e30])
+def test_monarch_input_and_filter_scales(scale, monkeypatch):
+    monkeypatch.setenv("GENOCONV_FFTCONV_PATH", "tc")
+    # The kernel's fp16 operands are scaled per block (input) and per channel (spectrum gain): any bf16 magnitude works.
+    u, filt, taps, bias, pre, post = _case(2048, 3, 2, torch.bfloat16, False, seed=7)
+    u = (u.double() * scale).to(torch.bfloat16)
+    small = LongFilter(filt.taps * 1e-8, filt.bias * 1e-8)
+    for f, t, bb in ((filt, taps, bias), (small, taps * 1e-8, bias * 1e-8)):
+        y = causal_conv(u, f)
+        ref = _oracle(u, t, bb, None, None)
+        assert torch.isfinite(y).all()
+        assert _rel(y, ref) <= 3e-3, f"scale {scale}"
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_monarch_non_finite_row_stays_in_its_row(bad, monkeypatch):
+    monkeypatch.setenv("GENOCONV_FFTCONV_PATH", "tc")
+    # Rows b and b+1 share a block as one complex signal; a non-finite sample must not leak into the partner row.
+    u, filt, taps, bias, *_ = _case(1000, 2, 2, torch.bfloat16, False, seed=8)
+    u[0, 1, 10] = bad
+    y = causal_conv(u, filt)
+    assert torch.isnan(y[0, 1]).all()  # as an FFT convolution of that row gives
+    clean = _oracle(u[:, :1], taps[:1], bias[:1], None, None)
+    assert _rel(y[:, 0], clean[:, 0]) <= 3e-3
+    assert torch.isfinite(y[1]).all()

@@ -1,0 +1,667 @@
+// Tensor-core fused path (N = 2^10 ... 2^15, i.e. L <= 16K with a full-length filter): the FFT convolution as
+// Monarch matrix products on mma.sync.m16n8k16 (fp16 operands, fp32 accumulation), one thread block per channel and
+// *pair* of batch rows, everything in shared memory / registers, u read once and y written once.
+//
+// Why it is shaped like this (NOTES.md v8):
+// - Two batch rows b, b+1 of one channel ride as the real and imaginary parts of one complex signal z: both are
+//   convolved with the same real filter, so IDFT(DFT(z) K) = y_b + i y_{b+1} with no untangling step at all (the
+//   real-input saving without the pair step of the scalar kernels).
+// - N = r * 256 with n = 256 p + q, k = k1 + r k2. The 256-point transform along q is two radix-16 stages that never
+//   leave registers: the m16n8k16 accumulator of one stage is the A operand of the next (as P is in FlashAttention),
+//   and the forward row transform, the spectrum product and the inverse row transform run back to back per row.
+//   The r-point transform along p (the columns) is one radix-16 mma stage plus an s = r/16 point scalar stage.
+// - fp16 operands keep rounding at ~5e-4 (bf16 would be ~4e-3): every mma stage uses F/16 so magnitudes never
+//   grow, each input row is scaled by a power of two sigma (max |x| -> 2^12), and the spectrum is stored divided
+//   by its per-channel maximum (the gain, applied in fp32 at the end).
+// - Shared memory holds N fp16 complex values as two planes (re, im) of 32-bit words, each word a pair of samples;
+//   every phase works in place on the region it read, so one buffer of 4 N bytes serves the whole transform.
+#include <cuda_fp16.h>
+
+#include <type_traits>
+
+#include "params.h"
+#include "fft_common.cuh"
+
+namespace genoconv {
+namespace monarch {
+
+// ---- small helpers ---------------------------------------------------------------------------------------------
+
+__device__ __forceinline__ uint32_t pack2(float lo, float hi) {
+  const __half2 h = __floats2half2_rn(lo, hi);
+  return *reinterpret_cast<const uint32_t*>(&h);
+}
+__device__ __forceinline__ float2 unpack2(uint32_t w) {
+  return __half22float2(*reinterpret_cast<const __half2*>(&w));
+}
+
+// D += A (16x16, row) * B (16x8, col); fp16 operands, fp32 accumulators.
+__device__ __forceinline__ void mma(float (&d)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
+  asm volatile(
+      "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+// exp(-2 pi i j / 2^log_den) for any integer j: the fraction is centred to [-1/2, 1/2) so __sincosf sees |x| <= pi
+// (absolute error ~4e-7, far below the fp16 operands' 5e-4).
+__device__ __forceinline__ float2 twid(int j, int log_den) {
+  const int m = j & ((1 << log_den) - 1);
+  const int c = m - ((m >> (log_den - 1)) << log_den);
+  float s, co;
+  __sincosf((float)c * (-6.283185307179586f / (float)(1 << log_den)), &s, &co);
+  return make_float2(co, s);
+}
+
+// x * exp(-2 pi i m / 8) for a compile-time m (after unrolling): no multiplications by 0 or 1.
+__device__ __forceinline__ float2 mul_w8(float2 x, int m) {
+  constexpr float c = 0.70710678118654752f;
+  switch (m & 7) {
+    case 0: return x;
+    case 1: return make_float2(c * (x.x + x.y), c * (x.y - x.x));
+    case 2: return make_float2(x.y, -x.x);
+    case 3: return make_float2(c * (x.y - x.x), -c * (x.x + x.y));
+    case 4: return make_float2(-x.x, -x.y);
+    case 5: return make_float2(-c * (x.x + x.y), c * (x.x - x.y));
+    case 6: return make_float2(-x.y, x.x);
+    default: return make_float2(c * (x.x - x.y), c * (x.x + x.y));
+  }
+}
+
+// S-point DFT (S <= 8, power of two) by radix-2 decimation in time, sign -1 (forward) or +1 (inverse), of inputs
+// x[0..kIn) with the rest zero (the causal half). Constant twiddles fold away after unrolling; outputs a caller does
+// not use are dead code.
+template <int S, int kIn, bool kInv>
+struct SmallDft {
+  static __device__ __forceinline__ void run(const float2* x, int stride, float2* y) {
+    if constexpr (S == 1) {
+      y[0] = x[0];
+    } else if constexpr (kIn == 1) {
+#pragma unroll
+      for (int f = 0; f < S; ++f) y[f] = x[0];
+    } else {
+      float2 e[S / 2], o[S / 2];
+      SmallDft<S / 2, (kIn + 1) / 2, kInv>::run(x, 2 * stride, e);
+      SmallDft<S / 2, kIn / 2, kInv>::run(x + stride, 2 * stride, o);
+#pragma unroll
+      for (int f = 0; f < S / 2; ++f) {
+        const int m = f * (8 / S);
+        const float2 w = mul_w8(o[f], kInv ? (8 - m) & 7 : m);
+        y[f] = cadd(e[f], w);
+        y[f + S / 2] = csub(e[f], w);
+      }
+    }
+  }
+};
+
+template <int S, int kIn, int kOut, bool kInv>
+__device__ __forceinline__ void small_dft(const float2 (&x)[kIn], float2 (&y)[kOut]) {
+  float2 xs[S], ys[S];
+#pragma unroll
+  for (int c = 0; c < S; ++c) xs[c] = c < kIn ? x[c < kIn ? c : 0] : make_float2(0.f, 0.f);
+  SmallDft<S, kIn, kInv>::run(xs, 1, ys);
+#pragma unroll
+  for (int f = 0; f < kOut; ++f) y[f] = ys[f];
+}
+
+// ---- shared-memory layout ---------------------------------------------------------------------------------------
+// Slot row rho (0..r-1) and q (0..255). Samples q and q + 16 (q % 32 < 16) form a pair unit qp = (q / 32) 16 + q % 16,
+// rows 2 rho2 and 2 rho2 + 1 form a row pair; a unit of a row pair is two 32-bit words per plane, in one of two forms:
+//   col form: word j holds rows (2 rho2, 2 rho2 + 1) at q + 16 j        (k = row index for the next mma)
+//   row form: word j holds row 2 rho2 + j at (q, q + 16)               (k = q / 16 for the next mma)
+// Word j of unit (rho2, qp) sits in sub-plane j; the XOR swizzle keeps the mma fragment loads conflict-free.
+__device__ __forceinline__ int unit_qp(int q) { return ((q >> 5) << 4) | (q & 15); }
+__device__ __forceinline__ int unit_j(int q) { return (q >> 4) & 1; }
+template <int kQuarter>
+__device__ __forceinline__ int widx(int j, int rho2, int qp) {
+  const int x = qp ^ (((qp >> 5) & 1) << 3) ^ ((rho2 & 3) << 3) ^ (j << 4);
+  return j * kQuarter + rho2 * 128 + x;
+}
+
+template <int kLogR>
+struct Cfg {
+  static constexpr int kR = 1 << kLogR;
+  static constexpr int kN = 256 * kR;
+  static constexpr int kLogN = 8 + kLogR;
+  static constexpr bool kColMma = kR >= 16;            // radix-16 mma stage along the columns
+  static constexpr int kS = kColMma ? kR / 16 : kR;     // scalar stage along the columns
+  // 128 registers per thread: blocks of <= 8 warps run two per SM (their phases overlap: one loads while the other
+  // computes); at r = 128 shared memory (128 KiB) allows one block, so it takes 16 warps.
+  static constexpr int kWarps = kR >= 128 ? 16 : (kR / 2 < 2 ? 2 : (kR / 2 > 8 ? 8 : kR / 2));
+  static constexpr int kThreads = 32 * kWarps;
+  static constexpr int kPlane = kN / 2;                 // 32-bit words per plane
+  static constexpr int kQuarter = kN / 4;               // words per sub-plane
+  static constexpr size_t kSmem = (size_t)kN * 4;
+};
+
+// Constant fragments of F/16 (F[a][b] = exp(-2 pi i a b / 16)), in fp16. As A operand (16x16) and as the two B
+// operand tiles (16x8, columns 8j..8j+7); conjugation swaps the roles of Fi and -Fi.
+struct DftFrags {
+  uint32_t ar[4], ai[4], an[4];        // A: re, im, -im
+  uint32_t br[2][2], bi[2][2], bn[2][2];  // B tile j: {b0, b1}
+};
+
+// w16[m] = exp(-2 pi i m / 16) / 16, a 16-entry shared table (filled once per block; lanes with different m hit
+// different banks, equal m broadcast).
+__device__ __forceinline__ void make_frags(DftFrags& fr, const float2* w16, int g, int t) {
+  auto f16entry = [w16](int a, int b) { return w16[(a * b) & 15]; };
+#pragma unroll
+  for (int reg = 0; reg < 4; ++reg) {
+    const int row = g + 8 * (reg & 1), col = 2 * t + 8 * (reg >> 1);
+    const float2 e0 = f16entry(row, col), e1 = f16entry(row, col + 1);
+    fr.ar[reg] = pack2(e0.x, e1.x);
+    fr.ai[reg] = pack2(e0.y, e1.y);
+    fr.an[reg] = pack2(-e0.y, -e1.y);
+  }
+#pragma unroll
+  for (int j = 0; j < 2; ++j) {
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      const int k = 2 * t + 8 * h, col = 8 * j + g;
+      const float2 e0 = f16entry(k, col), e1 = f16entry(k + 1, col);
+      fr.br[j][h] = pack2(e0.x, e1.x);
+      fr.bi[j][h] = pack2(e0.y, e1.y);
+      fr.bn[j][h] = pack2(-e0.y, -e1.y);
+    }
+  }
+}
+
+// D = (F/16 or conj) * X with X the complex B operand {xr, xi}: Dr = Fr Xr - Fi Xi (conj: + Fi Xi) ...
+template <bool kConj>
+__device__ __forceinline__ void cmma_const_a(const DftFrags& fr, uint32_t xr0, uint32_t xr1, uint32_t xi0,
+                                             uint32_t xi1, float (&dr)[4], float (&di)[4]) {
+#pragma unroll
+  for (int i = 0; i < 4; ++i) dr[i] = di[i] = 0.f;
+  mma(dr, fr.ar, xr0, xr1);
+  mma(dr, kConj ? fr.ai : fr.an, xi0, xi1);
+  mma(di, kConj ? fr.an : fr.ai, xr0, xr1);
+  mma(di, fr.ar, xi0, xi1);
+}
+
+// D = Y * (F/16 or conj), tile j of the output columns, with Y the complex A operand {yr, yi}.
+template <bool kConj>
+__device__ __forceinline__ void cmma_const_b(const DftFrags& fr, int j, const uint32_t (&yr)[4],
+                                             const uint32_t (&yi)[4], float (&dr)[4], float (&di)[4]) {
+#pragma unroll
+  for (int i = 0; i < 4; ++i) dr[i] = di[i] = 0.f;
+  mma(dr, yr, fr.br[j][0], fr.br[j][1]);
+  mma(dr, yi, kConj ? fr.bi[j][0] : fr.bn[j][0], kConj ? fr.bi[j][1] : fr.bn[j][1]);
+  mma(di, yr, kConj ? fr.bn[j][0] : fr.bi[j][0], kConj ? fr.bn[j][1] : fr.bi[j][1]);
+  mma(di, yi, fr.br[j][0], fr.br[j][1]);
+}
+
+// Accumulator tiles (two 16x8 tiles, re/im) -> the A operand of the next stage (fp16).
+__device__ __forceinline__ void acc_to_a(const float (&r)[2][4], const float (&i)[2][4], uint32_t (&ar)[4],
+                                         uint32_t (&ai)[4]) {
+#pragma unroll
+  for (int reg = 0; reg < 4; ++reg) {
+    const int tile = reg >> 1, hi = (reg & 1) * 2;
+    ar[reg] = pack2(r[tile][hi], r[tile][hi + 1]);
+    ai[reg] = pack2(i[tile][hi], i[tile][hi + 1]);
+  }
+}
+
+__device__ __forceinline__ float2 cm(float2 a, float2 b) { return cmul(a, b); }
+__device__ __forceinline__ float2 cmc(float2 a, float2 b) { return cmulc(a, b); }  // a * conj(b)
+
+// Raw bits of samples n, n + 1 (n even) as one word (low half = n), zero past the end.
+template <typename T>
+__device__ __forceinline__ uint32_t load_bits2(const T* __restrict__ row, int64_t n, int64_t len, bool vec) {
+  const uint16_t* r = reinterpret_cast<const uint16_t*>(row);
+  if (vec && n + 1 < len) return *reinterpret_cast<const uint32_t*>(r + n);
+  return (n < len ? (uint32_t)r[n] : 0u) | (n + 1 < len ? (uint32_t)r[n + 1] << 16 : 0u);
+}
+template <typename T> __device__ __forceinline__ float bits_to_float(uint32_t b);
+template <> __device__ __forceinline__ float bits_to_float<__nv_bfloat16>(uint32_t b) { return __uint_as_float(b << 16); }
+template <> __device__ __forceinline__ float bits_to_float<__half>(uint32_t b) {
+  return __half2float(__ushort_as_half((unsigned short)b));
+}
+
+// |x|, with NaN as +inf (fmaxf would drop a NaN; the row must be flagged instead).
+__device__ __forceinline__ float abs_or_inf(float x) { return x != x ? INFINITY : fabsf(x); }
+
+
+// ---- the kernel -------------------------------------------------------------------------------------------------
+
+template <typename T, int kLogR, bool kPre, bool kPost>
+__global__ void __launch_bounds__(Cfg<kLogR>::kThreads, 65536 / (Cfg<kLogR>::kThreads * 128))
+monarch_conv_kernel(const ConvParams p) {
+  using C = Cfg<kLogR>;
+  constexpr int R = C::kR, S = C::kS, LOGN = C::kLogN, Q = C::kQuarter;
+  extern __shared__ uint32_t smw[];
+  uint32_t* const sre = smw;
+  uint32_t* const sim = smw + C::kPlane;
+  __shared__ int s_max[4];
+  __shared__ float2 s_w16[16];
+
+  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, g = lane >> 2, t = lane & 3;
+  if (tid < 16) {
+    float sn, cs;
+    sincospif((float)tid / 8.0f, &sn, &cs);
+    s_w16[tid] = make_float2(cs * 0.0625f, -sn * 0.0625f);
+  }
+  __syncthreads();
+  // Per-lane constants, once per block: the F/16 fragments and W_256^(b' k1') for accumulator slot (tile j, c) with
+  // b' = 8 j + 2 t + (c & 1), k1' = g + 8 (c >> 1).
+  DftFrags fr;
+  make_frags(fr, s_w16, g, t);
+  float2 tw256[2][4];
+#pragma unroll
+  for (int j = 0; j < 2; ++j)
+#pragma unroll
+    for (int c = 0; c < 4; ++c) tw256[j][c] = twid((8 * j + 2 * t + (c & 1)) * (g + 8 * (c >> 1)), 8);
+
+  // Persistent blocks: one resident wave loops over the (channel, batch pair) units, channel-major, so the per-block
+  // set-up above is paid once per SM slot and concurrently running blocks share a channel's spectrum in L2.
+  const int64_t pairs_b = (p.batch + 1) / 2;
+  const int64_t units = pairs_b * p.channels;
+  for (int64_t unit = blockIdx.x; unit < units; unit += gridDim.x) {
+  const int64_t h = unit / pairs_b, b0 = 2 * (unit - h * pairs_b);
+  const bool has1 = b0 + 1 < p.batch;
+  const int64_t len = p.seq_len;
+
+  const T* u0 = static_cast<const T*>(p.u) + b0 * p.u_sb + h * p.u_sh;
+  const T* u1 = has1 ? u0 + p.u_sb : u0;
+  const T* g0 = kPre ? static_cast<const T*>(p.pregate) + b0 * p.pre_sb + h * p.pre_sh : nullptr;
+  const T* g1 = kPre ? (has1 ? g0 + p.pre_sb : g0) : nullptr;
+
+  // Phase 0: per row, a power-of-two scale so max |x| lands below 2^12 (x = u * pregate), scaling each row on its own
+  // so the pair's rounding cross-talk stays relative to comparable magnitudes. |x| orders like the 15 low bits of a
+  // bf16/fp16 sample (inf and NaN on top), so the maxima are SIMD integer maxima over packed pairs, unrolled to keep
+  // several loads in flight. Gated rows bound max |u g| by max |u| max |g| (scale sigma_u sigma_g, each factor in
+  // float range). A row holding inf/NaN gets scale 0 (its partner stays clean) and is written as NaN, as an FFT
+  // convolution of it would be.
+  if (tid < 4) s_max[tid] = 0;
+  __syncthreads();
+  {
+    const bool vec = aligned4(u0) && aligned4(u1) && (!kPre || (aligned4(g0) && aligned4(g1)));
+    uint32_t b[4] = {0u, 0u, 0u, 0u};  // u0, u1, g0, g1
+    const int64_t step = 2 * C::kThreads;
+#pragma unroll 4
+    for (int64_t n = 2 * tid; n < len; n += step) {
+      b[0] = __vmaxu2(b[0], load_bits2(u0, n, len, vec) & 0x7fff7fffu);
+      if (has1) b[1] = __vmaxu2(b[1], load_bits2(u1, n, len, vec) & 0x7fff7fffu);
+      if (kPre) {
+        b[2] = __vmaxu2(b[2], load_bits2(g0, n, len, vec) & 0x7fff7fffu);
+        if (has1) b[3] = __vmaxu2(b[3], load_bits2(g1, n, len, vec) & 0x7fff7fffu);
+      }
+    }
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+      uint32_t m = max(b[i] & 0xffffu, b[i] >> 16);
+#pragma unroll
+      for (int o = 16; o > 0; o >>= 1) m = max(m, __shfl_xor_sync(0xffffffffu, m, o));
+      if (lane == 0 && (i < 2 || kPre)) atomicMax(&s_max[i], (int)m);
+    }
+  }
+  __syncthreads();
+  // Per row: scale factors (sigma_u, sigma_g) and the output factor 1 / (sigma_u sigma_g), or bad.
+  float su[2], sg[2], inv[2];
+  bool badr[2];
+#pragma unroll
+  for (int r = 0; r < 2; ++r) {
+    const float mu = abs_or_inf(bits_to_float<T>((uint32_t)s_max[r]));
+    const float mg = kPre ? abs_or_inf(bits_to_float<T>((uint32_t)s_max[2 + r])) : 1.f;
+    badr[r] = !(mu <= 3.4e38f && mg <= 3.4e38f);
+    int eu = 0, eg = 0;
+    if (mu > 0.f) frexpf(mu, &eu);
+    if (kPre && mg > 0.f) frexpf(mg, &eg);
+    const int tu = kPre ? 6 : 12;  // gated: 2^6 * 2^6 = 2^12
+    su[r] = badr[r] ? 0.f : ldexpf(1.f, tu - eu);
+    sg[r] = kPre && !badr[r] ? ldexpf(1.f, 6 - eg) : 1.f;
+    inv[r] = ldexpf(1.f, eu - tu) * (kPre ? ldexpf(1.f, eg - 6) : 1.f);
+  }
+  const bool bad0 = badr[0], bad1 = badr[1];
+
+  const bool vec_in = aligned4(u0) && aligned4(u1) && (!kPre || (aligned4(g0) && aligned4(g1)));
+  // Samples n, n + 1 (n even) of z = s_b x_b + i s_{b+1} x_{b+1} (s = sigma_u sigma_g of the row), one 32-bit load
+  // per row and signal; bad rows give zeros.
+  auto load_x2 = [&](int64_t n, float2* z) {
+    float2 a = load_pair(u0, n, len, vec_in), c = has1 ? load_pair(u1, n, len, vec_in) : make_float2(0.f, 0.f);
+    a.x *= su[0]; a.y *= su[0]; c.x *= su[1]; c.y *= su[1];
+    if (kPre) {
+      const float2 ga = load_pair(g0, n, len, vec_in);
+      a.x *= ga.x * sg[0]; a.y *= ga.y * sg[0];
+      if (has1) {
+        const float2 gc = load_pair(g1, n, len, vec_in);
+        c.x *= gc.x * sg[1]; c.y *= gc.y * sg[1];
+      }
+    }
+    z[0] = make_float2(bad0 ? 0.f : a.x, bad1 ? 0.f : c.x);
+    z[1] = make_float2(bad0 ? 0.f : a.y, bad1 ? 0.f : c.y);
+  };
+  // Phase 1: the scalar s-point column DFT over the causal (non-zero) half, then the first twiddle.
+  constexpr int kIn = S / 2 > 0 ? S / 2 : 1;
+  if constexpr (C::kColMma) {
+    // p = 16 c + a; item (a pair ap, q pair 2qq, 2qq + 1) -> slots rho = 16 f + a (col form).
+    for (int item = tid; item < 8 * 128; item += C::kThreads) {
+      const int qq = item & 127, ap = item >> 7, q0 = 2 * qq;
+      float2 xf[2][2][S];  // [row ai][qi][f]
+#pragma unroll
+      for (int ai = 0; ai < 2; ++ai) {
+        float2 xc[2][kIn];
+#pragma unroll
+        for (int c = 0; c < kIn; ++c) {
+          float2 z[2];
+          load_x2(256 * (int64_t)(16 * c + 2 * ap + ai) + q0, z);
+          xc[0][c] = z[0];
+          xc[1][c] = z[1];
+        }
+#pragma unroll
+        for (int qi = 0; qi < 2; ++qi) small_dft<S, kIn, S, false>(xc[qi], xf[ai][qi]);
+      }
+#pragma unroll
+      for (int f = 0; f < S; ++f) {
+        const float2 w0 = twid(2 * ap * f, kLogR), w1 = twid((2 * ap + 1) * f, kLogR);
+        const int rho2 = 8 * f + ap;
+#pragma unroll
+        for (int qi = 0; qi < 2; ++qi) {
+          const float2 v0 = cm(xf[0][qi][f], w0), v1 = cm(xf[1][qi][f], w1);
+          const int w = widx<Q>(unit_j(q0 + qi), rho2, unit_qp(q0 + qi));
+          sre[w] = pack2(v0.x, v1.x);
+          sim[w] = pack2(v0.y, v1.y);
+        }
+      }
+    }
+  } else {
+    // r < 16: p = c; item = pair unit qp (q, q + 16) -> slots rho = f (row form), twiddle W_N^(q f).
+    for (int qp = tid; qp < 128; qp += C::kThreads) {
+      const int q = ((qp >> 4) << 5) | (qp & 15);
+      // Lane pairs (l, l ^ 1): the even lane loads samples (q, q + 1), the odd one (q + 15, q + 16) of its own q; one
+      // shuffle leaves each lane its (q, q + 16).
+      const bool odd = lane & 1;
+      float2 xc[2][kIn], xf[2][S];
+#pragma unroll
+      for (int c = 0; c < kIn; ++c) {
+        float2 z[2];
+        load_x2(256 * (int64_t)c + (odd ? q + 15 : q), z);
+        const float2 send = odd ? z[0] : z[1];
+        const float2 recv = make_float2(__shfl_xor_sync(0xffffffffu, send.x, 1), __shfl_xor_sync(0xffffffffu, send.y, 1));
+        xc[0][c] = odd ? recv : z[0];
+        xc[1][c] = odd ? z[1] : recv;
+      }
+#pragma unroll
+      for (int qi = 0; qi < 2; ++qi) small_dft<S, kIn, S, false>(xc[qi], xf[qi]);
+#pragma unroll
+      for (int f = 0; f < S; ++f) {
+        float2 v[2];
+#pragma unroll
+        for (int qi = 0; qi < 2; ++qi) {
+          v[qi] = cm(xf[qi][f], twid((q + 16 * qi) * f, LOGN));
+        }
+        const int w = widx<Q>(f & 1, f >> 1, qp);
+        sre[w] = pack2(v[0].x, v[1].x);
+        sim[w] = pack2(v[0].y, v[1].y);
+      }
+    }
+  }
+  __syncthreads();
+
+  // Column mma stage (r >= 16): item (f, 32-column tile qt); rows 16 f + (0..15) read in col form, written in row form.
+  // Forward: D[e][q] = F/16 X, times W_N^(q (f + s e)). Inverse: D[a][q] = conj(F)/16 X, times conj W_r^(a f).
+  auto col_stage = [&](auto inverse_tag) {
+    constexpr bool kInv = decltype(inverse_tag)::value;
+    for (int item = warp; item < 8 * S; item += C::kWarps) {
+      const int f = item >> 3, qt = item & 7;
+      float2 wi0 = make_float2(1.f, 0.f), wi1 = wi0;
+      if constexpr (kInv) {
+        wi0 = twid(g * f, kLogR);
+        wi1 = twid((g + 8) * f, kLogR);
+      }
+#pragma unroll
+      for (int hh = 0; hh < 2; ++hh) {
+        const int qa = 32 * qt + 8 * hh + g;  // this lane's B column (tile A; tile B is qa + 16)
+        const int qpB = unit_qp(qa);
+        float dr[2][4], di[2][4];
+#pragma unroll
+        for (int tile = 0; tile < 2; ++tile) {
+          const int i0 = widx<Q>(tile, 8 * f + t, qpB), i1 = widx<Q>(tile, 8 * f + t + 4, qpB);
+          cmma_const_a<kInv>(fr, sre[i0], sre[i1], sim[i0], sim[i1], dr[tile], di[tile]);
+        }
+        __syncwarp();
+        // Accumulator c: row e/a = g + 8 (c >> 1), column q = 32 qt + 8 hh + 2 t + (c & 1) (+16 for tile B).
+#pragma unroll
+        for (int c = 0; c < 4; ++c) {
+          const int row = g + 8 * (c >> 1);
+          const int q = 32 * qt + 8 * hh + 2 * t + (c & 1);
+          float2 va = make_float2(dr[0][c], di[0][c]), vb = make_float2(dr[1][c], di[1][c]);
+          if constexpr (kInv) {
+            const float2 w = (c >> 1) ? wi1 : wi0;
+            va = cmc(va, w);
+            vb = cmc(vb, w);
+          } else {
+            const int k1 = f + S * row;
+            va = cm(va, twid(q * k1, LOGN));
+            vb = cm(vb, twid((q + 16) * k1, LOGN));
+          }
+          const int rho = 16 * f + row;
+          const int w = widx<Q>(rho & 1, rho >> 1, unit_qp(q));
+          sre[w] = pack2(va.x, vb.x);
+          sim[w] = pack2(va.y, vb.y);
+        }
+        __syncwarp();
+      }
+    }
+  };
+  if constexpr (C::kColMma) {
+    col_stage(std::false_type{});
+    __syncthreads();
+  }
+
+  // Row stage: per row pair, forward 256-point DFT (two mma stages in registers), spectrum, inverse 256-point DFT,
+  // conj W_N^(q k1); rows are read in row form and written in col form (r >= 16) or row form (r < 16).
+  {
+    const float4* spec_h = p.spectrum + (size_t)h * (C::kN / 2);
+    for (int rho2 = warp; rho2 < R / 2; rho2 += C::kWarps) {
+      float outr[2][2][4], outi[2][2][4];  // [row][tile][c]
+#pragma unroll
+      for (int ri = 0; ri < 2; ++ri) {
+        const int rho = 2 * rho2 + ri;
+        const int k1 = C::kColMma ? (rho & 15) * S + (rho >> 4) : rho;
+        // R1: Y = F/16 X, X[a'][b'] = row[16 a' + b'].
+        float yr[2][4], yi[2][4];
+#pragma unroll
+        for (int j = 0; j < 2; ++j) {
+          const int i0 = widx<Q>(ri, rho2, unit_qp(32 * t + 8 * j + g));
+          const int i1 = widx<Q>(ri, rho2, unit_qp(32 * t + 128 + 8 * j + g));
+          cmma_const_a<false>(fr, sre[i0], sre[i1], sim[i0], sim[i1], yr[j], yi[j]);
+#pragma unroll
+          for (int c = 0; c < 4; ++c) {
+            const float2 v = cm(make_float2(yr[j][c], yi[j][c]), tw256[j][c]);
+            yr[j][c] = v.x;
+            yi[j][c] = v.y;
+          }
+        }
+        uint32_t ar[4], ai[4];
+        acc_to_a(yr, yi, ar, ai);
+        // R2: Z = Y F/16 -> frequency k = k1 + r (k1' + 16 d'), d' = 8 j + 2 t + (c & 1); times the spectrum.
+        float zr[2][4], zi[2][4];
+        const float4* sp = spec_h + (size_t)rho * 128 + lane;  // float4 k of this lane at sp + 32 k (coalesced)
+#pragma unroll
+        for (int j = 0; j < 2; ++j) {
+          cmma_const_b<false>(fr, j, ar, ai, zr[j], zi[j]);
+          const float4 s01 = __ldg(sp + 64 * j), s23 = __ldg(sp + 64 * j + 32);
+          const float2 kv[4] = {make_float2(s01.x, s01.y), make_float2(s01.z, s01.w), make_float2(s23.x, s23.y),
+                                make_float2(s23.z, s23.w)};
+#pragma unroll
+          for (int c = 0; c < 4; ++c) {
+            const float2 v = cm(make_float2(zr[j][c], zi[j][c]), kv[c]);
+            zr[j][c] = v.x;
+            zi[j][c] = v.y;
+          }
+        }
+        // IR1: U^T = conj(F)/16 P^T; B tile m (k1' = 8 m + ...) = {P tile 0 rows of m, P tile 1 rows of m}.
+        float ur[2][4], ui[2][4];
+#pragma unroll
+        for (int m = 0; m < 2; ++m) {
+          const uint32_t br0 = pack2(zr[0][2 * m], zr[0][2 * m + 1]), br1 = pack2(zr[1][2 * m], zr[1][2 * m + 1]);
+          const uint32_t bi0 = pack2(zi[0][2 * m], zi[0][2 * m + 1]), bi1 = pack2(zi[1][2 * m], zi[1][2 * m + 1]);
+          cmma_const_a<true>(fr, br0, br1, bi0, bi1, ur[m], ui[m]);
+#pragma unroll
+          for (int c = 0; c < 4; ++c) {
+            const float2 v = cmc(make_float2(ur[m][c], ui[m][c]), tw256[m][c]);
+            ur[m][c] = v.x;
+            ui[m][c] = v.y;
+          }
+        }
+        acc_to_a(ur, ui, ar, ai);
+        // IR2: y^T = U^T conj(F)/16 -> rows b' = g + 8 (c >> 1), columns a' = 8 j + 2 t + (c & 1), q = 16 a' + b'.
+#pragma unroll
+        for (int j = 0; j < 2; ++j) {
+          float vr[4], vi[4];
+          cmma_const_b<true>(fr, j, ar, ai, vr, vi);
+#pragma unroll
+          for (int c = 0; c < 4; ++c) {
+            const int q = 16 * (8 * j + 2 * t + (c & 1)) + g + 8 * (c >> 1);
+            const float2 v = cmc(make_float2(vr[c], vi[c]), twid(q * k1, LOGN));
+            outr[ri][j][c] = v.x;
+            outi[ri][j][c] = v.y;
+          }
+        }
+      }
+      __syncwarp();
+#pragma unroll
+      for (int j = 0; j < 2; ++j) {
+#pragma unroll
+        for (int c = 0; c < 4; ++c) {
+          const int q = 16 * (8 * j + 2 * t + (c & 1)) + g + 8 * (c >> 1);
+          if constexpr (C::kColMma) {
+            const int w = widx<Q>(unit_j(q), rho2, unit_qp(q));
+            sre[w] = pack2(outr[0][j][c], outr[1][j][c]);
+            sim[w] = pack2(outi[0][j][c], outi[1][j][c]);
+          } else if ((c & 1) == 0) {  // row form: (q, q + 16) are slots c and c + 1
+#pragma unroll
+            for (int ri = 0; ri < 2; ++ri) {
+              const int w = widx<Q>(ri, rho2, unit_qp(q));
+              sre[w] = pack2(outr[ri][j][c], outr[ri][j][c + 1]);
+              sim[w] = pack2(outi[ri][j][c], outi[ri][j][c + 1]);
+            }
+          }
+        }
+      }
+      __syncwarp();
+    }
+  }
+  __syncthreads();
+
+  if constexpr (C::kColMma) {
+    col_stage(std::true_type{});
+    __syncthreads();
+  }
+
+  // Phase 5: the scalar s-point inverse column DFT, only for the causal half (p < r/2), scaled by gain / sigma.
+  T* y0 = static_cast<T*>(p.y) + b0 * p.y_sb + h * p.y_sh;
+  T* y1 = has1 ? y0 + p.y_sb : nullptr;
+  const T* pg0 = kPost ? static_cast<const T*>(p.postgate) + b0 * p.post_sb + h * p.post_sh : nullptr;
+  const T* pg1 = kPost && has1 ? pg0 + p.post_sb : nullptr;
+  const float gain = p.gain[h];
+  const float scale0 = bad0 ? __int_as_float(0x7fc00000) : gain * inv[0];
+  const float scale1 = bad1 ? __int_as_float(0x7fc00000) : gain * inv[1];
+  const bool vec_out = aligned4(y0) && (!has1 || aligned4(y1)) && (!kPost || (aligned4(pg0) && (!has1 || aligned4(pg1))));
+  // Lane pairs (l, l ^ 1) hold samples (n, n + 16) and (n + 1, n + 17), n even: one shuffle turns them into the pairs
+  // (n, n + 1) on the even lane and (n + 16, n + 17) on the odd lane, so every store is 32 bits.
+  auto store = [&](int64_t n, float2 v_lo, float2 v_hi) {
+    const bool odd = lane & 1;
+    const float2 send = odd ? v_lo : v_hi;
+    const float2 recv = make_float2(__shfl_xor_sync(0xffffffffu, send.x, 1), __shfl_xor_sync(0xffffffffu, send.y, 1));
+    const float2 e0 = odd ? recv : v_lo, e1 = odd ? v_hi : recv;  // samples m, m + 1
+    const int64_t m = odd ? n - 1 + 16 : n;
+    if (m >= len) return;
+    float a0 = e0.x * scale0, a1 = e1.x * scale0, c0 = e0.y * scale1, c1 = e1.y * scale1;
+    if (kPost) {
+      const float2 pa = load_pair(pg0, m, len, vec_out);
+      a0 *= pa.x; a1 *= pa.y;
+    }
+    store_pair(y0, m, len, vec_out, a0, a1);
+    if (has1) {
+      if (kPost) {
+        const float2 pc = load_pair(pg1, m, len, vec_out);
+        c0 *= pc.x; c1 *= pc.y;
+      }
+      store_pair(y1, m, len, vec_out, c0, c1);
+    }
+  };
+  constexpr int kOut = S / 2 > 0 ? S / 2 : 1;
+  if constexpr (C::kColMma) {
+    // item (a, unit qp): rows 16 f + a (row form), outputs p = 16 c + a.
+    constexpr int kRows = S == 1 ? 8 : 16;  // s = 1: only p = a < 8 is causal
+    for (int item = tid; item < kRows * 128; item += C::kThreads) {
+      const int qp = item & 127, a = item >> 7;
+      const int q = ((qp >> 4) << 5) | (qp & 15);
+      float2 x[2][S];
+#pragma unroll
+      for (int f = 0; f < S; ++f) {
+        const int rho = 16 * f + a;
+        const int w = widx<Q>(rho & 1, rho >> 1, qp);
+        const float2 re = unpack2(sre[w]), im = unpack2(sim[w]);
+        x[0][f] = make_float2(re.x, im.x);
+        x[1][f] = make_float2(re.y, im.y);
+      }
+      float2 o[2][kOut];
+#pragma unroll
+      for (int qi = 0; qi < 2; ++qi) small_dft<S, S, kOut, true>(x[qi], o[qi]);
+#pragma unroll
+      for (int c = 0; c < kOut; ++c) store(256 * (int64_t)(16 * c + a) + q, o[0][c], o[1][c]);
+    }
+  } else {
+    for (int qp = tid; qp < 128; qp += C::kThreads) {
+      const int q = ((qp >> 4) << 5) | (qp & 15);
+      float2 x[2][S];
+#pragma unroll
+      for (int f = 0; f < S; ++f) {
+        const int w = widx<Q>(f & 1, f >> 1, qp);
+        const float2 re = unpack2(sre[w]), im = unpack2(sim[w]);
+        x[0][f] = make_float2(re.x, im.x);
+        x[1][f] = make_float2(re.y, im.y);
+      }
+      float2 o[2][kOut];
+#pragma unroll
+      for (int qi = 0; qi < 2; ++qi) small_dft<S, S, kOut, true>(x[qi], o[qi]);
+#pragma unroll
+      for (int c = 0; c < kOut; ++c) store(256 * (int64_t)c + q, o[0][c], o[1][c]);
+    }
+  }
+  __syncthreads();  // the next unit overwrites shared memory and s_max
+  }
+}
+
+template <typename T, int kLogR, bool kPre, bool kPost>
+cudaError_t launch_t(const ConvParams& p, cudaStream_t stream) {
+  using C = Cfg<kLogR>;
+  auto kernel = monarch_conv_kernel<T, kLogR, kPre, kPost>;
+  cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)C::kSmem);
+  if (err != cudaSuccess) return err;
+  const int64_t units = ((p.batch + 1) / 2) * p.channels;
+  int device = 0, sms = 0, per_sm = 0;
+  if ((err = cudaGetDevice(&device)) != cudaSuccess) return err;
+  if ((err = cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device)) != cudaSuccess) return err;
+  if ((err = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, C::kThreads, C::kSmem)) != cudaSuccess)
+    return err;
+  const int64_t wave = (int64_t)sms * (per_sm > 0 ? per_sm : 1);
+  const int64_t blocks = units < wave ? units : wave;
+  kernel<<<dim3((unsigned)blocks), dim3(C::kThreads), C::kSmem, stream>>>(p);
+  return cudaGetLastError();
+}
+
+struct Launch {
+  template <typename T, bool kPre, bool kPost>
+  static cudaError_t run(const ConvParams& p, cudaStream_t stream) {
+    switch (p.log_n) {
+      case 10: return launch_t<T, 2, kPre, kPost>(p, stream);
+      case 11: return launch_t<T, 3, kPre, kPost>(p, stream);
+      case 12: return launch_t<T, 4, kPre, kPost>(p, stream);
+      case 13: return launch_t<T, 5, kPre, kPost>(p, stream);
+      case 14: return launch_t<T, 6, kPre, kPost>(p, stream);
+      case 15: return launch_t<T, 7, kPre, kPost>(p, stream);
+      default: return cudaErrorInvalidValue;
+    }
+  }
+};
+
+}  // namespace monarch
+
+cudaError_t launch_monarch(const ConvParams& p, DType dtype, cudaStream_t stream) {
+  return dispatch_gates<monarch::Launch>(p, dtype, stream);
+}
+
+}  // namespace genoconv
