@@ -582,16 +582,18 @@ monarch_conv_kernel(const ConvParams p) {
     }
   };
   constexpr int kOut = S / 2 > 0 ? S / 2 : 1;
-  if constexpr (C::kColMma) {
-    // item (a, unit qp): rows 16 f + a (row form), outputs p = 16 c + a.
-    constexpr int kRows = S == 1 ? 8 : 16;  // s = 1: only p = a < 8 is causal
+  {
+    // item (a, unit qp): slots rho = kStride f + a (row form), outputs p = kStride c + a; with no column mma stage
+    // (r < 16) kStride = 1 and a = 0.
+    constexpr int kStride = C::kColMma ? 16 : 1;
+    constexpr int kRows = C::kColMma ? (S == 1 ? 8 : 16) : 1;  // s = 1: only p = a < 8 is causal
     for (int item = tid; item < kRows * 128; item += C::kThreads) {
       const int qp = item & 127, a = item >> 7;
       const int q = ((qp >> 4) << 5) | (qp & 15);
       float2 x[2][S];
 #pragma unroll
       for (int f = 0; f < S; ++f) {
-        const int rho = 16 * f + a;
+        const int rho = kStride * f + a;
         const int w = widx<Q>(rho & 1, rho >> 1, qp);
         const float2 re = unpack2(sre[w]), im = unpack2(sim[w]);
         x[0][f] = make_float2(re.x, im.x);
@@ -601,24 +603,7 @@ monarch_conv_kernel(const ConvParams p) {
 #pragma unroll
       for (int qi = 0; qi < 2; ++qi) small_dft<S, S, kOut, true>(x[qi], o[qi]);
 #pragma unroll
-      for (int c = 0; c < kOut; ++c) store(256 * (int64_t)(16 * c + a) + q, o[0][c], o[1][c]);
-    }
-  } else {
-    for (int qp = tid; qp < 128; qp += C::kThreads) {
-      const int q = ((qp >> 4) << 5) | (qp & 15);
-      float2 x[2][S];
-#pragma unroll
-      for (int f = 0; f < S; ++f) {
-        const int w = widx<Q>(f & 1, f >> 1, qp);
-        const float2 re = unpack2(sre[w]), im = unpack2(sim[w]);
-        x[0][f] = make_float2(re.x, im.x);
-        x[1][f] = make_float2(re.y, im.y);
-      }
-      float2 o[2][kOut];
-#pragma unroll
-      for (int qi = 0; qi < 2; ++qi) small_dft<S, S, kOut, true>(x[qi], o[qi]);
-#pragma unroll
-      for (int c = 0; c < kOut; ++c) store(256 * (int64_t)c + q, o[0][c], o[1][c]);
+      for (int c = 0; c < kOut; ++c) store(256 * (int64_t)(kStride * c + a) + q, o[0][c], o[1][c]);
     }
   }
   __syncthreads();  // the next unit overwrites shared memory and s_max
