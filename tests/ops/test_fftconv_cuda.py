@@ -192,7 +192,8 @@ def test_custom_ops_under_torch_compile(monkeypatch):
     cuda = _cuda()
     checks = ("test_schema", "test_faketensor")
 
-    # Tensor-core op (L = 3000 -> N = 2^13).
+    # Tensor-core op (L = 3000 -> N = 2^13); gated calls default to the scalar kernel, so force this one.
+    monkeypatch.setenv("GENOCONV_FFTCONV_PATH", "tc")
     eager = cuda.causal_conv_cuda(u, filt, pre, post)
     log_n = cuda.monarch_log_n(3000)
     spec, gain = filt.cached(("cuda_monarch", log_n, 3000, str(u.device)), lambda: None)
