@@ -273,17 +273,18 @@ monarch_conv_kernel(const ConvParams p) {
   // convolution of it would be.
   if (tid < 4) s_max[tid] = 0;
   __syncthreads();
+  // 32-bit loads of sample pairs are safe when every input row starts 4-byte aligned (phase 0 and phase 1).
+  const bool vec_in = aligned4(u0) && aligned4(u1) && (!kPre || (aligned4(g0) && aligned4(g1)));
   {
-    const bool vec = aligned4(u0) && aligned4(u1) && (!kPre || (aligned4(g0) && aligned4(g1)));
     uint32_t b[4] = {0u, 0u, 0u, 0u};  // u0, u1, g0, g1
     const int64_t step = 2 * C::kThreads;
 #pragma unroll 4
     for (int64_t n = 2 * tid; n < len; n += step) {
-      b[0] = __vmaxu2(b[0], load_bits2(u0, n, len, vec) & 0x7fff7fffu);
-      if (has1) b[1] = __vmaxu2(b[1], load_bits2(u1, n, len, vec) & 0x7fff7fffu);
+      b[0] = __vmaxu2(b[0], load_bits2(u0, n, len, vec_in) & 0x7fff7fffu);
+      if (has1) b[1] = __vmaxu2(b[1], load_bits2(u1, n, len, vec_in) & 0x7fff7fffu);
       if (kPre) {
-        b[2] = __vmaxu2(b[2], load_bits2(g0, n, len, vec) & 0x7fff7fffu);
-        if (has1) b[3] = __vmaxu2(b[3], load_bits2(g1, n, len, vec) & 0x7fff7fffu);
+        b[2] = __vmaxu2(b[2], load_bits2(g0, n, len, vec_in) & 0x7fff7fffu);
+        if (has1) b[3] = __vmaxu2(b[3], load_bits2(g1, n, len, vec_in) & 0x7fff7fffu);
       }
     }
 #pragma unroll
@@ -313,7 +314,6 @@ monarch_conv_kernel(const ConvParams p) {
   }
   const bool bad0 = badr[0], bad1 = badr[1];
 
-  const bool vec_in = aligned4(u0) && aligned4(u1) && (!kPre || (aligned4(g0) && aligned4(g1)));
   // Samples n, n + 1 (n even) of z = s_b x_b + i s_{b+1} x_{b+1} (s = sigma_u sigma_g of the row), one 32-bit load
   // per row and signal; bad rows give zeros.
   auto load_x2 = [&](int64_t n, float2* z) {

@@ -261,6 +261,13 @@ def _cached_tables(log_n: int, log_n1: int, device: torch.device):
     return _table_cache[key]
 
 
+def _rfft_with_skip(filt, n: int, seq_len: int, device: torch.device) -> torch.Tensor:
+    """(H, n/2 + 1) complex128: rfft(taps[:, :min(K, L)], n) + bias. The skip term bias * x is a convolution with
+    bias * delta, so both kernels carry it in their cached spectrum; float64 on the GPU, once per filter and plan."""
+    taps = filt.taps[:, : min(filt.filter_len, seq_len)].to(device=device, dtype=torch.float64)
+    return torch.fft.rfft(taps, n=n) + filt.bias.to(device=device, dtype=torch.float64)[:, None]
+
+
 def _spectrum(filt, log_n: int, bins: torch.Tensor, seq_len: int, device: torch.device) -> torch.Tensor:
     """(H, P, 4) fp32 pairs {K[k], K[M-k]} in the kernel's order, K = (rfft(taps[:, :min(K, L)], N) + bias) / M.
 
@@ -268,9 +275,7 @@ def _spectrum(filt, log_n: int, bins: torch.Tensor, seq_len: int, device: torch.
     transform's normalisation. Computed once per filter and plan, in float64 on the GPU.
     """
     n, m = 1 << log_n, 1 << (log_n - 1)
-    taps = filt.taps[:, : min(filt.filter_len, seq_len)].to(device=device, dtype=torch.float64)
-    k_f = torch.fft.rfft(taps, n=n)
-    k_f = (k_f + filt.bias.to(device=device, dtype=torch.float64)[:, None]) / m
+    k_f = _rfft_with_skip(filt, n, seq_len, device) / m
     pairs = torch.stack((k_f[:, bins], k_f[:, m - bins]), dim=-1)  # (H, P, 2) complex
     return torch.view_as_real(pairs.to(torch.complex64)).reshape(k_f.shape[0], -1, 4).contiguous()
 
@@ -313,10 +318,9 @@ def _monarch_spectrum(filt, log_n: int, seq_len: int, device: torch.device) -> t
     number of radix-16 mma stages per transform (3 when r >= 16, else 2), whose 1/16 factors this undoes."""
     n = 1 << log_n
     n16 = 3 if n >= 16 * 256 else 2
-    taps = filt.taps[:, : min(filt.filter_len, seq_len)].to(device=device, dtype=torch.float64)
-    half = torch.fft.rfft(taps, n=n)
-    full = torch.cat((half, half[:, 1 : n // 2].flip(-1).conj()), dim=-1)  # Hermitian: K[N - k] = conj K[k]
-    full = (full + filt.bias.to(device=device, dtype=torch.float64)[:, None]) * (16.0 ** (2 * n16) / n)
+    half = _rfft_with_skip(filt, n, seq_len, device)  # bias is real, so the Hermitian extension carries it too
+    full = torch.cat((half, half[:, 1 : n // 2].flip(-1).conj()), dim=-1)  # K[N - k] = conj K[k]
+    full = full * (16.0 ** (2 * n16) / n)
     full = full[:, _monarch_order(log_n, device)]
     gain = full.abs().amax(dim=-1)
     gain = torch.where(gain > 0, gain, torch.ones_like(gain))
