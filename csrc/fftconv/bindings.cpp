@@ -162,7 +162,7 @@ at::Tensor causal_conv_cuda(const at::Tensor& u_in, const at::Tensor& spectrum, 
 }
 
 
-// Tensor-core Monarch path (fftconv_monarch.cu): spectrum (channels, N/2, 4) fp32 in the kernel's lane order, gain
+// Tensor-core Monarch path (fftconv_monarch.cu): spectrum (channels, N, 2) fp16 in the kernel's lane order, gain
 // (channels,) fp32; N = 2^log_n in [2^10, 2^15] with N >= seq_len + filter_len - 1 (the caller's plan).
 at::Tensor causal_conv_monarch(const at::Tensor& u_in, const at::Tensor& spectrum, const at::Tensor& gain,
                                const c10::optional<at::Tensor>& pregate_in,
@@ -174,9 +174,9 @@ at::Tensor causal_conv_monarch(const at::Tensor& u_in, const at::Tensor& spectru
   const int64_t n = int64_t(1) << log_n;
   TORCH_CHECK(2 * seq_len <= n, "FFT size 2^", num(log_n), " shorter than twice seq_len ", num(seq_len));
   TORCH_CHECK(spectrum.is_cuda() && spectrum.device() == u_in.device(), "spectrum must be on u's device");
-  TORCH_CHECK(spectrum.scalar_type() == at::kFloat && spectrum.is_contiguous() && spectrum.dim() == 3 &&
-                  spectrum.size(0) == channels && spectrum.size(1) == n / 2 && spectrum.size(2) == 4,
-              "spectrum must be contiguous float32 (channels, ", num(n / 2), ", 4) in the kernel's lane order");
+  TORCH_CHECK(spectrum.scalar_type() == at::kHalf && spectrum.is_contiguous() && spectrum.dim() == 3 &&
+                  spectrum.size(0) == channels && spectrum.size(1) == n && spectrum.size(2) == 2,
+              "spectrum must be contiguous float16 (channels, ", num(n), ", 2) in the kernel's lane order");
   TORCH_CHECK(gain.is_cuda() && gain.device() == u_in.device() && gain.scalar_type() == at::kFloat &&
                   gain.is_contiguous() && gain.dim() == 1 && gain.size(0) == channels,
               "gain must be contiguous float32 (channels,) on u's device");
@@ -187,7 +187,7 @@ at::Tensor causal_conv_monarch(const at::Tensor& u_in, const at::Tensor& spectru
   const c10::cuda::CUDAGuard guard(u_in.device());
   cudaStream_t stream = c10::cuda::getCurrentCUDAStream().stream();
   p.log_n = static_cast<int>(log_n);
-  p.spectrum = reinterpret_cast<const float4*>(spectrum.data_ptr<float>());
+  p.spectrum_h = reinterpret_cast<const uint4*>(spectrum.data_ptr<at::Half>());
   p.gain = gain.data_ptr<float>();
   check_cuda(launch_monarch(p, dtype_of(u_in), stream), "tensor-core kernel launch");
   return sig.y;

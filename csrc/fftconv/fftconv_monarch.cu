@@ -43,13 +43,12 @@ __device__ __forceinline__ void mma(float (&d)[4], const uint32_t (&a)[4], uint3
       : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
 }
 
-// exp(-2 pi i j / 2^log_den) for any integer j: the fraction is centred to [-1/2, 1/2) so __sincosf sees |x| <= pi
-// (absolute error ~4e-7, far below the fp16 operands' 5e-4).
+// exp(-2 pi i j / 2^log_den) for any integer j >= 0: one period, |x| < 2 pi, straight into __sincosf (absolute error
+// ~1e-6 there, far below the fp16 operands' 5e-4; centring to |x| <= pi cost three integer ops per twiddle).
 __device__ __forceinline__ float2 twid(int j, int log_den) {
   const int m = j & ((1 << log_den) - 1);
-  const int c = m - ((m >> (log_den - 1)) << log_den);
   float s, co;
-  __sincosf((float)c * (-6.283185307179586f / (float)(1 << log_den)), &s, &co);
+  __sincosf((float)m * (-6.283185307179586f / (float)(1 << log_den)), &s, &co);
   return make_float2(co, s);
 }
 
@@ -118,7 +117,7 @@ __device__ __forceinline__ int widx(int j, int rho2, int qp) {
   return j * kQuarter + rho2 * 128 + x;
 }
 
-template <int kLogR>
+template <int kLogR, bool kGated>
 struct Cfg {
   static constexpr int kR = 1 << kLogR;
   static constexpr int kN = 256 * kR;
@@ -126,12 +125,20 @@ struct Cfg {
   static constexpr bool kColMma = kR >= 16;            // radix-16 mma stage along the columns
   static constexpr int kS = kColMma ? kR / 16 : kR;     // scalar stage along the columns
   // 128 registers per thread: blocks of <= 8 warps run two per SM (their phases overlap: one loads while the other
-  // computes); at r = 128 shared memory (128 KiB) allows one block, so it takes 16 warps.
-  static constexpr int kWarps = kR >= 128 ? 16 : (kR / 2 < 2 ? 2 : (kR / 2 > 8 ? 8 : kR / 2));
+  // computes); where shared memory allows one block per SM (r = 128; r = 64 with staged gates: 160 KiB) it takes 16.
+  static constexpr bool kOneBlock = kR >= 128 || (kGated && kR >= 64);
+  static constexpr int kWarps = kOneBlock ? 16 : (kR / 2 < 2 ? 2 : (kR / 2 > 8 ? 8 : kR / 2));
   static constexpr int kThreads = 32 * kWarps;
   static constexpr int kPlane = kN / 2;                 // 32-bit words per plane
   static constexpr int kQuarter = kN / 4;               // words per sub-plane
-  static constexpr size_t kSmem = (size_t)kN * 4;
+  // Staging rows (N / 2 16-bit samples each, the causal half): the next unit's u0, u1 always; its pre-gate rows and
+  // this unit's post-gate rows too up to N = 2^14 (10 N bytes in all; N = 2^15 has room for u only). The
+  // transform's own buffer is 4 N bytes.
+  static constexpr int kStageWords = kN / 4;
+  __host__ __device__ static constexpr bool stage_gate(bool gate) { return gate && kN <= 16384; }
+  __host__ __device__ static constexpr size_t smem(bool pre, bool post) {
+    return (size_t)kN * 4 + (size_t)kN * (2 + 2 * stage_gate(pre) + 2 * stage_gate(post));
+  }
 };
 
 // Constant fragments of F/16 (F[a][b] = exp(-2 pi i a b / 16)), in fp16. As A operand (16x16) and as the two B
@@ -217,6 +224,39 @@ template <> __device__ __forceinline__ float bits_to_float<__half>(uint32_t b) {
   return __half2float(__ushort_as_half((unsigned short)b));
 }
 
+// 16-bit sample pair word (low half = the earlier sample) -> two floats.
+template <typename T> __device__ __forceinline__ float2 unpack_samples(uint32_t w);
+template <> __device__ __forceinline__ float2 unpack_samples<__nv_bfloat16>(uint32_t w) {
+  return make_float2(__uint_as_float(w << 16), __uint_as_float(w & 0xffff0000u));
+}
+template <> __device__ __forceinline__ float2 unpack_samples<__half>(uint32_t w) { return unpack2(w); }
+
+// cp.async of 16 bytes global -> shared, of which the first src_bytes are read and the rest zero-filled (sm_80+).
+__device__ __forceinline__ void cp_async16(uint32_t* dst, const void* src, int src_bytes) {
+  const unsigned d = static_cast<unsigned>(__cvta_generic_to_shared(dst));
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(d), "l"(src), "r"(src_bytes) : "memory");
+}
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
+__device__ __forceinline__ void cp_async_wait_all() { asm volatile("cp.async.wait_all;\n" ::: "memory"); }
+
+// Copy samples [0, len) of one input row into a staging row of shared memory (pair words); the words past
+// 4 ceil(len / 8) are never written here (zeroed once per block). 16-byte aligned rows go by cp.async (the copy
+// overlaps the current unit's transform); other rows fall back to plain loads (correct, not overlapped).
+template <typename T>
+__device__ __forceinline__ void stage_row(uint32_t* dst, const T* src, int64_t len, int tid, int nthreads) {
+  const int chunks = static_cast<int>((len + 7) >> 3);
+  if ((reinterpret_cast<uintptr_t>(src) & 15) == 0) {
+    const uint16_t* s16 = reinterpret_cast<const uint16_t*>(src);
+    for (int c = tid; c < chunks; c += nthreads) {
+      const int64_t rem = len - 8 * static_cast<int64_t>(c);
+      cp_async16(dst + 4 * c, s16 + 8 * c, rem >= 8 ? 16 : static_cast<int>(2 * rem));
+    }
+  } else {
+    const bool vec = aligned4(src);
+    for (int w = tid; w < 4 * chunks; w += nthreads) dst[w] = load_bits2(src, 2 * static_cast<int64_t>(w), len, vec);
+  }
+}
+
 // |x|, with NaN as +inf (fmaxf would drop a NaN; the row must be flagged instead).
 __device__ __forceinline__ float abs_or_inf(float x) { return x != x ? INFINITY : fabsf(x); }
 
@@ -224,13 +264,16 @@ __device__ __forceinline__ float abs_or_inf(float x) { return x != x ? INFINITY 
 // ---- the kernel -------------------------------------------------------------------------------------------------
 
 template <typename T, int kLogR, bool kPre, bool kPost>
-__global__ void __launch_bounds__(Cfg<kLogR>::kThreads, 65536 / (Cfg<kLogR>::kThreads * 128))
+__global__ void __launch_bounds__(Cfg<kLogR, kPre || kPost>::kThreads, 65536 / (Cfg<kLogR, kPre || kPost>::kThreads * 128))
 monarch_conv_kernel(const ConvParams p) {
-  using C = Cfg<kLogR>;
-  constexpr int R = C::kR, S = C::kS, LOGN = C::kLogN, Q = C::kQuarter;
-  extern __shared__ uint32_t smw[];
+  using C = Cfg<kLogR, kPre || kPost>;
+  constexpr int R = C::kR, S = C::kS, LOGN = C::kLogN, Q = C::kQuarter, SW = C::kStageWords;
+  constexpr bool kStagePre = C::stage_gate(kPre), kStagePost = C::stage_gate(kPost);
+  extern __shared__ __align__(16) uint32_t smw[];
   uint32_t* const sre = smw;
   uint32_t* const sim = smw + C::kPlane;
+  uint32_t* const stg = smw + C::kN;  // staging rows at stg + i SW: u0, u1 (, pre0, pre1) (, post0, post1)
+  uint32_t* const stg_post = stg + (kStagePre ? 4 : 2) * SW;
   __shared__ int s_max[4];
   __shared__ float2 s_w16[16];
 
@@ -255,10 +298,40 @@ monarch_conv_kernel(const ConvParams p) {
   // set-up above is paid once per SM slot and concurrently running blocks share a channel's spectrum in L2.
   const int64_t pairs_b = (p.batch + 1) / 2;
   const int64_t units = pairs_b * p.channels;
+  const int64_t len = p.seq_len;
+  constexpr int kStaged = 2 + 2 * kStagePre + 2 * kStagePost;
+  // Input staging: while unit i is transformed, unit i + gridDim.x's rows are copied (cp.async) into the staging rows,
+  // so phases 0 and 1 read shared memory instead of waiting on device memory. Past the row end the rows hold zeros.
+  {
+    const int first_tail = 4 * static_cast<int>((len + 7) >> 3);
+    for (int i = 0; i < kStaged; ++i)
+      for (int w = first_tail + tid; w < SW; w += C::kThreads) stg[i * SW + w] = 0u;
+  }
+  // Post-gate rows of this unit (kStagePost): one commit group, waited for before phase 5.
+  auto stage_post = [&](int64_t un) {
+    const int64_t hn = un / pairs_b, bn = 2 * (un - hn * pairs_b);
+    const T* q0 = static_cast<const T*>(p.postgate) + bn * p.post_sb + hn * p.post_sh;
+    stage_row(stg_post, q0, len, tid, C::kThreads);
+    if (bn + 1 < p.batch) stage_row(stg_post + SW, q0 + p.post_sb, len, tid, C::kThreads);
+    cp_async_commit();
+  };
+  auto stage_unit = [&](int64_t un) {
+    const int64_t hn = un / pairs_b, bn = 2 * (un - hn * pairs_b);
+    const bool has1n = bn + 1 < p.batch;
+    const T* r0 = static_cast<const T*>(p.u) + bn * p.u_sb + hn * p.u_sh;
+    stage_row(stg, r0, len, tid, C::kThreads);
+    if (has1n) stage_row(stg + SW, r0 + p.u_sb, len, tid, C::kThreads);
+    if constexpr (kStagePre) {
+      const T* q0 = static_cast<const T*>(p.pregate) + bn * p.pre_sb + hn * p.pre_sh;
+      stage_row(stg + 2 * SW, q0, len, tid, C::kThreads);
+      if (has1n) stage_row(stg + 3 * SW, q0 + p.pre_sb, len, tid, C::kThreads);
+    }
+    cp_async_commit();
+  };
+  if (blockIdx.x < units) stage_unit(blockIdx.x);
   for (int64_t unit = blockIdx.x; unit < units; unit += gridDim.x) {
   const int64_t h = unit / pairs_b, b0 = 2 * (unit - h * pairs_b);
   const bool has1 = b0 + 1 < p.batch;
-  const int64_t len = p.seq_len;
 
   const T* u0 = static_cast<const T*>(p.u) + b0 * p.u_sb + h * p.u_sh;
   const T* u1 = has1 ? u0 + p.u_sb : u0;
@@ -271,20 +344,49 @@ monarch_conv_kernel(const ConvParams p) {
   // several loads in flight. Gated rows bound max |u g| by max |u| max |g| (scale sigma_u sigma_g, each factor in
   // float range). A row holding inf/NaN gets scale 0 (its partner stays clean) and is written as NaN, as an FFT
   // convolution of it would be.
+  cp_async_wait_all();  // this unit's staged rows (issued one unit earlier, or in the prologue)
   if (tid < 4) s_max[tid] = 0;
   __syncthreads();
-  // 32-bit loads of sample pairs are safe when every input row starts 4-byte aligned (phase 0 and phase 1).
-  const bool vec_in = aligned4(u0) && aligned4(u1) && (!kPre || (aligned4(g0) && aligned4(g1)));
+  // 32-bit loads of gate sample pairs from device memory are safe when the gate rows start 4-byte aligned.
+  const bool vec_g = !kPre || (aligned4(g0) && aligned4(g1));
   {
     uint32_t b[4] = {0u, 0u, 0u, 0u};  // u0, u1, g0, g1
-    const int64_t step = 2 * C::kThreads;
-#pragma unroll 4
-    for (int64_t n = 2 * tid; n < len; n += step) {
-      b[0] = __vmaxu2(b[0], load_bits2(u0, n, len, vec_in) & 0x7fff7fffu);
-      if (has1) b[1] = __vmaxu2(b[1], load_bits2(u1, n, len, vec_in) & 0x7fff7fffu);
-      if (kPre) {
-        b[2] = __vmaxu2(b[2], load_bits2(g0, n, len, vec_in) & 0x7fff7fffu);
-        if (has1) b[3] = __vmaxu2(b[3], load_bits2(g1, n, len, vec_in) & 0x7fff7fffu);
+    auto vmax4 = [](uint32_t m, uint4 v) {
+      constexpr uint32_t kAbs = 0x7fff7fffu;
+      return __vmaxu2(__vmaxu2(m, v.x & kAbs), __vmaxu2(__vmaxu2(v.y & kAbs, v.z & kAbs), v.w & kAbs));
+    };
+    const uint4* st4 = reinterpret_cast<const uint4*>(stg);
+    for (int w = tid; w < SW / 4; w += C::kThreads) {
+      b[0] = vmax4(b[0], st4[w]);
+      if (has1) b[1] = vmax4(b[1], st4[SW / 4 + w]);
+      if constexpr (kStagePre) {
+        b[2] = vmax4(b[2], st4[2 * (SW / 4) + w]);
+        if (has1) b[3] = vmax4(b[3], st4[3 * (SW / 4) + w]);
+      }
+    }
+    if constexpr (kPre && !kStagePre) {
+      // Unstaged gate rows (N = 2^15) from device memory: 16-byte loads, all of a thread's issued before any is used
+      // (one memory latency per unit instead of one per iteration); the partial last chunk and unaligned rows go by
+      // sample pairs.
+      constexpr int kIt = (SW / 4 + C::kThreads - 1) / C::kThreads;
+      const bool v16 = (reinterpret_cast<uintptr_t>(g0) & 15) == 0 && (reinterpret_cast<uintptr_t>(g1) & 15) == 0;
+      const int64_t full = v16 ? len >> 3 : 0;  // whole 8-sample chunks read as uint4
+      uint4 v[2][kIt];
+#pragma unroll
+      for (int i = 0; i < kIt; ++i) {
+        const int64_t w = tid + i * C::kThreads;
+        const bool ok = w < full;
+        v[0][i] = ok ? __ldg(reinterpret_cast<const uint4*>(g0) + w) : make_uint4(0u, 0u, 0u, 0u);
+        v[1][i] = ok && has1 ? __ldg(reinterpret_cast<const uint4*>(g1) + w) : make_uint4(0u, 0u, 0u, 0u);
+      }
+#pragma unroll
+      for (int i = 0; i < kIt; ++i) {
+        b[2] = vmax4(b[2], v[0][i]);
+        b[3] = vmax4(b[3], v[1][i]);
+      }
+      for (int64_t n = 8 * full + 2 * tid; n < len; n += 2 * C::kThreads) {
+        b[2] = __vmaxu2(b[2], load_bits2(g0, n, len, vec_g) & 0x7fff7fffu);
+        if (has1) b[3] = __vmaxu2(b[3], load_bits2(g1, n, len, vec_g) & 0x7fff7fffu);
       }
     }
 #pragma unroll
@@ -314,16 +416,23 @@ monarch_conv_kernel(const ConvParams p) {
   }
   const bool bad0 = badr[0], bad1 = badr[1];
 
-  // Samples n, n + 1 (n even) of z = s_b x_b + i s_{b+1} x_{b+1} (s = sigma_u sigma_g of the row), one 32-bit load
-  // per row and signal; bad rows give zeros.
-  auto load_x2 = [&](int64_t n, float2* z) {
-    float2 a = load_pair(u0, n, len, vec_in), c = has1 ? load_pair(u1, n, len, vec_in) : make_float2(0.f, 0.f);
+  // Samples n, n + 1 (n even, n < N / 2) of z = s_b x_b + i s_{b+1} x_{b+1} (s = sigma_u sigma_g of the row), one
+  // 32-bit shared-memory word per staged row (device memory for unstaged gates); bad rows give zeros.
+  auto load_x2 = [&](int n, float2* z) {
+    if constexpr (S == 1) {  // r = 16: the column items also cover rows p >= 8, the causal zero half
+      if (n >= C::kN / 2) {
+        z[0] = z[1] = make_float2(0.f, 0.f);
+        return;
+      }
+    }
+    float2 a = unpack_samples<T>(stg[n >> 1]);
+    float2 c = has1 ? unpack_samples<T>(stg[SW + (n >> 1)]) : make_float2(0.f, 0.f);
     a.x *= su[0]; a.y *= su[0]; c.x *= su[1]; c.y *= su[1];
     if (kPre) {
-      const float2 ga = load_pair(g0, n, len, vec_in);
+      const float2 ga = kStagePre ? unpack_samples<T>(stg[2 * SW + (n >> 1)]) : load_pair(g0, n, len, vec_g);
       a.x *= ga.x * sg[0]; a.y *= ga.y * sg[0];
       if (has1) {
-        const float2 gc = load_pair(g1, n, len, vec_in);
+        const float2 gc = kStagePre ? unpack_samples<T>(stg[3 * SW + (n >> 1)]) : load_pair(g1, n, len, vec_g);
         c.x *= gc.x * sg[1]; c.y *= gc.y * sg[1];
       }
     }
@@ -343,7 +452,7 @@ monarch_conv_kernel(const ConvParams p) {
 #pragma unroll
         for (int c = 0; c < kIn; ++c) {
           float2 z[2];
-          load_x2(256 * (int64_t)(16 * c + 2 * ap + ai) + q0, z);
+          load_x2(256 * (16 * c + 2 * ap + ai) + q0, z);
           xc[0][c] = z[0];
           xc[1][c] = z[1];
         }
@@ -374,7 +483,7 @@ monarch_conv_kernel(const ConvParams p) {
 #pragma unroll
       for (int c = 0; c < kIn; ++c) {
         float2 z[2];
-        load_x2(256 * (int64_t)c + (odd ? q + 15 : q), z);
+        load_x2(256 * c + (odd ? q + 15 : q), z);
         const float2 send = odd ? z[0] : z[1];
         const float2 recv = make_float2(__shfl_xor_sync(0xffffffffu, send.x, 1), __shfl_xor_sync(0xffffffffu, send.y, 1));
         xc[0][c] = odd ? recv : z[0];
@@ -396,6 +505,10 @@ monarch_conv_kernel(const ConvParams p) {
     }
   }
   __syncthreads();
+  // The staging rows are free again: start copying this unit's post-gate and the next unit's input (both land
+  // during this unit's transform).
+  if constexpr (kStagePost) stage_post(unit);
+  if (unit + gridDim.x < units) stage_unit(unit + gridDim.x);
 
   // Column mma stage (r >= 16): item (f, 32-column tile qt); rows 16 f + (0..15) read in col form, written in row form.
   // Forward: D[e][q] = F/16 X, times W_N^(q (f + s e)). Inverse: D[a][q] = conj(F)/16 X, times conj W_r^(a f).
@@ -451,9 +564,16 @@ monarch_conv_kernel(const ConvParams p) {
   // Row stage: per row pair, forward 256-point DFT (two mma stages in registers), spectrum, inverse 256-point DFT,
   // conj W_N^(q k1); rows are read in row form and written in col form (r >= 16) or row form (r < 16).
   {
-    const float4* spec_h = p.spectrum + (size_t)h * (C::kN / 2);
+    const uint4* spec_h = p.spectrum_h + (size_t)h * (C::kN / 4);
     for (int rho2 = warp; rho2 < R / 2; rho2 += C::kWarps) {
       float outr[2][2][4], outi[2][2][4];  // [row][tile][c]
+      // Both rows' spectrum fragments (fp16 complex words, 4 per lane and tile, coalesced 16-byte loads), issued
+      // first so their L2 latency overlaps the forward row DFTs.
+      uint4 kw[2][2];
+#pragma unroll
+      for (int ri = 0; ri < 2; ++ri)
+#pragma unroll
+        for (int j = 0; j < 2; ++j) kw[ri][j] = __ldg(spec_h + (size_t)(2 * rho2 + ri) * 64 + 32 * j + lane);
 #pragma unroll
       for (int ri = 0; ri < 2; ++ri) {
         const int rho = 2 * rho2 + ri;
@@ -476,13 +596,11 @@ monarch_conv_kernel(const ConvParams p) {
         acc_to_a(yr, yi, ar, ai);
         // R2: Z = Y F/16 -> frequency k = k1 + r (k1' + 16 d'), d' = 8 j + 2 t + (c & 1); times the spectrum.
         float zr[2][4], zi[2][4];
-        const float4* sp = spec_h + (size_t)rho * 128 + lane;  // float4 k of this lane at sp + 32 k (coalesced)
 #pragma unroll
         for (int j = 0; j < 2; ++j) {
           cmma_const_b<false>(fr, j, ar, ai, zr[j], zi[j]);
-          const float4 s01 = __ldg(sp + 64 * j), s23 = __ldg(sp + 64 * j + 32);
-          const float2 kv[4] = {make_float2(s01.x, s01.y), make_float2(s01.z, s01.w), make_float2(s23.x, s23.y),
-                                make_float2(s23.z, s23.w)};
+          const float2 kv[4] = {unpack2(kw[ri][j].x), unpack2(kw[ri][j].y), unpack2(kw[ri][j].z),
+                                unpack2(kw[ri][j].w)};
 #pragma unroll
           for (int c = 0; c < 4; ++c) {
             const float2 v = cm(make_float2(zr[j][c], zi[j][c]), kv[c]);
@@ -542,6 +660,11 @@ monarch_conv_kernel(const ConvParams p) {
       __syncwarp();
     }
   }
+  // This unit's post-gate rows (the older commit group; the next unit's input may still be in flight).
+  if constexpr (kStagePost) {
+    if (unit + gridDim.x < units) asm volatile("cp.async.wait_group 1;\n" ::: "memory");
+    else cp_async_wait_all();
+  }
   __syncthreads();
 
   if constexpr (C::kColMma) {
@@ -569,13 +692,13 @@ monarch_conv_kernel(const ConvParams p) {
     if (m >= len) return;
     float a0 = e0.x * scale0, a1 = e1.x * scale0, c0 = e0.y * scale1, c1 = e1.y * scale1;
     if (kPost) {
-      const float2 pa = load_pair(pg0, m, len, vec_out);
+      const float2 pa = kStagePost ? unpack_samples<T>(stg_post[m >> 1]) : load_pair(pg0, m, len, vec_out);
       a0 *= pa.x; a1 *= pa.y;
     }
     store_pair(y0, m, len, vec_out, a0, a1);
     if (has1) {
       if (kPost) {
-        const float2 pc = load_pair(pg1, m, len, vec_out);
+        const float2 pc = kStagePost ? unpack_samples<T>(stg_post[SW + (m >> 1)]) : load_pair(pg1, m, len, vec_out);
         c0 *= pc.x; c1 *= pc.y;
       }
       store_pair(y1, m, len, vec_out, c0, c1);
@@ -612,19 +735,20 @@ monarch_conv_kernel(const ConvParams p) {
 
 template <typename T, int kLogR, bool kPre, bool kPost>
 cudaError_t launch_t(const ConvParams& p, cudaStream_t stream) {
-  using C = Cfg<kLogR>;
+  using C = Cfg<kLogR, kPre || kPost>;
   auto kernel = monarch_conv_kernel<T, kLogR, kPre, kPost>;
-  cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)C::kSmem);
+  constexpr size_t kSmem = C::smem(kPre, kPost);
+  cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)kSmem);
   if (err != cudaSuccess) return err;
   const int64_t units = ((p.batch + 1) / 2) * p.channels;
   int device = 0, sms = 0, per_sm = 0;
   if ((err = cudaGetDevice(&device)) != cudaSuccess) return err;
   if ((err = cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device)) != cudaSuccess) return err;
-  if ((err = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, C::kThreads, C::kSmem)) != cudaSuccess)
+  if ((err = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, C::kThreads, kSmem)) != cudaSuccess)
     return err;
   const int64_t wave = (int64_t)sms * (per_sm > 0 ? per_sm : 1);
   const int64_t blocks = units < wave ? units : wave;
-  kernel<<<dim3((unsigned)blocks), dim3(C::kThreads), C::kSmem, stream>>>(p);
+  kernel<<<dim3((unsigned)blocks), dim3(C::kThreads), kSmem, stream>>>(p);
   return cudaGetLastError();
 }
 

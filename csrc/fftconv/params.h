@@ -40,9 +40,10 @@ struct ConvParams {
   int64_t row0 = 0, rows = 0;
   int log_n1 = 0, log_n2 = 0;  // M = 2^log_n1 * 2^log_n2 (outer x inner); log_n1 = 0 on the fused path
 
-  // Tensor-core Monarch path (fftconv_monarch.cu): `spectrum` then holds (channels, N/2) float4 = N complex values
+  // Tensor-core Monarch path (fftconv_monarch.cu): `spectrum_h` holds (channels, N / 4) uint4 = N fp16 complex words
   // K[k] * 16^(2 n16) / N / gain[h] in the kernel's lane order (genoconv/ops/cuda.py _monarch_order), and gain[h]
   // is applied in fp32 at the end.
+  const uint4* spectrum_h = nullptr;
   const float* gain = nullptr;
 };
 

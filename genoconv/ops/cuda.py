@@ -34,10 +34,11 @@ ARCH_FLAGS = [
 ARCHS = ["sm_80", "sm_90", "compute_90"]
 _SOURCES = ("bindings.cpp", "fftconv_fused.cu", "fftconv_multipass.cu", "fftconv_monarch.cu")
 # FFT sizes the tensor-core Monarch kernel can take (N = 2^10 ... 2^15, i.e. 256 < L <= 16,384) and those it takes by
-# default: where it measured faster than the scalar fused kernel on the H200 (BENCHMARKS.md; at N = 2^12 it was 8%
-# slower). GENOCONV_FFTCONV_PATH=scalar forces the scalar kernels, =tc the tensor-core one wherever it can run.
+# default: where it measured faster than the scalar fused kernel on the H200, plain and gated (all of them since its
+# inputs are staged in shared memory a unit ahead; BENCHMARKS.md, NOTES.md v9). GENOCONV_FFTCONV_PATH=scalar forces
+# the scalar kernels, =tc the tensor-core one wherever it can run.
 MONARCH_LOG_N = (10, 15)
-MONARCH_DEFAULT_LOG_N = frozenset({10, 11, 13, 14, 15})
+MONARCH_DEFAULT_LOG_N = frozenset(range(10, 16))
 
 # Lazy-load result: (module or None, reason). Filled once per process on first CUDA use; it is a cache of the
 # build, not state that changes results.
@@ -308,14 +309,17 @@ def _monarch_order(log_n: int, device) -> torch.Tensor:
     g, t, j, c = lane >> 2, lane & 3, v >> 2, v & 3
     k2 = (g + 8 * (c >> 1)) + 16 * (8 * j + 2 * t + (c & 1))
     k1 = (rho % 16) * (r // 16) + rho // 16 if r >= 16 else rho
-    # Stored as float4 k = v // 2 of all 32 lanes together ([rho][k][lane][v % 2]): each load instruction is coalesced.
-    return (k1 + r * k2).reshape(r, 32, 4, 2).permute(0, 2, 1, 3).reshape(-1)
+    # Stored as 16-byte words j = v // 4 of all 32 lanes together ([rho][j][lane][v % 4], each value an fp16 complex):
+    # each load instruction is coalesced.
+    return (k1 + r * k2).reshape(r, 32, 2, 4).permute(0, 2, 1, 3).reshape(-1)
 
 
 def _monarch_spectrum(filt, log_n: int, seq_len: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    """((H, N/2, 4) fp32, (H,) fp32): the full complex spectrum (DFT_N(taps) + bias) * 16^(2 n16) / N in the kernel's
+    """((H, N, 2) fp16, (H,) fp32): the full complex spectrum (DFT_N(taps) + bias) * 16^(2 n16) / N in the kernel's
     order, divided by its per-channel maximum (the gain) so the kernel's fp16 operands never overflow; n16 is the
-    number of radix-16 mma stages per transform (3 when r >= 16, else 2), whose 1/16 factors this undoes."""
+    number of radix-16 mma stages per transform (3 when r >= 16, else 2), whose 1/16 factors this undoes. fp16 halves
+    what every block reads per row (the table is re-read from L2 for each pair of batch rows) at +~5% error before
+    the output rounding (csrc/fftconv/monarch_model.py: 5.6e-4 -> 5.9e-4 at 16K)."""
     n = 1 << log_n
     n16 = 3 if n >= 16 * 256 else 2
     half = _rfft_with_skip(filt, n, seq_len, device)  # bias is real, so the Hermitian extension carries it too
@@ -324,8 +328,8 @@ def _monarch_spectrum(filt, log_n: int, seq_len: int, device: torch.device) -> t
     full = full[:, _monarch_order(log_n, device)]
     gain = full.abs().amax(dim=-1)
     gain = torch.where(gain > 0, gain, torch.ones_like(gain))
-    spec = (full / gain[:, None]).to(torch.complex64)
-    return torch.view_as_real(spec).reshape(full.shape[0], n // 2, 4).contiguous(), gain.float().contiguous()
+    spec = torch.view_as_real((full / gain[:, None]).to(torch.complex64)).to(torch.float16)
+    return spec.contiguous(), gain.float().contiguous()
 
 
 def causal_conv_cuda(u, filt, pregate=None, postgate=None):
@@ -340,10 +344,7 @@ def causal_conv_cuda(u, filt, pregate=None, postgate=None):
     dev = u.device
     kmax = min(filt.filter_len, seq_len)
     log_n_tc = monarch_log_n(seq_len)
-    gated = pregate is not None or postgate is not None
-    # Gated calls stay on the scalar kernel by default: the tensor-core kernel's gated form measured slower
-    # (2.02 vs 1.52 ms at L = 512, 2.50 vs 2.35 at 16K; NOTES.md v8). GENOCONV_FFTCONV_PATH=tc forces it.
-    if log_n_tc is not None and (not gated or os.environ.get("GENOCONV_FFTCONV_PATH") == "tc"):
+    if log_n_tc is not None:
         spec, gain = filt.cached(("cuda_monarch", log_n_tc, kmax, str(dev)),
                                  lambda: _monarch_spectrum(filt, log_n_tc, seq_len, dev))
         return torch.ops.genoconv_fftconv.causal_conv_tc(u, spec, gain, pregate, postgate, log_n_tc)

@@ -192,7 +192,7 @@ def test_custom_ops_under_torch_compile(monkeypatch):
     cuda = _cuda()
     checks = ("test_schema", "test_faketensor")
 
-    # Tensor-core op (L = 3000 -> N = 2^13); gated calls default to the scalar kernel, so force this one.
+    # Tensor-core op (L = 3000 -> N = 2^13), forced so the test holds whatever the default dispatch.
     monkeypatch.setenv("GENOCONV_FFTCONV_PATH", "tc")
     eager = cuda.causal_conv_cuda(u, filt, pre, post)
     log_n = cuda.monarch_log_n(3000)
@@ -304,3 +304,46 @@ def test_monarch_non_finite_row_stays_in_its_row(bad, monkeypatch):
     clean = _oracle(u[:, :1], taps[:1], bias[:1], None, None)
     assert _rel(y[:, 0], clean[:, 0]) <= 3e-3
     assert torch.isfinite(y[1]).all()
+
+
+def _chan(x, sel):
+    return None if x is None else x[:, sel]
+
+
+@pytest.mark.parametrize("seq_len", [300, 3001, 16384])
+@pytest.mark.parametrize("gated", [False, True])
+def test_monarch_several_units_per_block(seq_len, gated, monkeypatch):
+    # Persistent blocks copy the next unit's rows into shared memory (cp.async) while transforming the current one:
+    # enough channels that every block serves several units, an odd batch (a lone last row), per-row errors.
+    monkeypatch.setenv("GENOCONV_FFTCONV_PATH", "tc")
+    props = torch.cuda.get_device_properties(0)
+    channels = max(64, 3 * props.multi_processor_count * (8 if seq_len <= 512 else 1))
+    u, filt, taps, bias, pre, post = _case(seq_len, channels, 3, torch.bfloat16, gated, seed=9)
+    y = _run_poisoned(u, filt, pre, post)
+    sel = torch.arange(0, channels, max(1, channels // 24), device=u.device)  # spread over all blocks' units
+    ref = _oracle(_chan(u, sel), taps[sel.cpu()], bias[sel.cpu()], _chan(pre, sel), _chan(post, sel))
+    for b in range(3):
+        err = _rel(y[b, sel], ref[b])
+        assert err <= 3e-3, f"rel L2 {err:.2e} at L={seq_len}, batch row {b}"
+
+
+@pytest.mark.parametrize("offset", [1, 2, 8])
+@pytest.mark.parametrize("gated", [False, True])
+def test_monarch_row_alignment(offset, gated, monkeypatch):
+    # Rows are copied by cp.async only when 16-byte aligned; others take plain loads. A row stride of L + 3 samples
+    # mixes both within one launch; offset 1 leaves no row even 4-byte aligned. L = 1001 is no multiple of 8 (the
+    # last 16-byte chunk is partial).
+    monkeypatch.setenv("GENOCONV_FFTCONV_PATH", "tc")
+    seq_len, channels = 1001, 2 * torch.cuda.get_device_properties(0).multi_processor_count * 8
+    gen = torch.Generator().manual_seed(offset + 100 * gated)
+    dev = torch.device("cuda")
+    taps, bias = _long_filter(channels, seq_len, gen), torch.randn(channels, generator=gen)
+    def strided():
+        return torch.randn(2, channels, seq_len + 3 + offset, generator=gen).to(dev, torch.bfloat16)[..., offset:offset + seq_len]
+    u = strided()
+    pre, post = (strided(), strided()) if gated else (None, None)
+    filt = LongFilter(taps.to(dev), bias.to(dev))
+    y = causal_conv(u, filt, pre, post)
+    sel = torch.arange(0, channels, 37, device=dev)  # rows of every alignment class (the stride is odd)
+    ref = _oracle(_chan(u, sel), taps[sel.cpu()], bias[sel.cpu()], _chan(pre, sel), _chan(post, sel))
+    assert _rel(y[:, sel], ref) <= 3e-3
