@@ -34,6 +34,21 @@ __device__ __forceinline__ uint32_t pack2(float lo, float hi) {
 __device__ __forceinline__ float2 unpack2(uint32_t w) {
   return __half22float2(*reinterpret_cast<const __half2*>(&w));
 }
+__device__ __forceinline__ __half2 as_h2(uint32_t w) { return *reinterpret_cast<const __half2*>(&w); }
+__device__ __forceinline__ uint32_t as_u32(__half2 h) { return *reinterpret_cast<const uint32_t*>(&h); }
+
+// Complex products of two packed points at once, (a + i b) * (wr + i wi) and * (wr - i wi), in half2 arithmetic
+// (4 instructions for 2 points instead of 8 in fp32; the values are fp16 operands of the next mma anyway). wn = -wi.
+__device__ __forceinline__ void cmul_h2(uint32_t& a, uint32_t& b, uint32_t wr, uint32_t wi, uint32_t wn) {
+  const __half2 x = as_h2(a), y = as_h2(b);
+  a = as_u32(__hfma2(y, as_h2(wn), __hmul2(x, as_h2(wr))));
+  b = as_u32(__hfma2(x, as_h2(wi), __hmul2(y, as_h2(wr))));
+}
+__device__ __forceinline__ void cmulc_h2(uint32_t& a, uint32_t& b, uint32_t wr, uint32_t wi, uint32_t wn) {
+  const __half2 x = as_h2(a), y = as_h2(b);
+  a = as_u32(__hfma2(y, as_h2(wi), __hmul2(x, as_h2(wr))));
+  b = as_u32(__hfma2(x, as_h2(wn), __hmul2(y, as_h2(wr))));
+}
 
 // D += A (16x16, row) * B (16x8, col); fp16 operands, fp32 accumulators.
 __device__ __forceinline__ void mma(float (&d)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
@@ -127,7 +142,8 @@ struct Cfg {
   // 128 registers per thread: blocks of <= 8 warps run two per SM (their phases overlap: one loads while the other
   // computes); where shared memory allows one block per SM (r = 128; r = 64 with staged gates: 160 KiB) it takes 16.
   static constexpr bool kOneBlock = kR >= 128 || (kGated && kR >= 64);
-  static constexpr int kWarps = kOneBlock ? 16 : (kR / 2 < 2 ? 2 : (kR / 2 > 8 ? 8 : kR / 2));
+  // r = 16 (one column item per warp at 8 warps) runs 4-warp blocks, four per SM.
+  static constexpr int kWarps = kOneBlock ? 16 : kR == 16 ? 4 : (kR / 2 < 2 ? 2 : (kR / 2 > 8 ? 8 : kR / 2));
   static constexpr int kThreads = 32 * kWarps;
   static constexpr int kPlane = kN / 2;                 // 32-bit words per plane
   static constexpr int kQuarter = kN / 4;               // words per sub-plane
@@ -285,14 +301,19 @@ monarch_conv_kernel(const ConvParams p) {
   }
   __syncthreads();
   // Per-lane constants, once per block: the F/16 fragments and W_256^(b' k1') for accumulator slot (tile j, c) with
-  // b' = 8 j + 2 t + (c & 1), k1' = g + 8 (c >> 1).
+  // b' = 8 j + 2 t + (c & 1), k1' = g + 8 (c >> 1), packed like the A operand (word reg = tile reg / 2, slots c, c + 1
+  // with c = 2 (reg % 2)) as re, im, -im half2 words.
   DftFrags fr;
   make_frags(fr, s_w16, g, t);
-  float2 tw256[2][4];
+  uint32_t twr[4], twi[4], twn[4];
 #pragma unroll
-  for (int j = 0; j < 2; ++j)
-#pragma unroll
-    for (int c = 0; c < 4; ++c) tw256[j][c] = twid((8 * j + 2 * t + (c & 1)) * (g + 8 * (c >> 1)), 8);
+  for (int reg = 0; reg < 4; ++reg) {
+    const int j = reg >> 1, c = 2 * (reg & 1);
+    const float2 w0 = twid((8 * j + 2 * t) * (g + 8 * (c >> 1)), 8), w1 = twid((8 * j + 2 * t + 1) * (g + 8 * (c >> 1)), 8);
+    twr[reg] = pack2(w0.x, w1.x);
+    twi[reg] = pack2(w0.y, w1.y);
+    twn[reg] = pack2(-w0.y, -w1.y);
+  }
 
   // Persistent blocks: one resident wave loops over the (channel, batch pair) units, channel-major, so the per-block
   // set-up above is paid once per SM slot and concurrently running blocks share a channel's spectrum in L2.
@@ -585,44 +606,35 @@ monarch_conv_kernel(const ConvParams p) {
           const int i0 = widx<Q>(ri, rho2, unit_qp(32 * t + 8 * j + g));
           const int i1 = widx<Q>(ri, rho2, unit_qp(32 * t + 128 + 8 * j + g));
           cmma_const_a<false>(fr, sre[i0], sre[i1], sim[i0], sim[i1], yr[j], yi[j]);
-#pragma unroll
-          for (int c = 0; c < 4; ++c) {
-            const float2 v = cm(make_float2(yr[j][c], yi[j][c]), tw256[j][c]);
-            yr[j][c] = v.x;
-            yi[j][c] = v.y;
-          }
         }
         uint32_t ar[4], ai[4];
         acc_to_a(yr, yi, ar, ai);
-        // R2: Z = Y F/16 -> frequency k = k1 + r (k1' + 16 d'), d' = 8 j + 2 t + (c & 1); times the spectrum.
-        float zr[2][4], zi[2][4];
+#pragma unroll
+        for (int reg = 0; reg < 4; ++reg) cmul_h2(ar[reg], ai[reg], twr[reg], twi[reg], twn[reg]);
+        // R2: Z = Y F/16 -> frequency k = k1 + r (k1' + 16 d'), d' = 8 j + 2 t + (c & 1); packed as IR1's B operand
+        // (slots 2 m, 2 m + 1 per word) and times the spectrum, whose words come in that packing: (re, im) of
+        // slots (0, 1), then of (2, 3).
+        uint32_t pr[2][2], pi[2][2];  // [j][m]
 #pragma unroll
         for (int j = 0; j < 2; ++j) {
-          cmma_const_b<false>(fr, j, ar, ai, zr[j], zi[j]);
-          const float2 kv[4] = {unpack2(kw[ri][j].x), unpack2(kw[ri][j].y), unpack2(kw[ri][j].z),
-                                unpack2(kw[ri][j].w)};
+          float zr[4], zi[4];
+          cmma_const_b<false>(fr, j, ar, ai, zr, zi);
+          const uint32_t kw4[4] = {kw[ri][j].x, kw[ri][j].y, kw[ri][j].z, kw[ri][j].w};
 #pragma unroll
-          for (int c = 0; c < 4; ++c) {
-            const float2 v = cm(make_float2(zr[j][c], zi[j][c]), kv[c]);
-            zr[j][c] = v.x;
-            zi[j][c] = v.y;
+          for (int m = 0; m < 2; ++m) {
+            pr[j][m] = pack2(zr[2 * m], zr[2 * m + 1]);
+            pi[j][m] = pack2(zi[2 * m], zi[2 * m + 1]);
+            const uint32_t kr = kw4[2 * m], ki = kw4[2 * m + 1];
+            cmul_h2(pr[j][m], pi[j][m], kr, ki, as_u32(__hneg2(as_h2(ki))));
           }
         }
         // IR1: U^T = conj(F)/16 P^T; B tile m (k1' = 8 m + ...) = {P tile 0 rows of m, P tile 1 rows of m}.
         float ur[2][4], ui[2][4];
 #pragma unroll
-        for (int m = 0; m < 2; ++m) {
-          const uint32_t br0 = pack2(zr[0][2 * m], zr[0][2 * m + 1]), br1 = pack2(zr[1][2 * m], zr[1][2 * m + 1]);
-          const uint32_t bi0 = pack2(zi[0][2 * m], zi[0][2 * m + 1]), bi1 = pack2(zi[1][2 * m], zi[1][2 * m + 1]);
-          cmma_const_a<true>(fr, br0, br1, bi0, bi1, ur[m], ui[m]);
-#pragma unroll
-          for (int c = 0; c < 4; ++c) {
-            const float2 v = cmc(make_float2(ur[m][c], ui[m][c]), tw256[m][c]);
-            ur[m][c] = v.x;
-            ui[m][c] = v.y;
-          }
-        }
+        for (int m = 0; m < 2; ++m) cmma_const_a<true>(fr, pr[0][m], pr[1][m], pi[0][m], pi[1][m], ur[m], ui[m]);
         acc_to_a(ur, ui, ar, ai);
+#pragma unroll
+        for (int reg = 0; reg < 4; ++reg) cmulc_h2(ar[reg], ai[reg], twr[reg], twi[reg], twn[reg]);
         // IR2: y^T = U^T conj(F)/16 -> rows b' = g + 8 (c >> 1), columns a' = 8 j + 2 t + (c & 1), q = 16 a' + b'.
 #pragma unroll
         for (int j = 0; j < 2; ++j) {

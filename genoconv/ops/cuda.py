@@ -315,7 +315,7 @@ def _monarch_order(log_n: int, device) -> torch.Tensor:
 
 
 def _monarch_spectrum(filt, log_n: int, seq_len: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    """((H, N, 2) fp16, (H,) fp32): the full complex spectrum (DFT_N(taps) + bias) * 16^(2 n16) / N in the kernel's
+    """((H, N, 2) fp16 words, (H,) fp32): the full complex spectrum (DFT_N(taps) + bias) * 16^(2 n16) / N in the kernel's
     order, divided by its per-channel maximum (the gain) so the kernel's fp16 operands never overflow; n16 is the
     number of radix-16 mma stages per transform (3 when r >= 16, else 2), whose 1/16 factors this undoes. fp16 halves
     what every block reads per row (the table is re-read from L2 for each pair of batch rows) at +~5% error before
@@ -328,7 +328,10 @@ def _monarch_spectrum(filt, log_n: int, seq_len: int, device: torch.device) -> t
     full = full[:, _monarch_order(log_n, device)]
     gain = full.abs().amax(dim=-1)
     gain = torch.where(gain > 0, gain, torch.ones_like(gain))
-    spec = torch.view_as_real((full / gain[:, None]).to(torch.complex64)).to(torch.float16)
+    spec = torch.view_as_real((full / gain[:, None]).to(torch.complex64)).to(torch.float16)  # (H, N, [re, im])
+    # The kernel multiplies two values per half2 word: per (rho, j, lane) its four words hold (re of values 0, 1),
+    # (im of 0, 1), (re of 2, 3), (im of 2, 3).
+    spec = spec.reshape(full.shape[0], n // 4, 2, 2, 2).permute(0, 1, 2, 4, 3).reshape(full.shape[0], n, 2)
     return spec.contiguous(), gain.float().contiguous()
 
 
