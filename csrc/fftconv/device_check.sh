@@ -1,6 +1,6 @@
 #!/bin/bash
 # One device call: build (setup.py, ahead of time, in place), GPU tests, compute-sanitizer, benchmark.
-#   bash csrc/fftconv/device_check.sh [build] [monarch] [ncu_tc] [test] [sanitize] [bench] [quickbench] [ncu] [ncu_src]
+#   bash csrc/fftconv/device_check.sh [build] [monarch] [ncu_tc] [test] [sanitize] [bench] [quickbench] [ncu] [ncu_src] [ncu_sass]
 # Logs go under $LOG, packed at the end into $OUT/logs.tgz (the device tool brings back only a few files per call).
 set -uo pipefail
 OUT=${OUT:-/tmp/genoconv_out}
@@ -69,6 +69,15 @@ for s in $stages; do
         unset GENOCONV_FFTCONV_PATH
       done
       ls -la "$LOG" ;;
+    ncu_sass)  # per-SASS-instruction executed counts and stall samples of the tensor-core kernel (16K and 2K plain)
+      for c in 16384 2048; do
+        ncu --section SourceCounters --section WarpStateStats --section SpeedOfLight --section InstructionStats \
+          -k regex:monarch --launch-skip 1 --launch-count 1 -f -o "$LOG/ncu_$c" python3 csrc/fftconv/profile_case.py $c \
+          > "$LOG/ncu_$c.log" 2>&1; tail -2 "$LOG/ncu_$c.log"
+        ncu -i "$LOG/ncu_$c.ncu-rep" --page source --csv --print-source sass > "$LOG/sass_$c.csv" 2>&1
+        ncu -i "$LOG/ncu_$c.ncu-rep" --page details > "$LOG/details_$c.txt" 2>&1
+        grep -E "Duration|Issue Slots Busy|Executed Instructions  |Warp Cycles Per Issued" "$LOG/details_$c.txt"
+      done ;;
     quickbench)
       python3 benchmarks/bench_fftconv.py --quick > "$LOG/bench.log" 2>&1; cat "$LOG/bench.log" | head -8 ;;
   esac

@@ -480,13 +480,30 @@ monarch_conv_kernel(const ConvParams p) {
 #pragma unroll
         for (int qi = 0; qi < 2; ++qi) small_dft<S, kIn, S, false>(xc[qi], xf[ai][qi]);
       }
+      // Twiddle W_N^(f (256 a + q)) = W_r^(a f) W_N^(q f): the f part of W_N^(q k1), k1 = f + S e (the e part,
+      // W_N^(q S e), does not depend on the item and is applied after the column mma). Powers of one sincos per
+      // (a, q) by recurrence over f (fp32, error ~1e-7 after 7 steps).
+      float2 base[2][2], tw[2][2];  // [ai][qi]
+#pragma unroll
+      for (int ai = 0; ai < 2; ++ai)
+#pragma unroll
+        for (int qi = 0; qi < 2; ++qi) {
+          base[ai][qi] = S > 1 ? twid(256 * (2 * ap + ai) + q0 + qi, LOGN) : make_float2(1.f, 0.f);
+          tw[ai][qi] = make_float2(1.f, 0.f);
+        }
 #pragma unroll
       for (int f = 0; f < S; ++f) {
-        const float2 w0 = twid(2 * ap * f, kLogR), w1 = twid((2 * ap + 1) * f, kLogR);
+        if (f > 0) {
+#pragma unroll
+          for (int ai = 0; ai < 2; ++ai)
+#pragma unroll
+            for (int qi = 0; qi < 2; ++qi) tw[ai][qi] = f == 1 ? base[ai][qi] : cm(tw[ai][qi], base[ai][qi]);
+        }
         const int rho2 = 8 * f + ap;
 #pragma unroll
         for (int qi = 0; qi < 2; ++qi) {
-          const float2 v0 = cm(xf[0][qi][f], w0), v1 = cm(xf[1][qi][f], w1);
+          const float2 v0 = f == 0 ? xf[0][qi][f] : cm(xf[0][qi][f], tw[0][qi]);
+          const float2 v1 = f == 0 ? xf[1][qi][f] : cm(xf[1][qi][f], tw[1][qi]);
           const int w = widx<Q>(unit_j(q0 + qi), rho2, unit_qp(q0 + qi));
           sre[w] = pack2(v0.x, v1.x);
           sim[w] = pack2(v0.y, v1.y);
@@ -532,11 +549,38 @@ monarch_conv_kernel(const ConvParams p) {
   if (unit + gridDim.x < units) stage_unit(unit + gridDim.x);
 
   // Column mma stage (r >= 16): item (f, 32-column tile qt); rows 16 f + (0..15) read in col form, written in row form.
-  // Forward: D[e][q] = F/16 X, times W_N^(q (f + s e)). Inverse: D[a][q] = conj(F)/16 X, times conj W_r^(a f).
+  // Forward: D[e][q] = F/16 X, times W_N^(q S e) (phase 1 applied the f part). Inverse: D[a][q] = conj(F)/16 X, times
+  // conj W_r^(a f). Every shared-memory offset is f 1024 plus a lane constant of the column tile, and with kWarps a
+  // multiple of 8 a warp keeps one tile qt = warp % 8 for all its items: offsets and forward twiddles (packed half2,
+  // tiles A and B in one word like the stored values) are then set up once per stage.
   auto col_stage = [&](auto inverse_tag) {
     constexpr bool kInv = decltype(inverse_tag)::value;
+    constexpr bool kFixedQt = C::kWarps % 8 == 0;
+    int ld_off[2][2], st_off[2][2];        // [hh][tile], [hh][c & 1]
+    uint32_t cwr[2][4], cwi[2][4];         // forward: W_N^(q S e) for [hh][c], (tile A, tile B) per word
+    auto setup_tile = [&](int qt) {
+#pragma unroll
+      for (int hh = 0; hh < 2; ++hh) {
+        const int qpB = unit_qp(32 * qt + 8 * hh + g);
+#pragma unroll
+        for (int tile = 0; tile < 2; ++tile) ld_off[hh][tile] = widx<Q>(tile, t, qpB);  // f = 0, rows 0..3
+#pragma unroll
+        for (int cl = 0; cl < 2; ++cl) st_off[hh][cl] = widx<Q>(g & 1, g >> 1, unit_qp(32 * qt + 8 * hh + 2 * t + cl));
+        if constexpr (!kInv) {
+#pragma unroll
+          for (int c = 0; c < 4; ++c) {
+            const int e = g + 8 * (c >> 1), q = 32 * qt + 8 * hh + 2 * t + (c & 1);
+            const float2 wa = twid(q * S * e, LOGN), wb = twid((q + 16) * S * e, LOGN);
+            cwr[hh][c] = pack2(wa.x, wb.x);
+            cwi[hh][c] = pack2(wa.y, wb.y);
+          }
+        }
+      }
+    };
+    if constexpr (kFixedQt) setup_tile(warp & 7);
     for (int item = warp; item < 8 * S; item += C::kWarps) {
-      const int f = item >> 3, qt = item & 7;
+      const int f = item >> 3;
+      if constexpr (!kFixedQt) setup_tile(item & 7);
       float2 wi0 = make_float2(1.f, 0.f), wi1 = wi0;
       if constexpr (kInv) {
         wi0 = twid(g * f, kLogR);
@@ -544,34 +588,29 @@ monarch_conv_kernel(const ConvParams p) {
       }
 #pragma unroll
       for (int hh = 0; hh < 2; ++hh) {
-        const int qa = 32 * qt + 8 * hh + g;  // this lane's B column (tile A; tile B is qa + 16)
-        const int qpB = unit_qp(qa);
         float dr[2][4], di[2][4];
 #pragma unroll
         for (int tile = 0; tile < 2; ++tile) {
-          const int i0 = widx<Q>(tile, 8 * f + t, qpB), i1 = widx<Q>(tile, 8 * f + t + 4, qpB);
+          const int i0 = ld_off[hh][tile] + 1024 * f, i1 = i0 + 512;  // rows 8 f + t and 8 f + t + 4 of the pairs
           cmma_const_a<kInv>(fr, sre[i0], sre[i1], sim[i0], sim[i1], dr[tile], di[tile]);
         }
         __syncwarp();
-        // Accumulator c: row e/a = g + 8 (c >> 1), column q = 32 qt + 8 hh + 2 t + (c & 1) (+16 for tile B).
+        // Accumulator c: row e/a = g + 8 (c >> 1), column q = 32 qt + 8 hh + 2 t + (c & 1) (+16 for tile B); slot
+        // rho = 16 f + row.
 #pragma unroll
         for (int c = 0; c < 4; ++c) {
-          const int row = g + 8 * (c >> 1);
-          const int q = 32 * qt + 8 * hh + 2 * t + (c & 1);
-          float2 va = make_float2(dr[0][c], di[0][c]), vb = make_float2(dr[1][c], di[1][c]);
+          const int w = st_off[hh][c & 1] + 1024 * f + 512 * (c >> 1);
           if constexpr (kInv) {
-            const float2 w = (c >> 1) ? wi1 : wi0;
-            va = cmc(va, w);
-            vb = cmc(vb, w);
+            const float2 wv = (c >> 1) ? wi1 : wi0;
+            const float2 va = cmc(make_float2(dr[0][c], di[0][c]), wv), vb = cmc(make_float2(dr[1][c], di[1][c]), wv);
+            sre[w] = pack2(va.x, vb.x);
+            sim[w] = pack2(va.y, vb.y);
           } else {
-            const int k1 = f + S * row;
-            va = cm(va, twid(q * k1, LOGN));
-            vb = cm(vb, twid((q + 16) * k1, LOGN));
+            uint32_t wr = pack2(dr[0][c], dr[1][c]), wim = pack2(di[0][c], di[1][c]);
+            cmul_h2(wr, wim, cwr[hh][c], cwi[hh][c], as_u32(__hneg2(as_h2(cwi[hh][c]))));
+            sre[w] = wr;
+            sim[w] = wim;
           }
-          const int rho = 16 * f + row;
-          const int w = widx<Q>(rho & 1, rho >> 1, unit_qp(q));
-          sre[w] = pack2(va.x, vb.x);
-          sim[w] = pack2(va.y, vb.y);
         }
         __syncwarp();
       }

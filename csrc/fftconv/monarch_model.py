@@ -48,11 +48,11 @@ def conv(x, taps, bias, N, fp16=True):
         Xc = X.reshape(s, 16, 256)  # [c][a][q]
         Xf = np.einsum('cf,caq->faq', W(s, np.outer(np.arange(s), np.arange(s))), Xc)
         a = np.arange(16)
-        y1 = rnd(sigma * W(r, np.outer(np.arange(s), a))[:, :, None] * Xf)  # [f][a][q]
-        # P2: e rows; MMA with F/16 (fp16 operands) then twiddle W_N^{q (f + s e)}
+        # twiddle W_N^{f (256 a + q)} = W_r^{a f} W_N^{q f} (the f part of W_N^{q k1}, k1 = f + s e)
+        y1 = rnd(sigma * W(N, np.arange(s)[:, None, None] * (256 * a[None, :, None] + q[None, None, :])) * Xf)
+        # P2: e rows; MMA with F/16 (fp16 operands) then the e part of the twiddle, W_N^{q s e}
         y2 = np.einsum('ea,faq->feq', f16op(F16), y1)
-        k1 = np.arange(s)[:, None] + s * np.arange(16)[None, :]  # [f][e]
-        y2 = rnd(y2 * W(N, k1[:, :, None] * q[None, None, :]))
+        y2 = rnd(y2 * W(N, s * np.arange(16)[None, :, None] * q[None, None, :]))
         slots = y2.reshape(r, 256)  # slot 16 f + e
     else:
         Xf = np.einsum('cf,cq->fq', W(r, np.outer(np.arange(r), np.arange(r))), X)
