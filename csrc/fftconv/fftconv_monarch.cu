@@ -11,10 +11,14 @@
 //   and the forward row transform, the spectrum product and the inverse row transform run back to back per row.
 //   The r-point transform along p (the columns) is one radix-16 mma stage plus an s = r/16 point scalar stage.
 // - fp16 operands keep rounding at ~5e-4 (bf16 would be ~4e-3): every mma stage uses F/16 so magnitudes never
-//   grow, each input row is scaled by a power of two sigma (max |x| -> 2^12), and the spectrum is stored divided
+//   grow, each input row is scaled by a power of two sigma (max |x| -> 2^9), and the spectrum is stored divided
 //   by its per-channel maximum (the gain, applied in fp32 at the end).
 // - Shared memory holds N fp16 complex values as two planes (re, im) of 32-bit words, each word a pair of samples;
 //   every phase works in place on the region it read, so one buffer of 4 N bytes serves the whole transform.
+// - Blocks are persistent and stage the next unit's input rows (and gates where they fit) into spare shared memory
+//   with cp.async while the current unit is transformed: no phase waits on device memory for its input (NOTES.md v9).
+// - The twiddle between column and row transforms, W_N^(q (f + S e)), is split: W_N^(f (256 a + q)) in the first
+//   phase (powers of one sincos), W_N^(q S e) once per column stage and lane (it does not depend on the item).
 #include <cuda_fp16.h>
 
 #include <type_traits>
@@ -359,7 +363,9 @@ monarch_conv_kernel(const ConvParams p) {
   const T* g0 = kPre ? static_cast<const T*>(p.pregate) + b0 * p.pre_sb + h * p.pre_sh : nullptr;
   const T* g1 = kPre ? (has1 ? g0 + p.pre_sb : g0) : nullptr;
 
-  // Phase 0: per row, a power-of-two scale so max |x| lands below 2^12 (x = u * pregate), scaling each row on its own
+  // Phase 0: per row, a power-of-two scale so max |x| lands below 2^9 (x = u * pregate; fp16's relative precision
+  // does not depend on the scale, and 2^9 leaves 2^7 of headroom in the fp16 intermediates for peaky outputs, e.g.
+  // a filter matched to its input), scaling each row on its own
   // so the pair's rounding cross-talk stays relative to comparable magnitudes. |x| orders like the 15 low bits of a
   // bf16/fp16 sample (inf and NaN on top), so the maxima are SIMD integer maxima over packed pairs, unrolled to keep
   // several loads in flight. Gated rows bound max |u g| by max |u| max |g| (scale sigma_u sigma_g, each factor in
@@ -430,10 +436,10 @@ monarch_conv_kernel(const ConvParams p) {
     int eu = 0, eg = 0;
     if (mu > 0.f) frexpf(mu, &eu);
     if (kPre && mg > 0.f) frexpf(mg, &eg);
-    const int tu = kPre ? 6 : 12;  // gated: 2^6 * 2^6 = 2^12
+    const int tu = kPre ? 4 : 9;  // gated: 2^4 * 2^5 = 2^9
     su[r] = badr[r] ? 0.f : ldexpf(1.f, tu - eu);
-    sg[r] = kPre && !badr[r] ? ldexpf(1.f, 6 - eg) : 1.f;
-    inv[r] = ldexpf(1.f, eu - tu) * (kPre ? ldexpf(1.f, eg - 6) : 1.f);
+    sg[r] = kPre && !badr[r] ? ldexpf(1.f, 5 - eg) : 1.f;
+    inv[r] = ldexpf(1.f, eu - tu) * (kPre ? ldexpf(1.f, eg - 5) : 1.f);
   }
   const bool bad0 = badr[0], bad1 = badr[1];
 

@@ -38,7 +38,7 @@ def conv(x, taps, bias, N, fp16=True):
     L = len(x); r = N // 256; s = r // 16 if r >= 16 else r
     spec, gain = spectrum(taps, bias, N)
     spec = spec.astype(np.complex64).astype(np.complex128)
-    sigma = 2.0 ** (12 - np.ceil(np.log2(np.abs(np.concatenate([x.real, x.imag])).max())))
+    sigma = 2.0 ** (9 - np.ceil(np.log2(np.abs(np.concatenate([x.real, x.imag])).max())))
     xp = np.zeros(N, complex); xp[:L] = x
     X = xp.reshape(r, 256)  # X[p][q], n = 256 p + q
     slots = np.zeros((r, 256), complex)

@@ -347,3 +347,20 @@ def test_monarch_row_alignment(offset, gated, monkeypatch):
     sel = torch.arange(0, channels, 37, device=dev)  # rows of every alignment class (the stride is odd)
     ref = _oracle(_chan(u, sel), taps[sel.cpu()], bias[sel.cpu()], _chan(pre, sel), _chan(post, sel))
     assert _rel(y[:, sel], ref) <= 3e-3
+
+
+@pytest.mark.parametrize("seq_len", [1000, 16384])
+@pytest.mark.parametrize("gated", [False, True])
+def test_monarch_matched_filter_peak(seq_len, gated, monkeypatch):
+    # An input that is the time-reversed sign pattern of its filter piles all taps onto one output sample (a peak
+    # ~sqrt(L) above the rest): the kernel's fp16 intermediates must keep that in range (no inf, same error).
+    monkeypatch.setenv("GENOCONV_FFTCONV_PATH", "tc")
+    u, filt, taps, bias, pre, post = _case(seq_len, 4, 2, torch.bfloat16, gated, seed=11)
+    u = torch.sign(taps.flip(-1)).to(u.device, u.dtype).expand(2, -1, -1).contiguous() * 3.0
+    if gated:
+        pre = torch.ones_like(pre) * 0.5
+    y = causal_conv(u, filt, pre, post)
+    ref = _oracle(u, taps, bias, pre, post)
+    assert torch.isfinite(y).all()
+    assert ref.abs().amax() > 5 * ref.abs().mean()  # the case is peaky
+    assert _rel(y, ref) <= 3e-3
