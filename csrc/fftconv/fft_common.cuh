@@ -68,6 +68,32 @@ __device__ __forceinline__ void store_pair(T* __restrict__ row, int64_t t, int64
 
 __device__ __forceinline__ bool aligned4(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 3) == 0; }
 
+// Samples t, t + 1 (t even) of an input row times the pre-gate's pair when kPre, as one complex value; zero past
+// the end (the causal padding).
+template <bool kPre, typename T>
+__device__ __forceinline__ float2 load_gated_pair(const T* __restrict__ u, const T* __restrict__ pre, int64_t t,
+                                                  int64_t len, bool vec) {
+  float2 x = load_pair(u, t, len, vec);
+  if (kPre) {
+    const float2 g = load_pair(pre, t, len, vec);
+    x.x *= g.x;
+    x.y *= g.y;
+  }
+  return x;
+}
+
+// Samples t, t + 1 (t even) of an output row: v, times the post-gate's pair when kPost; bounds-checked.
+template <bool kPost, typename T>
+__device__ __forceinline__ void store_gated_pair(T* __restrict__ y, const T* __restrict__ post, int64_t t, int64_t len,
+                                                 bool vec, float2 v) {
+  if (kPost) {
+    const float2 g = load_pair(post, t, len, vec);
+    v.x *= g.x;
+    v.y *= g.y;
+  }
+  store_pair(y, t, len, vec, v.x, v.y);
+}
+
 // Shared-memory swizzle for float2 elements: XOR the low 4 index bits with the next 4. A bank row holds 16 float2,
 // so strided access patterns of the small-span FFT passes spread over all banks; contiguous patterns stay contiguous
 // (the XOR only permutes inside an aligned group of 16).
@@ -146,10 +172,12 @@ __device__ __forceinline__ float2 stage_twiddle(const float2* wr, int r, int t) 
   return tlo == 0 ? wr[r] : cmul(wr[r], root16(tlo << (r + 4 - R)));
 }
 
-// R decimation-in-frequency radix-2 stages with half-spans 2^hlog, ..., 2^(hlog-R+1), each thread keeping the
-// 2^R points of one group in registers. Twiddle of a stage with half-span h at offset j: exp(-2*pi*i*j/(2h)).
-template <int R>
-__device__ __forceinline__ void dif_pass(const SmemFFT& g, int hlog, const float2* __restrict__ tw, int log_n) {
+// One pass of R radix-2 stages over every group of 2^R points (half-spans 2^hlog ... 2^(hlog-R+1)): each thread loads
+// a group into registers, `stages(v, wr)` transforms it with the group's twiddle roots wr, and it is stored back in
+// place. dif_pass and dit_pass differ only in their stages.
+template <int R, typename Stages>
+__device__ __forceinline__ void group_pass(const SmemFFT& g, int hlog, const float2* __restrict__ tw, int log_n,
+                                           Stages stages) {
   constexpr int P = 1 << R;
   const int slog = hlog - (R - 1);
   const int ngroups = 1 << (g.log_len - R + g.log_nb);
@@ -162,11 +190,22 @@ __device__ __forceinline__ void dif_pass(const SmemFFT& g, int hlog, const float
     float2 v[P];
 #pragma unroll
     for (int t = 0; t < P; ++t) v[t] = g.s[sw(fo + ((base_i + (t << slog)) << g.log_is))];
+    stages(v, wr);
+#pragma unroll
+    for (int t = 0; t < P; ++t) g.s[sw(fo + ((base_i + (t << slog)) << g.log_is))] = v[t];
+  }
+}
+
+// R decimation-in-frequency radix-2 stages with half-spans 2^hlog, ..., 2^(hlog-R+1), each thread keeping the
+// 2^R points of one group in registers. Twiddle of a stage with half-span h at offset j: exp(-2*pi*i*j/(2h)).
+template <int R>
+__device__ __forceinline__ void dif_pass(const SmemFFT& g, int hlog, const float2* __restrict__ tw, int log_n) {
+  group_pass<R>(g, hlog, tw, log_n, [](float2 (&v)[1 << R], const float2 (&wr)[R]) {
 #pragma unroll
     for (int r = 0; r < R; ++r) {
       const int tspan = 1 << (R - 1 - r);
 #pragma unroll
-      for (int t = 0; t < P; ++t) {
+      for (int t = 0; t < (1 << R); ++t) {
         if (t & tspan) continue;
         const float2 w = stage_twiddle<R>(wr, r, t);
         const float2 a = v[t], c = v[t + tspan];
@@ -174,31 +213,18 @@ __device__ __forceinline__ void dif_pass(const SmemFFT& g, int hlog, const float
         v[t + tspan] = cmul(csub(a, c), w);
       }
     }
-#pragma unroll
-    for (int t = 0; t < P; ++t) g.s[sw(fo + ((base_i + (t << slog)) << g.log_is))] = v[t];
-  }
+  });
 }
 
 // The inverse of dif_pass<R> (same groups, stages in increasing half-span, conjugate twiddles), times 2^R.
 template <int R>
 __device__ __forceinline__ void dit_pass(const SmemFFT& g, int hlog, const float2* __restrict__ tw, int log_n) {
-  constexpr int P = 1 << R;
-  const int slog = hlog - (R - 1);
-  const int ngroups = 1 << (g.log_len - R + g.log_nb);
-  for (int grp = threadIdx.x; grp < ngroups; grp += blockDim.x) {
-    int f, base_i;
-    group_origin(g, R, hlog, grp, &f, &base_i);
-    const int fo = f << g.log_fs;
-    float2 wr[R];
-    group_twiddles<R>(tw, base_i & ((1 << slog) - 1), hlog, log_n, wr);
-    float2 v[P];
-#pragma unroll
-    for (int t = 0; t < P; ++t) v[t] = g.s[sw(fo + ((base_i + (t << slog)) << g.log_is))];
+  group_pass<R>(g, hlog, tw, log_n, [](float2 (&v)[1 << R], const float2 (&wr)[R]) {
 #pragma unroll
     for (int r = R - 1; r >= 0; --r) {
       const int tspan = 1 << (R - 1 - r);
 #pragma unroll
-      for (int t = 0; t < P; ++t) {
+      for (int t = 0; t < (1 << R); ++t) {
         if (t & tspan) continue;
         const float2 w = stage_twiddle<R>(wr, r, t);
         const float2 a = v[t], c = cmulc(v[t + tspan], w);
@@ -206,9 +232,7 @@ __device__ __forceinline__ void dit_pass(const SmemFFT& g, int hlog, const float
         v[t + tspan] = csub(a, c);
       }
     }
-#pragma unroll
-    for (int t = 0; t < P; ++t) g.s[sw(fo + ((base_i + (t << slog)) << g.log_is))] = v[t];
-  }
+  });
 }
 
 constexpr int kMaxRadixLog = 4;  // 16 points per thread per pass

@@ -26,14 +26,7 @@ __global__ void __launch_bounds__(kFusedThreads, 1) fused_conv_kernel(const Conv
   // Load x[2n] + i x[2n+1] (x = u * pregate), zero past the end: the causal padding.
   const bool vec = aligned4(u) && (!kPre || aligned4(pre));
   for (int n = threadIdx.x; n < m; n += blockDim.x) {
-    const int64_t t = 2 * (int64_t)n;
-    float2 x = load_pair(u, t, len, vec);
-    if (kPre) {
-      const float2 g = load_pair(pre, t, len, vec);
-      x.x *= g.x;
-      x.y *= g.y;
-    }
-    smem[sw(n)] = x;
+    smem[sw(n)] = load_gated_pair<kPre>(u, pre, 2 * (int64_t)n, len, vec);
   }
 
   const SmemFFT g{smem, log_m, 0, 0, 0};
@@ -64,13 +57,7 @@ __global__ void __launch_bounds__(kFusedThreads, 1) fused_conv_kernel(const Conv
   for (int n = threadIdx.x; n < m; n += blockDim.x) {
     const int64_t t = 2 * (int64_t)n;
     if (t >= len) break;
-    float2 v = smem[sw(n)];
-    if (kPost) {
-      const float2 g = load_pair(post, t, len, vec_out);
-      v.x *= g.x;
-      v.y *= g.y;
-    }
-    store_pair(y, t, len, vec_out, v.x, v.y);
+    store_gated_pair<kPost>(y, post, t, len, vec_out, smem[sw(n)]);
   }
 }
 

@@ -19,14 +19,22 @@ constexpr int kInnerThreads = 512;
 // than the 80-92 register builds at the cost of 16-32 B of spills (NOTES.md v5).
 
 
+// What an outer-pass block works on: its row (blockIdx.x within this launch's rows: channel h, batch b), the
+// complex size M = 2^log_m, the 2^log_n1 outer points and the tile of `tile` columns starting at c0 (blockIdx.y).
+struct OuterBlock {
+  int64_t h, b;
+  int log_m, n1s, tile, c0;
+};
+__device__ __forceinline__ OuterBlock outer_block(const ConvParams& p, int log_tile) {
+  const int64_t row = p.row0 + blockIdx.x;
+  const int64_t h = row / p.batch;
+  return {h, row - h * p.batch, p.log_n - 1, 1 << p.log_n1, 1 << log_tile, static_cast<int>(blockIdx.y) << log_tile};
+}
+
 template <typename T, bool kPre>
 __global__ void __launch_bounds__(kOuterThreads, 4) outer_fwd_kernel(const ConvParams p, const int log_tile) {
   extern __shared__ float2 smem[];
-  const int64_t row = p.row0 + blockIdx.x;
-  const int64_t h = row / p.batch, b = row - h * p.batch;
-  const int log_m = p.log_n - 1;
-  const int n1s = 1 << p.log_n1, tile = 1 << log_tile;
-  const int c0 = blockIdx.y << log_tile;
+  const auto [h, b, log_m, n1s, tile, c0] = outer_block(p, log_tile);
   const int64_t len = p.seq_len;
   const T* u = static_cast<const T*>(p.u) + b * p.u_sb + h * p.u_sh;
   const T* pre = kPre ? static_cast<const T*>(p.pregate) + b * p.pre_sb + h * p.pre_sh : nullptr;
@@ -35,14 +43,7 @@ __global__ void __launch_bounds__(kOuterThreads, 4) outer_fwd_kernel(const ConvP
   const bool vec = aligned4(u) && (!kPre || aligned4(pre));
   for (int idx = threadIdx.x; idx < count; idx += blockDim.x) {
     const int f = idx & (tile - 1), n1 = idx >> log_tile;
-    const int64_t t = 2 * (((int64_t)n1 << p.log_n2) + c0 + f);
-    float2 x = load_pair(u, t, len, vec);
-    if (kPre) {
-      const float2 g = load_pair(pre, t, len, vec);
-      x.x *= g.x;
-      x.y *= g.y;
-    }
-    smem[sw(idx)] = x;
+    smem[sw(idx)] = load_gated_pair<kPre>(u, pre, 2 * (((int64_t)n1 << p.log_n2) + c0 + f), len, vec);
   }
   const SmemFFT g{smem, p.log_n1, log_tile, 0, log_tile};
   fft_forward(g, p.twiddle, p.log_n);
@@ -108,11 +109,7 @@ __global__ void __launch_bounds__(kInnerThreads, 2) inner_kernel(const ConvParam
 template <typename T, bool kPost>
 __global__ void __launch_bounds__(kOuterThreads, 4) outer_inv_kernel(const ConvParams p, const int log_tile) {
   extern __shared__ float2 smem[];
-  const int64_t row = p.row0 + blockIdx.x;
-  const int64_t h = row / p.batch, b = row - h * p.batch;
-  const int log_m = p.log_n - 1;
-  const int n1s = 1 << p.log_n1, tile = 1 << log_tile;
-  const int c0 = blockIdx.y << log_tile;
+  const auto [h, b, log_m, n1s, tile, c0] = outer_block(p, log_tile);
   const int64_t len = p.seq_len;
   const float2* w = p.work + (int64_t)blockIdx.x * ((int64_t)1 << log_m);
 
@@ -131,13 +128,7 @@ __global__ void __launch_bounds__(kOuterThreads, 4) outer_inv_kernel(const ConvP
     const int f = idx & (tile - 1), n1 = idx >> log_tile;
     const int64_t t = 2 * (((int64_t)n1 << p.log_n2) + c0 + f);
     if (t >= len) continue;
-    float2 v = smem[sw(idx)];
-    if (kPost) {
-      const float2 g = load_pair(post, t, len, vec_out);
-      v.x *= g.x;
-      v.y *= g.y;
-    }
-    store_pair(y, t, len, vec_out, v.x, v.y);
+    store_gated_pair<kPost>(y, post, t, len, vec_out, smem[sw(idx)]);
   }
 }
 
