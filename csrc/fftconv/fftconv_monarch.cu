@@ -445,7 +445,9 @@ monarch_conv_kernel(const ConvParams p) {
 
   // Samples n, n + 1 (n even, n < N / 2) of z = s_b x_b + i s_{b+1} x_{b+1} (s = sigma_u sigma_g of the row), one
   // 32-bit shared-memory word per staged row (device memory for unstaged gates); bad rows give zeros.
-  auto load_x2 = [&](int n, float2* z) {
+  // gw0, gw1: the pre-gate words of samples n, n + 1 when the pre-gate is not staged (N = 2^15), loaded by the caller
+  // ahead of the item's arithmetic.
+  auto load_x2 = [&](int n, float2* z, uint32_t gw0 = 0u, uint32_t gw1 = 0u) {
     if constexpr (S == 1) {  // r = 16: the column items also cover rows p >= 8, the causal zero half
       if (n >= C::kN / 2) {
         z[0] = z[1] = make_float2(0.f, 0.f);
@@ -456,10 +458,10 @@ monarch_conv_kernel(const ConvParams p) {
     float2 c = has1 ? unpack_samples<T>(stg[SW + (n >> 1)]) : make_float2(0.f, 0.f);
     a.x *= su[0]; a.y *= su[0]; c.x *= su[1]; c.y *= su[1];
     if (kPre) {
-      const float2 ga = kStagePre ? unpack_samples<T>(stg[2 * SW + (n >> 1)]) : load_pair(g0, n, len, vec_g);
+      const float2 ga = unpack_samples<T>(kStagePre ? stg[2 * SW + (n >> 1)] : gw0);
       a.x *= ga.x * sg[0]; a.y *= ga.y * sg[0];
       if (has1) {
-        const float2 gc = kStagePre ? unpack_samples<T>(stg[3 * SW + (n >> 1)]) : load_pair(g1, n, len, vec_g);
+        const float2 gc = unpack_samples<T>(kStagePre ? stg[3 * SW + (n >> 1)] : gw1);
         c.x *= gc.x * sg[1]; c.y *= gc.y * sg[1];
       }
     }
@@ -472,6 +474,18 @@ monarch_conv_kernel(const ConvParams p) {
     // p = 16 c + a; item (a pair ap, q pair 2qq, 2qq + 1) -> slots rho = 16 f + a (col form).
     for (int item = tid; item < 8 * 128; item += C::kThreads) {
       const int qq = item & 127, ap = item >> 7, q0 = 2 * qq;
+      // Unstaged pre-gate (N = 2^15): all of the item's words requested before any is used (one memory latency).
+      uint32_t gw[2][kIn][2] = {};
+      if constexpr (kPre && !kStagePre) {
+#pragma unroll
+        for (int ai = 0; ai < 2; ++ai)
+#pragma unroll
+          for (int c = 0; c < kIn; ++c) {
+            const int n = 256 * (16 * c + 2 * ap + ai) + q0;
+            gw[ai][c][0] = load_bits2(g0, n, len, vec_g);
+            gw[ai][c][1] = has1 ? load_bits2(g1, n, len, vec_g) : 0u;
+          }
+      }
       float2 xf[2][2][S];  // [row ai][qi][f]
 #pragma unroll
       for (int ai = 0; ai < 2; ++ai) {
@@ -479,7 +493,7 @@ monarch_conv_kernel(const ConvParams p) {
 #pragma unroll
         for (int c = 0; c < kIn; ++c) {
           float2 z[2];
-          load_x2(256 * (16 * c + 2 * ap + ai) + q0, z);
+          load_x2(256 * (16 * c + 2 * ap + ai) + q0, z, gw[ai][c][0], gw[ai][c][1]);
           xc[0][c] = z[0];
           xc[1][c] = z[1];
         }
@@ -740,7 +754,8 @@ monarch_conv_kernel(const ConvParams p) {
   const bool vec_out = aligned4(y0) && (!has1 || aligned4(y1)) && (!kPost || (aligned4(pg0) && (!has1 || aligned4(pg1))));
   // Lane pairs (l, l ^ 1) hold samples (n, n + 16) and (n + 1, n + 17), n even: one shuffle turns them into the pairs
   // (n, n + 1) on the even lane and (n + 16, n + 17) on the odd lane, so every store is 32 bits.
-  auto store = [&](int64_t n, float2 v_lo, float2 v_hi) {
+  // pw: this output pair's post-gate words (rows b, b + 1) when the post-gate is not staged, fetched one item ahead.
+  auto store = [&](int64_t n, float2 v_lo, float2 v_hi, uint32_t pw0, uint32_t pw1) {
     const bool odd = lane & 1;
     const float2 send = odd ? v_lo : v_hi;
     const float2 recv = make_float2(__shfl_xor_sync(0xffffffffu, send.x, 1), __shfl_xor_sync(0xffffffffu, send.y, 1));
@@ -749,13 +764,13 @@ monarch_conv_kernel(const ConvParams p) {
     if (m >= len) return;
     float a0 = e0.x * scale0, a1 = e1.x * scale0, c0 = e0.y * scale1, c1 = e1.y * scale1;
     if (kPost) {
-      const float2 pa = kStagePost ? unpack_samples<T>(stg_post[m >> 1]) : load_pair(pg0, m, len, vec_out);
+      const float2 pa = unpack_samples<T>(kStagePost ? stg_post[m >> 1] : pw0);
       a0 *= pa.x; a1 *= pa.y;
     }
     store_pair(y0, m, len, vec_out, a0, a1);
     if (has1) {
       if (kPost) {
-        const float2 pc = kStagePost ? unpack_samples<T>(stg_post[SW + (m >> 1)]) : load_pair(pg1, m, len, vec_out);
+        const float2 pc = unpack_samples<T>(kStagePost ? stg_post[SW + (m >> 1)] : pw1);
         c0 *= pc.x; c1 *= pc.y;
       }
       store_pair(y1, m, len, vec_out, c0, c1);
@@ -767,9 +782,31 @@ monarch_conv_kernel(const ConvParams p) {
     // (r < 16) kStride = 1 and a = 0.
     constexpr int kStride = C::kColMma ? 16 : 1;
     constexpr int kRows = C::kColMma ? (S == 1 ? 8 : 16) : 1;  // s = 1: only p = a < 8 is causal
+    // Unstaged post-gate (N = 2^15): the words an item multiplies by are requested one item ahead (double buffer),
+    // so their latency overlaps the previous item's DFT and stores.
+    constexpr bool kFetchPost = kPost && !kStagePost;
+    uint32_t pw[kOut][2] = {}, pw_next[kOut][2] = {};
+    auto fetch_post = [&](int item) {
+      const int qp = item & 127, a = item >> 7;
+      const int q = ((qp >> 4) << 5) | (qp & 15);
+#pragma unroll
+      for (int c = 0; c < kOut; ++c) {
+        const int64_t n = 256 * (int64_t)(kStride * c + a) + q, m = (lane & 1) ? n + 15 : n;
+        pw_next[c][0] = load_bits2(pg0, m, len, vec_out);
+        pw_next[c][1] = has1 ? load_bits2(pg1, m, len, vec_out) : 0u;
+      }
+    };
+    if constexpr (kFetchPost) {
+      if (tid < kRows * 128) fetch_post(tid);
+    }
     for (int item = tid; item < kRows * 128; item += C::kThreads) {
       const int qp = item & 127, a = item >> 7;
       const int q = ((qp >> 4) << 5) | (qp & 15);
+      if constexpr (kFetchPost) {
+#pragma unroll
+        for (int c = 0; c < kOut; ++c) pw[c][0] = pw_next[c][0], pw[c][1] = pw_next[c][1];
+        if (item + C::kThreads < kRows * 128) fetch_post(item + C::kThreads);
+      }
       float2 x[2][S];
 #pragma unroll
       for (int f = 0; f < S; ++f) {
@@ -783,7 +820,7 @@ monarch_conv_kernel(const ConvParams p) {
 #pragma unroll
       for (int qi = 0; qi < 2; ++qi) small_dft<S, S, kOut, true>(x[qi], o[qi]);
 #pragma unroll
-      for (int c = 0; c < kOut; ++c) store(256 * (int64_t)(kStride * c + a) + q, o[0][c], o[1][c]);
+      for (int c = 0; c < kOut; ++c) store(256 * (int64_t)(kStride * c + a) + q, o[0][c], o[1][c], pw[c][0], pw[c][1]);
     }
   }
   __syncthreads();  // the next unit overwrites shared memory and s_max
