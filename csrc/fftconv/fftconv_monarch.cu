@@ -332,43 +332,46 @@ monarch_conv_kernel(const ConvParams p) {
     for (int i = 0; i < kStaged; ++i)
       for (int w = first_tail + tid; w < SW; w += C::kThreads) stg[i * SW + w] = 0u;
   }
-  // Post-gate rows of this unit (kStagePost): one commit group, waited for before phase 5.
-  auto stage_post = [&](int64_t un) {
-    const int64_t hn = un / pairs_b, bn = 2 * (un - hn * pairs_b);
-    const T* q0 = static_cast<const T*>(p.postgate) + bn * p.post_sb + hn * p.post_sh;
-    stage_row(stg_post, q0, len, tid, C::kThreads);
-    if (bn + 1 < p.batch) stage_row(stg_post + SW, q0 + p.post_sb, len, tid, C::kThreads);
-    cp_async_commit();
+  // Unit un: channel h, batch rows b0 and (has1) b0 + 1; row0 is row b0 of a (B, H, L) signal with strides sb, sh.
+  struct UnitRows {
+    int64_t h, b0;
+    bool has1;
   };
-  auto stage_unit = [&](int64_t un) {
+  auto unit_rows = [&](int64_t un) {
     const int64_t hn = un / pairs_b, bn = 2 * (un - hn * pairs_b);
-    const bool has1n = bn + 1 < p.batch;
-    const T* r0 = static_cast<const T*>(p.u) + bn * p.u_sb + hn * p.u_sh;
-    stage_row(stg, r0, len, tid, C::kThreads);
-    if (has1n) stage_row(stg + SW, r0 + p.u_sb, len, tid, C::kThreads);
-    if constexpr (kStagePre) {
-      const T* q0 = static_cast<const T*>(p.pregate) + bn * p.pre_sb + hn * p.pre_sh;
-      stage_row(stg + 2 * SW, q0, len, tid, C::kThreads);
-      if (has1n) stage_row(stg + 3 * SW, q0 + p.pre_sb, len, tid, C::kThreads);
-    }
+    return UnitRows{hn, bn, bn + 1 < p.batch};
+  };
+  auto row0 = [](const void* base, int64_t sb, int64_t sh, const UnitRows& ur) {
+    return static_cast<const T*>(base) + ur.b0 * sb + ur.h * sh;
+  };
+  // Both rows of a signal into staging rows dst, dst + SW.
+  auto stage_pair = [&](uint32_t* dst, const T* r, int64_t sb, bool has1n) {
+    stage_row(dst, r, len, tid, C::kThreads);
+    if (has1n) stage_row(dst + SW, r + sb, len, tid, C::kThreads);
+  };
+  // The next unit's input (and pre-gate) rows: one commit group, waited for at the top of that unit.
+  auto stage_unit = [&](int64_t un) {
+    const UnitRows ur = unit_rows(un);
+    stage_pair(stg, row0(p.u, p.u_sb, p.u_sh, ur), p.u_sb, ur.has1);
+    if constexpr (kStagePre) stage_pair(stg + 2 * SW, row0(p.pregate, p.pre_sb, p.pre_sh, ur), p.pre_sb, ur.has1);
     cp_async_commit();
   };
   if (blockIdx.x < units) stage_unit(blockIdx.x);
   for (int64_t unit = blockIdx.x; unit < units; unit += gridDim.x) {
-  const int64_t h = unit / pairs_b, b0 = 2 * (unit - h * pairs_b);
-  const bool has1 = b0 + 1 < p.batch;
+  const UnitRows ur = unit_rows(unit);
+  const int64_t h = ur.h, b0 = ur.b0;
+  const bool has1 = ur.has1;
 
-  const T* u0 = static_cast<const T*>(p.u) + b0 * p.u_sb + h * p.u_sh;
-  const T* u1 = has1 ? u0 + p.u_sb : u0;
-  const T* g0 = kPre ? static_cast<const T*>(p.pregate) + b0 * p.pre_sb + h * p.pre_sh : nullptr;
+  const T* g0 = kPre ? row0(p.pregate, p.pre_sb, p.pre_sh, ur) : nullptr;
   const T* g1 = kPre ? (has1 ? g0 + p.pre_sb : g0) : nullptr;
+  const T* pg0 = kPost ? row0(p.postgate, p.post_sb, p.post_sh, ur) : nullptr;
+  const T* pg1 = kPost && has1 ? pg0 + p.post_sb : nullptr;
 
   // Phase 0: per row, a power-of-two scale so max |x| lands below 2^9 (x = u * pregate; fp16's relative precision
   // does not depend on the scale, and 2^9 leaves 2^7 of headroom in the fp16 intermediates for peaky outputs, e.g.
-  // a filter matched to its input), scaling each row on its own
-  // so the pair's rounding cross-talk stays relative to comparable magnitudes. |x| orders like the 15 low bits of a
-  // bf16/fp16 sample (inf and NaN on top), so the maxima are SIMD integer maxima over packed pairs, unrolled to keep
-  // several loads in flight. Gated rows bound max |u g| by max |u| max |g| (scale sigma_u sigma_g, each factor in
+  // a filter matched to its input), scaling each row on its own so the pair's rounding cross-talk stays relative to
+  // comparable magnitudes. |x| orders like the 15 low bits of a bf16/fp16 sample (inf and NaN on top), so the maxima
+  // are SIMD integer maxima over packed pairs, read from the staged rows (16 bytes at a time). Gated rows bound max |u g| by max |u| max |g| (scale sigma_u sigma_g, each factor in
   // float range). A row holding inf/NaN gets scale 0 (its partner stays clean) and is written as NaN, as an FFT
   // convolution of it would be.
   cp_async_wait_all();  // this unit's staged rows (issued one unit earlier, or in the prologue)
@@ -563,9 +566,12 @@ monarch_conv_kernel(const ConvParams p) {
     }
   }
   __syncthreads();
-  // The staging rows are free again: start copying this unit's post-gate and the next unit's input (both land
-  // during this unit's transform).
-  if constexpr (kStagePost) stage_post(unit);
+  // The staging rows are free again: start copying this unit's post-gate (its own commit group, waited for before
+  // phase 5) and the next unit's input; both land during this unit's transform.
+  if constexpr (kStagePost) {
+    stage_pair(stg_post, pg0, p.post_sb, has1);
+    cp_async_commit();
+  }
   if (unit + gridDim.x < units) stage_unit(unit + gridDim.x);
 
   // Column mma stage (r >= 16): item (f, 32-column tile qt); rows 16 f + (0..15) read in col form, written in row form.
@@ -746,8 +752,6 @@ monarch_conv_kernel(const ConvParams p) {
   // Phase 5: the scalar s-point inverse column DFT, only for the causal half (p < r/2), scaled by gain / sigma.
   T* y0 = static_cast<T*>(p.y) + b0 * p.y_sb + h * p.y_sh;
   T* y1 = has1 ? y0 + p.y_sb : nullptr;
-  const T* pg0 = kPost ? static_cast<const T*>(p.postgate) + b0 * p.post_sb + h * p.post_sh : nullptr;
-  const T* pg1 = kPost && has1 ? pg0 + p.post_sb : nullptr;
   const float gain = p.gain[h];
   const float scale0 = bad0 ? __int_as_float(0x7fc00000) : gain * inv[0];
   const float scale1 = bad1 ? __int_as_float(0x7fc00000) : gain * inv[1];

@@ -1,6 +1,6 @@
 """One call per size for ncu: python3 csrc/fftconv/profile_case.py [--gated] L [L ...] (B*H*L = 2^27, H = 256 where
-possible). --gated passes pre- and post-gates (set GENOCONV_FFTCONV_PATH=tc to profile the tensor-core kernel's gated
-form, which the dispatcher otherwise sends to the scalar kernel)."""
+possible). --gated passes pre- and post-gates. Lengths up to 16,384 run the tensor-core kernel (GENOCONV_FFTCONV_PATH=scalar
+profiles the scalar kernels instead)."""
 import sys
 
 import torch

@@ -33,12 +33,10 @@ ARCH_FLAGS = [
 ]
 ARCHS = ["sm_80", "sm_90", "compute_90"]
 _SOURCES = ("bindings.cpp", "fftconv_fused.cu", "fftconv_multipass.cu", "fftconv_monarch.cu")
-# FFT sizes the tensor-core Monarch kernel can take (N = 2^10 ... 2^15, i.e. 256 < L <= 16,384) and those it takes by
-# default: where it measured faster than the scalar fused kernel on the H200, plain and gated (all of them since its
-# inputs are staged in shared memory a unit ahead; BENCHMARKS.md, NOTES.md v9). GENOCONV_FFTCONV_PATH=scalar forces
-# the scalar kernels, =tc the tensor-core one wherever it can run.
+# FFT sizes the tensor-core Monarch kernel takes (N = 2^10 ... 2^15, i.e. 256 < L <= 16,384): all of them by default,
+# plain and gated, since it measured faster than the scalar fused kernel at every one on the H200 (BENCHMARKS.md,
+# NOTES.md v9). GENOCONV_FFTCONV_PATH=scalar forces the scalar kernels (=tc and the default agree).
 MONARCH_LOG_N = (10, 15)
-MONARCH_DEFAULT_LOG_N = frozenset(range(10, 16))
 
 # Lazy-load result: (module or None, reason). Filled once per process on first CUDA use; it is a cache of the
 # build, not state that changes results.
@@ -283,15 +281,12 @@ def _spectrum(filt, log_n: int, bins: torch.Tensor, seq_len: int, device: torch.
 
 def monarch_log_n(seq_len: int) -> int | None:
     """log2 N of the tensor-core path for this length (N = 2^ceil(log2(2L)): the kernel skips the causal zero half of
-    its input and output), or None when the scalar kernels take it (see MONARCH_DEFAULT_LOG_N and
-    GENOCONV_FFTCONV_PATH)."""
-    mode = os.environ.get("GENOCONV_FFTCONV_PATH", "auto")
-    if mode == "scalar":
+    its input and output), or None when the scalar kernels take it (outside MONARCH_LOG_N, or
+    GENOCONV_FFTCONV_PATH=scalar)."""
+    if os.environ.get("GENOCONV_FFTCONV_PATH", "auto") == "scalar":
         return None
     log_n = max(1, 2 * seq_len - 1).bit_length()
-    if not MONARCH_LOG_N[0] <= log_n <= MONARCH_LOG_N[1]:
-        return None
-    return log_n if mode == "tc" or log_n in MONARCH_DEFAULT_LOG_N else None
+    return log_n if MONARCH_LOG_N[0] <= log_n <= MONARCH_LOG_N[1] else None
 
 
 def _monarch_order(log_n: int, device) -> torch.Tensor:
