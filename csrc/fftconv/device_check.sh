@@ -1,6 +1,6 @@
 #!/bin/bash
 # One device call: build (setup.py, ahead of time, in place), GPU tests, compute-sanitizer, benchmark.
-#   bash csrc/fftconv/device_check.sh [build] [monarch] [ncu_tc] [test] [sanitize] [bench] [quickbench] [ncu] [ncu_src] [ncu_sass]
+#   bash csrc/fftconv/device_check.sh [build] [monarch] [ncu_tc] [test] [sanitize] [bench] [quickbench] [ncu] [ncu_sass]
 # Logs go under $LOG, packed at the end into $OUT/logs.tgz (the device tool brings back only a few files per call).
 set -uo pipefail
 OUT=${OUT:-/tmp/genoconv_out}
@@ -54,22 +54,8 @@ for s in $stages; do
         --section WarpStateStats --section InstructionStats --section ComputeWorkloadAnalysis --section MemoryWorkloadAnalysis \
         --section SourceCounters python3 csrc/fftconv/profile_case.py 16384 > "$LOG/ncu_tc.txt" 2>&1
       grep -E "Duration|Compute \(SM\) Th|DRAM Th|L1/TEX Cache Th|Achieved Occ|Issue Slots Busy|Executed Ipc A|Registers Per|Warp Cycles Per Issued|Executed Instructions  |Bank" "$LOG/ncu_tc.txt" | head -30 ;;
-    ncu_src)  # source-level profile of the tensor-core kernel (per-line instructions and stall samples), 16K plain
-      # and gated, 2K plain; reports and CSV exports under $OUT
-      for c in "16384" "--gated 16384" "2048"; do
-        tag=$(echo "$c" | tr -d ' -'); export GENOCONV_FFTCONV_PATH=tc
-        ncu --set full --import-source yes -k regex:monarch --launch-skip 1 --launch-count 1 -f -o "$LOG/ncu_$tag" \
-          python3 csrc/fftconv/profile_case.py $c > "$LOG/ncu_$tag.log" 2>&1; tail -3 "$LOG/ncu_$tag.log"
-        for ps in cuda sass; do
-          ncu -i "$LOG/ncu_$tag.ncu-rep" --page source --csv --print-source $ps > "$LOG/src_${tag}_$ps.csv" 2>&1 \
-            || head -5 "$LOG/src_${tag}_$ps.csv"
-        done
-        ncu -i "$LOG/ncu_$tag.ncu-rep" --page details > "$LOG/details_$tag.txt" 2>&1
-        grep -E "Duration|Issue Slots Busy|Executed Instructions  |Warp Cycles Per Issued" "$LOG/details_$tag.txt"
-        unset GENOCONV_FFTCONV_PATH
-      done
-      ls -la "$LOG" ;;
-    ncu_sass)  # per-SASS-instruction executed counts and stall samples of the tensor-core kernel (16K and 2K plain)
+    ncu_sass)  # per-SASS-instruction executed counts and stall samples of the tensor-core kernel (16K and 2K plain);
+      # join with nvdisasm -g of the same cubin: csrc/fftconv/ncu_phases.py
       for c in 16384 2048; do
         ncu --section SourceCounters --section WarpStateStats --section SpeedOfLight --section InstructionStats \
           -k regex:monarch --launch-skip 1 --launch-count 1 -f -o "$LOG/ncu_$c" python3 csrc/fftconv/profile_case.py $c \
