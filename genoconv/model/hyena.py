@@ -23,6 +23,25 @@ from ..ops import LongFilter, causal_conv
 from .config import HyenaConfig
 
 
+def _settle_vml_dispatch() -> None:
+    """Call each MKL-VML-backed unary op once, serially, before anything calls it on several threads.
+
+    oneMKL 2024.2 (in torch's CPU wheels) picks each VML function's kernel on that function's first call; when
+    the first call runs on several intra-op threads at once, one thread can run a low-accuracy kernel over its
+    whole chunk (pytorch/pytorch#188792). Here the implicit filter's first ``torch.sin`` (4,098 x 64 values, two
+    threads) came back up to 8.8e-5 off on half its values in 7 of 250 fresh processes, so embeddings differed
+    from run to run and a resumed run did not reproduce an uninterrupted one. One-element calls, which run on
+    the calling thread alone, settle the dispatch: 0 wrong in 320 processes after.
+    """
+    for dtype in (torch.float32, torch.float64):
+        x = torch.full((1,), 0.5, dtype=dtype)
+        for op in (torch.sin, torch.cos, torch.exp, torch.log, torch.sqrt, torch.tanh, torch.abs, torch.erf):
+            op(x)
+
+
+_settle_vml_dispatch()
+
+
 class Sin(nn.Module):
     """sin(freq * x) with a learnt per-feature frequency (one instance is shared by the implicit filter MLP)."""
 
