@@ -18,7 +18,9 @@
 // - Blocks are persistent and stage the next unit's input rows (and gates where they fit) into spare shared memory
 //   with cp.async while the current unit is transformed: no phase waits on device memory for its input (NOTES.md v9).
 // - The twiddle between column and row transforms, W_N^(q (f + S e)), is split: W_N^(f (256 a + q)) in the first
-//   phase (powers of one sincos), W_N^(q S e) once per column stage and lane (it does not depend on the item).
+//   phase (powers of one sincos), W_N^(q S e) once per column stage and lane (it does not depend on the item). The
+//   inverse mirrors it: conj W_N^(q S e) from a per-block shared table at the row stage's store, conj W_N^(f (256 a
+//   + q)) by recurrence in the last phase (NOTES.md v9.6).
 #include <cuda_fp16.h>
 
 #include <type_traits>
@@ -155,9 +157,13 @@ struct Cfg {
   // this unit's post-gate rows too up to N = 2^14 (10 N bytes in all; N = 2^15 has room for u only). The
   // transform's own buffer is 4 N bytes.
   static constexpr int kStageWords = kN / 4;
+  // r >= 16: the row stage's output twiddle conj W_N^(q S e) = conj W_4096^(q e) (the same for every N) as a table in
+  // the lanes' order: for each row-pair class rho2 % 8 (rows e = 2 (rho2 % 8), + 1) and lane, 16 words (re, im) of
+  // the accumulator slots (j, c), as 4 uint4 with the lanes contiguous (conflict-free 16-byte loads): 16 KiB.
+  static constexpr int kIr2TableWords = kColMma ? 8 * 4 * 32 * 4 : 0;
   __host__ __device__ static constexpr bool stage_gate(bool gate) { return gate && kN <= 16384; }
   __host__ __device__ static constexpr size_t smem(bool pre, bool post) {
-    return (size_t)kN * 4 + (size_t)kN * (2 + 2 * stage_gate(pre) + 2 * stage_gate(post));
+    return (size_t)kN * 4 + (size_t)kN * (2 + 2 * stage_gate(pre) + 2 * stage_gate(post)) + 4 * (size_t)kIr2TableWords;
   }
 };
 
@@ -325,6 +331,21 @@ monarch_conv_kernel(const ConvParams p) {
   const int64_t units = pairs_b * p.channels;
   const int64_t len = p.seq_len;
   constexpr int kStaged = 2 + 2 * kStagePre + 2 * kStagePost;
+  // The row stage's e part of conj W_N^(q k1) (k1 = S e + f; see Cfg::kIr2TableWords); its f part commutes with the
+  // inverse column mma over e and is applied in the last phase together with conj W_r^(a f).
+  const uint4* const s_ir2 = reinterpret_cast<const uint4*>(stg + kStaged * SW);
+  if constexpr (C::kColMma) {
+    uint32_t* const tbl = stg + kStaged * SW;
+    for (int i = tid; i < 8 * 32 * 8; i += C::kThreads) {
+      const int jc = i & 7, ln = (i >> 3) & 31, c8 = i >> 8;
+      const int j = jc >> 2, c = jc & 3;
+      const int q = 16 * (8 * j + 2 * (ln & 3) + (c & 1)) + (ln >> 2) + 8 * (c >> 1);
+      const float2 w0 = twid(q * 2 * c8, 12), w1 = twid(q * (2 * c8 + 1), 12);
+      const int word = ((c8 * 4 + (jc >> 1)) * 32 + ln) * 4 + 2 * (jc & 1);
+      tbl[word] = pack2(w0.x, w1.x);
+      tbl[word + 1] = pack2(w0.y, w1.y);
+    }
+  }
   // Input staging: while unit i is transformed, unit i + gridDim.x's rows are copied (cp.async) into the staging rows,
   // so phases 0 and 1 read shared memory instead of waiting on device memory. Past the row end the rows hold zeros.
   {
@@ -575,8 +596,8 @@ monarch_conv_kernel(const ConvParams p) {
   if (unit + gridDim.x < units) stage_unit(unit + gridDim.x);
 
   // Column mma stage (r >= 16): item (f, 32-column tile qt); rows 16 f + (0..15) read in col form, written in row form.
-  // Forward: D[e][q] = F/16 X, times W_N^(q S e) (phase 1 applied the f part). Inverse: D[a][q] = conj(F)/16 X, times
-  // conj W_r^(a f). Every shared-memory offset is f 1024 plus a lane constant of the column tile, and with kWarps a
+  // Forward: D[e][q] = F/16 X, times W_N^(q S e) (phase 1 applied the f part). Inverse: D[a][q] = conj(F)/16 X (the
+  // last phase applies conj W_N^(f (256 a + q))). Every shared-memory offset is f 1024 plus a lane constant of the column tile, and with kWarps a
   // multiple of 8 a warp keeps one tile qt = warp % 8 for all its items: offsets and forward twiddles (packed half2,
   // tiles A and B in one word like the stored values) are then set up once per stage.
   auto col_stage = [&](auto inverse_tag) {
@@ -607,11 +628,6 @@ monarch_conv_kernel(const ConvParams p) {
     for (int item = warp; item < 8 * S; item += C::kWarps) {
       const int f = item >> 3;
       if constexpr (!kFixedQt) setup_tile(item & 7);
-      float2 wi0 = make_float2(1.f, 0.f), wi1 = wi0;
-      if constexpr (kInv) {
-        wi0 = twid(g * f, kLogR);
-        wi1 = twid((g + 8) * f, kLogR);
-      }
 #pragma unroll
       for (int hh = 0; hh < 2; ++hh) {
         float dr[2][4], di[2][4];
@@ -626,17 +642,10 @@ monarch_conv_kernel(const ConvParams p) {
 #pragma unroll
         for (int c = 0; c < 4; ++c) {
           const int w = st_off[hh][c & 1] + 1024 * f + 512 * (c >> 1);
-          if constexpr (kInv) {
-            const float2 wv = (c >> 1) ? wi1 : wi0;
-            const float2 va = cmc(make_float2(dr[0][c], di[0][c]), wv), vb = cmc(make_float2(dr[1][c], di[1][c]), wv);
-            sre[w] = pack2(va.x, vb.x);
-            sim[w] = pack2(va.y, vb.y);
-          } else {
-            uint32_t wr = pack2(dr[0][c], dr[1][c]), wim = pack2(di[0][c], di[1][c]);
-            cmul_h2(wr, wim, cwr[hh][c], cwi[hh][c], as_u32(__hneg2(as_h2(cwi[hh][c]))));
-            sre[w] = wr;
-            sim[w] = wim;
-          }
+          uint32_t wr = pack2(dr[0][c], dr[1][c]), wim = pack2(di[0][c], di[1][c]);
+          if constexpr (!kInv) cmul_h2(wr, wim, cwr[hh][c], cwi[hh][c], as_u32(__hneg2(as_h2(cwi[hh][c]))));
+          sre[w] = wr;
+          sim[w] = wim;
         }
         __syncwarp();
       }
@@ -708,7 +717,8 @@ monarch_conv_kernel(const ConvParams p) {
 #pragma unroll
           for (int c = 0; c < 4; ++c) {
             const int q = 16 * (8 * j + 2 * t + (c & 1)) + g + 8 * (c >> 1);
-            const float2 v = cmc(make_float2(vr[c], vi[c]), twid(q * k1, LOGN));
+            // r >= 16: conj W_N^(q S e) is applied in half2 at the store (table), conj W_N^(q f) in the last phase.
+            const float2 v = C::kColMma ? make_float2(vr[c], vi[c]) : cmc(make_float2(vr[c], vi[c]), twid(q * k1, LOGN));
             outr[ri][j][c] = v.x;
             outi[ri][j][c] = v.y;
           }
@@ -722,8 +732,12 @@ monarch_conv_kernel(const ConvParams p) {
           const int q = 16 * (8 * j + 2 * t + (c & 1)) + g + 8 * (c >> 1);
           if constexpr (C::kColMma) {
             const int w = widx<Q>(unit_j(q), rho2, unit_qp(q));
-            sre[w] = pack2(outr[0][j][c], outr[1][j][c]);
-            sim[w] = pack2(outi[0][j][c], outi[1][j][c]);
+            const uint4 tw = s_ir2[((rho2 & 7) * 4 + 2 * j + (c >> 1)) * 32 + lane];
+            const uint32_t cr = (c & 1) ? tw.z : tw.x, ci = (c & 1) ? tw.w : tw.y;
+            uint32_t wr = pack2(outr[0][j][c], outr[1][j][c]), wim = pack2(outi[0][j][c], outi[1][j][c]);
+            cmulc_h2(wr, wim, cr, ci, as_u32(__hneg2(as_h2(ci))));
+            sre[w] = wr;
+            sim[w] = wim;
           } else if ((c & 1) == 0) {  // row form: (q, q + 16) are slots c and c + 1
 #pragma unroll
             for (int ri = 0; ri < 2; ++ri) {
@@ -819,6 +833,20 @@ monarch_conv_kernel(const ConvParams p) {
         const float2 re = unpack2(sre[w]), im = unpack2(sim[w]);
         x[0][f] = make_float2(re.x, im.x);
         x[1][f] = make_float2(re.y, im.y);
+      }
+      if constexpr (C::kColMma && S > 1) {
+        // conj W_N^(f (256 a + q)) = conj W_r^(a f) conj W_N^(q f) (the f part of the row stage's conj W_N^(q k1)):
+        // powers of one sincos per (a, q) by recurrence over f (fp32).
+#pragma unroll
+        for (int qi = 0; qi < 2; ++qi) {
+          const float2 base = twid(256 * a + q + 16 * qi, LOGN);
+          float2 tw = base;
+#pragma unroll
+          for (int f = 1; f < S; ++f) {
+            if (f > 1) tw = cm(tw, base);
+            x[qi][f] = cmc(x[qi][f], tw);
+          }
+        }
       }
       float2 o[2][kOut];
 #pragma unroll

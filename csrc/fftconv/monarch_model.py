@@ -77,11 +77,16 @@ def conv(x, taps, bias, N, fp16=True):
         UT = rnd(UT * np.conj(T256.T))
         yT = UT @ f16op(np.conj(F16))  # [b'][a']
         V = yT.T.reshape(256)  # q = 16 a' + b'
-        out_slots[rho] = rnd(V * np.conj(W(N, k1 * q)))
+        # conj W_N^{q k1}: for r >= 16 only its e part, conj W_N^{q s e} (k1 = s e + f); the f part commutes with the
+        # column mma over e and joins conj W_r^{a f} in the last phase
+        out_slots[rho] = rnd(V * np.conj(W(N, (s * (rho % 16) if r >= 16 else k1) * q)))
     if r >= 16:
         V = out_slots.reshape(s, 16, 256)  # [f][e][q]
         T = np.einsum('ae,feq->faq', f16op(np.conj(F16)), V)
-        T = rnd(T * np.conj(W(r, np.outer(np.arange(s), np.arange(16))))[:, :, None])
+        T = rnd(T)
+        # last phase: conj W_N^{f (256 a + q)} = conj W_r^{a f} conj W_N^{q f} (fp32), then the s-point DFT
+        a = np.arange(16)
+        T = T * np.conj(W(N, np.arange(s)[:, None, None] * (256 * a[None, :, None] + q[None, None, :])))
         out = np.einsum('cf,faq->caq', np.conj(W(s, np.outer(np.arange(s), np.arange(s)))), T)  # p = 16c + a
         y = out.reshape(N) * gain / sigma
     else:
