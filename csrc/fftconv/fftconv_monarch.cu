@@ -162,6 +162,8 @@ struct Cfg {
   // the accumulator slots (j, c), as 4 uint4 with the lanes contiguous (conflict-free 16-byte loads): 16 KiB.
   static constexpr int kIr2TableWords = kColMma ? 8 * 4 * 32 * 4 : 0;
   __host__ __device__ static constexpr bool stage_gate(bool gate) { return gate && kN <= 16384; }
+  // Mirrored by genoconv/ops/cuda.py monarch_smem_bytes, which sends sizes a device cannot hold (an A100's 163 KiB
+  // per block: N = 2^15, N = 2^14 gated) to the scalar kernels.
   __host__ __device__ static constexpr size_t smem(bool pre, bool post) {
     return (size_t)kN * 4 + (size_t)kN * (2 + 2 * stage_gate(pre) + 2 * stage_gate(post)) + 4 * (size_t)kIr2TableWords;
   }

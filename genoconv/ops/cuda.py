@@ -279,14 +279,40 @@ def _spectrum(filt, log_n: int, bins: torch.Tensor, seq_len: int, device: torch.
     return torch.view_as_real(pairs.to(torch.complex64)).reshape(k_f.shape[0], -1, 4).contiguous()
 
 
-def monarch_log_n(seq_len: int) -> int | None:
+def monarch_smem_bytes(log_n: int, pre: bool = False, post: bool = False) -> int:
+    """Dynamic shared memory of the tensor-core kernel at N = 2^log_n (``Cfg::smem`` in fftconv_monarch.cu, which
+    this mirrors): the 4 N-byte transform buffer, 2 N bytes per staged signal pair (u always, gates up to N = 2^14),
+    and the 16 KiB inverse-twiddle table from N = 2^12 on."""
+    n = 1 << log_n
+    staged = 2 + 2 * (pre and n <= 16384) + 2 * (post and n <= 16384)
+    return 4 * n + n * staged + (16384 if n >= 4096 else 0)
+
+
+# Static shared memory of the tensor-core kernel (s_max, s_w16), on top of the dynamic part.
+_MONARCH_STATIC_SMEM = 144
+
+
+def monarch_log_n(seq_len: int, *, pre: bool = False, post: bool = False,
+                  smem_per_block: int | None = None) -> int | None:
     """log2 N of the tensor-core path for this length (N = 2^ceil(log2(2L)): the kernel skips the causal zero half of
-    its input and output), or None when the scalar kernels take it (outside MONARCH_LOG_N, or
-    GENOCONV_FFTCONV_PATH=scalar)."""
+    its input and output), or None when the scalar kernels take it: outside MONARCH_LOG_N, GENOCONV_FFTCONV_PATH=scalar,
+    or more shared memory than the device gives one block (``smem_per_block``; an A100's 163 KiB does not hold
+    N = 2^15, nor N = 2^14 with gates, which an H100/H200's 227 KiB does)."""
     if os.environ.get("GENOCONV_FFTCONV_PATH", "auto") == "scalar":
         return None
     log_n = max(1, 2 * seq_len - 1).bit_length()
-    return log_n if MONARCH_LOG_N[0] <= log_n <= MONARCH_LOG_N[1] else None
+    if not MONARCH_LOG_N[0] <= log_n <= MONARCH_LOG_N[1]:
+        return None
+    if smem_per_block is not None and monarch_smem_bytes(log_n, pre, post) + _MONARCH_STATIC_SMEM > smem_per_block:
+        return None
+    return log_n
+
+
+def _smem_per_block(device: torch.device) -> int:
+    """Shared memory one block may opt in to on this device (bytes): 227 KiB on H100/H200, 163 KiB on A100, 99 KiB on
+    sm_86/89 (the default 48 KiB where torch does not report it)."""
+    props = torch.cuda.get_device_properties(device)
+    return int(getattr(props, "shared_memory_per_block_optin", props.shared_memory_per_block))
 
 
 def _monarch_order(log_n: int, device) -> torch.Tensor:
@@ -341,7 +367,8 @@ def causal_conv_cuda(u, filt, pregate=None, postgate=None):
     seq_len = u.shape[-1]
     dev = u.device
     kmax = min(filt.filter_len, seq_len)
-    log_n_tc = monarch_log_n(seq_len)
+    log_n_tc = monarch_log_n(seq_len, pre=pregate is not None, post=postgate is not None,
+                             smem_per_block=_smem_per_block(dev))
     if log_n_tc is not None:
         spec, gain = filt.cached(("cuda_monarch", log_n_tc, kmax, str(dev)),
                                  lambda: _monarch_spectrum(filt, log_n_tc, seq_len, dev))

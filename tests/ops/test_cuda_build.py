@@ -99,3 +99,19 @@ def test_monarch_length_range(monkeypatch):
     assert monarch_log_n(2048) == 12 and monarch_log_n(16385) is None
     monkeypatch.setenv("GENOCONV_FFTCONV_PATH", "scalar")
     assert monarch_log_n(512) is None
+
+
+def test_monarch_takes_only_sizes_the_device_shared_memory_holds():
+    from genoconv.ops.cuda import monarch_log_n, monarch_smem_bytes
+
+    # Cfg::smem: 2^15 plain = 128 KiB transform + 64 KiB staged u + 16 KiB twiddle table; gates staged up to 2^14.
+    assert monarch_smem_bytes(15) == 208 << 10 and monarch_smem_bytes(15, True, True) == 208 << 10
+    assert monarch_smem_bytes(14, True, True) == 176 << 10 and monarch_smem_bytes(11) == 12 << 10
+    h100, a100 = 227 << 10, 163 << 10  # cudaDevAttrMaxSharedMemoryPerBlockOptin
+    for seq_len in (300, 2048, 8192, 16384):
+        for pre, post in ((False, False), (True, True), (False, True)):
+            assert monarch_log_n(seq_len, pre=pre, post=post, smem_per_block=h100) is not None
+    assert monarch_log_n(16384, smem_per_block=a100) is None  # 208 KiB: the scalar kernels take it
+    assert monarch_log_n(8192, smem_per_block=a100) == 14  # plain 112 KiB fits
+    assert monarch_log_n(8192, pre=True, post=True, smem_per_block=a100) is None  # gated 176 KiB does not
+    assert monarch_log_n(4096, pre=True, post=True, smem_per_block=a100) == 13
