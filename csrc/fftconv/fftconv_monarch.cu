@@ -236,9 +236,6 @@ __device__ __forceinline__ void acc_to_a(const float (&r)[2][4], const float (&i
   }
 }
 
-__device__ __forceinline__ float2 cm(float2 a, float2 b) { return cmul(a, b); }
-__device__ __forceinline__ float2 cmc(float2 a, float2 b) { return cmulc(a, b); }  // a * conj(b)
-
 // Raw bits of samples n, n + 1 (n even) as one word (low half = n), zero past the end.
 template <typename T>
 __device__ __forceinline__ uint32_t load_bits2(const T* __restrict__ row, int64_t n, int64_t len, bool vec) {
@@ -543,13 +540,13 @@ monarch_conv_kernel(const ConvParams p) {
 #pragma unroll
           for (int ai = 0; ai < 2; ++ai)
 #pragma unroll
-            for (int qi = 0; qi < 2; ++qi) tw[ai][qi] = f == 1 ? base[ai][qi] : cm(tw[ai][qi], base[ai][qi]);
+            for (int qi = 0; qi < 2; ++qi) tw[ai][qi] = f == 1 ? base[ai][qi] : cmul(tw[ai][qi], base[ai][qi]);
         }
         const int rho2 = 8 * f + ap;
 #pragma unroll
         for (int qi = 0; qi < 2; ++qi) {
-          const float2 v0 = f == 0 ? xf[0][qi][f] : cm(xf[0][qi][f], tw[0][qi]);
-          const float2 v1 = f == 0 ? xf[1][qi][f] : cm(xf[1][qi][f], tw[1][qi]);
+          const float2 v0 = f == 0 ? xf[0][qi][f] : cmul(xf[0][qi][f], tw[0][qi]);
+          const float2 v1 = f == 0 ? xf[1][qi][f] : cmul(xf[1][qi][f], tw[1][qi]);
           const int w = widx<Q>(unit_j(q0 + qi), rho2, unit_qp(q0 + qi));
           sre[w] = pack2(v0.x, v1.x);
           sim[w] = pack2(v0.y, v1.y);
@@ -580,7 +577,7 @@ monarch_conv_kernel(const ConvParams p) {
         float2 v[2];
 #pragma unroll
         for (int qi = 0; qi < 2; ++qi) {
-          v[qi] = cm(xf[qi][f], twid((q + 16 * qi) * f, LOGN));
+          v[qi] = cmul(xf[qi][f], twid((q + 16 * qi) * f, LOGN));
         }
         const int w = widx<Q>(f & 1, f >> 1, qp);
         sre[w] = pack2(v[0].x, v[1].x);
@@ -659,7 +656,8 @@ monarch_conv_kernel(const ConvParams p) {
   }
 
   // Row stage: per row pair, forward 256-point DFT (two mma stages in registers), spectrum, inverse 256-point DFT,
-  // conj W_N^(q k1); rows are read in row form and written in col form (r >= 16) or row form (r < 16).
+  // conj W_N^(q k1) (r >= 16: only its e part, at the store); rows are read in row form and written in col form
+  // (r >= 16) or row form (r < 16). Slot rho holds logical row k1 = (rho % 16) S + rho / 16 (r >= 16) or rho.
   {
     const uint4* spec_h = p.spectrum_h + (size_t)h * (C::kN / 4);
     for (int rho2 = warp; rho2 < R / 2; rho2 += C::kWarps) {
@@ -674,7 +672,6 @@ monarch_conv_kernel(const ConvParams p) {
 #pragma unroll
       for (int ri = 0; ri < 2; ++ri) {
         const int rho = 2 * rho2 + ri;
-        const int k1 = C::kColMma ? (rho & 15) * S + (rho >> 4) : rho;
         // R1: Y = F/16 X, X[a'][b'] = row[16 a' + b'].
         float yr[2][4], yi[2][4];
 #pragma unroll
@@ -719,8 +716,9 @@ monarch_conv_kernel(const ConvParams p) {
 #pragma unroll
           for (int c = 0; c < 4; ++c) {
             const int q = 16 * (8 * j + 2 * t + (c & 1)) + g + 8 * (c >> 1);
-            // r >= 16: conj W_N^(q S e) is applied in half2 at the store (table), conj W_N^(q f) in the last phase.
-            const float2 v = C::kColMma ? make_float2(vr[c], vi[c]) : cmc(make_float2(vr[c], vi[c]), twid(q * k1, LOGN));
+            // r >= 16: conj W_N^(q S e) is applied in half2 at the store (table), conj W_N^(q f) in the last phase;
+            // r < 16: conj W_N^(q k1) here, k1 = rho.
+            const float2 v = C::kColMma ? make_float2(vr[c], vi[c]) : cmulc(make_float2(vr[c], vi[c]), twid(q * rho, LOGN));
             outr[ri][j][c] = v.x;
             outi[ri][j][c] = v.y;
           }
@@ -845,8 +843,8 @@ monarch_conv_kernel(const ConvParams p) {
           float2 tw = base;
 #pragma unroll
           for (int f = 1; f < S; ++f) {
-            if (f > 1) tw = cm(tw, base);
-            x[qi][f] = cmc(x[qi][f], tw);
+            if (f > 1) tw = cmul(tw, base);
+            x[qi][f] = cmulc(x[qi][f], tw);
           }
         }
       }
