@@ -139,7 +139,8 @@ def run(quick: bool, dtype: torch.dtype, sizes: list[int] | None = None) -> tupl
         t_ref = time_ms(lambda: torch_reference(u, k_f, bias), reps=reps)
         t_plain = time_ms(lambda: gcuda.causal_conv_cuda(u, filt), reps=reps)
         t_gated = time_ms(lambda: gcuda.causal_conv_cuda(u, filt, pre, post), reps=reps)
-        tc = gcuda.monarch_log_n(seq_len) is not None
+        # Whether the tensor-core kernel takes this size on this device (its shared memory may not fit, e.g. an A100).
+        tc = gcuda.monarch_log_n(seq_len, smem_per_block=gcuda._smem_per_block(dev)) is not None
         t_scalar = t_scalar_gated = float("nan")
         if tc:
             with scalar_path():
