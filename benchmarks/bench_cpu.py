@@ -30,12 +30,12 @@ ECOLI = ROOT.parent / "shared" / "data" / "ecoli_K12_MG1655.fa.gz"
 CHILD = r"""
 import json, resource, sys, time, torch
 from genoconv import Embedder
-from genoconv.engine import EmbedOptions
+from genoconv.options import EmbedOptions
 from genoconv.model import HyenaConfig, HyenaDNA
 from genoconv.runner import embed_to_file
 spec, fasta, out, per_nt = json.loads(sys.argv[1])
 if spec == "default":
-    from genoconv.registry import DEFAULT_MODEL, resolve_model
+    from genoconv.model.registry import DEFAULT_MODEL, resolve_model
     emb = Embedder.from_pretrained(resolve_model(DEFAULT_MODEL), device="cpu")
 else:
     cfg = HyenaConfig(d_model=128, n_layer=2, d_inner=512, max_seq_len=16386)

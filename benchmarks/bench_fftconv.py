@@ -140,9 +140,9 @@ def run(quick: bool, dtype: torch.dtype, sizes: list[int] | None = None) -> tupl
         t_plain = time_ms(lambda: gcuda.causal_conv_cuda(u, filt), reps=reps)
         t_gated = time_ms(lambda: gcuda.causal_conv_cuda(u, filt, pre, post), reps=reps)
         # Whether the tensor-core kernel takes this size on this device (its shared memory may not fit, e.g. an A100).
-        tc = gcuda.monarch_log_n(seq_len, smem_per_block=gcuda._smem_per_block(dev)) is not None
+        monarch = gcuda.monarch_log_n(seq_len, smem_per_block=gcuda._smem_per_block(dev)) is not None
         t_scalar = t_scalar_gated = float("nan")
-        if tc:
+        if monarch:
             with scalar_path():
                 t_scalar = time_ms(lambda: gcuda.causal_conv_cuda(u, filt), reps=reps)
                 t_scalar_gated = time_ms(lambda: gcuda.causal_conv_cuda(u, filt, pre, post), reps=reps)
@@ -154,7 +154,7 @@ def run(quick: bool, dtype: torch.dtype, sizes: list[int] | None = None) -> tupl
         row = dict(name=name, B=batch, H=channels, L=seq_len, ref_ms=t_ref, plain_ms=t_plain, gated_ms=t_gated,
                    floor_ms=floor_plain, plain_floor=floor_plain / t_plain, gated_floor=floor_gated / t_gated,
                    speedup=t_ref / t_plain, err_plain=err_plain, err_gated=err_gated, err_ref=err_ref,
-                   log_n=gcuda.fft_plan(seq_len, seq_len), tc=tc, scalar_ms=t_scalar,
+                   log_n=gcuda.fft_plan(seq_len, seq_len), monarch=monarch, scalar_ms=t_scalar,
                    scalar_gated_ms=t_scalar_gated)
         rows.append(row)
         print(f"{name:>10} B={batch:<5} H={channels:<4} ref {t_ref:8.3f} ms  plain {t_plain:8.3f} ms "
@@ -175,9 +175,9 @@ def table(rows: list[dict]) -> str:
     add("PyTorch fp32 FFT (ms)", lambda r: f"{r['ref_ms']:.3f}")
     add("kernel plain (ms)", lambda r: f"{r['plain_ms']:.3f}")
     add("kernel gated (ms)", lambda r: f"{r['gated_ms']:.3f}")
-    add("previous scalar fused kernel, plain (ms)", lambda r: f"{r['scalar_ms']:.3f}" if r.get("tc") else "-")
+    add("previous scalar fused kernel, plain (ms)", lambda r: f"{r['scalar_ms']:.3f}" if r.get("monarch") else "-")
     add("previous scalar fused kernel, gated (ms)",
-        lambda r: f"{r['scalar_gated_ms']:.3f}" if r.get("tc") and "scalar_gated_ms" in r else "-")
+        lambda r: f"{r['scalar_gated_ms']:.3f}" if r.get("monarch") and "scalar_gated_ms" in r else "-")
     add("speed-up plain vs PyTorch", lambda r: f"{r['speedup']:.1f}x")
     add("plain, % of floor (4 B/elem)", lambda r: f"{r['plain_floor']:.1%}")
     add("gated, % of gated floor (8 B/elem)", lambda r: f"{r['gated_floor']:.1%}")
@@ -185,7 +185,7 @@ def table(rows: list[dict]) -> str:
     add("rel. L2 err plain / gated", lambda r: f"{r['err_plain']:.1e} / {r['err_gated']:.1e}")
     add("rel. L2 err PyTorch ref", lambda r: f"{r['err_ref']:.1e}")
     add("FFT size N (path)", lambda r: f"2^{r['log_n']} "
-        f"({'tensor-core fused' if r.get('tc') else 'fused' if r['log_n'] <= 15 else '3-pass'})")
+        f"({'tensor-core fused' if r.get('monarch') else 'fused' if r['log_n'] <= 15 else '3-pass'})")
     return "\n".join(lines)
 
 

@@ -29,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench_e2e import LARGE_1M, read_fasta_gz  # noqa: E402
 
-from genoconv.likelihood import bits_per_base  # noqa: E402
+from genoconv.model.likelihood import bits_per_base  # noqa: E402
 from genoconv.model import HyenaDNA, Tokenizer  # noqa: E402
 from genoconv.model.checkpoint import load_checkpoint  # noqa: E402
 from genoconv.model.hyena import StreamState  # noqa: E402
@@ -86,7 +86,7 @@ def main() -> None:
         ks = [1_000_002, 262_144, 65_536, 16_384]
         chunk, with_bits, title = 262_144, False, "HyenaDNA-large-1m shape, random weights, bf16, DMD streamed"
     else:
-        from genoconv.registry import DEFAULT_MODEL, resolve_model
+        from genoconv.model.registry import DEFAULT_MODEL, resolve_model
 
         model, _ = load_checkpoint(resolve_model(DEFAULT_MODEL))
         model = model.to(device).eval()

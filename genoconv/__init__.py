@@ -1,13 +1,34 @@
-"""genoconv: single-nucleotide DNA embeddings with HyenaDNA long-convolution models."""
+"""genoconv: single-nucleotide DNA embeddings with HyenaDNA long-convolution models.
 
+The names below are imported on first use, so ``from genoconv import open_embeddings`` needs only numpy and h5py
+(reading a cluster's output on a laptop), while ``Embedder`` brings torch in when it is asked for.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from ._lazy import lazy_exports
 from ._version import __version__
-from .api import Embedder
 
-__all__ = ["Embedder", "__version__", "open_embeddings"]
+_LAZY = {
+    "Embedder": "genoconv.api",
+    "open_embeddings": "genoconv.store.reader",
+    "EmbedOptions": "genoconv.options",
+    "list_models": "genoconv.model.registry",
+}
+
+__all__ = ["Embedder", "EmbedOptions", "__version__", "list_models", "open_embeddings"]
+
+if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
+    from .api import Embedder
+    from .model.registry import list_models
+    from .options import EmbedOptions
+    from .store.reader import open_embeddings
 
 
-def open_embeddings(path):
-    """Open a genoconv HDF5 output lazily (see :mod:`genoconv.store`)."""
-    from .store import open_embeddings as _open
+__getattr__ = lazy_exports("genoconv", globals(), _LAZY)
 
-    return _open(path)
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

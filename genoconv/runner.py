@@ -15,11 +15,11 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Callable, Sequence
 
-from . import __version__
-from .api import Embedder
-from .engine import EmbedOptions, Engine, Progress
+from .engine import Engine, Progress
 from .errors import InputError, InputFileError
 from .io import open_records
+from .model.embedder import LoadedModel, dtype_name
+from .options import EmbedOptions, ReadOptions, StoreOptions
 
 log = logging.getLogger("genoconv")
 
@@ -61,24 +61,22 @@ class StopFlag:
                 signal.signal(s, h)
 
 
-def embed_to_file(embedder: Embedder, inputs: Sequence[str | Path], output: str | Path, *,
-                  options: EmbedOptions | None = None, store_dtype: str = "float16",
-                  compression: str | None = None, overwrite: bool = False, reference: str | Path | None = None,
-                  regions: str | Path | None = None, feature: str = "gene", strand_aware: bool = True,
-                  include_secondary: bool = False, include_supplementary: bool = False, dedupe_ids: bool = False,
-                  shard: tuple[int, int] | None = None, model_name: str | None = None, command_line: str | None = None,
-                  check_disk: bool = True, commit_interval: float = 2.0, on_progress: Callable[[Progress], None] | None = None,
+def embed_to_file(embedder: LoadedModel, inputs: Sequence[str | Path], output: str | Path, *,
+                  options: EmbedOptions | None = None, read: ReadOptions | None = None,
+                  store: StoreOptions | None = None, shard: tuple[int, int] | None = None,
+                  model_name: str | None = None, command_line: str | None = None, check_disk: bool = True,
+                  on_progress: Callable[[Progress], None] | None = None,
                   on_start: Callable[[int, int], None] | None = None) -> Progress:
     """Embed ``inputs`` into ``output``; resumes an unfinished run of the same command. Returns the progress."""
     from .store import EmbeddingWriter, StoreSpec, check_free_space, estimate_bytes
 
     options = options or EmbedOptions()
+    read = read or ReadOptions()
+    store = store or StoreOptions()
     output = Path(output)
     if not output.parent.exists():
         raise InputFileError(f"{output}: output folder {output.parent} does not exist")
-    source = open_records(list(inputs), reference=reference, regions=regions, feature=feature,
-                          strand_aware=strand_aware, include_secondary=include_secondary,
-                          include_supplementary=include_supplementary, dedupe_ids=dedupe_ids)
+    source = open_records(list(inputs), **read.as_kwargs())
     lengths = source.lengths()
     if shard is not None:
         from .sharding import select_shard
@@ -88,26 +86,24 @@ def embed_to_file(embedder: Embedder, inputs: Sequence[str | Path], output: str 
     else:
         keep = None
     if not lengths:
-        raise InputError(f"{', '.join(map(str, inputs)) or regions}: no records to embed")
+        raise InputError(f"{', '.join(map(str, inputs)) or read.regions}: no records to embed")
     layers = tuple(embedder.resolve_layers(options.layers))
     spec = StoreSpec(d_model=embedder.d_model, layers=layers, per_nucleotide=options.per_nucleotide,
-                     pools=tuple(options.pools), window=options.window, store_dtype=store_dtype,
-                     compression=compression)
+                     pools=tuple(options.pools), window=options.window, store_dtype=store.store_dtype,
+                     compression=store.compression)
     total = sum(n for _, n in lengths)
     if check_disk:
         check_free_space(output, estimate_bytes(spec, len(lengths), total))
-    run_config = {**asdict(options), "layers": list(layers), "model_sha256": _sha(embedder),
-                  "tokenizer": embedder.tokenizer.policy, "compute_dtype": str(embedder.dtype).replace("torch.", ""),
-                  "shard": list(shard) if shard else None, "inputs": [str(p) for p in inputs],
-                  "regions": str(regions) if regions else None, "strand_aware": strand_aware,
-                  "include_secondary": include_secondary, "include_supplementary": include_supplementary,
-                  "dedupe_ids": dedupe_ids, "feature": feature}
+    run_config = {**asdict(options), **read.as_kwargs(), "layers": list(layers), "model_sha256": embedder.sha256,
+                  "tokenizer": embedder.tokenizer.policy, "compute_dtype": dtype_name(embedder.dtype),
+                  "shard": list(shard) if shard else None, "inputs": [str(p) for p in inputs]}
     run_config.pop("max_memory")  # a resource bound: changes how, not what
     run_config.pop("tokens_per_batch")
+    run_config.pop("reference")  # the regions' source; recorded in provenance
     engine = Engine(embedder, options)
     provenance = {
         "model": model_name or embedder.name,
-        "checkpoint_sha256": _sha(embedder),
+        "checkpoint_sha256": embedder.sha256,
         "checkpoint_format": embedder.info.format if embedder.info else "in-memory",
         "model_config": embedder.config.to_hf_dict(),
         "compute_dtype": run_config["compute_dtype"],
@@ -120,8 +116,9 @@ def embed_to_file(embedder: Embedder, inputs: Sequence[str | Path], output: str 
         "run_config": run_config,
     }
     # Commits are made durable together at most every `commit_interval` seconds: thousands of short reads then
-    # write at ~285 MB/s instead of ~41 (store.py); a kill loses at most that much work, never a committed record.
-    writer = EmbeddingWriter.open(output, spec, provenance, overwrite=overwrite, commit_interval=commit_interval)
+    # write at ~285 MB/s instead of ~41 (genoconv.store); a kill loses at most that much work, never a committed record.
+    writer = EmbeddingWriter.open(output, spec, provenance, overwrite=store.overwrite,
+                                  commit_interval=store.commit_interval)
     skip = set(writer.committed)
     if skip:
         log.info("resuming %s: %d records already committed", output, len(skip))
@@ -150,11 +147,7 @@ def embed_to_file(embedder: Embedder, inputs: Sequence[str | Path], output: str 
     return progress
 
 
-def _sha(embedder: Embedder) -> str:
-    return embedder.info.sha256 if embedder.info else "unsaved"
-
-
-def _convolution_summary(embedder: Embedder, options: EmbedOptions) -> str:
+def _convolution_summary(embedder: LoadedModel, options: EmbedOptions) -> str:
     k = options.filter_len
     parts = [f"exact up to max_seq_len={embedder.max_seq_len}"]
     parts.append(f"partial K={k}" if k else f"partial K={embedder.max_seq_len} for longer records")
@@ -165,7 +158,7 @@ def _convolution_summary(embedder: Embedder, options: EmbedOptions) -> str:
     return "; ".join(parts)
 
 
-def _backend_name(embedder: Embedder) -> str:
+def _backend_name(embedder: LoadedModel) -> str:
     if embedder.device.type != "cuda":
         return "reference (torch.fft, fp32)"
     from .ops import cuda

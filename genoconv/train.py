@@ -4,13 +4,12 @@
         --eval dmd=DMD_GRCh37_chrX.fa.gz --eval ecoli=ecoli_K12_MG1655.fa.gz --max-minutes 8
 
 What it does:
-- Reads one record of ``--fasta`` (pysam when it is installed and the file is indexed, else a plain/gzip/bgzip
-  reader; the GPU machine has no pysam) and tokenises it with the ``clean`` policy.
+- Reads one record of ``--fasta`` (:func:`genoconv.io.open_records`) and tokenises it with the ``clean`` policy.
 - Holds out ``--heldout`` (1-based inclusive region string; default the DMD gene, chrX:31,137,345-33,357,726) and a
-  guard band of ``--guard`` bases on each side: no training window overlaps them.
-- Draws random windows of ``--seq-len`` bases from the rest (``seq_len - 1`` targets each; 16384 keeps the FFT a
-  power of two); windows with more than ``--max-n-frac`` N are
-  redrawn. Loss: next-base cross-entropy over A/C/G/T (:func:`genoconv.likelihood.next_base_nll`; N targets are
+  guard band of ``--guard`` bases on each side: no training crop overlaps them.
+- Draws random crops of ``--seq-len`` bases from the rest (``seq_len - 1`` targets each; 16384 keeps the FFT a
+  power of two); crops with more than ``--max-n-frac`` N are
+  redrawn. Loss: next-base cross-entropy over A/C/G/T (:func:`genoconv.model.likelihood.next_base_nll`; N targets are
   ignored), reported in bits per base.
 - AdamW (weight decay on projection/MLP weights only: not on the implicit filters, norms, biases or embeddings, as
   HyenaDNA trains), linear warm-up then cosine decay to ``--min-lr-ratio`` x peak, gradient clipping, bf16 autocast
@@ -35,7 +34,6 @@ from __future__ import annotations
 import argparse
 import collections
 import datetime as _dt
-import gzip
 import json
 import math
 import os
@@ -49,12 +47,13 @@ import torch
 
 from ._version import __version__
 from .errors import GenoconvError, InputError
-from .likelihood import LN2, bits_per_base, next_base_nll
-from .model import HyenaConfig, HyenaDNA, Tokenizer
+from .model.likelihood import LN2, bits_per_base, next_base_nll
+from .model.config import HyenaConfig
+from .model.hyena import HyenaDNA
+from .model.tokenizer import N_ID, Tokenizer
 from .model.checkpoint import save_checkpoint, sha256_file
 
 DMD_REGION = "X:31137345-33357726"  # GRCh37, 1-based inclusive (../shared/data/README.md)
-N_ID = 11
 STATE_FILE = "train_state.pt"
 # Options that define the run; on --resume they come from the saved state, not from the new command line.
 RUN_DEFINING = ("fasta", "record", "heldout", "guard", "n_layer", "d_model", "d_inner", "max_seq_len", "seq_len",
@@ -64,45 +63,17 @@ RUN_DEFINING = ("fasta", "record", "heldout", "guard", "n_layer", "d_model", "d_
 
 # ---- data ---------------------------------------------------------------------------------------------------
 def read_fasta(path: str | Path, record: str | None = None) -> tuple[str, str]:
-    """(name, sequence) of one record (the first when ``record`` is None) of a plain, gzip or bgzip FASTA.
+    """(name, sequence) of one record (the first when ``record`` is None) of a plain, gzip or bgzip FASTA, read
+    through :func:`genoconv.io.open_records` like every other input."""
+    from .io import open_records
 
-    Uses pysam.FastaFile when pysam is importable and the file is indexed (``.fai``); otherwise a streaming reader.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(f"{path}: FASTA file not found")
-    try:
-        import pysam
-    except ImportError:
-        pysam = None
-    if pysam is not None and Path(str(path) + ".fai").is_file():
-        with pysam.FastaFile(str(path)) as fa:
-            name = record if record is not None else fa.references[0]
-            if name not in fa.references:
-                raise InputError(f"{path}: no record {name!r} (records: {', '.join(fa.references[:5])})")
-            return name, fa.fetch(name)
-    return _read_fasta_stream(path, record)
-
-
-def _read_fasta_stream(path: Path, record: str | None) -> tuple[str, str]:
-    with open(path, "rb") as fh:
-        gz = fh.read(2) == b"\x1f\x8b"
-    opener = gzip.open if gz else open  # bgzip is multi-member gzip: gzip.open reads it whole
-    name, chunks, names = None, [], []
-    with opener(path, "rb") as fh:
-        for line in fh:
-            if line.startswith(b">"):
-                if name is not None:
-                    break
-                this = line[1:].split(None, 1)[0].decode() if line[1:].strip() else ""
-                names.append(this)
-                if record is None or this == record:
-                    name = this
-            elif name is not None:
-                chunks.append(line.strip())
-    if name is None:
-        raise InputError(f"{path}: no record {record!r}" if record else f"{path}: no FASTA record")
-    return name, b"".join(chunks).decode("ascii")
+    with open_records([path]) as source:
+        names = []
+        for rec in source:
+            if record is None or rec.id == record:
+                return rec.id, rec.sequence()
+            names.append(rec.id)
+    raise InputError(f"{path}: no record {record!r} (records: {', '.join(names[:5])})")
 
 
 def parse_region(region: str) -> tuple[str, int, int]:
@@ -117,10 +88,10 @@ def parse_region(region: str) -> tuple[str, int, int]:
     return contig, start - 1, end
 
 
-class WindowSampler:
-    """Random training windows of ``length`` tokens that avoid an excluded span and mostly-N stretches.
+class CropSampler:
+    """Random training crops of ``length`` tokens that avoid an excluded span and mostly-N stretches.
 
-    ``allowed``: half-open 0-based intervals of the record where windows may lie entirely.
+    ``allowed``: half-open 0-based intervals of the record where crops may lie entirely.
     """
 
     def __init__(self, tokens: np.ndarray, allowed: list[tuple[int, int]], length: int, max_n_frac: float,
@@ -128,7 +99,7 @@ class WindowSampler:
         self.tokens, self.length, self.max_n_frac, self.rng = tokens, length, max_n_frac, rng
         spans = [(a, b - length + 1) for a, b in allowed if b - a >= length]  # valid start ranges [a, last+1)
         if not spans:
-            raise InputError(f"no room for a training window of {length:,} bases outside the held-out region")
+            raise InputError(f"no room for a training crop of {length:,} bases outside the held-out region")
         self.starts = np.array([a for a, _ in spans], dtype=np.int64)
         self.cum = np.cumsum([b - a for a, b in spans])
 
@@ -138,7 +109,7 @@ class WindowSampler:
         return int(self.starts[i] + u - (self.cum[i - 1] if i else 0))
 
     def sample_starts(self, n: int) -> np.ndarray:
-        """``n`` window starts (0-based), each window holding at most ``max_n_frac`` N."""
+        """``n`` crop starts (0-based), each crop holding at most ``max_n_frac`` N."""
         out = np.empty(n, dtype=np.int64)
         for row in range(n):
             for _ in range(10_000):
@@ -146,12 +117,12 @@ class WindowSampler:
                 if np.count_nonzero(self.tokens[s:s + self.length] == N_ID) <= self.max_n_frac * self.length:
                     break
             else:
-                raise InputError("could not find a training window that is not mostly N")
+                raise InputError("could not find a training crop that is not mostly N")
             out[row] = s
         return out
 
     def batch(self, n: int) -> np.ndarray:
-        """(n, length) int64 token windows."""
+        """(n, length) int64 token crops."""
         return np.stack([self.tokens[s:s + self.length] for s in self.sample_starts(n)]).astype(np.int64)
 
 
@@ -178,7 +149,7 @@ def lr_at(step: int, total: int | None, peak: float, warmup: int, min_ratio: flo
 
 
 # ---- progress display ---------------------------------------------------------------------------------------
-class Progress:
+class TrainingDisplay:
     """rich progress bar on a terminal; otherwise plain log lines every ``log_every`` steps."""
 
     def __init__(self, total: int | None, start: int, log_every: int, enabled_rich: bool):
@@ -219,7 +190,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--record", default=None, help="record to train on (default: the first)")
     d.add_argument("--heldout", default=DMD_REGION, help="held-out region, CONTIG:START-END, 1-based inclusive")
     d.add_argument("--guard", type=int, default=100_000, help="bases kept out on each side of the held-out region")
-    d.add_argument("--max-n-frac", type=float, default=0.5, help="redraw windows with more N than this fraction")
+    d.add_argument("--max-n-frac", type=float, default=0.5, help="redraw crops with more N than this fraction")
     d.add_argument("--eval", action="append", default=[], metavar="NAME=FASTA",
                    help="score the first record of FASTA at the end (repeatable)")
     d.add_argument("--eval-max-bases", type=int, default=0, help="score at most this many bases of each (0 = all)")
@@ -228,7 +199,7 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--d-model", type=int, default=128)
     m.add_argument("--d-inner", type=int, default=512)
     m.add_argument("--max-seq-len", type=int, default=16386, help="l_max (HyenaDNA: training length + 2)")
-    m.add_argument("--seq-len", type=int, default=0, help="training window (0 = max_seq_len - 2)")
+    m.add_argument("--seq-len", type=int, default=0, help="training crop length (0 = max_seq_len - 2)")
     o = p.add_argument_group("optimisation")
     o.add_argument("--batch-size", type=int, default=16)
     o.add_argument("--lr", type=float, default=1.5e-3)
@@ -275,7 +246,7 @@ def train(argv: list[str] | None = None) -> dict:
     args = build_parser().parse_args(argv)
     # The csrc/ kernels are inference-only; the fp32 FFT reference path has autograd.
     os.environ["GENOCONV_CONV_BACKEND"] = "reference"
-    from .api import resolve_device
+    from .model.embedder import resolve_device
 
     device = resolve_device(args.device)
     out = Path(args.out)
@@ -324,7 +295,7 @@ def train(argv: list[str] | None = None) -> dict:
         if "cuda" in state["rng"] and device.type == "cuda":
             torch.cuda.set_rng_state(state["rng"]["cuda"], device)
         print(f"resumed from {state_path} at step {step} ({tokens_seen:,} tokens)", flush=True)
-    sampler = WindowSampler(tokens, allowed, seq_len, args.max_n_frac, rng)
+    sampler = CropSampler(tokens, allowed, seq_len, args.max_n_frac, rng)
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else None
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
@@ -332,7 +303,7 @@ def train(argv: list[str] | None = None) -> dict:
     n_params = sum(p.numel() for p in model.parameters())
     print(f"genoconv {__version__} training on {device} ({'bf16 autocast' if autocast else 'fp32'}): "
           f"{n_params:,} parameters, record {name} {len(tokens):,} bases ({train_bases:,} trainable, held out "
-          f"{args.heldout} +/- {args.guard:,}), windows {seq_len:,} x {args.batch_size}; data loaded in {load_s:.1f} s",
+          f"{args.heldout} +/- {args.guard:,}), crops {seq_len:,} x {args.batch_size}; data loaded in {load_s:.1f} s",
           flush=True)
 
     def save() -> None:
@@ -342,11 +313,11 @@ def train(argv: list[str] | None = None) -> dict:
 
     budget_s = args.max_minutes * 60.0
     loop_start = time.monotonic()
-    progress = Progress(total_steps, step, args.log_every,
+    progress = TrainingDisplay(total_steps, step, args.log_every,
                         enabled_rich=sys.stderr.isatty() and not args.no_rich)
     measure_from, measure_at = (step + 3, step + 23)  # steps whose wall time sets an automatic schedule
     t_measure = None
-    window_loss, window_count, t_window, tok_window = 0.0, 0, time.monotonic(), 0
+    interval_loss, interval_count, t_interval, tok_interval = 0.0, 0, time.monotonic(), 0
     last_loss_bits = float("nan")
     recent = collections.deque(maxlen=100)  # (nats, targets) of the last steps: the reported final train loss
     stop_reason = "steps"
@@ -379,9 +350,9 @@ def train(argv: list[str] | None = None) -> dict:
             step += 1
             step_nats, step_count = float(nats.detach()), int(count)  # one host sync per step
             tokens_seen += step_count
-            tok_window += step_count
-            window_loss += step_nats
-            window_count += step_count
+            tok_interval += step_count
+            interval_loss += step_nats
+            interval_count += step_count
             recent.append((step_nats, step_count))
             train_s += time.monotonic() - t_step
             if total_steps is None and step == measure_from:
@@ -394,20 +365,20 @@ def train(argv: list[str] | None = None) -> dict:
                       flush=True)
             progress.tick(step, total_steps)
             if step % args.log_every == 0 or step == total_steps:
-                last_loss_bits = window_loss / max(window_count, 1) / LN2
+                last_loss_bits = interval_loss / max(interval_count, 1) / LN2
                 now = time.monotonic()
                 progress.update(step, total_steps, last_loss_bits, opt.param_groups[0]["lr"],
-                                tok_window / max(now - t_window, 1e-9), now - loop_start)
+                                tok_interval / max(now - t_interval, 1e-9), now - loop_start)
                 history.append([step, round(last_loss_bits, 5)])
-                window_loss, window_count, t_window, tok_window = 0.0, 0, now, 0
+                interval_loss, interval_count, t_interval, tok_interval = 0.0, 0, now, 0
             if step % args.save_every == 0:
                 save()
     except KeyboardInterrupt:
         stop_reason = "interrupted"
     finally:
         progress.close()
-    if window_count:
-        history.append([step, round(window_loss / window_count / LN2, 5)])
+    if interval_count:
+        history.append([step, round(interval_loss / interval_count / LN2, 5)])
     if recent:
         last_loss_bits = sum(n for n, _ in recent) / max(1, sum(c for _, c in recent)) / LN2
     elif history:  # resumed a finished run: nothing new was trained

@@ -5,9 +5,11 @@ import pytest
 import torch
 
 from genoconv import Embedder
-from genoconv.engine import EmbedOptions, Engine, Plan
+from genoconv.engine import Engine, Plan
+from genoconv.options import EmbedOptions
 from genoconv.errors import InputError
 from genoconv.io import Record, reverse_complement
+from genoconv.model import ConvSettings
 
 
 @pytest.fixture(scope="module")
@@ -38,10 +40,10 @@ def test_batched_records_equal_one_at_a_time(emb):
         np.testing.assert_allclose(win[-1], rows[(len(seq) - 1) // 64 * 64:].mean(0), atol=1e-6)
 
 
-def test_batches_sort_short_records_by_length_within_a_window(emb):
+def test_batches_sort_short_records_by_length_within_a_block(emb):
     engine = Engine(emb, EmbedOptions(tokens_per_batch=2000))
     recs = [Record.from_sequence(f"r{i}", "A" * n) for i, n in enumerate([300, 100, 105, 310, 110, 100, 1500])]
-    # r6 (1,500 > half a budget) runs alone and flushes the window before it; the rest is sorted and batched
+    # r6 (1,500 > half a budget) runs alone and flushes the block before it; the rest is sorted and batched
     assert [[r.id for r in b] for b in engine._batches(recs, set())] == [
         ["r1", "r5", "r2", "r4"], ["r0", "r3"], ["r6"]]
 
@@ -82,7 +84,7 @@ def test_memory_budget_turns_on_streaming(emb):
     engine = Engine(emb, EmbedOptions(max_memory=64 << 20))
     plan = engine.plan(3_000_000)
     assert plan.filter_len == 4098 and plan.chunk_size is not None and plan.chunk_size < 3_000_000
-    assert engine.plan(100) == Plan(None, None)
+    assert engine.plan(100) == Plan()
 
 
 def test_bad_options_are_input_errors(emb):
@@ -110,11 +112,11 @@ def test_out_of_memory_falls_back_to_smaller_batches_then_chunks(emb, monkeypatc
     real = type(emb.model).hidden_states
     calls = []
 
-    def limited(self, ids, layers=(-1,), stream=None):
+    def limited(self, ids, layers=(-1,), stream=None, conv=ConvSettings()):
         calls.append(tuple(ids.shape))
         if ids.numel() > 1200:  # pretend the device holds at most 1,200 tokens at once
             raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
-        return real(self, ids, layers, stream)
+        return real(self, ids, layers, stream, conv)
 
     seqs = [(f"r{i}", _random_seq(n, 60 + i)) for i, n in enumerate([500, 520, 510, 3000])]
     want = {rid: emb.embed(seq) for rid, seq in seqs}
@@ -129,7 +131,7 @@ def test_out_of_memory_falls_back_to_smaller_batches_then_chunks(emb, monkeypatc
 def test_out_of_memory_even_in_small_chunks_is_a_clear_error(emb, monkeypatch):
     from genoconv.errors import ResourceError
 
-    def never(self, ids, layers=(-1,), stream=None):
+    def never(self, ids, layers=(-1,), stream=None, conv=ConvSettings()):
         raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
 
     monkeypatch.setattr(type(emb.model), "hidden_states", never)

@@ -26,7 +26,7 @@ def _example_records():
 
 @pytest.fixture(scope="module")
 def demo_paths():
-    from genoconv.registry import DEFAULT_MODEL, resolve_model
+    from genoconv.model.registry import DEFAULT_MODEL, resolve_model
 
     return resolve_model(DEFAULT_MODEL)
 

@@ -1,4 +1,4 @@
-"""Next-base likelihood: bits/base by hand, uniform = 2, windows, the score command, the shipped demo model."""
+"""Next-base likelihood: bits/base by hand, uniform = 2, segments, the score command, the shipped demo model."""
 
 import gzip
 import math
@@ -10,12 +10,12 @@ import typer
 from typer.testing import CliRunner
 
 from genoconv import Embedder
-from genoconv.cli_models import score
+from genoconv.cli.score import score
 from genoconv.errors import InputError
-from genoconv.likelihood import bits_per_base, score_records
+from genoconv.model.likelihood import bits_per_base, score_records
 from genoconv.model import HyenaConfig, HyenaDNA, Tokenizer
 from genoconv.model.checkpoint import save_checkpoint
-from genoconv.registry import resolve_model
+from genoconv.model.registry import resolve_model
 
 MAX_LEN = 64
 
@@ -25,11 +25,11 @@ def model():
     return HyenaDNA(HyenaConfig(d_model=16, n_layer=2, d_inner=32, max_seq_len=MAX_LEN)).init_weights(seed=3).eval()
 
 
-def _hand_bits(model, ids: np.ndarray, window: int) -> tuple[float, int]:
-    """Loop over positions in float64: -log2 softmax(logits[t, A..T])[base t+1], window by window."""
+def _hand_bits(model, ids: np.ndarray, segment_len: int) -> tuple[float, int]:
+    """Loop over positions in float64: -log2 softmax(logits[t, A..T])[base t+1], segment by segment."""
     total, scored = 0.0, 0
-    for start in range(0, len(ids), window):
-        chunk = ids[start:start + window]
+    for start in range(0, len(ids), segment_len):
+        chunk = ids[start:start + segment_len]
         if len(chunk) < 2:
             continue
         with torch.no_grad():
@@ -53,7 +53,7 @@ def test_bits_per_base_equals_hand_computation(model, length):
     result = bits_per_base(model, torch.from_numpy(ids), batch_size=2)
     total, scored = _hand_bits(model, ids, MAX_LEN)
     assert result.scored == scored
-    # windows of max_seq_len, each scored from its own start: every window loses its first base
+    # segments of max_seq_len, each scored from its own start: every segment loses its first base
     n_targets = sum(max(0, min(MAX_LEN, length - s) - 1) for s in range(0, length, MAX_LEN))
     assert scored == n_targets - sum(1 for s in range(0, length, MAX_LEN)
                                      for t in range(s + 1, min(s + MAX_LEN, length)) if seq[t] == "N")
@@ -62,7 +62,7 @@ def test_bits_per_base_equals_hand_computation(model, length):
         assert result.bits_per_base == pytest.approx(total / scored, rel=1e-5)
     else:
         assert math.isnan(result.bits_per_base)
-    small = bits_per_base(model, ids, window=16)  # numpy input and a smaller window
+    small = bits_per_base(model, ids, segment_len=16)  # numpy input and a smaller segment
     assert small.total_bits == pytest.approx(_hand_bits(model, ids, 16)[0], rel=1e-5)
 
 
@@ -116,7 +116,7 @@ def test_score_command(model, tmp_path, capsys):
         score([bad], model=str(ckpt), device="cpu")
     empty = tmp_path / "empty.fa"
     empty.write_text("")
-    with pytest.raises(InputError, match="no FASTA/FASTQ records"):
+    with pytest.raises(InputError, match="empty.fa: empty file"):  # the readers `embed` uses
         score([empty], model=str(ckpt), device="cpu")
     with pytest.raises(InputError, match="no such checkpoint directory"):
         score([fasta], model=str(tmp_path / "missing"), device="cpu")

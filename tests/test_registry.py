@@ -7,11 +7,11 @@ import pytest
 from typer.testing import CliRunner
 
 from genoconv import Embedder
-from genoconv.cli_models import app
+from genoconv.cli.models import app
 from genoconv.errors import InputError
 from genoconv.model import HyenaConfig, HyenaDNA
 from genoconv.model.checkpoint import load_checkpoint, save_checkpoint, sha256_file
-from genoconv.registry import (DEFAULT_MODEL, MODELS_DIR, download_model, get_entry, hf_cache_dir, list_models,
+from genoconv.model.registry import (DEFAULT_MODEL, MODELS_DIR, download_model, get_entry, hf_cache_dir, list_models,
                                resolve_model)
 
 TINY_REPO = "LongSafari/hyenadna-tiny-1k-seqlen-hf"

@@ -18,7 +18,8 @@ import numpy as np
 import pytest
 
 from genoconv import store
-from genoconv.errors import InputError, ResourceError
+from genoconv.store import hdf5
+from genoconv.errors import InputError, InputFileError, ResourceError
 from genoconv.store import EmbeddingWriter, StoreSpec, open_embeddings
 
 CHILD = Path(__file__).with_name("store_writer_child.py")
@@ -352,10 +353,10 @@ def test_swmr_reads_of_a_dead_writer_do_not_retry(tmp_path: Path) -> None:
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
     with pytest.raises(OSError):
         h5py.File(out, "r")  # still flagged as open for writing
-    lib = store._hdf5_library()
+    lib = hdf5.hdf5_library()
     assert lib is not None
     lib.H5Pget_metadata_read_attempts.argtypes = [ctypes.c_int64, ctypes.POINTER(ctypes.c_uint)]
-    with store._open_read(out, None) as f:
+    with hdf5.open_read(out, None) as f:
         attempts = ctypes.c_uint(0)
         assert lib.H5Pget_metadata_read_attempts(f.id.get_access_plist().id, ctypes.byref(attempts)) >= 0
         assert attempts.value == 1
@@ -387,7 +388,7 @@ def test_damaged_record_is_recomputed_not_trusted(tmp_path: Path, finished: Path
     lines = journal.read_bytes().splitlines(keepends=True)
     assert b'"closed"' in lines[-1]
     journal.write_bytes(b"".join(lines[:-1]) + b'{"c":3,"id":"torn')  # as after a kill: no "closed", torn tail
-    slot = store._read_journal(journal).entries[-1]["s"]
+    slot = store.read_journal(journal).entries[-1]["s"]
     with h5py.File(out, "r") as f:  # committed rows past the last whole chunk live in /_tail, slot `slot`
         tail = f["_tail/per_nucleotide/0"]
         offset = tail.id.get_offset() + (slot * tail.shape[1] + 25) * 16 * 2  # row 25 = record 1's only row
@@ -407,7 +408,7 @@ def test_grouped_commits_are_durable_at_close(tmp_path: Path, finished: Path) ->
     out = tmp_path / "grouped.h5"
     with EmbeddingWriter.open(out, SPEC, PROVENANCE, commit_interval=3600) as w:
         _write(w, RECORDS[:3])
-        assert store._read_journal(out.with_name("grouped.h5.journal")).entries == []  # none durable yet
+        assert store.read_journal(out.with_name("grouped.h5.journal")).entries == []  # none durable yet
     with EmbeddingWriter.open(out, SPEC, PROVENANCE, commit_interval=3600) as w:
         assert w.committed == ["chr1", "DMD", "read/3 strand=+"]
         _write(w, RECORDS)
@@ -416,7 +417,7 @@ def test_grouped_commits_are_durable_at_close(tmp_path: Path, finished: Path) ->
 
 
 def test_unwritable_output_is_an_input_error(tmp_path: Path) -> None:
-    with pytest.raises(store.InputFileError, match="cannot write .*missing/out.h5"):
+    with pytest.raises(InputFileError, match="cannot write .*missing/out.h5"):
         EmbeddingWriter.open(tmp_path / "missing" / "out.h5", SPEC, PROVENANCE)
 
 
@@ -432,9 +433,9 @@ def test_free_space_check(tmp_path: Path) -> None:
 
 def test_locking_can_be_turned_off(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("GENOCONV_HDF5_LOCKING", "0")
-    assert store._locking(None) is False and store._locking(True) is True
+    assert store.locking_setting(None) is False and store.locking_setting(True) is True
     monkeypatch.delenv("GENOCONV_HDF5_LOCKING")
-    assert store._locking(None) is None
+    assert store.locking_setting(None) is None
     out = tmp_path / "nolock.h5"
     with EmbeddingWriter.open(out, SPEC, PROVENANCE, locking=False) as w:
         _write(w, RECORDS[:1])
@@ -471,7 +472,7 @@ def test_sigkill_torture(tmp_path: Path, compression: str, kills: int, interval:
     rng = random.Random(2024)
     salvaged = killed = 0
     for k in range(kills):
-        state = store._read_journal(journal)
+        state = store.read_journal(journal)
         proc = _child(out, n, seed, compression, sleep, interval)
         if k % 5 == 4:  # sometimes kill early: interpreter start, open, salvage
             time.sleep(rng.uniform(0.0, 0.5))
@@ -488,14 +489,14 @@ def test_sigkill_torture(tmp_path: Path, compression: str, kills: int, interval:
         if proc.returncode == 0:  # finished before the kill: nothing left to interrupt
             break
         assert proc.returncode == -signal.SIGKILL, err
-        if store._read_journal(journal).entries:
+        if store.read_journal(journal).entries:
             with pytest.warns(UserWarning, match="unfinished"), open_embeddings(out) as e, open_embeddings(ref) as r:
                 for rid in e.ids[-3:]:
                     np.testing.assert_array_equal(e.get(rid, 0), r.get(rid, 0))
                     np.testing.assert_array_equal(e.get(rid, 3, "windowed"), r.get(rid, 3, "windowed"))
                 np.testing.assert_array_equal(e.pooled("max", 3), r.pooled("max", 3)[: len(e)])
     else:
-        state = store._read_journal(journal)
+        state = store.read_journal(journal)
         proc = _child(out, n, seed, compression, sleep, interval)
         out_text, err = proc.communicate(timeout=60)
         assert proc.returncode == 0, err

@@ -1,4 +1,4 @@
-"""The training script: held-out windows, schedule, readers, and a CPU smoke run resumed once."""
+"""The training script: held-out crops, schedule, the reader, and a CPU smoke run resumed once."""
 
 import gzip
 import json
@@ -9,7 +9,7 @@ import torch
 
 from genoconv.errors import InputError
 from genoconv.model.checkpoint import load_checkpoint
-from genoconv.train import WindowSampler, _read_fasta_stream, lr_at, parse_region, read_fasta, train
+from genoconv.train import CropSampler, lr_at, parse_region, read_fasta, train
 
 LENGTH = 40_000
 HELDOUT = "X:20001-25000"  # 0-based [20000, 25000)
@@ -61,20 +61,20 @@ def test_smoke_run_resumed_equals_straight_run(fasta, tmp_path):
     assert again["final_train_loss_bits_per_base"] == pytest.approx(resumed["loss_history"][-1][1])
 
 
-def test_windows_avoid_heldout_guard_and_n(fasta):
+def test_crops_avoid_heldout_guard_and_n(fasta):
     _, seq = read_fasta(fasta)
     tokens = np.frombuffer(seq.encode(), np.uint8).copy()
     tokens[tokens == ord("N")] = 11
     contig, start, end = parse_region(HELDOUT)
     assert (contig, start, end) == ("X", 20_000, 25_000)
     allowed = [(0, start - GUARD), (end + GUARD, LENGTH)]
-    sampler = WindowSampler(tokens, allowed, 1_000, 0.5, np.random.default_rng(1))
+    sampler = CropSampler(tokens, allowed, 1_000, 0.5, np.random.default_rng(1))
     starts = sampler.sample_starts(2_000)
     ends = starts + 1_000
     assert ((ends <= start - GUARD) | (starts >= end + GUARD)).all()
     assert starts.min() >= 0 and ends.max() <= LENGTH
     assert all(np.count_nonzero(tokens[s:s + 1_000] == 11) <= 500 for s in starts)
-    assert starts.min() >= 2_500  # windows that are mostly N at the start are redrawn
+    assert starts.min() >= 2_500  # crops that are mostly N at the start are redrawn
     assert sampler.batch(3).shape == (3, 1_000)
 
 
@@ -86,12 +86,12 @@ def test_schedule():
     assert lr_at(50, None, 1.0, 10, 0.1) == 1.0  # schedule length not measured yet
 
 
-def test_readers_agree(fasta, tmp_path):
+def test_reader_reads_plain_gzip_and_indexed(fasta, tmp_path):
     import pysam
 
     gz = tmp_path / "x.fa.gz"
     gz.write_bytes(gzip.compress(fasta.read_bytes()))
-    assert _read_fasta_stream(gz, None) == read_fasta(fasta)
+    assert read_fasta(gz, None) == read_fasta(fasta)
     indexed = tmp_path / "y.fa"
     indexed.write_bytes(fasta.read_bytes())
     pysam.faidx(str(indexed))

@@ -1,16 +1,19 @@
 // Torch bindings: input checks, workspace, dtype dispatch, and the torch.library registration of
-//   genoconv_fftconv::causal_conv(Tensor u, Tensor spectrum, Tensor twiddle, Tensor? pregate, Tensor? postgate,
-//                                 int log_n) -> Tensor
-// The op is one node for torch.compile; its fake (meta) implementation lives in genoconv/ops/cuda.py.
+//   genoconv_fftconv::causal_conv          (the scalar fused / three-pass kernels) and
+//   genoconv_fftconv::causal_conv_monarch  (the tensor-core Monarch kernel)
+// Each op is one node for torch.compile; their fake (meta) implementations live in genoconv/ops/cuda.py.
 #include <torch/extension.h>
 #include <c10/cuda/CUDAStream.h>
 #include <c10/cuda/CUDAGuard.h>
 
 #include "params.h"
 
+// The architectures come from the build flags (genoconv/ops/build.py), where they are listed once, unquoted.
 #ifndef GENOCONV_FFTCONV_ARCHS
-#define GENOCONV_FFTCONV_ARCHS "sm_80,sm_90,compute_90"  // keep in sync with genoconv/ops/cuda.py ARCH_FLAGS
+#error "GENOCONV_FFTCONV_ARCHS is set by the build (genoconv/ops/build.py)"
 #endif
+#define GENOCONV_STRINGIFY_(...) #__VA_ARGS__
+#define GENOCONV_STRINGIFY(...) GENOCONV_STRINGIFY_(__VA_ARGS__)
 
 namespace genoconv {
 namespace {
@@ -200,17 +203,17 @@ TORCH_LIBRARY(genoconv_fftconv, m) {
   m.def(
       "causal_conv(Tensor u, Tensor spectrum, Tensor pair_twiddle, Tensor twiddle, Tensor? pregate, "
       "Tensor? postgate, int log_n, int log_n1) -> Tensor");
-  m.def("causal_conv_tc(Tensor u, Tensor spectrum, Tensor gain, Tensor? pregate, Tensor? postgate, int log_n) -> Tensor");
+  m.def("causal_conv_monarch(Tensor u, Tensor spectrum, Tensor gain, Tensor? pregate, Tensor? postgate, int log_n) -> Tensor");
 }
 
 TORCH_LIBRARY_IMPL(genoconv_fftconv, CUDA, m) {
   m.impl("causal_conv", &genoconv::causal_conv_cuda);
-  m.impl("causal_conv_tc", &genoconv::causal_conv_monarch);
+  m.impl("causal_conv_monarch", &genoconv::causal_conv_monarch);
 }
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.doc() = "genoconv FFT convolution kernels (ops registered as torch.ops.genoconv_fftconv)";
-  m.def("built_archs", []() { return std::string(GENOCONV_FFTCONV_ARCHS); });
+  m.def("built_archs", []() { return std::string(GENOCONV_STRINGIFY(GENOCONV_FFTCONV_ARCHS)); });
   m.def(
       "max_fused_points",
       [](int device) {

@@ -89,33 +89,46 @@ class ExponentialModulation(nn.Module):
         return x
 
 
-_CACHE_BYTES: dict[str, int] = {}
+def default_filter_cache_bytes(device: torch.device | None) -> int:
+    """Per-layer cap on cached filter taps + spectra when the caller sets none.
 
-
-def set_filter_cache_bytes(nbytes: int | None, device_type: str = "cuda") -> None:
-    """Per-layer budget for cached filters on a device type (None: back to the default)."""
-    if nbytes is None:
-        _CACHE_BYTES.pop(device_type, None)
-    else:
-        _CACHE_BYTES[device_type] = int(nbytes)
-
-
-def _filter_cache_bytes(device: torch.device | None = None) -> int:
-    """Per-layer cap on cached filter taps + spectra.
-
-    ``GENOCONV_FILTER_CACHE_MB`` (0 switches caching off) wins; else a budget set by the engine from --max-memory;
-    else 256 MiB on the CPU and 1/32 of the GPU's memory on CUDA (4.4 GB on an H200: a 1M-tap, 256-channel filter
-    is 1 GB of taps + 2 GB of spectrum, and regenerating it on every call cost more than the convolution itself).
+    ``GENOCONV_FILTER_CACHE_MB`` (0 switches caching off) wins; else 256 MiB on the CPU and 1/32 of the GPU's memory
+    on CUDA (4.4 GB on an H200: a 1M-tap, 256-channel filter is 1 GB of taps + 2 GB of spectrum, and regenerating it
+    on every call cost more than the convolution itself).
     """
     env = os.environ.get("GENOCONV_FILTER_CACHE_MB")
     if env is not None:
         return int(env) << 20
-    kind = device.type if device is not None else "cpu"
-    if kind in _CACHE_BYTES:
-        return _CACHE_BYTES[kind]
-    if kind == "cuda":
+    if device is not None and device.type == "cuda":
         return torch.cuda.get_device_properties(device).total_memory // 32
     return 256 << 20
+
+
+@dataclass(frozen=True)
+class ConvSettings:
+    """How one call computes its long convolutions; passed down every forward, never stored in the layers.
+
+    ``filter_len``: a *partial* convolution with the first K filter taps (None: the full filter, i.e. exact up to
+    ``max_seq_len``). ``freq_keep``: a *frequency-sparse* convolution keeping the lowest fraction of each filter's
+    spectrum (1.0: all of it).
+    """
+
+    filter_len: int | None = None
+    freq_keep: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.filter_len is not None and self.filter_len < 1:
+            raise ValueError(f"filter_len must be >= 1, got {self.filter_len}")
+        if not 0.0 < self.freq_keep <= 1.0:
+            raise ValueError(f"freq_keep must be in (0, 1], got {self.freq_keep}")
+
+    def taps_needed(self, seq_len: int, l_max: int, streaming: bool) -> int:
+        """Filter taps a call needs: K (default l_max), but never more than the input reaches."""
+        k = l_max if self.filter_len is None else min(self.filter_len, l_max)
+        return k if streaming else min(seq_len, k)
+
+
+EXACT = ConvSettings()
 
 
 class HyenaFilter(nn.Module):
@@ -142,6 +155,12 @@ class HyenaFilter(nn.Module):
         self.modulation = ExponentialModulation(d_model, modulate=modulate, shift=shift)
         self._cache: tuple[tuple, LongFilter] | None = None
         self._taps: tuple[tuple, torch.Tensor] | None = None
+        self.cache_bytes: int | None = None  # per-layer cap on cached taps + spectra (None: the device default)
+
+    def _cache_budget(self) -> int:
+        if self.cache_bytes is not None and "GENOCONV_FILTER_CACHE_MB" not in os.environ:
+            return self.cache_bytes
+        return default_filter_cache_bytes(self.bias.device)
 
     def taps(self, n_taps: int) -> torch.Tensor:
         """(d_model·(order-1), n_taps) fp32 taps: h = modulation(t, MLP(z)) at positions 0..n_taps-1."""
@@ -154,15 +173,15 @@ class HyenaFilter(nn.Module):
     def long_filter(self, n_taps: int, freq_keep: float = 1.0) -> LongFilter:
         """The first ``n_taps`` taps as a :class:`LongFilter` (its spectra cached inside it).
 
-        In inference all l_max taps are generated once (when they fit ``GENOCONV_FILTER_CACHE_MB`` per layer,
-        default 256) and sliced: taps(L) is a prefix of taps(l_max) because positions are normalised by l_max,
+        In inference all l_max taps are generated once (when they fit the per-layer cache budget, ``cache_bytes``)
+        and sliced: taps(L) is a prefix of taps(l_max) because positions are normalised by l_max,
         so records of many lengths share one MLP evaluation. Always the same slice of the same tensor, whatever
         came before: a resumed run computes bit for bit what an uninterrupted one does.
         """
         params = tuple(self.parameters()) + tuple(self.buffers())
         version = tuple(p._version for p in params) + tuple(p.data_ptr() for p in params) + (str(self.bias.device),)
         cacheable = not torch.is_grad_enabled() or not any(p.requires_grad for p in params)
-        budget = _filter_cache_bytes(self.bias.device)
+        budget = self._cache_budget()
         if not cacheable or budget == 0:  # training, or caching switched off
             return LongFilter(self.taps(n_taps), self.bias, freq_keep=freq_keep)
         key = (n_taps, freq_keep, version)
@@ -179,7 +198,7 @@ class HyenaFilter(nn.Module):
     def _cached_taps(self, n_taps: int, version: tuple) -> torch.Tensor:
         if self._taps is not None and self._taps[0] == version and self._taps[1].shape[1] >= n_taps:
             return self._taps[1]
-        if self.seq_len * self.d_model * 4 > _filter_cache_bytes(self.bias.device):
+        if self.seq_len * self.d_model * 4 > self._cache_budget():
             self._taps = None
             return self.taps(n_taps)  # too large to keep: generate exactly what this call needs
         taps = self.taps(self.seq_len)
@@ -237,20 +256,12 @@ class HyenaOperator(nn.Module):
                                       padding=cfg.short_filter_order - 1, groups=inner)
         self.filter_fn = HyenaFilter(d * (order - 1), cfg.emb_dim, cfg.filter_order, cfg.max_seq_len,
                                      cfg.activation_freq, cfg.num_inner_mlps, cfg.modulate, cfg.shift)
-        # Partial / frequency-sparse settings (None = the exact full-length convolution).
-        self.filter_len: int | None = None
-        self.freq_keep: float = 1.0
 
-    def taps_needed(self, seq_len: int, streaming: bool) -> int:
-        """Filter taps a call needs: the partial length K (default l_max), but never more than the input reaches."""
-        k = self.l_max if self.filter_len is None else min(self.filter_len, self.l_max)
-        return k if streaming else min(seq_len, k)
-
-    def forward(self, u: torch.Tensor, stream: LayerStream | None = None) -> torch.Tensor:
+    def forward(self, u: torch.Tensor, stream: LayerStream | None = None, conv: ConvSettings = EXACT) -> torch.Tensor:
         seq_len = u.shape[1]
-        if stream is None and self.filter_len is None and seq_len > self.l_max:
+        if stream is None and conv.filter_len is None and seq_len > self.l_max:
             raise ValueError(f"sequence of {seq_len} bases is longer than the model's max_seq_len {self.l_max}")
-        n_taps = self.taps_needed(seq_len, stream is not None)
+        n_taps = conv.taps_needed(seq_len, self.l_max, stream is not None)
         # in_proj written straight into the convolution layout (B, C, L): W @ u^T. The GEMM takes the transposed
         # operand for free, where a Linear followed by a transpose made a strided copy of the largest activation
         # (~18 ms per layer at 1 Mbp on an H200, half the forward time; benchmarks/results/profile_1m_*.txt).
@@ -263,7 +274,7 @@ class HyenaOperator(nn.Module):
             stream.short = _tail(torch.cat([past.to(p.dtype), p], dim=-1), width - 1).clone()
         p = causal_short_conv(p, self.short_filter.weight, self.short_filter.bias, past)
         *x, v = p.split(self.d_model, dim=1)
-        filt = self.filter_fn.long_filter(n_taps, self.freq_keep)
+        filt = self.filter_fn.long_filter(n_taps, conv.freq_keep)
         d = self.d_model
         for o, x_i in enumerate(reversed(x[1:])):
             sub = filt if self.order == 2 else LongFilter(filt.taps[o * d:(o + 1) * d], filt.bias[o * d:(o + 1) * d],
@@ -336,9 +347,9 @@ class Block(nn.Module):
         self.mlp = Mlp(cfg.d_model, cfg.d_inner)
         self.norm2 = nn.LayerNorm(cfg.d_model, eps=cfg.layer_norm_epsilon)
 
-    def forward(self, residual: torch.Tensor, compute_dtype: torch.dtype,
-                stream: LayerStream | None = None) -> torch.Tensor:
-        residual = residual + self.mixer(self.norm1(residual).to(compute_dtype), stream).float()
+    def forward(self, residual: torch.Tensor, compute_dtype: torch.dtype, stream: LayerStream | None = None,
+                conv: ConvSettings = EXACT) -> torch.Tensor:
+        residual = residual + self.mixer(self.norm1(residual).to(compute_dtype), stream, conv).float()
         return residual + self.mlp(self.norm2(residual).to(compute_dtype)).float()
 
 
@@ -391,22 +402,23 @@ class HyenaDNA(nn.Module):
                 mod.to(dtype)
         return self
 
-    def set_convolution(self, filter_len: int | None = None, freq_keep: float = 1.0) -> None:
-        """Partial (first ``filter_len`` taps) and/or frequency-sparse long convolutions in every layer."""
-        if filter_len is not None and not 1 <= filter_len <= self.config.max_seq_len:
-            raise ValueError(f"filter_len must be in 1..max_seq_len={self.config.max_seq_len}, got {filter_len}")
+    def set_filter_cache_bytes(self, nbytes: int | None) -> "HyenaDNA":
+        """Per-layer cap on the filter taps + spectra each layer keeps between calls (None: the device default)."""
         for block in self.backbone.layers:
-            block.mixer.filter_len = filter_len
-            block.mixer.freq_keep = freq_keep
+            block.mixer.filter_fn.cache_bytes = None if nbytes is None else int(nbytes)
+        return self
 
     # ---- forward --------------------------------------------------------------------------------------------
     def hidden_states(self, input_ids: torch.Tensor, layers: Sequence[int] = (-1,),
-                      stream: StreamState | None = None) -> dict[int, torch.Tensor]:
+                      stream: StreamState | None = None, conv: ConvSettings = EXACT) -> dict[int, torch.Tensor]:
         """Hidden states (B, L, d_model) fp32 for the requested layers; stops after the deepest one needed.
 
         With ``stream``, ``input_ids`` is the next chunk of a longer record: each layer's convolutions continue
         from the carried state, so the chunks' outputs equal one call over the whole record (exact streaming).
+        ``conv`` selects partial / frequency-sparse long convolutions for this call.
         """
+        if conv.filter_len is not None and conv.filter_len > self.config.max_seq_len:
+            raise ValueError(f"filter_len must be in 1..max_seq_len={self.config.max_seq_len}, got {conv.filter_len}")
         wanted = sorted({self.resolve_layer(i) for i in layers})
         out: dict[int, torch.Tensor] = {}
         residual = self.backbone.embeddings(input_ids).float()
@@ -415,7 +427,7 @@ class HyenaDNA(nn.Module):
         for i, block in enumerate(self.backbone.layers, start=1):
             if i > wanted[-1]:
                 break
-            residual = block(residual, self.compute_dtype, None if stream is None else stream.layers[i - 1])
+            residual = block(residual, self.compute_dtype, None if stream is None else stream.layers[i - 1], conv)
             if i in wanted:
                 out[i] = residual
         last = self.num_hidden_states - 1
@@ -425,9 +437,9 @@ class HyenaDNA(nn.Module):
             stream.position += input_ids.shape[1]
         return out
 
-    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+    def forward(self, input_ids: torch.Tensor, conv: ConvSettings = EXACT) -> torch.Tensor:
         """Final LayerNorm output (B, L, d_model), fp32."""
-        return self.hidden_states(input_ids, (-1,))[self.num_hidden_states - 1]
+        return self.hidden_states(input_ids, (-1,), conv=conv)[self.num_hidden_states - 1]
 
     def logits(self, input_ids: torch.Tensor) -> torch.Tensor:
         """Next-token logits (B, L, padded_vocab); the head is tied to the input embedding when absent."""

@@ -20,6 +20,11 @@ from ..errors import InputError
 
 CLS, SEP, BOS, MASK, PAD, RESERVED, UNK = range(7)
 BASE_IDS = {"A": 7, "C": 8, "G": 9, "T": 10, "N": 11}
+N_ID = BASE_IDS["N"]
+# Id of each id's complement (A<->T, C<->G; N, special tokens and padding map to themselves).
+COMPLEMENT_IDS = np.arange(16, dtype=np.int64)
+for _base, _other in (("A", "T"), ("C", "G")):
+    COMPLEMENT_IDS[BASE_IDS[_base]], COMPLEMENT_IDS[BASE_IDS[_other]] = BASE_IDS[_other], BASE_IDS[_base]
 IUPAC = "ACGTUNRYSWKMBDHV"
 GAPS = "-."
 POLICIES = ("clean", "strict")
@@ -72,6 +77,12 @@ class Tokenizer:
     def encode(self, seq: str | bytes, *, record: str = "sequence", offset: int = 0) -> torch.Tensor:
         """int64 tensor of ids, one per base."""
         return torch.from_numpy(self.encode_array(seq, record=record, offset=offset).astype(np.int64))
+
+    @staticmethod
+    def reverse_complement(ids: torch.Tensor) -> torch.Tensor:
+        """Token ids of the reverse complement of ``ids`` (..., L): complemented, then reversed along the last axis."""
+        table = torch.as_tensor(COMPLEMENT_IDS, device=ids.device)
+        return table[ids].flip(-1)
 
     @staticmethod
     def decode(ids) -> str:

@@ -6,8 +6,8 @@ semantics of ``causal_conv_ref``. ``status()`` is what ``genoconv doctor`` print
 
 The extension is found in this order: the ahead-of-time build ``genoconv._fftconv_C`` (``pip install
 --no-build-isolation .`` on a machine with nvcc and a CUDA torch), else a build on first use with
-``torch.utils.cpp_extension.load`` from the ``csrc/fftconv`` sources (cached by torch under
-``TORCH_EXTENSIONS_DIR``). ``GENOCONV_NO_JIT=1`` disables the build on first use. Nothing is touched until a CUDA
+``torch.utils.cpp_extension.load`` from the kernel sources (shipped inside the package; see
+:mod:`genoconv.ops.build`), cached by torch under ``TORCH_EXTENSIONS_DIR``. ``GENOCONV_NO_JIT=1`` disables the build on first use. Nothing is touched until a CUDA
 tensor asks for the kernel, so CPU-only runs never import or compile anything.
 """
 
@@ -20,35 +20,22 @@ from pathlib import Path
 
 import torch
 
-__all__ = ["status", "supports", "why_not", "causal_conv_cuda", "fft_plan", "plan", "MAX_SEQ_LEN", "ARCH_FLAGS"]
+from . import build
+
+__all__ = ["status", "supports", "why_not", "causal_conv_cuda", "fft_plan", "plan", "MAX_SEQ_LEN"]
 
 MAX_SEQ_LEN = 4_194_304
 _MIN_LOG_N = 3  # N >= 8, so M = N/2 >= 4 (the kernels' bit reversals need at least 2 bits)
 
-# Native code for Ampere (sm_80; also runs on sm_86/89) and Hopper (sm_90), plus compute_90 PTX for newer chips.
-ARCH_FLAGS = [
-    "-gencode=arch=compute_80,code=sm_80",
-    "-gencode=arch=compute_90,code=sm_90",
-    "-gencode=arch=compute_90,code=compute_90",
-]
-ARCHS = ["sm_80", "sm_90", "compute_90"]
-_SOURCES = ("bindings.cpp", "fftconv_fused.cu", "fftconv_multipass.cu", "fftconv_monarch.cu")
-# FFT sizes the tensor-core Monarch kernel takes (N = 2^10 ... 2^15, i.e. 256 < L <= 16,384): all of them by default,
-# plain and gated, since it measured faster than the scalar fused kernel at every one on the H200 (BENCHMARKS.md,
-# NOTES.md v9). GENOCONV_FFTCONV_PATH=scalar forces the scalar kernels (=tc and the default agree).
-MONARCH_LOG_N = (10, 15)
+# FFT sizes the tensor-core Monarch kernel takes (params.h: N = 2^10 ... 2^15, i.e. 256 < L <= 16,384): all of them
+# by default, plain and gated, since it measured faster than the scalar fused kernel at every one on the H200
+# (BENCHMARKS.md, tools/kernels/NOTES.md v9). GENOCONV_FFTCONV_PATH=scalar forces the scalar kernels (=monarch and
+# the default agree).
+MONARCH_LOG_N = build.monarch_log_n_range() if build.source_dir() is not None else (0, -1)  # no sources: never
 
 # Lazy-load result: (module or None, reason). Filled once per process on first CUDA use; it is a cache of the
 # build, not state that changes results.
 _loaded: tuple[object | None, str] | None = None
-
-
-def _csrc_dir() -> Path | None:
-    here = Path(__file__).resolve()
-    for cand in (here.parents[2] / "csrc" / "fftconv", here.parents[1] / "csrc" / "fftconv"):
-        if all((cand / s).is_file() for s in _SOURCES):
-            return cand
-    return None
 
 
 def _nvcc() -> str | None:
@@ -60,17 +47,12 @@ def _nvcc() -> str | None:
     return shutil.which("nvcc")
 
 
-def extra_cuda_cflags() -> list[str]:
-    """nvcc flags shared by setup.py and the build on first use."""
-    return ["-O3", "-lineinfo", *ARCH_FLAGS]
-
-
 def _load() -> tuple[object | None, str]:
     global _loaded
     if _loaded is not None:
         return _loaded
     try:
-        mod = importlib.import_module("genoconv._fftconv_C")
+        mod = importlib.import_module(build.EXTENSION)
         _register_fake()
         _loaded = (mod, "ahead-of-time build")
         return _loaded
@@ -82,9 +64,9 @@ def _load() -> tuple[object | None, str]:
     if os.environ.get("GENOCONV_NO_JIT", "") not in ("", "0"):
         _loaded = (None, "no ahead-of-time build and GENOCONV_NO_JIT is set")
         return _loaded
-    src = _csrc_dir()
+    src = build.source_dir()
     if src is None:
-        _loaded = (None, "no ahead-of-time build and csrc/fftconv sources not found (install from a checkout)")
+        _loaded = (None, "no ahead-of-time build and no kernel sources in this installation (reinstall genoconv)")
         return _loaded
     if _nvcc() is None:
         _loaded = (None, "no ahead-of-time build and no nvcc to build on first use")
@@ -94,9 +76,9 @@ def _load() -> tuple[object | None, str]:
 
         mod = cpp_extension.load(
             name="genoconv_fftconv_jit",
-            sources=[str(src / s) for s in _SOURCES],
-            extra_cflags=["-O3"],
-            extra_cuda_cflags=extra_cuda_cflags(),
+            sources=[str(src / s) for s in build.SOURCES],
+            extra_cflags=build.cxx_flags(),
+            extra_cuda_cflags=build.nvcc_flags(),
             verbose=os.environ.get("GENOCONV_BUILD_VERBOSE", "") not in ("", "0"),
         )
         _register_fake()
@@ -115,8 +97,8 @@ def _register_fake() -> None:
     except RuntimeError:  # already registered in this process
         pass
     try:
-        @torch.library.register_fake("genoconv_fftconv::causal_conv_tc")
-        def _fake_tc(u, spectrum, gain, pregate, postgate, log_n):  # noqa: ARG001
+        @torch.library.register_fake("genoconv_fftconv::causal_conv_monarch")
+        def _fake_monarch(u, spectrum, gain, pregate, postgate, log_n):  # noqa: ARG001
             return u.new_empty(u.shape)
     except RuntimeError:
         pass
@@ -125,15 +107,17 @@ def _register_fake() -> None:
 def status() -> dict:
     """What ``genoconv doctor`` reports about the kernels. Never builds anything."""
     cuda_ok = torch.cuda.is_available()
-    info: dict = {"built": False, "archs": [], "reason": "", "cuda_available": cuda_ok, "torch_cuda": torch.version.cuda}
+    src = build.source_dir()
+    info: dict = {"built": False, "archs": [], "reason": "", "cuda_available": cuda_ok, "torch_cuda": torch.version.cuda,
+                  "sources": str(src) if src is not None else None}
     if _loaded is None:
         try:
-            importlib.import_module("genoconv._fftconv_C")
-            info.update(built=True, archs=list(ARCHS), reason="ahead-of-time build present")
+            importlib.import_module(build.EXTENSION)
+            info.update(built=True, archs=list(build.ARCHS), reason="ahead-of-time build present")
         except ImportError:
             if not cuda_ok:
                 info["reason"] = "no CUDA device: the fp32 PyTorch reference is used"
-            elif _csrc_dir() is None or _nvcc() is None:
+            elif src is None or _nvcc() is None:
                 info["reason"] = "no ahead-of-time build, and no sources/nvcc to build on first use"
             else:
                 info["reason"] = "not built yet: compiled on first CUDA use (torch.utils.cpp_extension.load)"
@@ -143,7 +127,7 @@ def status() -> dict:
         try:
             archs = str(mod.built_archs()).split(",")
         except Exception:  # noqa: BLE001
-            archs = list(ARCHS)
+            archs = list(build.ARCHS)
         info.update(built=True, archs=archs, reason=why)
     else:
         info["reason"] = why
@@ -294,8 +278,8 @@ _MONARCH_STATIC_SMEM = 144
 
 def monarch_log_n(seq_len: int, *, pre: bool = False, post: bool = False,
                   smem_per_block: int | None = None) -> int | None:
-    """log2 N of the tensor-core path for this length (N = 2^ceil(log2(2L)): the kernel skips the causal zero half of
-    its input and output), or None when the scalar kernels take it: outside MONARCH_LOG_N, GENOCONV_FFTCONV_PATH=scalar,
+    """log2 N of the tensor-core Monarch kernel for this length (N = 2^ceil(log2(2L)): the kernel skips the causal zero
+    half of its input and output), or None when the scalar kernels take it: outside MONARCH_LOG_N, GENOCONV_FFTCONV_PATH=scalar,
     or more shared memory than the device gives one block (``smem_per_block``; an A100's 163 KiB does not hold
     N = 2^15, nor N = 2^14 with gates, which an H100/H200's 227 KiB does)."""
     if os.environ.get("GENOCONV_FFTCONV_PATH", "auto") == "scalar":
@@ -367,12 +351,12 @@ def causal_conv_cuda(u, filt, pregate=None, postgate=None):
     seq_len = u.shape[-1]
     dev = u.device
     kmax = min(filt.filter_len, seq_len)
-    log_n_tc = monarch_log_n(seq_len, pre=pregate is not None, post=postgate is not None,
-                             smem_per_block=_smem_per_block(dev))
-    if log_n_tc is not None:
-        spec, gain = filt.cached(("cuda_monarch", log_n_tc, kmax, str(dev)),
-                                 lambda: _monarch_spectrum(filt, log_n_tc, seq_len, dev))
-        return torch.ops.genoconv_fftconv.causal_conv_tc(u, spec, gain, pregate, postgate, log_n_tc)
+    log_n_monarch = monarch_log_n(seq_len, pre=pregate is not None, post=postgate is not None,
+                                  smem_per_block=_smem_per_block(dev))
+    if log_n_monarch is not None:
+        spec, gain = filt.cached(("cuda_monarch", log_n_monarch, kmax, str(dev)),
+                                 lambda: _monarch_spectrum(filt, log_n_monarch, seq_len, dev))
+        return torch.ops.genoconv_fftconv.causal_conv_monarch(u, spec, gain, pregate, postgate, log_n_monarch)
     log_n, log_n1 = plan(seq_len, filt.filter_len, dev)
     bins, pair_tw, tw = _cached_tables(log_n, log_n1, dev)
     spec = filt.cached(("cuda_spectrum", log_n, log_n1, kmax, str(dev)),

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from genoconv.model import HyenaConfig, HyenaDNA
-from genoconv.model.hyena import StreamState
+from genoconv.model.hyena import ConvSettings, StreamState
 
 CFG = HyenaConfig(d_model=16, n_layer=3, max_seq_len=2050)
 
@@ -19,12 +19,12 @@ def _ids(length, seed):
     return torch.randint(7, 12, (2, length), generator=torch.Generator().manual_seed(seed))
 
 
-def _stream(model, ids, chunk, layers):
+def _stream(model, ids, chunk, layers, conv=ConvSettings()):
     state = StreamState.empty(model.config.n_layer)
     parts, sizes = [], []
     with torch.inference_mode():
         for start in range(0, ids.shape[1], chunk):
-            parts.append(model.hidden_states(ids[:, start:start + chunk], layers, state))
+            parts.append(model.hidden_states(ids[:, start:start + chunk], layers, state, conv))
             sizes.append(state.nbytes())
     return {k: torch.cat([p[k] for p in parts], 1) for k in parts[0]}, sizes, state
 
@@ -39,14 +39,11 @@ def _stream(model, ids, chunk, layers):
 ])
 def test_streamed_equals_unstreamed(model, filter_len, chunk, length):
     layers = [0, 1, 2, 3, 4]
-    model.set_convolution(filter_len=filter_len)
-    try:
-        ids = _ids(length, filter_len + chunk)
-        with torch.inference_mode():
-            whole = model.hidden_states(ids, layers)
-        streamed, sizes, state = _stream(model, ids, chunk, layers)
-    finally:
-        model.set_convolution(None)
+    conv = ConvSettings(filter_len=filter_len)
+    ids = _ids(length, filter_len + chunk)
+    with torch.inference_mode():
+        whole = model.hidden_states(ids, layers, conv=conv)
+    streamed, sizes, state = _stream(model, ids, chunk, layers, conv)
     assert state.position == length
     for layer in layers:
         a, b = whole[layer], streamed[layer]
@@ -57,12 +54,9 @@ def test_streamed_equals_unstreamed(model, filter_len, chunk, length):
 
 
 def test_state_does_not_grow_with_length(model):
-    model.set_convolution(filter_len=256)
-    try:
-        _, short_sizes, _ = _stream(model, _ids(2_000, 1), 200, [-1])
-        _, long_sizes, _ = _stream(model, _ids(20_000, 1), 200, [-1])
-    finally:
-        model.set_convolution(None)
+    conv = ConvSettings(filter_len=256)
+    _, short_sizes, _ = _stream(model, _ids(2_000, 1), 200, [-1], conv)
+    _, long_sizes, _ = _stream(model, _ids(20_000, 1), 200, [-1], conv)
     assert max(long_sizes) == max(short_sizes)
 
 
@@ -70,11 +64,8 @@ def test_filter_as_long_as_the_record_is_the_exact_convolution(model):
     ids = _ids(1500, 3)
     with torch.inference_mode():
         exact = model(ids)
-        model.set_convolution(filter_len=1500)
-        partial = model(ids)
-        model.set_convolution(filter_len=2050, freq_keep=1.0)
-        keep_all = model(ids)
-        model.set_convolution(None)
+        partial = model(ids, ConvSettings(filter_len=1500))
+        keep_all = model(ids, ConvSettings(filter_len=2050, freq_keep=1.0))
     assert torch.equal(exact, partial) and torch.equal(exact, keep_all)
 
 
@@ -84,12 +75,9 @@ def test_partial_and_sparse_errors_are_measurable(model):
     with torch.inference_mode():
         exact = model(ids)
         for k in (1000, 250, 50):
-            model.set_convolution(filter_len=k)
-            errors[f"K={k}"] = ((model(ids) - exact).norm() / exact.norm()).item()
+            errors[f"K={k}"] = ((model(ids, ConvSettings(filter_len=k)) - exact).norm() / exact.norm()).item()
         for f in (0.5, 0.25):
-            model.set_convolution(freq_keep=f)
-            errors[f"F={f}"] = ((model(ids) - exact).norm() / exact.norm()).item()
-        model.set_convolution(None)
+            errors[f"F={f}"] = ((model(ids, ConvSettings(freq_keep=f)) - exact).norm() / exact.norm()).item()
     # Shorter filters lose more: the error grows as K shrinks (quality table in BENCHMARKS.md).
     assert 0 < errors["K=1000"] < errors["K=250"] < errors["K=50"]
     assert 0 < errors["F=0.5"] < errors["F=0.25"]

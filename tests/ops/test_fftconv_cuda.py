@@ -193,18 +193,18 @@ def test_custom_ops_under_torch_compile(monkeypatch):
     checks = ("test_schema", "test_faketensor")
 
     # Tensor-core op (L = 3000 -> N = 2^13), forced so the test holds whatever the default dispatch.
-    monkeypatch.setenv("GENOCONV_FFTCONV_PATH", "tc")
+    monkeypatch.setenv("GENOCONV_FFTCONV_PATH", "monarch")
     eager = cuda.causal_conv_cuda(u, filt, pre, post)
     log_n = cuda.monarch_log_n(3000)
     spec, gain = filt.cached(("cuda_monarch", log_n, 3000, str(u.device)), lambda: None)
-    torch.library.opcheck(torch.ops.genoconv_fftconv.causal_conv_tc.default, (u, spec, gain, pre, post, log_n),
+    torch.library.opcheck(torch.ops.genoconv_fftconv.causal_conv_monarch.default, (u, spec, gain, pre, post, log_n),
                           test_utils=checks)
 
     @torch.compile(fullgraph=True)
-    def f_tc(a, g1, g2):
-        return torch.ops.genoconv_fftconv.causal_conv_tc(a, spec, gain, g1, g2, log_n) * 2
+    def f_monarch(a, g1, g2):
+        return torch.ops.genoconv_fftconv.causal_conv_monarch(a, spec, gain, g1, g2, log_n) * 2
 
-    assert torch.equal(f_tc(u, pre, post), eager * 2)
+    assert torch.equal(f_monarch(u, pre, post), eager * 2)
 
     # Scalar op.
     monkeypatch.setenv("GENOCONV_FFTCONV_PATH", "scalar")
@@ -254,7 +254,7 @@ MONARCH_LENS = [257, 300, 512, 777, 1024, 2047, 2048, 3000, 4096, 6000, 8192, 12
 @pytest.mark.parametrize("seq_len", MONARCH_LENS)
 @pytest.mark.parametrize("batch", [1, 2, 3])
 def test_monarch_path_matches_float64(seq_len, batch, monkeypatch):
-    monkeypatch.setenv("GENOCONV_FFTCONV_PATH", "tc")  # every size it can take, default-dispatched or not
+    monkeypatch.setenv("GENOCONV_FFTCONV_PATH", "monarch")  # every size it can take, default-dispatched or not
     cuda = _cuda()
     assert cuda.monarch_log_n(seq_len) is not None, "this length should take the tensor-core path"
     gated = batch != 2
@@ -269,19 +269,19 @@ def test_monarch_path_matches_float64(seq_len, batch, monkeypatch):
 
 @pytest.mark.parametrize("seq_len", [512, 4096, 16384])
 def test_monarch_fp16_and_scalar_path_agree(seq_len, monkeypatch):
-    monkeypatch.setenv("GENOCONV_FFTCONV_PATH", "tc")
+    monkeypatch.setenv("GENOCONV_FFTCONV_PATH", "monarch")
     u, filt, taps, bias, pre, post = _case(seq_len, 5, 4, torch.float16, True, seed=6)
     ref = _oracle(u, taps, bias, pre, post)
-    y_tc = _run_poisoned(u, filt, pre, post)
+    y_monarch = _run_poisoned(u, filt, pre, post)
     monkeypatch.setenv("GENOCONV_FFTCONV_PATH", "scalar")
     assert _cuda().monarch_log_n(seq_len) is None
     y_scalar = causal_conv(u, filt, pre, post)
-    assert _rel(y_tc, ref) <= FP16_TOL and _rel(y_scalar, ref) <= FP16_TOL
+    assert _rel(y_monarch, ref) <= FP16_TOL and _rel(y_scalar, ref) <= FP16_TOL
 
 
 @pytest.mark.parametrize("scale", [1e-30, 1e-6, 1e4, 1e30])
 def test_monarch_input_and_filter_scales(scale, monkeypatch):
-    monkeypatch.setenv("GENOCONV_FFTCONV_PATH", "tc")
+    monkeypatch.setenv("GENOCONV_FFTCONV_PATH", "monarch")
     # The kernel's fp16 operands are scaled per block (input) and per channel (spectrum gain): any bf16 magnitude works.
     u, filt, taps, bias, pre, post = _case(2048, 3, 2, torch.bfloat16, False, seed=7)
     u = (u.double() * scale).to(torch.bfloat16)
@@ -295,7 +295,7 @@ def test_monarch_input_and_filter_scales(scale, monkeypatch):
 
 @pytest.mark.parametrize("bad", [float("nan"), float("inf")])
 def test_monarch_non_finite_row_stays_in_its_row(bad, monkeypatch):
-    monkeypatch.setenv("GENOCONV_FFTCONV_PATH", "tc")
+    monkeypatch.setenv("GENOCONV_FFTCONV_PATH", "monarch")
     # Rows b and b+1 share a block as one complex signal; a non-finite sample must not leak into the partner row.
     u, filt, taps, bias, *_ = _case(1000, 2, 2, torch.bfloat16, False, seed=8)
     u[0, 1, 10] = bad
@@ -315,7 +315,7 @@ def _chan(x, sel):
 def test_monarch_several_units_per_block(seq_len, gated, monkeypatch):
     # Persistent blocks copy the next unit's rows into shared memory (cp.async) while transforming the current one:
     # enough channels that every block serves several units, an odd batch (a lone last row), per-row errors.
-    monkeypatch.setenv("GENOCONV_FFTCONV_PATH", "tc")
+    monkeypatch.setenv("GENOCONV_FFTCONV_PATH", "monarch")
     props = torch.cuda.get_device_properties(0)
     channels = max(64, 3 * props.multi_processor_count * (8 if seq_len <= 512 else 1))
     u, filt, taps, bias, pre, post = _case(seq_len, channels, 3, torch.bfloat16, gated, seed=9)
@@ -333,7 +333,7 @@ def test_monarch_row_alignment(offset, gated, monkeypatch):
     # Rows are copied by cp.async only when 16-byte aligned; others take plain loads. A row stride of L + 3 samples
     # mixes both within one launch; offset 1 leaves no row even 4-byte aligned. L = 1001 is no multiple of 8 (the
     # last 16-byte chunk is partial).
-    monkeypatch.setenv("GENOCONV_FFTCONV_PATH", "tc")
+    monkeypatch.setenv("GENOCONV_FFTCONV_PATH", "monarch")
     seq_len, channels = 1001, 2 * torch.cuda.get_device_properties(0).multi_processor_count * 8
     gen = torch.Generator().manual_seed(offset + 100 * gated)
     dev = torch.device("cuda")
@@ -354,7 +354,7 @@ def test_monarch_row_alignment(offset, gated, monkeypatch):
 def test_monarch_matched_filter_peak(seq_len, gated, monkeypatch):
     # An input that is the time-reversed sign pattern of its filter piles all taps onto one output sample (a peak
     # ~sqrt(L) above the rest): the kernel's fp16 intermediates must keep that in range (no inf, same error).
-    monkeypatch.setenv("GENOCONV_FFTCONV_PATH", "tc")
+    monkeypatch.setenv("GENOCONV_FFTCONV_PATH", "monarch")
     u, filt, taps, bias, pre, post = _case(seq_len, 4, 2, torch.bfloat16, gated, seed=11)
     u = torch.sign(taps.flip(-1)).to(u.device, u.dtype).expand(2, -1, -1).contiguous() * 3.0
     if gated:

@@ -1,0 +1,117 @@
+"""The ``genoconv`` command line: thin shells over :mod:`genoconv.runner`, :mod:`genoconv.store` and the model layer.
+
+One module per command (``embed``, ``score``, ``merge``, ``inspect``, ``doctor``) or group (``models``); every option's
+type is declared once in :mod:`.params`. Exit codes: 0 ok, 1 runtime failure, 2 usage/bad input, 3 interrupted but
+resumable (see :mod:`genoconv.errors`).
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import Annotated
+
+import typer
+
+from .._version import __version__
+from ..errors import EXIT_RESUMABLE, EXIT_RUNTIME, EXIT_USAGE, GenoconvError
+
+app = typer.Typer(
+    name="genoconv",
+    help="Single-nucleotide DNA embeddings with HyenaDNA long-convolution models.",
+    context_settings={"help_option_names": ["-h", "--help"]},
+    pretty_exceptions_show_locals=False,
+    no_args_is_help=True,
+    rich_markup_mode="rich",
+    add_completion=False,
+)
+
+
+class _Verbosity:
+    """What ``-v`` asked for, kept for :func:`main`'s error report (tracebacks only when verbose)."""
+
+    level = 0
+
+
+def _version(value: bool) -> None:
+    if value:
+        print(f"genoconv {__version__}")  # one parseable line (nf-core versions.yml habit)
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                          help="Print the version and exit.")] = False,
+    verbose: Annotated[int, typer.Option("--verbose", "-v", count=True, help="More log output (-vv: debug).")] = 0,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Only warnings and errors.")] = False,
+) -> None:
+    _Verbosity.level = verbose
+    setup_logging(logging.WARNING if quiet else (logging.DEBUG if verbose > 1 else logging.INFO))
+
+
+def setup_logging(level: int) -> None:
+    root = logging.getLogger("genoconv")
+    root.handlers.clear()
+    root.setLevel(level)
+    if sys.stderr.isatty():
+        from rich.logging import RichHandler
+
+        handler: logging.Handler = RichHandler(show_path=False, rich_tracebacks=False)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+    else:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%Y-%m-%d %H:%M:%S"))
+    root.addHandler(handler)
+    root.propagate = False
+
+
+def _register_commands() -> None:
+    from .doctor import doctor
+    from .embed import embed
+    from .inspect import inspect
+    from .merge import merge
+    from .models import app as models_app
+    from .score import score
+
+    app.command()(embed)
+    app.command(help="Next-base cross-entropy (bits per base) of records under a model.")(score)
+    app.command(help="Combine shard outputs into one file.")(merge)
+    app.command()(inspect)
+    app.command()(doctor)
+    app.add_typer(models_app, name="models", help="List and download named models.")
+
+
+_register_commands()
+
+
+def main() -> None:
+    """Console-script entry: run the app, turning genoconv errors into one line and an exit code."""
+    try:
+        app(standalone_mode=False)
+    except GenoconvError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        print("error: interrupted; rerun the same command to resume", file=sys.stderr)
+        sys.exit(EXIT_RESUMABLE)
+    except Exception as exc:  # click usage errors and unexpected failures
+        # Typer >= 0.2x vendors its own click: recognise click's exceptions by shape, not by class.
+        kind = type(exc).__name__
+        if kind == "Exit":
+            sys.exit(getattr(exc, "exit_code", 0))
+        if kind == "Abort":
+            print("error: aborted", file=sys.stderr)
+            sys.exit(EXIT_RUNTIME)
+        if hasattr(exc, "show") and hasattr(exc, "exit_code"):
+            exc.show()
+            sys.exit(EXIT_USAGE if exc.exit_code in (1, 2) and kind != "ClickException" else exc.exit_code)
+        if _Verbosity.level:
+            raise
+        print(f"error: unexpected {type(exc).__name__}: {exc} (rerun with -v for the traceback)", file=sys.stderr)
+        sys.exit(EXIT_RUNTIME)
+    sys.exit(0)
+
+
+if __name__ == "__main__":
+    main()

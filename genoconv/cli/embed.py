@@ -1,0 +1,119 @@
+"""``genoconv embed``: records in, one HDF5 file out (a thin shell over :func:`genoconv.runner.embed_to_file`)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import shlex
+import sys
+import time
+
+from ..errors import InputError
+from ..options import EmbedOptions, ReadOptions, StoreOptions
+from . import params as p
+from .common import load_model
+
+log = logging.getLogger("genoconv")
+
+
+def embed(
+    inputs: p.Inputs = None,
+    output: p.Output = ...,
+    model: p.ModelName = None,
+    device: p.Device = "auto",
+    dtype: p.DtypeOpt = p.Dtype.float32,
+    strict_tokenizer: p.StrictTokenizer = False,
+    modulation_shift: p.ModulationShift = None,
+    layer: p.Layer = [-1],  # noqa: B006 - Typer reads the default
+    per_nucleotide: p.PerNucleotide = True,
+    pool: p.Pool = ["mean"],  # noqa: B006
+    window: p.Window = None,
+    rc_average: p.RcAverage = False,
+    store_dtype: p.StoreDtypeOpt = p.StoreDtype.float16,
+    compression: p.CompressionOpt = p.Compression.none,
+    overwrite: p.Overwrite = False,
+    commit_interval: p.CommitInterval = 2.0,
+    filter_len: p.FilterLen = None,
+    chunk_size: p.ChunkSize = None,
+    freq_keep: p.FreqKeep = 1.0,
+    max_memory: p.MaxMemory = None,
+    tokens_per_batch: p.TokensPerBatch = None,
+    reference: p.Reference = None,
+    regions: p.Regions = None,
+    feature: p.Feature = "gene",
+    strand_aware: p.StrandAware = True,
+    include_secondary: p.IncludeSecondary = False,
+    include_supplementary: p.IncludeSupplementary = False,
+    dedupe_ids: p.DedupeIds = False,
+    shard: p.Shard = None,
+) -> None:
+    """Embed DNA records into one HDF5 file (resumable: rerun the same command after an interruption)."""
+    from ..runner import embed_to_file
+    from ..sharding import parse_shard
+
+    if not inputs and regions is None:
+        raise InputError("give at least one INPUT file, or --reference and --regions")
+    options = EmbedOptions(layers=tuple(layer), per_nucleotide=per_nucleotide, pools=tuple(pool), window=window,
+                           rc_average=rc_average, filter_len=filter_len, chunk_size=chunk_size,
+                           freq_keep=freq_keep, max_memory=max_memory, tokens_per_batch=tokens_per_batch)
+    read = ReadOptions(reference=reference, regions=regions, feature=feature, strand_aware=strand_aware,
+                       include_secondary=include_secondary, include_supplementary=include_supplementary,
+                       dedupe_ids=dedupe_ids)
+    store = StoreOptions(store_dtype=store_dtype.value, compression=compression.value,
+                         commit_interval=commit_interval, overwrite=overwrite)
+    shard_spec = parse_shard(shard)
+    emb = load_model(model, device, dtype.value, strict_tokenizer=strict_tokenizer, shift=modulation_shift,
+                     max_memory=options.max_memory)
+    log.info("model %s (d_model %d, %d layers, max_seq_len %d) on %s, %s", emb.name, emb.d_model,
+             emb.config.n_layer, emb.max_seq_len, emb.device, dtype.value)
+    with ProgressReporter() as reporter:
+        embed_to_file(emb, inputs or [], output, options=options, read=read, store=store, shard=shard_spec,
+                      model_name=emb.name, command_line=shlex.join(["genoconv", *sys.argv[1:]]),
+                      on_progress=reporter.update, on_start=reporter.start)
+
+
+class ProgressReporter:
+    """A rich progress bar on a terminal; plain periodic log lines otherwise (SLURM logs)."""
+
+    def __init__(self) -> None:
+        self.tty = sys.stderr.isatty() and logging.getLogger("genoconv").level <= logging.INFO
+        self.interval = float(os.environ.get("GENOCONV_LOG_INTERVAL", "30"))
+        self.bar = None
+        self.task = None
+        self.total_records = self.total_bases = 0
+        self.last = 0.0
+        self.t0 = time.monotonic()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        if self.bar is not None:
+            self.bar.stop()
+
+    def start(self, n_records: int, n_bases: int) -> None:
+        self.total_records, self.total_bases = n_records, n_bases
+        self.t0 = self.last = time.monotonic()
+        if self.tty:
+            from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+            self.bar = Progress(TextColumn("[bold]embedding"), BarColumn(), TextColumn("{task.percentage:>5.1f}%"),
+                                TextColumn("{task.fields[records]}"), TextColumn("{task.fields[rate]}"),
+                                TimeElapsedColumn(), TimeRemainingColumn(), transient=False)
+            self.task = self.bar.add_task("embed", total=n_bases, records=f"0/{n_records} records", rate="")
+            self.bar.start()
+        else:
+            log.info("embedding %d records, %d bases", n_records, n_bases)
+
+    def update(self, progress) -> None:
+        now = time.monotonic()
+        rate = progress.bases / max(now - self.t0, 1e-9)
+        if self.bar is not None:
+            self.bar.update(self.task, completed=progress.bases,
+                            records=f"{progress.records}/{self.total_records} records", rate=f"{rate / 1e3:,.1f} kb/s")
+        elif now - self.last >= self.interval or progress.records == self.total_records:
+            self.last = now
+            eta = (self.total_bases - progress.bases) / rate if rate > 0 else float("nan")
+            log.info("progress: %d/%d records, %d/%d bases (%.1f%%), %.1f kb/s, ETA %.0f s", progress.records,
+                     self.total_records, progress.bases, self.total_bases,
+                     100 * progress.bases / max(1, self.total_bases), rate / 1e3, eta)

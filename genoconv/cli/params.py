@@ -1,0 +1,101 @@
+"""Every command-line option's type, declared once as an ``Annotated`` alias and reused by every command.
+
+Choices are enums and ranges are ``min=``/``max=``, so Typer rejects bad values (exit 2) before any work starts;
+``rich_help_panel`` groups ``genoconv embed --help`` into panels. Defaults live in :mod:`genoconv.options`.
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+INPUT, MODEL, OUTPUT, PERFORMANCE, CLUSTER = "Input", "Model", "Output", "Performance", "Cluster"
+
+
+class Dtype(str, Enum):
+    float32 = "float32"
+    bfloat16 = "bfloat16"
+    float16 = "float16"
+
+
+class StoreDtype(str, Enum):
+    float16 = "float16"
+    float32 = "float32"
+
+
+class Compression(str, Enum):
+    none = "none"
+    gzip = "gzip"
+    lzf = "lzf"
+
+
+Inputs = Annotated[Optional[list[Path]], typer.Argument(
+    help="FASTA/FASTQ (plain, gzip, bgzip), SAM/BAM/CRAM files.", show_default=False, metavar="INPUT...")]
+Output = Annotated[Path, typer.Option("--output", "-o", help="HDF5 file to write (one per run).",
+                                      metavar="FILE.h5", rich_help_panel=OUTPUT)]
+Overwrite = Annotated[bool, typer.Option(help="Replace an existing output instead of resuming it.",
+                                         rich_help_panel=OUTPUT)]
+
+ModelName = Annotated[Optional[str], typer.Option(
+    "--model", "-m", help="Model name (`genoconv models list`) or checkpoint directory. [default: genoconv-demo]",
+    metavar="NAME|DIR", show_default=False, rich_help_panel=MODEL)]
+Device = Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.", metavar="DEVICE", rich_help_panel=MODEL)]
+DtypeOpt = Annotated[Dtype, typer.Option("--dtype", help="Compute dtype: float32 is the exact path.",
+                                         rich_help_panel=MODEL)]
+StrictTokenizer = Annotated[bool, typer.Option(help="The official tokenizer exactly (lower case -> [UNK]) instead "
+                                               "of upper-casing and IUPAC -> N.", rich_help_panel=MODEL)]
+ModulationShift = Annotated[Optional[float], typer.Option(
+    help="Override the filter modulation shift (0.05 official inference, 0.0 training code).", metavar="SHIFT",
+    show_default=False, rich_help_panel=MODEL)]
+
+Layer = Annotated[list[int], typer.Option("--layer", "-l", help="Hidden state(s) to store; repeatable; negative "
+                                          "counts from the end (-1 = final LayerNorm).", metavar="N",
+                                          rich_help_panel=OUTPUT)]
+PerNucleotide = Annotated[bool, typer.Option(help="Store one row per base.", rich_help_panel=OUTPUT)]
+Pool = Annotated[list[str], typer.Option(help="Pooled vectors per record: mean, max, last (comma list).",
+                                         metavar="MODES", rich_help_panel=OUTPUT)]
+Window = Annotated[Optional[int], typer.Option(min=1, help="Also store windowed means, one row per W bases.",
+                                               metavar="W", show_default=False, rich_help_panel=OUTPUT)]
+RcAverage = Annotated[bool, typer.Option(help="Average with the reverse complement's output flipped back (gives "
+                                         "each base context from both sides).", rich_help_panel=OUTPUT)]
+StoreDtypeOpt = Annotated[StoreDtype, typer.Option("--store-dtype", help="dtype of per-nucleotide rows.",
+                                                   rich_help_panel=OUTPUT)]
+CompressionOpt = Annotated[Compression, typer.Option("--compression", help="HDF5 filter (with byte shuffle).",
+                                                     rich_help_panel=OUTPUT)]
+CommitInterval = Annotated[float, typer.Option(min=0.0, help="Seconds between durable commits (0: every record); "
+                                               "an interruption loses at most this much work.", metavar="SECONDS",
+                                               rich_help_panel=OUTPUT)]
+
+FilterLen = Annotated[Optional[int], typer.Option(min=1, help="Partial convolution: first K filter taps (default: "
+                                                  "full filter; K = max_seq_len for longer records).",
+                                                  metavar="K", show_default=False, rich_help_panel=PERFORMANCE)]
+ChunkSize = Annotated[Optional[int], typer.Option(min=1, help="Stream long records in chunks of C bases "
+                                                  "(default: from --max-memory).", metavar="C", show_default=False,
+                                                  rich_help_panel=PERFORMANCE)]
+FreqKeep = Annotated[float, typer.Option(min=0.0, max=1.0, help="Frequency-sparse convolution: fraction of the "
+                                         "filter spectrum kept, low frequencies first (> 0).", metavar="F",
+                                         rich_help_panel=PERFORMANCE)]
+MaxMemory = Annotated[Optional[str], typer.Option(help="Memory the run may use on its device, e.g. 4GiB (default: "
+                                                  "80% of free GPU memory / a quarter of RAM).", metavar="SIZE",
+                                                  show_default=False, rich_help_panel=PERFORMANCE)]
+TokensPerBatch = Annotated[Optional[int], typer.Option(min=1, help="Bases per batch of short records.",
+                                                       metavar="N", show_default=False, rich_help_panel=PERFORMANCE)]
+
+Reference = Annotated[Optional[Path], typer.Option(help="Indexed FASTA for --regions (and CRAM).", metavar="FASTA",
+                                                   show_default=False, rich_help_panel=INPUT)]
+Regions = Annotated[Optional[Path], typer.Option(help="BED (0-based) or GTF/GFF (1-based) regions of --reference.",
+                                                 metavar="FILE", show_default=False, rich_help_panel=INPUT)]
+Feature = Annotated[str, typer.Option(help="GTF/GFF feature type to embed.", metavar="TYPE", rich_help_panel=INPUT)]
+StrandAware = Annotated[bool, typer.Option(help="Reverse-complement minus-strand regions.", rich_help_panel=INPUT)]
+IncludeSecondary = Annotated[bool, typer.Option(help="Keep secondary alignments (BAM/CRAM).", rich_help_panel=INPUT)]
+IncludeSupplementary = Annotated[bool, typer.Option(help="Keep supplementary alignments (BAM/CRAM).",
+                                                    rich_help_panel=INPUT)]
+DedupeIds = Annotated[bool, typer.Option(help="Suffix duplicate record ids instead of failing.",
+                                         rich_help_panel=INPUT)]
+
+Shard = Annotated[Optional[str], typer.Option(help="Embed only shard i/n of the records (balanced by bases), or "
+                                              "'slurm' to take it from the job array.", metavar="i/n|slurm",
+                                              show_default=False, rich_help_panel=CLUSTER)]

@@ -1,0 +1,43 @@
+"""``genoconv score``: next-base cross-entropy of records under a model (:mod:`genoconv.model.likelihood`)."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from . import params as p
+from .common import load_model
+
+
+def _fmt(bits: float) -> str:
+    return "NA" if math.isnan(bits) else f"{bits:.4f}"
+
+
+def score(
+    inputs: Annotated[list[Path], typer.Argument(help="FASTA/FASTQ (plain, gzip, bgzip), SAM/BAM/CRAM files: "
+                                                 "everything `genoconv embed` reads.", metavar="INPUT...")],
+    model: p.ModelName = None,
+    device: p.Device = "auto",
+    dtype: p.DtypeOpt = p.Dtype.float32,
+    batch_size: Annotated[int, typer.Option(min=1, help="Segments of max_seq_len scored together.")] = 8,
+) -> None:
+    """Next-base cross-entropy in bits per base, per record and overall (uniform guessing = 2.0).
+
+    Prints tab-separated lines: record, length, scored bases, bits/base; then ``overall`` (total bits over all
+    scored bases). Records longer than the model's max_seq_len are scored in non-overlapping segments.
+    """
+    from ..io import open_records
+    from ..model.likelihood import score_records
+
+    source = open_records(inputs)  # every input's header checked before anything is printed
+    embedder = load_model(model, device, dtype.value)
+    typer.echo(f"# model {embedder.name}, max_seq_len {embedder.max_seq_len:,}, {embedder.device}, {dtype.value}")
+    typer.echo("record\tlength\tscored_bases\tbits_per_base")
+    with source:
+        per_record, overall = score_records(embedder, ((r.id, r.sequence()) for r in source), batch_size=batch_size,
+                                            on_record=lambda r: typer.echo(
+                                                f"{r.name}\t{r.length}\t{r.scored}\t{_fmt(r.bits_per_base)}"))
+    typer.echo(f"overall\t{overall.length}\t{overall.scored}\t{_fmt(overall.bits_per_base)}")

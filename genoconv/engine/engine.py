@@ -1,0 +1,259 @@
+"""The embedding engine: records in, per-record rows/pools/windows out, in fixed memory.
+
+Each record gets a :class:`~genoconv.engine.plan.Plan` (exact, partial, streamed; see :mod:`genoconv.engine.plan`),
+passed explicitly to the model's forward.
+
+Short records are batched by a token budget: sorted by length within bounded blocks of the input, then padded
+*after* their end to a common length. HyenaDNA is causal, so right padding cannot change any of a record's outputs
+(left padding, the official tokenizer's default, does); rows past each record's end are dropped. Records are
+committed in this processing order: input order, except that short records are sorted within each block.
+Outputs go to a *sink* as they are produced (the HDF5 store, or memory for the Python API); pooled vectors and
+windowed means are accumulated on the fly in fp32/fp64.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Iterable, Iterator
+
+import numpy as np
+import torch
+
+from ..errors import InputError, Interrupted, ResourceError, SequenceTooLongError
+from ..io.record import Record
+from ..model.embedder import LoadedModel
+from ..model.hyena import StreamState
+from ..model.tokenizer import PAD, Tokenizer
+from ..options import EmbedOptions
+from .outputs import RecordOutput, Sink
+from .plan import Plan, Planner
+
+log = logging.getLogger("genoconv.engine")
+
+# Short records are sorted by length within blocks of this many token budgets (or records), then batched.
+SORT_BLOCK_BATCHES = 16
+SORT_BLOCK_RECORDS = 65_536
+
+
+# ---- the engine --------------------------------------------------------------------------------------------
+@dataclass
+class Progress:
+    records: int = 0
+    bases: int = 0
+    skipped_committed: int = 0
+    started: float = field(default_factory=time.monotonic)
+
+
+class Engine:
+    """Runs a :class:`~genoconv.model.embedder.LoadedModel` over records with one :class:`EmbedOptions`, writing
+    to a sink."""
+
+    def __init__(self, model: LoadedModel, options: EmbedOptions, *,
+                 should_stop: Callable[[], bool] = lambda: False,
+                 on_progress: Callable[[Progress], None] | None = None):
+        self.emb = model
+        self.opts = options
+        self.layers = model.resolve_layers(options.layers)
+        self.should_stop = should_stop
+        self.on_progress = on_progress
+        self.progress = Progress()
+        self._skip: set[str] | frozenset = frozenset()
+        self.d = model.d_model
+        self.planner = Planner(model, options)
+
+    def plan(self, length: int) -> Plan:
+        return self.planner.plan(length)
+
+    # ---- running
+    def run(self, records: Iterable[Record], sink: Sink, *, skip: set[str] | frozenset = frozenset()) -> Progress:
+        """Embed every record not in ``skip`` and commit it to ``sink`` (in processing order, see _batches)."""
+        for _ in self.run_iter(records, sink, skip=skip):
+            pass
+        return self.progress
+
+    def run_iter(self, records: Iterable[Record], sink: Sink, *,
+                 skip: set[str] | frozenset = frozenset()) -> Iterator[list[Record]]:
+        """Like :meth:`run`, yielding each batch once it is committed (the Python API streams from here)."""
+        self._skip = skip
+        for batch in self._batches(records, skip):
+            if self.should_stop():
+                raise Interrupted("interrupted: everything committed so far is saved; rerun the same command to resume")
+            self._run_batch(batch, sink)
+            yield batch
+
+    def _batches(self, records: Iterable[Record], skip) -> Iterator[list[Record]]:
+        """Batches of short records, sorted by length within blocks of the input; long records alone.
+
+        Short records are collected into blocks of up to ``SORT_BLOCK_BATCHES`` token budgets, sorted by length
+        (ties in input order) and cut into batches of similar length, so mixed read lengths still batch well while
+        only one block of records (not of outputs) is held. Everything is a function of the input alone:
+        committed records included, a resumed run rebuilds exactly the batches (and therefore the arithmetic) of
+        an uninterrupted one; fully committed batches are skipped.
+        """
+        block: list[Record] = []
+        bases = 0
+        budget = self.planner.tokens_per_batch
+        for rec in records:
+            if rec.length == 0:
+                raise InputError(f"record {rec.id!r} ({rec.source}) has no sequence")
+            if self.planner.runs_alone(rec.length):
+                yield from self._sorted_batches(block, skip)
+                block, bases = [], 0
+                yield from self._keep([rec], skip)
+                continue
+            block.append(rec)
+            bases += rec.length
+            if bases >= SORT_BLOCK_BATCHES * budget or len(block) >= SORT_BLOCK_RECORDS:
+                yield from self._sorted_batches(block, skip)
+                block, bases = [], 0
+        yield from self._sorted_batches(block, skip)
+
+    def _sorted_batches(self, block: list[Record], skip) -> Iterator[list[Record]]:
+        """Cut a block, sorted by length, into batches whose padding stays within 12.5% of the shortest."""
+        batch: list[Record] = []
+        lo = hi = 0
+        for rec in sorted(block, key=lambda r: r.length):  # stable: equal lengths keep input order
+            if batch:
+                new_lo, new_hi = min(lo, rec.length), max(hi, rec.length)
+                if new_hi > new_lo * 1.125 or new_hi * (len(batch) + 1) > self.planner.tokens_per_batch:
+                    yield from self._keep(batch, skip)
+                    batch = []
+            lo, hi = (min(lo, rec.length), max(hi, rec.length)) if batch else (rec.length, rec.length)
+            batch.append(rec)
+        yield from self._keep(batch, skip)
+
+    def _keep(self, batch: list[Record], skip) -> Iterator[list[Record]]:
+        if not batch:
+            return
+        if all(r.id in skip for r in batch):
+            self.progress.skipped_committed += len(batch)
+            return
+        yield batch
+
+    def _run_batch(self, batch: list[Record], sink: Sink) -> None:
+        if len(batch) == 1 and not self.plan(batch[0].length).one_pass_exact:
+            self._run_long(batch[0], sink)
+            return
+        try:
+            rows = self._forward_batch(batch)
+        except torch.OutOfMemoryError:
+            torch.cuda.empty_cache()
+            if len(batch) > 1:  # documented fallback 1: halve the batch
+                half = len(batch) // 2
+                log.warning("out of GPU memory on a batch of %d records; retrying in halves", len(batch))
+                self._run_batch(batch[:half], sink)
+                self._run_batch(batch[half:], sink)
+                return
+            self._run_long(batch[0], sink, oom=True)  # fallback 2: chunked evaluation
+            return
+        mode = Plan().mode
+        for rec, per_layer in zip(batch, rows):
+            if rec.id in self._skip:
+                continue  # committed before an interruption; recomputed only because its batch was partial
+            out = RecordOutput(sink.begin(rec.id, rec.length, mode), self.opts, self.layers, self.d)
+            for layer, rows in per_layer.items():
+                out.add(layer, rows)
+            out.commit()
+            self._advance(rec.length)
+
+    def _tokens(self, rec: Record, start: int = 0, end: int | None = None) -> torch.Tensor:
+        return self.emb.tokenizer.encode(rec.sequence(start, end), record=rec.id, offset=start)
+
+    def _forward_batch(self, batch: list[Record]) -> list[dict[int, np.ndarray]]:
+        """One padded forward pass; returns each record's rows (length, d) per layer, fp32 numpy."""
+        lengths = [r.length for r in batch]
+        ids = self._padded([self._tokens(rec) for rec in batch])
+        plan = self.plan(max(lengths))  # one pass: these records are batched because their plan is exact
+        hidden = self._hidden(ids, plan)
+        rows = [{layer: h[i, :n] for layer, h in hidden.items()} for i, n in enumerate(lengths)]
+        if self.opts.rc_average:
+            # Each record reverse-complemented within its own length and padded *after* it again: flipping the
+            # padded row would put the padding first, which changes a causal model's outputs.
+            rc_ids = self._padded([Tokenizer.reverse_complement(ids[i, :n]) for i, n in enumerate(lengths)])
+            rc = self._hidden(rc_ids, plan)
+            for i, n in enumerate(lengths):
+                for layer in self.layers:
+                    rows[i][layer] = (rows[i][layer] + rc[layer][i, :n][::-1]) / 2
+        return rows
+
+    @staticmethod
+    def _padded(token_rows: list[torch.Tensor]) -> torch.Tensor:
+        ids = torch.full((len(token_rows), max(len(t) for t in token_rows)), PAD, dtype=torch.long)  # [PAD] after
+        for i, t in enumerate(token_rows):
+            ids[i, :len(t)] = t
+        return ids
+
+    def _hidden(self, ids: torch.Tensor, plan: Plan, stream: StreamState | None = None) -> dict[int, np.ndarray]:
+        out = self.emb.hidden_states(ids, self.layers, stream, plan.conv)
+        return {layer: out[layer].float().cpu().numpy() for layer in self.layers}
+
+    def _advance(self, bases: int) -> None:
+        self.progress.records += 1
+        self.progress.bases += bases
+        if self.on_progress:
+            self.on_progress(self.progress)
+
+    # ---- long records: partial convolution and exact streaming
+    def _run_long(self, rec: Record, sink: Sink, *, oom: bool = False) -> None:
+        plan = self.plan(rec.length)
+        if plan.filter_len is not None and self.opts.filter_len is None:
+            log.info("record %s: %d bases > max_seq_len %d: partial convolution with the first K=%d filter taps",
+                     rec.id, rec.length, self.emb.max_seq_len, plan.filter_len)
+        chunk = plan.chunk_size or (rec.length if not oom else max(1024, rec.length // 2))
+        while True:
+            try:
+                self._stream_record(rec, sink, Plan(plan.conv, chunk if chunk < rec.length else None))
+                return
+            except torch.OutOfMemoryError:
+                torch.cuda.empty_cache()
+                if chunk <= 1024:
+                    raise ResourceError(f"record {rec.id!r} ({rec.length:,} bases): out of GPU memory even in chunks "
+                                        "of 1,024 bases; use a smaller --filter-len or --device cpu") from None
+                chunk = max(1024, chunk // 2)
+                log.warning("out of GPU memory on record %s (%d bases); retrying in chunks of %d",
+                            rec.id, rec.length, chunk)
+
+    def _stream_record(self, rec: Record, sink: Sink, plan: Plan) -> None:
+        if plan.filter_len is None and rec.length > self.emb.max_seq_len:
+            raise SequenceTooLongError(f"record {rec.id!r} has {rec.length:,} bases > max_seq_len")
+        chunk = plan.chunk_size or rec.length
+        rc_rows = self._reverse_pass(rec, plan, chunk) if self.opts.rc_average else None
+        out = RecordOutput(sink.begin(rec.id, rec.length, plan.mode), self.opts, self.layers, self.d)
+        stream = StreamState.empty(self.emb.config.n_layer)
+        for start in range(0, rec.length, chunk):
+            if self.should_stop():
+                raise Interrupted(f"interrupted inside record {rec.id!r}; rerun the same command to resume")
+            end = min(rec.length, start + chunk)
+            hidden = self._hidden(self._tokens(rec, start, end)[None], plan, stream)
+            for layer in self.layers:
+                rows = hidden[layer][0]
+                if rc_rows is not None:
+                    rows = (rows + np.asarray(rc_rows[layer][start:end], np.float32)) / 2
+                out.add(layer, rows)
+        out.commit()
+        self._advance(rec.length)
+
+    def _reverse_pass(self, rec: Record, plan: Plan, chunk: int) -> dict[int, np.memmap]:
+        """Stream the reverse complement, storing its rows (flipped back to forward coordinates) on disk.
+
+        Averaging with the reverse strand needs, for forward chunk [s, e), reverse-pass outputs that a forward
+        stream only reaches at its end; a float32 scratch file of L x d per layer holds them in between.
+        """
+        scratch_dir = os.environ.get("GENOCONV_SCRATCH") or tempfile.gettempdir()
+        out = {}
+        for layer in self.layers:
+            fh = tempfile.NamedTemporaryFile(dir=scratch_dir, prefix="genoconv-rc-", suffix=".f32", delete=True)
+            out[layer] = np.memmap(fh, dtype=np.float32, mode="w+", shape=(rec.length, self.d))
+            out[layer]._genoconv_file = fh  # keep the file alive with the map
+        stream = StreamState.empty(self.emb.config.n_layer)
+        for end in range(rec.length, 0, -chunk):  # reverse strand read 5'->3' = forward coordinates descending
+            start = max(0, end - chunk)
+            ids = Tokenizer.reverse_complement(self._tokens(rec, start, end)[None])
+            hidden = self._hidden(ids, plan, stream)
+            for layer in self.layers:
+                out[layer][start:end] = hidden[layer][0][::-1]
+        return out

@@ -1,0 +1,55 @@
+"""How the CUDA extension is built, defined once for ``setup.py`` (ahead of time) and :mod:`genoconv.ops.cuda` (on
+first use). Torch-free and importable by path, so ``setup.py`` reads it without importing the package.
+
+The kernel sources live in ``csrc/fftconv`` of a checkout; a wheel carries a copy in ``genoconv/_csrc/fftconv``
+(setup.py's build step puts it there), so a build on first use works from an installed package too.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+# Native code for Ampere (sm_80; also runs on sm_86/89) and Hopper (sm_90), plus compute_90 PTX for newer chips.
+ARCHS = ("sm_80", "sm_90", "compute_90")
+ARCH_FLAGS = tuple(f"-gencode=arch=compute_{a[-2:]},code={a}" for a in ARCHS)
+SOURCES = ("bindings.cpp", "fftconv_fused.cu", "fftconv_multipass.cu", "fftconv_monarch.cu")
+HEADERS = ("params.h", "fft_common.cuh")
+EXTENSION = "genoconv._fftconv_C"
+PACKAGED_SOURCES = Path("_csrc") / "fftconv"  # inside the genoconv package (wheels)
+
+
+def _archs_define() -> str:
+    # Unquoted (bindings.cpp stringifies it): quotes would survive a direct compiler call but not ninja's shell.
+    return f"-DGENOCONV_FFTCONV_ARCHS={','.join(ARCHS)}"
+
+
+def nvcc_flags() -> list[str]:
+    """nvcc flags: -O3, line info for profilers, the architectures, and their names for ``built_archs()``."""
+    return ["-O3", "-lineinfo", *ARCH_FLAGS, _archs_define()]
+
+
+def cxx_flags() -> list[str]:
+    return ["-O3", _archs_define()]
+
+
+def source_dir() -> Path | None:
+    """The folder holding every kernel source: the copy inside an installed package, else a checkout's csrc/."""
+    package = Path(__file__).resolve().parents[1]
+    for candidate in (package / PACKAGED_SOURCES, package.parent / "csrc" / "fftconv"):
+        if all((candidate / name).is_file() for name in SOURCES + HEADERS):
+            return candidate
+    return None
+
+
+def monarch_log_n_range(folder: Path | None = None) -> tuple[int, int]:
+    """(min, max) log2 FFT sizes of the tensor-core Monarch kernel, read from ``params.h`` (where the kernel's
+    launcher checks them), so the range is written down once."""
+    folder = folder or source_dir()
+    if folder is None:
+        raise FileNotFoundError("genoconv kernel sources (csrc/fftconv) not found")
+    text = (folder / "params.h").read_text()
+    m = re.search(r"kMonarchMinLogN\s*=\s*(\d+)\s*,\s*kMonarchMaxLogN\s*=\s*(\d+)", text)
+    if m is None:
+        raise ValueError(f"{folder / 'params.h'}: kMonarchMinLogN/kMonarchMaxLogN not found")
+    return int(m.group(1)), int(m.group(2))

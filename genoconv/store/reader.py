@@ -1,0 +1,179 @@
+"""The reader: :func:`open_embeddings` gives a lazy, dict-like view of a genoconv file (numpy + h5py only)."""
+
+from __future__ import annotations
+
+import json
+import os
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from genoconv.errors import InputError
+from genoconv.store.hdf5 import RowSource, locking_setting, open_read
+from genoconv.store.journal import journal_path, read_journal
+from genoconv.store.layout import FORMAT, n_windows
+
+
+def plain_value(value: Any) -> Any:
+    """numpy scalars and arrays from h5py attributes as plain Python values."""
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    return value
+
+
+def open_embeddings(path: str | os.PathLike[str], *, locking: bool | None = None) -> "EmbeddingsFile":
+    """Open a genoconv HDF5 file for lazy reading: ``f["chr1"]``, ``f.get(id, layer)``, ``f.pooled()``."""
+    return EmbeddingsFile(path, locking=locking)
+
+
+class EmbeddingsFile:
+    """Lazy, read-only view of a genoconv embeddings file, like a dict from record id to rows.
+
+    Layers: a non-negative ``layer`` is an absolute model layer index and must be one of ``layers``; a
+    negative one indexes ``layers`` as listed, Python-style, so the default ``-1`` is the last listed layer
+    (the model's final layer when the run kept it, as the default ``--layer -1`` does).
+
+    An unfinished file (interrupted run) opens with a warning and shows only its journaled records.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], *, locking: bool | None = None) -> None:
+        self.path = Path(path)
+        try:
+            self._f = open_read(self.path, locking_setting(locking), attempts=8)
+        except OSError as err:
+            raise InputError(f"cannot open {self.path} as HDF5: {err}") from None
+        f = self._f
+        try:
+            if f.attrs.get("format") != FORMAT:
+                raise InputError(f"{self.path} is not a genoconv embeddings file (no format={FORMAT!r} attribute)")
+            self.complete = bool(f.attrs.get("complete", False))
+            self.layers = [int(x) for x in np.atleast_1d(f.attrs["layers"])]
+            self.window = int(f.attrs.get("window", 0)) or None
+            self.provenance = {k: plain_value(v) for k, v in f.attrs.items()}
+            if self.complete:
+                n = f["lengths"].shape[0]
+                self.ids = list(f["ids"].asstr()[:n])
+                self.modes = list(f["modes"].asstr()[:n])
+                self.lengths = np.asarray(f["lengths"][:n], dtype=np.int64)
+                self._offsets = np.asarray(f["offsets"][:n], dtype=np.int64)
+                self._window_offsets = np.asarray(f["window_offsets"][:n], dtype=np.int64) if self.window else None
+                self._source = RowSource(f, None)
+            else:
+                # Only the journal knows what was committed and where the newest rows live (/_tail).
+                entries = read_journal(journal_path(self.path)).entries
+                self.ids = [e["id"] for e in entries]
+                self.modes = [e["mode"] for e in entries]
+                self.lengths = np.asarray([e["len"] for e in entries], dtype=np.int64)
+                self._offsets = np.asarray([e["off"] for e in entries], dtype=np.int64)
+                self._window_offsets = np.asarray([e["woff"] for e in entries], dtype=np.int64) if self.window else None
+                self._source = RowSource(f, entries[-1] if entries else None)
+                warnings.warn(
+                    f"{self.path} is unfinished (interrupted run); showing its {len(entries)} committed records",
+                    stacklevel=3,
+                )
+        except Exception:
+            f.close()
+            raise
+        self._index = {rid: i for i, rid in enumerate(self.ids)}
+
+    # ---- dict-like
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.ids)
+
+    def __contains__(self, record_id: object) -> bool:
+        return record_id in self._index
+
+    def __getitem__(self, record_id: str) -> np.ndarray:
+        """Per-nucleotide rows (length, d) of the default (last listed) layer; reads only that slice."""
+        return self.get(record_id)
+
+    def keys(self) -> list[str]:
+        return list(self.ids)
+
+    def items(self) -> Iterator[tuple[str, np.ndarray]]:
+        for rid in self.ids:
+            yield rid, self.get(rid)
+
+    def _layer(self, layer: int) -> int:
+        if layer < 0:
+            if -layer > len(self.layers):
+                raise IndexError(f"layer {layer} out of range: {self.path} stores layers {self.layers}")
+            return self.layers[layer]
+        if layer not in self.layers:
+            raise KeyError(f"layer {layer} is not stored in {self.path} (stored: {self.layers})")
+        return layer
+
+    def get(self, record_id: str, layer: int = -1, kind: str = "per_nucleotide") -> np.ndarray:
+        """Rows of one record: ``kind="per_nucleotide"`` (length, d) or ``"windowed"`` (ceil(length/W), d)."""
+        if record_id not in self._index:
+            raise KeyError(f"no record {record_id!r} in {self.path}")
+        i, layer = self._index[record_id], self._layer(layer)
+        if kind == "per_nucleotide":
+            if "per_nucleotide" not in self._f:
+                raise KeyError(f"{self.path} has no per-nucleotide rows (run with --per-nucleotide)")
+            start, count = int(self._offsets[i]), int(self.lengths[i])
+        elif kind == "windowed":
+            if self._window_offsets is None:
+                raise KeyError(f"{self.path} has no windowed rows (run with --window)")
+            start, count = int(self._window_offsets[i]), n_windows(int(self.lengths[i]), self.window)
+        else:
+            raise ValueError(f"kind must be 'per_nucleotide' or 'windowed', got {kind!r}")
+        return self._source.read(kind, layer, start, count)
+
+    def rows(self, record_id: str, start: int, stop: int, layer: int = -1, kind: str = "per_nucleotide") -> np.ndarray:
+        """Rows ``[start, stop)`` (0-based, half-open, clipped to the record) of one record; reads only those."""
+        if record_id not in self._index:
+            raise KeyError(f"no record {record_id!r} in {self.path}")
+        i = self._index[record_id]
+        if kind == "per_nucleotide":
+            base, count = int(self._offsets[i]), int(self.lengths[i])
+        elif kind == "windowed" and self._window_offsets is not None:
+            base, count = int(self._window_offsets[i]), n_windows(int(self.lengths[i]), self.window)
+        else:
+            return self.get(record_id, layer, kind)  # raises the right error
+        if kind == "per_nucleotide" and "per_nucleotide" not in self._f:
+            raise KeyError(f"{self.path} has no per-nucleotide rows (run with --per-nucleotide)")
+        start, stop = max(0, min(start, count)), max(0, min(stop, count))
+        return self._source.read(kind, self._layer(layer), base + start, max(0, stop - start))
+
+    def pooled(self, mode: str = "mean", layer: int = -1) -> np.ndarray:
+        """(n, d) float32 matrix, rows in the order of ``ids``."""
+        layer = self._layer(layer)
+        name = f"pooled/{mode}/{layer}"
+        if name not in self._f:
+            raise KeyError(f"{self.path} has no pooled {mode!r} rows for layer {layer}")
+        return self._f[name][: len(self.ids)]
+
+    def to_anndata(self, mode: str = "mean", layer: int = -1) -> Any:
+        """The pooled matrix as an AnnData (obs = records with their lengths, uns = provenance)."""
+        try:
+            import anndata
+            import pandas as pd
+        except ImportError:
+            raise ImportError("to_anndata needs the anndata package: pip install anndata") from None
+        obs = pd.DataFrame({"length": self.lengths}, index=pd.Index(self.ids, name="id"))
+        attrs = {k: (json.dumps(v) if isinstance(v, (list, dict)) else v) for k, v in self.provenance.items()}
+        uns = {"genoconv": attrs, "pooling": mode, "layer": self._layer(layer)}
+        return anndata.AnnData(X=self.pooled(mode, layer), obs=obs, uns=uns)
+
+    # ---- lifetime
+    def close(self) -> None:
+        self._f.close()
+
+    def __enter__(self) -> "EmbeddingsFile":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        state = "complete" if self.complete else "unfinished"
+        return f"<EmbeddingsFile {str(self.path)!r}: {len(self)} records, layers {self.layers}, {state}>"

@@ -1,0 +1,554 @@
+"""The crash-safe writer: :class:`EmbeddingWriter` (one run's file) and :class:`RecordWriter` (one record)."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+
+from genoconv.errors import InputError, InputFileError
+from genoconv.store.hdf5 import (RowSource, crc, fsync_dir, fsync_path, is_complete, locking_setting, now, open_read,
+                                 open_swmr_write, unlink)
+from genoconv.store.journal import (JOURNAL_FORMAT, Journal, JournalState, journal_path, read_journal,
+                                    salvage_path)
+from genoconv.store.layout import (NUMPY_DTYPES, SMALL_CHUNK_BYTES, UTF8, StoreSpec, canonical_run_config, chunk_rows,
+                                   fmt_option, n_windows, write_attrs)
+
+VERIFY_BLOCK_BYTES = 64 * 2**20  # read-back block size when verifying a damaged file
+
+
+class RowAppender:
+    """Appends rows to a growable (rows, d) dataset and keeps its committed tail safe.
+
+    Only whole chunks go to the main dataset, each written once (a compressed chunk rewritten at every commit
+    would be relocated each time: measured 7x file growth for 150-base records). The rows after the last
+    whole chunk stay in memory and, at each durable point, are copied to slot 0 or 1 of the uncompressed
+    ``/_tail/...`` dataset, alternately, so the slot the journal points at is never being overwritten."""
+
+    def __init__(self, ds: h5py.Dataset, tail: h5py.Dataset, aligned: int, pending: np.ndarray | None = None) -> None:
+        self.ds, self.tail = ds, tail
+        self.chunk = ds.chunks[0]
+        self.written = aligned  # rows in the main dataset: always whole chunks until finish()
+        self.pending: list[np.ndarray] = [] if pending is None or not len(pending) else [pending]
+        self.n_pending = 0 if pending is None else len(pending)
+
+    @property
+    def end(self) -> int:
+        return self.written + self.n_pending
+
+    def push(self, rows: np.ndarray) -> None:
+        self.pending.append(rows)
+        self.n_pending += len(rows)
+        boundary = self.end - self.end % self.chunk
+        if boundary > self.written:
+            self._write(boundary - self.written)
+
+    def save_tail(self, slot: int) -> None:
+        if self.n_pending:
+            self._join()
+            self.tail[slot, : self.n_pending] = self.pending[0]
+
+    def finalize(self) -> None:
+        if self.n_pending:
+            self._write(self.n_pending)
+
+    def reset(self, end: int) -> None:
+        """Forget rows past ``end`` (a record begun but not committed)."""
+        self._join()
+        if end >= self.written:
+            keep = end - self.written
+            self.pending = [self.pending[0][:keep]] if keep else []
+            self.n_pending = keep
+        else:  # the dropped record already completed whole chunks: reload the committed part of the last one
+            aligned = end - end % self.chunk
+            self.pending = [self.ds[aligned:end]] if end > aligned else []
+            self.n_pending, self.written = end - aligned, aligned
+
+    def _join(self) -> None:
+        if len(self.pending) > 1:
+            self.pending = [np.concatenate(self.pending)]
+
+    def _write(self, count: int) -> None:
+        self._join()
+        block = self.pending[0]
+        start = self.written
+        if self.ds.shape[0] != start + count:
+            self.ds.resize(start + count, axis=0)
+        self.ds[start : start + count] = block[:count]
+        rest = block[count:]
+        self.pending = [rest] if len(rest) else []
+        self.n_pending = len(rest)
+        self.written = start + count
+
+
+class RecordWriter:
+    """One record in progress: ``append``/``append_windows`` rows in order, then ``commit`` once."""
+
+    def __init__(self, owner: "EmbeddingWriter", record_id: str, length: int, mode: str) -> None:
+        self._owner = owner
+        self.record_id, self.length, self.mode = record_id, length, mode
+        spec = owner.spec
+        self._rows = {layer: 0 for layer in spec.layers}
+        self._windows = {layer: 0 for layer in spec.layers}
+        self._crc: dict[str, int] = {}
+        self._done = False
+
+    def _check_open(self) -> None:
+        if self._done or self._owner._record is not self:
+            raise RuntimeError(f"record {self.record_id!r} is no longer open for writing")
+
+    def _rows_in(self, layer: int, rows: np.ndarray, dtype: np.dtype, what: str) -> np.ndarray:
+        if layer not in self._rows:
+            layers = list(self._owner.spec.layers)
+            raise ValueError(f"layer {layer} is not stored in {self._owner.path} (layers {layers})")
+        rows = np.asarray(rows)
+        d = self._owner.spec.d_model
+        if rows.ndim != 2 or rows.shape[1] != d:
+            raise ValueError(f"{what} rows for record {self.record_id!r} must have shape (n, {d}), got {rows.shape}")
+        return np.ascontiguousarray(rows, dtype=dtype)
+
+    def append(self, layer: int, rows: np.ndarray) -> None:
+        """Next per-nucleotide rows (n, d) of this record for ``layer``; cast to the store dtype."""
+        self._check_open()
+        if not self._owner.spec.per_nucleotide:
+            raise ValueError(f"{self._owner.path} stores no per-nucleotide rows (per_nucleotide=False)")
+        rows = self._rows_in(layer, rows, self._owner._dtype, "per-nucleotide")
+        if self._rows[layer] + len(rows) > self.length:
+            raise ValueError(
+                f"record {self.record_id!r}: more than {self.length} per-nucleotide rows for layer {layer}"
+            )
+        key = f"p/{layer}"
+        self._crc[key] = crc(rows, self._crc.get(key, 0))
+        self._owner._per_nt[layer].push(rows)
+        self._rows[layer] += len(rows)
+
+    def append_windows(self, layer: int, rows: np.ndarray) -> None:
+        """Next windowed-mean rows (n, d) of this record for ``layer``, float32."""
+        self._check_open()
+        if not self._owner.spec.window:
+            raise ValueError(f"{self._owner.path} stores no windowed rows (window=None)")
+        rows = self._rows_in(layer, rows, np.dtype("<f4"), "windowed")
+        if self._windows[layer] + len(rows) > n_windows(self.length, self._owner.spec.window):
+            raise ValueError(f"record {self.record_id!r}: too many windowed rows for layer {layer}")
+        key = f"w/{layer}"
+        self._crc[key] = crc(rows, self._crc.get(key, 0))
+        self._owner._windowed[layer].push(rows)
+        self._windows[layer] += len(rows)
+
+    def commit(self, pooled: Mapping[tuple[str, int], np.ndarray]) -> None:
+        """Add the pooled rows and make the record durable: once this returns (with the default
+        ``commit_interval=0``) the record survives any crash. ``pooled[(mode, layer)]`` is a (d,) vector for
+        every stored mode and layer."""
+        self._check_open()
+        self._owner._commit(self, pooled)
+        self._done = True
+
+
+class EmbeddingWriter:
+    """Writes one run's HDF5 file; resumable after any interruption (see the module docstring)."""
+
+    committed: list[str]
+
+    def __init__(self) -> None:  # use EmbeddingWriter.open
+        raise TypeError("use EmbeddingWriter.open(path, spec, provenance)")
+
+    # ---- opening
+    @classmethod
+    def open(
+        cls,
+        path: str | os.PathLike[str],
+        spec: StoreSpec,
+        provenance: Mapping[str, Any],
+        *,
+        overwrite: bool = False,
+        locking: bool | None = None,
+        commit_interval: float = 0.0,
+    ) -> "EmbeddingWriter":
+        """A new file, or the resume of an unfinished one started with the same spec and run_config.
+
+        ``committed`` lists the ids already in the file (the caller skips them). ``locking=False`` (or
+        GENOCONV_HDF5_LOCKING=0) turns HDF5 file locking off for NFS/Lustre. ``commit_interval`` > 0 groups
+        commits: records become durable together at most that many seconds apart (and at close/finish),
+        which makes many short records much faster; a kill then loses at most that much work."""
+        path = Path(path)
+        locking = locking_setting(locking)
+        journal = journal_path(path)
+        salvage = salvage_path(path)
+        for stale in (salvage, journal_path(salvage), journal.with_name(journal.name + ".tmp"),
+                      journal_path(salvage).with_name(journal_path(salvage).name + ".tmp")):
+            unlink(stale)
+        run_config = canonical_run_config(provenance)
+        if overwrite:
+            unlink(path)
+            unlink(journal)
+        if not path.exists():
+            unlink(journal)
+            return cls._create(path, spec, provenance, run_config, locking, commit_interval)
+        state = read_journal(journal)
+        if is_complete(path, locking):
+            unlink(journal)  # leftover of a kill between complete=True and the journal's removal
+            raise InputError(f"{path} is complete; use --overwrite to replace it")
+        if state.header is None:
+            if journal.exists():
+                # the header is written atomically, so this journal is not ours to trust: start over
+                return cls._create(path, spec, provenance, run_config, locking, commit_interval)
+            raise InputError(
+                f"{path} exists but is not an unfinished genoconv run (no {journal.name} beside it); "
+                "use --overwrite or another output path"
+            )
+        diffs = spec_diffs(state.header, spec, run_config)
+        if diffs:
+            raise InputError(
+                f"{path} was started with different options ({'; '.join(diffs)}); "
+                "use --overwrite or another output path"
+            )
+        if state.clean:
+            try:
+                return cls._reopen(path, spec, state, locking, commit_interval)
+            except (OSError, KeyError, ValueError):
+                pass  # fall through to salvage
+        return cls._salvage(path, spec, provenance, run_config, state, locking, commit_interval)
+
+    @classmethod
+    def _blank(cls, path: Path, spec: StoreSpec, commit_interval: float) -> "EmbeddingWriter":
+        self = object.__new__(cls)
+        self.path, self.spec = path, spec
+        self._dtype = NUMPY_DTYPES[spec.store_dtype]
+        self._record: RecordWriter | None = None
+        self._closed = False
+        self.committed = []
+        self._ids_set: set[str] = set()
+        self._modes: list[str] = []
+        self._lengths: list[int] = []
+        self._n_bases = 0
+        self._n_windows = 0
+        self._staged: list[tuple[dict[str, Any], dict[tuple[str, int], np.ndarray]]] = []
+        self._n_durable = 0
+        self._slot = 1  # the tail slot of the last durable point; the next one writes the other
+        self._aligned = {"p": 0, "w": 0}  # whole-chunk rows of main datasets at the last durable point
+        self._commit_interval = float(commit_interval)
+        self._last_durable = time.monotonic()
+        self._per_nt: dict[int, RowAppender] = {}
+        self._windowed: dict[int, RowAppender] = {}
+        return self
+
+    @classmethod
+    def _create(cls, path: Path, spec: StoreSpec, provenance: Mapping[str, Any], run_config: str,
+                locking: bool | None, commit_interval: float = 0.0, start_time: str | None = None,
+                journal_file: Path | None = None) -> "EmbeddingWriter":
+        self = cls._blank(path, spec, commit_interval)
+        start_time = start_time or now()
+        header = {"journal": JOURNAL_FORMAT, "version": 1, "spec": spec.to_dict(), "run_config": run_config,
+                  "start_time": start_time, "h5": path.name}
+        try:
+            self._journal = Journal(journal_file or journal_path(path), header)
+            self._f = open_swmr_write(path, True, locking)
+        except (PermissionError, IsADirectoryError, NotADirectoryError, FileNotFoundError) as err:
+            raise InputFileError(f"cannot write {path}: {err.strerror or err}") from None
+        self._write_layout(provenance, run_config, start_time)
+        self._f.flush()
+        self._attach(None)
+        return self
+
+    @classmethod
+    def _reopen(cls, path: Path, spec: StoreSpec, state: JournalState, locking: bool | None,
+                commit_interval: float) -> "EmbeddingWriter":
+        self = cls._blank(path, spec, commit_interval)
+        self._journal = Journal(journal_path(path))
+        # From here on the journal no longer ends in "closed": a kill is treated as unclean.
+        self._journal.write({"opened": len(state.entries)}, sync=True)
+        self._f = open_swmr_write(path, False, locking)
+        try:
+            for e in state.entries:
+                self._note_committed(e["id"], e["mode"], e["len"])
+            self._n_durable = len(self.committed)
+            last = state.entries[-1] if state.entries else None
+            if last is not None:
+                self._slot, self._aligned = int(last["s"]), {"p": int(last["a"]["p"]), "w": int(last["a"]["w"])}
+            self._attach(RowSource(self._f, last))
+            self._truncate()
+            self._f.flush()
+        except Exception:
+            self._f.close()
+            self._journal.close()
+            raise
+        return self
+
+    @classmethod
+    def _salvage(cls, path: Path, spec: StoreSpec, provenance: Mapping[str, Any], run_config: str,
+                 state: JournalState, locking: bool | None, commit_interval: float) -> "EmbeddingWriter":
+        """Replay every journal entry whose bytes verify into a fresh file, then swap it in."""
+        salvage = salvage_path(path)
+        assert state.header is not None
+        new = cls._create(salvage, spec, provenance, run_config, locking, 0.0,
+                          start_time=state.header.get("start_time"), journal_file=journal_path(salvage))
+        try:
+            old = open_read(path, locking)
+        except OSError:
+            old = None  # unreadable: nothing can be verified, the run starts over
+        try:
+            if old is not None and state.entries:
+                source = RowSource(old, state.entries[-1])
+                for entry in state.entries:
+                    if not replay(source, new, entry):
+                        break
+                new._make_durable()
+        finally:
+            if old is not None:
+                old.close()
+        new.close()
+        fsync_path(salvage)
+        os.replace(salvage, path)
+        os.replace(journal_path(salvage), journal_path(path))
+        fsync_dir(path)
+        return cls._reopen(path, spec, read_journal(journal_path(path)), locking, commit_interval)
+
+    def _write_layout(self, provenance: Mapping[str, Any], run_config: str, start_time: str) -> None:
+        f, spec = self._f, self.spec
+        d = spec.d_model
+        write_attrs(f, spec, provenance, run_config, start_time)
+        small = max(1, SMALL_CHUNK_BYTES // 8)
+        for name in ("lengths", "offsets") + (("window_offsets",) if spec.window else ()):
+            f.create_dataset(name, shape=(0,), maxshape=(None,), chunks=(small,), dtype="<i8")
+        for name in ("ids", "modes"):
+            f.create_dataset(name, shape=(0,), maxshape=(None,), chunks=(1024,), dtype=UTF8)
+        filters: dict[str, Any] = {}
+        if spec.compression:
+            filters = {"compression": spec.compression, "shuffle": True}
+        for layer in spec.layers:
+            big = []
+            if spec.per_nucleotide:
+                big.append((f"per_nucleotide/{layer}", self._dtype))
+            if spec.window:
+                big.append((f"windowed/{layer}", np.dtype("<f4")))
+            for name, dtype in big:
+                rows = chunk_rows(d, dtype.itemsize)
+                f.create_dataset(name, shape=(0, d), maxshape=(None, d), dtype=dtype, chunks=(rows, d), **filters)
+                f.create_dataset(f"_tail/{name}", shape=(2, rows, d), dtype=dtype)  # contiguous: rewritten in place
+            for mode in spec.pools:
+                f.create_dataset(f"pooled/{mode}/{layer}", shape=(0, d), maxshape=(None, d), dtype="<f4",
+                                 chunks=(chunk_rows(d, 4, SMALL_CHUNK_BYTES), d))
+
+    def _attach(self, source: RowSource | None) -> None:
+        f, spec = self._f, self.spec
+
+        def appender(kind: str, key: str, end: int) -> RowAppender:
+            aligned = self._aligned[key]
+            pending = source.read(kind, layer, aligned, end - aligned) if source is not None and end > aligned else None
+            return RowAppender(f[f"{kind}/{layer}"], f[f"_tail/{kind}/{layer}"], aligned, pending)
+
+        for layer in spec.layers:
+            if spec.per_nucleotide:
+                self._per_nt[layer] = appender("per_nucleotide", "p", self._n_bases)
+            if spec.window:
+                self._windowed[layer] = appender("windowed", "w", self._n_windows)
+        self._small = {name: f[name] for name in ("lengths", "offsets", "window_offsets") if name in f}
+        self._pooled_ds = {(m, l): f[f"pooled/{m}/{l}"] for m in spec.pools for l in spec.layers}
+
+    def _note_committed(self, record_id: str, mode: str, length: int) -> None:
+        self.committed.append(record_id)
+        self._ids_set.add(record_id)
+        self._modes.append(mode)
+        self._lengths.append(length)
+        self._n_bases += length
+        self._n_windows += n_windows(length, self.spec.window)
+
+    def _truncate(self) -> None:
+        """Cut every dataset back to its durable extent (drops rows of records never committed)."""
+        n = self._n_durable
+        for ds in (*self._small.values(), *self._pooled_ds.values()):
+            if ds.shape[0] != n:
+                ds.resize(n, axis=0)
+        for apps, key in ((self._per_nt, "p"), (self._windowed, "w")):
+            for app in apps.values():
+                if app.ds.shape[0] != self._aligned[key]:
+                    app.ds.resize(self._aligned[key], axis=0)
+
+    # ---- writing
+    def begin(self, record_id: str, length: int, mode: str) -> RecordWriter:
+        """Start the next record (``length`` bases, convolution ``mode``); one record at a time."""
+        self._check_writable()
+        if self._record is not None:
+            raise RuntimeError(f"record {self._record.record_id!r} is still open; commit it first")
+        if record_id in self._ids_set:
+            raise ValueError(f"record id {record_id!r} is already committed in {self.path}")
+        if int(length) < 1:
+            raise ValueError(f"record {record_id!r} has length {length}; records must have at least one base")
+        self._record = RecordWriter(self, str(record_id), int(length), str(mode))
+        return self._record
+
+    def _commit(self, rec: RecordWriter, pooled: Mapping[tuple[str, int], np.ndarray]) -> None:
+        spec = self.spec
+        n_win = n_windows(rec.length, spec.window)
+        name = f"record {rec.record_id!r}"
+        for layer in spec.layers:
+            if spec.per_nucleotide and rec._rows[layer] != rec.length:
+                got = rec._rows[layer]
+                raise ValueError(f"{name}: {got} of {rec.length} per-nucleotide rows written for layer {layer}")
+            if spec.window and rec._windows[layer] != n_win:
+                got = rec._windows[layer]
+                raise ValueError(f"{name}: {got} of {n_win} windowed rows written for layer {layer}")
+        pooled_rows = {}
+        for mode in spec.pools:
+            for layer in spec.layers:
+                if (mode, layer) not in pooled:
+                    raise ValueError(f"{name}: pooled[({mode!r}, {layer})] is missing")
+                row = np.ascontiguousarray(pooled[(mode, layer)], dtype="<f4").reshape(-1)
+                if row.shape != (spec.d_model,):
+                    raise ValueError(f"{name}: pooled[({mode!r}, {layer})] must have shape ({spec.d_model},)")
+                pooled_rows[(mode, layer)] = row
+                rec._crc[f"m/{mode}/{layer}"] = crc(row)
+        entry = {"c": len(self.committed), "id": rec.record_id, "len": rec.length, "mode": rec.mode,
+                 "off": self._n_bases, "woff": self._n_windows, "crc": rec._crc}
+        self._staged.append((entry, pooled_rows))
+        self._note_committed(rec.record_id, rec.mode, rec.length)
+        self._record = None
+        if time.monotonic() - self._last_durable >= self._commit_interval:
+            self._make_durable()
+
+    def _make_durable(self) -> None:
+        """Tails to the other slot, staged index and pooled rows, flush, then the journal lines."""
+        if not self._staged:
+            return
+        slot = 1 - self._slot
+        for app in (*self._per_nt.values(), *self._windowed.values()):
+            app.save_tail(slot)
+        n0, n1 = self._n_durable, len(self.committed)
+        entries = [e for e, _ in self._staged]
+        columns = {"lengths": [e["len"] for e in entries], "offsets": [e["off"] for e in entries],
+                   "window_offsets": [e["woff"] for e in entries]}
+        for name, ds in self._small.items():
+            ds.resize(n1, axis=0)
+            ds[n0:n1] = np.asarray(columns[name], dtype=np.int64)
+        for key, ds in self._pooled_ds.items():
+            ds.resize(n1, axis=0)
+            ds[n0:n1] = np.stack([rows[key] for _, rows in self._staged])
+        self._f.flush()  # data and metadata reach the OS before the journal says "committed"
+        aligned = {"p": next(iter(self._per_nt.values())).written if self._per_nt else 0,
+                   "w": next(iter(self._windowed.values())).written if self._windowed else 0}
+        self._journal.write_many([{**e, "a": aligned, "s": slot} for e in entries])
+        self._slot, self._aligned, self._n_durable = slot, aligned, n1
+        self._staged = []
+        self._last_durable = time.monotonic()
+
+    # ---- ending
+    def finish(self) -> None:
+        """Write the final ``/ids`` and ``/modes`` and ``end_time``, flush and fsync, then mark complete."""
+        self._check_writable()
+        if self._record is not None:
+            raise RuntimeError(f"record {self._record.record_id!r} was begun but not committed")
+        self._make_durable()
+        f, n = self._f, len(self.committed)
+        for app in (*self._per_nt.values(), *self._windowed.values()):
+            app.finalize()  # the last partial chunk, once
+        for name, values in (("ids", self.committed), ("modes", self._modes)):
+            f[name].resize(n, axis=0)
+            if n:
+                f[name][:] = np.asarray(values, dtype=object)
+        f.flush()  # main now holds every row: the tails can go
+        if "_tail" in f:
+            del f["_tail"]
+        f.attrs["end_time"] = now()
+        f.flush()
+        fsync_path(self.path)
+        f.attrs["complete"] = True  # only now: everything else is on disk
+        f.close()
+        fsync_path(self.path)
+        self._closed = True
+        self._journal.close()
+        unlink(self._journal.path)
+        fsync_dir(self.path)
+
+    def close(self) -> None:
+        """Make committed work durable and close without marking complete; the same call to ``open``
+        resumes. Rows of a record that was begun but not committed are dropped."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            if self._record is not None:
+                self._abort_record()
+            self._make_durable()
+            self._truncate()
+            self._f.close()
+            fsync_path(self.path)
+        except Exception:
+            self._journal.close()  # no "closed" line: the next open salvages
+            raise
+        self._journal.write({"closed": len(self.committed)}, sync=True)
+        self._journal.close()
+
+    def _abort_record(self) -> None:
+        """Forget a record that was begun but will not be committed."""
+        self._record = None
+        for app in self._per_nt.values():
+            app.reset(self._n_bases)
+        for app in self._windowed.values():
+            app.reset(self._n_windows)
+
+    def _check_writable(self) -> None:
+        if self._closed:
+            raise RuntimeError(f"{self.path} is closed")
+
+    def __enter__(self) -> "EmbeddingWriter":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def spec_diffs(header: Mapping[str, Any], spec: StoreSpec, run_config: str) -> list[str]:
+    old_spec = header.get("spec", {})
+    diffs = [f"{k}: {fmt_option(old_spec.get(k))} vs {fmt_option(v)}"
+             for k, v in spec.to_dict().items() if old_spec.get(k) != v]
+    old_rc = header.get("run_config", "")
+    if old_rc != run_config:
+        try:
+            a, b = json.loads(old_rc), json.loads(run_config)
+        except ValueError:
+            a = b = None
+        if isinstance(a, dict) and isinstance(b, dict):
+            reported = {d.split(":")[0] for d in diffs}
+            diffs += [f"{k}: {fmt_option(a.get(k))} vs {fmt_option(b.get(k))}"
+                      for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k) and k not in reported]
+        if not diffs:
+            diffs.append(f"run_config: {old_rc} vs {run_config}")
+    return diffs
+
+
+def replay(source: RowSource, new: EmbeddingWriter, entry: Mapping[str, Any]) -> bool:
+    """Copy one journaled record from a damaged file into ``new``, committing it only if every byte read
+    back matches the CRCs journaled when it was first written. Returns False (nothing committed) otherwise."""
+    spec, old = new.spec, source.f
+    try:
+        if entry["off"] != new._n_bases or entry["woff"] != new._n_windows or entry["c"] != len(new.committed):
+            return False
+        length, crcs, i = int(entry["len"]), entry["crc"], int(entry["c"])
+        pooled = {(mode, layer): np.asarray(old[f"pooled/{mode}/{layer}"][i], dtype="<f4")
+                  for mode in spec.pools for layer in spec.layers}
+        rec = new.begin(entry["id"], length, entry["mode"])
+        for layer in spec.layers:
+            parts = []
+            if spec.per_nucleotide:
+                parts.append((rec.append, "per_nucleotide", entry["off"], length))
+            if spec.window:
+                parts.append((rec.append_windows, "windowed", entry["woff"], n_windows(length, spec.window)))
+            for append, kind, start, count in parts:
+                step = max(1, VERIFY_BLOCK_BYTES // (spec.d_model * 4))
+                for a in range(start, start + count, step):
+                    append(layer, source.read(kind, layer, a, min(step, start + count - a)))
+        expected = {k: crcs[k] for k in crcs if not k.startswith("m/")}
+        if rec._crc != expected or any(crc(v) != crcs[f"m/{m}/{l}"] for (m, l), v in pooled.items()):
+            raise ValueError("checksum mismatch")
+        rec.commit(pooled)
+        return True
+    except (OSError, KeyError, ValueError, IndexError, TypeError, RuntimeError):
+        if new._record is not None:
+            new._abort_record()
+        return False
