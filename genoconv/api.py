@@ -17,9 +17,8 @@ import os
 from pathlib import Path
 from typing import Iterator, Sequence
 
-import numpy as np
 
-from .errors import InputError, SequenceTooLongError
+from .errors import InputError
 from .model.embedder import LoadedModel
 from .options import ReadOptions, parse_bytes, split_options
 
@@ -44,20 +43,26 @@ class Embedder(LoadedModel):
                                    max_memory=parse_bytes(max_memory))
 
     # ---- one sequence
-    def _check_length(self, length: int, record: str) -> None:
-        if length > self.max_seq_len:
-            raise SequenceTooLongError(
-                f"record {record!r} has {length:,} bases, more than the model's max_seq_len "
-                f"{self.max_seq_len:,}; embed it with a partial convolution (--filter-len) or split it")
+    def embed(self, seq: str, layer: int = -1, *, record: str = "sequence", as_tensor: bool = False, **options):
+        """Per-nucleotide embedding (len(seq), d_model) float32 of one layer (default: final LayerNorm output).
 
-    def embed(self, seq: str, layer: int = -1, *, record: str = "sequence") -> np.ndarray:
-        """Per-nucleotide embedding (len(seq), d_model) float32 of one layer (default: final LayerNorm output)."""
+        Runs the same plan as ``genoconv embed``: a sequence longer than ``max_seq_len`` gets a partial convolution
+        (logged once) and a long one is streamed within the memory budget. ``as_tensor=True`` returns a torch tensor
+        on the model's device (no host copy); ``options``: ``filter_len``, ``chunk_size``, ``freq_keep``,
+        ``max_memory``, ``rc_average`` as for :meth:`embed_many`.
+        """
+        from .engine import Engine, MemorySink
+        from .io import Record
+
+        resolved = self.model.resolve_layer(layer)  # IndexError for a layer the model does not have
         if len(seq) == 0:
             raise InputError(f"record {record!r} is empty")
-        self._check_length(len(seq), record)
-        ids = self.tokenizer.encode(seq, record=record)[None]
-        resolved = self.model.resolve_layer(layer)
-        return self.hidden_states(ids, (resolved,))[resolved][0].float().cpu().numpy()
+        embed, _, _ = split_options({"layers": (resolved,), "pools": (), "per_nucleotide": True, **options})
+        engine = Engine(self, embed)
+        sink = MemorySink(keep_tensors=as_tensor)
+        engine.run([Record.from_sequence(record, seq)], sink)
+        (_, arrays), = sink.drain()
+        return arrays["per_nucleotide"][resolved]
 
     def bits_per_base(self, seq: str, *, record: str = "sequence") -> float:
         """Next-base cross-entropy of ``seq`` in bits per base (uniform = 2.0; see :mod:`genoconv.model.likelihood`)."""

@@ -142,8 +142,13 @@ def embed_to_file(embedder: LoadedModel, inputs: Sequence[str | Path], output: s
         source.close()
     progress = engine.progress
     elapsed = time.monotonic() - t0
-    log.info("wrote %s: %d records, %d bases in %.1f s (%.0f bases/s)", output, progress.records,
-             progress.bases, elapsed, progress.bases / max(elapsed, 1e-9))
+    peak = ""
+    if embedder.device.type == "cuda":
+        import torch
+
+        peak = f", peak GPU memory {torch.cuda.max_memory_allocated(embedder.device) / 2**30:.2f} GiB"
+    log.info("wrote %s: %d records, %d bases in %.1f s (%.0f bases/s)%s", output, progress.records,
+             progress.bases, elapsed, progress.bases / max(elapsed, 1e-9), peak)
     return progress
 
 

@@ -6,7 +6,7 @@ import torch
 
 import genoconv
 from genoconv import Embedder
-from genoconv.errors import InputError, SequenceTooLongError
+from genoconv.errors import InputError
 from genoconv.model import HyenaConfig, HyenaDNA
 from genoconv.model.checkpoint import save_checkpoint
 
@@ -38,8 +38,14 @@ def test_embed_layers_and_errors(checkpoint):
         emb.embed(seq, layer=4)
     with pytest.raises(InputError, match="empty"):
         emb.embed("")
-    with pytest.raises(SequenceTooLongError, match="2,051 bases.*max_seq_len 2,050.*--filter-len"):
-        emb.embed("A" * 2051, record="big")
+    # Longer than max_seq_len: the CLI's plan (partial convolution with K = max_seq_len taps), not an error.
+    long_seq = ("GATTACA" * 300)[:2051]
+    got = emb.embed(long_seq, record="big")
+    (_, want), = emb.embed_many([("big", long_seq)])
+    assert want["mode"] == "partial:K=2050" and np.array_equal(got, want["per_nucleotide"][3])
+    assert got.shape == (2051, emb.d_model)
+    tensor = emb.embed(seq, as_tensor=True)
+    assert tensor.device == emb.device and np.array_equal(tensor.numpy(), emb.embed(seq))
 
 
 def test_dtype_and_device_choices(checkpoint):

@@ -163,8 +163,8 @@ class Engine:
     def _tokens(self, rec: Record, start: int = 0, end: int | None = None) -> torch.Tensor:
         return self.emb.tokenizer.encode(rec.sequence(start, end), record=rec.id, offset=start)
 
-    def _forward_batch(self, batch: list[Record]) -> list[dict[int, np.ndarray]]:
-        """One padded forward pass; returns each record's rows (length, d) per layer, fp32 numpy."""
+    def _forward_batch(self, batch: list[Record]) -> list[dict[int, torch.Tensor]]:
+        """One padded forward pass; returns each record's rows (length, d) per layer, fp32 on the model's device."""
         lengths = [r.length for r in batch]
         ids = self._padded([self._tokens(rec) for rec in batch])
         plan = self.plan(max(lengths))  # one pass: these records are batched because their plan is exact
@@ -177,7 +177,7 @@ class Engine:
             rc = self._hidden(rc_ids, plan)
             for i, n in enumerate(lengths):
                 for layer in self.layers:
-                    rows[i][layer] = (rows[i][layer] + rc[layer][i, :n][::-1]) / 2
+                    rows[i][layer] = (rows[i][layer] + rc[layer][i, :n].flip(0)) / 2
         return rows
 
     @staticmethod
@@ -187,9 +187,11 @@ class Engine:
             ids[i, :len(t)] = t
         return ids
 
-    def _hidden(self, ids: torch.Tensor, plan: Plan, stream: StreamState | None = None) -> dict[int, np.ndarray]:
+    def _hidden(self, ids: torch.Tensor, plan: Plan, stream: StreamState | None = None) -> dict[int, torch.Tensor]:
+        """Hidden states (B, L, d) fp32 of the stored layers, left on the model's device: pools and windows
+        accumulate there (engine.outputs), so only what is stored crosses to the host."""
         out = self.emb.hidden_states(ids, self.layers, stream, plan.conv)
-        return {layer: out[layer].float().cpu().numpy() for layer in self.layers}
+        return {layer: out[layer] for layer in self.layers}
 
     def _advance(self, bases: int) -> None:
         self.progress.records += 1
@@ -224,16 +226,21 @@ class Engine:
         rc_rows = self._reverse_pass(rec, plan, chunk) if self.opts.rc_average else None
         out = RecordOutput(sink.begin(rec.id, rec.length, plan.mode), self.opts, self.layers, self.d)
         stream = StreamState.empty(self.emb.config.n_layer)
-        for start in range(0, rec.length, chunk):
-            if self.should_stop():
-                raise Interrupted(f"interrupted inside record {rec.id!r}; rerun the same command to resume")
-            end = min(rec.length, start + chunk)
-            hidden = self._hidden(self._tokens(rec, start, end)[None], plan, stream)
-            for layer in self.layers:
-                rows = hidden[layer][0]
-                if rc_rows is not None:
-                    rows = (rows + np.asarray(rc_rows[layer][start:end], np.float32)) / 2
-                out.add(layer, rows)
+        try:
+            for start in range(0, rec.length, chunk):
+                if self.should_stop():
+                    raise Interrupted(f"interrupted inside record {rec.id!r}; rerun the same command to resume")
+                end = min(rec.length, start + chunk)
+                hidden = self._hidden(self._tokens(rec, start, end)[None], plan, stream)
+                for layer in self.layers:
+                    rows = hidden[layer][0]
+                    if rc_rows is not None:
+                        rows = (rows + torch.from_numpy(np.asarray(rc_rows[layer][start:end])).to(rows.device)) / 2
+                    out.add(layer, rows)
+                del hidden
+        except torch.OutOfMemoryError:
+            out.abort()  # the record restarts from its first base with a smaller plan (_run_long)
+            raise
         out.commit()
         self._advance(rec.length)
 
@@ -255,5 +262,5 @@ class Engine:
             ids = Tokenizer.reverse_complement(self._tokens(rec, start, end)[None])
             hidden = self._hidden(ids, plan, stream)
             for layer in self.layers:
-                out[layer][start:end] = hidden[layer][0][::-1]
+                out[layer][start:end] = hidden[layer][0].flip(0).cpu().numpy()
         return out

@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Iterator, Protocol, Sequence
 
 import numpy as np
+import torch
 
 from ..options import EmbedOptions
 
@@ -14,80 +15,193 @@ class RecordSink(Protocol):
     def append(self, layer: int, rows: np.ndarray) -> None: ...
     def append_windows(self, layer: int, rows: np.ndarray) -> None: ...
     def commit(self, pooled: dict[tuple[str, int], np.ndarray]) -> None: ...
+    def abort(self) -> None: ...
 
 
 class Sink(Protocol):
     def begin(self, record_id: str, length: int, mode: str) -> RecordSink: ...
 
 
+class _Numpy:
+    """Accumulator arithmetic on the host: numpy's fp64 sums cast block by block (torch's CPU sum with an fp64
+    dtype first copies the whole input to fp64: 7x slower and 258 MB more for one 262K x 128 chunk)."""
+
+    @staticmethod
+    def rows(x):
+        return x.numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
+
+    @staticmethod
+    def zeros(d, like):
+        return np.zeros(d, np.float64)
+
+    @staticmethod
+    def full(d, value, like):
+        return np.full(d, value, np.float32)
+
+    @staticmethod
+    def sum64(rows):
+        return rows.sum(0, dtype=np.float64)
+
+    @staticmethod
+    def window_sums(rows, window):
+        return rows.reshape(-1, window, rows.shape[-1]).sum(1, dtype=np.float64)
+
+    @staticmethod
+    def maximum_(acc, rows):
+        np.maximum(acc, rows.max(0), out=acc)
+
+    @staticmethod
+    def host(x, dtype=np.float32):
+        return np.asarray(x, dtype=dtype)
+
+
+class _Torch:
+    """The same arithmetic on the model's device (CUDA): only pooled vectors, windows and the rows a sink stores
+    cross to the host, not every hidden state (a 2 Mbp chunk of a d = 256 model is 2 GB of fp32)."""
+
+    @staticmethod
+    def rows(x):
+        return x
+
+    @staticmethod
+    def zeros(d, like):
+        return torch.zeros(d, dtype=torch.float64, device=like.device)
+
+    @staticmethod
+    def full(d, value, like):
+        return torch.full((d,), value, dtype=torch.float32, device=like.device)
+
+    @staticmethod
+    def sum64(rows):
+        return rows.sum(0, dtype=torch.float64)
+
+    @staticmethod
+    def window_sums(rows, window):
+        return rows.reshape(-1, window, rows.shape[-1]).sum(1, dtype=torch.float64)
+
+    @staticmethod
+    def maximum_(acc, rows):
+        torch.maximum(acc, rows.amax(0), out=acc)
+
+    @staticmethod
+    def host(x, dtype=np.float32):
+        return x.to(_TORCH_DTYPES[np.dtype(dtype)]).cpu().numpy()
+
+
+_TORCH_DTYPES = {np.dtype(np.float16): torch.float16, np.dtype(np.float32): torch.float32,
+                 np.dtype(np.float64): torch.float64}
+
+
+def array_ops(rows) -> type:
+    """Where accumulators compute for these rows: on the device for CUDA tensors, in numpy otherwise."""
+    return _Torch if isinstance(rows, torch.Tensor) and rows.is_cuda else _Numpy
+
+
 class Pools:
     """Running mean (fp64 sum), max and last row of one layer."""
 
-    def __init__(self, modes: Sequence[str], d: int):
-        self.modes, self.count = modes, 0
-        self.sum = np.zeros(d, np.float64)
-        self.max = np.full(d, -np.inf, np.float32)
-        self.last = np.zeros(d, np.float32)
+    def __init__(self, modes: Sequence[str], d: int, ops: type = _Numpy, like=None):
+        self.modes, self.count, self.ops = modes, 0, ops
+        self.sum = ops.zeros(d, like)
+        self.max = ops.full(d, -np.inf, like)
+        self.last = ops.full(d, 0.0, like)
 
-    def update(self, rows: np.ndarray) -> None:
+    def update(self, rows) -> None:
         if len(rows) == 0:
             return
         self.count += len(rows)
         if "mean" in self.modes:
-            self.sum += rows.sum(0, dtype=np.float64)
+            self.sum += self.ops.sum64(rows)
         if "max" in self.modes:
-            np.maximum(self.max, rows.max(0), out=self.max)
-        self.last = rows[-1].astype(np.float32, copy=True)
+            self.ops.maximum_(self.max, rows)
+        if "last" in self.modes:
+            self.last = rows[-1].copy() if isinstance(rows, np.ndarray) else rows[-1].clone()
 
     def result(self) -> dict[str, np.ndarray]:
-        out = {"mean": (self.sum / max(1, self.count)).astype(np.float32), "max": self.max, "last": self.last}
-        return {m: out[m] for m in self.modes}
+        host = self.ops.host
+        out = {"mean": lambda: host(self.sum / max(1, self.count)), "max": lambda: host(self.max),
+               "last": lambda: host(self.last)}
+        return {m: out[m]() for m in self.modes}
 
 
 class Windows:
     """Means over consecutive windows of W bases (the last one partial), emitted as they complete."""
 
-    def __init__(self, window: int, d: int):
-        self.window = window
-        self.sum = np.zeros(d, np.float64)
+    def __init__(self, window: int, d: int, ops: type = _Numpy, like=None):
+        self.window, self.d, self.ops = window, d, ops
+        self.sum = ops.zeros(d, like)
         self.filled = 0
 
-    def update(self, rows: np.ndarray) -> np.ndarray:
+    def update(self, rows) -> np.ndarray:
+        """Rows of the windows these rows complete, (n, d) float32 on the host."""
         done = []
-        i = 0
-        while i < len(rows):
-            take = min(self.window - self.filled, len(rows) - i)
-            self.sum += rows[i:i + take].sum(0, dtype=np.float64)
+        i, n, w = 0, len(rows), self.window
+        if self.filled:
+            take = min(w - self.filled, n)
+            self.sum += self.ops.sum64(rows[:take])
             self.filled += take
-            i += take
-            if self.filled == self.window:
-                done.append(self.sum / self.window)
-                self.sum = np.zeros_like(self.sum)
+            i = take
+            if self.filled == w:
+                done.append(self.ops.host(self.sum / w)[None])
+                self.sum = self.sum * 0
                 self.filled = 0
-        return np.asarray(done, np.float32).reshape(len(done), len(self.sum))
+        whole = (n - i) // w
+        if whole:
+            done.append(self.ops.host(self.ops.window_sums(rows[i:i + whole * w], w) / w))
+            i += whole * w
+        if i < n:
+            self.sum += self.ops.sum64(rows[i:])
+            self.filled = n - i
+        return np.concatenate(done) if done else np.zeros((0, self.d), np.float32)
 
     def finish(self) -> np.ndarray:
         if self.filled == 0:
-            return np.zeros((0, len(self.sum)), np.float32)
-        return (self.sum / self.filled).astype(np.float32)[None]
+            return np.zeros((0, self.d), np.float32)
+        return self.ops.host(self.sum / self.filled)[None]
 
 
 class RecordOutput:
-    """Everything one record emits, fed rows in order: per-nucleotide rows, running pools, completed windows."""
+    """Everything one record emits, fed rows in order: per-nucleotide rows, running pools, completed windows.
+
+    Rows may be CUDA tensors: pools and windows then accumulate on the device, and only what the sink keeps crosses
+    to the host (per-nucleotide rows already in the sink's storage dtype, halving the bytes for float16 stores).
+    """
 
     def __init__(self, writer: RecordSink, opts: EmbedOptions, layers: Sequence[int], d: int):
-        self.writer, self.opts = writer, opts
-        self.pools = {layer: Pools(opts.pools, d) for layer in layers}
-        self.windows = {layer: Windows(opts.window, d) for layer in layers} if opts.window else None
+        self.writer, self.opts, self.layers, self.d = writer, opts, layers, d
+        self.pools: dict[int, Pools] | None = None
+        self.windows: dict[int, Windows] | None = None
+        self.row_dtype = np.dtype(getattr(writer, "row_dtype", np.float32))
 
-    def add(self, layer: int, rows: np.ndarray) -> None:
-        if self.opts.per_nucleotide:
-            self.writer.append(layer, rows)
+    def _start(self, rows) -> None:
+        ops = array_ops(rows)
+        self.pools = {layer: Pools(self.opts.pools, self.d, ops, rows) for layer in self.layers}
+        if self.opts.window:
+            self.windows = {layer: Windows(self.opts.window, self.d, ops, rows) for layer in self.layers}
+
+    def add(self, layer: int, rows) -> None:
+        """The next rows (n, d) of ``layer``: a numpy array, a CPU tensor or a CUDA tensor (fp32)."""
+        if self.pools is None:
+            self._start(rows)
+        ops = self.pools[layer].ops
+        if self.opts.per_nucleotide and getattr(self.writer, "keeps_tensors", False) and isinstance(rows, torch.Tensor):
+            self.writer.append(layer, rows)  # the caller asked for tensors where the model made them
+            rows = ops.rows(rows)
+        else:
+            rows = ops.rows(rows)
+            if self.opts.per_nucleotide:
+                self.writer.append(layer, ops.host(rows, self.row_dtype))
         self.pools[layer].update(rows)
         if self.windows is not None:
             self.writer.append_windows(layer, self.windows[layer].update(rows))
 
+    def abort(self) -> None:
+        """Drop what this record wrote (an out-of-memory retry restarts it with a smaller plan)."""
+        self.writer.abort()
+
     def commit(self) -> None:
+        if self.pools is None:
+            self._start(np.zeros((0, self.d), np.float32))
         if self.windows is not None:
             for layer, win in self.windows.items():
                 self.writer.append_windows(layer, win.finish())
@@ -97,18 +211,27 @@ class RecordOutput:
 class _MemoryRecord:
     def __init__(self, sink: "MemorySink", record_id: str, length: int, mode: str):
         self.sink, self.id, self.length, self.mode = sink, record_id, length, mode
-        self.rows: dict[int, list[np.ndarray]] = {}
+        self.rows: dict[int, list] = {}
         self.windows: dict[int, list[np.ndarray]] = {}
+        self.keeps_tensors = sink.keep_tensors
 
-    def append(self, layer: int, rows: np.ndarray) -> None:
-        self.rows.setdefault(layer, []).append(np.array(rows, np.float32))
+    def append(self, layer: int, rows) -> None:
+        if self.keeps_tensors:  # rows stay where the model computed them (no host copy); chunks are views to keep
+            self.rows.setdefault(layer, []).append(rows)
+        else:
+            self.rows.setdefault(layer, []).append(np.array(rows, np.float32))
 
     def append_windows(self, layer: int, rows: np.ndarray) -> None:
         self.windows.setdefault(layer, []).append(np.array(rows, np.float32))
 
+    def abort(self) -> None:
+        self.rows.clear()
+        self.windows.clear()
+
     def commit(self, pooled: dict) -> None:
+        join = torch.cat if self.keeps_tensors else np.concatenate
         self.sink.done.append((self.id, {
-            "per_nucleotide": {k: np.concatenate(v) for k, v in self.rows.items()},
+            "per_nucleotide": {k: v[0] if len(v) == 1 else join(v) for k, v in self.rows.items()},
             "pooled": dict(pooled),
             "windowed": {k: np.concatenate(v) for k, v in self.windows.items()},
             "mode": self.mode,
@@ -116,10 +239,12 @@ class _MemoryRecord:
 
 
 class MemorySink:
-    """Collects committed records in memory (the Python API's ``embed_many``)."""
+    """Collects committed records in memory (the Python API). ``keep_tensors``: per-nucleotide rows stay torch
+    tensors on the model's device (``Embedder.embed(..., as_tensor=True)``), else float32 numpy arrays."""
 
-    def __init__(self):
+    def __init__(self, keep_tensors: bool = False):
         self.done: list[tuple[str, dict]] = []
+        self.keep_tensors = keep_tensors
 
     def begin(self, record_id: str, length: int, mode: str) -> _MemoryRecord:
         return _MemoryRecord(self, record_id, length, mode)

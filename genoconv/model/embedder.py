@@ -17,7 +17,8 @@ from .checkpoint import CheckpointInfo, load_checkpoint
 from .hyena import EXACT, ConvSettings, HyenaDNA, StreamState
 from .tokenizer import Tokenizer
 
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16,
+# float64 evaluates everything (residual, filters, FFTs) in double precision: the fidelity oracle, not a fast path.
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16, "float64": torch.float64,
           "fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
@@ -79,6 +80,8 @@ class LoadedModel:
         self.device = resolve_device(device)
         self.dtype = resolve_dtype(dtype)
         self.model = model.to(self.device).eval()
+        if self.dtype == torch.float64:  # the oracle: every parameter and buffer in double precision too
+            self.model.double()
         self.model.set_compute_dtype(self.dtype)
         self.max_memory = int(max_memory) if max_memory else default_memory_budget(self.device)
         self.model.set_filter_cache_bytes(self.max_memory // (4 * model.config.n_layer))

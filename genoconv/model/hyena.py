@@ -16,10 +16,11 @@ from dataclasses import dataclass, field
 from typing import Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ..ops import LongFilter, causal_conv
+from ..ops.fused import (add_layer_norm_cast, causal_short_conv, gelu_linear, layer_norm_cast,
+                         short_conv_gate)
 from .config import HyenaConfig
 
 
@@ -168,7 +169,7 @@ class HyenaFilter(nn.Module):
             raise ValueError(f"the implicit filter is defined for {self.seq_len} positions, asked for {n_taps}")
         z, t = self.pos_emb(n_taps)
         h = self.modulation(t, self.implicit_filter(z))
-        return h[0].transpose(0, 1).float()
+        return h[0].transpose(0, 1).to(_at_least_fp32(h.dtype))
 
     def long_filter(self, n_taps: int, freq_keep: float = 1.0) -> LongFilter:
         """The first ``n_taps`` taps as a :class:`LongFilter` (its spectra cached inside it).
@@ -190,10 +191,16 @@ class HyenaFilter(nn.Module):
         with torch.no_grad():
             taps = self._cached_taps(n_taps, version)
             filt = LongFilter(taps[:, :n_taps], self.bias, freq_keep=freq_keep)
-        # Keep it (with the spectrum it will cache, ~2x the taps) only if that fits the per-layer budget: a
-        # 1M-tap filter of 256 channels is 1 GB of taps + 2 GB of spectrum, 24 GB over 8 layers.
+        # Keep it (with the spectra it will cache) only if that fits the per-layer budget; release() checks again
+        # once the call has added its spectrum: a 1M-tap filter of 256 channels is 1 GB of taps and, at the 4M FFT
+        # a streamed chromosome uses, 4 GB of kernel-ordered spectrum.
         self._cache = (key, filt) if 3 * n_taps * self.d_model * 4 <= budget else None
         return filt
+
+    def release(self, filt: LongFilter) -> None:
+        """After a call: drop the cached filter if its spectra took it past the per-layer budget."""
+        if self._cache is not None and self._cache[1] is filt and filt.nbytes > self._cache_budget():
+            self._cache = None
 
     def _cached_taps(self, n_taps: int, version: tuple) -> torch.Tensor:
         if self._taps is not None and self._taps[0] == version and self._taps[1].shape[1] >= n_taps:
@@ -272,54 +279,52 @@ class HyenaOperator(nn.Module):
         if stream is not None:
             past = stream.short if stream.short is not None else p.new_zeros(p.shape[0], p.shape[1], width - 1)
             stream.short = _tail(torch.cat([past.to(p.dtype), p], dim=-1), width - 1).clone()
-        p = causal_short_conv(p, self.short_filter.weight, self.short_filter.bias, past)
-        *x, v = p.split(self.d_model, dim=1)
         filt = self.filter_fn.long_filter(n_taps, conv.freq_keep)
         d = self.d_model
-        for o, x_i in enumerate(reversed(x[1:])):
-            sub = filt if self.order == 2 else LongFilter(filt.taps[o * d:(o + 1) * d], filt.bias[o * d:(o + 1) * d],
-                                                          freq_keep=filt.freq_keep)
-            post = x[0] if o == self.order - 2 else None  # fuse the final x0 gate into the last convolution
-            history = None
-            if stream is not None:
-                if len(stream.long) <= o:
-                    stream.long.append(v.new_zeros(v.shape[0], d, 0, dtype=_history_dtype(v)))
-                history = stream.long[o]
-                stream.long[o] = _next_history(history, v, x_i, n_taps - 1)
-            v = causal_conv(v.contiguous(), sub, pregate=x_i.contiguous(),
-                            postgate=None if post is None else post.contiguous(), history=history)
+        if self.order == 2:
+            # The short conv, the split and the gate x1 * v in one pass (ops.fused); then y = x0 * (h * (x1 v)).
+            x0, gated = short_conv_gate(p, self.short_filter.weight, self.short_filter.bias, past)
+            del p  # (B, 3d, L): the largest activation of the block, not needed past this point
+            v = causal_conv(gated, filt, postgate=x0, history=self._history(stream, 0, gated, n_taps - 1))
+        else:
+            p = causal_short_conv(p, self.short_filter.weight, self.short_filter.bias, past)
+            *x, v = p.split(d, dim=1)
+            for o, x_i in enumerate(reversed(x[1:])):
+                sub = LongFilter(filt.taps[o * d:(o + 1) * d], filt.bias[o * d:(o + 1) * d], freq_keep=filt.freq_keep)
+                post = x[0] if o == self.order - 2 else None  # fuse the final x0 gate into the last convolution
+                history = self._history(stream, o, v * x_i, n_taps - 1) if stream is not None else None
+                v = causal_conv(v.contiguous(), sub, pregate=x_i.contiguous(),
+                                postgate=None if post is None else post.contiguous(), history=history)
+        self.filter_fn.release(filt)
         # out_proj back to (B, L, d) as y^T @ W^T: bmm takes both transposed operands as they are.
         return torch.baddbmm(self.out_proj.bias, v.transpose(1, 2), self.out_proj.weight.t().expand(batch, -1, -1))
 
-
-def causal_short_conv(p: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor,
-                      past: torch.Tensor | None = None) -> torch.Tensor:
-    """Causal depthwise conv, out[t] = sum_j weight[c, 0, W-1-j] * p[t-j] + bias: HyenaDNA's short filter.
-
-    p: (B, C, L); weight: (C, 1, W) (nn.Conv1d layout); past: (B, C, W-1) inputs before p (zeros if None).
-    Written as W shifted multiply-adds: twice as fast as a depthwise conv1d on the CPU, and on the GPU it skips the
-    padded copy and the depthwise kernel (126 ms of a 583 ms forward at 1 Mbp on an H200).
-    """
-    width, length = weight.shape[-1], p.shape[-1]
-    out = torch.addcmul(bias[:, None], p, weight[:, 0, width - 1, None])
-    for j in range(1, width):  # tap looking back j steps
-        w = weight[:, 0, width - 1 - j, None]
-        if length > j:
-            out[..., j:].addcmul_(p[..., :-j], w)
-        if past is not None:
-            n = min(j, length)
-            out[..., :n].addcmul_(past[..., past.shape[-1] - j:past.shape[-1] - j + n], w)
-    return out
+    @staticmethod
+    def _history(stream: LayerStream | None, o: int, gated: torch.Tensor, keep: int) -> torch.Tensor | None:
+        """The gated inputs that precede this chunk for convolution ``o`` (None when not streaming); the carried
+        state moves on to the last ``keep`` gated inputs of [history | gated]."""
+        if stream is None:
+            return None
+        if len(stream.long) <= o:
+            stream.long.append(gated.new_zeros(gated.shape[0], gated.shape[1], 0, dtype=_history_dtype(gated)))
+        history = stream.long[o]
+        stream.long[o] = _next_history(history, gated, keep)
+        return history
 
 
-def _next_history(history: torch.Tensor, v: torch.Tensor, gate: torch.Tensor, keep: int) -> torch.Tensor:
-    """The last ``keep`` gated inputs of [history | v * gate], gating only the columns that are kept."""
-    length = v.shape[-1]
+def _next_history(history: torch.Tensor, gated: torch.Tensor, keep: int) -> torch.Tensor:
+    """The last ``keep`` gated inputs of [history | gated] (a fresh tensor: never a view of this chunk's buffers)."""
+    length = gated.shape[-1]
     take = min(keep, length)
-    tail = v[..., length - take:].to(history.dtype) * gate[..., length - take:].to(history.dtype)
+    tail = gated[..., length - take:].to(history.dtype)
     if take == keep:
-        return tail
+        return tail.clone() if tail.dtype == gated.dtype else tail
     return torch.cat([_tail(history, keep - take), tail], dim=-1)
+
+
+def _at_least_fp32(dtype: torch.dtype) -> torch.dtype:
+    """fp32 for the residual stream and filters, or fp64 when the model is evaluated in float64 (the test oracle)."""
+    return torch.float64 if dtype == torch.float64 else torch.float32
 
 
 def _history_dtype(v: torch.Tensor) -> torch.dtype:
@@ -334,7 +339,7 @@ class Mlp(nn.Module):
         self.fc2 = nn.Linear(d_inner, d_model)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc2(F.gelu(self.fc1(x), approximate="tanh"))
+        return self.fc2(gelu_linear(x, self.fc1))
 
 
 class Block(nn.Module):
@@ -349,8 +354,15 @@ class Block(nn.Module):
 
     def forward(self, residual: torch.Tensor, compute_dtype: torch.dtype, stream: LayerStream | None = None,
                 conv: ConvSettings = EXACT) -> torch.Tensor:
-        residual = residual + self.mixer(self.norm1(residual).to(compute_dtype), stream, conv).float()
-        return residual + self.mlp(self.norm2(residual).to(compute_dtype)).float()
+        if torch.is_grad_enabled():  # training: out-of-place, autograd keeps what it needs
+            residual = residual + self.mixer(self.norm1(residual).to(compute_dtype), stream, conv).to(residual.dtype)
+            return residual + self.mlp(self.norm2(residual).to(compute_dtype)).to(residual.dtype)
+        # Inference: the residual stream is updated in place, each LayerNorm fused with the add before it and the
+        # cast after it (ops.fused): the same arithmetic in fewer passes over (B, L, d).
+        y = self.mixer(layer_norm_cast(residual, self.norm1, compute_dtype), stream, conv)
+        y = self.mlp(add_layer_norm_cast(residual, y, self.norm2, compute_dtype))
+        residual += y
+        return residual
 
 
 class Embeddings(nn.Module):
@@ -408,6 +420,10 @@ class HyenaDNA(nn.Module):
             block.mixer.filter_fn.cache_bytes = None if nbytes is None else int(nbytes)
         return self
 
+    def filter_cache_bytes(self) -> int:
+        """The per-layer cap in force (GENOCONV_FILTER_CACHE_MB wins over the set value; 0: no caching)."""
+        return self.backbone.layers[0].mixer.filter_fn._cache_budget() if self.backbone.layers else 0
+
     # ---- forward --------------------------------------------------------------------------------------------
     def hidden_states(self, input_ids: torch.Tensor, layers: Sequence[int] = (-1,),
                       stream: StreamState | None = None, conv: ConvSettings = EXACT) -> dict[int, torch.Tensor]:
@@ -421,15 +437,15 @@ class HyenaDNA(nn.Module):
             raise ValueError(f"filter_len must be in 1..max_seq_len={self.config.max_seq_len}, got {conv.filter_len}")
         wanted = sorted({self.resolve_layer(i) for i in layers})
         out: dict[int, torch.Tensor] = {}
-        residual = self.backbone.embeddings(input_ids).float()
+        residual = self.backbone.embeddings(input_ids).to(_at_least_fp32(self.compute_dtype))
         if 0 in wanted:
-            out[0] = residual
+            out[0] = residual.clone()
         for i, block in enumerate(self.backbone.layers, start=1):
             if i > wanted[-1]:
                 break
             residual = block(residual, self.compute_dtype, None if stream is None else stream.layers[i - 1], conv)
             if i in wanted:
-                out[i] = residual
+                out[i] = residual if i == wanted[-1] else residual.clone()  # blocks update it in place
         last = self.num_hidden_states - 1
         if last in wanted:
             out[last] = self.backbone.ln_f(residual)
@@ -445,7 +461,7 @@ class HyenaDNA(nn.Module):
         """Next-token logits (B, L, padded_vocab); the head is tied to the input embedding when absent."""
         hidden = self.forward(input_ids)
         weight = self.lm_head.weight if self.lm_head is not None else self.backbone.embeddings.word_embeddings.weight
-        return hidden @ weight.float().t()
+        return hidden @ weight.to(hidden.dtype).t()
 
     # ---- initialisation (training from scratch) -------------------------------------------------------------
     def init_weights(self, seed: int = 0, initializer_range: float = 0.02) -> "HyenaDNA":

@@ -140,12 +140,26 @@ def fft_plan(seq_len: int, filter_len: int) -> int:
     return max(_MIN_LOG_N, (need - 1).bit_length())
 
 
+def why_not_for(device: torch.device, dtype: torch.dtype, freq_keep: float = 1.0) -> str:
+    """Empty string when the kernels can run calls on this device in this dtype; otherwise one line saying why not.
+    What :func:`why_not` checks before the shapes: the planner asks it without a tensor."""
+    if torch.device(device).type != "cuda":
+        return "not a CUDA device"
+    if dtype not in (torch.bfloat16, torch.float16):
+        return f"dtype {dtype} (the kernel takes bfloat16 or float16)"
+    if freq_keep < 1.0:
+        return "frequency-sparse filters (freq_keep < 1) run on the reference (its bin set depends on its FFT size)"
+    major, _ = torch.cuda.get_device_capability(device)
+    if major < 8:
+        return f"compute capability {major}.x (the kernels are built for sm_80 and sm_90)"
+    mod, why = _load()
+    return "" if mod is not None else why
+
+
 def why_not(u: torch.Tensor, filt) -> str:
     """Empty string when the kernel can run (u, filt); otherwise one line saying why not."""
     if not isinstance(u, torch.Tensor) or not u.is_cuda:
         return "u is not a CUDA tensor"
-    if u.dtype not in (torch.bfloat16, torch.float16):
-        return f"dtype {u.dtype} (the kernel takes bfloat16 or float16)"
     if u.dim() != 3:
         return "u must be (batch, channels, seq_len)"
     seq_len = u.shape[-1]
@@ -153,15 +167,21 @@ def why_not(u: torch.Tensor, filt) -> str:
         return f"seq_len {seq_len} outside [1, {MAX_SEQ_LEN}]"
     if u.shape[0] * u.shape[1] >= 2**31:
         return "batch * channels must be < 2^31"
-    if getattr(filt, "freq_keep", 1.0) < 1.0:
-        return "frequency-sparse filters (freq_keep < 1) run on the reference (its bin set depends on its FFT size)"
-    major, _ = torch.cuda.get_device_capability(u.device)
-    if major < 8:
-        return f"compute capability {major}.x (the kernels are built for sm_80 and sm_90)"
-    mod, why = _load()
-    if mod is None:
-        return why
-    return ""
+    return why_not_for(u.device, u.dtype, getattr(filt, "freq_keep", 1.0))
+
+
+# Each multi-pass launch processes rows in chunks whose fp32 complex workspace is at most this (bindings.cpp).
+MULTIPASS_WORKSPACE_BYTES = 1 << 30
+
+
+def conv_bytes(batch: int, channels: int, seq_len: int, filter_len: int, device: torch.device) -> tuple[int, int]:
+    """(FFT size N, bytes the kernel allocates besides its output) for one call, for memory planning."""
+    monarch = monarch_log_n(seq_len, smem_per_block=_smem_per_block(device))
+    if monarch is not None:
+        return 1 << monarch, 0
+    log_n, log_n1 = plan(seq_len, filter_len, device)
+    row = (1 << (log_n - 1)) * 8
+    return 1 << log_n, 0 if log_n1 == 0 else max(row, min(batch * channels * row, MULTIPASS_WORKSPACE_BYTES))
 
 
 def supports(u: torch.Tensor, filt) -> bool:
@@ -244,23 +264,38 @@ def _cached_tables(log_n: int, log_n1: int, device: torch.device):
     return _table_cache[key]
 
 
-def _rfft_with_skip(filt, n: int, seq_len: int, device: torch.device) -> torch.Tensor:
-    """(H, n/2 + 1) complex128: rfft(taps[:, :min(K, L)], n) + bias. The skip term bias * x is a convolution with
-    bias * delta, so both kernels carry it in their cached spectrum; float64 on the GPU, once per filter and plan."""
-    taps = filt.taps[:, : min(filt.filter_len, seq_len)].to(device=device, dtype=torch.float64)
-    return torch.fft.rfft(taps, n=n) + filt.bias.to(device=device, dtype=torch.float64)[:, None]
+def _rfft_with_skip(filt, n: int, seq_len: int, device: torch.device, dtype=torch.float64,
+                    channels: slice = slice(None)) -> torch.Tensor:
+    """(H, n/2 + 1) complex: rfft(taps[:, :min(K, L)], n) + bias for the given channels. The skip term bias * x is a
+    convolution with bias * delta, so both kernels carry it in their cached spectrum."""
+    taps = filt.taps[channels, : min(filt.filter_len, seq_len)].to(device=device, dtype=dtype)
+    return torch.fft.rfft(taps, n=n) + filt.bias[channels].to(device=device, dtype=dtype)[:, None]
+
+
+# Temporaries of one channel block while a spectrum is built (bytes): the spectrum of a 1M-tap filter at N = 2^22 is
+# 4 GB per layer in the kernel's format, and building all channels at once in float64 took ~5x that (the 87 GB peaks
+# of the first end-to-end runs). fp32 is ample: the kernels' own rounding (bf16/fp16) is ~1e-3, cuFFT fp32 ~1e-7.
+SPECTRUM_BLOCK_BYTES = 256 << 20
+
+
+def _channel_blocks(channels: int, n: int, bytes_per_point: int):
+    step = max(1, SPECTRUM_BLOCK_BYTES // max(1, n * bytes_per_point))
+    return (slice(c, min(channels, c + step)) for c in range(0, channels, step))
 
 
 def _spectrum(filt, log_n: int, bins: torch.Tensor, seq_len: int, device: torch.device) -> torch.Tensor:
     """(H, P, 4) fp32 pairs {K[k], K[M-k]} in the kernel's order, K = (rfft(taps[:, :min(K, L)], N) + bias) / M.
 
     The skip term bias * x is a convolution with bias * delta, so it rides in the spectrum; 1/M is the inverse
-    transform's normalisation. Computed once per filter and plan, in float64 on the GPU.
+    transform's normalisation. Computed once per filter and plan, in fp32 channel blocks of bounded size.
     """
     n, m = 1 << log_n, 1 << (log_n - 1)
-    k_f = _rfft_with_skip(filt, n, seq_len, device) / m
-    pairs = torch.stack((k_f[:, bins], k_f[:, m - bins]), dim=-1)  # (H, P, 2) complex
-    return torch.view_as_real(pairs.to(torch.complex64)).reshape(k_f.shape[0], -1, 4).contiguous()
+    out = torch.empty(filt.channels, bins.numel(), 4, dtype=torch.float32, device=device)
+    for block in _channel_blocks(filt.channels, n, 24):
+        k_f = _rfft_with_skip(filt, n, seq_len, device, torch.float32, block) / m
+        pairs = torch.stack((k_f[:, bins], k_f[:, m - bins]), dim=-1)  # (h, P, 2) complex64
+        out[block] = torch.view_as_real(pairs).reshape(pairs.shape[0], -1, 4)
+    return out
 
 
 def monarch_smem_bytes(log_n: int, pre: bool = False, post: bool = False) -> int:
@@ -324,7 +359,7 @@ def _monarch_spectrum(filt, log_n: int, seq_len: int, device: torch.device) -> t
     order, divided by its per-channel maximum (the gain) so the kernel's fp16 operands never overflow; n16 is the
     number of radix-16 mma stages per transform (3 when r >= 16, else 2), whose 1/16 factors this undoes. fp16 halves
     what every block reads per row (the table is re-read from L2 for each pair of batch rows) at +~5% error before
-    the output rounding (csrc/fftconv/monarch_model.py: 5.6e-4 -> 5.9e-4 at 16K)."""
+    the output rounding (tools/kernels/monarch_model.py: 5.6e-4 -> 5.9e-4 at 16K)."""
     n = 1 << log_n
     n16 = 3 if n >= 16 * 256 else 2
     half = _rfft_with_skip(filt, n, seq_len, device)  # bias is real, so the Hermitian extension carries it too

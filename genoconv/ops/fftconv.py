@@ -25,8 +25,10 @@ __all__ = [
     "causal_conv",
     "causal_conv_ref",
     "causal_conv_direct",
+    "conv_bytes",
     "fft_size",
     "backend_for",
+    "planned_backend",
 ]
 
 
@@ -68,8 +70,10 @@ class LongFilter:
             raise ValueError(f"taps must be (channels, filter_len), got shape {tuple(taps.shape)}")
         if not 0.0 < freq_keep <= 1.0:
             raise ValueError(f"freq_keep must be in (0, 1], got {freq_keep}")
-        self.taps = taps.float()
-        self.bias = (bias if bias is not None else torch.zeros(taps.shape[0], device=taps.device)).float()
+        # fp32 (float64 when the model is evaluated in float64, as the fidelity oracle)
+        real = torch.float64 if taps.dtype == torch.float64 else torch.float32
+        self.taps = taps.to(real)
+        self.bias = (bias if bias is not None else torch.zeros(taps.shape[0], device=taps.device)).to(real)
         if self.bias.shape != (taps.shape[0],):
             raise ValueError(f"bias must be ({taps.shape[0]},), got {tuple(self.bias.shape)}")
         self.freq_keep = float(freq_keep)
@@ -87,6 +91,16 @@ class LongFilter:
         """Number of low-frequency rFFT bins kept at FFT size ``n_fft``."""
         n_bins = n_fft // 2 + 1
         return n_bins if self.freq_keep >= 1.0 else max(1, math.ceil(self.freq_keep * n_bins))
+
+    @property
+    def nbytes(self) -> int:
+        """Device bytes this filter holds: its taps and every derived form cached so far."""
+        def size(x) -> int:
+            if isinstance(x, torch.Tensor):
+                return x.numel() * x.element_size()
+            return sum(size(y) for y in x) if isinstance(x, (tuple, list)) else 0
+
+        return size(self.taps) + size(list(self._cache.values()))
 
     def cached(self, key: tuple, make: Callable[[], object]) -> object:
         """Return ``make()`` computed once per ``key`` (backends store their derived filter forms here)."""
@@ -121,8 +135,10 @@ def causal_conv_ref(
 
     ``history`` (B, H, P): the P gated inputs that precede u (a stream's carried state). The output is then the
     convolution's value at u's positions, computed by overlap-save with one FFT of size >= L + K - 1.
+    Computes in float64 when u is float64 (the fidelity oracle), else in fp32.
     """
     seq_len = u.shape[-1]
+    real = torch.float64 if u.dtype == torch.float64 else torch.float32
     past = history.shape[-1] if history is not None else 0
     if past:
         n_taps = min(filt.filter_len, past + seq_len)
@@ -134,12 +150,12 @@ def causal_conv_ref(
         n_fft = fft_size(seq_len, n_taps, u.device)
     if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (u, pregate, history, filt.taps)):
         # Training: the differentiable form (out= and in-place buffers have no autograd).
-        x = (u * pregate if pregate is not None else u).float()
-        buf = torch.cat([history.float(), x], dim=-1) if past else x
+        x = (u * pregate if pregate is not None else u).to(real)
+        buf = torch.cat([history.to(real), x], dim=-1) if past else x
     else:
         # Inference: the FFT input is built in place, [history | gated chunk | zeros]. No concatenation, no padded
         # copy inside rfft, no separate gated tensor: on two CPU cores each such pass costs as much as a GEMM.
-        buf = torch.empty(*u.shape[:-1], n_fft, dtype=torch.float32, device=u.device)
+        buf = torch.empty(*u.shape[:-1], n_fft, dtype=real, device=u.device)
         if past:
             buf[..., :past] = history
         x = buf[..., past:past + seq_len]
@@ -200,15 +216,49 @@ def backend_for(u: torch.Tensor, filt: LongFilter) -> str:
     ``GENOCONV_CONV_BACKEND=reference`` forces the PyTorch path (for A/B checks); ``=cuda`` makes a missing
     kernel an error instead of a silent fallback.
     """
-    choice = os.environ.get("GENOCONV_CONV_BACKEND", "auto").lower()
-    if choice == "reference" or not u.is_cuda:
+    if _forced_reference() or not u.is_cuda:
         return "reference"
     from . import cuda as _cuda  # local import: never touch the extension on CPU-only runs
 
-    usable = _cuda.supports(u, filt)
-    if choice == "cuda" and not usable:
-        raise RuntimeError(f"GENOCONV_CONV_BACKEND=cuda but the CUDA kernel cannot run: {_cuda.why_not(u, filt)}")
-    return "cuda" if usable else "reference"
+    return _checked("cuda" if _cuda.supports(u, filt) else "reference", lambda: _cuda.why_not(u, filt))
+
+
+def planned_backend(device: torch.device | str, dtype: torch.dtype, freq_keep: float = 1.0) -> str:
+    """The backend :func:`causal_conv` will take for calls on ``device`` in ``dtype`` (the planner records it, so the
+    file says what ran): ``"cuda"`` or ``"reference"``."""
+    if _forced_reference() or torch.device(device).type != "cuda":
+        return "reference"
+    from . import cuda as _cuda
+
+    why = _cuda.why_not_for(torch.device(device), dtype, freq_keep)
+    return _checked("cuda" if not why else "reference", lambda: why)
+
+
+def _forced_reference() -> bool:
+    return os.environ.get("GENOCONV_CONV_BACKEND", "auto").lower() == "reference"
+
+
+def _checked(backend: str, why: Callable[[], str]) -> str:
+    if backend != "cuda" and os.environ.get("GENOCONV_CONV_BACKEND", "auto").lower() == "cuda":
+        raise RuntimeError(f"GENOCONV_CONV_BACKEND=cuda but the CUDA kernel cannot run: {why()}")
+    return backend
+
+
+def conv_bytes(batch: int, channels: int, seq_len: int, filter_len: int, history: int, backend: str,
+               device: torch.device | str) -> tuple[int, int]:
+    """(FFT size, bytes allocated besides inputs and the (B, H, L) output) of one :func:`causal_conv` call, for the
+    engine's memory plan. ``history``: carried inputs before the chunk (streaming)."""
+    if backend == "cuda":
+        from . import cuda as _cuda
+
+        length = history + seq_len
+        n_fft, work = _cuda.conv_bytes(batch, channels, length, filter_len, torch.device(device))
+        # [history | gated chunk] and its full-length output, of which the chunk's part is kept (then post-gated)
+        return n_fft, work + (2 * batch * channels * length * 2 if history else 0)
+    n_taps = min(filter_len, history + seq_len)
+    n_fft = fft_size(max(seq_len + n_taps - 1, history + seq_len), 1, device)
+    # fp32 input buffer, its complex spectrum, the product, and irfft's real output
+    return n_fft, batch * channels * (4 * n_fft + 8 * (n_fft // 2 + 1) * 2 + 4 * n_fft)
 
 
 def causal_conv(

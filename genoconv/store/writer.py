@@ -99,6 +99,11 @@ class RecordWriter:
         self._crc: dict[str, int] = {}
         self._done = False
 
+    @property
+    def row_dtype(self) -> np.dtype:
+        """The dtype per-nucleotide rows are stored in (callers may convert before handing rows over)."""
+        return self._owner._dtype
+
     def _check_open(self) -> None:
         if self._done or self._owner._record is not self:
             raise RuntimeError(f"record {self.record_id!r} is no longer open for writing")
@@ -140,6 +145,12 @@ class RecordWriter:
         self._crc[key] = crc(rows, self._crc.get(key, 0))
         self._owner._windowed[layer].push(rows)
         self._windows[layer] += len(rows)
+
+    def abort(self) -> None:
+        """Drop this record's rows; the writer is ready for the next ``begin`` (the record is not committed)."""
+        self._check_open()
+        self._owner._abort_record()
+        self._done = True
 
     def commit(self, pooled: Mapping[tuple[str, int], np.ndarray]) -> None:
         """Add the pooled rows and make the record durable: once this returns (with the default

@@ -95,7 +95,7 @@ def test_logits_use_tied_head_when_absent():
 @pytest.mark.parametrize("length", [1, 2, 3, 50])
 def test_short_conv_equals_official_conv1d(length):
     """The shifted-sum short conv equals nn.Conv1d(padding=2)[..., :L], also with carried history."""
-    from genoconv.model.hyena import causal_short_conv
+    from genoconv.ops.fused import causal_short_conv
 
     gen = torch.Generator().manual_seed(length)
     conv = torch.nn.Conv1d(6, 6, kernel_size=3, padding=2, groups=6)

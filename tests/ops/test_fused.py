@@ -1,0 +1,118 @@
+"""The fused block steps (genoconv/ops/fused.py) against their PyTorch references.
+
+On the CPU the Triton kernels run in Triton's interpreter (TRITON_INTERPRET=1, in a child process so the setting
+cannot leak into other tests); on a GPU they run compiled, in bf16, against the fp32 reference.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from genoconv.ops import fused
+
+ROOT = Path(__file__).resolve().parents[2]
+
+_CHILD = r"""
+import json, sys, torch
+from genoconv.ops import fused
+cases = json.loads(sys.argv[1])
+out = []
+with torch.inference_mode():
+    for d, length, batch, with_past, seed in cases:
+        g = torch.Generator().manual_seed(seed)
+        p = torch.randn(batch, 3 * d, length, generator=g)
+        w, b = torch.randn(3 * d, 1, 3, generator=g), torch.randn(3 * d, generator=g)
+        past = torch.randn(batch, 3 * d, 2, generator=g) if with_past else None
+        assert fused.fused_available(p)
+        x0, gated = fused.short_conv_gate(p, w, b, past)
+        r0, rg = fused.short_conv_gate_ref(p, w, b, past)
+        ln = torch.nn.LayerNorm(d * 8)
+        ln.weight.normal_(generator=g); ln.bias.normal_(generator=g)
+        x = torch.randn(batch, length, d * 8, generator=g)
+        y = torch.randn(batch, length, d * 8, generator=g)
+        r1, r2 = x.clone(), x.clone()
+        a = fused.add_layer_norm_cast(r1, y, ln, torch.float32)
+        c = fused.add_layer_norm_cast_ref(r2, y, ln, torch.float32)
+        n = fused.layer_norm_cast(x, ln, torch.float32)
+        out.append([float((x0 - r0).abs().max()), float((gated - rg).abs().max()), float((a - c).abs().max()),
+                    float((r1 - r2).abs().max()), float((n - fused.layer_norm_cast_ref(x, ln, torch.float32)).abs().max()),
+                    float(rg.abs().max())])
+print(json.dumps(out))
+"""
+
+
+@pytest.mark.skipif(fused._triton() is None, reason="Triton is not installed")
+def test_triton_kernels_match_references_in_the_interpreter():
+    cases = [(8, 1, 1, False, 1), (8, 37, 2, True, 2), (5, 1100, 1, False, 3), (5, 1025, 2, True, 4),
+             (3, 2, 1, True, 5)]
+    env = {**os.environ, "TRITON_INTERPRET": "1", "PYTHONPATH": str(ROOT)}
+    proc = subprocess.run([sys.executable, "-c", _CHILD, json.dumps(cases)], capture_output=True, text=True,
+                          env=env, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    for case, (e0, eg, eln_add, eres, eln, scale) in zip(cases, json.loads(proc.stdout)):
+        assert e0 <= 1e-5 and eg <= 1e-5 * max(1.0, scale), case  # fp32 sums in another order only
+        assert eln_add <= 1e-5 and eres == 0.0 and eln <= 1e-5, case
+
+
+def test_references_are_the_unfused_arithmetic():
+    g = torch.Generator().manual_seed(0)
+    p = torch.randn(2, 12, 50, generator=g)
+    w, b = torch.randn(12, 1, 3, generator=g), torch.randn(12, generator=g)
+    conv = torch.nn.Conv1d(12, 12, 3, padding=2, groups=12)
+    with torch.no_grad():
+        conv.weight.copy_(w)
+        conv.bias.copy_(b)
+        want = conv(p)[..., :50]
+    x0, gated = fused.short_conv_gate_ref(p, w, b)
+    torch.testing.assert_close(x0, want[:, :4])
+    torch.testing.assert_close(gated, want[:, 4:8] * want[:, 8:])
+    assert not fused.fused_available(p)  # CPU tensors without the interpreter: always the reference
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("length", [1, 777, 4096, 100_003])
+def test_triton_kernels_on_the_gpu_in_bf16(length):
+    g = torch.Generator(device="cuda").manual_seed(length)
+    d = 256
+    with torch.inference_mode():
+        p = torch.randn(2, 3 * d, length, device="cuda", generator=g)
+        w, b = torch.randn(3 * d, 1, 3, device="cuda", generator=g), torch.randn(3 * d, device="cuda", generator=g)
+        past = torch.randn(2, 3 * d, 2, device="cuda", generator=g)
+        x0, gated = fused.short_conv_gate(p.bfloat16(), w.bfloat16(), b.bfloat16(), past.bfloat16())
+        r0, rg = fused.short_conv_gate_ref(p.bfloat16().double(), w.bfloat16().double(), b.bfloat16().double(),
+                                           past.bfloat16().double())
+        for got, want in ((x0, r0), (gated, rg)):
+            assert ((got.double() - want).norm() / want.norm()).item() < 4e-3
+        ln = torch.nn.LayerNorm(d).cuda()
+        residual = torch.randn(2, length, d, device="cuda", generator=g)
+        y = torch.randn(2, length, d, device="cuda", generator=g).bfloat16()
+        ref_res = residual.double() + y.double()
+        want = torch.nn.functional.layer_norm(ref_res, (d,), ln.weight.double(), ln.bias.double(), ln.eps)
+        got = fused.add_layer_norm_cast(residual, y, ln, torch.bfloat16)
+        assert ((residual.double() - ref_res).norm() / ref_res.norm()).item() < 1e-6
+        assert ((got.double() - want).norm() / want.norm()).item() < 4e-3
+        x = torch.randn(3, 5, length % 300 + 1, device="cuda", generator=g)
+        ln2 = torch.nn.LayerNorm(x.shape[-1]).cuda()
+        got = fused.layer_norm_cast(x, ln2, torch.bfloat16)
+        want = torch.nn.functional.layer_norm(x.double(), x.shape[-1:], eps=ln2.eps)
+        assert ((got.double() - want).norm() / want.norm()).item() < 4e-3
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_gelu_epilogue_is_the_tanh_gelu():
+    lin = torch.nn.Linear(256, 1024).cuda().bfloat16()
+    x = torch.randn(3, 1000, 256, device="cuda").bfloat16()
+    with torch.inference_mode():
+        got = fused.gelu_linear(x, lin)
+        want = torch.nn.functional.gelu(torch.nn.functional.linear(x.double(), lin.weight.double(),
+                                                                    lin.bias.double()), approximate="tanh")
+    assert ((got.double() - want).norm() / want.norm()).item() < 8e-3
