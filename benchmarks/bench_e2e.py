@@ -207,11 +207,10 @@ def child_fidelity(files: dict, official: Path | None) -> dict:
         seq = Path(files[key]).read_text()
         ref = Embedder.from_pretrained(files["ckpt"], device="cuda", dtype="float64").embed(seq, as_tensor=True)
         torch.cuda.empty_cache()
-        with torch.inference_mode():
-            os.environ["GENOCONV_CONV_BACKEND"] = "reference"
-            got = Embedder.from_pretrained(files["ckpt"], device="cuda", dtype="float32").embed(seq, as_tensor=True)
-            os.environ.pop("GENOCONV_CONV_BACKEND")
-            fast = Embedder.from_pretrained(files["ckpt"], device="cuda", dtype="bfloat16").embed(seq, as_tensor=True)
+        os.environ["GENOCONV_CONV_BACKEND"] = "reference"
+        got = Embedder.from_pretrained(files["ckpt"], device="cuda", dtype="float32").embed(seq, as_tensor=True)
+        os.environ.pop("GENOCONV_CONV_BACKEND")
+        fast = Embedder.from_pretrained(files["ckpt"], device="cuda", dtype="bfloat16").embed(seq, as_tensor=True)
         rel = lambda a: float((a.double() - ref).norm() / ref.norm())  # noqa: E731
         out[f"{key}_fp32_vs_f64"] = rel(got)
         out[f"{key}_bf16_vs_f64"] = rel(fast)
@@ -230,7 +229,7 @@ def child_fidelity(files: dict, official: Path | None) -> dict:
                     out[f"{key}_official_fp32_vs_f64"] = float((rows.reshape(ref.shape) - ref).norm() / ref.norm())
                 else:
                     out[f"{key}_official_error"] = proc.stderr.strip().splitlines()[-1:]
-        del ref, got, fast
+        ref = got = fast = None  # free before the next length
         torch.cuda.empty_cache()
     return out
 

@@ -239,3 +239,43 @@ def test_refuses_to_start_without_disk_space(tmp_path, small_model_dir, monkeypa
     code, _, err = run_cli(["embed", tmp_path / "r.fa", "-o", tmp_path / "out.h5", "--model", small_model_dir,
                             "--device", "cpu"], monkeypatch, capsys)
     assert code == 1 and "free" in err and not (tmp_path / "out.h5").exists()
+
+
+def test_out_of_memory_in_the_middle_of_a_streamed_record_restarts_it(small_model_dir, tmp_path, monkeypatch,
+                                                                        capsys):
+    """An OOM on the third chunk of a streamed record (after rows were written) drops the record's partial output
+    and restarts it in smaller chunks; the file completes and equals a run made with the smaller chunks directly."""
+    import torch
+
+    from genoconv.model import HyenaDNA
+
+    seq = "".join(np.random.default_rng(9).choice(list("ACGT"), size=30_000))
+    fasta = _write_fasta(tmp_path / "long.fa", [("long", seq), ("short", seq[:500])])
+    real = HyenaDNA.hidden_states
+    calls = {"n": 0}
+
+    def flaky(self, ids, layers=(-1,), stream=None, conv=None):
+        if stream is not None and ids.shape[1] == 8192:
+            calls["n"] += 1
+            if calls["n"] == 3:
+                raise torch.OutOfMemoryError("CUDA out of memory (simulated, mid-record)")
+        return real(self, ids, layers, stream, conv) if conv is not None else real(self, ids, layers, stream)
+
+    monkeypatch.setattr(HyenaDNA, "hidden_states", flaky)
+    out = tmp_path / "oom.h5"
+    args = ["embed", fasta, "-o", out, "--model", small_model_dir, "--device", "cpu", "--chunk-size", "8192",
+            "--store-dtype", "float32", "--pool", "mean,max", "--window", "100"]
+    code, _, err = run_cli(args, monkeypatch, capsys)
+    assert code == 0, err
+    assert calls["n"] == 3 and "retrying in chunks of 4096" in err
+    monkeypatch.setattr(HyenaDNA, "hidden_states", real)
+    direct = tmp_path / "direct.h5"
+    code, _, err = run_cli([*args[:3], direct, *args[4:8], "--chunk-size", "4096", *args[10:]], monkeypatch, capsys)
+    assert code == 0, err
+    with open_embeddings(out) as a, open_embeddings(direct) as b:
+        assert a.complete and a.ids == b.ids and a.modes[a.ids.index("long")] == "partial:K=4098;streamed:C=4096"
+        for rid in a.ids:
+            np.testing.assert_array_equal(a[rid], b[rid])
+            np.testing.assert_array_equal(a.get(rid, kind="windowed"), b.get(rid, kind="windowed"))
+        for mode in ("mean", "max"):
+            np.testing.assert_array_equal(a.pooled(mode), b.pooled(mode))

@@ -72,3 +72,70 @@ def test_gpu_embed_file_matches_api(demo_paths, tmp_path):
         assert len(f) == 4
         seq = _example_records()["ecoli_2000001_2001000"]
         np.testing.assert_allclose(f["ecoli_2000001_2001000"], emb.embed(seq), rtol=2e-3, atol=2e-3)
+
+
+@pytest.fixture(scope="module")
+def large_random():
+    """The HyenaDNA-large-1m shape (8 layers, d_model 256) with random weights, bf16, on the GPU."""
+    from genoconv import Embedder
+    from genoconv.model import HyenaConfig, HyenaDNA
+
+    model = HyenaDNA(HyenaConfig(d_model=256, n_layer=8, d_inner=1024, max_seq_len=1_000_002)).init_weights(seed=0)
+    return model
+
+
+def _random_seq(n, seed):
+    return "".join(np.random.default_rng(seed).choice(list("ACGT"), size=n))
+
+
+@pytest.mark.parametrize("length,filter_len,chunk,cache", [
+    (100_000, None, None, "off"), (1_000_000, None, None, "off"), (300_000, 65_536, None, "off"),
+    (2_000_000, 262_144, 524_288, "off"), (100_000, None, None, "on"), (500_000, 16_384, 65_536, "on"),
+])
+def test_memory_plan_predicts_the_peak(large_random, monkeypatch, length, filter_len, chunk, cache):
+    """What the plan says a record will take is what torch.cuda.max_memory_allocated sees, within 25%."""
+    import gc
+
+    from genoconv import Embedder
+    from genoconv.engine import Engine
+    from genoconv.options import EmbedOptions
+
+    if cache == "off":
+        monkeypatch.setenv("GENOCONV_FILTER_CACHE_MB", "0")
+    emb = Embedder(large_random, device="cuda", dtype="bfloat16", max_memory=100 << 30)
+    opts = dict(per_nucleotide=False, pools=("mean",), filter_len=filter_len, chunk_size=chunk)
+    plan = Engine(emb, EmbedOptions(**opts)).plan(length)
+    seq = _random_seq(length, length)
+    gc.collect()
+    torch.cuda.empty_cache()
+    torch.cuda.synchronize()
+    base = torch.cuda.memory_allocated()
+    torch.cuda.reset_peak_memory_stats()
+    (_, out), = emb.embed_many([("x", seq)], **opts)
+    torch.cuda.synchronize()
+    peak = torch.cuda.max_memory_allocated() - base
+    assert out["mode"] == plan.mode
+    assert 0.75 <= peak / plan.peak_bytes <= 1.25, (plan, peak / 2**30, plan.peak_bytes / 2**30)
+
+
+def test_repeated_calls_give_the_same_result_at_the_same_speed(large_random):
+    import time
+
+    from genoconv import Embedder
+
+    emb = Embedder(large_random, device="cuda", dtype="bfloat16")
+    seq = _random_seq(1_500_000, 5)  # longer than max_seq_len: partial convolution
+    results, times = [], []
+    for _ in range(3):
+        torch.cuda.synchronize()
+        t = time.perf_counter()
+        (_, out), = emb.embed_many([("x", seq)], per_nucleotide=False, pools=("mean", "max"), window=1000)
+        torch.cuda.synchronize()
+        times.append(time.perf_counter() - t)
+        results.append(out)
+    for out in results[1:]:
+        assert out["mode"] == results[0]["mode"]
+        for key, value in results[0]["pooled"].items():
+            assert np.array_equal(out["pooled"][key], value)
+        assert np.array_equal(out["windowed"][9], results[0]["windowed"][9])
+    assert times[2] <= 1.5 * times[1] + 0.05, times  # no cache that grows call after call

@@ -85,7 +85,13 @@ class _Torch:
 
     @staticmethod
     def host(x, dtype=np.float32):
-        return x.to(_TORCH_DTYPES[np.dtype(dtype)]).cpu().numpy()
+        """To the host through page-locked memory: on the H200 VMs a pageable device-to-host copy ran at 0.75 GB/s
+        (1.36 s of a 1.46 s ``Embedder.embed`` of 1 Mbp); pinned buffers come from torch's caching host allocator."""
+        x = x.to(_TORCH_DTYPES[np.dtype(dtype)])
+        out = torch.empty(x.shape, dtype=x.dtype, pin_memory=True)
+        out.copy_(x, non_blocking=True)
+        torch.cuda.current_stream(x.device).synchronize()
+        return out.numpy()
 
 
 _TORCH_DTYPES = {np.dtype(np.float16): torch.float16, np.dtype(np.float32): torch.float32,

@@ -21,7 +21,7 @@ import torch
 from ..errors import InputError
 from ..model.embedder import LoadedModel
 from ..model.hyena import ConvSettings
-from ..ops import conv_bytes, planned_backend
+from ..ops import conv_bytes, max_conv_length, planned_backend
 from ..ops.cuda import SPECTRUM_BLOCK_BYTES
 from ..options import EmbedOptions
 
@@ -35,7 +35,8 @@ class Plan:
     """How one record is computed: its convolution settings and, when streamed, the chunk length.
 
     ``peak_bytes`` is the memory model's prediction for the record's forward passes (activations, convolution
-    workspaces, filters that are not cached); ``backend`` what runs the long convolutions. Both are what the planner
+    workspaces, filters: built per call, or added to the layers' caches); ``backend`` what runs the long
+    convolutions. Both are what the planner
     decided from, and what a GPU test checks against ``torch.cuda.max_memory_allocated``.
     """
 
@@ -79,6 +80,7 @@ class Planner:
             raise InputError(f"--filter-len {options.filter_len} exceeds the model's max_seq_len "
                              f"{model.max_seq_len}: the implicit filter is only defined up to it")
         self.backend = planned_backend(model.device, model.dtype, options.freq_keep)
+        self.max_length = max_conv_length(self.backend)  # the kernels' longest [history | chunk]
         self.elt = torch.finfo(model.dtype).bits // 8
         self.n_stored = len(model.resolve_layers(options.layers))
         # What the layers' filter caches may hold (LoadedModel gives each layer max_memory / (4 n_layer)).
@@ -92,19 +94,36 @@ class Planner:
     # ---- the memory model
     def forward_bytes(self, batch: int, length: int, history: int, n_taps: int) -> int:
         """Predicted peak bytes of one forward pass over (batch, length) tokens with ``history`` carried inputs and a
-        filter of ``n_taps`` taps, excluding filters the layers keep cached (their reserve is set aside)."""
+        filter of ``n_taps`` taps: activations, convolution workspaces, and each layer's filter while it is built
+        (filters the layers keep live in the cache reserve, :meth:`cache_bytes`).
+
+        Peak at a layer's long convolution: the fp32 residual stream and kept hidden states, the LayerNorm output,
+        x0 and the gated input, the layer's filter (taps + spectrum) unless cached, and the larger of the spectrum's
+        build temporaries and the convolution's output + workspace. Checked on the device against
+        ``torch.cuda.max_memory_allocated`` (benchmarks/memory_plan.py, tests/test_gpu.py: within 25%)."""
         d, elt, tokens = self.d, self.elt, batch * length
-        n_fft, conv_extra = conv_bytes(batch, d, length, n_taps, history, self.backend, self.model.device)
-        resident = tokens * d * 4 * (1 + self.n_stored)  # the fp32 residual stream and the hidden states kept
-        # mixer: LayerNorm out, in_proj out (3d), x0 and the gated input, the convolution's output, out_proj out
-        mixer = tokens * d * elt * 8 + conv_extra
-        mlp = tokens * elt * (3 * d + self.d_inner)
-        spectrum = d * n_fft * 4  # kernel-ordered (or complex64) spectrum, built per call when not cached
-        filter_bytes = 0 if self._filter_cached(n_taps, n_fft) else d * n_taps * 4 + spectrum + SPECTRUM_BLOCK_BYTES
-        return resident + max(mixer, mlp) + filter_bytes
+        n_fft, conv_extra = conv_bytes(batch, d, length, n_taps, history, self.backend, self.model.device, elt)
+        resident = tokens * d * 4 * (1 + self.n_stored)
+        kernel_out = tokens * d * elt if self.backend == "cuda" else 0  # the reference counts its own output
+        filt = 0 if self._filter_cached(n_taps, n_fft) else self._filter_bytes(n_taps, n_fft)
+        mixer = 3 * tokens * d * elt + filt + max(SPECTRUM_BLOCK_BYTES, kernel_out + conv_extra)
+        mlp = tokens * elt * (2 * d + self.d_inner)  # LayerNorm output, fc1 (GELU) output, fc2 output
+        return resident + max(mixer, mlp)
+
+    def cache_bytes(self, n_taps: int, n_fft: int) -> int:
+        """What the layers' filter caches gain from a call with this filter and FFT size (0 when not cached)."""
+        return self.n_layer * self._filter_bytes(n_taps, n_fft) if self._filter_cached(n_taps, n_fft) else 0
+
+    def _filter_bytes(self, n_taps: int, n_fft: int) -> int:
+        lmax_taps = self.model.max_seq_len * self.d * 4
+        taps = lmax_taps if lmax_taps <= self.filter_per_layer // 4 else n_taps * self.d * 4
+        return taps + self.d * n_fft * 4  # the taps, and the spectrum in the kernel's (or complex64) layout
 
     def _filter_cached(self, n_taps: int, n_fft: int) -> bool:
-        return 0 < self.d * (n_taps * 4 + n_fft * 4) <= self.filter_per_layer
+        return 0 < self._filter_bytes(n_taps, n_fft) <= self.filter_per_layer
+
+    def fft_size(self, batch: int, length: int, history: int, n_taps: int) -> int:
+        return conv_bytes(batch, self.d, length, n_taps, history, self.backend, self.model.device, self.elt)[0]
 
     def _largest(self, nbytes, upper: int) -> int:
         """Largest n in [1024, upper] whose ``nbytes(n)`` (increasing in n) fits the activation budget (at least
@@ -127,14 +146,18 @@ class Planner:
             k = None  # a filter as long as the record: the convolution is exact
         n_taps = k or length
         chunk = self.opts.chunk_size
-        if chunk is None and self.forward_bytes(1, length, 0, min(n_taps, length)) > self.activation_budget:
+        too_long = self.max_length is not None and length > self.max_length
+        if chunk is None and (too_long or self.forward_bytes(1, length, 0, min(n_taps, length)) > self.activation_budget):
             chunk = self.choose_chunk(n_taps)
         if chunk is not None and chunk >= length:
             chunk = None
         if chunk is None:
-            peak = self.forward_bytes(1, length, 0, min(n_taps, length))
+            shape = (1, length, 0, min(n_taps, length))
+            peak = self.forward_bytes(*shape)
         else:
-            peak = self.forward_bytes(1, chunk, n_taps - 1, n_taps) + self.state_bytes(n_taps)
+            shape = (1, chunk, n_taps - 1, n_taps)
+            peak = self.forward_bytes(*shape) + self.state_bytes(n_taps)
+        peak += self.cache_bytes(shape[3], self.fft_size(*shape))
         return Plan(ConvSettings(k, self.opts.freq_keep), chunk, self.backend, peak)
 
     def runs_alone(self, length: int) -> bool:
@@ -147,18 +170,30 @@ class Planner:
         return self.n_layer * self.d * (filter_len * history_elt + 3 * 2 * self.elt)
 
     def choose_chunk(self, filter_len: int) -> int:
-        """Largest chunk whose forward pass plus the carried state fit the budget (a power of two from 8K up)."""
+        """Largest chunk whose forward pass plus the carried state fit the budget and the kernels' length.
+
+        Candidates fill an FFT size exactly: with K taps the kernels transform [K-1 history | C chunk] at a power of
+        two N >= C + 2K - 2, so C = N - 2(K-1) new outputs per N (for K = 1M, N = 4M: 2.19M, an FFT overhead of
+        1.9 instead of 2.0 for C = 2M); on the reference path, powers of two."""
         budget = self.activation_budget - self.state_bytes(filter_len)
+        history = filter_len - 1
 
         def fits(c: int) -> bool:
-            return self.forward_bytes(1, c, filter_len - 1, filter_len) <= budget
+            if self.max_length is not None and history + c > self.max_length:
+                return False
+            return self.forward_bytes(1, c, history, filter_len) <= budget
 
         if not fits(MIN_CHUNK):
-            need = self.forward_bytes(1, MIN_CHUNK, filter_len - 1, filter_len) + self.state_bytes(filter_len)
+            need = self.forward_bytes(1, MIN_CHUNK, history, filter_len) + self.state_bytes(filter_len)
             log.warning("memory budget %.1f GiB is below the %.1f GiB a filter of %d taps needs; using chunks of %d",
                         self.max_memory / 2**30, (need + self.filter_reserve) / 2**30, filter_len, MIN_CHUNK)
             return MIN_CHUNK
-        chunk = MIN_CHUNK
-        while chunk < (1 << 26) and fits(chunk * 2):
-            chunk *= 2
-        return chunk
+        best = MIN_CHUNK
+        for log_n in range(13, 27):
+            candidates = [1 << log_n]
+            if self.backend == "cuda":
+                candidates.append((1 << log_n) - 2 * history)
+            for c in candidates:
+                if c > best and fits(c):
+                    best = c
+        return best

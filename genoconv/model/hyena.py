@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from ..ops import LongFilter, causal_conv
-from ..ops.fused import (add_layer_norm_cast, causal_short_conv, gelu_linear, layer_norm_cast,
+from ..ops.fused import (add_layer_norm_cast, causal_short_conv, fused_available, gelu_linear, layer_norm_cast,
                          short_conv_gate)
 from .config import HyenaConfig
 
@@ -180,7 +180,9 @@ class HyenaFilter(nn.Module):
         came before: a resumed run computes bit for bit what an uninterrupted one does.
         """
         params = tuple(self.parameters()) + tuple(self.buffers())
-        version = tuple(p._version for p in params) + tuple(p.data_ptr() for p in params) + (str(self.bias.device),)
+        # Inference tensors (a model built under torch.inference_mode) have no version counter; they cannot change.
+        version = tuple(0 if p.is_inference() else p._version for p in params) + \
+            tuple(p.data_ptr() for p in params) + (str(self.bias.device),)
         cacheable = not torch.is_grad_enabled() or not any(p.requires_grad for p in params)
         budget = self._cache_budget()
         if not cacheable or budget == 0:  # training, or caching switched off
@@ -205,9 +207,11 @@ class HyenaFilter(nn.Module):
     def _cached_taps(self, n_taps: int, version: tuple) -> torch.Tensor:
         if self._taps is not None and self._taps[0] == version and self._taps[1].shape[1] >= n_taps:
             return self._taps[1]
-        if self.seq_len * self.d_model * 4 > self._cache_budget():
+        if self.seq_len * self.d_model * 4 > self._cache_budget() // 4:
+            # Too large to keep beside the spectra (1 GB per layer for a 1M-tap, 256-channel model; regenerating
+            # it costs ~25 GFLOP, a millisecond on a GPU): generate exactly what this call needs.
             self._taps = None
-            return self.taps(n_taps)  # too large to keep: generate exactly what this call needs
+            return self.taps(n_taps)
         taps = self.taps(self.seq_len)
         self._taps = (version, taps)
         return taps
@@ -273,17 +277,28 @@ class HyenaOperator(nn.Module):
         # operand for free, where a Linear followed by a transpose made a strided copy of the largest activation
         # (~18 ms per layer at 1 Mbp on an H200, half the forward time; benchmarks/results/profile_1m_*.txt).
         batch = u.shape[0]
-        p = torch.baddbmm(self.in_proj.bias[:, None], self.in_proj.weight.expand(batch, -1, -1), u.transpose(1, 2))
+        # Fused path (order 2, ops.fused): the short-conv kernel adds in_proj's bias as it reads p, so the GEMM
+        # writes p once instead of after a pass that broadcasts the bias into it.
+        bias_in_kernel = self.order == 2 and fused_available(u)
+        if bias_in_kernel:
+            p = torch.matmul(self.in_proj.weight, u.transpose(1, 2))
+        else:
+            p = torch.baddbmm(self.in_proj.bias[:, None], self.in_proj.weight.expand(batch, -1, -1),
+                              u.transpose(1, 2))
         width = self.short_filter.kernel_size[0]
         past = None
         if stream is not None:
             past = stream.short if stream.short is not None else p.new_zeros(p.shape[0], p.shape[1], width - 1)
-            stream.short = _tail(torch.cat([past.to(p.dtype), p], dim=-1), width - 1).clone()
+            tail = _tail(p, width - 1)
+            if bias_in_kernel:
+                tail = tail + self.in_proj.bias[:, None].to(p.dtype)
+            stream.short = _tail(torch.cat([past.to(p.dtype), tail], dim=-1), width - 1).clone()
         filt = self.filter_fn.long_filter(n_taps, conv.freq_keep)
         d = self.d_model
         if self.order == 2:
             # The short conv, the split and the gate x1 * v in one pass (ops.fused); then y = x0 * (h * (x1 v)).
-            x0, gated = short_conv_gate(p, self.short_filter.weight, self.short_filter.bias, past)
+            x0, gated = short_conv_gate(p, self.short_filter.weight, self.short_filter.bias, past,
+                                        self.in_proj.bias if bias_in_kernel else None)
             del p  # (B, 3d, L): the largest activation of the block, not needed past this point
             v = causal_conv(gated, filt, postgate=x0, history=self._history(stream, 0, gated, n_taps - 1))
         else:
@@ -296,7 +311,10 @@ class HyenaOperator(nn.Module):
                 v = causal_conv(v.contiguous(), sub, pregate=x_i.contiguous(),
                                 postgate=None if post is None else post.contiguous(), history=history)
         self.filter_fn.release(filt)
-        # out_proj back to (B, L, d) as y^T @ W^T: bmm takes both transposed operands as they are.
+        # out_proj back to (B, L, d) as y^T @ W^T: the GEMM takes both transposed operands as they are; for one row
+        # on CUDA addmm puts the bias in the GEMM's epilogue (baddbmm first broadcasts it into the output).
+        if batch == 1 and bias_in_kernel:
+            return torch.addmm(self.out_proj.bias, v[0].t(), self.out_proj.weight.t()).unsqueeze(0)
         return torch.baddbmm(self.out_proj.bias, v.transpose(1, 2), self.out_proj.weight.t().expand(batch, -1, -1))
 
     @staticmethod

@@ -27,6 +27,7 @@ __all__ = [
     "causal_conv_direct",
     "conv_bytes",
     "fft_size",
+    "max_conv_length",
     "backend_for",
     "planned_backend",
 ]
@@ -244,21 +245,31 @@ def _checked(backend: str, why: Callable[[], str]) -> str:
     return backend
 
 
+def max_conv_length(backend: str) -> int | None:
+    """Longest [history | chunk] one :func:`causal_conv` call takes on ``backend`` (None: no limit)."""
+    if backend == "cuda":
+        from . import cuda as _cuda
+
+        return _cuda.MAX_SEQ_LEN
+    return None
+
+
 def conv_bytes(batch: int, channels: int, seq_len: int, filter_len: int, history: int, backend: str,
-               device: torch.device | str) -> tuple[int, int]:
+               device: torch.device | str, elt: int = 2) -> tuple[int, int]:
     """(FFT size, bytes allocated besides inputs and the (B, H, L) output) of one :func:`causal_conv` call, for the
-    engine's memory plan. ``history``: carried inputs before the chunk (streaming)."""
+    engine's memory plan. ``history``: carried inputs before the chunk (streaming); ``elt``: bytes per element."""
     if backend == "cuda":
         from . import cuda as _cuda
 
         length = history + seq_len
         n_fft, work = _cuda.conv_bytes(batch, channels, length, filter_len, torch.device(device))
         # [history | gated chunk] and its full-length output, of which the chunk's part is kept (then post-gated)
-        return n_fft, work + (2 * batch * channels * length * 2 if history else 0)
+        return n_fft, work + (2 * batch * channels * length * elt if history else 0)
     n_taps = min(filter_len, history + seq_len)
     n_fft = fft_size(max(seq_len + n_taps - 1, history + seq_len), 1, device)
-    # fp32 input buffer, its complex spectrum, the product, and irfft's real output
-    return n_fft, batch * channels * (4 * n_fft + 8 * (n_fft // 2 + 1) * 2 + 4 * n_fft)
+    # fp32 input buffer, its spectrum, the product, the copy irfft makes of its input, and irfft's real output
+    real = 8 if elt == 8 else 4
+    return n_fft, batch * channels * (2 * real * n_fft + 3 * 2 * real * (n_fft // 2 + 1))
 
 
 def causal_conv(

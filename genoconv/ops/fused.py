@@ -68,8 +68,12 @@ def causal_short_conv(p: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor,
 
 
 def short_conv_gate_ref(p: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor,
-                        past: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """(x0, x1 * v) from the in_proj output p (B, 3d, L) after the causal short conv; shapes (B, d, L)."""
+                        past: torch.Tensor | None = None,
+                        in_bias: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(x0, x1 * v) from the in_proj output p (B, 3d, L) after the causal short conv; shapes (B, d, L).
+    ``in_bias`` (3d,): in_proj's bias when p was computed without it (added to p, not to ``past``)."""
+    if in_bias is not None:
+        p = p + in_bias[:, None].to(p.dtype)
     x0, x1, v = causal_short_conv(p, weight, bias, past).chunk(3, dim=1)
     return x0, x1 * v
 
@@ -101,11 +105,13 @@ def add_layer_norm_cast(residual: torch.Tensor, y: torch.Tensor, norm: torch.nn.
 
 
 def short_conv_gate(p: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor,
-                    past: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """(x0, x1 * v), each (B, d, L) in p's dtype, from p (B, 3d, L) through the causal short conv (fp32 sums)."""
+                    past: torch.Tensor | None = None,
+                    in_bias: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(x0, x1 * v), each (B, d, L) in p's dtype, from p (B, 3d, L) through the causal short conv (fp32 sums).
+    ``in_bias``: in_proj's bias, when the GEMM left it out (then no pass over p writes a broadcast bias first)."""
     if not fused_available(p) or p.stride(-1) != 1:
-        return short_conv_gate_ref(p, weight, bias, past)
-    return _triton().short_conv_gate(p, weight, bias, past)
+        return short_conv_gate_ref(p, weight, bias, past, in_bias)
+    return _triton().short_conv_gate(p, weight, bias, past, in_bias)
 
 
 # ---- Triton kernels -------------------------------------------------------------------------------------------------
@@ -135,9 +141,10 @@ def _build_kernels():
         tl.store(out_ptr + offs, out.to(out_ptr.dtype.element_ty), mask=mask)
 
     @triton.jit
-    def _short_conv_gate_kernel(p_ptr, past_ptr, w_ptr, b_ptr, x0_ptr, g_ptr, d, length,
+    def _short_conv_gate_kernel(p_ptr, past_ptr, w_ptr, b_ptr, ib_ptr, x0_ptr, g_ptr, d, length,
                                 p_sb, p_sc, past_sb, past_sc, o_sb, o_sc,
-                                WIDTH: tl.constexpr, HAS_PAST: tl.constexpr, BLOCK_T: tl.constexpr):
+                                WIDTH: tl.constexpr, HAS_PAST: tl.constexpr, IN_BIAS: tl.constexpr,
+                                BLOCK_T: tl.constexpr):
         bc = tl.program_id(0)
         b = bc // d
         c = bc % d
@@ -150,9 +157,16 @@ def _build_kernels():
         for j in tl.static_range(WIDTH):  # tap looking back j steps: weight[c, 0, WIDTH - 1 - j]
             src = t - j
             ok = in_range & (src >= 0)
-            v0 = tl.load(base + c.to(tl.int64) * p_sc + src, mask=ok, other=0.0).to(tl.float32)
-            v1 = tl.load(base + (d + c).to(tl.int64) * p_sc + src, mask=ok, other=0.0).to(tl.float32)
-            v2 = tl.load(base + (2 * d + c).to(tl.int64) * p_sc + src, mask=ok, other=0.0).to(tl.float32)
+            v0 = tl.load(base + c.to(tl.int64) * p_sc + src, mask=ok, other=0.0)
+            v1 = tl.load(base + (d + c).to(tl.int64) * p_sc + src, mask=ok, other=0.0)
+            v2 = tl.load(base + (2 * d + c).to(tl.int64) * p_sc + src, mask=ok, other=0.0)
+            if IN_BIAS:  # in_proj's bias, rounded with p as the unfused GEMM output would be; never on padding
+                v0 = tl.where(ok, v0 + tl.load(ib_ptr + c).to(v0.dtype), v0)
+                v1 = tl.where(ok, v1 + tl.load(ib_ptr + d + c).to(v1.dtype), v1)
+                v2 = tl.where(ok, v2 + tl.load(ib_ptr + 2 * d + c).to(v2.dtype), v2)
+            v0 = v0.to(tl.float32)
+            v1 = v1.to(tl.float32)
+            v2 = v2.to(tl.float32)
             if HAS_PAST:
                 early = in_range & (src < 0)
                 col = src + (WIDTH - 1)
@@ -180,7 +194,7 @@ def _build_kernels():
             return out
 
         @staticmethod
-        def short_conv_gate(p, weight, bias, past):
+        def short_conv_gate(p, weight, bias, past, in_bias=None):
             batch, channels, length = p.shape
             d = channels // 3
             x0 = torch.empty(batch, d, length, dtype=p.dtype, device=p.device)
@@ -193,10 +207,10 @@ def _build_kernels():
             block_t = 1024
             grid = (batch * d, triton.cdiv(length, block_t))
             _short_conv_gate_kernel[grid](
-                p, past if past is not None else p, w, bias32, x0, gated, d, length,
-                p.stride(0), p.stride(1), past.stride(0) if past is not None else 0,
+                p, past if past is not None else p, w, bias32, in_bias if in_bias is not None else bias32,
+                x0, gated, d, length, p.stride(0), p.stride(1), past.stride(0) if past is not None else 0,
                 past.stride(1) if past is not None else 0, x0.stride(0), x0.stride(1),
-                WIDTH=width, HAS_PAST=past is not None, BLOCK_T=block_t)
+                WIDTH=width, HAS_PAST=past is not None, IN_BIAS=in_bias is not None, BLOCK_T=block_t)
             return x0, gated
 
     return Kernels()
