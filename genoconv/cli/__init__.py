@@ -88,7 +88,10 @@ _register_commands()
 def main() -> None:
     """Console-script entry: run the app, turning genoconv errors into one line and an exit code."""
     try:
-        app(standalone_mode=False)
+        # Typer >= 0.2x turns KeyboardInterrupt into Exit(130) and, without standalone mode, returns exit codes.
+        code = app(standalone_mode=False)
+        if code == 130:
+            raise KeyboardInterrupt
     except GenoconvError as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(exc.exit_code)
@@ -110,7 +113,7 @@ def main() -> None:
             raise
         print(f"error: unexpected {type(exc).__name__}: {exc} (rerun with -v for the traceback)", file=sys.stderr)
         sys.exit(EXIT_RUNTIME)
-    sys.exit(0)
+    sys.exit(code if isinstance(code, int) else 0)  # a command's own typer.Exit(code) comes back as its return
 
 
 if __name__ == "__main__":
