@@ -66,8 +66,11 @@ def embed_to_file(embedder: LoadedModel, inputs: Sequence[str | Path], output: s
                   store: StoreOptions | None = None, shard: tuple[int, int] | None = None,
                   model_name: str | None = None, command_line: str | None = None, check_disk: bool = True,
                   on_progress: Callable[[Progress], None] | None = None,
-                  on_start: Callable[[int, int], None] | None = None) -> Progress:
-    """Embed ``inputs`` into ``output``; resumes an unfinished run of the same command. Returns the progress."""
+                  on_start: Callable[[int, int, Progress], None] | None = None) -> Progress:
+    """Embed ``inputs`` into ``output``; resumes an unfinished run of the same command. Returns the progress.
+
+    ``on_start(records, bases, progress)`` gets the run's totals and its progress so far (what a resumed run finds
+    committed); ``on_progress(progress)`` follows each committed record and each chunk of a streamed one."""
     from .store import EmbeddingWriter, StoreSpec, check_free_space, estimate_bytes
 
     options = options or EmbedOptions()
@@ -125,8 +128,10 @@ def embed_to_file(embedder: LoadedModel, inputs: Sequence[str | Path], output: s
     stop = StopFlag()
     engine.should_stop = stop
     engine.on_progress = on_progress
+    engine.progress = Progress(records=len(skip), bases=sum(n for rid, n in lengths if rid in skip))
+    resumed_bases = engine.progress.bases
     if on_start:
-        on_start(len(lengths), total)
+        on_start(len(lengths), total, engine.progress)
     records = source if keep is None else (r for r in source if r.id in keep)
     t0 = time.monotonic()
     try:
@@ -142,8 +147,9 @@ def embed_to_file(embedder: LoadedModel, inputs: Sequence[str | Path], output: s
         source.close()
     progress = engine.progress
     elapsed = time.monotonic() - t0
-    log.info("wrote %s: %d records, %d bases in %.1f s (%.0f bases/s)", output, progress.records,
-             progress.bases, elapsed, progress.bases / max(elapsed, 1e-9))
+    computed = progress.bases - resumed_bases
+    log.info("wrote %s: %d records, %d bases; %d bases computed in %.1f s (%.0f bases/s)", output, progress.records,
+             progress.bases, computed, elapsed, computed / max(elapsed, 1e-9))
     return progress
 
 

@@ -239,3 +239,55 @@ def test_refuses_to_start_without_disk_space(tmp_path, small_model_dir, monkeypa
     code, _, err = run_cli(["embed", tmp_path / "r.fa", "-o", tmp_path / "out.h5", "--model", small_model_dir,
                             "--device", "cpu"], monkeypatch, capsys)
     assert code == 1 and "free" in err and not (tmp_path / "out.h5").exists()
+
+
+# ---- progress (issue 17) -------------------------------------------------------------------------------------
+def _progress_lines(err: str) -> list[str]:
+    return [line.split("INFO ", 1)[1] for line in err.splitlines() if "INFO progress:" in line]
+
+
+def test_progress_inside_one_long_record(tmp_path, small_model_dir, monkeypatch, capsys):
+    """One 12 kbp record streamed in 2 kbp chunks: rate and ETA lines come while the record is still running."""
+    rng = np.random.default_rng(3)
+    fasta = _write_fasta(tmp_path / "long.fa", [("long", "".join(rng.choice(list("ACGT"), size=12_000)))])
+    monkeypatch.setenv("GENOCONV_LOG_INTERVAL", "0")
+    code, _, err = run_cli(["embed", fasta, "-o", tmp_path / "long.h5", "--model", small_model_dir, "--device", "cpu",
+                            "--chunk-size", "2000"], monkeypatch, capsys)
+    assert code == 0, err
+    lines = _progress_lines(err)
+    inside = [line for line in lines if line.startswith("progress: 0/1 records")]
+    assert [line.split(", ")[1] for line in inside] == [f"{n:,}/12,000 bases ({100 * n / 12000:.1f}%)"
+                                                        for n in (2000, 4000, 6000, 8000, 10000)]
+    for line in inside:
+        assert " kb/s, ETA " in line and "ETA unknown" not in line, line
+    assert lines[-1].startswith("progress: 1/1 records, 12,000/12,000 bases (100.0%)")
+    assert "wrote" in err.split(inside[-1], 1)[1]  # every in-record line came before the record was written
+
+
+def test_resumed_run_counts_committed_records(tmp_path, small_model_dir, monkeypatch, capsys):
+    from genoconv.cli.embed import ProgressReporter
+
+    fasta = _write_fasta(tmp_path / "five.fa", [(f"r{i}", "ACGT" * (100 + i)) for i in range(5)])
+    args = ["embed", fasta, "-o", tmp_path / "five.h5", "--model", small_model_dir, "--device", "cpu"]
+    update = ProgressReporter.update
+
+    def ctrl_c_after_two(self, progress):
+        update(self, progress)
+        if progress.records == 2:
+            raise KeyboardInterrupt
+
+    monkeypatch.setenv("GENOCONV_LOG_INTERVAL", "0")
+    monkeypatch.setattr(ProgressReporter, "update", ctrl_c_after_two)
+    code, _, err = run_cli(args, monkeypatch, capsys)
+    assert code == 3, err
+    monkeypatch.setattr(ProgressReporter, "update", update)
+    code, _, err = run_cli(args, monkeypatch, capsys)
+    assert code == 0, err
+    lines = _progress_lines(err)
+    committed = sum(4 * (100 + i) for i in range(2))  # r0, r1: the shortest, committed first
+    assert lines[0] == f"progress: 2/5 records, {committed:,}/{4 * 510:,} bases ({100 * committed / 2040:.1f}%) " \
+                       "already committed; resuming"
+    assert [line.split(",")[0] for line in lines[1:]] == ["progress: 3/5 records", "progress: 4/5 records",
+                                                         "progress: 5/5 records"]
+    assert f"wrote {tmp_path / 'five.h5'}: 5 records, 2,040 bases" in err or \
+        f"wrote {tmp_path / 'five.h5'}: 5 records, 2040 bases" in err
