@@ -123,6 +123,12 @@ def embed_to_file(embedder: LoadedModel, inputs: Sequence[str | Path], output: s
     writer = EmbeddingWriter.open(output, spec, provenance, overwrite=store.overwrite,
                                   commit_interval=store.commit_interval)
     skip = set(writer.committed)
+    if skip and source.piped_inputs:  # a pipe cannot be fingerprinted: resuming would trust it blindly
+        writer.close()
+        source.close()
+        raise InputError(f"{output}: cannot resume its {len(skip)} committed records: {', '.join(source.piped_inputs)} "
+                         "is a pipe, whose content cannot be checked against the earlier run; rerun with --overwrite "
+                         "to start afresh, or save the input to a file")
     if skip:
         log.info("resuming %s: %d records already committed", output, len(skip))
     stop = StopFlag()

@@ -2,6 +2,7 @@
 
 import gzip
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -291,3 +292,60 @@ def test_resumed_run_counts_committed_records(tmp_path, small_model_dir, monkeyp
                                                          "progress: 5/5 records"]
     assert f"wrote {tmp_path / 'five.h5'}: 5 records, 2,040 bases" in err or \
         f"wrote {tmp_path / 'five.h5'}: 5 records, 2040 bases" in err
+
+
+# ---- pipes (issue 17) ----------------------------------------------------------------------------------------
+@pytest.mark.parametrize("how", ["-", "/dev/stdin", "<(zcat ...)"])
+def test_embed_from_a_pipe_equals_the_file(tmp_path, small_model_dir, how, monkeypatch, capsys):
+    """`zcat x | genoconv embed -`, `cat x | genoconv embed /dev/stdin` and `genoconv embed <(zcat x)` give what
+    the file itself gives."""
+    fasta = _many_records(tmp_path, n=6)
+    gz = tmp_path / "many.fa.gz"
+    gz.write_bytes(gzip.compress(fasta.read_bytes()))
+    ref, out = tmp_path / "from_file.h5", tmp_path / "from_pipe.h5"
+    code, _, err = run_cli(["-q", "embed", fasta, "-o", ref, "--model", small_model_dir, "--device", "cpu"],
+                           monkeypatch, capsys)
+    assert code == 0, err
+    base = f"{shlex.quote(sys.executable)} -m genoconv -q embed --model {small_model_dir} --device cpu -o"
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    command = {"-": f"zcat {gz} | {base} {out} -",
+               "/dev/stdin": f"cat {gz} | {base} {out} /dev/stdin",
+               "<(zcat ...)": f"{base} {out} <(zcat {gz})"}[how]
+    proc = subprocess.run(command, shell=True, capture_output=True, text=True, env=env, executable="/bin/bash")
+    assert proc.returncode == 0, proc.stderr
+    a, b = _content(ref), _content(out)
+    for key in ("inputs", "run_config"):  # they name the input; nothing else may differ
+        a["attrs"].pop(key), b["attrs"].pop(key)
+    _assert_same(a, b)
+
+
+def test_a_piped_run_starts_but_does_not_resume(tmp_path, small_model_dir, monkeypatch, capsys):
+    import io
+
+    from genoconv.cli.embed import ProgressReporter
+
+    data = _many_records(tmp_path, n=5).read_bytes()
+    args = ["embed", "-", "-o", tmp_path / "piped.h5", "--model", small_model_dir, "--device", "cpu"]
+    update = ProgressReporter.update
+
+    def ctrl_c_after_two(self, progress):
+        update(self, progress)
+        if progress.records == 2:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(ProgressReporter, "update", ctrl_c_after_two)
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(data)))
+    code, _, err = run_cli(args, monkeypatch, capsys)
+    assert code == 3, err  # a piped run starts (and stops here, resumable as far as the file goes)
+    monkeypatch.setattr(ProgressReporter, "update", update)
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(data)))
+    code, _, err = run_cli(args, monkeypatch, capsys)
+    errors = [line for line in err.splitlines() if line.startswith("error:")]
+    assert code == 2 and errors == [f"error: {tmp_path / 'piped.h5'}: cannot resume its 2 committed records: <stdin> "
+                                    "is a pipe, whose content cannot be checked against the earlier run; rerun with "
+                                    "--overwrite to start afresh, or save the input to a file"], err
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(data)))
+    code, _, err = run_cli([*args, "--overwrite"], monkeypatch, capsys)
+    assert code == 0, err
+    with open_embeddings(tmp_path / "piped.h5") as f:
+        assert f.complete and len(f) == 5

@@ -30,8 +30,10 @@ class AlignmentInput:
         reference: Path | None = None,
         include_secondary: bool = False,
         include_supplementary: bool = False,
+        data: Path | None = None,
     ) -> None:
         self.path = path
+        self.data = data  # a pipe's saved bytes, read in place of path (named in messages)
         self.kind = kind.upper()
         self.reference = reference
         self.include_secondary = include_secondary
@@ -45,7 +47,7 @@ class AlignmentInput:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             try:
-                handle = pysam.AlignmentFile(str(self.path), **kwargs)
+                handle = pysam.AlignmentFile(str(self.data or self.path), **kwargs)
             except (OSError, ValueError) as e:
                 raise InputError(f"{self.path}: cannot read this {self.kind} file ({e})") from None
         for w in caught:

@@ -46,7 +46,7 @@ def _lines(path: Path) -> Iterator[tuple[int, str]]:
         gz = fh.read(2) == b"\x1f\x8b"
     opener = gzip.open if gz else open
     try:
-        with opener(path, "rt", encoding="utf-8", errors="replace") as fh:
+        with opener(path, "rt", encoding="utf-8-sig", errors="replace") as fh:  # -sig: a leading BOM is dropped
             for line_no, line in enumerate(fh, 1):
                 yield line_no, line.rstrip("\r\n")
     except (EOFError, OSError) as e:

@@ -11,9 +11,10 @@ from pathlib import Path
 from genoconv.errors import InputError
 from genoconv.io.bam import AlignmentInput
 from genoconv.io.fasta import FastaInput, FastqInput, open_indexed
+from genoconv.io.pipe import SavedStream
 from genoconv.io.record import Record
 from genoconv.io.regions import RegionsInput
-from genoconv.io.sniff import sniff
+from genoconv.io.sniff import STDIN, is_stream, sniff
 
 log = logging.getLogger("genoconv.io")
 
@@ -28,11 +29,18 @@ class RecordSource:
     pass). ``skipped`` counts records left out, by reason; ``warnings`` holds one-line warnings.
     """
 
-    def __init__(self, inputs: list, *, dedupe_ids: bool = False) -> None:
+    def __init__(self, inputs: list, *, dedupe_ids: bool = False, saved: Sequence[SavedStream] = ()) -> None:
         self._inputs = inputs
         self.dedupe_ids = dedupe_ids
+        self._saved = list(saved)
         self.skipped: Counter = Counter()
         self.warnings: list[str] = []
+
+    @property
+    def piped_inputs(self) -> list[str]:
+        """The inputs read from a pipe (stdin, process substitution): their content cannot be read again or
+        fingerprinted, so a run that reads one cannot be checked against an earlier run (resumed)."""
+        return [str(stream.name) for stream in self._saved]
 
     def _warn(self, message: str) -> None:
         if message not in self.warnings:
@@ -75,6 +83,8 @@ class RecordSource:
     def close(self) -> None:
         for reader in self._inputs:
             reader.close()
+        for stream in self._saved:
+            stream.remove()
 
     def __enter__(self) -> RecordSource:
         return self
@@ -103,7 +113,9 @@ def open_records(
     GFF3) of ``reference``. Formats are recognised by content. Paths and headers are checked now; record
     contents as they are read. Every problem is an ``InputError`` with a one-line message.
 
-    ``reference`` without ``regions`` is used only to decode CRAM. Records of ``regions`` follow the inputs'.
+    An input may be ``-`` (stdin) or a pipe (``/dev/stdin``, ``<(zcat x.fa.gz)``): it is read once, into a temporary
+    copy (see :mod:`genoconv.io.pipe`). ``reference`` without ``regions`` is used only to decode CRAM. Records of
+    ``regions`` follow the inputs'.
     """
     if isinstance(inputs, (str, Path)):
         inputs = [inputs]
@@ -111,29 +123,50 @@ def open_records(
         raise InputError(f"{regions}: regions need a reference genome (--reference genome.fa)")
     if not inputs and regions is None:
         raise InputError("no inputs: give sequence files, or --reference with --regions")
+    if [str(x) for x in inputs].count(STDIN) > 1:
+        raise InputError("- (stdin) is given more than once; it can be read only once")
     readers: list = []
+    saved: list[SavedStream] = []
     ref_path = Path(reference) if reference is not None else None
-    for item in inputs:
-        path = Path(item)
-        fmt = sniff(path)
-        if fmt.kind == "fasta":
-            readers.append(FastaInput(path, fmt.compression))
-        elif fmt.kind == "fastq":
-            readers.append(FastqInput(path, fmt.compression))
-        else:
-            readers.append(
-                AlignmentInput(
-                    path,
-                    fmt.kind,
-                    reference=ref_path,
-                    include_secondary=include_secondary,
-                    include_supplementary=include_supplementary,
+    try:
+        for item in inputs:
+            data = None
+            if is_stream(item):
+                stream = SavedStream(item)
+                saved.append(stream)
+                path, fmt, data = stream.name, stream.format, stream.data
+            else:
+                path = Path(item)
+                fmt = sniff(path)
+            if fmt.kind == "fasta":
+                readers.append(FastaInput(path, fmt, data))
+            elif fmt.kind == "fastq":
+                readers.append(FastqInput(path, fmt, data))
+            else:
+                readers.append(
+                    AlignmentInput(
+                        path,
+                        fmt.kind,
+                        reference=ref_path,
+                        include_secondary=include_secondary,
+                        include_supplementary=include_supplementary,
+                        data=data,
+                    )
                 )
-            )
-    if regions is not None:
-        ref_fmt = sniff(ref_path)
-        if ref_fmt.kind != "fasta":
-            raise InputError(f"{ref_path}: the reference must be a FASTA file, not {ref_fmt.kind.upper()}")
-        handle = open_indexed(ref_path, ref_fmt.compression, required=True)
-        readers.append(RegionsInput(Path(regions), handle, feature=feature, strand_aware=strand_aware))
-    return RecordSource(readers, dedupe_ids=dedupe_ids)
+        if regions is not None:
+            if is_stream(ref_path):
+                raise InputError(f"{ref_path}: the reference is read through its index, so it must be a file, "
+                                 "not a pipe")
+            if is_stream(regions):
+                raise InputError(f"{regions}: regions cannot come from a pipe (they are read twice, and their format "
+                                 "is told by the file extension); save them to a .bed, .gtf or .gff file")
+            ref_fmt = sniff(ref_path)
+            if ref_fmt.kind != "fasta":
+                raise InputError(f"{ref_path}: the reference must be a FASTA file, not {ref_fmt.kind.upper()}")
+            handle = open_indexed(ref_path, ref_fmt.compression, required=True)
+            readers.append(RegionsInput(Path(regions), handle, feature=feature, strand_aware=strand_aware))
+    except BaseException:
+        for stream in saved:
+            stream.remove()
+        raise
+    return RecordSource(readers, dedupe_ids=dedupe_ids, saved=saved)

@@ -185,3 +185,14 @@ def test_contig_hint_for_chr_prefix(shared_data, tmp_path):
 
 def test_no_inputs():
     assert "no inputs" in fail(lambda: open_records([]))
+
+
+def test_protein_fasta_says_amino_acids(tmp_path):
+    path = tmp_path / "hba.fa"
+    path.write_text(">sp|P69905|HBA_HUMAN Hemoglobin subunit alpha\nMVLSPADKTNVKAAWGKVGAHAGEYGAEALERMFLSFPTTKTYFPHF\n")
+    message = fail(lambda: open_records([path]))
+    assert message.startswith(f"{path}: record 'sp|P69905|HBA_HUMAN' holds amino acids (E, F, L, P), not DNA")
+    assert "bases" not in message
+    dna = tmp_path / "dna.fa"
+    dna.write_text(">soft_masked\nacgtnACGTNRYKMSWBDHV-\n")  # every nucleotide code, both cases: not protein
+    assert [r.length for r in open_records([dna])] == [21]
