@@ -127,3 +127,22 @@ def test_bundled_demo_model_matches_registry():
     assert training["validation_bits_per_base"]["heldout"]["bits_per_base"] < 1.95
     assert "ecoli" in training["validation_bits_per_base"]
     assert (path / "README.md").is_file()
+
+
+def test_from_pretrained_takes_what_model_takes(fake_hub, tmp_path):
+    """Embedder.from_pretrained(name_or_path=None): no name, the demo's name, an official name, a directory."""
+    import genoconv
+
+    _, snap = fake_hub
+    default = Embedder.from_pretrained(device="cpu")
+    assert default.name == DEFAULT_MODEL and default.sha256 == get_entry(DEFAULT_MODEL).sha256
+    by_name = Embedder.from_pretrained("genoconv-demo", device="cpu")
+    seq = "ACGTTGCA" * 8
+    assert by_name.sha256 == default.sha256 and (by_name.embed(seq) == default.embed(seq)).all()
+    official = Embedder.from_pretrained("hyenadna-tiny-1k", device="cpu")
+    assert official.name == "hyenadna-tiny-1k" and official.max_seq_len == 1026 and official.d_model == 16
+    from_dir = Embedder.from_pretrained(snap, device="cpu")
+    assert from_dir.sha256 == official.sha256 and (from_dir.embed(seq) == official.embed(seq)).all()
+    assert genoconv.resolve_model is resolve_model and genoconv.resolve_model("tiny-1k") == snap  # exported
+    with pytest.raises(InputError, match="offline.*genoconv models download hyenadna-large-1m"):
+        Embedder.from_pretrained("hyenadna-large-1m")
