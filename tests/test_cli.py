@@ -349,3 +349,18 @@ def test_a_piped_run_starts_but_does_not_resume(tmp_path, small_model_dir, monke
     assert code == 0, err
     with open_embeddings(tmp_path / "piped.h5") as f:
         assert f.complete and len(f) == 5
+
+
+def test_embed_bam_reads_within_regions(shared_data, small_model_dir, tmp_path, monkeypatch, capsys):
+    bam = shared_data / "celegans_range.bam"
+    bed = tmp_path / "sel.bed"
+    bed.write_text("CHROMOSOME_II\t1300\t1400\nCHROMOSOME_II\t1420\t1430\n")
+    out = tmp_path / "sel.h5"
+    code, _, err = run_cli(["embed", bam, "--regions", bed, "-o", out, "--model", small_model_dir, "--device", "cpu",
+                            "--no-per-nucleotide"], monkeypatch, capsys)
+    assert code == 0, err
+    with pysam.AlignmentFile(str(bam)) as f:  # overlapping either region, counted once (no secondary here)
+        want = {r.query_name + ("/1" if r.is_read1 else "/2") for r in f.fetch("CHROMOSOME_II", 1300, 1430)
+                if r.reference_start < 1400 or r.reference_end > 1420}
+    with open_embeddings(out) as f:
+        assert f.complete and set(f.ids) == want and len(f.ids) == len(want) > 5

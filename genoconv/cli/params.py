@@ -84,9 +84,11 @@ MaxMemory = Annotated[Optional[str], typer.Option(help="Memory the run may use o
 TokensPerBatch = Annotated[Optional[int], typer.Option(min=1, help="Bases per batch of short records.",
                                                        metavar="N", show_default=False, rich_help_panel=PERFORMANCE)]
 
-Reference = Annotated[Optional[Path], typer.Option(help="Indexed FASTA for --regions (and CRAM).", metavar="FASTA",
-                                                   show_default=False, rich_help_panel=INPUT)]
-Regions = Annotated[Optional[Path], typer.Option(help="BED (0-based) or GTF/GFF (1-based) regions of --reference.",
+Reference = Annotated[Optional[Path], typer.Option(help="Indexed FASTA for --regions (and to decode CRAM).",
+                                                   metavar="FASTA", show_default=False, rich_help_panel=INPUT)]
+Regions = Annotated[Optional[Path], typer.Option(help="BED (0-based) or GTF/GFF (1-based) regions: embeds those "
+                                                 "regions of --reference; with SAM/BAM/CRAM inputs, selects their "
+                                                 "reads that overlap them (samtools view -L; indexed files).",
                                                  metavar="FILE", show_default=False, rich_help_panel=INPUT)]
 Feature = Annotated[str, typer.Option(help="GTF/GFF feature type to embed.", metavar="TYPE", rich_help_panel=INPUT)]
 StrandAware = Annotated[bool, typer.Option(help="Reverse-complement minus-strand regions.", rich_help_panel=INPUT)]

@@ -18,6 +18,7 @@ from genoconv.io.sniff import STDIN, is_stream, sniff
 
 log = logging.getLogger("genoconv.io")
 
+ALIGNMENT_KINDS = ("sam", "bam", "cram")
 # Positions of seen ids are packed as input_index << 40 | ordinal to keep the map small for millions of reads.
 _ORDINAL_BITS = 40
 
@@ -114,30 +115,43 @@ def open_records(
     contents as they are read. Every problem is an ``InputError`` with a one-line message.
 
     An input may be ``-`` (stdin) or a pipe (``/dev/stdin``, ``<(zcat x.fa.gz)``): it is read once, into a temporary
-    copy (see :mod:`genoconv.io.pipe`). ``reference`` without ``regions`` is used only to decode CRAM. Records of
-    ``regions`` follow the inputs'.
+    copy (see :mod:`genoconv.io.pipe`). ``regions`` with SAM/BAM/CRAM inputs selects their reads that overlap the
+    regions (``samtools view -L``; indexed files only); without, it embeds those regions of ``reference``, and
+    their records follow the inputs'. ``reference`` otherwise only decodes CRAM.
     """
     if isinstance(inputs, (str, Path)):
         inputs = [inputs]
-    if regions is not None and reference is None:
-        raise InputError(f"{regions}: regions need a reference genome (--reference genome.fa)")
     if not inputs and regions is None:
         raise InputError("no inputs: give sequence files, or --reference with --regions")
     if [str(x) for x in inputs].count(STDIN) > 1:
         raise InputError("- (stdin) is given more than once; it can be read only once")
+    if regions is not None and is_stream(regions):
+        raise InputError(f"{regions}: regions cannot come from a pipe (they are read twice, and their format is told "
+                         "by the file extension); save them to a .bed, .gtf or .gff file")
     readers: list = []
     saved: list[SavedStream] = []
     ref_path = Path(reference) if reference is not None else None
     try:
+        found = []  # (name, format, a pipe's saved bytes)
         for item in inputs:
-            data = None
             if is_stream(item):
                 stream = SavedStream(item)
                 saved.append(stream)
-                path, fmt, data = stream.name, stream.format, stream.data
+                found.append((stream.name, stream.format, stream.data))
             else:
-                path = Path(item)
-                fmt = sniff(path)
+                found.append((Path(item), sniff(item), None))
+        aligned = [name for name, fmt, _ in found if fmt.kind in ALIGNMENT_KINDS]
+        select = Path(regions) if regions is not None and aligned else None  # --regions picks their reads
+        if select is not None:
+            for name, fmt, _ in found:
+                if fmt.kind not in ALIGNMENT_KINDS:
+                    raise InputError(f"{name}: --regions beside SAM/BAM/CRAM inputs selects their reads that overlap "
+                                     f"the regions (samtools view -L), which a {fmt.kind.upper()} input has no "
+                                     "positions for; embed it in a run of its own (without SAM/BAM/CRAM, --regions "
+                                     "embeds those regions of --reference)")
+        elif regions is not None and reference is None:
+            raise InputError(f"{regions}: regions need a reference genome (--reference genome.fa)")
+        for path, fmt, data in found:
             if fmt.kind == "fasta":
                 readers.append(FastaInput(path, fmt, data))
             elif fmt.kind == "fastq":
@@ -151,15 +165,14 @@ def open_records(
                         include_secondary=include_secondary,
                         include_supplementary=include_supplementary,
                         data=data,
+                        regions=select,
+                        feature=feature,
                     )
                 )
-        if regions is not None:
+        if regions is not None and select is None:
             if is_stream(ref_path):
                 raise InputError(f"{ref_path}: the reference is read through its index, so it must be a file, "
                                  "not a pipe")
-            if is_stream(regions):
-                raise InputError(f"{regions}: regions cannot come from a pipe (they are read twice, and their format "
-                                 "is told by the file extension); save them to a .bed, .gtf or .gff file")
             ref_fmt = sniff(ref_path)
             if ref_fmt.kind != "fasta":
                 raise InputError(f"{ref_path}: the reference must be a FASTA file, not {ref_fmt.kind.upper()}")
