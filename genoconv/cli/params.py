@@ -33,7 +33,8 @@ class Compression(str, Enum):
 
 
 Inputs = Annotated[Optional[list[Path]], typer.Argument(
-    help="FASTA/FASTQ (plain, gzip, bgzip), SAM/BAM/CRAM files.", show_default=False, metavar="INPUT...")]
+    help="FASTA/FASTQ (plain, gzip, bgzip; - or a pipe too), SAM/BAM/CRAM files.", show_default=False,
+    metavar="INPUT...")]
 Output = Annotated[Path, typer.Option("--output", "-o", help="HDF5 file to write (one per run).",
                                       metavar="FILE.h5", rich_help_panel=OUTPUT)]
 Overwrite = Annotated[bool, typer.Option(help="Replace an existing output instead of resuming it.",
