@@ -8,7 +8,7 @@ from typer.testing import CliRunner
 
 from genoconv import Embedder
 from genoconv.cli.models import app
-from genoconv.errors import InputError
+from genoconv.errors import GenoconvError, InputError
 from genoconv.model import HyenaConfig, HyenaDNA
 from genoconv.model.checkpoint import load_checkpoint, save_checkpoint, sha256_file
 from genoconv.model.registry import (DEFAULT_MODEL, MODELS_DIR, download_model, get_entry, hf_cache_dir, list_models,
@@ -80,7 +80,7 @@ def test_offline_and_absent_says_how_to_fetch(fake_hub):
     msg = str(err.value)
     assert "\n" not in msg and "offline" in msg
     for part in ("genoconv models download hyenadna-large-1m",
-                 "huggingface-cli download LongSafari/hyenadna-large-1m-seqlen-hf",
+                 "hf download LongSafari/hyenadna-large-1m-seqlen-hf config.json model.safetensors",
                  "--revision 0a629abf9c7f85b4ec9aa6a1aefa3adcf1907446",
                  "models--LongSafari--hyenadna-large-1m-seqlen-hf", str(cache)):
         assert part in msg
@@ -146,3 +146,26 @@ def test_from_pretrained_takes_what_model_takes(fake_hub, tmp_path):
     assert genoconv.resolve_model is resolve_model and genoconv.resolve_model("tiny-1k") == snap  # exported
     with pytest.raises(InputError, match="offline.*genoconv models download hyenadna-large-1m"):
         Embedder.from_pretrained("hyenadna-large-1m")
+
+
+def test_download_without_network_fails_fast_with_the_same_advice(tmp_path, monkeypatch):
+    """No network (an endpoint nothing listens on): one short try, then the advice `--model NAME` gives."""
+    import time
+
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")  # the discard port: connection refused
+    for var in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(var, raising=False)
+    pytest.importorskip("huggingface_hub")
+    t0 = time.monotonic()
+    result = CliRunner().invoke(app, ["download", "hyenadna-tiny-1k"])
+    assert time.monotonic() - t0 < 10 and result.exit_code == 1
+    with pytest.raises(GenoconvError) as err:
+        download_model("hyenadna-tiny-1k")
+    message = str(err.value)
+    assert "\n" not in message and "cannot reach http://127.0.0.1:9" in message
+    with pytest.raises(InputError) as absent:
+        resolve_model("hyenadna-tiny-1k")
+    advice = str(absent.value).split("; ", 1)[1]
+    assert message.endswith(advice) and f"`hf download {TINY_REPO} config.json model.safetensors --revision " in advice
