@@ -81,15 +81,17 @@ def embed_to_file(embedder: LoadedModel, inputs: Sequence[str | Path], output: s
         raise InputFileError(f"{output}: output folder {output.parent} does not exist")
     source = open_records(list(inputs), **read.as_kwargs())
     lengths = source.lengths()
+    if not lengths:
+        raise InputError(f"{', '.join(map(str, inputs)) or read.regions}: no records to embed")
+    keep = None
     if shard is not None:
         from .sharding import select_shard
 
         keep = select_shard(lengths, *shard)
+        if not keep:  # more shards than records: an empty, complete file keeps the set mergeable
+            log.warning("shard %d/%d has none of the %d records; writing an empty, complete file", *shard,
+                        len(lengths))
         lengths = [x for x in lengths if x[0] in keep]
-    else:
-        keep = None
-    if not lengths:
-        raise InputError(f"{', '.join(map(str, inputs)) or read.regions}: no records to embed")
     layers = tuple(embedder.resolve_layers(options.layers))
     spec = StoreSpec(d_model=embedder.d_model, layers=layers, per_nucleotide=options.per_nucleotide,
                      pools=tuple(options.pools), window=options.window, store_dtype=store.store_dtype,

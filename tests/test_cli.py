@@ -364,3 +364,27 @@ def test_embed_bam_reads_within_regions(shared_data, small_model_dir, tmp_path, 
                 if r.reference_start < 1400 or r.reference_end > 1420}
     with open_embeddings(out) as f:
         assert f.complete and set(f.ids) == want and len(f.ids) == len(want) > 5
+
+
+def test_more_shards_than_records_merge(tmp_path, small_model_dir, monkeypatch, capsys):
+    """A 1-record file in 2 shards: shard 2/2 is an empty, complete file, and merge takes the pair."""
+    fasta = _write_fasta(tmp_path / "one.fa", [("only", "ACGTTGCA" * 50)])
+    opts = ["--model", small_model_dir, "--device", "cpu", "--pool", "mean,max", "--window", "64"]
+    for i in (1, 2):
+        code, _, err = run_cli(["embed", fasta, "-o", tmp_path / f"s{i}.h5", "--shard", f"{i}/2", *opts],
+                               monkeypatch, capsys)
+        assert code == 0, err
+    assert "shard 2/2 has none of the 1 records; writing an empty, complete file" in err
+    with open_embeddings(tmp_path / "s2.h5") as empty:
+        assert empty.complete and len(empty) == 0 and empty.pooled("max").shape == (0, 16)
+    code, _, err = run_cli(["embed", fasta, "-o", tmp_path / "all.h5", *opts], monkeypatch, capsys)
+    assert code == 0, err
+    for extra in ([], ["--virtual"]):
+        merged = tmp_path / f"merged{''.join(extra)}.h5"
+        code, _, err = run_cli(["merge", tmp_path / "s2.h5", tmp_path / "s1.h5", "-o", merged, *extra],
+                               monkeypatch, capsys)
+        assert code == 0, err
+        with open_embeddings(merged) as f, open_embeddings(tmp_path / "all.h5") as whole:
+            assert f.complete and f.ids == ["only"]
+            assert np.array_equal(f["only"], whole["only"]) and np.array_equal(f.pooled("max"), whole.pooled("max"))
+            assert np.array_equal(f.get("only", kind="windowed"), whole.get("only", kind="windowed"))
