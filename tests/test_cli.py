@@ -388,3 +388,16 @@ def test_more_shards_than_records_merge(tmp_path, small_model_dir, monkeypatch, 
             assert f.complete and f.ids == ["only"]
             assert np.array_equal(f["only"], whole["only"]) and np.array_equal(f.pooled("max"), whole.pooled("max"))
             assert np.array_equal(f.get("only", kind="windowed"), whole.get("only", kind="windowed"))
+
+
+def test_protein_fasta_is_refused_before_any_work(tmp_path, small_model_dir, monkeypatch, capsys):
+    # Longer than the test model's max_seq_len: no "partial convolution" line may come before the error.
+    protein = _write_fasta(tmp_path / "titin.fa", [("TITIN_fragment", "MTTQAPTFTQPLQSVVVLEGSTATFEAH" * 200)])
+    code, _, err = run_cli(["embed", protein, "-o", tmp_path / "p.h5", "--model", small_model_dir, "--device", "cpu"],
+                           monkeypatch, capsys)
+    assert code == 2 and "partial convolution" not in err
+    assert err.strip().splitlines()[-1].startswith(f"error: {protein}: record 'TITIN_fragment' holds amino acids")
+    late = _write_fasta(tmp_path / "late.fa", [("dna", "ACGT" * 10), ("prot", "ACGTMKWVTFISLLFLFSSAYS")])
+    code, _, err = run_cli(["embed", late, "-o", tmp_path / "l.h5", "--model", small_model_dir, "--device", "cpu"],
+                           monkeypatch, capsys)
+    assert code == 2 and "record 'prot'" in err and "amino acid? genoconv embeds DNA, not protein" in err

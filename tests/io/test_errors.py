@@ -196,3 +196,18 @@ def test_protein_fasta_says_amino_acids(tmp_path):
     dna = tmp_path / "dna.fa"
     dna.write_text(">soft_masked\nacgtnACGTNRYKMSWBDHV-\n")  # every nucleotide code, both cases: not protein
     assert [r.length for r in open_records([dna])] == [21]
+
+
+def test_htslib_is_silent_and_we_say_it(tmp_path, shared_data, capfd):
+    """No "[E::...]" lines from htslib (a header-only FASTA, a CRAM without .crai): one message of ours instead."""
+    header_only = tmp_path / "header_only.fa"
+    header_only.write_text(">r1 nothing follows\n")
+    assert "header_only.fa: record 1 'r1' (line 1) has no sequence" in fail(lambda: open_records([header_only]))
+    cram = tmp_path / "reads.cram"  # no .crai beside it
+    ref = shared_data / "celegans_ce.fa"
+    import pysam
+
+    pysam.view("-C", "-T", str(ref), "-o", str(cram), str(shared_data / "celegans_range.bam"), catch_stdout=False)
+    assert len(list(open_records([cram], reference=ref))) == 112
+    err = capfd.readouterr().err
+    assert "[E::" not in err and "[W::" not in err, err
