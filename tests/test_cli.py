@@ -2,6 +2,7 @@
 
 import gzip
 import os
+import re
 import shlex
 import signal
 import subprocess
@@ -401,3 +402,26 @@ def test_protein_fasta_is_refused_before_any_work(tmp_path, small_model_dir, mon
     code, _, err = run_cli(["embed", late, "-o", tmp_path / "l.h5", "--model", small_model_dir, "--device", "cpu"],
                            monkeypatch, capsys)
     assert code == 2 and "record 'prot'" in err and "amino acid? genoconv embeds DNA, not protein" in err
+
+
+# ---- help and version (issue 17) -----------------------------------------------------------------------------
+@pytest.mark.parametrize("command", [[], ["embed"], ["score"], ["merge"], ["inspect"], ["doctor"], ["models"],
+                                     ["models", "list"], ["models", "download"]])
+def test_help_shows_no_type_placeholders(command, monkeypatch, capsys):
+    monkeypatch.setenv("COLUMNS", "200")
+    code, out, err = run_cli([*command, "--help"], monkeypatch, capsys)
+    assert code == 0 and "Usage:" in out, err
+    assert re.findall(r"<[^<>\s]+>", out) == [], out  # no <bool>, <list[Path]>, <int>, <float32|bfloat16|float16>
+    if command == ["embed"]:
+        assert "float32|bfloat16|float16" in out and "INPUT" in out and "--per-nucleotide" in out
+
+
+def test_version_does_not_import_torch():
+    """`genoconv --version` stays fast (~0.2 s): it imports neither torch nor h5py, numpy or pysam."""
+    probe = ("import runpy, sys\nsys.argv = ['genoconv', '--version']\ntry:\n    runpy.run_module('genoconv', "
+             "run_name='__main__')\nexcept SystemExit as e:\n    assert e.code == 0, e.code\n"
+             "print(sorted({m.split('.')[0] for m in sys.modules} & {'torch', 'h5py', 'numpy', 'pysam'}))")
+    proc = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                          env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])})
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines() == [f"genoconv {__import__('genoconv').__version__}", "[]"]

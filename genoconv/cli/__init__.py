@@ -15,9 +15,11 @@ import typer
 
 from .._version import __version__
 from ..errors import EXIT_RESUMABLE, EXIT_RUNTIME, EXIT_USAGE, GenoconvError
+from .params import Command, Group
 
 app = typer.Typer(
     name="genoconv",
+    cls=Group,
     help="Single-nucleotide DNA embeddings with HyenaDNA long-convolution models.",
     context_settings={"help_option_names": ["-h", "--help"]},
     pretty_exceptions_show_locals=False,
@@ -74,11 +76,11 @@ def _register_commands() -> None:
     from .models import app as models_app
     from .score import score
 
-    app.command()(embed)
-    app.command(help="Next-base cross-entropy (bits per base) of records under a model.")(score)
-    app.command(help="Combine shard outputs into one file.")(merge)
-    app.command()(inspect)
-    app.command()(doctor)
+    app.command(cls=Command)(embed)
+    app.command(cls=Command, help="Next-base cross-entropy (bits per base) of records under a model.")(score)
+    app.command(cls=Command, help="Combine shard outputs into one file.")(merge)
+    app.command(cls=Command)(inspect)
+    app.command(cls=Command)(doctor)
     app.add_typer(models_app, name="models", help="List and download named models.")
 
 
