@@ -8,10 +8,9 @@ import shlex
 import sys
 import time
 
-from ..errors import InputError
-from ..options import EmbedOptions, ReadOptions, StoreOptions
+from ..options import EmbedOptions, StoreOptions
 from . import params as p
-from .common import load_model
+from .common import load_model, read_options
 
 log = logging.getLogger("genoconv")
 
@@ -51,14 +50,10 @@ def embed(
     from ..runner import embed_to_file
     from ..sharding import parse_shard
 
-    if not inputs and regions is None:
-        raise InputError("give at least one INPUT file, or --reference and --regions")
+    read = read_options(locals())
     options = EmbedOptions(layers=tuple(layer), per_nucleotide=per_nucleotide, pools=tuple(pool), window=window,
                            rc_average=rc_average, filter_len=filter_len, chunk_size=chunk_size,
                            freq_keep=freq_keep, max_memory=max_memory, tokens_per_batch=tokens_per_batch)
-    read = ReadOptions(reference=reference, regions=regions, feature=feature, strand_aware=strand_aware,
-                       include_secondary=include_secondary, include_supplementary=include_supplementary,
-                       dedupe_ids=dedupe_ids)
     store = StoreOptions(store_dtype=store_dtype.value, compression=compression.value,
                          commit_interval=commit_interval, overwrite=overwrite)
     shard_spec = parse_shard(shard)

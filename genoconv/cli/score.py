@@ -7,10 +7,8 @@ from typing import Annotated
 
 import typer
 
-from ..errors import InputError
-from ..options import ReadOptions
 from . import params as p
-from .common import load_model
+from .common import load_model, read_options
 
 
 def _fmt(bits: float) -> str:
@@ -41,11 +39,7 @@ def score(
     from ..io import open_records
     from ..model.likelihood import score_records
 
-    if not inputs and regions is None:
-        raise InputError("give at least one INPUT file, or --reference and --regions")
-    read = ReadOptions(reference=reference, regions=regions, feature=feature, strand_aware=strand_aware,
-                       include_secondary=include_secondary, include_supplementary=include_supplementary,
-                       dedupe_ids=dedupe_ids)
+    read = read_options(locals())
     with open_records(inputs or [], **read.as_kwargs()) as source:
         source.lengths()  # a whole pass: every header and record is checked before the table starts
         embedder = load_model(model, device, dtype.value)
