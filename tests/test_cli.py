@@ -425,3 +425,17 @@ def test_version_does_not_import_torch():
                           env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])})
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.splitlines() == [f"genoconv {__import__('genoconv').__version__}", "[]"]
+
+
+def test_progress_bar_moves_inside_a_record_and_starts_from_committed(monkeypatch):
+    from genoconv.cli.embed import ProgressReporter
+    from genoconv.engine import Progress
+
+    reporter = ProgressReporter()
+    reporter.tty = True  # the rich bar, as on a terminal
+    with reporter:
+        reporter.start(4, 10_000, Progress(records=1, bases=2_000))  # a resumed run: one record committed
+        task = reporter.bar.tasks[0]
+        assert task.completed == 2_000 and task.fields["records"] == "1/4 records"
+        reporter.update(Progress(records=1, bases=2_000, record_bases=3_000))  # a chunk inside record 2
+        assert task.completed == 5_000 and task.fields["rate"].endswith("kb/s")
