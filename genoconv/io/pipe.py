@@ -70,6 +70,8 @@ class SavedStream:
             head = _read_up_to(fh, HEAD_BYTES)
             self.format = sniff_content(self.name, *decompress_head(self.name, head, whole=len(head) < HEAD_BYTES))
             self._save(fh, head)
+        except InputError:
+            raise  # an InputFileError is an OSError too: already said in our words
         except OSError as e:
             raise InputFileError(f"{self.name}: cannot read ({e.strerror or e})") from None
         finally:

@@ -176,6 +176,9 @@ def open_records(
             ref_fmt = sniff(ref_path)
             if ref_fmt.kind != "fasta":
                 raise InputError(f"{ref_path}: the reference must be a FASTA file, not {ref_fmt.kind.upper()}")
+            if ref_fmt.bom or ref_fmt.cr_only:
+                raise InputError(f"{ref_path}: htslib cannot index a reference with a UTF-8 byte-order mark or CR-only "
+                                 "line ends; write it out with plain LF line ends (e.g. seqkit seq) and index that")
             handle = open_indexed(ref_path, ref_fmt.compression, required=True)
             readers.append(RegionsInput(Path(regions), handle, feature=feature, strand_aware=strand_aware))
     except BaseException:

@@ -211,3 +211,13 @@ def test_htslib_is_silent_and_we_say_it(tmp_path, shared_data, capfd):
     assert len(list(open_records([cram], reference=ref))) == 112
     err = capfd.readouterr().err
     assert "[E::" not in err and "[W::" not in err, err
+
+
+def test_reference_htslib_cannot_index(tmp_path):
+    bed = tmp_path / "r.bed"
+    bed.write_text("a\t0\t4\n")
+    for name, text in (("bom.fa", "\ufeff>a\nACGTACGT\n"), ("cr.fa", ">a\rACGTACGT\r")):
+        ref = tmp_path / name
+        ref.write_bytes(text.encode("utf-8"))
+        assert f"{ref}: htslib cannot index a reference with a UTF-8 byte-order mark" in fail(
+            lambda: open_records([], reference=ref, regions=bed))

@@ -163,7 +163,8 @@ def test_bom_and_every_line_ending(tmp_path, compression, newline):
     assert {r.id: r.sequence() for r in source} == RECORDS
     assert "streamed" in source.describe()  # htslib would index a BOM or CR-only file wrongly: never trusted
     fastq = tmp_path / "cr.fq"
-    fastq.write_bytes(("\ufeff@r1 x\rACGTN\r+\rIIIII\r@r2\rGG\r+\rII\r").encode("utf-8").replace(b"\r", newline.encode()))
+    fastq_text = "\ufeff@r1 x\rACGTN\r+\rIIIII\r@r2\rGG\r+\rII\r"
+    fastq.write_bytes(fastq_text.encode("utf-8").replace(b"\r", newline.encode()))
     assert [(r.id, r.sequence()) for r in open_records([fastq])] == [("r1", "ACGTN"), ("r2", "GG")]
 
 

@@ -96,3 +96,19 @@ def test_pipe_errors_name_the_pipe(monkeypatch, tmp_path):
         open_records([], reference=fasta, regions=_fifo(tmp_path, b"a\t0\t4\n"))
     with pytest.raises(InputError, match="reference is read through its index"):
         open_records([], reference=_fifo(tmp_path, FASTA, "ref_pipe"), regions=bed)
+
+
+def test_scratch_folder_for_the_copy(monkeypatch, tmp_path):
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    monkeypatch.setenv("GENOCONV_SCRATCH", str(scratch))
+    _stdin(monkeypatch, FASTA)
+    source = open_records(["-"])
+    assert [p.parent for p in scratch.iterdir()] == [scratch]  # the copy lives there while the source is open
+    source.close()
+    assert list(scratch.iterdir()) == []
+    monkeypatch.setenv("GENOCONV_SCRATCH", str(tmp_path / "missing"))
+    _stdin(monkeypatch, FASTA)
+    with pytest.raises(InputError, match=r"^<stdin>: cannot save this pipe's contents in .*missing \(No such file or "
+                                         r"directory\); set GENOCONV_SCRATCH to a writable folder$"):
+        open_records(["-"])
