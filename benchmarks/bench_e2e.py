@@ -170,7 +170,8 @@ def child_cli(files: dict, name: str, inputs: list[str], model: str, dtype: str,
         wall = time.perf_counter() - t0
         if proc.returncode != 0:
             return {"case": name, "error": proc.stderr.strip().splitlines()[-3:]}
-        m = re.search(r"wrote .*?: (\d+) records, (\d+) bases in ([\d.]+) s .*?peak GPU memory ([\d.]+) GiB", proc.stderr)
+        m = re.search(r"wrote .*?: (\d+) records, \d+ bases; (\d+) bases computed in ([\d.]+) s .*?"
+                      r"peak GPU memory ([\d.]+) GiB", proc.stderr)
         from genoconv import open_embeddings
 
         with open_embeddings(out) as f:

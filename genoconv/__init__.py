@@ -16,13 +16,14 @@ _LAZY = {
     "open_embeddings": "genoconv.store.reader",
     "EmbedOptions": "genoconv.options",
     "list_models": "genoconv.model.registry",
+    "resolve_model": "genoconv.model.registry",
 }
 
-__all__ = ["Embedder", "EmbedOptions", "__version__", "list_models", "open_embeddings"]
+__all__ = ["Embedder", "EmbedOptions", "__version__", "list_models", "open_embeddings", "resolve_model"]
 
 if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from .api import Embedder
-    from .model.registry import list_models
+    from .model.registry import list_models, resolve_model
     from .options import EmbedOptions
     from .store.reader import open_embeddings
 

@@ -34,7 +34,8 @@ class Embedder(LoadedModel):
                         max_memory: int | str | None = None) -> "Embedder":
         """Load a model by name (``genoconv models list``; default: the shipped ``genoconv-demo``) or from a
         checkpoint directory (``-hf`` or original layout), as ``--model`` does. Never touches the network: an
-        official model must be in the Hugging Face cache (``genoconv models download NAME``)."""
+        official model must be in the Hugging Face cache (``genoconv models download NAME``).
+        ``genoconv.resolve_model(name)`` gives the checkpoint directory a name stands for."""
         from .model.registry import DEFAULT_MODEL, resolve_model
 
         name = DEFAULT_MODEL if name_or_path is None else os.fspath(name_or_path)

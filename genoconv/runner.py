@@ -66,8 +66,11 @@ def embed_to_file(embedder: LoadedModel, inputs: Sequence[str | Path], output: s
                   store: StoreOptions | None = None, shard: tuple[int, int] | None = None,
                   model_name: str | None = None, command_line: str | None = None, check_disk: bool = True,
                   on_progress: Callable[[Progress], None] | None = None,
-                  on_start: Callable[[int, int], None] | None = None) -> Progress:
-    """Embed ``inputs`` into ``output``; resumes an unfinished run of the same command. Returns the progress."""
+                  on_start: Callable[[int, int, Progress], None] | None = None) -> Progress:
+    """Embed ``inputs`` into ``output``; resumes an unfinished run of the same command. Returns the progress.
+
+    ``on_start(records, bases, progress)`` gets the run's totals and its progress so far (what a resumed run finds
+    committed); ``on_progress(progress)`` follows each committed record and each chunk of a streamed one."""
     from .store import EmbeddingWriter, StoreSpec, check_free_space, estimate_bytes
 
     options = options or EmbedOptions()
@@ -78,15 +81,17 @@ def embed_to_file(embedder: LoadedModel, inputs: Sequence[str | Path], output: s
         raise InputFileError(f"{output}: output folder {output.parent} does not exist")
     source = open_records(list(inputs), **read.as_kwargs())
     lengths = source.lengths()
+    if not lengths:
+        raise InputError(f"{', '.join(map(str, inputs)) or read.regions}: no records to embed")
+    keep = None
     if shard is not None:
         from .sharding import select_shard
 
         keep = select_shard(lengths, *shard)
+        if not keep:  # more shards than records: an empty, complete file keeps the set mergeable
+            log.warning("shard %d/%d has none of the %d records; writing an empty, complete file", *shard,
+                        len(lengths))
         lengths = [x for x in lengths if x[0] in keep]
-    else:
-        keep = None
-    if not lengths:
-        raise InputError(f"{', '.join(map(str, inputs)) or read.regions}: no records to embed")
     layers = tuple(embedder.resolve_layers(options.layers))
     spec = StoreSpec(d_model=embedder.d_model, layers=layers, per_nucleotide=options.per_nucleotide,
                      pools=tuple(options.pools), window=options.window, store_dtype=store.store_dtype,
@@ -120,13 +125,21 @@ def embed_to_file(embedder: LoadedModel, inputs: Sequence[str | Path], output: s
     writer = EmbeddingWriter.open(output, spec, provenance, overwrite=store.overwrite,
                                   commit_interval=store.commit_interval)
     skip = set(writer.committed)
+    if skip and source.piped_inputs:  # a pipe cannot be fingerprinted: resuming would trust it blindly
+        writer.close()
+        source.close()
+        raise InputError(f"{output}: cannot resume its {len(skip)} committed records: {', '.join(source.piped_inputs)} "
+                         "is a pipe, whose content cannot be checked against the earlier run; rerun with --overwrite "
+                         "to start afresh, or save the input to a file")
     if skip:
         log.info("resuming %s: %d records already committed", output, len(skip))
     stop = StopFlag()
     engine.should_stop = stop
     engine.on_progress = on_progress
+    engine.progress = Progress(records=len(skip), bases=sum(n for rid, n in lengths if rid in skip))
+    resumed_bases = engine.progress.bases
     if on_start:
-        on_start(len(lengths), total)
+        on_start(len(lengths), total, engine.progress)
     records = source if keep is None else (r for r in source if r.id in keep)
     t0 = time.monotonic()
     try:
@@ -147,8 +160,9 @@ def embed_to_file(embedder: LoadedModel, inputs: Sequence[str | Path], output: s
         import torch
 
         peak = f", peak GPU memory {torch.cuda.max_memory_allocated(embedder.device) / 2**30:.2f} GiB"
-    log.info("wrote %s: %d records, %d bases in %.1f s (%.0f bases/s)%s", output, progress.records,
-             progress.bases, elapsed, progress.bases / max(elapsed, 1e-9), peak)
+    computed = progress.bases - resumed_bases
+    log.info("wrote %s: %d records, %d bases; %d bases computed in %.1f s (%.0f bases/s)%s", output,
+             progress.records, progress.bases, computed, elapsed, computed / max(elapsed, 1e-9), peak)
     return progress
 
 

@@ -2,6 +2,8 @@
 
 import gzip
 import os
+import re
+import shlex
 import signal
 import subprocess
 import sys
@@ -279,3 +281,200 @@ def test_out_of_memory_in_the_middle_of_a_streamed_record_restarts_it(small_mode
             np.testing.assert_array_equal(a.get(rid, kind="windowed"), b.get(rid, kind="windowed"))
         for mode in ("mean", "max"):
             np.testing.assert_array_equal(a.pooled(mode), b.pooled(mode))
+
+# ---- progress (issue 17) -------------------------------------------------------------------------------------
+def _progress_lines(err: str) -> list[str]:
+    return [line.split("INFO ", 1)[1] for line in err.splitlines() if "INFO progress:" in line]
+
+
+def test_progress_inside_one_long_record(tmp_path, small_model_dir, monkeypatch, capsys):
+    """One 12 kbp record streamed in 2 kbp chunks: rate and ETA lines come while the record is still running."""
+    rng = np.random.default_rng(3)
+    fasta = _write_fasta(tmp_path / "long.fa", [("long", "".join(rng.choice(list("ACGT"), size=12_000)))])
+    monkeypatch.setenv("GENOCONV_LOG_INTERVAL", "0")
+    code, _, err = run_cli(["embed", fasta, "-o", tmp_path / "long.h5", "--model", small_model_dir, "--device", "cpu",
+                            "--chunk-size", "2000"], monkeypatch, capsys)
+    assert code == 0, err
+    lines = _progress_lines(err)
+    inside = [line for line in lines if line.startswith("progress: 0/1 records")]
+    assert [line.split(", ")[1] for line in inside] == [f"{n:,}/12,000 bases ({100 * n / 12000:.1f}%)"
+                                                        for n in (2000, 4000, 6000, 8000, 10000)]
+    for line in inside:
+        assert " kb/s, ETA " in line and "ETA unknown" not in line, line
+    assert lines[-1].startswith("progress: 1/1 records, 12,000/12,000 bases (100.0%)")
+    assert "wrote" in err.split(inside[-1], 1)[1]  # every in-record line came before the record was written
+
+
+def test_resumed_run_counts_committed_records(tmp_path, small_model_dir, monkeypatch, capsys):
+    from genoconv.cli.embed import ProgressReporter
+
+    fasta = _write_fasta(tmp_path / "five.fa", [(f"r{i}", "ACGT" * (100 + i)) for i in range(5)])
+    args = ["embed", fasta, "-o", tmp_path / "five.h5", "--model", small_model_dir, "--device", "cpu"]
+    update = ProgressReporter.update
+
+    def ctrl_c_after_two(self, progress):
+        update(self, progress)
+        if progress.records == 2:
+            raise KeyboardInterrupt
+
+    monkeypatch.setenv("GENOCONV_LOG_INTERVAL", "0")
+    monkeypatch.setattr(ProgressReporter, "update", ctrl_c_after_two)
+    code, _, err = run_cli(args, monkeypatch, capsys)
+    assert code == 3, err
+    monkeypatch.setattr(ProgressReporter, "update", update)
+    code, _, err = run_cli(args, monkeypatch, capsys)
+    assert code == 0, err
+    lines = _progress_lines(err)
+    committed = sum(4 * (100 + i) for i in range(2))  # r0, r1: the shortest, committed first
+    assert lines[0] == f"progress: 2/5 records, {committed:,}/{4 * 510:,} bases ({100 * committed / 2040:.1f}%) " \
+                       "already committed; resuming"
+    assert [line.split(",")[0] for line in lines[1:]] == ["progress: 3/5 records", "progress: 4/5 records",
+                                                         "progress: 5/5 records"]
+    assert f"wrote {tmp_path / 'five.h5'}: 5 records, 2,040 bases" in err or \
+        f"wrote {tmp_path / 'five.h5'}: 5 records, 2040 bases" in err
+
+
+# ---- pipes (issue 17) ----------------------------------------------------------------------------------------
+@pytest.mark.parametrize("how", ["-", "/dev/stdin", "<(zcat ...)"])
+def test_embed_from_a_pipe_equals_the_file(tmp_path, small_model_dir, how, monkeypatch, capsys):
+    """`zcat x | genoconv embed -`, `cat x | genoconv embed /dev/stdin` and `genoconv embed <(zcat x)` give what
+    the file itself gives."""
+    fasta = _many_records(tmp_path, n=6)
+    gz = tmp_path / "many.fa.gz"
+    gz.write_bytes(gzip.compress(fasta.read_bytes()))
+    ref, out = tmp_path / "from_file.h5", tmp_path / "from_pipe.h5"
+    code, _, err = run_cli(["-q", "embed", fasta, "-o", ref, "--model", small_model_dir, "--device", "cpu"],
+                           monkeypatch, capsys)
+    assert code == 0, err
+    base = f"{shlex.quote(sys.executable)} -m genoconv -q embed --model {small_model_dir} --device cpu -o"
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    command = {"-": f"zcat {gz} | {base} {out} -",
+               "/dev/stdin": f"cat {gz} | {base} {out} /dev/stdin",
+               "<(zcat ...)": f"{base} {out} <(zcat {gz})"}[how]
+    proc = subprocess.run(command, shell=True, capture_output=True, text=True, env=env, executable="/bin/bash")
+    assert proc.returncode == 0, proc.stderr
+    a, b = _content(ref), _content(out)
+    for key in ("inputs", "run_config"):  # they name the input; nothing else may differ
+        a["attrs"].pop(key), b["attrs"].pop(key)
+    _assert_same(a, b)
+
+
+def test_a_piped_run_starts_but_does_not_resume(tmp_path, small_model_dir, monkeypatch, capsys):
+    import io
+
+    from genoconv.cli.embed import ProgressReporter
+
+    data = _many_records(tmp_path, n=5).read_bytes()
+    args = ["embed", "-", "-o", tmp_path / "piped.h5", "--model", small_model_dir, "--device", "cpu"]
+    update = ProgressReporter.update
+
+    def ctrl_c_after_two(self, progress):
+        update(self, progress)
+        if progress.records == 2:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(ProgressReporter, "update", ctrl_c_after_two)
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(data)))
+    code, _, err = run_cli(args, monkeypatch, capsys)
+    assert code == 3, err  # a piped run starts (and stops here, resumable as far as the file goes)
+    monkeypatch.setattr(ProgressReporter, "update", update)
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(data)))
+    code, _, err = run_cli(args, monkeypatch, capsys)
+    errors = [line for line in err.splitlines() if line.startswith("error:")]
+    assert code == 2 and errors == [f"error: {tmp_path / 'piped.h5'}: cannot resume its 2 committed records: <stdin> "
+                                    "is a pipe, whose content cannot be checked against the earlier run; rerun with "
+                                    "--overwrite to start afresh, or save the input to a file"], err
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(data)))
+    code, _, err = run_cli([*args, "--overwrite"], monkeypatch, capsys)
+    assert code == 0, err
+    with open_embeddings(tmp_path / "piped.h5") as f:
+        assert f.complete and len(f) == 5
+
+
+def test_embed_bam_reads_within_regions(shared_data, small_model_dir, tmp_path, monkeypatch, capsys):
+    bam = shared_data / "celegans_range.bam"
+    bed = tmp_path / "sel.bed"
+    bed.write_text("CHROMOSOME_II\t1300\t1400\nCHROMOSOME_II\t1420\t1430\n")
+    out = tmp_path / "sel.h5"
+    code, _, err = run_cli(["embed", bam, "--regions", bed, "-o", out, "--model", small_model_dir, "--device", "cpu",
+                            "--no-per-nucleotide"], monkeypatch, capsys)
+    assert code == 0, err
+    with pysam.AlignmentFile(str(bam)) as f:  # overlapping either region, counted once (no secondary here)
+        want = {r.query_name + ("/1" if r.is_read1 else "/2") for r in f.fetch("CHROMOSOME_II", 1300, 1430)
+                if r.reference_start < 1400 or r.reference_end > 1420}
+    with open_embeddings(out) as f:
+        assert f.complete and set(f.ids) == want and len(f.ids) == len(want) > 5
+
+
+def test_more_shards_than_records_merge(tmp_path, small_model_dir, monkeypatch, capsys):
+    """A 1-record file in 2 shards: shard 2/2 is an empty, complete file, and merge takes the pair."""
+    fasta = _write_fasta(tmp_path / "one.fa", [("only", "ACGTTGCA" * 50)])
+    opts = ["--model", small_model_dir, "--device", "cpu", "--pool", "mean,max", "--window", "64"]
+    for i in (1, 2):
+        code, _, err = run_cli(["embed", fasta, "-o", tmp_path / f"s{i}.h5", "--shard", f"{i}/2", *opts],
+                               monkeypatch, capsys)
+        assert code == 0, err
+    assert "shard 2/2 has none of the 1 records; writing an empty, complete file" in err
+    with open_embeddings(tmp_path / "s2.h5") as empty:
+        assert empty.complete and len(empty) == 0 and empty.pooled("max").shape == (0, 16)
+    code, _, err = run_cli(["embed", fasta, "-o", tmp_path / "all.h5", *opts], monkeypatch, capsys)
+    assert code == 0, err
+    for extra in ([], ["--virtual"]):
+        merged = tmp_path / f"merged{''.join(extra)}.h5"
+        code, _, err = run_cli(["merge", tmp_path / "s2.h5", tmp_path / "s1.h5", "-o", merged, *extra],
+                               monkeypatch, capsys)
+        assert code == 0, err
+        with open_embeddings(merged) as f, open_embeddings(tmp_path / "all.h5") as whole:
+            assert f.complete and f.ids == ["only"]
+            assert np.array_equal(f["only"], whole["only"]) and np.array_equal(f.pooled("max"), whole.pooled("max"))
+            assert np.array_equal(f.get("only", kind="windowed"), whole.get("only", kind="windowed"))
+
+
+def test_protein_fasta_is_refused_before_any_work(tmp_path, small_model_dir, monkeypatch, capsys):
+    # Longer than the test model's max_seq_len: no "partial convolution" line may come before the error.
+    protein = _write_fasta(tmp_path / "titin.fa", [("TITIN_fragment", "MTTQAPTFTQPLQSVVVLEGSTATFEAH" * 200)])
+    code, _, err = run_cli(["embed", protein, "-o", tmp_path / "p.h5", "--model", small_model_dir, "--device", "cpu"],
+                           monkeypatch, capsys)
+    assert code == 2 and "partial convolution" not in err
+    assert err.strip().splitlines()[-1].startswith(f"error: {protein}: record 'TITIN_fragment' holds amino acids")
+    late = _write_fasta(tmp_path / "late.fa", [("dna", "ACGT" * 10), ("prot", "ACGTMKWVTFISLLFLFSSAYS")])
+    code, _, err = run_cli(["embed", late, "-o", tmp_path / "l.h5", "--model", small_model_dir, "--device", "cpu"],
+                           monkeypatch, capsys)
+    assert code == 2 and "record 'prot'" in err and "amino acid? genoconv embeds DNA, not protein" in err
+
+
+# ---- help and version (issue 17) -----------------------------------------------------------------------------
+@pytest.mark.parametrize("command", [[], ["embed"], ["score"], ["merge"], ["inspect"], ["doctor"], ["models"],
+                                     ["models", "list"], ["models", "download"]])
+def test_help_shows_no_type_placeholders(command, monkeypatch, capsys):
+    monkeypatch.setenv("COLUMNS", "200")
+    code, out, err = run_cli([*command, "--help"], monkeypatch, capsys)
+    assert code == 0 and "Usage:" in out, err
+    assert re.findall(r"<[^<>\s]+>", out) == [], out  # no <bool>, <list[Path]>, <int>, <float32|bfloat16|float16>
+    if command == ["embed"]:
+        assert "float32|bfloat16|float16" in out and "INPUT" in out and "--per-nucleotide" in out
+
+
+def test_version_does_not_import_torch():
+    """`genoconv --version` stays fast (~0.2 s): it imports neither torch nor h5py, numpy or pysam."""
+    probe = ("import runpy, sys\nsys.argv = ['genoconv', '--version']\ntry:\n    runpy.run_module('genoconv', "
+             "run_name='__main__')\nexcept SystemExit as e:\n    assert e.code == 0, e.code\n"
+             "print(sorted({m.split('.')[0] for m in sys.modules} & {'torch', 'h5py', 'numpy', 'pysam'}))")
+    proc = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                          env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])})
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines() == [f"genoconv {__import__('genoconv').__version__}", "[]"]
+
+
+def test_progress_bar_moves_inside_a_record_and_starts_from_committed(monkeypatch):
+    from genoconv.cli.embed import ProgressReporter
+    from genoconv.engine import Progress
+
+    reporter = ProgressReporter()
+    reporter.tty = True  # the rich bar, as on a terminal
+    with reporter:
+        reporter.start(4, 10_000, Progress(records=1, bases=2_000))  # a resumed run: one record committed
+        task = reporter.bar.tasks[0]
+        assert task.completed == 2_000 and task.fields["records"] == "1/4 records"
+        reporter.update(Progress(records=1, bases=2_000, record_bases=3_000))  # a chunk inside record 2
+        assert task.completed == 5_000 and task.fields["rate"].endswith("kb/s")

@@ -145,3 +145,15 @@ def test_batches_bound_padding_by_the_smallest_member(emb):
     batches = [[r.length for r in b] for b in engine._batches(recs, set())]
     assert batches == [[98, 100, 110], [111, 124]]  # 111 / 98 > 1.125: a new batch starts there
     assert all(max(b) <= 1.125 * min(b) for b in batches)
+
+
+def test_streamed_record_reports_each_chunk(emb):
+    # A long record is not one silent step: on_progress follows every chunk with the bases done inside it.
+    seen = []
+    engine = Engine(emb, EmbedOptions(chunk_size=1000), on_progress=lambda p: seen.append(
+        (p.records, p.bases, p.record_bases)))
+    from genoconv.engine import MemorySink
+
+    engine.run([Record.from_sequence("long", _random_seq(3500, 2)), Record.from_sequence("short", "ACGT" * 10)],
+               MemorySink())
+    assert seen == [(0, 0, 1000), (0, 0, 2000), (0, 0, 3000), (1, 3500, 0), (2, 3540, 0)]

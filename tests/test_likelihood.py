@@ -4,6 +4,7 @@ import gzip
 import math
 
 import numpy as np
+import pysam
 import pytest
 import torch
 import typer
@@ -131,3 +132,25 @@ def test_demo_model_beats_1_95_on_heldout_dmd(shared_data):
     emb = Embedder.from_pretrained(resolve_model(), device="cpu")
     bits = emb.bits_per_base(dmd[1_000_000:1_020_000])
     assert bits < 1.95, bits
+
+
+def test_score_takes_what_embed_takes(model, shared_data, tmp_path, capsys):
+    """A BAM (and its reads within --regions); a bad record anywhere fails before the table's first line."""
+    ckpt = tmp_path / "ckpt"
+    save_checkpoint(model, ckpt)
+    bam = shared_data / "celegans_range.bam"
+    score([bam], model=str(ckpt), device="cpu")
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[1] == "record\tlength\tscored_bases\tbits_per_base" and len(lines) == 2 + 112 + 1
+    assert lines[-1].startswith("overall\t11200\t")  # 112 reads of 100 bases
+    bed = tmp_path / "sel.bed"
+    bed.write_text("CHROMOSOME_II\t1300\t1400\n")
+    score([bam], model=str(ckpt), device="cpu", regions=bed)
+    rows = capsys.readouterr().out.strip().splitlines()[2:-1]
+    with pysam.AlignmentFile(str(bam)) as f:
+        assert len(rows) == sum(1 for _ in f.fetch("CHROMOSOME_II", 1300, 1400)) > 3
+    late = tmp_path / "late.fa"
+    late.write_text(">ok\nACGTACGT\n>hollow\n")
+    with pytest.raises(InputError, match="late.fa: record 2 'hollow'"):
+        score([bam, late], model=str(ckpt), device="cpu")
+    assert capsys.readouterr().out == ""  # nothing printed: no header, no half table

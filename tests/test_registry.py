@@ -8,7 +8,7 @@ from typer.testing import CliRunner
 
 from genoconv import Embedder
 from genoconv.cli.models import app
-from genoconv.errors import InputError
+from genoconv.errors import GenoconvError, InputError
 from genoconv.model import HyenaConfig, HyenaDNA
 from genoconv.model.checkpoint import load_checkpoint, save_checkpoint, sha256_file
 from genoconv.model.registry import (DEFAULT_MODEL, MODELS_DIR, download_model, get_entry, hf_cache_dir, list_models,
@@ -80,7 +80,7 @@ def test_offline_and_absent_says_how_to_fetch(fake_hub):
     msg = str(err.value)
     assert "\n" not in msg and "offline" in msg
     for part in ("genoconv models download hyenadna-large-1m",
-                 "huggingface-cli download LongSafari/hyenadna-large-1m-seqlen-hf",
+                 "hf download LongSafari/hyenadna-large-1m-seqlen-hf config.json model.safetensors",
                  "--revision 0a629abf9c7f85b4ec9aa6a1aefa3adcf1907446",
                  "models--LongSafari--hyenadna-large-1m-seqlen-hf", str(cache)):
         assert part in msg
@@ -127,3 +127,45 @@ def test_bundled_demo_model_matches_registry():
     assert training["validation_bits_per_base"]["heldout"]["bits_per_base"] < 1.95
     assert "ecoli" in training["validation_bits_per_base"]
     assert (path / "README.md").is_file()
+
+
+def test_from_pretrained_takes_what_model_takes(fake_hub, tmp_path):
+    """Embedder.from_pretrained(name_or_path=None): no name, the demo's name, an official name, a directory."""
+    import genoconv
+
+    _, snap = fake_hub
+    default = Embedder.from_pretrained(device="cpu")
+    assert default.name == DEFAULT_MODEL and default.sha256 == get_entry(DEFAULT_MODEL).sha256
+    by_name = Embedder.from_pretrained("genoconv-demo", device="cpu")
+    seq = "ACGTTGCA" * 8
+    assert by_name.sha256 == default.sha256 and (by_name.embed(seq) == default.embed(seq)).all()
+    official = Embedder.from_pretrained("hyenadna-tiny-1k", device="cpu")
+    assert official.name == "hyenadna-tiny-1k" and official.max_seq_len == 1026 and official.d_model == 16
+    from_dir = Embedder.from_pretrained(snap, device="cpu")
+    assert from_dir.sha256 == official.sha256 and (from_dir.embed(seq) == official.embed(seq)).all()
+    assert genoconv.resolve_model is resolve_model and genoconv.resolve_model("tiny-1k") == snap  # exported
+    with pytest.raises(InputError, match="offline.*genoconv models download hyenadna-large-1m"):
+        Embedder.from_pretrained("hyenadna-large-1m")
+
+
+def test_download_without_network_fails_fast_with_the_same_advice(tmp_path, monkeypatch):
+    """No network (an endpoint nothing listens on): one short try, then the advice `--model NAME` gives."""
+    import time
+
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")  # the discard port: connection refused
+    for var in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(var, raising=False)
+    pytest.importorskip("huggingface_hub")
+    t0 = time.monotonic()
+    result = CliRunner().invoke(app, ["download", "hyenadna-tiny-1k"])
+    assert time.monotonic() - t0 < 10 and result.exit_code == 1
+    with pytest.raises(GenoconvError) as err:
+        download_model("hyenadna-tiny-1k")
+    message = str(err.value)
+    assert "\n" not in message and "cannot reach http://127.0.0.1:9" in message
+    with pytest.raises(InputError) as absent:
+        resolve_model("hyenadna-tiny-1k")
+    advice = str(absent.value).split("; ", 1)[1]
+    assert message.endswith(advice) and f"`hf download {TINY_REPO} config.json model.safetensors --revision " in advice

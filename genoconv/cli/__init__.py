@@ -15,9 +15,11 @@ import typer
 
 from .._version import __version__
 from ..errors import EXIT_RESUMABLE, EXIT_RUNTIME, EXIT_USAGE, GenoconvError
+from .params import Command, Group
 
 app = typer.Typer(
     name="genoconv",
+    cls=Group,
     help="Single-nucleotide DNA embeddings with HyenaDNA long-convolution models.",
     context_settings={"help_option_names": ["-h", "--help"]},
     pretty_exceptions_show_locals=False,
@@ -74,11 +76,11 @@ def _register_commands() -> None:
     from .models import app as models_app
     from .score import score
 
-    app.command()(embed)
-    app.command(help="Next-base cross-entropy (bits per base) of records under a model.")(score)
-    app.command(help="Combine shard outputs into one file.")(merge)
-    app.command()(inspect)
-    app.command()(doctor)
+    app.command(cls=Command)(embed)
+    app.command(cls=Command, help="Next-base cross-entropy (bits per base) of records under a model.")(score)
+    app.command(cls=Command, help="Combine shard outputs into one file.")(merge)
+    app.command(cls=Command)(inspect)
+    app.command(cls=Command)(doctor)
     app.add_typer(models_app, name="models", help="List and download named models.")
 
 
@@ -88,7 +90,10 @@ _register_commands()
 def main() -> None:
     """Console-script entry: run the app, turning genoconv errors into one line and an exit code."""
     try:
-        app(standalone_mode=False)
+        # Typer >= 0.2x turns KeyboardInterrupt into Exit(130) and, without standalone mode, returns exit codes.
+        code = app(standalone_mode=False)
+        if code == 130:
+            raise KeyboardInterrupt
     except GenoconvError as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(exc.exit_code)
@@ -110,7 +115,7 @@ def main() -> None:
             raise
         print(f"error: unexpected {type(exc).__name__}: {exc} (rerun with -v for the traceback)", file=sys.stderr)
         sys.exit(EXIT_RUNTIME)
-    sys.exit(0)
+    sys.exit(code if isinstance(code, int) else 0)  # a command's own typer.Exit(code) comes back as its return
 
 
 if __name__ == "__main__":

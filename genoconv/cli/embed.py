@@ -8,10 +8,9 @@ import shlex
 import sys
 import time
 
-from ..errors import InputError
-from ..options import EmbedOptions, ReadOptions, StoreOptions
+from ..options import EmbedOptions, StoreOptions
 from . import params as p
-from .common import load_model
+from .common import load_model, read_options
 
 log = logging.getLogger("genoconv")
 
@@ -51,14 +50,10 @@ def embed(
     from ..runner import embed_to_file
     from ..sharding import parse_shard
 
-    if not inputs and regions is None:
-        raise InputError("give at least one INPUT file, or --reference and --regions")
+    read = read_options(locals())
     options = EmbedOptions(layers=tuple(layer), per_nucleotide=per_nucleotide, pools=tuple(pool), window=window,
                            rc_average=rc_average, filter_len=filter_len, chunk_size=chunk_size,
                            freq_keep=freq_keep, max_memory=max_memory, tokens_per_batch=tokens_per_batch)
-    read = ReadOptions(reference=reference, regions=regions, feature=feature, strand_aware=strand_aware,
-                       include_secondary=include_secondary, include_supplementary=include_supplementary,
-                       dedupe_ids=dedupe_ids)
     store = StoreOptions(store_dtype=store_dtype.value, compression=compression.value,
                          commit_interval=commit_interval, overwrite=overwrite)
     shard_spec = parse_shard(shard)
@@ -73,14 +68,18 @@ def embed(
 
 
 class ProgressReporter:
-    """A rich progress bar on a terminal; plain periodic log lines otherwise (SLURM logs)."""
+    """Progress in bases, counting those done inside a streamed record: a rich bar on a terminal, otherwise a plain
+    log line every ``GENOCONV_LOG_INTERVAL`` seconds (default 30; SLURM logs) and one at the end.
+
+    A resumed run starts from what is already committed; its rate and ETA count only the bases computed now.
+    """
 
     def __init__(self) -> None:
         self.tty = sys.stderr.isatty() and logging.getLogger("genoconv").level <= logging.INFO
         self.interval = float(os.environ.get("GENOCONV_LOG_INTERVAL", "30"))
         self.bar = None
         self.task = None
-        self.total_records = self.total_bases = 0
+        self.total_records = self.total_bases = self.start_bases = 0
         self.last = 0.0
         self.t0 = time.monotonic()
 
@@ -91,8 +90,9 @@ class ProgressReporter:
         if self.bar is not None:
             self.bar.stop()
 
-    def start(self, n_records: int, n_bases: int) -> None:
+    def start(self, n_records: int, n_bases: int, done) -> None:
         self.total_records, self.total_bases = n_records, n_bases
+        self.start_bases = done.bases
         self.t0 = self.last = time.monotonic()
         if self.tty:
             from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
@@ -100,20 +100,33 @@ class ProgressReporter:
             self.bar = Progress(TextColumn("[bold]embedding"), BarColumn(), TextColumn("{task.percentage:>5.1f}%"),
                                 TextColumn("{task.fields[records]}"), TextColumn("{task.fields[rate]}"),
                                 TimeElapsedColumn(), TimeRemainingColumn(), transient=False)
-            self.task = self.bar.add_task("embed", total=n_bases, records=f"0/{n_records} records", rate="")
+            self.task = self.bar.add_task("embed", total=n_bases, completed=done.bases, rate="",
+                                          records=f"{done.records}/{n_records} records")
             self.bar.start()
-        else:
-            log.info("embedding %d records, %d bases", n_records, n_bases)
+            return
+        log.info("embedding %d records, %s bases", n_records, f"{n_bases:,}")
+        if done.records:
+            log.info("progress: %d/%d records, %s/%s bases (%.1f%%) already committed; resuming", done.records,
+                     n_records, f"{done.bases:,}", f"{n_bases:,}", 100 * done.bases / max(1, n_bases))
 
     def update(self, progress) -> None:
         now = time.monotonic()
-        rate = progress.bases / max(now - self.t0, 1e-9)
+        done = progress.bases + progress.record_bases
+        rate = (done - self.start_bases) / max(now - self.t0, 1e-9)
         if self.bar is not None:
-            self.bar.update(self.task, completed=progress.bases,
-                            records=f"{progress.records}/{self.total_records} records", rate=f"{rate / 1e3:,.1f} kb/s")
+            self.bar.update(self.task, completed=done, rate=f"{rate / 1e3:,.1f} kb/s",
+                            records=f"{progress.records}/{self.total_records} records")
         elif now - self.last >= self.interval or progress.records == self.total_records:
             self.last = now
-            eta = (self.total_bases - progress.bases) / rate if rate > 0 else float("nan")
-            log.info("progress: %d/%d records, %d/%d bases (%.1f%%), %.1f kb/s, ETA %.0f s", progress.records,
-                     self.total_records, progress.bases, self.total_bases,
-                     100 * progress.bases / max(1, self.total_bases), rate / 1e3, eta)
+            eta = _duration((self.total_bases - done) / rate) if rate > 0 else "unknown"
+            log.info("progress: %d/%d records, %s/%s bases (%.1f%%), %.1f kb/s, ETA %s", progress.records,
+                     self.total_records, f"{done:,}", f"{self.total_bases:,}", 100 * done / max(1, self.total_bases),
+                     rate / 1e3, eta)
+
+
+def _duration(seconds: float) -> str:
+    """``"42 s"`` below a minute, else ``"h:mm:ss"``."""
+    if seconds < 60:
+        return f"{seconds:.0f} s"
+    minutes, secs = divmod(int(round(seconds)), 60)
+    return f"{minutes // 60}:{minutes % 60:02d}:{secs:02d}"

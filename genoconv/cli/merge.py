@@ -15,7 +15,7 @@ log = logging.getLogger("genoconv")
 
 def merge(
     shards: Annotated[list[Path], typer.Argument(help="Shard outputs of one `genoconv embed --shard i/n` run.",
-                                                 metavar="SHARD.h5...")],
+                                                 metavar="SHARD.h5")],
     output: p.Output,
     virtual: Annotated[bool, typer.Option(help="Map the shards' rows with HDF5 virtual datasets instead of "
                                           "copying them (the shard files must stay in place).")] = False,

@@ -7,16 +7,17 @@ from typing import Annotated
 import typer
 
 from ..model.registry import DEFAULT_MODEL, cached_path, download_model, list_models
+from .params import Command, Group
 
 app = typer.Typer(name="models", help="Named models: the bundled demo and the official HyenaDNA checkpoints.",
-                  no_args_is_help=True, add_completion=False)
+                  no_args_is_help=True, add_completion=False, cls=Group)
 
 
 def _size(n_bytes: int) -> str:
     return f"{n_bytes / 1e6:,.1f} MB" if n_bytes < 1e9 else f"{n_bytes / 1e9:,.2f} GB"
 
 
-@app.command("list")
+@app.command("list", cls=Command)
 def list_command() -> None:
     """List the named models, where each comes from and whether it is available offline here."""
     from rich.console import Console
@@ -39,9 +40,10 @@ def list_command() -> None:
     console.print(table)
 
 
-@app.command("download")
+@app.command("download", cls=Command)
 def download_command(
-    name: Annotated[str, typer.Argument(help="model name from `genoconv models list` (e.g. hyenadna-large-1m)")],
+    name: Annotated[str, typer.Argument(help="Model name from `genoconv models list` (e.g. hyenadna-large-1m).",
+                                        metavar="NAME")],
 ) -> None:
     """Download an official model into the Hugging Face cache (honours HF_HOME, HF_HUB_CACHE, HF_HUB_OFFLINE)."""
     typer.echo(download_model(name))

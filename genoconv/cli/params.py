@@ -15,6 +15,36 @@ import typer
 INPUT, MODEL, OUTPUT, PERFORMANCE, CLUSTER = "Input", "Model", "Output", "Performance", "Cluster"
 
 
+class _HelpWithoutTypes:
+    """Typer's rich help shows a type column: ``<bool>`` beside every flag (``--help`` too), ``<list[Path]>`` beside
+    an argument already named by its metavar, ``<int>`` beside a count. Here a flag or count shows nothing, an
+    argument its name alone, and any other option its metavar (choices as ``a|b``, as typed)."""
+
+    def get_params(self, ctx):
+        params = super().get_params(ctx)
+        for param in params:
+            if isinstance(param, typer.core.TyperArgument):
+                param.display_type_rich = _no_type
+            elif param.is_flag or param.count:
+                param.metavar = ""
+            elif param.metavar is None:
+                shown = param.display_type(ctx).strip("<>")
+                param.metavar = shown if "|" in shown else shown.upper()  # choices as typed, "int" as INT
+        return params
+
+
+def _no_type(ctx) -> None:  # noqa: ARG001 - the signature rich_utils calls
+    return None
+
+
+class Command(_HelpWithoutTypes, typer.core.TyperCommand):
+    """Every genoconv command: ``app.command(cls=Command)``."""
+
+
+class Group(_HelpWithoutTypes, typer.core.TyperGroup):
+    """The root app and command groups: ``typer.Typer(cls=Group)``."""
+
+
 class Dtype(str, Enum):
     float32 = "float32"
     bfloat16 = "bfloat16"
@@ -33,7 +63,8 @@ class Compression(str, Enum):
 
 
 Inputs = Annotated[Optional[list[Path]], typer.Argument(
-    help="FASTA/FASTQ (plain, gzip, bgzip), SAM/BAM/CRAM files.", show_default=False, metavar="INPUT...")]
+    help="FASTA/FASTQ (plain, gzip, bgzip; - or a pipe too), SAM/BAM/CRAM files.", show_default=False,
+    metavar="INPUT")]
 Output = Annotated[Path, typer.Option("--output", "-o", help="HDF5 file to write (one per run).",
                                       metavar="FILE.h5", rich_help_panel=OUTPUT)]
 Overwrite = Annotated[bool, typer.Option(help="Replace an existing output instead of resuming it.",
@@ -84,9 +115,11 @@ MaxMemory = Annotated[Optional[str], typer.Option(help="Memory the run may use o
 TokensPerBatch = Annotated[Optional[int], typer.Option(min=1, help="Bases per batch of short records.",
                                                        metavar="N", show_default=False, rich_help_panel=PERFORMANCE)]
 
-Reference = Annotated[Optional[Path], typer.Option(help="Indexed FASTA for --regions (and CRAM).", metavar="FASTA",
-                                                   show_default=False, rich_help_panel=INPUT)]
-Regions = Annotated[Optional[Path], typer.Option(help="BED (0-based) or GTF/GFF (1-based) regions of --reference.",
+Reference = Annotated[Optional[Path], typer.Option(help="Indexed FASTA for --regions (and to decode CRAM).",
+                                                   metavar="FASTA", show_default=False, rich_help_panel=INPUT)]
+Regions = Annotated[Optional[Path], typer.Option(help="BED (0-based) or GTF/GFF (1-based) regions: embeds those "
+                                                 "regions of --reference; with SAM/BAM/CRAM inputs, selects their "
+                                                 "reads that overlap them (samtools view -L; indexed files).",
                                                  metavar="FILE", show_default=False, rich_help_panel=INPUT)]
 Feature = Annotated[str, typer.Option(help="GTF/GFF feature type to embed.", metavar="TYPE", rich_help_panel=INPUT)]
 StrandAware = Annotated[bool, typer.Option(help="Reverse-complement minus-strand regions.", rich_help_panel=INPUT)]

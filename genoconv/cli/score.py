@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import math
-from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from . import params as p
-from .common import load_model
+from .common import load_model, read_options
 
 
 def _fmt(bits: float) -> str:
@@ -17,26 +16,35 @@ def _fmt(bits: float) -> str:
 
 
 def score(
-    inputs: Annotated[list[Path], typer.Argument(help="FASTA/FASTQ (plain, gzip, bgzip), SAM/BAM/CRAM files: "
-                                                 "everything `genoconv embed` reads.", metavar="INPUT...")],
+    inputs: p.Inputs = None,
     model: p.ModelName = None,
     device: p.Device = "auto",
     dtype: p.DtypeOpt = p.Dtype.float32,
-    batch_size: Annotated[int, typer.Option(min=1, help="Segments of max_seq_len scored together.")] = 8,
+    batch_size: Annotated[int, typer.Option(min=1, help="Segments of max_seq_len scored together.",
+                                            metavar="N")] = 8,
+    reference: p.Reference = None,
+    regions: p.Regions = None,
+    feature: p.Feature = "gene",
+    strand_aware: p.StrandAware = True,
+    include_secondary: p.IncludeSecondary = False,
+    include_supplementary: p.IncludeSupplementary = False,
+    dedupe_ids: p.DedupeIds = False,
 ) -> None:
     """Next-base cross-entropy in bits per base, per record and overall (uniform guessing = 2.0).
 
-    Prints tab-separated lines: record, length, scored bases, bits/base; then ``overall`` (total bits over all
-    scored bases). Records longer than the model's max_seq_len are scored in non-overlapping segments.
+    Reads every input `genoconv embed` reads, with the same options. Prints tab-separated lines: record, length,
+    scored bases, bits/base; then ``overall`` (total bits over all scored bases). Records longer than the model's
+    max_seq_len are scored in non-overlapping segments.
     """
     from ..io import open_records
     from ..model.likelihood import score_records
 
-    source = open_records(inputs)  # every input's header checked before anything is printed
-    embedder = load_model(model, device, dtype.value)
-    typer.echo(f"# model {embedder.name}, max_seq_len {embedder.max_seq_len:,}, {embedder.device}, {dtype.value}")
-    typer.echo("record\tlength\tscored_bases\tbits_per_base")
-    with source:
+    read = read_options(locals())
+    with open_records(inputs or [], **read.as_kwargs()) as source:
+        source.lengths()  # a whole pass: every header and record is checked before the table starts
+        embedder = load_model(model, device, dtype.value)
+        typer.echo(f"# model {embedder.name}, max_seq_len {embedder.max_seq_len:,}, {embedder.device}, {dtype.value}")
+        typer.echo("record\tlength\tscored_bases\tbits_per_base")
         per_record, overall = score_records(embedder, ((r.id, r.sequence()) for r in source), batch_size=batch_size,
                                             on_record=lambda r: typer.echo(
                                                 f"{r.name}\t{r.length}\t{r.scored}\t{_fmt(r.bits_per_base)}"))

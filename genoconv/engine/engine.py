@@ -44,6 +44,7 @@ SORT_BLOCK_RECORDS = 65_536
 class Progress:
     records: int = 0
     bases: int = 0
+    record_bases: int = 0  # bases done inside the record in progress (a streamed record reports each chunk)
     skipped_committed: int = 0
     started: float = field(default_factory=time.monotonic)
 
@@ -196,6 +197,7 @@ class Engine:
     def _advance(self, bases: int) -> None:
         self.progress.records += 1
         self.progress.bases += bases
+        self.progress.record_bases = 0
         if self.on_progress:
             self.on_progress(self.progress)
 
@@ -238,6 +240,9 @@ class Engine:
                         rows = (rows + torch.from_numpy(np.asarray(rc_rows[layer][start:end])).to(rows.device)) / 2
                     out.add(layer, rows)
                 del hidden
+                if end < rec.length and self.on_progress:
+                    self.progress.record_bases = end
+                    self.on_progress(self.progress)
         except torch.OutOfMemoryError:
             out.abort()  # the record restarts from its first base with a smaller plan (_run_long)
             raise

@@ -7,6 +7,11 @@ alignments repeat (part of) a primary read, so they are skipped unless asked for
 reason that applies: ``secondary``, ``supplementary``, ``no_sequence``.
 
 Read ids are the read name, with ``/1`` or ``/2`` appended for the two reads of a pair (they share a name).
+
+With ``regions`` (``--regions`` beside SAM/BAM/CRAM inputs) only the reads overlapping the regions are read, as
+``samtools view -L regions.bed`` does with an index: each read once, in position order, through the file's
+``.bai``/``.csi``/``.crai`` index (required). Region numbers are 0-based half-open after reading (BED as written,
+GTF/GFF converted from 1-based closed).
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ import pysam
 
 from genoconv.errors import InputError
 from genoconv.io.record import Record
+from genoconv.io.regions import region_intervals
 
 
 class AlignmentInput:
@@ -30,13 +36,49 @@ class AlignmentInput:
         reference: Path | None = None,
         include_secondary: bool = False,
         include_supplementary: bool = False,
+        data: Path | None = None,
+        regions: Path | None = None,
+        feature: str = "gene",
     ) -> None:
         self.path = path
+        self.data = data  # a pipe's saved bytes, read in place of path (named in messages)
         self.kind = kind.upper()
         self.reference = reference
         self.include_secondary = include_secondary
         self.include_supplementary = include_supplementary
-        self._open(warn=None).close()  # fail now, not in the middle of a run, when the header cannot be read
+        self.regions = regions
+        with self._open(warn=None) as handle:  # fail now, not in the middle of a run, when the header cannot be read
+            self._intervals = self._select(handle, regions, feature) if regions is not None else None
+
+    def _select(self, handle: pysam.AlignmentFile, regions: Path, feature: str) -> list[tuple[str, int, int]]:
+        """The regions merged where they overlap, in the file's contig order: what ``fetch`` reads."""
+        if self.data is not None or not handle.has_index():
+            where = "a pipe has none" if self.data is not None else f"{self.path} has none"
+            raise InputError(f"{self.path}: --regions selects reads through a {self.kind} index and {where}; sort and "
+                             f"index the file (samtools sort -o sorted.bam; samtools index sorted.bam)")
+        order = {name: i for i, name in enumerate(handle.references)}
+        merged: list[list] = []
+        for contig, start, end in sorted(region_intervals(regions, feature, dict(zip(handle.references,
+                                                                                     handle.lengths)), self.path),
+                                         key=lambda r: (order[r[0]], r[1])):
+            if merged and merged[-1][0] == contig and start <= merged[-1][2]:
+                merged[-1][2] = max(merged[-1][2], end)
+            else:
+                merged.append([contig, start, end])
+        return [tuple(x) for x in merged]
+
+    def _reads(self, handle: pysam.AlignmentFile) -> Iterator[pysam.AlignedSegment]:
+        if self._intervals is None:
+            yield from handle.fetch(until_eof=True)
+            return
+        previous_contig, previous_end = None, 0
+        for contig, start, end in self._intervals:
+            # A read that starts before the previous interval (same contig) ends overlapped it: it came then.
+            seen_below = previous_end if contig == previous_contig else 0
+            for read in handle.fetch(contig, start, end):
+                if read.reference_start >= seen_below:
+                    yield read
+            previous_contig, previous_end = contig, end
 
     def _open(self, warn) -> pysam.AlignmentFile:
         kwargs = {"check_sq": False, "ignore_truncation": True}
@@ -45,7 +87,7 @@ class AlignmentInput:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             try:
-                handle = pysam.AlignmentFile(str(self.path), **kwargs)
+                handle = pysam.AlignmentFile(str(self.data or self.path), **kwargs)
             except (OSError, ValueError) as e:
                 raise InputError(f"{self.path}: cannot read this {self.kind} file ({e})") from None
         for w in caught:
@@ -62,7 +104,7 @@ class AlignmentInput:
         skipped = source.skipped
         try:
             with handle:
-                for read in handle.fetch(until_eof=True):
+                for read in self._reads(handle):
                     ordinal += 1
                     if read.is_secondary and not self.include_secondary:
                         skipped["secondary"] += 1
@@ -88,7 +130,7 @@ class AlignmentInput:
             ) from None
 
     def position(self, ordinal: int) -> str:
-        return f"record {ordinal} of {self.path}"
+        return f"record {ordinal} of {self.path}" + (f" within {self.regions}" if self.regions is not None else "")
 
     def describe(self) -> str:
         extra = [
@@ -96,7 +138,8 @@ class AlignmentInput:
             for what, on in (("secondary", self.include_secondary), ("supplementary", self.include_supplementary))
             if on
         ]
-        return f"{self.path} ({self.kind}{', with ' + ' and '.join(extra) if extra else ''})"
+        within = f", reads overlapping {self.regions}" if self.regions is not None else ""
+        return f"{self.path} ({self.kind}{', with ' + ' and '.join(extra) if extra else ''}{within})"
 
     def close(self) -> None:
         pass

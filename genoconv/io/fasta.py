@@ -22,6 +22,7 @@ import pysam
 
 from genoconv.errors import InputError, InputFileError
 from genoconv.io.record import Record, reverse_complement
+from genoconv.io.sniff import UTF8_BOM, Format
 
 # htslib drops duplicate and empty FASTA records from a .fai with only a stderr note; a pass over the headers
 # (4 MiB reads, about 1 GB/s uncompressed) checks the index really lists every record before trusting it.
@@ -149,7 +150,7 @@ def open_indexed(path: Path, compression: str, *, required: bool) -> FastaHandle
         if not required:
             return None
         # Find the precise fault (line, record) with the streaming parser; else say what to check.
-        for _ in stream_fasta(path, compression):
+        for _ in stream_fasta(path, Format("fasta", compression)):
             pass
         raise InputError(f"{path}: cannot index this FASTA (check it with `samtools faidx {path}`)") from None
     return FastaHandle(path, fasta)
@@ -203,8 +204,34 @@ def _decode(path: Path, seq: bytes | bytearray, name: str, ordinal: int) -> str:
         raise InputError(f"{path}: record {ordinal} '{name}' contains non-ASCII bytes") from None
 
 
-def stream_fasta(path: Path, compression: str) -> Iterator[tuple[Record, int]]:
-    """FASTA records one at a time; errors name the line and record."""
+def _cr_lines(fh) -> Iterator[bytes]:
+    """The lines of a file whose lines end in CR alone (classic Mac OS), each ending in LF instead."""
+    pending: list[bytes] = []
+    while chunk := fh.read(_SCAN_CHUNK):
+        *ended, rest = chunk.replace(b"\r", b"\n").split(b"\n")
+        for part in ended:
+            pending.append(part)
+            yield b"".join(pending) + b"\n"
+            pending = []
+        pending.append(rest)
+    if tail := b"".join(pending):
+        yield tail
+
+
+def read_lines(path: Path, fmt: Format, data: Path | None = None) -> Iterator[bytes]:
+    """The lines of a FASTA/FASTQ file (or of ``data``, the saved bytes of a pipe named ``path``), line ends kept,
+    CR-only line ends read as LF and a leading UTF-8 byte-order mark dropped."""
+    with _open_binary(data or path, fmt.compression) as fh:
+        lines = _cr_lines(fh) if fmt.cr_only else iter(fh)
+        for first in lines:
+            yield first.removeprefix(UTF8_BOM)
+            break
+        yield from lines
+
+
+def stream_fasta(path: Path, fmt: Format, data: Path | None = None) -> Iterator[tuple[Record, int]]:
+    """FASTA records one at a time (from ``data`` when given: a pipe's saved bytes); errors name the line and
+    record."""
     ordinal = 0
     name: str | None = None
     header_line = 0
@@ -217,26 +244,25 @@ def stream_fasta(path: Path, compression: str) -> Iterator[tuple[Record, int]]:
 
     line_no = 0
     try:
-        with _open_binary(path, compression) as fh:
-            for raw in fh:
-                line_no += 1
-                if raw[:1] == b">":
-                    if name is not None:
-                        yield finish(), ordinal
-                    ordinal += 1
-                    header_line = line_no
-                    name = _record_id(path, raw[1:], ordinal, line_no)
-                    seq = bytearray()
-                    continue
-                line = raw.strip()
-                if not line:
-                    continue
-                if name is None:
-                    raise InputError(
-                        f"{path}: line {line_no}: sequence before the first '>' header "
-                        "(a FASTA file needs a '>name' line first)"
-                    )
-                seq += line
+        for raw in read_lines(path, fmt, data):
+            line_no += 1
+            if raw[:1] == b">":
+                if name is not None:
+                    yield finish(), ordinal
+                ordinal += 1
+                header_line = line_no
+                name = _record_id(path, raw[1:], ordinal, line_no)
+                seq = bytearray()
+                continue
+            line = raw.strip()
+            if not line:
+                continue
+            if name is None:
+                raise InputError(
+                    f"{path}: line {line_no}: sequence before the first '>' header "
+                    "(a FASTA file needs a '>name' line first)"
+                )
+            seq += line
     except _GZIP_ERRORS as e:
         where = f"in record {ordinal} '{name}' (line {line_no})" if name is not None else f"at line {line_no}"
         raise InputError(_gzip_message(path, where, e)) from None
@@ -245,46 +271,46 @@ def stream_fasta(path: Path, compression: str) -> Iterator[tuple[Record, int]]:
     yield finish(), ordinal
 
 
-def stream_fastq(path: Path, compression: str) -> Iterator[tuple[Record, int]]:
-    """FASTQ records one at a time (multi-line records accepted); qualities are checked for length only."""
+def stream_fastq(path: Path, fmt: Format, data: Path | None = None) -> Iterator[tuple[Record, int]]:
+    """FASTQ records one at a time (multi-line records accepted; from ``data`` when given: a pipe's saved bytes);
+    qualities are checked for length only."""
     ordinal = 0
     line_no = 0
     try:
-        with _open_binary(path, compression) as fh:
-            lines = iter(fh)
+        lines = read_lines(path, fmt, data)
 
-            def next_line() -> bytes | None:
-                nonlocal line_no
-                for raw in lines:
-                    line_no += 1
-                    return raw.rstrip(b"\r\n")
-                return None
+        def next_line() -> bytes | None:
+            nonlocal line_no
+            for raw in lines:
+                line_no += 1
+                return raw.rstrip(b"\r\n")
+            return None
 
-            while (header := next_line()) is not None:
-                if not header.strip():
-                    continue
-                if header[:1] != b"@":
-                    raise InputError(f"{path}: line {line_no}: expected a FASTQ '@name' line, found {header[:24]!r}")
-                ordinal += 1
-                header_line = line_no
-                name = _record_id(path, header[1:], ordinal, line_no)
-                seq_parts = []
-                while (line := next_line()) is not None and line[:1] != b"+":
-                    seq_parts.append(line.strip())
-                if line is None:
-                    raise InputError(f"{path}: record {ordinal} '{name}' (line {header_line}) ends before its '+' line")
-                seq = b"".join(seq_parts)
-                qual_len = 0
-                while qual_len < len(seq) and (line := next_line()) is not None:
-                    qual_len += len(line.strip())
-                if qual_len != len(seq):
-                    raise InputError(
-                        f"{path}: record {ordinal} '{name}' (line {header_line}) has {len(seq)} bases "
-                        f"but {qual_len} quality values"
-                    )
-                if not seq:
-                    raise InputError(f"{path}: record {ordinal} '{name}' (line {header_line}) has no sequence")
-                yield Record.from_sequence(name, _decode(path, seq, name, ordinal), str(path)), ordinal
+        while (header := next_line()) is not None:
+            if not header.strip():
+                continue
+            if header[:1] != b"@":
+                raise InputError(f"{path}: line {line_no}: expected a FASTQ '@name' line, found {header[:24]!r}")
+            ordinal += 1
+            header_line = line_no
+            name = _record_id(path, header[1:], ordinal, line_no)
+            seq_parts = []
+            while (line := next_line()) is not None and line[:1] != b"+":
+                seq_parts.append(line.strip())
+            if line is None:
+                raise InputError(f"{path}: record {ordinal} '{name}' (line {header_line}) ends before its '+' line")
+            seq = b"".join(seq_parts)
+            qual_len = 0
+            while qual_len < len(seq) and (line := next_line()) is not None:
+                qual_len += len(line.strip())
+            if qual_len != len(seq):
+                raise InputError(
+                    f"{path}: record {ordinal} '{name}' (line {header_line}) has {len(seq)} bases "
+                    f"but {qual_len} quality values"
+                )
+            if not seq:
+                raise InputError(f"{path}: record {ordinal} '{name}' (line {header_line}) has no sequence")
+            yield Record.from_sequence(name, _decode(path, seq, name, ordinal), str(path)), ordinal
     except _GZIP_ERRORS as e:
         raise InputError(_gzip_message(path, f"in record {ordinal} (line {line_no})", e)) from None
     if ordinal == 0:
@@ -292,14 +318,18 @@ def stream_fastq(path: Path, compression: str) -> Iterator[tuple[Record, int]]:
 
 
 class FastaInput:
-    """One FASTA file: lazy records through the index when it exists or can be built, else streamed."""
+    """One FASTA file: lazy records through the index when it exists or can be built, else streamed (always for a
+    pipe, whose saved bytes are ``data``)."""
 
     kind = "FASTA"
 
-    def __init__(self, path: Path, compression: str) -> None:
+    def __init__(self, path: Path, fmt: Format, data: Path | None = None) -> None:
         self.path = path
-        self.compression = compression
-        self.handle = open_indexed(path, compression, required=False)
+        self.fmt = fmt
+        self.compression = fmt.compression
+        self.data = data
+        indexable = data is None and fmt.indexable
+        self.handle = open_indexed(path, fmt.compression, required=False) if indexable else None
         self._index_complete: bool | None = None
 
     def records(self, source) -> Iterator[tuple[Record, int]]:
@@ -311,14 +341,14 @@ class FastaInput:
         if self.handle is not None and self._index_complete:
             yield from indexed_records(self.handle)
         else:  # duplicate or empty records, which the index would silently drop: the streaming parser reports them
-            yield from stream_fasta(self.path, self.compression)
+            yield from stream_fasta(self.path, self.fmt, self.data)
 
     def position(self, ordinal: int) -> str:
         return f"record {ordinal} of {self.path}"
 
     def describe(self) -> str:
         how = "indexed" if self.handle is not None and self._index_complete is not False else "streamed"
-        return f"{self.path} (FASTA, {self.compression}, {how})"
+        return f"{self.path} (FASTA, {self.compression}, {how}{' from a pipe' if self.data else ''})"
 
     def close(self) -> None:
         if self.handle is not None:
@@ -328,18 +358,19 @@ class FastaInput:
 class FastqInput:
     kind = "FASTQ"
 
-    def __init__(self, path: Path, compression: str) -> None:
+    def __init__(self, path: Path, fmt: Format, data: Path | None = None) -> None:
         self.path = path
-        self.compression = compression
+        self.fmt = fmt
+        self.data = data
 
     def records(self, source) -> Iterator[tuple[Record, int]]:
-        yield from stream_fastq(self.path, self.compression)
+        yield from stream_fastq(self.path, self.fmt, self.data)
 
     def position(self, ordinal: int) -> str:
         return f"record {ordinal} of {self.path}"
 
     def describe(self) -> str:
-        return f"{self.path} (FASTQ, {self.compression}, streamed)"
+        return f"{self.path} (FASTQ, {self.fmt.compression}, streamed{' from a pipe' if self.data else ''})"
 
     def close(self) -> None:
         pass

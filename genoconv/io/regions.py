@@ -15,7 +15,7 @@ from __future__ import annotations
 import gzip
 import re
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from urllib.parse import unquote
 
@@ -46,7 +46,7 @@ def _lines(path: Path) -> Iterator[tuple[int, str]]:
         gz = fh.read(2) == b"\x1f\x8b"
     opener = gzip.open if gz else open
     try:
-        with opener(path, "rt", encoding="utf-8", errors="replace") as fh:
+        with opener(path, "rt", encoding="utf-8-sig", errors="replace") as fh:  # -sig: a leading BOM is dropped
             for line_no, line in enumerate(fh, 1):
                 yield line_no, line.rstrip("\r\n")
     except (EOFError, OSError) as e:
@@ -131,6 +131,34 @@ def _parse(path: Path, fmt: str, feature: str) -> Iterator[tuple[int, str, int, 
         raise InputError(f"{path}: no regions in this file")
 
 
+def check_region(path: Path, line_no: int, contig: str, start: int, end: int, contigs: Mapping[str, int],
+                 where: Path) -> None:
+    """InputError when a region's contig is not among ``contigs`` (those of ``where``: a reference or a BAM
+    header) or the region runs past the contig's end."""
+    length = contigs.get(contig)
+    if length is None:
+        alt = contig[3:] if contig.startswith("chr") else "chr" + contig
+        names = list(contigs)
+        hint = (f" (it has {alt!r}: names must match exactly)" if alt in contigs else
+                f" (its contigs: {', '.join(names[:5])}{', ...' if len(names) > 5 else ''})")
+        raise InputError(f"{path}: line {line_no}: contig {contig!r} is not in {where}{hint}")
+    if end > length:
+        raise InputError(
+            f"{path}: line {line_no}: {contig}:{start}-{end} runs past the end of {contig} ({length} bp) in {where}"
+        )
+
+
+def region_intervals(path: Path, feature: str, contigs: Mapping[str, int], where: Path) -> list[tuple[str, int, int]]:
+    """Every region of a BED/GTF/GFF3 file as ``(contig, start, end)``, 0-based half-open, checked against the
+    ``contigs`` of ``where`` (strands and names play no part: this is what selects reads)."""
+    check_readable(path)
+    out = []
+    for line_no, contig, start, end, _, _ in _parse(path, regions_format(path), feature):
+        check_region(path, line_no, contig, start, end, contigs, where)
+        out.append((contig, start, end))
+    return out
+
+
 class RegionsInput:
     """Regions of ``reference`` listed in a BED/GTF/GFF3 file, as lazy records."""
 
@@ -149,28 +177,12 @@ class RegionsInput:
 
     def records(self, source) -> Iterator[tuple[Record, int]]:
         for line_no, contig, start, end, strand, name in _parse(self.path, self.format, self.feature):
-            length = self._contigs.get(contig)
-            if length is None:
-                raise InputError(
-                    f"{self.path}: line {line_no}: contig {contig!r} is not in {self.reference.path}{self._hint(contig)}"
-                )
-            if end > length:
-                raise InputError(
-                    f"{self.path}: line {line_no}: {contig}:{start}-{end} runs past the end of {contig} ({length} bp) "
-                    f"in {self.reference.path}"
-                )
+            check_region(self.path, line_no, contig, start, end, self._contigs, self.reference.path)
             reverse = self.strand_aware and strand == "-"
             rid = name if name is not None else f"{contig}:{start}-{end}"
             where = f"{self.reference.path}:{contig}:{start}-{end}({'-' if reverse else '+'})"
             access = FastaSlice(self.reference, contig, start, end, reverse)
             yield Record(id=rid, length=end - start, source=where, _access=access), line_no
-
-    def _hint(self, contig: str) -> str:
-        alt = contig[3:] if contig.startswith("chr") else "chr" + contig
-        if alt in self._contigs:
-            return f" (it has {alt!r}: names must match exactly)"
-        names = list(self._contigs)
-        return f" (its contigs: {', '.join(names[:5])}{', ...' if len(names) > 5 else ''})"
 
     def position(self, ordinal: int) -> str:
         return f"line {ordinal} of {self.path}"

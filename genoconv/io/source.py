@@ -11,12 +11,14 @@ from pathlib import Path
 from genoconv.errors import InputError
 from genoconv.io.bam import AlignmentInput
 from genoconv.io.fasta import FastaInput, FastqInput, open_indexed
+from genoconv.io.pipe import SavedStream
 from genoconv.io.record import Record
 from genoconv.io.regions import RegionsInput
-from genoconv.io.sniff import sniff
+from genoconv.io.sniff import STDIN, is_stream, sniff
 
 log = logging.getLogger("genoconv.io")
 
+ALIGNMENT_KINDS = ("sam", "bam", "cram")
 # Positions of seen ids are packed as input_index << 40 | ordinal to keep the map small for millions of reads.
 _ORDINAL_BITS = 40
 
@@ -28,11 +30,18 @@ class RecordSource:
     pass). ``skipped`` counts records left out, by reason; ``warnings`` holds one-line warnings.
     """
 
-    def __init__(self, inputs: list, *, dedupe_ids: bool = False) -> None:
+    def __init__(self, inputs: list, *, dedupe_ids: bool = False, saved: Sequence[SavedStream] = ()) -> None:
         self._inputs = inputs
         self.dedupe_ids = dedupe_ids
+        self._saved = list(saved)
         self.skipped: Counter = Counter()
         self.warnings: list[str] = []
+
+    @property
+    def piped_inputs(self) -> list[str]:
+        """The inputs read from a pipe (stdin, process substitution): their content cannot be read again or
+        fingerprinted, so a run that reads one cannot be checked against an earlier run (resumed)."""
+        return [str(stream.name) for stream in self._saved]
 
     def _warn(self, message: str) -> None:
         if message not in self.warnings:
@@ -75,6 +84,8 @@ class RecordSource:
     def close(self) -> None:
         for reader in self._inputs:
             reader.close()
+        for stream in self._saved:
+            stream.remove()
 
     def __enter__(self) -> RecordSource:
         return self
@@ -103,37 +114,75 @@ def open_records(
     GFF3) of ``reference``. Formats are recognised by content. Paths and headers are checked now; record
     contents as they are read. Every problem is an ``InputError`` with a one-line message.
 
-    ``reference`` without ``regions`` is used only to decode CRAM. Records of ``regions`` follow the inputs'.
+    An input may be ``-`` (stdin) or a pipe (``/dev/stdin``, ``<(zcat x.fa.gz)``): it is read once, into a temporary
+    copy (see :mod:`genoconv.io.pipe`). ``regions`` with SAM/BAM/CRAM inputs selects their reads that overlap the
+    regions (``samtools view -L``; indexed files only); without, it embeds those regions of ``reference``, and
+    their records follow the inputs'. ``reference`` otherwise only decodes CRAM.
     """
     if isinstance(inputs, (str, Path)):
         inputs = [inputs]
-    if regions is not None and reference is None:
-        raise InputError(f"{regions}: regions need a reference genome (--reference genome.fa)")
     if not inputs and regions is None:
         raise InputError("no inputs: give sequence files, or --reference with --regions")
+    if [str(x) for x in inputs].count(STDIN) > 1:
+        raise InputError("- (stdin) is given more than once; it can be read only once")
+    if regions is not None and is_stream(regions):
+        raise InputError(f"{regions}: regions cannot come from a pipe (they are read twice, and their format is told "
+                         "by the file extension); save them to a .bed, .gtf or .gff file")
     readers: list = []
+    saved: list[SavedStream] = []
     ref_path = Path(reference) if reference is not None else None
-    for item in inputs:
-        path = Path(item)
-        fmt = sniff(path)
-        if fmt.kind == "fasta":
-            readers.append(FastaInput(path, fmt.compression))
-        elif fmt.kind == "fastq":
-            readers.append(FastqInput(path, fmt.compression))
-        else:
-            readers.append(
-                AlignmentInput(
-                    path,
-                    fmt.kind,
-                    reference=ref_path,
-                    include_secondary=include_secondary,
-                    include_supplementary=include_supplementary,
+    try:
+        found = []  # (name, format, a pipe's saved bytes)
+        for item in inputs:
+            if is_stream(item):
+                stream = SavedStream(item)
+                saved.append(stream)
+                found.append((stream.name, stream.format, stream.data))
+            else:
+                found.append((Path(item), sniff(item), None))
+        aligned = [name for name, fmt, _ in found if fmt.kind in ALIGNMENT_KINDS]
+        select = Path(regions) if regions is not None and aligned else None  # --regions picks their reads
+        if select is not None:
+            for name, fmt, _ in found:
+                if fmt.kind not in ALIGNMENT_KINDS:
+                    raise InputError(f"{name}: --regions beside SAM/BAM/CRAM inputs selects their reads that overlap "
+                                     f"the regions (samtools view -L), which a {fmt.kind.upper()} input has no "
+                                     "positions for; embed it in a run of its own (without SAM/BAM/CRAM, --regions "
+                                     "embeds those regions of --reference)")
+        elif regions is not None and reference is None:
+            raise InputError(f"{regions}: regions need a reference genome (--reference genome.fa)")
+        for path, fmt, data in found:
+            if fmt.kind == "fasta":
+                readers.append(FastaInput(path, fmt, data))
+            elif fmt.kind == "fastq":
+                readers.append(FastqInput(path, fmt, data))
+            else:
+                readers.append(
+                    AlignmentInput(
+                        path,
+                        fmt.kind,
+                        reference=ref_path,
+                        include_secondary=include_secondary,
+                        include_supplementary=include_supplementary,
+                        data=data,
+                        regions=select,
+                        feature=feature,
+                    )
                 )
-            )
-    if regions is not None:
-        ref_fmt = sniff(ref_path)
-        if ref_fmt.kind != "fasta":
-            raise InputError(f"{ref_path}: the reference must be a FASTA file, not {ref_fmt.kind.upper()}")
-        handle = open_indexed(ref_path, ref_fmt.compression, required=True)
-        readers.append(RegionsInput(Path(regions), handle, feature=feature, strand_aware=strand_aware))
-    return RecordSource(readers, dedupe_ids=dedupe_ids)
+        if regions is not None and select is None:
+            if is_stream(ref_path):
+                raise InputError(f"{ref_path}: the reference is read through its index, so it must be a file, "
+                                 "not a pipe")
+            ref_fmt = sniff(ref_path)
+            if ref_fmt.kind != "fasta":
+                raise InputError(f"{ref_path}: the reference must be a FASTA file, not {ref_fmt.kind.upper()}")
+            if ref_fmt.bom or ref_fmt.cr_only:
+                raise InputError(f"{ref_path}: htslib cannot index a reference with a UTF-8 byte-order mark or CR-only "
+                                 "line ends; write it out with plain LF line ends (e.g. seqkit seq) and index that")
+            handle = open_indexed(ref_path, ref_fmt.compression, required=True)
+            readers.append(RegionsInput(Path(regions), handle, feature=feature, strand_aware=strand_aware))
+    except BaseException:
+        for stream in saved:
+            stream.remove()
+        raise
+    return RecordSource(readers, dedupe_ids=dedupe_ids, saved=saved)

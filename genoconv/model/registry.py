@@ -19,6 +19,10 @@ from __future__ import annotations
 import json
 import os
 import re
+import socket
+import threading
+import urllib.parse
+import urllib.request
 import warnings
 from dataclasses import dataclass
 from functools import lru_cache
@@ -31,6 +35,7 @@ MODELS_DIR = Path(__file__).resolve().parents[1] / "models"
 REGISTRY_FILE = MODELS_DIR / "registry.json"
 _COMMIT = re.compile(r"^[0-9a-f]{40}$")
 _TRUE = {"1", "on", "yes", "true"}
+PROBE_SECONDS = 5.0  # how long `genoconv models download` waits for the hub to answer before giving up
 
 
 @dataclass(frozen=True)
@@ -135,7 +140,7 @@ def _fetch_instructions(entry: ModelEntry) -> str:
     cache = hf_cache_dir()
     folder = repo_cache_folder(entry, cache)
     files = " ".join(entry.files)
-    return (f"on a machine with network run `genoconv models download {entry.name}` (or `huggingface-cli download "
+    return (f"on a machine with network run `genoconv models download {entry.name}` (or `hf download "
             f"{entry.repo_id} {files} --revision {entry.revision}`), then copy the folder "
             f"{folder.name} from that machine's Hugging Face cache (~/.cache/huggingface/hub, or $HF_HOME/hub) "
             f"into {cache} here (or point HF_HOME or HF_HUB_CACHE at the copied cache)")
@@ -192,10 +197,41 @@ def download_model(name: str) -> Path:
         from huggingface_hub import snapshot_download
     except ImportError:
         raise InputError("downloading needs huggingface_hub: pip install 'genoconv[hub]'") from None
+    # One short connection first: without network huggingface_hub spends ~30 s in retries before a bare error.
+    unreachable = hub_unreachable()
+    if unreachable:
+        raise GenoconvError(f"cannot download {entry.name!r}: {unreachable}; " + _fetch_instructions(entry))
     try:
         path = snapshot_download(entry.repo_id, revision=entry.revision, cache_dir=str(hf_cache_dir()),
                                  allow_patterns=list(entry.files))
     except Exception as exc:  # noqa: BLE001 - network and hub errors of many kinds
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise GenoconvError(f"download of {entry.repo_id}@{entry.revision} failed: {first}") from None
+        raise GenoconvError(f"download of {entry.repo_id}@{entry.revision} failed: {first}; "
+                            + _fetch_instructions(entry)) from None
     return Path(path)
+
+
+def hub_unreachable(timeout: float = PROBE_SECONDS) -> str | None:
+    """Why the Hugging Face hub (``HF_ENDPOINT``, through the proxy the environment names) cannot be reached, from
+    one TCP connection of at most ``timeout`` seconds, name lookup included; None when it answers."""
+    endpoint = os.environ.get("HF_ENDPOINT") or "https://huggingface.co"
+    url = urllib.parse.urlsplit(endpoint)
+    proxy = urllib.request.getproxies().get(url.scheme)
+    target = urllib.parse.urlsplit(proxy) if proxy and not urllib.request.proxy_bypass(url.hostname or "") else url
+    host, port = target.hostname or "", target.port or (443 if target.scheme == "https" else 80)
+    outcome: list[str | None] = []
+
+    def connect() -> None:
+        try:
+            socket.create_connection((host, port), timeout=timeout).close()
+            outcome.append(None)
+        except OSError as exc:
+            outcome.append(exc.strerror or str(exc) or type(exc).__name__)
+
+    probe = threading.Thread(target=connect, daemon=True)  # a thread: a name lookup ignores socket timeouts
+    probe.start()
+    probe.join(timeout)
+    via = f" through the proxy {host}:{port}" if target is not url else ""
+    if not outcome:
+        return f"no answer from {endpoint}{via} within {timeout:.0f} s (no network?)"
+    return f"cannot reach {endpoint}{via} ({outcome[0]}; no network?)" if outcome[0] else None

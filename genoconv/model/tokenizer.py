@@ -27,6 +27,7 @@ for _base, _other in (("A", "T"), ("C", "G")):
     COMPLEMENT_IDS[BASE_IDS[_base]], COMPLEMENT_IDS[BASE_IDS[_other]] = BASE_IDS[_other], BASE_IDS[_base]
 IUPAC = "ACGTUNRYSWKMBDHV"
 GAPS = "-."
+AMINO_ACID_ONLY = "EFIJLOPQZ"  # amino-acid letters that are no nucleotide code
 POLICIES = ("clean", "strict")
 _INVALID = 255
 
@@ -70,8 +71,9 @@ class Tokenizer:
         if bad.size:
             pos = int(bad[0])
             char = raw[pos:pos + 1].decode("ascii", errors="replace")
+            protein = " (an amino acid? genoconv embeds DNA, not protein)" if char.upper() in AMINO_ACID_ONLY else ""
             raise InputError(f"record {record!r}: character {char!r} at position {offset + pos + 1} "
-                             f"is not a nucleotide code ({bad.size} such characters)")
+                             f"is not a nucleotide code ({bad.size} such characters){protein}")
         return ids
 
     def encode(self, seq: str | bytes, *, record: str = "sequence", offset: int = 0) -> torch.Tensor:

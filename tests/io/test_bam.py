@@ -129,3 +129,69 @@ def test_cram_without_its_reference_asks_for_it(shared_data, tmp_path, monkeypat
     with pytest.raises(InputError) as e:
         list(open_records([cram]))
     assert "reads.cram: cannot decode CRAM record 1" in str(e.value) and "--reference" in str(e.value)
+
+
+# ---- --regions with alignments: samtools view -L (issue 17) ---------------------------------------------------
+# Out of contig order, overlapping (I), and apart on one contig with reads spanning both (II 1344-1444, 1415-1515).
+SELECTION_BED = ("CHROMOSOME_III\t1400\t1500\nCHROMOSOME_I\t1000\t1300\nCHROMOSOME_I\t1250\t1600\n"
+                 "CHROMOSOME_II\t1300\t1400\nCHROMOSOME_II\t1420\t1430\n")
+
+
+def _samtools_ids(*args: str) -> list[str]:
+    """Read ids (genoconv's: /1, /2 for a pair) of `samtools view -F 0x900 ARGS` (samtools inside pysam)."""
+    ids = []
+    for line in pysam.view("-F", "0x900", *args).splitlines():
+        name, flag = line.split("\t")[0], int(line.split("\t")[1])
+        if flag & 1 and bool(flag & 0x40) != bool(flag & 0x80):
+            name += "/1" if flag & 0x40 else "/2"
+        ids.append(name)
+    return ids
+
+
+def test_regions_select_reads_like_samtools_view_L(shared_data, tmp_path):
+    bam = shared_data / "celegans_range.bam"
+    bed = tmp_path / "sel.bed"
+    bed.write_text(SELECTION_BED)
+    source = open_records([bam], regions=bed)  # no --reference needed for a BAM
+    records = list(source)
+    want = _samtools_ids("-L", str(bed), str(bam))
+    assert 0 < len(want) < 112 and len(set(want)) == len(want)
+    assert [r.id for r in records] == want  # each read once, in position order
+    by_name = {r.id: r for r in open_records([bam])}
+    assert all(r.sequence() == by_name[r.id].sequence() for r in records)
+    assert "reads overlapping" in source.describe()
+    gff = tmp_path / "sel.gff3"  # the same regions, 1-based closed
+    gff.write_text("".join(f"{c}\t.\tgene\t{int(s) + 1}\t{e}\t.\t+\t.\tID=g{i}\n"
+                           for i, (c, s, e) in enumerate(x.split("\t") for x in SELECTION_BED.splitlines())))
+    assert [r.id for r in open_records([bam], regions=gff)] == want
+
+
+def test_regions_select_cram_reads(shared_data, tmp_path):
+    ref = shared_data / "celegans_ce.fa"
+    cram = tmp_path / "reads.cram"
+    pysam.view("-C", "-T", str(ref), "-o", str(cram), str(shared_data / "celegans_range.bam"), catch_stdout=False)
+    pysam.index(str(cram))
+    bed = tmp_path / "sel.bed"
+    bed.write_text(SELECTION_BED)
+    records = list(open_records([cram], regions=bed, reference=ref))
+    assert [r.id for r in records] == _samtools_ids("-L", str(bed), str(shared_data / "celegans_range.bam"))
+
+
+def test_regions_with_alignments_errors(shared_data, tmp_path):
+    bed = tmp_path / "sel.bed"
+    bed.write_text(SELECTION_BED)
+    unindexed = tmp_path / "unindexed.bam"
+    shutil.copy(shared_data / "celegans_range.bam", unindexed)
+    with pytest.raises(InputError, match=r"unindexed.bam: --regions selects reads through a BAM index and .* has "
+                                         r"none; sort and index the file \(samtools sort"):
+        open_records([unindexed], regions=bed)
+    fasta = tmp_path / "x.fa"
+    fasta.write_text(">x\nACGT\n")
+    with pytest.raises(InputError, match=r"x.fa: --regions beside SAM/BAM/CRAM inputs selects their reads .*samtools "
+                                         r"view -L.*FASTA input"):
+        open_records([shared_data / "celegans_range.bam", fasta], regions=bed)
+    wrong = tmp_path / "wrong.bed"
+    wrong.write_text("CHROMOSOME_I\t0\t10\nI\t0\t100\n")
+    with pytest.raises(InputError, match=r"wrong.bed: line 2: contig 'I' is not in .*celegans_range.bam \(its "
+                                         r"contigs: CHROMOSOME_I, "):
+        open_records([shared_data / "celegans_range.bam"], regions=wrong)

@@ -185,3 +185,39 @@ def test_contig_hint_for_chr_prefix(shared_data, tmp_path):
 
 def test_no_inputs():
     assert "no inputs" in fail(lambda: open_records([]))
+
+
+def test_protein_fasta_says_amino_acids(tmp_path):
+    path = tmp_path / "hba.fa"
+    path.write_text(">sp|P69905|HBA_HUMAN Hemoglobin subunit alpha\nMVLSPADKTNVKAAWGKVGAHAGEYGAEALERMFLSFPTTKTYFPHF\n")
+    message = fail(lambda: open_records([path]))
+    assert message.startswith(f"{path}: record 'sp|P69905|HBA_HUMAN' holds amino acids (E, F, L, P), not DNA")
+    assert "bases" not in message
+    dna = tmp_path / "dna.fa"
+    dna.write_text(">soft_masked\nacgtnACGTNRYKMSWBDHV-\n")  # every nucleotide code, both cases: not protein
+    assert [r.length for r in open_records([dna])] == [21]
+
+
+def test_htslib_is_silent_and_we_say_it(tmp_path, shared_data, capfd):
+    """No "[E::...]" lines from htslib (a header-only FASTA, a CRAM without .crai): one message of ours instead."""
+    header_only = tmp_path / "header_only.fa"
+    header_only.write_text(">r1 nothing follows\n")
+    assert "header_only.fa: record 1 'r1' (line 1) has no sequence" in fail(lambda: open_records([header_only]))
+    cram = tmp_path / "reads.cram"  # no .crai beside it
+    ref = shared_data / "celegans_ce.fa"
+    import pysam
+
+    pysam.view("-C", "-T", str(ref), "-o", str(cram), str(shared_data / "celegans_range.bam"), catch_stdout=False)
+    assert len(list(open_records([cram], reference=ref))) == 112
+    err = capfd.readouterr().err
+    assert "[E::" not in err and "[W::" not in err, err
+
+
+def test_reference_htslib_cannot_index(tmp_path):
+    bed = tmp_path / "r.bed"
+    bed.write_text("a\t0\t4\n")
+    for name, text in (("bom.fa", "\ufeff>a\nACGTACGT\n"), ("cr.fa", ">a\rACGTACGT\r")):
+        ref = tmp_path / name
+        ref.write_bytes(text.encode("utf-8"))
+        assert f"{ref}: htslib cannot index a reference with a UTF-8 byte-order mark" in fail(
+            lambda: open_records([], reference=ref, regions=bed))

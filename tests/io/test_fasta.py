@@ -148,3 +148,28 @@ def test_records_pickle_and_read_after_unpickling(shared_data, tmp_path):
     (record, *_) = list(open_records([tmp_path / "ce.fa"]))
     clone = pickle.loads(pickle.dumps(record))
     assert clone.sequence(1000, 1100) == record.sequence(1000, 1100)
+
+
+# ---- byte-order marks, CR-only line ends (issue 17) ---------------------------------------------------------
+@pytest.mark.parametrize("compression", ["none", "gzip"])
+@pytest.mark.parametrize("newline", ["\n", "\r\n", "\r"])
+def test_bom_and_every_line_ending(tmp_path, compression, newline):
+    text = "\ufeff" + "".join(f">{name} d{newline}" + "".join(seq[i:i + 10] + newline for i in range(0, len(seq), 10))
+                              for name, seq in RECORDS.items())
+    path = tmp_path / ("bom.fa" + (".gz" if compression == "gzip" else ""))
+    data = text.encode("utf-8")
+    path.write_bytes(gzip.compress(data) if compression == "gzip" else data)
+    source = open_records([path])
+    assert {r.id: r.sequence() for r in source} == RECORDS
+    assert "streamed" in source.describe()  # htslib would index a BOM or CR-only file wrongly: never trusted
+    fastq = tmp_path / "cr.fq"
+    fastq_text = "\ufeff@r1 x\rACGTN\r+\rIIIII\r@r2\rGG\r+\rII\r"
+    fastq.write_bytes(fastq_text.encode("utf-8").replace(b"\r", newline.encode()))
+    assert [(r.id, r.sequence()) for r in open_records([fastq])] == [("r1", "ACGTN"), ("r2", "GG")]
+
+
+def test_cr_only_record_longer_than_a_read_block(tmp_path):
+    seq = "ACGT" * (1 << 21)  # 8 MiB on one line: spans several 4 MiB blocks of the CR splitter
+    path = tmp_path / "long_cr.fa"
+    path.write_bytes(b">long\r" + seq.encode() + b"\r>short\rAC\r")
+    assert [(r.id, r.length) for r in open_records([path])] == [("long", len(seq)), ("short", 2)]
