@@ -17,7 +17,8 @@ class RecordSink(Protocol):
 
 
 class Sink(Protocol):
-    def begin(self, record_id: str, length: int, mode: str) -> RecordSink: ...
+    # coords: the record's Record.coords (contig, start, end, strand) or None, passed through as it is.
+    def begin(self, record_id: str, length: int, mode: str, coords: tuple | None = None) -> RecordSink: ...
 
 
 class Pools:
@@ -95,8 +96,8 @@ class RecordOutput:
 
 
 class _MemoryRecord:
-    def __init__(self, sink: "MemorySink", record_id: str, length: int, mode: str):
-        self.sink, self.id, self.length, self.mode = sink, record_id, length, mode
+    def __init__(self, sink: "MemorySink", record_id: str, length: int, mode: str, coords: tuple | None):
+        self.sink, self.id, self.length, self.mode, self.coords = sink, record_id, length, mode, coords
         self.rows: dict[int, list[np.ndarray]] = {}
         self.windows: dict[int, list[np.ndarray]] = {}
 
@@ -112,6 +113,7 @@ class _MemoryRecord:
             "pooled": dict(pooled),
             "windowed": {k: np.concatenate(v) for k, v in self.windows.items()},
             "mode": self.mode,
+            "coords": self.coords,
         }))
 
 
@@ -121,8 +123,8 @@ class MemorySink:
     def __init__(self):
         self.done: list[tuple[str, dict]] = []
 
-    def begin(self, record_id: str, length: int, mode: str) -> _MemoryRecord:
-        return _MemoryRecord(self, record_id, length, mode)
+    def begin(self, record_id: str, length: int, mode: str, coords: tuple | None = None) -> _MemoryRecord:
+        return _MemoryRecord(self, record_id, length, mode, coords)
 
     def drain(self) -> Iterator[tuple[str, dict]]:
         done, self.done = self.done, []

@@ -7,6 +7,8 @@ alignments repeat (part of) a primary read, so they are skipped unless asked for
 reason that applies: ``secondary``, ``supplementary``, ``no_sequence``.
 
 Read ids are the read name, with ``/1`` or ``/2`` appended for the two reads of a pair (they share a name).
+An aligned read carries its ``coords``: reference name, aligned span ``[reference_start, reference_end)`` and
+``-`` for a reverse-strand alignment (see :mod:`genoconv.coords`); unmapped reads carry none.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from pathlib import Path
 
 import pysam
 
+from genoconv.coords import Coords
 from genoconv.errors import InputError
 from genoconv.io.record import Record
 
@@ -76,7 +79,8 @@ class AlignmentInput:
                     name = read.query_name or ""
                     if read.is_paired and read.is_read1 != read.is_read2:
                         name += "/1" if read.is_read1 else "/2"
-                    yield Record.from_sequence(name, read.get_forward_sequence(), str(self.path)), ordinal
+                    yield Record.from_sequence(name, read.get_forward_sequence(), str(self.path),
+                                               _aligned_span(read)), ordinal
         except (OSError, ValueError) as e:
             if self.kind == "CRAM":
                 hint = "; pass the reference it was written against (--reference)" if self.reference is None else ""
@@ -100,3 +104,12 @@ class AlignmentInput:
 
     def close(self) -> None:
         pass
+
+
+def _aligned_span(read: pysam.AlignedSegment) -> Coords | None:
+    """Where an aligned read lies on the reference; None when unmapped (or mapped without aligned bases)."""
+    if read.is_unmapped or read.reference_name is None or read.reference_end is None:
+        return None
+    if read.reference_end <= read.reference_start:
+        return None
+    return Coords(read.reference_name, read.reference_start, read.reference_end, "-" if read.is_reverse else "+")
