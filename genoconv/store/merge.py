@@ -130,8 +130,8 @@ def write_virtual_merge(readers: list[EmbeddingsFile], output: str | os.PathLike
                         provenance: Mapping[str, Any], *, overwrite: bool = False) -> None:
     """Write ``output`` with the store's layout whose per-nucleotide and windowed rows are HDF5 virtual
     datasets over the given complete files, in order (their absolute paths are recorded, so they must stay
-    where they are); ids, index arrays, coordinates and pooled rows are copied. Built under a temporary name and renamed,
-    so an interrupted merge leaves nothing half-made."""
+    where they are); ids, index arrays, coordinates and pooled rows are copied. Built under a temporary name and
+    renamed, so an interrupted merge leaves nothing half-made."""
     output = Path(output)
     if output.exists() and not overwrite:
         if is_complete(output, None):

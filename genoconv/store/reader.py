@@ -55,6 +55,7 @@ class EmbeddingsFile:
             self.complete = bool(f.attrs.get("complete", False))
             self.layers = [int(x) for x in np.atleast_1d(f.attrs["layers"])]
             self.window = int(f.attrs.get("window", 0)) or None
+            self.pools = list(json.loads(f.attrs.get("pools", "[]")))
             self.provenance = {k: plain_value(v) for k, v in f.attrs.items()}
             if self.complete:
                 n = f["lengths"].shape[0]
@@ -106,6 +107,16 @@ class EmbeddingsFile:
     def items(self) -> Iterator[tuple[str, np.ndarray]]:
         for rid in self.ids:
             yield rid, self.get(rid)
+
+    @property
+    def has_per_nucleotide(self) -> bool:
+        """Whether the file stores per-nucleotide rows (not with ``--no-per-nucleotide``)."""
+        return "per_nucleotide" in self._f
+
+    def resolve_layer(self, layer: int) -> int:
+        """The absolute layer index a ``layer`` argument means (see the class docstring); KeyError/IndexError
+        when it is not stored."""
+        return self._layer(layer)
 
     def _layer(self, layer: int) -> int:
         if layer < 0:
