@@ -3,7 +3,6 @@ kept by the store through commit, resume, salvage and merge, and exposed by the 
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import h5py
@@ -12,9 +11,9 @@ import pysam
 import pytest
 
 from genoconv import store
-from genoconv.cli import main
 from genoconv.coords import Coords
 from genoconv.store import EmbeddingWriter, StoreSpec, open_embeddings
+from test_cli import run_cli  # genoconv ARGS... in-process: (exit code, stdout, stderr)
 
 SPEC = StoreSpec(d_model=4, layers=(1,), per_nucleotide=False, pools=("mean",), window=5)
 PROVENANCE = {"run_config": {"test": "coords"}}
@@ -42,7 +41,8 @@ def _check(path: Path, records=RECORDS) -> None:
         table = f.coords_table()
         assert list(table["id"]) == [r[0] for r in records]
         assert list(table["contig"]) == [c.contig if c else "" for _, _, c in records]
-        assert table["start"].dtype == np.int64 and list(table["start"]) == [c.start if c else -1 for _, _, c in records]
+        assert table["start"].dtype == np.int64
+        assert list(table["start"]) == [c.start if c else -1 for _, _, c in records]
         assert list(table["end"]) == [c.end if c else -1 for _, _, c in records]
         assert list(table["strand"]) == [c.strand if c else "" for _, _, c in records]
 
@@ -113,12 +113,9 @@ def test_merge_carries_coords(tmp_path, virtual):
 
 # ------------------------------------------------------------------------------------------ end to end
 def _embed(args, monkeypatch, capsys, small_model_dir):
-    argv = ["genoconv", "embed", *map(str, args), "--model", str(small_model_dir), "--device", "cpu",
-            "--no-per-nucleotide", "--window", "50"]
-    monkeypatch.setattr(sys, "argv", argv)
-    with pytest.raises(SystemExit) as exc:
-        main()
-    assert exc.value.code == 0, capsys.readouterr().err
+    code, _, err = run_cli(["embed", *args, "--model", small_model_dir, "--device", "cpu", "--no-per-nucleotide",
+                            "--window", "50"], monkeypatch, capsys)
+    assert code == 0, err
 
 
 def test_bed_and_gtf_regions_store_their_coords(shared_data, small_model_dir, tmp_path, monkeypatch, capsys):

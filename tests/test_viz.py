@@ -13,10 +13,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from genoconv.cli import main
 from genoconv.coords import Coords
 from genoconv.store import EmbeddingWriter, StoreSpec, open_embeddings
 from genoconv.viz import Projection, reference_intervals
+from test_cli import run_cli  # genoconv ARGS... in-process: (exit code, stdout, stderr)
 
 D, LAYER, W = 6, 2, 10
 SPEC = StoreSpec(d_model=D, layers=(LAYER,), per_nucleotide=True, pools=("mean", "max"), window=W,
@@ -63,14 +63,6 @@ def _pca(x: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     _, _, vt = np.linalg.svd(x - mean, full_matrices=False)
     comps = vt[:k] * np.sign(vt[:k][np.arange(k), np.abs(vt[:k]).argmax(1)])[:, None]
     return mean, comps
-
-
-def run_cli(args, monkeypatch, capsys):
-    monkeypatch.setattr(sys, "argv", ["genoconv", *map(str, args)])
-    with pytest.raises(SystemExit) as exc:
-        main()
-    captured = capsys.readouterr()
-    return exc.value.code, captured.out, captured.err
 
 
 @pytest.fixture
@@ -253,6 +245,14 @@ def test_export_usage_errors(regions_h5, tmp_path, monkeypatch, capsys):
     assert code == 2 and "nope.h5" in err
 
 
+def test_unwritable_track_is_an_error_not_a_crash(regions_h5, tmp_path, monkeypatch, capsys):
+    pytest.importorskip("pyBigWig")  # pyBigWig itself segfaults on a path it cannot open
+    path, _ = regions_h5
+    (tmp_path / "t.PC1.bw").mkdir()
+    code, _, err = run_cli(["export", path, "--tracks", tmp_path / "t"], monkeypatch, capsys)
+    assert code == 2 and "cannot write" in err and "t.PC1.bw" in err
+
+
 def test_embedded_regions_end_to_end(shared_data, small_model_dir, tmp_path, monkeypatch, capsys):
     """Real chrX regions through embed and export: the bigWig holds the stored windows' projection, placed on X."""
     pyBigWig = pytest.importorskip("pyBigWig")
@@ -331,7 +331,7 @@ def test_plot_png_size_and_svg_labels(regions_h5, tmp_path, monkeypatch, capsys)
     svg = (tmp_path / "fig.svg").read_text()
     assert 'width="720pt" height="360pt"' in svg  # 10 x 5 in
     for text in ("PC1 (", "% of variance)", "PC2 (", "PC3", "chr1 position (bp)", "regions.h5", "second.h5",
-                 "b_minus, at chr1:1,000-1,042 (-, minus strand drawn in reference order)"):
+                 "at chr1:1,000-1,042 (-, drawn in reference order)"):
         assert text in svg, text
     labels = tmp_path / "labels.tsv"
     labels.write_text("id\tlabel\na_plus\tpromoter\nb_minus\tenhancer\n")

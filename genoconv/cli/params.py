@@ -33,31 +33,17 @@ class Compression(str, Enum):
     lzf = "lzf"
 
 
-class TrackFormat(str, Enum):
-    bigwig = "bigwig"
-    bedgraph = "bedgraph"
+def _choices(name: str, *values: str) -> type[Enum]:
+    """A ``str`` Enum of ``values`` for Typer (member names spell ``-`` as ``_``: ``RowSource.per_nucleotide``)."""
+    return Enum(name, {value.replace("-", "_"): value for value in values}, type=str)
 
 
-class RowSource(str, Enum):
-    auto = "auto"
-    windowed = "windowed"
-    per_nucleotide = "per-nucleotide"
-
-
-class Overlap(str, Enum):
-    error = "error"
-    mean = "mean"
-
-
-class Panels(str, Enum):
-    both = "both"
-    pooled = "pooled"
-    tracks = "tracks"
-
-
-class Method(str, Enum):
-    pca = "pca"
-    umap = "umap"
+# Choices of the commands that read an output (genoconv export/plot); the names match genoconv.viz's.
+TrackFormat = _choices("TrackFormat", "bigwig", "bedgraph")
+RowSource = _choices("RowSource", "auto", "windowed", "per-nucleotide")
+Overlap = _choices("Overlap", "error", "mean")
+Panels = _choices("Panels", "both", "pooled", "tracks")
+Method = _choices("Method", "pca", "umap")
 
 
 Inputs = Annotated[Optional[list[Path]], typer.Argument(
@@ -139,8 +125,8 @@ ReadLayer = Annotated[int, typer.Option("--layer", "-l", help="Stored layer to u
 Components = Annotated[int, typer.Option(min=1, help="Top principal components to keep (one track each).",
                                          metavar="K", rich_help_panel=ROWS)]
 SourceOpt = Annotated[RowSource, typer.Option("--source", help="Rows to project: the stored windows, or per-nucleotide "
-                                              "rows averaged over --bin bases (auto: windowed when stored).",
-                                              rich_help_panel=ROWS)]
+                                              "rows averaged over --bin bases (auto: the windows when stored and no "
+                                              "--bin).", rich_help_panel=ROWS)]
 Bin = Annotated[Optional[int], typer.Option("--bin", min=1, help="Bases per bin of per-nucleotide rows (default "
                                             "100).", metavar="B", show_default=False, rich_help_panel=ROWS)]
 ProjectionIn = Annotated[Optional[Path], typer.Option(

@@ -46,7 +46,7 @@ class Bins:
 
 def choose_bins(f: EmbeddingsFile, source: str = "auto", bin_size: int | None = None, layer: int = -1) -> Bins:
     """``source``: ``windowed`` (the stored windows), ``per-nucleotide`` (stored rows averaged over ``bin_size``
-    bases, default 100) or ``auto`` (windowed when stored, else per-nucleotide)."""
+    bases, default 100) or ``auto`` (the windows when stored and no ``bin_size`` is given, else per-nucleotide)."""
     if source not in SOURCES:
         raise InputError(f"source must be one of {', '.join(SOURCES)}, got {source!r}")
     try:
@@ -66,8 +66,9 @@ def choose_bins(f: EmbeddingsFile, source: str = "auto", bin_size: int | None = 
                              f"{f.window} bases each")
         return Bins("windowed", f.window, layer)
     if not has_rows:
-        raise InputError(f"{f.path} has no per-nucleotide rows and no windowed rows to make tracks of "
-                         "(embed with --window W or --per-nucleotide)")
+        instead = ("use its windowed rows (--source windowed)" if f.window
+                   else "embed with --window W or --per-nucleotide")
+        raise InputError(f"{f.path} has no per-nucleotide rows (embedded with --no-per-nucleotide): {instead}")
     size = DEFAULT_BIN if bin_size is None else int(bin_size)
     if size < 1:
         raise InputError(f"--bin must be a positive number of bases, got {size}")

@@ -172,11 +172,11 @@ def draw(output: str | os.PathLike[str], *, pooled: PooledPoints | None = None, 
                     ax.tick_params(labelbottom=False)
             c = tracks.coords
             if c.contig == tracks.record_id and c.start == 0:
-                where = f"{c.end:,} bp"
+                where = f"{tracks.record_id}, {c.end:,} bp"
             else:
-                flipped = ", minus strand drawn in reference order" if c.strand == "-" else ""
-                where = f"at {c.contig}:{c.start:,}-{c.end:,} ({c.strand}{flipped})"
-            axes[0].set_title(f"{tracks.record_id}, {where}; {tracks.bins.describe()}", fontsize=8)
+                flipped = ", drawn in reference order" if c.strand == "-" else ""
+                where = f"{tracks.record_id}\nat {c.contig}:{c.start:,}-{c.end:,} ({c.strand}{flipped})"
+            axes[0].set_title(f"{where}\n{tracks.bins.describe()}", fontsize=8)
             axes[-1].set_xlabel(f"{c.contig} position (bp)")
         try:
             png = {"pil_kwargs": {"optimize": True}} if output.suffix.lower() == ".png" else {}

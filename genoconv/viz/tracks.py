@@ -135,9 +135,11 @@ def write_bigwig(path: Path, sizes: list[tuple[str, int]], tracks: dict[str, Con
     except ImportError:
         raise InputError("writing bigWig needs pyBigWig: pip install pyBigWig (or 'genoconv[bigwig]'), or use "
                          "--format bedgraph") from None
+    try:
+        open(path, "wb").close()  # pyBigWig 0.3 crashes the process (SIGSEGV) on a path it cannot open
+    except OSError as err:
+        raise InputFileError(f"cannot write {path}: {err.strerror or err}") from None
     bw = pyBigWig.open(str(path), "w")
-    if bw is None:
-        raise InputFileError(f"cannot write {path}")
     try:
         bw.addHeader(sizes)
         for contig, _ in sizes:
