@@ -335,11 +335,12 @@ def test_plot_png_size_and_svg_labels(regions_h5, tmp_path, monkeypatch, capsys)
         assert text in svg, text
     labels = tmp_path / "labels.tsv"
     labels.write_text("id\tlabel\na_plus\tpromoter\nb_minus\tenhancer\n")
-    code, _, err = run_cli(["plot", path, "-o", tmp_path / "lab.svg", "--labels", labels, "--panels", "pooled"],
-                           monkeypatch, capsys)
+    code, _, err = run_cli(["plot", path, "-o", tmp_path / "lab.svg", "--labels", labels, "--panels", "pooled",
+                            "--pool", "max"], monkeypatch, capsys)
     assert code == 0, err
     svg = (tmp_path / "lab.svg").read_text()
     assert "promoter" in svg and "enhancer" in svg and "unlabelled" in svg and "position (bp)" not in svg
+    assert "max vectors of 3 records, PCA" in svg
 
 
 def test_plot_tracks_figure_is_the_projection(regions_h5, tmp_path):
@@ -376,11 +377,22 @@ def test_plot_usage_errors(regions_h5, tmp_path, monkeypatch, capsys):
     path, _ = regions_h5
     bad = tmp_path / "bad.tsv"
     bad.write_text("a_plus\tx\textra\n")
+    foreign = tmp_path / "foreign.h5"
+    _store(foreign, REGIONS, sha="cd" * 32)
     for args, message in [
         (["-o", tmp_path / "x.gif"], "x.gif: image format from the name"),
         (["-o", tmp_path / "x.png", "--record", "nope"], "no record 'nope' in"),
         (["-o", tmp_path / "x.png", "--labels", bad], "bad.tsv: line 1: expected 'id<TAB>label'"),
         (["-o", tmp_path / "x.png", "--pool", "mean,max"], "one pooling mode"),
+        ([foreign, "-o", tmp_path / "x.png"], "foreign.h5 comes from another model or layer than"),
     ]:
         code, _, err = run_cli(["plot", path, *args], monkeypatch, capsys)
         assert code == 2 and message in err and err.count("\n") == 1, (args, err)
+
+
+def test_umap_without_umap_learn_says_how_to_install(regions_h5, tmp_path, monkeypatch, capsys):
+    pytest.importorskip("matplotlib")
+    path, _ = regions_h5
+    monkeypatch.setitem(sys.modules, "umap", None)
+    code, _, err = run_cli(["plot", path, "-o", tmp_path / "u.png", "--method", "umap"], monkeypatch, capsys)
+    assert code == 2 and "--method umap needs umap-learn: pip install umap-learn" in err

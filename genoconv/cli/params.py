@@ -159,6 +159,9 @@ Record = Annotated[Optional[str], typer.Option(help="Record whose tracks to draw
 Labels = Annotated[Optional[Path], typer.Option(help="Colour the pooled panel by label: a TSV of id<TAB>label lines "
                                                 "(default: one colour per file).", metavar="FILE.tsv", exists=True,
                                                 dir_okay=False, show_default=False, rich_help_panel=PICTURE)]
+PooledMode = Annotated[Optional[str], typer.Option("--pool", help="Pooling mode of the pooled panel (default: the "
+                                                   "first stored).", metavar="MODE", show_default=False,
+                                                   rich_help_panel=PICTURE)]
 MethodOpt = Annotated[Method, typer.Option("--method", help="Two axes of the pooled panel: PCA, or UMAP (needs "
                                            "umap-learn).", rich_help_panel=PICTURE)]
 Width = Annotated[float, typer.Option(min=1.0, max=100.0, help="Image width in inches.", metavar="IN",

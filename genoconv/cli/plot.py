@@ -17,7 +17,7 @@ def plot(
     record: p.Record = None,
     labels: p.Labels = None,
     method: p.MethodOpt = p.Method.pca,
-    pool: p.PoolSelect = [],  # noqa: B006 - Typer reads the default
+    pool: p.PooledMode = None,
     layer: p.ReadLayer = -1,
     components: p.Components = 3,
     source: p.SourceOpt = p.RowSource.auto,
@@ -37,14 +37,14 @@ def plot(
     from ..viz.plot import draw, pooled_points, read_labels, record_tracks, require_matplotlib
 
     require_matplotlib()  # before any work: the one-line install hint
-    modes = split_modes(pool)
-    if len(modes) > 1:
-        raise InputError(f"the pooled panel shows one pooling mode; got --pool {','.join(modes)}")
+    mode = None if pool is None else split_modes(pool)
+    if mode is not None and len(mode) != 1:
+        raise InputError(f"the pooled panel shows one pooling mode; got --pool {pool}")
     with ExitStack() as stack:
         files = [stack.enter_context(open_embeddings(path)) for path in paths]
         pooled = tracks = None
         if panels in (p.Panels.both, p.Panels.pooled):
-            pooled = pooled_points(files, mode=modes[0] if modes else None, layer=layer,
+            pooled = pooled_points(files, mode=mode[0] if mode else None, layer=layer,
                                    labels=read_labels(labels) if labels is not None else None, method=method.value)
         if panels in (p.Panels.both, p.Panels.tracks):
             if record is None:

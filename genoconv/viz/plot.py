@@ -84,6 +84,7 @@ def pooled_points(files: list[EmbeddingsFile], *, mode: str | None = None, layer
     blocks, group = [], []
     names = [f.path.name for f in files]
     for f, name in zip(files, names):
+        _same_model(files[0], f, layer)
         use = mode or (f.pools[0] if f.pools else "mean")
         if use not in f.pools:
             raise InputError(f"{f.path} has no pooled {use!r} vectors (stored: {', '.join(f.pools) or 'none'}); "
@@ -115,6 +116,18 @@ def pooled_points(files: list[EmbeddingsFile], *, mode: str | None = None, layer
     ratio = list(proj.explained_ratio) + [0.0]
     axis = tuple(f"PC{j + 1} ({100 * ratio[j]:.1f}% of variance)" for j in range(2))
     return PooledPoints(xy, ids, group, axis, f"{mode_text} vectors of {len(x)} records, PCA")
+
+
+def _same_model(first: EmbeddingsFile, other: EmbeddingsFile, layer: int) -> None:
+    """Vectors share axes only when they come from the same model checkpoint and layer."""
+    try:
+        a, b = ((f.provenance.get("checkpoint_sha256"), f.resolve_layer(layer)) for f in (first, other))
+    except (KeyError, IndexError) as err:
+        raise InputError(str(err).strip("'\"")) from None
+    if a != b:
+        raise InputError(f"{other.path} comes from another model or layer than {first.path} (checkpoint "
+                         f"{str(b[0])[:12]}…, layer {b[1]} vs {str(a[0])[:12]}…, layer {a[1]}): their vectors "
+                         "share no axes")
 
 
 @dataclass
