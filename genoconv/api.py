@@ -81,7 +81,8 @@ class Embedder(LoadedModel):
         :class:`~genoconv.options.EmbedOptions` (``layers``, ``pools``, ``window``, ``filter_len`` ...) or of
         :class:`~genoconv.options.ReadOptions` (``reference``, ``regions`` ...). ``arrays`` holds
         ``"per_nucleotide"`` {layer: (L, d)}, ``"pooled"`` {(mode, layer): (d,)}, ``"windowed"`` {layer: (n, d)}
-        (layers as absolute indices) and ``"mode"`` (how the record was computed).
+        (layers as absolute indices), ``"mode"`` (how the record was computed) and ``"coords"`` (where it lies on
+        the reference, :class:`genoconv.coords.Coords`, or None).
         """
         from .engine import Engine, MemorySink
 

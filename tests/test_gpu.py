@@ -77,7 +77,6 @@ def test_gpu_embed_file_matches_api(demo_paths, tmp_path):
 @pytest.fixture(scope="module")
 def large_random():
     """The HyenaDNA-large-1m shape (8 layers, d_model 256) with random weights, bf16, on the GPU."""
-    from genoconv import Embedder
     from genoconv.model import HyenaConfig, HyenaDNA
 
     model = HyenaDNA(HyenaConfig(d_model=256, n_layer=8, d_inner=1024, max_seq_len=1_000_002)).init_weights(seed=0)

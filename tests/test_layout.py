@@ -19,9 +19,9 @@ PACKAGE = ROOT / "genoconv"
 # strictly lower layer; never from a higher layer or from another unit of its own layer.
 LAYERS = {
     "_version": 0, "_lazy": 0, "errors": 0,
-    "options": 1, "sharding": 1,
+    "options": 1, "sharding": 1, "coords": 1,
     "io": 2, "store": 2, "ops": 2,
-    "model": 3,
+    "model": 3, "viz": 3,
     "engine": 4,
     "runner": 5,
     "api": 6, "train": 6,

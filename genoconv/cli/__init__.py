@@ -1,8 +1,8 @@
 """The ``genoconv`` command line: thin shells over :mod:`genoconv.runner`, :mod:`genoconv.store` and the model layer.
 
-One module per command (``embed``, ``score``, ``merge``, ``inspect``, ``doctor``) or group (``models``); every option's
-type is declared once in :mod:`.params`. Exit codes: 0 ok, 1 runtime failure, 2 usage/bad input, 3 interrupted but
-resumable (see :mod:`genoconv.errors`).
+One module per command (``embed``, ``score``, ``merge``, ``inspect``, ``export``, ``plot``, ``doctor``) or group
+(``models``); every option's type is declared once in :mod:`.params`. Exit codes: 0 ok, 1 runtime failure, 2
+usage/bad input, 3 interrupted but resumable (see :mod:`genoconv.errors`).
 """
 
 from __future__ import annotations
@@ -71,15 +71,19 @@ def setup_logging(level: int) -> None:
 def _register_commands() -> None:
     from .doctor import doctor
     from .embed import embed
+    from .export import export
     from .inspect import inspect
     from .merge import merge
     from .models import app as models_app
+    from .plot import plot
     from .score import score
 
     app.command(cls=Command)(embed)
     app.command(cls=Command, help="Next-base cross-entropy (bits per base) of records under a model.")(score)
     app.command(cls=Command, help="Combine shard outputs into one file.")(merge)
     app.command(cls=Command)(inspect)
+    app.command(cls=Command)(export)
+    app.command(cls=Command)(plot)
     app.command(cls=Command)(doctor)
     app.add_typer(models_app, name="models", help="List and download named models.")
 

@@ -41,9 +41,10 @@ def inspect(path: Annotated[Path, typer.Argument(help="A genoconv HDF5 output.")
             table.add_row(k, v)
         console.print(table)
         recs = Table(title=f"first {min(records, len(f))} of {len(f)} records")
-        for col in ("id", "length", "mode"):
+        for col in ("id", "length", "mode") + (("reference",) if f.has_coords else ()):
             recs.add_column(col)
         modes = f.modes if hasattr(f, "modes") else [""] * len(f)
         for rid, length, mode in list(zip(f.ids, f.lengths, modes))[:records]:
-            recs.add_row(rid, f"{int(length):,}", str(mode))
+            where = (str(f.coords(rid) or ""),) if f.has_coords else ()
+            recs.add_row(rid, f"{int(length):,}", str(mode), *where)
         console.print(recs)

@@ -13,6 +13,7 @@ from typing import Annotated, Optional
 import typer
 
 INPUT, MODEL, OUTPUT, PERFORMANCE, CLUSTER = "Input", "Model", "Output", "Performance", "Cluster"
+ROWS, PICTURE = "Rows and projection", "Picture"
 
 
 class _HelpWithoutTypes:
@@ -60,6 +61,19 @@ class Compression(str, Enum):
     none = "none"
     gzip = "gzip"
     lzf = "lzf"
+
+
+def _choices(name: str, *values: str) -> type[Enum]:
+    """A ``str`` Enum of ``values`` for Typer (member names spell ``-`` as ``_``: ``RowSource.per_nucleotide``)."""
+    return Enum(name, {value.replace("-", "_"): value for value in values}, type=str)
+
+
+# Choices of the commands that read an output (genoconv export/plot); the names match genoconv.viz's.
+TrackFormat = _choices("TrackFormat", "bigwig", "bedgraph")
+RowSource = _choices("RowSource", "auto", "windowed", "per-nucleotide")
+Overlap = _choices("Overlap", "error", "mean")
+Panels = _choices("Panels", "both", "pooled", "tracks")
+Method = _choices("Method", "pca", "umap")
 
 
 Inputs = Annotated[Optional[list[Path]], typer.Argument(
@@ -132,3 +146,60 @@ DedupeIds = Annotated[bool, typer.Option(help="Suffix duplicate record ids inste
 Shard = Annotated[Optional[str], typer.Option(help="Embed only shard i/n of the records (balanced by bases), or "
                                               "'slurm' to take it from the job array.", metavar="i/n|slurm",
                                               show_default=False, rich_help_panel=CLUSTER)]
+
+# ---- reading an output: genoconv export / plot
+EmbeddingsPath = Annotated[Path, typer.Argument(help="A genoconv HDF5 output.", metavar="FILE.h5", exists=True,
+                                                dir_okay=False)]
+EmbeddingsPaths = Annotated[list[Path], typer.Argument(help="genoconv HDF5 outputs (one colour each in the pooled "
+                                                       "panel).", metavar="FILE.h5...", exists=True, dir_okay=False)]
+ReadLayer = Annotated[int, typer.Option("--layer", "-l", help="Stored layer to use: an absolute index, or negative to "
+                                        "count the stored layers from the end (-1 = the last stored).", metavar="N",
+                                        rich_help_panel=ROWS)]
+Components = Annotated[int, typer.Option(min=1, help="Top principal components to keep (one track each).",
+                                         metavar="K", rich_help_panel=ROWS)]
+SourceOpt = Annotated[RowSource, typer.Option("--source", help="Rows to project: the stored windows, or per-nucleotide "
+                                              "rows averaged over --bin bases (auto: the windows when stored and no "
+                                              "--bin).", rich_help_panel=ROWS)]
+Bin = Annotated[Optional[int], typer.Option("--bin", min=1, help="Bases per bin of per-nucleotide rows (default "
+                                            "100).", metavar="B", show_default=False, rich_help_panel=ROWS)]
+ProjectionIn = Annotated[Optional[Path], typer.Option(
+    "--projection", help="Project on a saved projection (from --save-projection) so several files share axes, "
+    "instead of fitting on this file's rows.", metavar="FILE.npz", exists=True, dir_okay=False, show_default=False,
+    rich_help_panel=ROWS)]
+PoolSelect = Annotated[list[str], typer.Option("--pool", help="Pooling modes to use (comma list; default: every "
+                                               "stored mode).", metavar="MODES", show_default=False)]
+SaveProjection = Annotated[Optional[Path], typer.Option(
+    help="Save the projection fitted on this file, to give other files the same axes (--projection).",
+    metavar="FILE.npz", show_default=False, rich_help_panel=ROWS)]
+Tracks = Annotated[Optional[Path], typer.Option(
+    help="Write one track per component: PREFIX.PC1.bw, PREFIX.PC2.bw, ... (.bedGraph with --format bedgraph).",
+    metavar="PREFIX", show_default=False, rich_help_panel=OUTPUT)]
+TrackFormatOpt = Annotated[TrackFormat, typer.Option("--format", help="Track format.", rich_help_panel=OUTPUT)]
+Table = Annotated[Optional[Path], typer.Option(help="Write the pooled vectors keyed by id: .tsv, or .parquet (needs "
+                                               "pyarrow).", metavar="FILE", show_default=False, rich_help_panel=OUTPUT)]
+ChromSizes = Annotated[Optional[Path], typer.Option(
+    help="Contig lengths for the bigWig header: the reference's .fai or a chrom.sizes file (default: the furthest "
+    "end on each contig).", metavar="FILE", exists=True, dir_okay=False, show_default=False, rich_help_panel=OUTPUT)]
+OverlapOpt = Annotated[Overlap, typer.Option("--overlap", help="Records overlapping on the reference: an error, or "
+                                             "averaged where they overlap.", rich_help_panel=OUTPUT)]
+
+Image = Annotated[Path, typer.Option("--output", "-o", help="Image to write: .png, .svg or .pdf.", metavar="IMAGE",
+                                     rich_help_panel=PICTURE)]
+PanelsOpt = Annotated[Panels, typer.Option("--panels", help="Pooled vectors on two axes, one record's tracks, or both.",
+                                           rich_help_panel=PICTURE)]
+Record = Annotated[Optional[str], typer.Option(help="Record whose tracks to draw (default: the longest of the first "
+                                               "file).", metavar="ID", show_default=False, rich_help_panel=PICTURE)]
+Labels = Annotated[Optional[Path], typer.Option(help="Colour the pooled panel by label: a TSV of id<TAB>label lines "
+                                                "(default: one colour per file).", metavar="FILE.tsv", exists=True,
+                                                dir_okay=False, show_default=False, rich_help_panel=PICTURE)]
+PooledMode = Annotated[Optional[str], typer.Option("--pool", help="Pooling mode of the pooled panel (default: the "
+                                                   "first stored).", metavar="MODE", show_default=False,
+                                                   rich_help_panel=PICTURE)]
+MethodOpt = Annotated[Method, typer.Option("--method", help="Two axes of the pooled panel: PCA, or UMAP (needs "
+                                           "umap-learn).", rich_help_panel=PICTURE)]
+Width = Annotated[float, typer.Option(min=1.0, max=100.0, help="Image width in inches.", metavar="IN",
+                                      rich_help_panel=PICTURE)]
+Height = Annotated[float, typer.Option(min=1.0, max=100.0, help="Image height in inches.", metavar="IN",
+                                       rich_help_panel=PICTURE)]
+Dpi = Annotated[int, typer.Option(min=10, max=1200, help="Pixels per inch (PNG size = width x dpi by height x "
+                                  "dpi).", metavar="DPI", rich_help_panel=PICTURE)]

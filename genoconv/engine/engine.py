@@ -155,7 +155,7 @@ class Engine:
         for rec, per_layer in zip(batch, rows):
             if rec.id in self._skip:
                 continue  # committed before an interruption; recomputed only because its batch was partial
-            out = RecordOutput(sink.begin(rec.id, rec.length, mode), self.opts, self.layers, self.d)
+            out = RecordOutput(sink.begin(rec.id, rec.length, mode, rec.coords), self.opts, self.layers, self.d)
             for layer, rows in per_layer.items():
                 out.add(layer, rows)
             out.commit()
@@ -226,7 +226,7 @@ class Engine:
             raise SequenceTooLongError(f"record {rec.id!r} has {rec.length:,} bases > max_seq_len")
         chunk = plan.chunk_size or rec.length
         rc_rows = self._reverse_pass(rec, plan, chunk) if self.opts.rc_average else None
-        out = RecordOutput(sink.begin(rec.id, rec.length, plan.mode), self.opts, self.layers, self.d)
+        out = RecordOutput(sink.begin(rec.id, rec.length, plan.mode, rec.coords), self.opts, self.layers, self.d)
         stream = StreamState.empty(self.emb.config.n_layer)
         try:
             for start in range(0, rec.length, chunk):

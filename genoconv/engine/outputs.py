@@ -19,7 +19,8 @@ class RecordSink(Protocol):
 
 
 class Sink(Protocol):
-    def begin(self, record_id: str, length: int, mode: str) -> RecordSink: ...
+    # coords: the record's Record.coords (contig, start, end, strand) or None, passed through as it is.
+    def begin(self, record_id: str, length: int, mode: str, coords: tuple | None = None) -> RecordSink: ...
 
 
 class _Numpy:
@@ -215,8 +216,8 @@ class RecordOutput:
 
 
 class _MemoryRecord:
-    def __init__(self, sink: "MemorySink", record_id: str, length: int, mode: str):
-        self.sink, self.id, self.length, self.mode = sink, record_id, length, mode
+    def __init__(self, sink: "MemorySink", record_id: str, length: int, mode: str, coords: tuple | None):
+        self.sink, self.id, self.length, self.mode, self.coords = sink, record_id, length, mode, coords
         self.rows: dict[int, list] = {}
         self.windows: dict[int, list[np.ndarray]] = {}
         self.keeps_tensors = sink.keep_tensors
@@ -241,6 +242,7 @@ class _MemoryRecord:
             "pooled": dict(pooled),
             "windowed": {k: np.concatenate(v) for k, v in self.windows.items()},
             "mode": self.mode,
+            "coords": self.coords,
         }))
 
 
@@ -252,8 +254,8 @@ class MemorySink:
         self.done: list[tuple[str, dict]] = []
         self.keep_tensors = keep_tensors
 
-    def begin(self, record_id: str, length: int, mode: str) -> _MemoryRecord:
-        return _MemoryRecord(self, record_id, length, mode)
+    def begin(self, record_id: str, length: int, mode: str, coords: tuple | None = None) -> _MemoryRecord:
+        return _MemoryRecord(self, record_id, length, mode, coords)
 
     def drain(self) -> Iterator[tuple[str, dict]]:
         done, self.done = self.done, []

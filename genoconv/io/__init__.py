@@ -1,8 +1,8 @@
 """Input readers: FASTA/FASTQ (plain, gzip, bgzip), SAM/BAM/CRAM, and regions (BED/GTF/GFF3) of a reference.
 
 All numbers are 0-based half-open. ``open_records(paths, ...)`` gives a ``RecordSource``: iterate it for
-``Record`` objects (``id``, ``length``, ``source``, ``sequence(start, end)``). Importing this package turns htslib's
-own stderr logging off: problems are reported as one-line ``InputError`` messages instead.
+``Record`` objects (``id``, ``length``, ``source``, ``coords``, ``sequence(start, end)``). Importing this package
+turns htslib's own stderr logging off: problems are reported as one-line ``InputError`` messages instead.
 """
 
 import pysam

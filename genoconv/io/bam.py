@@ -12,6 +12,9 @@ With ``regions`` (``--regions`` beside SAM/BAM/CRAM inputs) only the reads overl
 ``samtools view -L regions.bed`` does with an index: each read once, in position order, through the file's
 ``.bai``/``.csi``/``.crai`` index (required). Region numbers are 0-based half-open after reading (BED as written,
 GTF/GFF converted from 1-based closed).
+
+An aligned read carries its ``coords``: reference name, aligned span ``[reference_start, reference_end)`` and
+``-`` for a reverse-strand alignment (see :mod:`genoconv.coords`); unmapped reads carry none.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from pathlib import Path
 
 import pysam
 
+from genoconv.coords import Coords
 from genoconv.errors import InputError
 from genoconv.io.record import Record
 from genoconv.io.regions import region_intervals
@@ -118,7 +122,8 @@ class AlignmentInput:
                     name = read.query_name or ""
                     if read.is_paired and read.is_read1 != read.is_read2:
                         name += "/1" if read.is_read1 else "/2"
-                    yield Record.from_sequence(name, read.get_forward_sequence(), str(self.path)), ordinal
+                    yield Record.from_sequence(name, read.get_forward_sequence(), str(self.path),
+                                               _aligned_span(read)), ordinal
         except (OSError, ValueError) as e:
             if self.kind == "CRAM":
                 hint = "; pass the reference it was written against (--reference)" if self.reference is None else ""
@@ -143,3 +148,12 @@ class AlignmentInput:
 
     def close(self) -> None:
         pass
+
+
+def _aligned_span(read: pysam.AlignedSegment) -> Coords | None:
+    """Where an aligned read lies on the reference; None when unmapped (or mapped without aligned bases)."""
+    if read.is_unmapped or read.reference_name is None or read.reference_end is None:
+        return None
+    if read.reference_end <= read.reference_start:
+        return None
+    return Coords(read.reference_name, read.reference_start, read.reference_end, "-" if read.is_reverse else "+")

@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from genoconv.coords import Coords
+
 # IUPAC nucleotide complement, both cases; U complements to A. Letters outside the table ('-', '*', '.')
 # are kept as they are.
 _COMPLEMENT = str.maketrans(
@@ -47,17 +49,21 @@ class Record:
 
     ``sequence(start, end)`` returns letters exactly as in the file (case kept). Records from an indexed
     FASTA or a region read their bases lazily from disk, so a chromosome can be read chunk by chunk.
+
+    ``coords``: where the record lies on a reference (:class:`genoconv.coords.Coords`) for a ``--regions`` record
+    or an aligned read; None for FASTA/FASTQ records and unmapped reads.
     """
 
     id: str
     length: int
     source: str
     _access: _Access = field(repr=False, compare=False)
+    coords: Coords | None = None
 
     @classmethod
-    def from_sequence(cls, id: str, sequence: str, source: str = "<memory>") -> Record:
+    def from_sequence(cls, id: str, sequence: str, source: str = "<memory>", coords: Coords | None = None) -> Record:
         """A record held in memory; handy in tests and for the Python API."""
-        return cls(id=id, length=len(sequence), source=source, _access=_InMemory(sequence))
+        return cls(id=id, length=len(sequence), source=source, _access=_InMemory(sequence), coords=coords)
 
     def sequence(self, start: int = 0, end: int | None = None) -> str:
         """Bases ``[start, end)`` of the record as embedded (0-based half-open). ``end=None`` or an end past

@@ -5,7 +5,8 @@ File conventions: BED is 0-based half-open (``chrom start end [name score strand
 is 0-based half-open, including the fallback id ``contig:start-end``.
 
 Sequences are fetched lazily with ``pysam.FastaFile``; a minus-strand region is reverse-complemented when
-``strand_aware`` (IUPAC complement, case kept), so its base 0 is the region's 5' end on the minus strand.
+``strand_aware`` (IUPAC complement, case kept), so its base 0 is the region's 5' end on the minus strand. Each
+record carries its ``coords`` (contig, start, end, and strand as embedded: see :mod:`genoconv.coords`).
 Region ids: BED name column (4); GTF ``<feature>_name`` then ``gene_name``; GFF3 ``Name``, ``gene_name``,
 ``ID``; else ``contig:start-end``.
 """
@@ -19,6 +20,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from urllib.parse import unquote
 
+from genoconv.coords import Coords
 from genoconv.errors import InputError
 from genoconv.io.fasta import FastaHandle, FastaSlice
 from genoconv.io.record import Record
@@ -180,9 +182,10 @@ class RegionsInput:
             check_region(self.path, line_no, contig, start, end, self._contigs, self.reference.path)
             reverse = self.strand_aware and strand == "-"
             rid = name if name is not None else f"{contig}:{start}-{end}"
-            where = f"{self.reference.path}:{contig}:{start}-{end}({'-' if reverse else '+'})"
+            coords = Coords(contig, start, end, "-" if reverse else "+")
             access = FastaSlice(self.reference, contig, start, end, reverse)
-            yield Record(id=rid, length=end - start, source=where, _access=access), line_no
+            yield Record(id=rid, length=end - start, source=f"{self.reference.path}:{coords}", _access=access,
+                         coords=coords), line_no
 
     def position(self, ordinal: int) -> str:
         return f"line {ordinal} of {self.path}"

@@ -19,6 +19,12 @@ Layout (``n`` records, ``d`` = model width; "rows" are 0-based, half-open ``[sta
 ``/windowed/<layer>``         (total_windows, d) float32: row ``k`` of a record is the mean over its bases
                               ``[k*W, (k+1)*W)``; the last window is partial; ``ceil(length / W)`` rows per
                               record, starting at ``/window_offsets[i]`` (n,) int64.
+``/coords/contig``, ``/coords/start``, ``/coords/end``, ``/coords/strand``
+                              (n,) utf-8, int64, int64, utf-8: where each record lies on the reference,
+                              0-based half-open, strand ``+``/``-`` as embedded (``-``: record base 0 is reference
+                              base ``end - 1``; see :mod:`genoconv.coords`). For ``--regions`` records and aligned
+                              reads; ``""``/``-1`` for records without (FASTA/FASTQ, unmapped reads). The group
+                              exists only when at least one record has coordinates.
 
 ``<layer>`` is an absolute, non-negative model layer index (the caller resolves negative ``--layer``
 values); the root attribute ``layers`` lists the stored ones in the order given. Only the groups the run
@@ -42,8 +48,8 @@ Crash safety (why a SIGKILL at any instant loses nothing committed and never yie
    still opens in SWMR-read mode, consistent up to its last flush.
 2. Beside the file, ``<out>.journal`` is an append-only log, one line per event, each line carrying the
    CRC32 of its own text: a header (spec, run_config, start time), then one entry per committed record
-   (id, length, mode, row offsets, where its newest rows live, and the CRC32 of every byte stored for the
-   record: per-nucleotide rows, windowed rows, pooled rows). ``commit()`` writes the data, flushes HDF5
+   (id, length, mode, coordinates, row offsets, where its newest rows live, and the CRC32 of every byte stored
+   for the record: per-nucleotide rows, windowed rows, pooled rows). ``commit()`` writes the data, flushes HDF5
    (data and metadata reach the OS), and only then appends the journal line. A torn last line fails its CRC
    and is ignored. A killed process does not lose what reached the OS, so no fsync is needed per commit.
 3. The big row datasets only ever receive whole chunks, each written once (a compressed chunk rewritten at
@@ -63,7 +69,7 @@ Crash safety (why a SIGKILL at any instant loses nothing committed and never yie
    leaves a clean file with the old journal, which the next start salvages again. If the damaged file cannot
    be opened at all, nothing verifies and the run starts over: the output is still right, only time is lost.
    Salvage rewrites the committed data once, so it needs that much free disk space for a moment.
-6. ``finish()`` writes ``/ids``, ``/modes`` and ``end_time``, flushes and fsyncs, and only then sets
+6. ``finish()`` writes ``/ids``, ``/modes``, ``/coords`` and ``end_time``, flushes and fsyncs, and only then sets
    ``complete=True``, closes, fsyncs and deletes the journal. A complete file is refused without
    ``overwrite``; a journal left beside a complete file is deleted.
 So the committed records are exactly the verified journal prefix; their bytes are checked against CRCs

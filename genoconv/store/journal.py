@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from genoconv.coords import Coords
 from genoconv.store.hdf5 import fsync_dir
 
 JOURNAL_FORMAT = "genoconv-store-journal"
@@ -76,6 +77,12 @@ def read_journal(path: Path) -> JournalState:
         last = obj
     clean = intact and last is not None and last.get("closed") == len(entries) and header is not None
     return JournalState(header, entries, clean)
+
+
+def entry_coords(entry: Mapping[str, Any]) -> Coords | None:
+    """A record entry's coordinates (key ``co``; absent for records without them and in older journals)."""
+    co = entry.get("co")
+    return None if co is None else Coords.checked(co)
 
 
 class Journal:

@@ -11,12 +11,13 @@ import shutil
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import h5py
 import numpy as np
 
 from genoconv._version import __version__
+from genoconv.coords import Coords
 from genoconv.errors import InputError, ResourceError
 from genoconv.options import COMPRESSIONS, POOL_MODES, STORE_DTYPES
 
@@ -30,6 +31,8 @@ CHUNK_BYTES = 2**20
 # Small per-record datasets (pooled rows, index arrays) get small chunks: each commit rewrites one.
 SMALL_CHUNK_BYTES = 2**16
 UTF8 = h5py.string_dtype("utf-8")
+# /coords/<field>: one value per record, "" / -1 where a record has no coordinates (see genoconv.store).
+COORD_FIELDS = ("contig", "start", "end", "strand")
 
 
 @dataclass(frozen=True)
@@ -148,10 +151,39 @@ def estimate_bytes(spec: StoreSpec, n_records: int, total_bases: int) -> int:
     if spec.window:
         size += (total_bases // spec.window + n_records) * d * 4 * n_layers
     size += n_records * d * 4 * n_layers * len(spec.pools)
-    size += n_records * (3 * 8 + 2 * 64)  # index arrays, ids and modes
+    size += n_records * (5 * 8 + 4 * 64)  # index arrays, ids, modes and coordinates
     # metadata, partial last chunks and the journal
     n_big = n_layers * (int(spec.per_nucleotide) + int(bool(spec.window)))
     return int(size * 1.01) + 3 * n_big * CHUNK_BYTES + n_records * 512 + 2**20  # + the two /_tail slots
+
+
+def coord_columns(coords: Sequence[Coords | None]) -> dict[str, np.ndarray]:
+    """``contig``, ``start``, ``end``, ``strand`` columns (object or int64 arrays); ``""``/``-1`` for None."""
+    missing = ("", -1, -1, "")
+    rows = [missing if c is None else c for c in coords]
+    columns = list(zip(*rows)) if rows else [()] * len(COORD_FIELDS)
+    return {name: np.asarray(values, dtype=np.int64 if name in ("start", "end") else object)
+            for name, values in zip(COORD_FIELDS, columns)}
+
+
+def write_coords(f: h5py.File, coords: Sequence[Coords | None]) -> None:
+    """``/coords/{contig,start,end,strand}`` for records in order; written only when at least one record has
+    coordinates."""
+    if all(c is None for c in coords):
+        return
+    for name, values in coord_columns(coords).items():
+        f.create_dataset(f"coords/{name}", data=values, dtype="<i8" if values.dtype == np.int64 else UTF8)
+
+
+def read_coords(f: h5py.File, n: int) -> list[Coords | None] | None:
+    """The ``/coords`` of the first ``n`` records (None for a record without them), or None when the file has
+    no ``/coords`` (no record had coordinates, or a file from before they were stored)."""
+    if "coords" not in f:
+        return None
+    group = f["coords"]
+    contig, strand = group["contig"].asstr()[:n], group["strand"].asstr()[:n]
+    start, end = group["start"][:n], group["end"][:n]
+    return [Coords(c, int(a), int(b), s) if c else None for c, a, b, s in zip(contig, start, end, strand)]
 
 
 def human(n: float) -> str:

@@ -24,7 +24,7 @@ import numpy as np
 from genoconv.errors import InputError
 from genoconv.store.hdf5 import fsync_dir, fsync_path, is_complete, now, unlink
 from genoconv.store.journal import journal_path
-from genoconv.store.layout import UTF8, StoreSpec, canonical_run_config, n_windows, write_attrs
+from genoconv.store.layout import UTF8, StoreSpec, canonical_run_config, n_windows, write_attrs, write_coords
 from genoconv.store.reader import EmbeddingsFile, open_embeddings
 from genoconv.store.writer import EmbeddingWriter
 
@@ -104,7 +104,7 @@ def merge(paths: list[Path], output: Path, *, virtual: bool = False, overwrite: 
                 for i, rid in enumerate(f.ids):
                     if rid in done:
                         continue
-                    rec = writer.begin(rid, int(f.lengths[i]), f.modes[i])
+                    rec = writer.begin(rid, int(f.lengths[i]), f.modes[i], f.coords(rid))
                     for layer in spec.layers:
                         if spec.per_nucleotide:
                             for start in range(0, int(f.lengths[i]), ROW_BLOCK):
@@ -130,8 +130,8 @@ def write_virtual_merge(readers: list[EmbeddingsFile], output: str | os.PathLike
                         provenance: Mapping[str, Any], *, overwrite: bool = False) -> None:
     """Write ``output`` with the store's layout whose per-nucleotide and windowed rows are HDF5 virtual
     datasets over the given complete files, in order (their absolute paths are recorded, so they must stay
-    where they are); ids, index arrays and pooled rows are copied. Built under a temporary name and renamed,
-    so an interrupted merge leaves nothing half-made."""
+    where they are); ids, index arrays, coordinates and pooled rows are copied. Built under a temporary name and
+    renamed, so an interrupted merge leaves nothing half-made."""
     output = Path(output)
     if output.exists() and not overwrite:
         if is_complete(output, None):
@@ -151,6 +151,7 @@ def write_virtual_merge(readers: list[EmbeddingsFile], output: str | os.PathLike
             f.create_dataset("ids", data=np.asarray([i for r in readers for i in r.ids], dtype=object), dtype=UTF8)
             f.create_dataset("modes", data=np.asarray([m for r in readers for m in r.modes], dtype=object),
                              dtype=UTF8)
+            write_coords(f, [r.coords(rid) for r in readers for rid in r.ids])
             if spec.window:
                 n_win = np.asarray([n_windows(int(x), spec.window) for x in lengths], dtype=np.int64)
                 f["window_offsets"] = np.cumsum(n_win) - n_win

@@ -11,10 +11,11 @@ from typing import Any
 
 import numpy as np
 
+from genoconv.coords import Coords
 from genoconv.errors import InputError
 from genoconv.store.hdf5 import RowSource, locking_setting, open_read
-from genoconv.store.journal import journal_path, read_journal
-from genoconv.store.layout import FORMAT, n_windows
+from genoconv.store.journal import entry_coords, journal_path, read_journal
+from genoconv.store.layout import FORMAT, coord_columns, n_windows, read_coords
 
 
 def plain_value(value: Any) -> Any:
@@ -54,11 +55,13 @@ class EmbeddingsFile:
             self.complete = bool(f.attrs.get("complete", False))
             self.layers = [int(x) for x in np.atleast_1d(f.attrs["layers"])]
             self.window = int(f.attrs.get("window", 0)) or None
+            self.pools = list(json.loads(f.attrs.get("pools", "[]")))
             self.provenance = {k: plain_value(v) for k, v in f.attrs.items()}
             if self.complete:
                 n = f["lengths"].shape[0]
                 self.ids = list(f["ids"].asstr()[:n])
                 self.modes = list(f["modes"].asstr()[:n])
+                self._coords = read_coords(f, n)
                 self.lengths = np.asarray(f["lengths"][:n], dtype=np.int64)
                 self._offsets = np.asarray(f["offsets"][:n], dtype=np.int64)
                 self._window_offsets = np.asarray(f["window_offsets"][:n], dtype=np.int64) if self.window else None
@@ -68,6 +71,9 @@ class EmbeddingsFile:
                 entries = read_journal(journal_path(self.path)).entries
                 self.ids = [e["id"] for e in entries]
                 self.modes = [e["mode"] for e in entries]
+                self._coords = [entry_coords(e) for e in entries]
+                if all(c is None for c in self._coords):
+                    self._coords = None
                 self.lengths = np.asarray([e["len"] for e in entries], dtype=np.int64)
                 self._offsets = np.asarray([e["off"] for e in entries], dtype=np.int64)
                 self._window_offsets = np.asarray([e["woff"] for e in entries], dtype=np.int64) if self.window else None
@@ -101,6 +107,16 @@ class EmbeddingsFile:
     def items(self) -> Iterator[tuple[str, np.ndarray]]:
         for rid in self.ids:
             yield rid, self.get(rid)
+
+    @property
+    def has_per_nucleotide(self) -> bool:
+        """Whether the file stores per-nucleotide rows (not with ``--no-per-nucleotide``)."""
+        return "per_nucleotide" in self._f
+
+    def resolve_layer(self, layer: int) -> int:
+        """The absolute layer index a ``layer`` argument means (see the class docstring); KeyError/IndexError
+        when it is not stored."""
+        return self._layer(layer)
 
     def _layer(self, layer: int) -> int:
         if layer < 0:
@@ -144,6 +160,23 @@ class EmbeddingsFile:
         start, stop = max(0, min(start, count)), max(0, min(stop, count))
         return self._source.read(kind, self._layer(layer), base + start, max(0, stop - start))
 
+    @property
+    def has_coords(self) -> bool:
+        """Whether any record has reference coordinates (``--regions`` records, aligned reads)."""
+        return self._coords is not None
+
+    def coords(self, record_id: str) -> Coords | None:
+        """Where ``record_id`` lies on the reference: ``Coords(contig, start, end, strand)``, 0-based half-open,
+        strand as embedded (see :mod:`genoconv.coords`); None for a FASTA/FASTQ record or an unmapped read."""
+        if record_id not in self._index:
+            raise KeyError(f"no record {record_id!r} in {self.path}")
+        return None if self._coords is None else self._coords[self._index[record_id]]
+
+    def coords_table(self) -> dict[str, np.ndarray]:
+        """Columns ``id``, ``contig``, ``start``, ``end``, ``strand`` (numpy arrays in ``ids`` order; ``""`` and
+        ``-1`` for records without coordinates), ready for ``pandas.DataFrame(f.coords_table())``."""
+        return {"id": np.asarray(self.ids, dtype=object), **coord_columns(self._coords or [None] * len(self.ids))}
+
     def pooled(self, mode: str = "mean", layer: int = -1) -> np.ndarray:
         """(n, d) float32 matrix, rows in the order of ``ids``."""
         layer = self._layer(layer)
@@ -160,6 +193,10 @@ class EmbeddingsFile:
         except ImportError:
             raise ImportError("to_anndata needs the anndata package: pip install anndata") from None
         obs = pd.DataFrame({"length": self.lengths}, index=pd.Index(self.ids, name="id"))
+        if self.has_coords:
+            for name, values in self.coords_table().items():
+                if name != "id":
+                    obs[name] = values
         attrs = {k: (json.dumps(v) if isinstance(v, (list, dict)) else v) for k, v in self.provenance.items()}
         uns = {"genoconv": attrs, "pooling": mode, "layer": self._layer(layer)}
         return anndata.AnnData(X=self.pooled(mode, layer), obs=obs, uns=uns)

@@ -12,13 +12,14 @@ from typing import Any
 import h5py
 import numpy as np
 
+from genoconv.coords import Coords
 from genoconv.errors import InputError, InputFileError
 from genoconv.store.hdf5 import (RowSource, crc, fsync_dir, fsync_path, is_complete, locking_setting, now, open_read,
                                  open_swmr_write, unlink)
-from genoconv.store.journal import (JOURNAL_FORMAT, Journal, JournalState, journal_path, read_journal,
+from genoconv.store.journal import (JOURNAL_FORMAT, Journal, JournalState, entry_coords, journal_path, read_journal,
                                     salvage_path)
 from genoconv.store.layout import (NUMPY_DTYPES, SMALL_CHUNK_BYTES, UTF8, StoreSpec, canonical_run_config, chunk_rows,
-                                   fmt_option, n_windows, write_attrs)
+                                   fmt_option, n_windows, write_attrs, write_coords)
 
 VERIFY_BLOCK_BYTES = 64 * 2**20  # read-back block size when verifying a damaged file
 
@@ -90,9 +91,10 @@ class RowAppender:
 class RecordWriter:
     """One record in progress: ``append``/``append_windows`` rows in order, then ``commit`` once."""
 
-    def __init__(self, owner: "EmbeddingWriter", record_id: str, length: int, mode: str) -> None:
+    def __init__(self, owner: "EmbeddingWriter", record_id: str, length: int, mode: str,
+                 coords: Coords | None) -> None:
         self._owner = owner
-        self.record_id, self.length, self.mode = record_id, length, mode
+        self.record_id, self.length, self.mode, self.coords = record_id, length, mode, coords
         spec = owner.spec
         self._rows = {layer: 0 for layer in spec.layers}
         self._windows = {layer: 0 for layer in spec.layers}
@@ -236,6 +238,7 @@ class EmbeddingWriter:
         self.committed = []
         self._ids_set: set[str] = set()
         self._modes: list[str] = []
+        self._coords: list[Coords | None] = []
         self._lengths: list[int] = []
         self._n_bases = 0
         self._n_windows = 0
@@ -277,7 +280,7 @@ class EmbeddingWriter:
         self._f = open_swmr_write(path, False, locking)
         try:
             for e in state.entries:
-                self._note_committed(e["id"], e["mode"], e["len"])
+                self._note_committed(e["id"], e["mode"], e["len"], entry_coords(e))
             self._n_durable = len(self.committed)
             last = state.entries[-1] if state.entries else None
             if last is not None:
@@ -362,10 +365,11 @@ class EmbeddingWriter:
         self._small = {name: f[name] for name in ("lengths", "offsets", "window_offsets") if name in f}
         self._pooled_ds = {(m, l): f[f"pooled/{m}/{l}"] for m in spec.pools for l in spec.layers}
 
-    def _note_committed(self, record_id: str, mode: str, length: int) -> None:
+    def _note_committed(self, record_id: str, mode: str, length: int, coords: Coords | None) -> None:
         self.committed.append(record_id)
         self._ids_set.add(record_id)
         self._modes.append(mode)
+        self._coords.append(coords)
         self._lengths.append(length)
         self._n_bases += length
         self._n_windows += n_windows(length, self.spec.window)
@@ -382,8 +386,9 @@ class EmbeddingWriter:
                     app.ds.resize(self._aligned[key], axis=0)
 
     # ---- writing
-    def begin(self, record_id: str, length: int, mode: str) -> RecordWriter:
-        """Start the next record (``length`` bases, convolution ``mode``); one record at a time."""
+    def begin(self, record_id: str, length: int, mode: str, coords: Coords | tuple | None = None) -> RecordWriter:
+        """Start the next record (``length`` bases, convolution ``mode``, and where it lies on a reference:
+        ``coords`` = (contig, start, end, strand) or None, see :mod:`genoconv.coords`); one record at a time."""
         self._check_writable()
         if self._record is not None:
             raise RuntimeError(f"record {self._record.record_id!r} is still open; commit it first")
@@ -391,7 +396,11 @@ class EmbeddingWriter:
             raise ValueError(f"record id {record_id!r} is already committed in {self.path}")
         if int(length) < 1:
             raise ValueError(f"record {record_id!r} has length {length}; records must have at least one base")
-        self._record = RecordWriter(self, str(record_id), int(length), str(mode))
+        try:
+            checked = None if coords is None else Coords.checked(coords)
+        except ValueError as err:
+            raise ValueError(f"record {record_id!r}: {err}") from None
+        self._record = RecordWriter(self, str(record_id), int(length), str(mode), checked)
         return self._record
 
     def _commit(self, rec: RecordWriter, pooled: Mapping[tuple[str, int], np.ndarray]) -> None:
@@ -417,8 +426,10 @@ class EmbeddingWriter:
                 rec._crc[f"m/{mode}/{layer}"] = crc(row)
         entry = {"c": len(self.committed), "id": rec.record_id, "len": rec.length, "mode": rec.mode,
                  "off": self._n_bases, "woff": self._n_windows, "crc": rec._crc}
+        if rec.coords is not None:
+            entry["co"] = list(rec.coords)
         self._staged.append((entry, pooled_rows))
-        self._note_committed(rec.record_id, rec.mode, rec.length)
+        self._note_committed(rec.record_id, rec.mode, rec.length, rec.coords)
         self._record = None
         if time.monotonic() - self._last_durable >= self._commit_interval:
             self._make_durable()
@@ -450,7 +461,8 @@ class EmbeddingWriter:
 
     # ---- ending
     def finish(self) -> None:
-        """Write the final ``/ids`` and ``/modes`` and ``end_time``, flush and fsync, then mark complete."""
+        """Write the final ``/ids``, ``/modes``, ``/coords`` (when any record has coordinates) and ``end_time``,
+        flush and fsync, then mark complete."""
         self._check_writable()
         if self._record is not None:
             raise RuntimeError(f"record {self._record.record_id!r} was begun but not committed")
@@ -462,6 +474,7 @@ class EmbeddingWriter:
             f[name].resize(n, axis=0)
             if n:
                 f[name][:] = np.asarray(values, dtype=object)
+        write_coords(f, self._coords)
         f.flush()  # main now holds every row: the tails can go
         if "_tail" in f:
             del f["_tail"]
@@ -543,7 +556,7 @@ def replay(source: RowSource, new: EmbeddingWriter, entry: Mapping[str, Any]) ->
         length, crcs, i = int(entry["len"]), entry["crc"], int(entry["c"])
         pooled = {(mode, layer): np.asarray(old[f"pooled/{mode}/{layer}"][i], dtype="<f4")
                   for mode in spec.pools for layer in spec.layers}
-        rec = new.begin(entry["id"], length, entry["mode"])
+        rec = new.begin(entry["id"], length, entry["mode"], entry_coords(entry))
         for layer in spec.layers:
             parts = []
             if spec.per_nucleotide:
@@ -563,3 +576,4 @@ def replay(source: RowSource, new: EmbeddingWriter, entry: Mapping[str, Any]) ->
         if new._record is not None:
             new._abort_record()
         return False
+

@@ -4,7 +4,6 @@ import json
 import os
 import sys
 import types
-from pathlib import Path
 
 import pytest
 import torch

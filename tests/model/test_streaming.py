@@ -1,6 +1,5 @@
 """Exact streaming: chunk-by-chunk with carried state equals one pass with the same (partial) filter."""
 
-import numpy as np
 import pytest
 import torch
 
