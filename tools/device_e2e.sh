@@ -17,6 +17,10 @@ for s in $stages; do
       ( time python3 -m pip install --no-build-isolation --no-deps -e . ) > "$OUT/build.log" 2>&1
       tail -3 "$OUT/build.log"
       python3 -m genoconv doctor 2>&1 | tail -12 ;;
+    diag)
+      python3 -c "import importlib.metadata as m; print({k: m.version(k) for k in ('torch', 'typer', 'click', 'rich', 'h5py', 'triton')})"
+      python3 -m genoconv -v embed reference_data/example.fa -o /tmp/diag.h5 --device cuda --dtype bfloat16 \
+        --overwrite 2>&1 | tail -8 ;;
     test)
       timeout 300 python3 -m pytest tests/ops/test_fftconv_cuda.py tests/ops/test_fused.py tests/test_gpu.py \
         -q -rs --durations=5 > "$OUT/pytest_gpu.log" 2>&1
@@ -27,7 +31,7 @@ for s in $stages; do
       timeout 200 python3 benchmarks/memory_plan.py ${MEMORY_ARGS:-} 2>&1 | tail -30 ;;
     bench)
       timeout ${BENCH_TIMEOUT:-400} python3 benchmarks/bench_e2e.py --data .devdata --official .devdata/official \
-        --cases "${BENCH_CASES:-embed_100k,embed_1m,embed_1m_tensor,embed_1m_fp32_reference,embed_many_4m_twice,cli_dmd,cli_demo_fp32,cli_demo_bf16,official_100k,official_1m,official_1m_bf16,fidelity,cli_chrx}" \
+        --cases "${BENCH_CASES:-cli_chrx,cli_dmd,embed_1m,embed_1m_tensor,embed_100k,cli_demo_bf16,cli_demo_fp32,embed_many_4m_twice,fidelity,cli_dmd_per_nt,embed_1m_fp32_reference,official_100k,official_1m,official_1m_bf16}" \
         --json "$OUT/e2e.json" 2>&1 | tail -30 ;;
   esac
 done

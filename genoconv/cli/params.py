@@ -23,6 +23,8 @@ class _HelpWithoutTypes:
 
     def get_params(self, ctx):
         params = super().get_params(ctx)
+        if not hasattr(typer.core.TyperOption, "display_type"):
+            return params  # Typer before the type column (< 0.29): its help has no placeholders to hide
         for param in params:
             if isinstance(param, typer.core.TyperArgument):
                 param.display_type_rich = _no_type
