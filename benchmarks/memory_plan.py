@@ -31,6 +31,7 @@ def measure(emb, length, filter_len, chunk, max_memory):
     seq = "".join("ACGT"[i] for i in torch.randint(0, 4, (length,)).tolist())
     opts = dict(per_nucleotide=False, pools=("mean",), filter_len=filter_len, chunk_size=chunk, max_memory=max_memory)
     plan = Engine(emb, EmbedOptions(**opts)).plan(length)
+    emb.model.clear_filter_cache()  # the prediction includes what the layers cache during this call
     gc.collect()
     torch.cuda.empty_cache()
     torch.cuda.synchronize()

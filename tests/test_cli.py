@@ -478,3 +478,27 @@ def test_progress_bar_moves_inside_a_record_and_starts_from_committed(monkeypatc
         assert task.completed == 2_000 and task.fields["records"] == "1/4 records"
         reporter.update(Progress(records=1, bases=2_000, record_bases=3_000))  # a chunk inside record 2
         assert task.completed == 5_000 and task.fields["rate"].endswith("kb/s")
+
+
+def test_every_option_is_named_after_its_parameter():
+    """Typer 0.27 with click 8.5 named an option after its metavar when that was its name in capitals (`--DEVICE`);
+    the GPU machine's image has that pair. Options declare such names explicitly, and none is in capitals."""
+    import typer
+
+    from genoconv.cli import app
+
+    renamed = {("export", "fmt"): "--format", ("export", "bin_size"): "--bin", ("plot", "bin_size"): "--bin"}
+    bad = []
+
+    def walk(command, path):
+        for name, sub in getattr(command, "commands", {}).items():
+            walk(sub, (*path, name))
+        for param in getattr(command, "params", []):
+            if param.param_type_name != "option" or param.name == "help":
+                continue
+            want = renamed.get((path[-1] if path else "", param.name), "--" + param.name.replace("_", "-"))
+            if want not in param.opts or any(o.startswith("--") and o[2:].isupper() for o in param.opts):
+                bad.append((path, param.name, param.opts))
+
+    walk(typer.main.get_command(app), ())
+    assert not bad

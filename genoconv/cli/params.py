@@ -89,7 +89,10 @@ Overwrite = Annotated[bool, typer.Option(help="Replace an existing output instea
 ModelName = Annotated[Optional[str], typer.Option(
     "--model", "-m", help="Model name (`genoconv models list`) or checkpoint directory. [default: genoconv-demo]",
     metavar="NAME|DIR", show_default=False, rich_help_panel=MODEL)]
-Device = Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.", metavar="DEVICE", rich_help_panel=MODEL)]
+# An option whose metavar is its own name in capitals names itself explicitly: Typer 0.27 with click 8.5 made
+# `device` with metavar DEVICE the option `--DEVICE` (seen on the GPU machine's image).
+Device = Annotated[str, typer.Option("--device", help="auto, cpu, cuda or cuda:N.", metavar="DEVICE",
+                                     rich_help_panel=MODEL)]
 DtypeOpt = Annotated[Dtype, typer.Option("--dtype", help="Compute dtype: float32 is the exact path.",
                                          rich_help_panel=MODEL)]
 StrictTokenizer = Annotated[bool, typer.Option(help="The official tokenizer exactly (lower case -> [UNK]) instead "
@@ -203,5 +206,5 @@ Width = Annotated[float, typer.Option(min=1.0, max=100.0, help="Image width in i
                                       rich_help_panel=PICTURE)]
 Height = Annotated[float, typer.Option(min=1.0, max=100.0, help="Image height in inches.", metavar="IN",
                                        rich_help_panel=PICTURE)]
-Dpi = Annotated[int, typer.Option(min=10, max=1200, help="Pixels per inch (PNG size = width x dpi by height x "
-                                  "dpi).", metavar="DPI", rich_help_panel=PICTURE)]
+Dpi = Annotated[int, typer.Option("--dpi", min=10, max=1200, help="Pixels per inch (PNG size = width x dpi by "
+                                  "height x dpi).", metavar="DPI", rich_help_panel=PICTURE)]

@@ -19,10 +19,10 @@ from dataclasses import dataclass, field
 import torch
 
 from ..errors import InputError
-from ..model.embedder import LoadedModel
+from ..model.embedder import FILTER_SHARE, LoadedModel
 from ..model.hyena import ConvSettings
 from ..ops import conv_bytes, max_conv_length, planned_backend
-from ..ops.cuda import SPECTRUM_BLOCK_BYTES
+from ..ops.cuda import spectrum_build_bytes
 from ..options import EmbedOptions
 
 log = logging.getLogger("genoconv.engine")
@@ -65,7 +65,7 @@ class Planner:
     """Turns (record length, options, model, memory budget) into a :class:`Plan`, from one memory model.
 
     The budget (``--max-memory``, else the model's: 80% of free GPU memory at load, a quarter of RAM up to 8 GiB on
-    the CPU) holds the filters the layers keep (at most a quarter of it; ``LoadedModel``) and the activations of
+    the CPU) holds the filters the layers keep (at most half of it; ``LoadedModel``) and the activations of
     one forward pass (the rest): a record runs in one pass when :meth:`forward_bytes` fits, else in the largest
     chunks that do.
     """
@@ -83,9 +83,9 @@ class Planner:
         self.max_length = max_conv_length(self.backend)  # the kernels' longest [history | chunk]
         self.elt = torch.finfo(model.dtype).bits // 8
         self.n_stored = len(model.resolve_layers(options.layers))
-        # What the layers' filter caches may hold (LoadedModel gives each layer max_memory / (4 n_layer)).
+        # What the layers' filter caches may hold (LoadedModel: max_memory / (FILTER_SHARE n_layer) each).
         self.filter_per_layer = model.model.filter_cache_bytes()
-        self.filter_reserve = min(self.max_memory // 4, self.n_layer * self.filter_per_layer)
+        self.filter_reserve = min(self.max_memory // FILTER_SHARE, self.n_layer * self.filter_per_layer)
         self.activation_budget = max(0, self.max_memory - self.filter_reserve)
         # Most tokens one exact pass may take within the budget (batched records share it).
         self.exact_limit = self._largest(lambda n: self.forward_bytes(1, n, 0, min(n, model.max_seq_len)), 1 << 26)
@@ -106,7 +106,8 @@ class Planner:
         resident = tokens * d * 4 * (1 + self.n_stored)
         kernel_out = tokens * d * elt if self.backend == "cuda" else 0  # the reference counts its own output
         filt = 0 if self._filter_cached(n_taps, n_fft) else self._filter_bytes(n_taps, n_fft)
-        mixer = 3 * tokens * d * elt + filt + max(SPECTRUM_BLOCK_BYTES, kernel_out + conv_extra)
+        build = spectrum_build_bytes(d, n_fft) if self.backend == "cuda" else 0  # the reference builds in place
+        mixer = 3 * tokens * d * elt + filt + max(build, kernel_out + conv_extra)
         mlp = tokens * elt * (2 * d + self.d_inner)  # LayerNorm output, fc1 (GELU) output, fc2 output
         return resident + max(mixer, mlp)
 

@@ -67,11 +67,17 @@ def default_memory_budget(device: torch.device) -> int:
     return int(min(ram // 4, 8 << 30))
 
 
+# Filters (taps + spectra) the layers keep between calls take at most 1/FILTER_SHARE of the memory budget. A streamed
+# chromosome under the large-1m model transforms [1M history | 2.2M chunk] at N = 4M: 5 GB of taps and spectrum per
+# layer, 40 GB for 8 layers, which a quarter of an H200's budget did not hold, so every chunk rebuilt them.
+FILTER_SHARE = 2
+
+
 class LoadedModel:
     """A HyenaDNA model ready to run: tokenizer, device, compute dtype and provenance in one place.
 
     ``max_memory`` is the bytes runs may use on the device (None: 80% of free GPU memory, or a quarter of RAM up to
-    8 GiB); a quarter of it bounds the filter taps and spectra the layers keep between calls.
+    8 GiB); half of it bounds the filter taps and spectra the layers keep between calls (``FILTER_SHARE``).
     """
 
     def __init__(self, model: HyenaDNA, *, name: str = "model", info: CheckpointInfo | None = None,
@@ -84,7 +90,7 @@ class LoadedModel:
             self.model.double()
         self.model.set_compute_dtype(self.dtype)
         self.max_memory = int(max_memory) if max_memory else default_memory_budget(self.device)
-        self.model.set_filter_cache_bytes(self.max_memory // (4 * model.config.n_layer))
+        self.model.set_filter_cache_bytes(self.max_memory // (FILTER_SHARE * model.config.n_layer))
         self.tokenizer = Tokenizer(tokenizer)
         self.name = name
         self.info = info

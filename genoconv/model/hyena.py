@@ -280,8 +280,8 @@ class HyenaOperator(nn.Module):
         # Fused path (order 2, ops.fused): the short-conv kernel adds in_proj's bias as it reads p, so the GEMM
         # writes p once instead of after a pass that broadcasts the bias into it.
         bias_in_kernel = self.order == 2 and fused_available(u)
-        if bias_in_kernel:
-            p = torch.matmul(self.in_proj.weight, u.transpose(1, 2))
+        if bias_in_kernel:  # bmm reads the transposed operand in place (matmul first copied u^T: 18 ms a layer)
+            p = torch.bmm(self.in_proj.weight.expand(batch, -1, -1), u.transpose(1, 2))
         else:
             p = torch.baddbmm(self.in_proj.bias[:, None], self.in_proj.weight.expand(batch, -1, -1),
                               u.transpose(1, 2))
@@ -375,12 +375,20 @@ class Block(nn.Module):
         if torch.is_grad_enabled():  # training: out-of-place, autograd keeps what it needs
             residual = residual + self.mixer(self.norm1(residual).to(compute_dtype), stream, conv).to(residual.dtype)
             return residual + self.mlp(self.norm2(residual).to(compute_dtype)).to(residual.dtype)
-        # Inference: the residual stream is updated in place, each LayerNorm fused with the add before it and the
-        # cast after it (ops.fused): the same arithmetic in fewer passes over (B, L, d).
-        y = self.mixer(layer_norm_cast(residual, self.norm1, compute_dtype), stream, conv)
-        y = self.mlp(add_layer_norm_cast(residual, y, self.norm2, compute_dtype))
-        residual += y
+        residual += self.forward_pending(residual, compute_dtype, stream, conv)
         return residual
+
+    def forward_pending(self, residual: torch.Tensor, compute_dtype: torch.dtype, stream: LayerStream | None = None,
+                        conv: ConvSettings = EXACT, pending: torch.Tensor | None = None) -> torch.Tensor:
+        """Inference: the block with its last residual add left to the caller, who fuses it into the next
+        LayerNorm. ``pending``: the previous block's MLP output, added to ``residual`` (in place) here first.
+
+        Each LayerNorm is fused with the add before it and the cast after it (ops.fused): the arithmetic of
+        :meth:`forward` in fewer passes over (B, L, d). Returns this block's MLP output (to add to ``residual``)."""
+        x = (layer_norm_cast(residual, self.norm1, compute_dtype) if pending is None
+             else add_layer_norm_cast(residual, pending, self.norm1, compute_dtype))
+        y = self.mixer(x, stream, conv)
+        return self.mlp(add_layer_norm_cast(residual, y, self.norm2, compute_dtype))
 
 
 class Embeddings(nn.Module):
@@ -438,6 +446,12 @@ class HyenaDNA(nn.Module):
             block.mixer.filter_fn.cache_bytes = None if nbytes is None else int(nbytes)
         return self
 
+    def clear_filter_cache(self) -> "HyenaDNA":
+        """Drop every filter the layers keep between calls (they are rebuilt on the next call)."""
+        for block in self.backbone.layers:
+            block.mixer.filter_fn.clear_cache()
+        return self
+
     def filter_cache_bytes(self) -> int:
         """The per-layer cap in force (GENOCONV_FILTER_CACHE_MB wins over the set value; 0: no caching)."""
         return self.backbone.layers[0].mixer.filter_fn._cache_budget() if self.backbone.layers else 0
@@ -458,10 +472,18 @@ class HyenaDNA(nn.Module):
         residual = self.backbone.embeddings(input_ids).to(_at_least_fp32(self.compute_dtype))
         if 0 in wanted:
             out[0] = residual.clone()
+        pending = None  # inference: a block's MLP output, added to the residual by the next block's LayerNorm kernel
         for i, block in enumerate(self.backbone.layers, start=1):
             if i > wanted[-1]:
                 break
-            residual = block(residual, self.compute_dtype, None if stream is None else stream.layers[i - 1], conv)
+            layer_stream = None if stream is None else stream.layers[i - 1]
+            if torch.is_grad_enabled():
+                residual = block(residual, self.compute_dtype, layer_stream, conv)
+            else:
+                pending = block.forward_pending(residual, self.compute_dtype, layer_stream, conv, pending)
+                if i in wanted or i == len(self.backbone.layers):
+                    residual += pending
+                    pending = None
             if i in wanted:
                 out[i] = residual if i == wanted[-1] else residual.clone()  # blocks update it in place
         last = self.num_hidden_states - 1

@@ -275,12 +275,26 @@ def _rfft_with_skip(filt, n: int, seq_len: int, device: torch.device, dtype=torc
 # Temporaries of one channel block while a spectrum is built (bytes): the spectrum of a 1M-tap filter at N = 2^22 is
 # 4 GB per layer in the kernel's format, and building all channels at once in float64 took ~5x that (the 87 GB peaks
 # of the first end-to-end runs). fp32 is ample: the kernels' own rounding (bf16/fp16) is ~1e-3, cuFFT fp32 ~1e-7.
-SPECTRUM_BLOCK_BYTES = 256 << 20
+# 1 GiB: at N = 2^22 a block is 10 channels (256 MiB made it 2: 128 rounds of small FFTs per layer).
+SPECTRUM_BLOCK_BYTES = 1 << 30
 
 
-def _channel_blocks(channels: int, n: int, bytes_per_point: int):
-    step = max(1, SPECTRUM_BLOCK_BYTES // max(1, n * bytes_per_point))
+_BUILD_BYTES_PER_POINT = 24  # per channel and FFT point while a block is built: taps, rfft, scaled, the pair gather
+
+
+def _block_channels(channels: int, n: int) -> int:
+    return max(1, min(channels, SPECTRUM_BLOCK_BYTES // max(1, n * _BUILD_BYTES_PER_POINT)))
+
+
+def _channel_blocks(channels: int, n: int):
+    step = _block_channels(channels, n)
     return (slice(c, min(channels, c + step)) for c in range(0, channels, step))
+
+
+def spectrum_build_bytes(channels: int, n: int) -> int:
+    """Temporaries while a kernel spectrum is built (bytes; for the memory plan). Measured 0.66-0.76 of the
+    24 B per channel and point counted per block, so planned at 16."""
+    return _block_channels(channels, n) * n * 16
 
 
 def _spectrum(filt, log_n: int, bins: torch.Tensor, seq_len: int, device: torch.device) -> torch.Tensor:
@@ -291,7 +305,7 @@ def _spectrum(filt, log_n: int, bins: torch.Tensor, seq_len: int, device: torch.
     """
     n, m = 1 << log_n, 1 << (log_n - 1)
     out = torch.empty(filt.channels, bins.numel(), 4, dtype=torch.float32, device=device)
-    for block in _channel_blocks(filt.channels, n, 24):
+    for block in _channel_blocks(filt.channels, n):
         k_f = _rfft_with_skip(filt, n, seq_len, device, torch.float32, block) / m
         pairs = torch.stack((k_f[:, bins], k_f[:, m - bins]), dim=-1)  # (h, P, 2) complex64
         out[block] = torch.view_as_real(pairs).reshape(pairs.shape[0], -1, 4)
