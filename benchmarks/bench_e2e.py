@@ -41,7 +41,7 @@ ANCHORS = {  # ../shared/BENCHMARKS.md, official standalone code, H200, same sha
 }
 CASES = ("embed_100k", "embed_1m", "embed_1m_fp32_reference", "embed_many_4m_twice", "cli_dmd", "cli_dmd_per_nt",
          "cli_chrx", "cli_demo_fp32", "cli_demo_bf16", "official_100k", "official_1m", "official_1m_bf16",
-         "fidelity")
+         "fidelity", "accuracy_dmd")
 
 
 # ---- inputs ----------------------------------------------------------------------------------------------------
@@ -235,6 +235,24 @@ def child_fidelity(files: dict, official: Path | None) -> dict:
     return out
 
 
+def child_accuracy_dmd(files: dict) -> dict:
+    """Per-base output of the fast path (bf16, kernels) against the fp32 reference path on the DMD gene."""
+    import gzip
+
+    import torch
+
+    from genoconv import Embedder
+
+    with gzip.open(files["dmd"], "rt") as fh:
+        seq = "".join(line.strip() for line in fh if not line.startswith(">"))
+    fast = Embedder.from_pretrained(files["ckpt"], device="cuda", dtype="bfloat16").embed(seq, as_tensor=True)
+    torch.cuda.empty_cache()
+    os.environ["GENOCONV_CONV_BACKEND"] = "reference"
+    ref = Embedder.from_pretrained(files["ckpt"], device="cuda", dtype="float32").embed(seq, as_tensor=True)
+    return {"case": "accuracy_dmd", "bases": len(seq),
+            "bf16_kernel_vs_fp32_reference": float((fast.double() - ref.double()).norm() / ref.double().norm())}
+
+
 def run_child(case: str, files: dict, official: Path | None) -> dict:
     demo_inputs = [files["demo"]]
     pooled = ["--no-per-nucleotide", "--pool", "mean", "--window", "1000"]
@@ -255,6 +273,7 @@ def run_child(case: str, files: dict, official: Path | None) -> dict:
         "official_1m": lambda: child_official(files, official, case, "seq_1m", "float32"),
         "official_1m_bf16": lambda: child_official(files, official, case, "seq_1m", "bfloat16"),
         "fidelity": lambda: child_fidelity(files, official),
+        "accuracy_dmd": lambda: child_accuracy_dmd(files),
     }
     if case.startswith("official") and official is None:
         return {"case": case, "skipped": "no --official folder (a scratch copy of the official code)"}
@@ -266,7 +285,7 @@ def run_child(case: str, files: dict, official: Path | None) -> dict:
 def fmt_row(r: dict) -> str:
     if "error" in r or "skipped" in r:
         return f"| {r['case']} | {r.get('error') or r.get('skipped')} | | | |"
-    if r["case"] == "fidelity":
+    if r["case"] in ("fidelity", "accuracy_dmd"):
         return "| fidelity | " + ", ".join(f"{k} {v:.2e}" for k, v in r.items() if isinstance(v, float)) + " | | | |"
     secs = r.get("seconds", r.get("compute_s", r.get("wall_s", float("nan"))))
     mbps = r.get("mbp_per_s", (r.get("bases", 0) / secs / 1e6) if secs else float("nan"))

@@ -22,18 +22,17 @@ EXTENSION = "genoconv._fftconv_C"
 PACKAGED_SOURCES = Path("_csrc") / "fftconv"  # inside the genoconv package (wheels)
 
 
-def _archs_define() -> str:
-    # Unquoted (bindings.cpp stringifies it): quotes would survive a direct compiler call but not ninja's shell.
-    return f"-DGENOCONV_FFTCONV_ARCHS={','.join(ARCHS)}"
-
-
 def nvcc_flags() -> list[str]:
-    """nvcc flags: -O3, line info for profilers, the architectures, and their names for ``built_archs()``."""
-    return ["-O3", "-lineinfo", *ARCH_FLAGS, _archs_define()]
+    """nvcc flags: -O3, line info for profilers, the architectures."""
+    return ["-O3", "-lineinfo", *ARCH_FLAGS]
 
 
 def cxx_flags() -> list[str]:
-    return ["-O3", _archs_define()]
+    """C++ flags (bindings.cpp): -O3 and the architectures' names for ``built_archs()``, unquoted (bindings.cpp
+    stringifies them: quotes survive a direct compiler call but not ninja's shell). Only the C++ compiler gets it:
+    nvcc reads a comma in ``-D`` as a list of macros, which defined ``sm_90`` and ``compute_90`` and broke CUDA's
+    own headers."""
+    return ["-O3", f"-DGENOCONV_FFTCONV_ARCHS={','.join(ARCHS)}"]
 
 
 def source_dir() -> Path | None:
