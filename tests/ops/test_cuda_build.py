@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
+import sysconfig
 from pathlib import Path
 
 import pytest
@@ -116,3 +117,22 @@ def test_monarch_takes_only_sizes_the_device_shared_memory_holds():
     assert monarch_log_n(8192, smem_per_block=a100) == 14  # plain 112 KiB fits
     assert monarch_log_n(8192, pre=True, post=True, smem_per_block=a100) is None  # gated 176 KiB does not
     assert monarch_log_n(4096, pre=True, post=True, smem_per_block=a100) == 13
+
+
+@pytest.mark.skipif(shutil.which("g++") is None or not Path("/usr/local/cuda/include/cuda_runtime.h").exists(),
+                    reason="g++ or the CUDA headers not found")
+def test_bindings_compile_with_the_build_defines(tmp_path):
+    """bindings.cpp against torch's headers with exactly the C++ flags setup.py and the build on first use pass (a
+    CPU torch lacks one generated CUDA header; an empty stand-in is enough for a syntax check)."""
+    from torch.utils import cpp_extension
+
+    stub = tmp_path / "c10" / "cuda" / "impl"
+    stub.mkdir(parents=True)
+    (stub / "cuda_cmake_macros.h").write_text("#pragma once\n")
+    includes = [f"-I{tmp_path}", *(f"-I{p}" for p in cpp_extension.include_paths()), "-I/usr/local/cuda/include",
+                f"-I{CSRC}", f"-I{sysconfig.get_paths()['include']}"]
+    cmd = ["g++", "-std=c++17", "-fsyntax-only", *includes, *build.cxx_flags(), "-DTORCH_EXTENSION_NAME=_probe",
+           str(CSRC / "bindings.cpp")]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert not any("," in flag and flag.startswith("-D") for flag in build.nvcc_flags())  # nvcc splits -D lists
