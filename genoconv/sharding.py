@@ -15,7 +15,8 @@ from .errors import InputError
 
 
 def parse_shard(text: str | None) -> tuple[int, int] | None:
-    """``"i/n"`` (1 <= i <= n) or ``"slurm"`` (from SLURM_ARRAY_TASK_ID/_MIN/_COUNT) -> (i, n)."""
+    """``"i/n"`` (1 <= i <= n), ``"slurm"`` (SLURM_ARRAY_TASK_ID/_MIN/_COUNT) or ``"torchrun"`` (RANK, WORLD_SIZE:
+    shard RANK + 1 of WORLD_SIZE) -> (i, n)."""
     if text is None:
         return None
     if text == "slurm":
@@ -27,11 +28,49 @@ def parse_shard(text: str | None) -> tuple[int, int] | None:
             raise InputError("--shard slurm: SLURM_ARRAY_TASK_ID and SLURM_ARRAY_TASK_COUNT must be set "
                              "(run inside a job array, e.g. sbatch --array=0-3)") from None
         return _check(task - first + 1, count, text)
+    if text == "torchrun":
+        rank, world, _ = _torchrun_env()
+        return _check(rank + 1, world, text)
     try:
         index, count = (int(x) for x in text.split("/"))
     except ValueError:
-        raise InputError(f"--shard {text!r}: expected i/n (e.g. 2/8) or slurm") from None
+        raise InputError(f"--shard {text!r}: expected i/n (e.g. 2/8), slurm or torchrun") from None
     return _check(index, count, text)
+
+
+def _torchrun_env() -> tuple[int, int, int]:
+    """(RANK, WORLD_SIZE, LOCAL_RANK) as torchrun sets them for each process it starts."""
+    try:
+        rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
+        local = int(os.environ.get("LOCAL_RANK", rank))
+    except (KeyError, ValueError):
+        raise InputError("--shard torchrun: RANK and WORLD_SIZE must be set (start genoconv with "
+                         "`torchrun --nproc-per-node N -m genoconv embed ... --shard torchrun`)") from None
+    return rank, world, local
+
+
+def shard_device(text: str | None, device: str) -> str:
+    """The device a shard runs on: under ``--shard torchrun`` with device auto/cuda, cuda:LOCAL_RANK (process i of a
+    node on GPU i, as torchrun's one-process-per-GPU convention has it); otherwise ``device`` unchanged."""
+    if text == "torchrun" and device in ("auto", "cuda"):
+        return f"cuda:{_torchrun_env()[2]}"
+    return device
+
+
+def shard_output(path, shard: tuple[int, int] | None, text: str | None):
+    """Where a shard writes: ``{i}`` and ``{n}`` in the file name are filled in (``-o 'out_{i}_of_{n}.h5'``); under
+    ``--shard torchrun``, where every process has the same command line, ``out.h5`` becomes ``out.shard_i_of_n.h5``."""
+    from pathlib import Path
+
+    path = Path(path)
+    if shard is None:
+        return path
+    i, n = shard
+    if "{i}" in path.name or "{n}" in path.name:
+        return path.with_name(path.name.replace("{i}", str(i)).replace("{n}", str(n)))
+    if text == "torchrun":
+        return path.with_name(f"{path.stem}.shard_{i}_of_{n}{path.suffix}")
+    return path
 
 
 def _check(index: int, count: int, text: str) -> tuple[int, int]:

@@ -223,3 +223,39 @@ def test_slurm_profile_requests_gpus(ecoli_fasta, tmp_path):
         for flag, value in (("-p", "gpu"), ("-t", "720"), ("--mem", "32000")):
             assert args[args.index(flag) + 1] == value, line
     assert sorted(line.split("--target-jobs 'embed:i=")[1][0] for line in sbatch) == ["1", "2", "3"]
+
+
+def test_local_profile_puts_one_shard_per_gpu(ecoli_fasta, tmp_path):
+    """On one machine with 3 GPUs (CUDA_VISIBLE_DEVICES), 7 shards: shard i runs on cuda:((i-1) mod 3) and holds that
+    GPU's slot, of which there is one unit each, so jobs on the same GPU never run at the same time."""
+    workdir = tmp_path / "run"
+    workdir.mkdir()
+    config = _write_config(tmp_path / "config.yaml", ecoli_fasta, shards=7)
+    config.write_text(config.read_text().replace("device: cpu", "device: auto"))
+    profile = ["--workflow-profile", str(PIPELINES / "profiles" / "local")]
+    env = {**_env(), "CUDA_VISIBLE_DEVICES": "0,1,2"}
+    cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(SNAKEFILE), "--configfile", str(config),
+           "--directory", str(workdir), *profile, "--dry-run", "--printshellcmds"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=60)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    out = proc.stdout + proc.stderr
+    blocks = [b for b in out.split("\n\n") if "rule embed:" in b]
+    assert len(blocks) == 7, out
+    devices = {}
+    for block in blocks:
+        shard = int(block.split("--shard ")[1].split("/")[0])
+        device = block.split("--device ")[1].split()[0]
+        resources = next(line for line in block.splitlines() if line.strip().startswith("resources:"))
+        slot = (shard - 1) % 3
+        assert device == f"cuda:{slot}", block
+        assert f"gpu_slot_{slot}=1" in resources and sum(f"gpu_slot_{k}=1" in resources for k in range(3)) == 1
+        devices.setdefault(device, []).append(shard)
+    assert devices == {"cuda:0": [1, 4, 7], "cuda:1": [2, 5], "cuda:2": [3, 6]} or \
+        {k: sorted(v) for k, v in devices.items()} == {"cuda:0": [1, 4, 7], "cuda:1": [2, 5], "cuda:2": [3, 6]}
+
+    # The same profile without GPUs: the configured device, no slots.
+    env["CUDA_VISIBLE_DEVICES"] = ""
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=60)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    blocks = [b for b in (proc.stdout + proc.stderr).split("\n\n") if "rule embed:" in b]
+    assert all("--device auto" in b and "gpu_slot" not in b for b in blocks)

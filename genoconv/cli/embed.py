@@ -48,7 +48,7 @@ def embed(
 ) -> None:
     """Embed DNA records into one HDF5 file (resumable: rerun the same command after an interruption)."""
     from ..runner import embed_to_file
-    from ..sharding import parse_shard
+    from ..sharding import parse_shard, shard_device, shard_output
 
     read = read_options(locals())
     options = EmbedOptions(layers=tuple(layer), per_nucleotide=per_nucleotide, pools=tuple(pool), window=window,
@@ -57,8 +57,9 @@ def embed(
     store = StoreOptions(store_dtype=store_dtype.value, compression=compression.value,
                          commit_interval=commit_interval, overwrite=overwrite)
     shard_spec = parse_shard(shard)
-    emb = load_model(model, device, dtype.value, strict_tokenizer=strict_tokenizer, shift=modulation_shift,
-                     max_memory=options.max_memory)
+    output = shard_output(output, shard_spec, shard)
+    emb = load_model(model, shard_device(shard, device), dtype.value, strict_tokenizer=strict_tokenizer,
+                     shift=modulation_shift, max_memory=options.max_memory)
     log.info("model %s (d_model %d, %d layers, max_seq_len %d) on %s, %s", emb.name, emb.d_model,
              emb.config.n_layer, emb.max_seq_len, emb.device, dtype.value)
     with ProgressReporter() as reporter:

@@ -148,8 +148,10 @@ IncludeSupplementary = Annotated[bool, typer.Option(help="Keep supplementary ali
 DedupeIds = Annotated[bool, typer.Option(help="Suffix duplicate record ids instead of failing.",
                                          rich_help_panel=INPUT)]
 
-Shard = Annotated[Optional[str], typer.Option(help="Embed only shard i/n of the records (balanced by bases), or "
-                                              "'slurm' to take it from the job array.", metavar="i/n|slurm",
+Shard = Annotated[Optional[str], typer.Option(help="Embed only shard i/n of the records (balanced by bases); "
+                                              "'slurm' takes it from the job array, 'torchrun' from torchrun's RANK/"
+                                              "WORLD_SIZE (GPU LOCAL_RANK, -o gets .shard_i_of_n).",
+                                              metavar="i/n|slurm|torchrun",
                                               show_default=False, rich_help_panel=CLUSTER)]
 
 # ---- reading an output: genoconv export / plot

@@ -33,9 +33,56 @@ if _clash:
     raise WorkflowError(f"config: extra_args: {', '.join(_clash)} are set by the workflow; use the config keys")
 
 
+def _count_gpus():
+    """GPUs this machine shows: CUDA_VISIBLE_DEVICES when set, else `nvidia-smi -L`, else 0."""
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None:
+        return len([d for d in visible.split(",") if d.strip() and d.strip() != "-1"])
+    import subprocess
+
+    try:
+        out = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=30).stdout
+    except (OSError, subprocess.SubprocessError):
+        return 0
+    return sum(1 for line in out.splitlines() if line.startswith("GPU "))
+
+
+def _gpu_slots():
+    """How many GPUs of this machine the shards are spread over (`gpu_slots`; the local profile sets `auto`).
+
+    0 (the default, and what SLURM jobs need: each gets its own GPU as cuda:0) leaves `device` as configured.
+    With n > 0 and device auto/cuda, shard i runs on cuda:((i-1) mod n) and holds the resource gpu_slot_((i-1) mod n),
+    of which the workflow provides exactly one unit each: two jobs on one GPU can never run at the same time.
+    """
+    value = str(config.get("gpu_slots", 0)).strip().lower()
+    if value == "auto":
+        return _count_gpus()
+    return _setting("gpu_slots", int, lambda n: n >= 0, "must be a number >= 0 or auto")
+
+
+DEVICE = _setting("device", str)
+GPU_SLOTS = _gpu_slots() if DEVICE in ("auto", "cuda") else 0
+for _k in range(GPU_SLOTS):
+    workflow.resource_settings.resources.setdefault(f"gpu_slot_{_k}", 1)
+
+
+def gpu_slot(wildcards):
+    return (int(wildcards.i) - 1) % GPU_SLOTS
+
+
+def slot_resources():
+    """The rule's resources: one unit of its shard's GPU slot (none without slots)."""
+    return {f"gpu_slot_{k}": (lambda wildcards, k=k: int(gpu_slot(wildcards) == k)) for k in range(GPU_SLOTS)}
+
+
+def shard_device(wildcards):
+    return f"cuda:{gpu_slot(wildcards)}" if GPU_SLOTS else DEVICE
+
+
 def embed_options():
-    """The `genoconv embed` options every shard shares (the shard's own -o and --shard come from the rule)."""
-    opts = ["--device", _setting("device", str)]
+    """The `genoconv embed` options every shard shares (the shard's own -o, --shard and --device come from the
+    rule)."""
+    opts = []
     if config.get("model"):
         opts += ["--model", str(config["model"])]  # none: genoconv's default model
     opts += ["--pool", _setting("pool", str)]

@@ -1,5 +1,8 @@
 # One `genoconv embed --shard i/N` job per shard: the GPU part of the workflow.
 #
+# On one machine with several GPUs (`gpu_slots`, set to `auto` by the local profile) shard i runs on
+# cuda:((i-1) mod n) and holds that GPU's slot resource, so n shards run at once, one per GPU, never two on one.
+#
 # Walltime and preemption: the job asks genoconv to stop `walltime_margin_s` before its `runtime` runs out
 # (resumable.sh --stop-after; SIGUSR1), genoconv commits what is done and exits 3, the job fails, and
 # Snakemake's retry (`retries` in the profile) reruns the same command, which resumes the partial file.
@@ -31,9 +34,12 @@ rule embed:
         f"{OUT}/logs/embed_shard_{{i}}_of_{N}.log",
     wildcard_constraints:
         i=r"[1-9][0-9]*",
+    resources:
+        **slot_resources(),
     params:
         partial=lambda wildcards: partial_path(f"shard_{wildcards.i}_of_{N}.h5"),
         shard=lambda wildcards: f"{wildcards.i}/{N}",
+        device=shard_device,
         # Functions, not plain values: Snakemake reruns finished jobs when a plain param changes, and the
         # walltime or where Python and genoconv are installed change how a job runs, not what it writes.
         stop=stop_options,
@@ -43,5 +49,6 @@ rule embed:
     threads: _setting("threads", int, lambda t: t >= 1, "must be at least 1")
     shell:
         "{params.resumable} {params.stop} {params.partial:q} {output:q} -- "
-        "{params.genoconv} embed {input:q} -o {params.partial:q} --shard {params.shard} {params.options} "
+        "{params.genoconv} embed {input:q} -o {params.partial:q} --shard {params.shard} --device {params.device} "
+        "{params.options} "
         "> {log:q} 2>&1"
