@@ -28,6 +28,7 @@ from ..io.record import Record
 from ..model.embedder import LoadedModel
 from ..model.hyena import StreamState
 from ..model.tokenizer import PAD, Tokenizer
+from ..ops.cpu_alloc import release_freed_memory
 from ..options import EmbedOptions
 from .outputs import RecordOutput, Sink
 from .plan import Plan, Planner
@@ -85,6 +86,7 @@ class Engine:
                 raise Interrupted("interrupted: everything committed so far is saved; rerun the same command to resume")
             self._run_batch(batch, sink)
             yield batch
+        release_freed_memory()
 
     def _batches(self, records: Iterable[Record], skip) -> Iterator[list[Record]]:
         """Batches of short records, sorted by length within blocks of the input; long records alone.

@@ -28,6 +28,11 @@ from ..options import EmbedOptions
 log = logging.getLogger("genoconv.engine")
 
 MIN_CHUNK = 4096
+# Token budget of a batch on the CPU: records longer than half of it run alone. A batch buys the CPU no parallelism
+# (each op is already threaded over one record's length) and multiplies every temporary by B (2 cores, tiny-16k
+# shape: 16K windows in batches of 16 peaked at 2.1 GiB, one at a time 0.6; 150-bp reads batched 16K tokens at a
+# time ran as fast as in batches of 256K).
+CPU_TOKENS_PER_BATCH = 16_384
 
 
 @dataclass(frozen=True)
@@ -89,7 +94,10 @@ class Planner:
         self.activation_budget = max(0, self.max_memory - self.filter_reserve)
         # Most tokens one exact pass may take within the budget (batched records share it).
         self.exact_limit = self._largest(lambda n: self.forward_bytes(1, n, 0, min(n, model.max_seq_len)), 1 << 26)
-        self.tokens_per_batch = options.tokens_per_batch or max(1024, min(self.exact_limit, 1 << 18))
+        default_batch = max(1024, min(self.exact_limit, 1 << 18))
+        if model.device.type == "cpu":
+            default_batch = min(default_batch, CPU_TOKENS_PER_BATCH)
+        self.tokens_per_batch = options.tokens_per_batch or default_batch
 
     # ---- the memory model
     def forward_bytes(self, batch: int, length: int, history: int, n_taps: int) -> int:

@@ -13,6 +13,7 @@ from typing import Sequence
 import torch
 
 from ..errors import InputError
+from ..ops.cpu_alloc import keep_freed_memory
 from .checkpoint import CheckpointInfo, load_checkpoint
 from .hyena import EXACT, ConvSettings, HyenaDNA, StreamState
 from .tokenizer import Tokenizer
@@ -86,6 +87,8 @@ class LoadedModel:
         self.device = resolve_device(device)
         self.dtype = resolve_dtype(dtype)
         self.model = model.to(self.device).eval()
+        if self.device.type == "cpu":
+            keep_freed_memory()  # CPU temporaries reused call to call, not page-faulted in afresh (ops.cpu_alloc)
         if self.dtype == torch.float64:  # the oracle: every parameter and buffer in double precision too
             self.model.double()
         self.model.set_compute_dtype(self.dtype)
