@@ -45,6 +45,11 @@ class ResourceError(GenoconvError, RuntimeError):
     """Out of GPU memory after every fallback, or not enough disk space (exit 1)."""
 
 
+class NonFiniteError(GenoconvError, ArithmeticError):
+    """A record whose output holds NaN or Inf (overflow in reduced precision, a broken model): it is not stored,
+    the records committed before it are kept (exit 1)."""
+
+
 class Interrupted(GenoconvError):
     """SIGTERM/SIGUSR1/Ctrl-C: everything committed is flushed; the same command resumes (exit 3)."""
 

@@ -506,3 +506,32 @@ def test_sigkill_torture(tmp_path: Path, compression: str, kills: int, interval:
     _same_content(out, ref)
     with open_embeddings(out) as e:
         assert e.complete and len(e) == n
+
+
+# ------------------------------------------------------------------------------------------ issue 16, case 4
+@pytest.mark.parametrize("kind, value", [("per_nucleotide", np.nan), ("per_nucleotide", 1e5),
+                                         ("windowed", np.inf), ("pooled", np.nan)])
+def test_non_finite_rows_fail_the_record_and_keep_the_rest(tmp_path: Path, kind: str, value: float) -> None:
+    """NaN/Inf (or a float16 overflow: 1e5 > 65504) is never stored: the record fails, earlier commits stay."""
+    from genoconv.errors import NonFiniteError
+
+    out = tmp_path / "out.h5"
+    with EmbeddingWriter.open(out, SPEC, PROVENANCE) as w:
+        _write(w, RECORDS[:2])
+        rows = _record(7, 20)
+        pooled = {(m, layer): rows[layer].mean(0) for m in SPEC.pools for layer in SPEC.layers}
+        bad = rows[2].copy()
+        bad[4, 3] = value
+        rec = w.begin("bad", 20, "exact")
+        with pytest.raises(NonFiniteError, match=r"out.h5: record 'bad': .* hold NaN or Inf"):
+            rec.append(0, rows[0])
+            rec.append_windows(0, _windows(rows[0], 10))
+            rec.append(2, bad if kind == "per_nucleotide" else rows[2])
+            rec.append_windows(2, _windows(bad if kind == "windowed" else rows[2], 10))
+            if kind == "pooled":
+                pooled[("max", 2)] = bad.max(0)
+            rec.commit(pooled)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with open_embeddings(out) as e:
+            assert e.ids == ["chr1", "DMD"]

@@ -185,7 +185,11 @@ def _canonicalise(state: dict[str, torch.Tensor], model: HyenaDNA, where: str) -
         problems.append(f"mis-shaped {_short_list(misshaped)}")
     if problems:
         raise CheckpointError(f"{where}: tensors do not match the config: " + "; ".join(problems))
-    return {k: state[k] for k in expected}
+    state = {k: state[k] for k in expected}
+    for key, value in state.items():  # a NaN/Inf weight would make every output NaN, with exit 0
+        if value.is_floating_point() and not bool(torch.isfinite(value).all()):
+            raise CheckpointError(f"{where}: tensor {key} holds NaN or Inf values; refusing to load these weights")
+    return state
 
 
 def _short_list(items: list[str], limit: int = 4) -> str:

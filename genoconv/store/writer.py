@@ -12,7 +12,7 @@ from typing import Any
 import h5py
 import numpy as np
 
-from genoconv.errors import InputError, InputFileError
+from genoconv.errors import InputError, InputFileError, NonFiniteError
 from genoconv.store.hdf5 import (RowSource, crc, fsync_dir, fsync_path, is_complete, locking_setting, now, open_read,
                                  open_swmr_write, unlink)
 from genoconv.store.journal import (JOURNAL_FORMAT, Journal, JournalState, journal_path, read_journal,
@@ -111,7 +111,18 @@ class RecordWriter:
         d = self._owner.spec.d_model
         if rows.ndim != 2 or rows.shape[1] != d:
             raise ValueError(f"{what} rows for record {self.record_id!r} must have shape (n, {d}), got {rows.shape}")
-        return np.ascontiguousarray(rows, dtype=dtype)
+        with np.errstate(over="ignore"):  # float16 overflow becomes Inf, which the check below refuses
+            rows = np.ascontiguousarray(rows, dtype=dtype)
+        self._check_finite(rows, f"{what} rows of layer {layer}")  # after the cast: float16 overflow shows here
+        return rows
+
+    def _check_finite(self, rows: np.ndarray, what: str) -> None:
+        """A NaN/Inf row is never stored: the record fails (and is dropped; earlier commits stay)."""
+        if not np.isfinite(rows).all():
+            hint = " (float16 storage overflows past 65504: try --store-dtype float32)" \
+                if rows.dtype == np.float16 else ""
+            raise NonFiniteError(f"{self._owner.path}: record {self.record_id!r}: {what} hold NaN or Inf; the "
+                                 f"record is not stored{hint}")
 
     def append(self, layer: int, rows: np.ndarray) -> None:
         """Next per-nucleotide rows (n, d) of this record for ``layer``; cast to the store dtype."""
@@ -402,6 +413,7 @@ class EmbeddingWriter:
                 row = np.ascontiguousarray(pooled[(mode, layer)], dtype="<f4").reshape(-1)
                 if row.shape != (spec.d_model,):
                     raise ValueError(f"{name}: pooled[({mode!r}, {layer})] must have shape ({spec.d_model},)")
+                rec._check_finite(row, f"pooled {mode} row of layer {layer}")
                 pooled_rows[(mode, layer)] = row
                 rec._crc[f"m/{mode}/{layer}"] = crc(row)
         entry = {"c": len(self.committed), "id": rec.record_id, "len": rec.length, "mode": rec.mode,

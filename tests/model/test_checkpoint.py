@@ -196,3 +196,15 @@ def test_hf_config_fields_map(tmp_path, model):
     assert HyenaConfig.from_hf_dict(cfg) == CFG
     assert HyenaConfig.from_original_dict(CFG.to_original_dict()) == CFG
     assert load_checkpoint(tmp_path, shift=0.0)[0].config.shift == 0.0
+
+
+# ---- issue 16, case 4: non-finite weights are refused at load, naming the tensor ------------------------------
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_non_finite_weights_are_refused_naming_the_tensor(model, tmp_path, bad):
+    save_checkpoint(model, tmp_path)
+    tensors = load_file(str(tmp_path / "model.safetensors"))
+    key = "hyena.backbone.layers.1.mlp.fc1.weight"
+    tensors[key][3, 5] = bad
+    save_file(tensors, str(tmp_path / "model.safetensors"))
+    with pytest.raises(CheckpointError, match=r"model.safetensors: tensor backbone.layers.1.mlp.fc1.weight holds NaN"):
+        load_checkpoint(tmp_path)
