@@ -7,6 +7,7 @@ turns SIGTERM/SIGUSR1/SIGINT into a clean, resumable stop (exit code 3), and mar
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 import signal
 import sys
@@ -15,10 +16,14 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Callable, Sequence
 
+import torch
+
 from .engine import Engine, Progress
 from .errors import InputError, InputFileError
 from .io import open_records
+from .io.identity import identity_difference, resume_key
 from .model.embedder import LoadedModel, dtype_name
+from .ops import arithmetic
 from .options import EmbedOptions, ReadOptions, StoreOptions
 
 log = logging.getLogger("genoconv")
@@ -61,6 +66,17 @@ class StopFlag:
                 signal.signal(s, h)
 
 
+# Options that change no number in the output, each with the reason. Every other field of the option dataclasses
+# lands in the run config by itself (tests/test_runner.py checks every option and every `genoconv embed` parameter).
+NOT_IN_RUN_CONFIG = {
+    "max_memory": "a resource bound; it acts through the effective tokens_per_batch (recorded) and through how "
+                  "long records are streamed (stored per record in /modes)",
+    "commit_interval": "how often commits are made durable; the rows are the same",
+    "overwrite": "whether an existing output is replaced, not what is computed",
+    "output": "where the file goes, not what it holds",
+}
+
+
 def embed_to_file(embedder: LoadedModel, inputs: Sequence[str | Path], output: str | Path, *,
                   options: EmbedOptions | None = None, read: ReadOptions | None = None,
                   store: StoreOptions | None = None, shard: tuple[int, int] | None = None,
@@ -68,7 +84,7 @@ def embed_to_file(embedder: LoadedModel, inputs: Sequence[str | Path], output: s
                   on_progress: Callable[[Progress], None] | None = None,
                   on_start: Callable[[int, int], None] | None = None) -> Progress:
     """Embed ``inputs`` into ``output``; resumes an unfinished run of the same command. Returns the progress."""
-    from .store import EmbeddingWriter, StoreSpec, check_free_space, estimate_bytes
+    from .store import EmbeddingWriter, StoreSpec, check_free_space, estimate_bytes, unfinished_run
 
     options = options or EmbedOptions()
     read = read or ReadOptions()
@@ -87,20 +103,18 @@ def embed_to_file(embedder: LoadedModel, inputs: Sequence[str | Path], output: s
         keep = None
     if not lengths:
         raise InputError(f"{', '.join(map(str, inputs)) or read.regions}: no records to embed")
-    layers = tuple(embedder.resolve_layers(options.layers))
-    spec = StoreSpec(d_model=embedder.d_model, layers=layers, per_nucleotide=options.per_nucleotide,
+    engine = Engine(embedder, options)
+    spec = StoreSpec(d_model=embedder.d_model, layers=tuple(engine.layers), per_nucleotide=options.per_nucleotide,
                      pools=tuple(options.pools), window=options.window, store_dtype=store.store_dtype,
                      compression=store.compression)
+    files = source.identities()
+    run_config = build_run_config(embedder, engine, read, store, shard, files)
+    started = unfinished_run(output, overwrite=store.overwrite)
+    if started is not None and started[1]:  # records are committed: they must come from the same files
+        check_same_inputs(output, started[0], run_config, files)
     total = sum(n for _, n in lengths)
     if check_disk:
         check_free_space(output, estimate_bytes(spec, len(lengths), total))
-    run_config = {**asdict(options), **read.as_kwargs(), "layers": list(layers), "model_sha256": embedder.sha256,
-                  "tokenizer": embedder.tokenizer.policy, "compute_dtype": dtype_name(embedder.dtype),
-                  "shard": list(shard) if shard else None, "inputs": [str(p) for p in inputs]}
-    run_config.pop("max_memory")  # a resource bound: changes how, not what
-    run_config.pop("tokens_per_batch")
-    run_config.pop("reference")  # the regions' source; recorded in provenance
-    engine = Engine(embedder, options)
     provenance = {
         "model": model_name or embedder.name,
         "checkpoint_sha256": embedder.sha256,
@@ -113,6 +127,7 @@ def embed_to_file(embedder: LoadedModel, inputs: Sequence[str | Path], output: s
         "conv_backend": _backend_name(embedder),
         "command_line": command_line or " ".join(sys.argv),
         "inputs": [str(p) for p in inputs],
+        "input_files": [{"role": role, "path": str(path.resolve()), **identity} for role, path, identity in files],
         "run_config": run_config,
     }
     # Commits are made durable together at most every `commit_interval` seconds: thousands of short reads then
@@ -145,6 +160,64 @@ def embed_to_file(embedder: LoadedModel, inputs: Sequence[str | Path], output: s
     log.info("wrote %s: %d records, %d bases in %.1f s (%.0f bases/s)", output, progress.records,
              progress.bases, elapsed, progress.bases / max(elapsed, 1e-9))
     return progress
+
+
+def build_run_config(embedder: LoadedModel, engine: Engine, read: ReadOptions, store: StoreOptions,
+                     shard: tuple[int, int] | None, files: Sequence[tuple[str, Path, dict]]) -> dict:
+    """Every setting that changes a number in the output (what a resume must find unchanged): the options (all
+    fields but NOT_IN_RUN_CONFIG's), the files by content, the model and the arithmetic that runs it."""
+    fields = {**asdict(engine.opts), **read.as_kwargs(), **asdict(store)}
+    run_config = {k: v for k, v in fields.items() if k not in NOT_IN_RUN_CONFIG}
+    by_role: dict = {"inputs": [], "reference": None, "regions": None}
+    for role, _, identity in files:
+        key = resume_key(identity)
+        if role == "inputs":
+            by_role["inputs"].append(key)
+        else:
+            by_role[role] = key
+    cfg = embedder.config
+    run_config.update(by_role)
+    run_config.update({
+        "layers": list(engine.layers),
+        "tokens_per_batch": engine.planner.tokens_per_batch,  # batching sets padded lengths, hence FFT sizes
+        "shard": list(shard) if shard else None,
+        "model_sha256": embedder.sha256 if embedder.info else weights_sha256(embedder),
+        "model_config": cfg.to_hf_dict(),
+        "modulation_shift": cfg.shift,
+        "tokenizer": embedder.tokenizer.policy,
+        "compute_dtype": dtype_name(embedder.dtype),
+        "convolution": arithmetic(embedder.device, embedder.dtype),
+    })
+    return run_config
+
+
+def weights_sha256(embedder: LoadedModel) -> str:
+    """SHA-256 over a model's tensors (a model built in memory has no checkpoint file to hash)."""
+    h = hashlib.sha256()
+    for key, value in sorted(embedder.model.state_dict().items()):
+        h.update(key.encode())
+        h.update(value.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+def check_same_inputs(output: Path, started: dict, run_config: dict, files: Sequence[tuple[str, Path, dict]]) -> None:
+    """Refuse to resume ``output`` from files other than those its committed records came from, naming the file."""
+    paths: dict = {"inputs": [], "reference": [], "regions": []}
+    for role, path, _ in files:
+        paths[role].append(path)
+    for role in ("inputs", "reference", "regions"):
+        if role not in started:
+            continue  # written by an older genoconv: the run config comparison decides
+        old, new = started[role], run_config[role]
+        old, new = (old if role == "inputs" else [old] if old else []), (new if role == "inputs" else [new] if new else [])
+        if len(old) != len(new):
+            raise InputError(f"{output} was started from {len(old)} {role} file(s), now {len(new)} are given; rerun "
+                             "with the same files or use --overwrite to start afresh")
+        for path, a, b in zip(paths[role], old, new):
+            why = identity_difference(a, b)
+            if why:
+                raise InputError(f"{path} is not the file the unfinished run {output} started from ({why}); "
+                                 "restore it, or use --overwrite to start afresh")
 
 
 def _convolution_summary(embedder: LoadedModel, options: EmbedOptions) -> str:

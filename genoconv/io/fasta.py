@@ -92,6 +92,11 @@ class FastaHandle:
             self._fasta.close()
             self._fasta = None
 
+    @property
+    def index_files(self) -> tuple[Path, ...]:
+        """The ``.fai`` (and ``.gzi``) this handle reads through."""
+        return tuple(p for p in (Path(f"{self.path}.fai"), Path(f"{self.path}.gzi")) if p.exists())
+
     def __getstate__(self) -> dict:
         return {"path": self.path, "references": self.references, "lengths": self.lengths}
 
@@ -320,6 +325,10 @@ class FastaInput:
         how = "indexed" if self.handle is not None and self._index_complete is not False else "streamed"
         return f"{self.path} (FASTA, {self.compression}, {how})"
 
+    def files(self) -> list[tuple[str, Path, tuple[Path, ...]]]:
+        indexed = self.handle is not None and self._index_complete is not False
+        return [("inputs", self.path, self.handle.index_files if indexed else ())]
+
     def close(self) -> None:
         if self.handle is not None:
             self.handle.close()
@@ -340,6 +349,9 @@ class FastqInput:
 
     def describe(self) -> str:
         return f"{self.path} (FASTQ, {self.compression}, streamed)"
+
+    def files(self) -> list[tuple[str, Path, tuple[Path, ...]]]:
+        return [("inputs", self.path, ())]
 
     def close(self) -> None:
         pass

@@ -180,5 +180,8 @@ class RegionsInput:
         strand = ", strand-aware" if self.strand_aware else ", forward strand only"
         return f"{what}{self.path} ({self.format.upper()}) on {self.reference.path}{strand}"
 
+    def files(self) -> list[tuple[str, Path, tuple[Path, ...]]]:
+        return [("regions", self.path, ()), ("reference", self.reference.path, self.reference.index_files)]
+
     def close(self) -> None:
         pass

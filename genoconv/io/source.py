@@ -11,6 +11,7 @@ from pathlib import Path
 from genoconv.errors import InputError
 from genoconv.io.bam import AlignmentInput
 from genoconv.io.fasta import FastaInput, FastqInput, open_indexed
+from genoconv.io.identity import file_identity
 from genoconv.io.record import Record
 from genoconv.io.regions import RegionsInput
 from genoconv.io.sniff import sniff
@@ -71,6 +72,19 @@ class RecordSource:
 
     def describe(self) -> str:
         return "; ".join(reader.describe() for reader in self._inputs)
+
+    def identities(self) -> list[tuple[str, Path, dict]]:
+        """``(role, path, identity)`` for every file the records come from (role ``inputs``, ``reference`` or
+        ``regions``), in input order; see :mod:`genoconv.io.identity`. Call it after a pass over the records (the
+        index a FASTA is read through is decided then)."""
+        seen: set[tuple[str, Path]] = set()
+        out = []
+        for reader in self._inputs:
+            for role, path, index_files in reader.files():
+                if (role, Path(path)) not in seen:
+                    seen.add((role, Path(path)))
+                    out.append((role, Path(path), file_identity(Path(path), index_files)))
+        return out
 
     def close(self) -> None:
         for reader in self._inputs:

@@ -1,5 +1,5 @@
 """Operators: each kernel beside its pure-PyTorch reference; :func:`causal_conv` is the one dispatch point."""
 
-from .fftconv import LongFilter, backend_for, causal_conv, causal_conv_direct, causal_conv_ref, fft_size
+from .fftconv import LongFilter, arithmetic, backend_for, causal_conv, causal_conv_direct, causal_conv_ref, fft_size
 
-__all__ = ["LongFilter", "backend_for", "causal_conv", "causal_conv_direct", "causal_conv_ref", "fft_size"]
+__all__ = ["LongFilter", "arithmetic", "backend_for", "causal_conv", "causal_conv_direct", "causal_conv_ref", "fft_size"]

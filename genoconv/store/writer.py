@@ -515,6 +515,21 @@ class EmbeddingWriter:
         self.close()
 
 
+def unfinished_run(path: str | os.PathLike[str], *, overwrite: bool = False) -> tuple[dict, int] | None:
+    """``(run_config, committed records)`` of the unfinished run that ``EmbeddingWriter.open(path, ...,
+    overwrite=overwrite)`` would resume, from its journal; None when it would start afresh (or the run_config is
+    not readable: ``open`` then decides)."""
+    path = Path(path)
+    if overwrite or not path.exists():
+        return None
+    state = read_journal(journal_path(path))
+    try:
+        run_config = json.loads(state.header["run_config"]) if state.header else None
+    except (TypeError, ValueError):
+        return None
+    return (run_config, len(state.entries)) if isinstance(run_config, dict) else None
+
+
 def spec_diffs(header: Mapping[str, Any], spec: StoreSpec, run_config: str) -> list[str]:
     old_spec = header.get("spec", {})
     diffs = [f"{k}: {fmt_option(old_spec.get(k))} vs {fmt_option(v)}"
