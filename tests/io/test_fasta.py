@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import os
 import shutil
 from pathlib import Path
 
@@ -148,3 +149,53 @@ def test_records_pickle_and_read_after_unpickling(shared_data, tmp_path):
     (record, *_) = list(open_records([tmp_path / "ce.fa"]))
     clone = pickle.loads(pickle.dumps(record))
     assert clone.sequence(1000, 1100) == record.sequence(1000, 1100)
+
+
+# ---- issue 16, case 3: an index older than its FASTA (or not matching its size) is rebuilt, or refused -------
+def _lengths(path, **kw):
+    with open_records([path], **kw) as source:
+        return dict(source.lengths())
+
+
+def _grow_last_record(path: Path, compression: str) -> None:
+    records = dict(RECORDS, plasmid="a" + "C" * 150)
+    write_fasta(path, records, compression)  # rewritten in place: the old .fai/.gzi stay beside it
+
+
+@pytest.mark.parametrize("compression", ["none", "bgzip"])
+def test_stale_index_is_rebuilt(tmp_path, compression):
+    path = write_fasta(tmp_path / "g.fa", RECORDS, compression)
+    assert _lengths(path)["plasmid"] == 1 and Path(f"{path}.fai").exists()
+    _grow_last_record(path, compression)
+    assert _lengths(path)["plasmid"] == 151
+    with open_records([path]) as source:
+        assert next(r for r in source if r.id == "plasmid").sequence() == "a" + "C" * 150
+
+
+def test_index_that_ends_elsewhere_than_the_file_is_stale_whatever_its_time(tmp_path):
+    path = write_fasta(tmp_path / "g.fa", RECORDS)
+    _lengths(path)
+    fai = Path(f"{path}.fai")
+    with open(path, "a") as fh:
+        fh.write("GGGG\n")  # four more bases of the last record
+    future = path.stat().st_mtime_ns + 10**9
+    os.utime(fai, ns=(future, future))  # an index that looks newer than the file
+    assert _lengths(path)["plasmid"] == 5
+
+
+def test_stale_index_in_a_read_only_folder(tmp_path):
+    folder = tmp_path / "ro"
+    folder.mkdir()
+    path = write_fasta(folder / "g.fa", RECORDS)
+    _lengths(path)
+    _grow_last_record(path, "none")
+    folder.chmod(0o555)
+    try:
+        assert _lengths(path)["plasmid"] == 151  # an input: read through without the index
+        bed = tmp_path / "r.bed"
+        bed.write_text("plasmid\t0\t100\tp\n")
+        with pytest.raises(InputError, match=r"g.fa: its index is stale \(g.fa.fai is older than the file\) and its "
+                                             r"folder is not writable"):
+            open_records([], reference=path, regions=bed)
+    finally:
+        folder.chmod(0o755)
