@@ -83,15 +83,25 @@ def embed_to_file(embedder: LoadedModel, inputs: Sequence[str | Path], output: s
                   model_name: str | None = None, command_line: str | None = None, check_disk: bool = True,
                   on_progress: Callable[[Progress], None] | None = None,
                   on_start: Callable[[int, int], None] | None = None) -> Progress:
-    """Embed ``inputs`` into ``output``; resumes an unfinished run of the same command. Returns the progress."""
-    from .store import EmbeddingWriter, StoreSpec, check_free_space, estimate_bytes, unfinished_run
+    """Embed ``inputs`` into ``output``; resumes an unfinished run of the same command. Returns the progress.
+    Holds the output's lock (``<output>.lock``) throughout: a second run on the same output is refused."""
+    from .store import OutputLock
 
-    options = options or EmbedOptions()
-    read = read or ReadOptions()
-    store = store or StoreOptions()
     output = Path(output)
     if not output.parent.exists():
         raise InputFileError(f"{output}: output folder {output.parent} does not exist")
+    with OutputLock(output):
+        return _embed_locked(embedder, inputs, output, options or EmbedOptions(), read or ReadOptions(),
+                             store or StoreOptions(), shard, model_name, command_line, check_disk, on_progress,
+                             on_start)
+
+
+def _embed_locked(embedder: LoadedModel, inputs: Sequence[str | Path], output: Path, options: EmbedOptions,
+                  read: ReadOptions, store: StoreOptions, shard: tuple[int, int] | None, model_name: str | None,
+                  command_line: str | None, check_disk: bool, on_progress: Callable[[Progress], None] | None,
+                  on_start: Callable[[int, int], None] | None) -> Progress:
+    from .store import EmbeddingWriter, StoreSpec, check_free_space, estimate_bytes, unfinished_run
+
     source = open_records(list(inputs), **read.as_kwargs())
     lengths = source.lengths()
     if shard is not None:

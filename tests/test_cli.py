@@ -239,3 +239,22 @@ def test_refuses_to_start_without_disk_space(tmp_path, small_model_dir, monkeypa
     code, _, err = run_cli(["embed", tmp_path / "r.fa", "-o", tmp_path / "out.h5", "--model", small_model_dir,
                             "--device", "cpu"], monkeypatch, capsys)
     assert code == 1 and "free" in err and not (tmp_path / "out.h5").exists()
+
+
+# ---- issue 16 -------------------------------------------------------------------------------------------------
+def test_case5_a_second_embed_of_the_same_output_exits_2_naming_the_first(tmp_path, small_model_dir, monkeypatch,
+                                                                         capsys):
+    fasta = _many_records(tmp_path, n=120)
+    out = tmp_path / "out.h5"
+    first = subprocess.Popen(_cmd(fasta, out, small_model_dir), stderr=subprocess.PIPE, text=True)
+    _wait_for_commits(Path(str(out) + ".journal"), first, at_least=2)
+    code, _, err = run_cli(["-q", "embed", fasta, "-o", out, "--model", small_model_dir, "--device", "cpu", "--pool",
+                            "mean,max,last", "--window", "256", "--commit-interval", "0"], monkeypatch, capsys)
+    still_running = first.poll() is None
+    _, first_err = first.communicate(timeout=600)
+    assert still_running, "the first run ended before the second one started; make the input larger"
+    assert code == 2 and f"is being written by another genoconv run (pid {first.pid} on" in err, err
+    assert len(err.strip().splitlines()) == 1
+    assert first.returncode == 0, first_err
+    with open_embeddings(out) as f:
+        assert f.complete and len(f) == 120

@@ -535,3 +535,84 @@ def test_non_finite_rows_fail_the_record_and_keep_the_rest(tmp_path: Path, kind:
         warnings.simplefilter("ignore")
         with open_embeddings(out) as e:
             assert e.ids == ["chr1", "DMD"]
+
+
+# ------------------------------------------------------------------------------------------ issue 16, case 5
+def _hold_lock(out: Path) -> subprocess.Popen:
+    """Another process holding ``out``'s lock until its stdin closes."""
+    code = ("import sys; from genoconv.store import OutputLock; l = OutputLock(sys.argv[1]).acquire(); "
+            "print('locked', flush=True); sys.stdin.read()")
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1]))
+    proc = subprocess.Popen([sys.executable, "-c", code, str(out)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            text=True, env=env)
+    assert proc.stdout.readline().strip() == "locked"
+    return proc
+
+
+def test_a_second_writer_is_refused_naming_the_holder(tmp_path: Path) -> None:
+    out = tmp_path / "out.h5"
+    holder = _hold_lock(out)
+    try:
+        with pytest.raises(InputError, match=rf"out.h5 is being written by another genoconv run \(pid {holder.pid} on "):
+            EmbeddingWriter.open(out, SPEC, PROVENANCE)
+        assert not out.exists()
+    finally:
+        holder.communicate("")
+    with EmbeddingWriter.open(out, SPEC, PROVENANCE) as w:  # the holder is gone: the lock is free
+        _write(w, RECORDS)
+        w.finish()
+    assert not out.with_name("out.h5.lock").exists()
+
+
+def test_merge_is_refused_while_another_process_writes_its_output(tmp_path: Path, finished: Path) -> None:
+    out = tmp_path / "merged.h5"
+    holder = _hold_lock(out)
+    try:
+        for virtual in (False, True):
+            with pytest.raises(InputError, match=rf"merged.h5 is being written by .*pid {holder.pid}"):
+                store.merge([finished], out, virtual=virtual)
+    finally:
+        holder.communicate("")
+    assert store.merge([finished], out) == len(RECORDS)
+
+
+def test_lock_left_by_a_dead_process_is_taken_over(tmp_path: Path) -> None:
+    out = tmp_path / "out.h5"
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()  # a pid that no longer runs
+    stale = json.dumps({"pid": proc.pid, "host": os.uname().nodename, "since": "earlier"})
+    out.with_name("out.h5.lock").write_text(stale + "\n")
+    with EmbeddingWriter.open(out, SPEC, PROVENANCE) as w:
+        _write(w, RECORDS[:1])
+        w.finish()
+    assert not out.with_name("out.h5.lock").exists()
+
+
+def test_lock_without_filesystem_locks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Where flock fails (ENOLCK: some NFS/Lustre mounts) the lock file itself is the lock."""
+    import errno
+    import fcntl
+    import socket
+
+    def no_locks(fd, op):
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setattr(fcntl, "flock", no_locks)
+    out = tmp_path / "out.h5"
+    lock = out.with_name("out.h5.lock")
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    host = socket.gethostname()
+    lock.write_text(json.dumps({"pid": dead.pid, "host": host, "since": "earlier"}))
+    with store.OutputLock(out):  # a dead process on this host: taken over
+        assert json.loads(lock.read_text())["pid"] == os.getpid()
+        with store.OutputLock(out):  # re-entrant within a process
+            pass
+        assert lock.exists()
+    assert not lock.exists()
+    lock.write_text(json.dumps({"pid": os.getppid(), "host": host, "since": "earlier"}))
+    with pytest.raises(InputError, match=rf"pid {os.getppid()} on {host}.*no locks: if no such run is active, `rm "):
+        store.OutputLock(out).acquire()
+    lock.write_text(json.dumps({"pid": 1, "host": "elsewhere", "since": "earlier"}))
+    with pytest.raises(InputError, match="pid 1 on elsewhere"):
+        store.OutputLock(out).acquire()

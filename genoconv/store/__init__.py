@@ -73,17 +73,18 @@ short records: commits are made durable together, at most that many seconds apar
 
 File locking: HDF5 locks files by default, which fails on some NFS/Lustre mounts ("No locks available").
 Pass ``locking=False`` or set ``GENOCONV_HDF5_LOCKING=0`` (``HDF5_USE_FILE_LOCKING=FALSE`` also works).
-Only one process may write a given output at a time.
+Only one process may write a given output at a time: the writer holds ``<out>.lock`` (:mod:`genoconv.store.lock`).
 """
 
 from genoconv.store.hdf5 import locking_setting
 from genoconv.store.journal import read_journal
 from genoconv.store.layout import (CHUNK_BYTES, FORMAT, FORMAT_VERSION, StoreSpec, check_free_space, chunk_rows,
                                    estimate_bytes)
+from genoconv.store.lock import OutputLock
 from genoconv.store.merge import check_shards, merge, write_virtual_merge
 from genoconv.store.reader import EmbeddingsFile, open_embeddings
 from genoconv.store.writer import EmbeddingWriter, RecordWriter, unfinished_run
 
-__all__ = ["CHUNK_BYTES", "FORMAT", "FORMAT_VERSION", "EmbeddingWriter", "EmbeddingsFile", "RecordWriter", "StoreSpec",
-           "check_free_space", "check_shards", "chunk_rows", "estimate_bytes", "locking_setting", "merge",
+__all__ = ["CHUNK_BYTES", "FORMAT", "FORMAT_VERSION", "EmbeddingWriter", "EmbeddingsFile", "OutputLock", "RecordWriter",
+           "StoreSpec", "check_free_space", "check_shards", "chunk_rows", "estimate_bytes", "locking_setting", "merge",
            "open_embeddings", "read_journal", "unfinished_run", "write_virtual_merge"]

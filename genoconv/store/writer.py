@@ -19,6 +19,7 @@ from genoconv.store.journal import (JOURNAL_FORMAT, Journal, JournalState, journ
                                     salvage_path)
 from genoconv.store.layout import (NUMPY_DTYPES, SMALL_CHUNK_BYTES, UTF8, StoreSpec, canonical_run_config, chunk_rows,
                                    fmt_option, n_windows, write_attrs)
+from genoconv.store.lock import OutputLock
 
 VERIFY_BLOCK_BYTES = 64 * 2**20  # read-back block size when verifying a damaged file
 
@@ -186,9 +187,22 @@ class EmbeddingWriter:
         ``committed`` lists the ids already in the file (the caller skips them). ``locking=False`` (or
         GENOCONV_HDF5_LOCKING=0) turns HDF5 file locking off for NFS/Lustre. ``commit_interval`` > 0 groups
         commits: records become durable together at most that many seconds apart (and at close/finish),
-        which makes many short records much faster; a kill then loses at most that much work."""
-        path = Path(path)
-        locking = locking_setting(locking)
+        which makes many short records much faster; a kill then loses at most that much work.
+
+        The writer holds the output's lock (:mod:`genoconv.store.lock`) until ``finish`` or ``close``: a second
+        writer of the same output gets an InputError naming this process."""
+        lock = OutputLock(path).acquire()
+        try:
+            self = cls._open(Path(path), spec, provenance, overwrite, locking_setting(locking), commit_interval)
+        except BaseException:
+            lock.release()
+            raise
+        self._lock = lock
+        return self
+
+    @classmethod
+    def _open(cls, path: Path, spec: StoreSpec, provenance: Mapping[str, Any], overwrite: bool,
+              locking: bool | None, commit_interval: float) -> "EmbeddingWriter":
         journal = journal_path(path)
         salvage = salvage_path(path)
         for stale in (salvage, journal_path(salvage), journal.with_name(journal.name + ".tmp"),
@@ -233,6 +247,7 @@ class EmbeddingWriter:
         self._dtype = NUMPY_DTYPES[spec.store_dtype]
         self._record: RecordWriter | None = None
         self._closed = False
+        self._lock: OutputLock | None = None
         self.committed = []
         self._ids_set: set[str] = set()
         self._modes: list[str] = []
@@ -476,6 +491,7 @@ class EmbeddingWriter:
         self._journal.close()
         unlink(self._journal.path)
         fsync_dir(self.path)
+        self._release()
 
     def close(self) -> None:
         """Make committed work durable and close without marking complete; the same call to ``open``
@@ -492,9 +508,16 @@ class EmbeddingWriter:
             fsync_path(self.path)
         except Exception:
             self._journal.close()  # no "closed" line: the next open salvages
+            self._release()
             raise
         self._journal.write({"closed": len(self.committed)}, sync=True)
         self._journal.close()
+        self._release()
+
+    def _release(self) -> None:
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
 
     def _abort_record(self) -> None:
         """Forget a record that was begun but will not be committed."""
