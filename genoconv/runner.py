@@ -100,7 +100,7 @@ def _embed_locked(embedder: LoadedModel, inputs: Sequence[str | Path], output: P
                   read: ReadOptions, store: StoreOptions, shard: tuple[int, int] | None, model_name: str | None,
                   command_line: str | None, check_disk: bool, on_progress: Callable[[Progress], None] | None,
                   on_start: Callable[[int, int], None] | None) -> Progress:
-    from .store import EmbeddingWriter, StoreSpec, check_free_space, estimate_bytes, unfinished_run
+    from .store import EmbeddingWriter, StoreSpec, check_free_space, estimate_bytes, space_needed, unfinished_run
 
     source = open_records(list(inputs), **read.as_kwargs())
     lengths = source.lengths()
@@ -124,7 +124,8 @@ def _embed_locked(embedder: LoadedModel, inputs: Sequence[str | Path], output: P
         check_same_inputs(output, started[0], run_config, files)
     total = sum(n for _, n in lengths)
     if check_disk:
-        check_free_space(output, estimate_bytes(spec, len(lengths), total))
+        estimate = estimate_bytes(spec, len(lengths), total)
+        check_free_space(output, space_needed(output, estimate, overwrite=store.overwrite))
     provenance = {
         "model": model_name or embedder.name,
         "checkpoint_sha256": embedder.sha256,

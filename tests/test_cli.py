@@ -258,3 +258,109 @@ def test_case5_a_second_embed_of_the_same_output_exits_2_naming_the_first(tmp_pa
     assert first.returncode == 0, first_err
     with open_embeddings(out) as f:
         assert f.complete and len(f) == 120
+
+
+def _limited(max_file_bytes: int):
+    """preexec_fn: files this process writes may not grow past ``max_file_bytes`` (EFBIG, as a full disk would
+    give ENOSPC: HDF5 fails inside a write either way). SIGXFSZ is ignored so the write fails instead of killing."""
+    import resource
+
+    def apply():
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (max_file_bytes, max_file_bytes))
+
+    return apply
+
+
+def _sha(path):
+    import hashlib
+
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def _fails_for_space(cmd, limit):
+    proc = subprocess.run(cmd, capture_output=True, text=True, preexec_fn=_limited(limit))
+    assert proc.returncode == 1, (proc.returncode, proc.stderr)  # not -11/139: no segfault
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "file too large" in lines[0], proc.stderr
+    return lines[0]
+
+
+def test_case7_full_disk_during_embed_and_merge_exits_1_keeps_the_complete_file_and_resumes(tmp_path, small_model_dir):
+    fasta = _many_records(tmp_path, n=40)
+    ref = tmp_path / "ref.h5"
+    subprocess.run(_cmd(fasta, ref, small_model_dir), check=True)
+    # an earlier complete output, then an --overwrite run of it into a "full disk"
+    out = tmp_path / "out.h5"
+    small = _write_fasta(tmp_path / "small.fa", [("a", "ACGT" * 100)])
+    subprocess.run(_cmd(small, out, small_model_dir), check=True)
+    before = _sha(out)
+    line = _fails_for_space(_cmd(fasta, out, small_model_dir) + ["--overwrite"], 6 << 20)
+    assert "out.h5" in line and os.path.getsize(ref) > 5 << 20
+    assert _sha(out) == before  # the complete file is intact until its replacement is complete
+    aside = tmp_path / "out.h5.new"
+    assert len(open_embeddings_quiet(aside)) > 0  # what was committed before the disk filled up
+    rerun = subprocess.run(_cmd(fasta, out, small_model_dir) + ["--overwrite"], capture_output=True, text=True)
+    assert rerun.returncode == 0, rerun.stderr
+    _assert_same(_content(out), _content(ref))
+    assert not aside.exists()
+    # merge: shards, an earlier merged file, then a merge --overwrite into a "full disk"
+    shards = []
+    for i in (1, 2):
+        shards.append(tmp_path / f"shard{i}.h5")
+        subprocess.run(_cmd(fasta, shards[-1], small_model_dir) + ["--shard", f"{i}/2"], check=True)
+    merged = tmp_path / "merged.h5"
+    merge = [sys.executable, "-m", "genoconv", "-q", "merge", *map(str, shards), "-o", str(merged)]
+    subprocess.run(merge, check=True)
+    before = _sha(merged)
+    line = _fails_for_space(merge + ["--overwrite"], 6 << 20)
+    assert "merged.h5" in line and _sha(merged) == before
+    for virtual in ([], ["--virtual"]):
+        again = subprocess.run(merge + ["--overwrite", *virtual], capture_output=True, text=True)
+        assert again.returncode == 0, again.stderr
+        with open_embeddings(merged) as m, open_embeddings(ref) as r:
+            assert m.complete and sorted(m.ids) == sorted(r.ids)
+
+
+def open_embeddings_quiet(path):
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with open_embeddings(path) as f:
+            return list(f.ids)
+
+
+@pytest.fixture
+def small_tmpfs(tmp_path):
+    """A 4 MiB tmpfs (needs root and mount): a real ENOSPC."""
+    mnt = tmp_path / "tmpfs"
+    mnt.mkdir()
+    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mnt)],
+                                           capture_output=True).returncode != 0:
+        pytest.skip("cannot mount a tmpfs here")
+    yield mnt
+    subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+def test_case7_real_enospc_in_a_small_tmpfs(small_tmpfs, tmp_path, small_model_dir, monkeypatch, capsys):
+    import shutil
+    from collections import namedtuple
+
+    fasta = _many_records(tmp_path, n=40)
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(10**12, 0, 10**12))  # pass the start-up check
+    args = ["-q", "embed", fasta, "-o", small_tmpfs / "out.h5", "--model", small_model_dir, "--device", "cpu",
+            "--window", "1", "--commit-interval", "0"]
+    code, _, err = run_cli(args, monkeypatch, capsys)
+    assert code == 1 and err.startswith("error: ") and "no space left on device" in err, err
+    assert len(err.strip().splitlines()) == 1
+    committed = open_embeddings_quiet(small_tmpfs / "out.h5")
+    assert committed
+    monkeypatch.undo()
+    # with space again (the same folder, grown), the same command resumes
+    subprocess.run(["mount", "-o", "remount,size=64m", str(small_tmpfs)], check=True)
+    code, _, err = run_cli(args, monkeypatch, capsys)
+    assert code == 0, err
+    with open_embeddings(small_tmpfs / "out.h5") as f:
+        assert f.complete and len(f) == 40

@@ -616,3 +616,32 @@ def test_lock_without_filesystem_locks(tmp_path: Path, monkeypatch: pytest.Monke
     lock.write_text(json.dumps({"pid": 1, "host": "elsewhere", "since": "earlier"}))
     with pytest.raises(InputError, match="pid 1 on elsewhere"):
         store.OutputLock(out).acquire()
+
+
+# ------------------------------------------------------------------------------------------ issue 16, case 7
+def test_full_disk_in_the_journal_is_a_resumable_resource_error(tmp_path: Path, finished: Path,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """ENOSPC where the journal is appended (injected): a one-line ResourceError naming the file, the file is
+    abandoned (nothing more written to it), and the next open resumes from what was committed."""
+    import errno
+
+    from genoconv.store.journal import Journal
+
+    out = tmp_path / "full.h5"
+    original = Journal.write_many
+    with EmbeddingWriter.open(out, SPEC, PROVENANCE) as w:
+        _write(w, RECORDS[:2])
+
+        def full(self, objs):
+            raise OSError(errno.ENOSPC, "No space left on device", str(self.path))
+
+        monkeypatch.setattr(Journal, "write_many", full)
+        with pytest.raises(ResourceError, match=r"full.h5: no space left on device; free some space and rerun"):
+            _write(w, RECORDS)
+        monkeypatch.setattr(Journal, "write_many", original)
+    assert not out.with_name("full.h5.lock").exists()  # released
+    with EmbeddingWriter.open(out, SPEC, PROVENANCE) as w:
+        assert w.committed == ["chr1", "DMD"]
+        _write(w, RECORDS)
+        w.finish()
+    _same_content(out, finished)

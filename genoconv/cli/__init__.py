@@ -106,6 +106,13 @@ def main() -> None:
         if hasattr(exc, "show") and hasattr(exc, "exit_code"):
             exc.show()
             sys.exit(EXIT_USAGE if exc.exit_code in (1, 2) and kind != "ClickException" else exc.exit_code)
+        if isinstance(exc, (OSError, RuntimeError)):  # a full disk wherever it shows (h5py raises RuntimeError)
+            from ..store.hdf5 import out_of_space
+
+            full = out_of_space(getattr(exc, "filename", None) or "a file being written", exc)
+            if full is not None:
+                print(f"error: {full}", file=sys.stderr)
+                sys.exit(full.exit_code)
         if _Verbosity.level:
             raise
         print(f"error: unexpected {type(exc).__name__}: {exc} (rerun with -v for the traceback)", file=sys.stderr)

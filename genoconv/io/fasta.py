@@ -144,7 +144,7 @@ def stale_index(path: Path, compression: str) -> str | None:
         lines = Path(f"{path}.fai").read_bytes().splitlines()
         if not lines:
             return None
-        _, length, offset, line_bases, line_width = (int(x) for x in lines[-1].split(b"\t")[1:6])
+        length, offset, line_bases, line_width = (int(x) for x in lines[-1].split(b"\t")[1:5])
         end = offset + length // line_bases * line_width + length % line_bases
         size = os.path.getsize(path)
         with open(path, "rb") as fh:

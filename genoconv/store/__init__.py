@@ -83,8 +83,8 @@ from genoconv.store.layout import (CHUNK_BYTES, FORMAT, FORMAT_VERSION, StoreSpe
 from genoconv.store.lock import OutputLock
 from genoconv.store.merge import check_shards, merge, write_virtual_merge
 from genoconv.store.reader import EmbeddingsFile, open_embeddings
-from genoconv.store.writer import EmbeddingWriter, RecordWriter, unfinished_run
+from genoconv.store.writer import EmbeddingWriter, RecordWriter, space_needed, unfinished_run
 
 __all__ = ["CHUNK_BYTES", "FORMAT", "FORMAT_VERSION", "EmbeddingWriter", "EmbeddingsFile", "OutputLock", "RecordWriter",
            "StoreSpec", "check_free_space", "check_shards", "chunk_rows", "estimate_bytes", "locking_setting", "merge",
-           "open_embeddings", "read_journal", "unfinished_run", "write_virtual_merge"]
+           "open_embeddings", "read_journal", "space_needed", "unfinished_run", "write_virtual_merge"]

@@ -26,6 +26,11 @@ def salvage_path(path: Path) -> Path:
     return path.with_name(path.name + ".salvage")
 
 
+def aside_path(path: Path) -> Path:
+    """Where ``--overwrite`` writes the file that replaces ``path`` once complete."""
+    return path.with_name(path.name + ".new")
+
+
 def encode_line(obj: Mapping[str, Any]) -> bytes:
     text = json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()
     return text + b"\t%08x\n" % zlib.crc32(text)

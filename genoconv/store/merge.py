@@ -22,13 +22,13 @@ import h5py
 import numpy as np
 
 from genoconv.errors import InputError
-from genoconv.store.hdf5 import fsync_dir, fsync_path, is_complete, now, unlink
+from genoconv.store.hdf5 import abandon, fsync_dir, fsync_path, is_complete, now, out_of_space, unlink
 from genoconv.store.journal import journal_path
 from genoconv.store.layout import (UTF8, StoreSpec, canonical_run_config, check_free_space, estimate_bytes, n_windows,
                                    write_attrs)
 from genoconv.store.lock import OutputLock
 from genoconv.store.reader import EmbeddingsFile, open_embeddings
-from genoconv.store.writer import EmbeddingWriter
+from genoconv.store.writer import EmbeddingWriter, space_needed
 
 log = logging.getLogger("genoconv.merge")
 ROW_BLOCK = 1 << 18  # rows copied per read: bounded memory even for a chromosome-sized record
@@ -104,7 +104,8 @@ def _merge(paths: list[Path], output: Path, virtual: bool, overwrite: bool) -> i
         if virtual:
             write_virtual_merge(readers, output, spec, provenance, overwrite=overwrite)
             return n
-        check_free_space(output, estimate_bytes(spec, n, sum(int(f.lengths.sum()) for f in readers)))
+        estimate = estimate_bytes(spec, n, sum(int(f.lengths.sum()) for f in readers))
+        check_free_space(output, space_needed(output, estimate, overwrite=overwrite))
         writer = EmbeddingWriter.open(output, spec, provenance, overwrite=overwrite)
         done = set(writer.committed)
         try:
@@ -159,7 +160,8 @@ def _write_virtual_merge(readers: list[EmbeddingsFile], output: Path, spec: Stor
     n = sum(len(r) for r in readers)
     lengths = np.concatenate([r.lengths for r in readers]) if readers else np.zeros(0, np.int64)
     try:
-        with h5py.File(tmp, "w", libver="latest") as f:
+        f = h5py.File(tmp, "w", libver="latest")
+        try:
             write_attrs(f, spec, provenance, canonical_run_config(provenance), now())
             f["lengths"] = lengths.astype(np.int64)
             f["offsets"] = (np.cumsum(lengths) - lengths).astype(np.int64)
@@ -187,6 +189,13 @@ def _write_virtual_merge(readers: list[EmbeddingsFile], output: Path, spec: Stor
             f.attrs["end_time"] = now()
             f.flush()
             f.attrs["complete"] = True
+            f.close()
+        except Exception as err:
+            abandon(f)  # a failed HDF5 write: never write to it again (see hdf5.abandon)
+            full = out_of_space(output, err)
+            if full is not None:
+                raise full from None
+            raise
         fsync_path(tmp)
         os.replace(tmp, output)
         unlink(journal_path(output))

@@ -2,25 +2,28 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import h5py
 import numpy as np
 
-from genoconv.errors import InputError, InputFileError, NonFiniteError
-from genoconv.store.hdf5 import (RowSource, crc, fsync_dir, fsync_path, is_complete, locking_setting, now, open_read,
-                                 open_swmr_write, unlink)
-from genoconv.store.journal import (JOURNAL_FORMAT, Journal, JournalState, journal_path, read_journal,
+from genoconv.errors import GenoconvError, InputError, InputFileError, NonFiniteError
+from genoconv.store.hdf5 import (RowSource, abandon, crc, fsync_dir, fsync_path, is_complete, locking_setting, now,
+                                 open_read, open_swmr_write, out_of_space, unlink)
+from genoconv.store.journal import (JOURNAL_FORMAT, Journal, JournalState, aside_path, journal_path, read_journal,
                                     salvage_path)
 from genoconv.store.layout import (NUMPY_DTYPES, SMALL_CHUNK_BYTES, UTF8, StoreSpec, canonical_run_config, chunk_rows,
                                    fmt_option, n_windows, write_attrs)
 from genoconv.store.lock import OutputLock
 
+log = logging.getLogger("genoconv.store")
 VERIFY_BLOCK_BYTES = 64 * 2**20  # read-back block size when verifying a damaged file
 
 
@@ -137,7 +140,8 @@ class RecordWriter:
             )
         key = f"p/{layer}"
         self._crc[key] = crc(rows, self._crc.get(key, 0))
-        self._owner._per_nt[layer].push(rows)
+        with self._owner._writing():
+            self._owner._per_nt[layer].push(rows)
         self._rows[layer] += len(rows)
 
     def append_windows(self, layer: int, rows: np.ndarray) -> None:
@@ -150,7 +154,8 @@ class RecordWriter:
             raise ValueError(f"record {self.record_id!r}: too many windowed rows for layer {layer}")
         key = f"w/{layer}"
         self._crc[key] = crc(rows, self._crc.get(key, 0))
-        self._owner._windowed[layer].push(rows)
+        with self._owner._writing():
+            self._owner._windowed[layer].push(rows)
         self._windows[layer] += len(rows)
 
     def commit(self, pooled: Mapping[tuple[str, int], np.ndarray]) -> None:
@@ -203,24 +208,38 @@ class EmbeddingWriter:
     @classmethod
     def _open(cls, path: Path, spec: StoreSpec, provenance: Mapping[str, Any], overwrite: bool,
               locking: bool | None, commit_interval: float) -> "EmbeddingWriter":
+        run_config = canonical_run_config(provenance)
+        if overwrite and path.exists():
+            # Replace only once the new file is complete: it is written aside, and renamed over path by finish().
+            # An interrupted --overwrite run resumes its aside file like any other (a different one is replaced).
+            self = cls._open_target(aside_path(path), spec, provenance, run_config, locking, commit_interval, True)
+            self._final = path
+            return self
+        if overwrite:
+            unlink(journal_path(path))
+        return cls._open_target(path, spec, provenance, run_config, locking, commit_interval, False)
+
+    @classmethod
+    def _open_target(cls, path: Path, spec: StoreSpec, provenance: Mapping[str, Any], run_config: str,
+                     locking: bool | None, commit_interval: float, replace: bool) -> "EmbeddingWriter":
+        """Resume ``path`` or create it. ``replace``: whatever is there that cannot be resumed is started afresh
+        (an aside file); otherwise only a run that committed nothing is."""
         journal = journal_path(path)
         salvage = salvage_path(path)
         for stale in (salvage, journal_path(salvage), journal.with_name(journal.name + ".tmp"),
                       journal_path(salvage).with_name(journal_path(salvage).name + ".tmp")):
             unlink(stale)
-        run_config = canonical_run_config(provenance)
-        if overwrite:
-            unlink(path)
-            unlink(journal)
         if not path.exists():
             unlink(journal)
             return cls._create(path, spec, provenance, run_config, locking, commit_interval)
         state = read_journal(journal)
         if is_complete(path, locking):
             unlink(journal)  # leftover of a kill between complete=True and the journal's removal
+            if replace:
+                return cls._create(path, spec, provenance, run_config, locking, commit_interval)
             raise InputError(f"{path} is complete; use --overwrite to replace it")
         if state.header is None:
-            if journal.exists():
+            if journal.exists() or replace:
                 # the header is written atomically, so this journal is not ours to trust: start over
                 return cls._create(path, spec, provenance, run_config, locking, commit_interval)
             raise InputError(
@@ -228,6 +247,10 @@ class EmbeddingWriter:
                 "use --overwrite or another output path"
             )
         diffs = spec_diffs(state.header, spec, run_config)
+        if diffs and (replace or not state.entries):
+            # Nothing committed (a run that failed on its first records) or ours to replace: nothing is lost.
+            log.info("%s: starting afresh (nothing committed, or --overwrite)", path)
+            return cls._create(path, spec, provenance, run_config, locking, commit_interval)
         if diffs:
             raise InputError(
                 f"{path} was started with different options ({'; '.join(diffs)}); "
@@ -248,6 +271,7 @@ class EmbeddingWriter:
         self._record: RecordWriter | None = None
         self._closed = False
         self._lock: OutputLock | None = None
+        self._final: Path | None = None  # with --overwrite: the output this aside file replaces when complete
         self.committed = []
         self._ids_set: set[str] = set()
         self._modes: list[str] = []
@@ -272,13 +296,15 @@ class EmbeddingWriter:
         start_time = start_time or now()
         header = {"journal": JOURNAL_FORMAT, "version": 1, "spec": spec.to_dict(), "run_config": run_config,
                   "start_time": start_time, "h5": path.name}
-        try:
-            self._journal = Journal(journal_file or journal_path(path), header)
-            self._f = open_swmr_write(path, True, locking)
-        except (PermissionError, IsADirectoryError, NotADirectoryError, FileNotFoundError) as err:
-            raise InputFileError(f"cannot write {path}: {err.strerror or err}") from None
-        self._write_layout(provenance, run_config, start_time)
-        self._f.flush()
+        with self._writing():
+            try:
+                self._journal = Journal(journal_file or journal_path(path), header)
+                self._f = open_swmr_write(path, True, locking)
+            except (PermissionError, IsADirectoryError, NotADirectoryError, FileNotFoundError) as err:
+                self._abandon()
+                raise InputFileError(f"cannot write {path}: {err.strerror or err}") from None
+            self._write_layout(provenance, run_config, start_time)
+            self._f.flush()
         self._attach(None)
         return self
 
@@ -286,11 +312,11 @@ class EmbeddingWriter:
     def _reopen(cls, path: Path, spec: StoreSpec, state: JournalState, locking: bool | None,
                 commit_interval: float) -> "EmbeddingWriter":
         self = cls._blank(path, spec, commit_interval)
-        self._journal = Journal(journal_path(path))
-        # From here on the journal no longer ends in "closed": a kill is treated as unclean.
-        self._journal.write({"opened": len(state.entries)}, sync=True)
-        self._f = open_swmr_write(path, False, locking)
-        try:
+        with self._writing():
+            self._journal = Journal(journal_path(path))
+            # From here on the journal no longer ends in "closed": a kill is treated as unclean.
+            self._journal.write({"opened": len(state.entries)}, sync=True)
+            self._f = open_swmr_write(path, False, locking)
             for e in state.entries:
                 self._note_committed(e["id"], e["mode"], e["len"])
             self._n_durable = len(self.committed)
@@ -300,10 +326,6 @@ class EmbeddingWriter:
             self._attach(RowSource(self._f, last))
             self._truncate()
             self._f.flush()
-        except Exception:
-            self._f.close()
-            self._journal.close()
-            raise
         return self
 
     @classmethod
@@ -443,6 +465,10 @@ class EmbeddingWriter:
         """Tails to the other slot, staged index and pooled rows, flush, then the journal lines."""
         if not self._staged:
             return
+        with self._writing():
+            self._write_durable()
+
+    def _write_durable(self) -> None:
         slot = 1 - self._slot
         for app in (*self._per_nt.values(), *self._windowed.values()):
             app.save_tail(slot)
@@ -472,46 +498,77 @@ class EmbeddingWriter:
             raise RuntimeError(f"record {self._record.record_id!r} was begun but not committed")
         self._make_durable()
         f, n = self._f, len(self.committed)
-        for app in (*self._per_nt.values(), *self._windowed.values()):
-            app.finalize()  # the last partial chunk, once
-        for name, values in (("ids", self.committed), ("modes", self._modes)):
-            f[name].resize(n, axis=0)
-            if n:
-                f[name][:] = np.asarray(values, dtype=object)
-        f.flush()  # main now holds every row: the tails can go
-        if "_tail" in f:
-            del f["_tail"]
-        f.attrs["end_time"] = now()
-        f.flush()
-        fsync_path(self.path)
-        f.attrs["complete"] = True  # only now: everything else is on disk
-        f.close()
-        fsync_path(self.path)
+        with self._writing():
+            for app in (*self._per_nt.values(), *self._windowed.values()):
+                app.finalize()  # the last partial chunk, once
+            for name, values in (("ids", self.committed), ("modes", self._modes)):
+                f[name].resize(n, axis=0)
+                if n:
+                    f[name][:] = np.asarray(values, dtype=object)
+            f.flush()  # main now holds every row: the tails can go
+            if "_tail" in f:
+                del f["_tail"]
+            f.attrs["end_time"] = now()
+            f.flush()
+            fsync_path(self.path)
+            f.attrs["complete"] = True  # only now: everything else is on disk
+            f.close()
+            fsync_path(self.path)
         self._closed = True
         self._journal.close()
-        unlink(self._journal.path)
-        fsync_dir(self.path)
-        self._release()
+        try:
+            if self._final is not None:  # --overwrite: the complete file replaces the old output only now
+                os.replace(self.path, self._final)
+                unlink(journal_path(self._final))  # that of an unfinished run it replaces
+                self.path = self._final
+            unlink(self._journal.path)
+            fsync_dir(self.path)
+        finally:
+            self._release()
 
     def close(self) -> None:
         """Make committed work durable and close without marking complete; the same call to ``open``
         resumes. Rows of a record that was begun but not committed are dropped."""
         if self._closed:
             return
-        self._closed = True
-        try:
+        with self._writing():  # on failure: abandoned, no "closed" line, so the next open salvages
             if self._record is not None:
                 self._abort_record()
             self._make_durable()
             self._truncate()
             self._f.close()
             fsync_path(self.path)
-        except Exception:
-            self._journal.close()  # no "closed" line: the next open salvages
-            self._release()
-            raise
-        self._journal.write({"closed": len(self.committed)}, sync=True)
+            self._journal.write({"closed": len(self.committed)}, sync=True)
+        self._closed = True
         self._journal.close()
+        self._release()
+
+    @contextlib.contextmanager
+    def _writing(self) -> Iterator[None]:
+        """Around every write to the file or its journal. A failed write leaves HDF5 in a state it must not be
+        written from again: the file is abandoned (closed without another write, see ``hdf5.abandon``; the
+        journal has no "closed" line, so the next open salvages it), and a full disk becomes a one-line
+        ResourceError naming the file."""
+        try:
+            yield
+        except GenoconvError:
+            raise  # raised knowingly (an inner write already abandoned the file, or a refusal)
+        except Exception as err:
+            self._abandon()
+            full = out_of_space(self.path, err)
+            if full is not None:
+                raise full from None
+            raise
+
+    def _abandon(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._record = None
+        if hasattr(self, "_f"):
+            abandon(self._f)
+        if hasattr(self, "_journal"):
+            self._journal.close()
         self._release()
 
     def _release(self) -> None:
@@ -551,6 +608,20 @@ def unfinished_run(path: str | os.PathLike[str], *, overwrite: bool = False) -> 
     except (TypeError, ValueError):
         return None
     return (run_config, len(state.entries)) if isinstance(run_config, dict) else None
+
+
+def space_needed(path: str | os.PathLike[str], estimate: int, *, overwrite: bool = False) -> int:
+    """Free bytes a run into ``path`` still needs, of ``estimate`` for the whole file: less what an unfinished file
+    it resumes already holds, but at least that much again (a salvage copies the committed part once)."""
+    path = Path(path)
+    target = aside_path(path) if overwrite and path.exists() else path
+    if (overwrite and target == path) or not journal_path(target).exists():
+        return estimate
+    try:
+        existing = target.stat().st_size
+    except FileNotFoundError:
+        return estimate
+    return max(estimate, 2 * existing) - existing
 
 
 def spec_diffs(header: Mapping[str, Any], spec: StoreSpec, run_config: str) -> list[str]:
@@ -598,7 +669,9 @@ def replay(source: RowSource, new: EmbeddingWriter, entry: Mapping[str, Any]) ->
             raise ValueError("checksum mismatch")
         rec.commit(pooled)
         return True
-    except (OSError, KeyError, ValueError, IndexError, TypeError, RuntimeError):
+    except (OSError, KeyError, ValueError, IndexError, TypeError, RuntimeError, ArithmeticError):
+        if new._closed:
+            raise  # writing the new file failed (a full disk): not a damaged record
         if new._record is not None:
             new._abort_record()
         return False

@@ -163,9 +163,12 @@ def _grow_last_record(path: Path, compression: str) -> None:
 
 
 @pytest.mark.parametrize("compression", ["none", "bgzip"])
-def test_stale_index_is_rebuilt(tmp_path, compression):
+def test_stale_index_is_rebuilt(tmp_path, compression, caplog):
     path = write_fasta(tmp_path / "g.fa", RECORDS, compression)
     assert _lengths(path)["plasmid"] == 1 and Path(f"{path}.fai").exists()
+    built = Path(f"{path}.fai").stat().st_mtime_ns
+    assert _lengths(path)["plasmid"] == 1 and Path(f"{path}.fai").stat().st_mtime_ns == built  # fresh: kept
+    assert "rebuilding" not in caplog.text
     _grow_last_record(path, compression)
     assert _lengths(path)["plasmid"] == 151
     with open_records([path]) as source:
@@ -173,6 +176,8 @@ def test_stale_index_is_rebuilt(tmp_path, compression):
 
 
 def test_index_that_ends_elsewhere_than_the_file_is_stale_whatever_its_time(tmp_path):
+    from genoconv.io.fasta import stale_index
+
     path = write_fasta(tmp_path / "g.fa", RECORDS)
     _lengths(path)
     fai = Path(f"{path}.fai")
@@ -180,6 +185,7 @@ def test_index_that_ends_elsewhere_than_the_file_is_stale_whatever_its_time(tmp_
         fh.write("GGGG\n")  # four more bases of the last record
     future = path.stat().st_mtime_ns + 10**9
     os.utime(fai, ns=(future, future))  # an index that looks newer than the file
+    assert stale_index(path, "none") == "g.fa.fai places the end of the last record at byte 194, the file has 199 bytes"
     assert _lengths(path)["plasmid"] == 5
 
 
