@@ -364,3 +364,12 @@ def test_case7_real_enospc_in_a_small_tmpfs(small_tmpfs, tmp_path, small_model_d
     assert code == 0, err
     with open_embeddings(small_tmpfs / "out.h5") as f:
         assert f.complete and len(f) == 40
+
+
+def test_case9_nul_in_an_id_exits_2_before_anything_is_written(tmp_path, small_model_dir, monkeypatch, capsys):
+    (tmp_path / "nul.fa").write_bytes(b">fine\nACGTACGT\n>bro\x00ken\nACGTACGT\n")
+    out = tmp_path / "out.h5"
+    code, _, err = run_cli(["-q", "embed", tmp_path / "nul.fa", "-o", out, "--model", small_model_dir, "--device",
+                            "cpu"], monkeypatch, capsys)
+    assert code == 2 and "nul.fa" in err and "bro\\x00ken" in err and len(err.strip().splitlines()) == 1, err
+    assert not out.exists()

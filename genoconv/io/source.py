@@ -46,6 +46,9 @@ class RecordSource:
         seen: dict[str, int] = {}
         for index, reader in enumerate(self._inputs):
             for record, ordinal in reader.records(self):
+                if "\x00" in record.id:  # HDF5 strings end at NUL: the run could never store it
+                    raise InputError(f"{reader.position(ordinal)}: record id {record.id!r} contains a NUL byte; "
+                                     "rename the record")
                 packed = index << _ORDINAL_BITS | ordinal
                 first = seen.get(record.id)
                 if first is not None:

@@ -185,3 +185,33 @@ def test_contig_hint_for_chr_prefix(shared_data, tmp_path):
 
 def test_no_inputs():
     assert "no inputs" in fail(lambda: open_records([]))
+
+
+# ---- issue 16, case 9: a NUL in a record id is refused when read (HDF5 could never store it) ------------------
+@pytest.mark.parametrize("name, text", [
+    ("nul.fa", b">ok\nACGT\n>re\x00c\nACGT\n"),
+    ("nul.fa.gz", gzip.compress(b">ok\nACGT\n>re\x00c\nACGT\n")),
+    ("nul.fq", b"@ok\nACGT\n+\nIIII\n@re\x00c\nACGT\n+\nIIII\n"),
+])
+def test_nul_in_a_record_id(tmp_path, name, text):
+    path = tmp_path / name
+    path.write_bytes(text)
+    assert f"record 2 of {path}: record id 're\\x00c' contains a NUL byte" in fail(lambda: open_records([path]))
+
+
+def test_nul_in_a_region_name(ce_reference, tmp_path):
+    bed = tmp_path / "nul.bed"
+    bed.write_bytes(b"CHROMOSOME_I\t0\t10\tfine\nCHROMOSOME_I\t10\t20\tg\x00ne\n")
+    assert f"line 2 of {bed}: record id 'g\\x00ne' contains a NUL byte" in fail(
+        lambda: open_records([], reference=ce_reference, regions=bed))
+    gtf = tmp_path / "nul.gtf"
+    gtf.write_bytes(b'CHROMOSOME_I\tx\tgene\t1\t10\t.\t+\t.\tgene_name "g\x00ne";\n')
+    assert f"line 1 of {gtf}: record id" in fail(lambda: open_records([], reference=ce_reference, regions=gtf))
+
+
+def test_nul_in_alignment_read_names(tmp_path):
+    """SAM/BAM names end at their NUL (SAM spec: QNAME is NUL-terminated): htslib refuses a SAM line with one
+    inside, and a BAM name reads up to it, so no id with a NUL ever comes from an alignment file."""
+    sam = tmp_path / "nul.sam"
+    sam.write_bytes(b"@HD\tVN:1.6\nre\x00ad\t4\t*\t0\t0\t*\t*\t0\t0\tACGT\tIIII\n")
+    assert f"{sam}: truncated or corrupt at record 1" in fail(lambda: open_records([sam]))
