@@ -12,15 +12,16 @@ import logging
 import signal
 import sys
 import time
+from collections import OrderedDict
 from dataclasses import asdict
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Iterable, Iterator, Sequence
 
 import torch
 
 from .engine import Engine, Progress
-from .errors import InputError, InputFileError
-from .io import open_records
+from .errors import GenoconvError, InputError, InputFileError
+from .io import Record, open_records
 from .io.identity import identity_difference, resume_key
 from .model.embedder import LoadedModel, dtype_name
 from .ops import arithmetic
@@ -153,7 +154,7 @@ def _embed_locked(embedder: LoadedModel, inputs: Sequence[str | Path], output: P
     engine.on_progress = on_progress
     if on_start:
         on_start(len(lengths), total)
-    records = source if keep is None else (r for r in source if r.id in keep)
+    records = RecentSources(source if keep is None else (r for r in source if r.id in keep))
     t0 = time.monotonic()
     try:
         with stop.installed():
@@ -161,7 +162,10 @@ def _embed_locked(embedder: LoadedModel, inputs: Sequence[str | Path], output: P
         for reason, count in sorted(source.skipped.items()):
             log.info("skipped %d input records: %s", count, reason)
         writer.finish()
-    except BaseException:  # Interrupted, errors, KeyboardInterrupt: keep everything committed, resumable
+    except GenoconvError as exc:
+        writer.close()  # keep everything committed: resumable
+        raise records.naming_the_file(exc) from None
+    except BaseException:  # KeyboardInterrupt, unexpected errors: keep everything committed, resumable
         writer.close()
         raise
     finally:
@@ -229,6 +233,29 @@ def check_same_inputs(output: Path, started: dict, run_config: dict, files: Sequ
             if why:
                 raise InputError(f"{path} is not the file the unfinished run {output} started from ({why}); "
                                  "restore it, or use --overwrite to start afresh")
+
+
+class RecentSources:
+    """The records on their way to the engine, remembering the file of the latest ones: errors raised where only
+    the record is known (the tokenizer, the engine) then name its file too."""
+
+    def __init__(self, records: Iterable[Record], remember: int = 1 << 17) -> None:
+        self.records, self.remember = records, remember
+        self.recent: OrderedDict[str, str] = OrderedDict()
+
+    def __iter__(self) -> Iterator[Record]:
+        for record in self.records:
+            self.recent[record.id] = record.source
+            if len(self.recent) > self.remember:
+                self.recent.popitem(last=False)
+            yield record
+
+    def naming_the_file(self, exc: GenoconvError) -> GenoconvError:
+        text = str(exc)
+        for record_id, source in reversed(self.recent.items()):
+            if f"record {record_id!r}" in text:
+                return exc if source in text else type(exc)(f"{source}: {text}")
+        return exc
 
 
 def _convolution_summary(embedder: LoadedModel, options: EmbedOptions) -> str:

@@ -373,3 +373,20 @@ def test_case9_nul_in_an_id_exits_2_before_anything_is_written(tmp_path, small_m
                             "cpu"], monkeypatch, capsys)
     assert code == 2 and "nul.fa" in err and "bro\\x00ken" in err and len(err.strip().splitlines()) == 1, err
     assert not out.exists()
+
+
+def test_case10_a_run_that_committed_nothing_restarts_without_overwrite(tmp_path, small_model_dir, monkeypatch,
+                                                                        capsys):
+    """A bad record found while embedding (after the output exists) leaves an output with nothing committed; the
+    corrected rerun, even with other options or inputs, starts it afresh instead of asking for --overwrite."""
+    (tmp_path / "bad.fa").write_text(">long\n" + "ACGT" * 100 + "\n>short\nACGTXACGT\n")
+    out = tmp_path / "out.h5"
+    args = ["-q", "embed", "-o", out, "--model", small_model_dir, "--device", "cpu", "--strict-tokenizer"]
+    code, _, err = run_cli([*args, tmp_path / "bad.fa"], monkeypatch, capsys)
+    assert code == 2 and "short" in err and "bad.fa" in err, err
+    assert out.exists()  # created before the bad record was found
+    (tmp_path / "fixed.fa").write_text(">long\n" + "ACGT" * 100 + "\n>short\nACGTAACGT\n")
+    code, _, err = run_cli([*args, tmp_path / "fixed.fa", "--window", "4"], monkeypatch, capsys)
+    assert code == 0, err
+    with open_embeddings(out) as f:
+        assert f.complete and f.ids == ["short", "long"]
