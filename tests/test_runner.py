@@ -173,8 +173,8 @@ def test_every_model_setting_is_recorded():
     base = HyenaConfig().to_hf_dict()
     for field in dataclasses.fields(HyenaConfig):
         value = getattr(HyenaConfig(), field.name)
-        other = (not value if isinstance(value, bool) else value * 2 + 1 if isinstance(value, (int, float))
-                 else 3 * 128 + 1)
+        other = (not value if isinstance(value, bool) else value * 2 + 1 if isinstance(value, int)
+                 else value * 2 if isinstance(value, float) else 3 * 128 + 1)
         assert HyenaConfig(**{field.name: other}).to_hf_dict() != base, field.name
 
 
