@@ -20,8 +20,8 @@ from typing import Callable, Iterable, Iterator, Sequence
 import torch
 
 from .engine import Engine, Progress
-from .errors import GenoconvError, InputError, InputFileError
-from .io import Record, open_records
+from .errors import GenoconvError, InputError, InputFileError, interrupt_now
+from .io import Record, RecordSource, open_records
 from .io.identity import identity_difference, resume_key
 from .model.embedder import LoadedModel, dtype_name
 from .ops import arithmetic
@@ -34,10 +34,12 @@ STOP_SIGNALS = tuple(s for s in (getattr(signal, "SIGTERM", None), getattr(signa
 
 
 class StopFlag:
-    """Set by SIGTERM/SIGUSR1/SIGINT; the engine checks it between chunks and stops at a commit boundary."""
+    """Set by SIGTERM/SIGUSR1/SIGINT; the engine checks it between chunks and stops at a commit boundary. While
+    ``starting`` (nothing written yet: inputs read, files fingerprinted) a signal stops the run at once instead."""
 
     def __init__(self) -> None:
         self.signum: int | None = None
+        self.starting = True
 
     def __call__(self) -> bool:
         return self.signum is not None
@@ -51,7 +53,11 @@ class StopFlag:
             return
         previous = {s: signal.getsignal(s) for s in STOP_SIGNALS}
 
-        def handler(signum, frame):  # noqa: ARG001
+        def handler(signum, frame):
+            if self.starting:
+                if signum == signal.SIGINT:
+                    raise KeyboardInterrupt
+                interrupt_now(signum, frame)
             if self.signum is not None and signum == signal.SIGINT:
                 raise KeyboardInterrupt  # a second Ctrl-C: stop now (the file is still resumable)
             self.signum = signum
@@ -91,19 +97,24 @@ def embed_to_file(embedder: LoadedModel, inputs: Sequence[str | Path], output: s
     output = Path(output)
     if not output.parent.exists():
         raise InputFileError(f"{output}: output folder {output.parent} does not exist")
-    with OutputLock(output):
-        return _embed_locked(embedder, inputs, output, options or EmbedOptions(), read or ReadOptions(),
-                             store or StoreOptions(), shard, model_name, command_line, check_disk, on_progress,
-                             on_start)
+    stop = StopFlag()
+    with stop.installed(), OutputLock(output):
+        source = open_records(list(inputs), **read.as_kwargs())
+        try:
+            return _embed_locked(embedder, inputs, output, source, options or EmbedOptions(), read or ReadOptions(),
+                                 store or StoreOptions(), shard, model_name, command_line, check_disk, stop,
+                                 on_progress, on_start)
+        finally:
+            source.close()
 
 
-def _embed_locked(embedder: LoadedModel, inputs: Sequence[str | Path], output: Path, options: EmbedOptions,
-                  read: ReadOptions, store: StoreOptions, shard: tuple[int, int] | None, model_name: str | None,
-                  command_line: str | None, check_disk: bool, on_progress: Callable[[Progress], None] | None,
+def _embed_locked(embedder: LoadedModel, inputs: Sequence[str | Path], output: Path, source: RecordSource,
+                  options: EmbedOptions, read: ReadOptions, store: StoreOptions, shard: tuple[int, int] | None,
+                  model_name: str | None, command_line: str | None, check_disk: bool, stop: StopFlag,
+                  on_progress: Callable[[Progress], None] | None,
                   on_start: Callable[[int, int], None] | None) -> Progress:
     from .store import EmbeddingWriter, StoreSpec, check_free_space, estimate_bytes, space_needed, unfinished_run
 
-    source = open_records(list(inputs), **read.as_kwargs())
     lengths = source.lengths()
     if shard is not None:
         from .sharding import select_shard
@@ -144,12 +155,12 @@ def _embed_locked(embedder: LoadedModel, inputs: Sequence[str | Path], output: P
     }
     # Commits are made durable together at most every `commit_interval` seconds: thousands of short reads then
     # write at ~285 MB/s instead of ~41 (genoconv.store); a kill loses at most that much work, never a committed record.
+    stop.starting = False  # from here a signal stops the run at a commit boundary, everything committed kept
     writer = EmbeddingWriter.open(output, spec, provenance, overwrite=store.overwrite,
                                   commit_interval=store.commit_interval)
     skip = set(writer.committed)
     if skip:
         log.info("resuming %s: %d records already committed", output, len(skip))
-    stop = StopFlag()
     engine.should_stop = stop
     engine.on_progress = on_progress
     if on_start:
@@ -157,8 +168,7 @@ def _embed_locked(embedder: LoadedModel, inputs: Sequence[str | Path], output: P
     records = RecentSources(source if keep is None else (r for r in source if r.id in keep))
     t0 = time.monotonic()
     try:
-        with stop.installed():
-            engine.run(records, writer, skip=skip)
+        engine.run(records, writer, skip=skip)
         for reason, count in sorted(source.skipped.items()):
             log.info("skipped %d input records: %s", count, reason)
         writer.finish()
@@ -168,8 +178,6 @@ def _embed_locked(embedder: LoadedModel, inputs: Sequence[str | Path], output: P
     except BaseException:  # KeyboardInterrupt, unexpected errors: keep everything committed, resumable
         writer.close()
         raise
-    finally:
-        source.close()
     progress = engine.progress
     elapsed = time.monotonic() - t0
     log.info("wrote %s: %d records, %d bases in %.1f s (%.0f bases/s)", output, progress.records,

@@ -390,3 +390,92 @@ def test_case10_a_run_that_committed_nothing_restarts_without_overwrite(tmp_path
     assert code == 0, err
     with open_embeddings(out) as f:
         assert f.complete and f.ids == ["short", "long"]
+
+
+# ---- issue 16, case 12 ---------------------------------------------------------------------------------------
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGUSR1])
+def test_case12_signal_during_start_up_exits_3(tmp_path, small_model_dir, sig):
+    """The input is a FIFO nobody writes to: the run is held in start-up (reading its inputs) until signalled."""
+    fifo = tmp_path / "in.fa"
+    os.mkfifo(fifo)
+    out = tmp_path / "out.h5"
+    proc = subprocess.Popen([sys.executable, "-m", "genoconv", "embed", str(fifo), "-o", str(out), "--model",
+                             str(small_model_dir), "--device", "cpu"], stderr=subprocess.PIPE, text=True)
+    for line in proc.stderr:  # the model is loaded: the run is reading its inputs now
+        if "INFO model" in line:
+            break
+    time.sleep(0.5)
+    proc.send_signal(sig)
+    err = proc.stderr.read()
+    proc.wait(timeout=60)
+    assert proc.returncode == 3, err
+    assert f"interrupted by {sig.name} while starting" in err and len(err.strip().splitlines()) == 1, err
+    assert not out.exists() and not Path(f"{out}.lock").exists()
+
+
+def test_case12_signal_while_loading_the_model_exits_3(tmp_path, small_model_dir, monkeypatch, capsys):
+    from genoconv.cli import common
+
+    load = common.load_model
+
+    def slow_load(*args, **kwargs):
+        os.kill(os.getpid(), signal.SIGTERM)  # arrives while the model loads
+        return load(*args, **kwargs)
+
+    monkeypatch.setattr(common, "load_model", slow_load)
+    monkeypatch.setattr("genoconv.cli.embed.load_model", slow_load)
+    (tmp_path / "r.fa").write_text(">r\nACGT\n")
+    try:
+        code, _, err = run_cli(["embed", tmp_path / "r.fa", "-o", tmp_path / "o.h5", "--model", small_model_dir,
+                                "--device", "cpu"], monkeypatch, capsys)
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    assert code == 3 and "interrupted by SIGTERM while starting" in err, err
+
+
+def test_case12_small_usage_errors_exit_2_with_one_clear_line(tmp_path, small_model_dir, monkeypatch, capsys):
+    (tmp_path / "r.fa").write_text(">r\nACGT\n")
+    base = ["-q", "embed", tmp_path / "r.fa", "-o", tmp_path / "o.h5", "--device", "cpu"]
+    for extra, named in ((["--model", small_model_dir, "--max-memory", "0"], "--max-memory '0': must be more than 0"),
+                         (["--model", "m" * 5000], "--model mmmm"),
+                         (["--model", "/" + "d/" * 3000], "--model /d/")):
+        code, _, err = run_cli([*base, *extra], monkeypatch, capsys)
+        assert code == 2 and named in err and len(err.strip().splitlines()) == 1 and len(err) < 400, err
+    from genoconv.errors import InputError
+    from genoconv.model.embedder import LoadedModel
+
+    with pytest.raises(InputError, match="must be more than 0 bytes"):
+        Embedder.from_pretrained(small_model_dir, device="cpu", max_memory=0)
+
+    with pytest.raises(InputError, match="must be more than 0 bytes"):
+        LoadedModel(Embedder.from_pretrained(small_model_dir, device="cpu").model, max_memory=0)
+
+
+def test_case12_read_only_output_folder_is_reported_as_such(tmp_path, small_model_dir, monkeypatch, capsys):
+    """A read-only mount reports 0 B free: the message must say read-only, not 'not enough disk space'."""
+    import shutil
+    from collections import namedtuple
+
+    (tmp_path / "r.fa").write_text(">r\nACGT\n")
+    statvfs = os.statvfs
+
+    class ReadOnly:
+        def __init__(self, st):
+            self._st = st
+            self.f_flag = st.f_flag | os.ST_RDONLY
+
+        def __getattr__(self, name):
+            return getattr(self._st, name)
+
+    monkeypatch.setattr(os, "statvfs", lambda path: ReadOnly(statvfs(path)))
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: namedtuple("usage", "total used free")(10**9, 10**9, 0))
+    code, _, err = run_cli(["-q", "embed", tmp_path / "r.fa", "-o", tmp_path / "o.h5", "--model", small_model_dir,
+                            "--device", "cpu"], monkeypatch, capsys)
+    assert code == 2 and "read-only" in err and "disk space" not in err, err
+
+
+def test_case12_record_errors_name_the_file_too(tmp_path, small_model_dir, monkeypatch, capsys):
+    (tmp_path / "weird.fa").write_text(">ok\nACGT\n>odd_one\nACGTXACGT\n")
+    code, _, err = run_cli(["-q", "embed", tmp_path / "weird.fa", "-o", tmp_path / "o.h5", "--model",
+                            small_model_dir, "--device", "cpu", "--strict-tokenizer"], monkeypatch, capsys)
+    assert code == 2 and f"{tmp_path / 'weird.fa'}: record 'odd_one': character 'X'" in err, err

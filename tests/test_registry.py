@@ -127,3 +127,26 @@ def test_bundled_demo_model_matches_registry():
     assert training["validation_bits_per_base"]["heldout"]["bits_per_base"] < 1.95
     assert "ecoli" in training["validation_bits_per_base"]
     assert (path / "README.md").is_file()
+
+
+# ---- issue 16, case 12: a refs/main that leads out of the cache is refused ----------------------------------------
+@pytest.mark.parametrize("escape", ["path", "symlink"])
+def test_a_ref_or_snapshot_leading_out_of_the_cache_is_refused(tmp_path, monkeypatch, escape):
+    home = tmp_path / "hf"
+    cache = home / "hub"
+    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    elsewhere = tmp_path / "elsewhere"
+    save_checkpoint(HyenaDNA(HyenaConfig(d_model=16, n_layer=2, d_inner=32, max_seq_len=1026)).init_weights(1),
+                    elsewhere)
+    repo_dir = cache / ("models--" + TINY_REPO.replace("/", "--"))
+    (repo_dir / "refs").mkdir(parents=True)
+    if escape == "path":  # the pinned snapshot is absent: 'main' is consulted, and points outside
+        (repo_dir / "refs" / "main").write_text("../../../../elsewhere")
+        match = "refs/main: holds '../../../../elsewhere', not a commit hash"
+    else:  # a snapshot folder that is a link out of the cache
+        (repo_dir / "snapshots").mkdir()
+        (repo_dir / "snapshots" / get_entry("hyenadna-tiny-1k").revision).symlink_to(elsewhere)
+        match = "leads out of the Hugging Face cache"
+    with pytest.raises(InputError, match=match):
+        resolve_model("hyenadna-tiny-1k")

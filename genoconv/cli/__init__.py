@@ -8,13 +8,14 @@ resumable (see :mod:`genoconv.errors`).
 from __future__ import annotations
 
 import logging
+import signal
 import sys
 from typing import Annotated
 
 import typer
 
 from .._version import __version__
-from ..errors import EXIT_RESUMABLE, EXIT_RUNTIME, EXIT_USAGE, GenoconvError
+from ..errors import EXIT_RESUMABLE, EXIT_RUNTIME, EXIT_USAGE, GenoconvError, interrupt_now
 
 app = typer.Typer(
     name="genoconv",
@@ -87,6 +88,9 @@ _register_commands()
 
 def main() -> None:
     """Console-script entry: run the app, turning genoconv errors into one line and an exit code."""
+    for name in ("SIGTERM", "SIGUSR1"):  # until a run takes over (genoconv.runner.StopFlag): exit 3, not 143/138
+        if hasattr(signal, name):
+            signal.signal(getattr(signal, name), interrupt_now)
     try:
         app(standalone_mode=False)
     except GenoconvError as exc:

@@ -13,6 +13,7 @@ from typing import Sequence
 import torch
 
 from ..errors import InputError
+from ..options import parse_bytes
 from .checkpoint import CheckpointInfo, load_checkpoint
 from .hyena import EXACT, ConvSettings, HyenaDNA, StreamState
 from .tokenizer import Tokenizer
@@ -80,7 +81,7 @@ class LoadedModel:
         self.dtype = resolve_dtype(dtype)
         self.model = model.to(self.device).eval()
         self.model.set_compute_dtype(self.dtype)
-        self.max_memory = int(max_memory) if max_memory else default_memory_budget(self.device)
+        self.max_memory = parse_bytes(max_memory) or default_memory_budget(self.device)
         self.model.set_filter_cache_bytes(self.max_memory // (4 * model.config.n_layer))
         self.tokenizer = Tokenizer(tokenizer)
         self.name = name

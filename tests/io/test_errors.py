@@ -215,3 +215,18 @@ def test_nul_in_alignment_read_names(tmp_path):
     sam = tmp_path / "nul.sam"
     sam.write_bytes(b"@HD\tVN:1.6\nre\x00ad\t4\t*\t0\t0\t*\t*\t0\t0\tACGT\tIIII\n")
     assert f"{sam}: truncated or corrupt at record 1" in fail(lambda: open_records([sam]))
+
+
+# ---- issue 16, case 12: messages about a regions line quote the file's own numbers ------------------------------
+@pytest.mark.parametrize("name, line, expected", [
+    ("neg.bed", "CHROMOSOME_I\t-10\t20\n", "line 1: start -10 is before the first base (0)"),
+    ("zero.gtf", 'CHROMOSOME_I\tx\tgene\t0\t20\t.\t+\t.\tgene_name "g";\n', "line 1: start 0 is before the first base (1)"),
+    ("past.gtf", 'CHROMOSOME_II\tx\tgene\t4991\t5010\t.\t+\t.\tgene_name "g";\n',
+     "line 1: CHROMOSOME_II:4991-5010 runs past the end"),
+    ("empty.gtf", 'CHROMOSOME_I\tx\tgene\t11\t10\t.\t+\t.\tgene_name "g";\n', "line 1: end 10 is before start 11"),
+    ("empty.bed", "CHROMOSOME_I\t10\t10\n", "line 1: empty region CHROMOSOME_I:10-10"),
+])
+def test_region_errors_quote_the_input_numbers(ce_reference, tmp_path, name, line, expected):
+    path = tmp_path / name
+    path.write_text(line)
+    assert f"{path}: {expected}" in fail(lambda: open_records([], reference=ce_reference, regions=path))
