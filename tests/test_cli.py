@@ -479,3 +479,31 @@ def test_case12_record_errors_name_the_file_too(tmp_path, small_model_dir, monke
     code, _, err = run_cli(["-q", "embed", tmp_path / "weird.fa", "-o", tmp_path / "o.h5", "--model",
                             small_model_dir, "--device", "cpu", "--strict-tokenizer"], monkeypatch, capsys)
     assert code == 2 and f"{tmp_path / 'weird.fa'}: record 'odd_one': character 'X'" in err, err
+
+
+@pytest.mark.filterwarnings("ignore:.*unfinished")
+def test_case8_flipped_byte_in_a_partial_output_never_ends_in_an_unexpected_error(tmp_path, small_model_dir, cli,
+                                                                                   stop_after_batches):
+    import shutil
+
+    fasta = _many_records(tmp_path, n=24)
+    ref = tmp_path / "ref.h5"
+    subprocess.run(_cmd(fasta, ref, small_model_dir), check=True)
+    partial = tmp_path / "partial.h5"
+    stop_after_batches(3)
+    code, _, err = cli(*_cmd(fasta, partial, small_model_dir)[3:])
+    assert code == 3, err
+    data = partial.read_bytes()
+    headers = [i for i in range(len(data)) if data.startswith(b"OHDR", i)]
+    for k, offset in enumerate([headers[1] + 9, headers[len(headers) // 2] + 9, headers[-1] + 9]):
+        out = tmp_path / f"out{k}.h5"
+        damaged = bytearray(data)
+        damaged[offset] ^= 0xFF
+        out.write_bytes(bytes(damaged))
+        shutil.copyfile(f"{partial}.journal", f"{out}.journal")
+        code, _, err = cli(*_cmd(fasta, out, small_model_dir)[3:])
+        if code == 2:  # refused, saying how to go on: the rerun it asks for finishes
+            assert "rerun the same command" in err or "--overwrite" in err, err
+            code, _, err = cli(*_cmd(fasta, out, small_model_dir)[3:])
+        assert code == 0 and "unexpected" not in err, (offset, err)
+        _assert_same(_content(out), _content(ref))

@@ -60,6 +60,9 @@ def open_swmr_write(path: Path, create: bool, locking: bool | None) -> h5py.File
     """Create or reopen with the SWMR-write flag set from the first byte, so no moment exists in which a
     kill leaves a file that only ``h5clear`` could open."""
     fapl = file_access(locking)
+    lib = hdf5_library()
+    if lib is not None:  # a metadata block whose checksum fails would otherwise be re-read for minutes (open_read)
+        lib.H5Pset_metadata_read_attempts(fapl.id, 1)
     name = os.fsencode(path)
     if create:
         fid = h5py.h5f.create(name, h5py.h5f.ACC_TRUNC | h5py.h5f.ACC_SWMR_WRITE, fapl=fapl)
@@ -128,21 +131,32 @@ def out_of_space(path: str | os.PathLike[str], err: BaseException) -> ResourceEr
                          "resumes from what was committed")
 
 
-def abandon(f: h5py.File) -> None:
-    """Close ``f`` after a failed write without writing to it again. HDF5 still holds the metadata it could not
-    write and retries it at every flush and close; each retry fails, and h5py then crashes while tearing the
-    objects down (measured: a merge into a full disk died with SIGSEGV in 2 of 2 trials). The file's descriptor
-    is pointed at /dev/null first, so the close completes and discards those writes: the file stays as the
-    failed write left it, which the journal never vouches for (the next open salvages it)."""
-    try:
-        fd = f.id.get_vfd_handle()
-        null = os.open(os.devnull, os.O_RDWR)
+def write_failed(err: BaseException) -> bool:
+    """Whether ``err`` is the operating system refusing a write (full disk, I/O error), as opposed to HDF5 finding
+    something wrong in what it read (a damaged file, which can still be written)."""
+    return out_of_space("", err) is not None or getattr(err, "errno", None) == errno.EIO \
+        or "file write failed" in str(err)
+
+
+def abandon(f: h5py.File, err: BaseException) -> None:
+    """Close ``f`` after ``err`` interrupted a write, writing to it as little as possible: the journal, not the
+    file, says what is committed (no "closed" line is written, so the next open salvages it).
+
+    After a refused write (``write_failed``) HDF5 still holds metadata it cannot write and retries it at every
+    flush and close; each retry fails and h5py then crashes tearing the objects down (measured: a merge into a
+    full disk died with SIGSEGV in 2 of 2 trials). So the file's descriptor is pointed at /dev/null first: the
+    close completes and those writes are discarded. After a damaged read the file is closed as it is (there the
+    /dev/null trick is what crashes: HDF5 re-reads metadata while closing)."""
+    if write_failed(err):
         try:
-            os.dup2(null, fd)
-        finally:
-            os.close(null)
-    except (OSError, ValueError, RuntimeError, AttributeError):
-        pass
+            fd = f.id.get_vfd_handle()
+            null = os.open(os.devnull, os.O_RDWR)
+            try:
+                os.dup2(null, fd)
+            finally:
+                os.close(null)
+        except (OSError, ValueError, RuntimeError, AttributeError):
+            pass
     try:
         f.close()
     except Exception:  # noqa: BLE001 - nothing more can be done for this file
@@ -179,8 +193,31 @@ def is_complete(path: Path, locking: bool | None) -> bool:
     try:
         with open_read(path, locking) as f:
             return bool(f.attrs.get("complete", False))
-    except OSError:
+    except Exception:  # noqa: BLE001 - unreadable or damaged: not a complete file
         return False
+
+
+def attrs_digest(f: h5py.File) -> int:
+    """CRC32 of the root attributes. Their string values live in HDF5's global heap, which has no checksum (a flipped
+    byte there reads back as another value, silently); the journal keeps this digest to check them on resume."""
+    value = 0
+    for key in sorted(f.attrs):
+        item = f.attrs[key]
+        data = item.tobytes() if isinstance(item, np.ndarray) else (item if isinstance(item, bytes) else str(item).encode())
+        value = zlib.crc32(key.encode() + b"=" + data + b";", value)
+    return value
+
+
+def read_all_metadata(f: h5py.File) -> None:
+    """Read every object header, attribute and chunk index of ``f``, no raw data (milliseconds per thousand chunks),
+    so that a damaged metadata block ("incorrect metadata checksum") shows now rather than in the middle of a run."""
+    def visit(name: str, obj: Any) -> None:
+        dict(obj.attrs)
+        if isinstance(obj, h5py.Dataset) and obj.chunks and hasattr(obj.id, "chunk_iter"):
+            obj.id.chunk_iter(lambda info: None)
+
+    dict(f.attrs)
+    f.visititems(visit)
 
 
 class RowSource:

@@ -41,6 +41,7 @@ class JournalState:
     header: dict[str, Any] | None
     entries: list[dict[str, Any]]
     clean: bool  # ends exactly with a valid "closed" line counting every entry
+    attrs: int | None = None  # CRC32 of the file's root attributes as written (hdf5.attrs_digest)
 
 
 def read_journal(path: Path) -> JournalState:
@@ -51,6 +52,7 @@ def read_journal(path: Path) -> JournalState:
         return JournalState(None, [], False)
     header: dict[str, Any] | None = None
     entries: list[dict[str, Any]] = []
+    attrs: int | None = None
     last: dict[str, Any] | None = None
     pos, intact = 0, True
     while pos < len(data):
@@ -78,9 +80,11 @@ def read_journal(path: Path) -> JournalState:
                 intact = False
                 break
             entries.append(obj)
+        elif "attrs" in obj:
+            attrs = obj["attrs"]
         last = obj
     clean = intact and last is not None and last.get("closed") == len(entries) and header is not None
-    return JournalState(header, entries, clean)
+    return JournalState(header, entries, clean, attrs)
 
 
 class Journal:

@@ -191,7 +191,7 @@ def _write_virtual_merge(readers: list[EmbeddingsFile], output: Path, spec: Stor
             f.attrs["complete"] = True
             f.close()
         except Exception as err:
-            abandon(f)  # a failed HDF5 write: never write to it again (see hdf5.abandon)
+            abandon(f, err)  # a failed HDF5 write: never write to it again (see hdf5.abandon)
             full = out_of_space(output, err)
             if full is not None:
                 raise full from None

@@ -7,7 +7,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -15,8 +15,9 @@ import h5py
 import numpy as np
 
 from genoconv.errors import GenoconvError, InputError, InputFileError, NonFiniteError
-from genoconv.store.hdf5 import (RowSource, abandon, crc, fsync_dir, fsync_path, is_complete, locking_setting, now,
-                                 open_read, open_swmr_write, out_of_space, unlink)
+from genoconv.store.hdf5 import (RowSource, abandon, attrs_digest, crc, fsync_dir, fsync_path, is_complete,
+                                 locking_setting, now, open_read, open_swmr_write, out_of_space, read_all_metadata,
+                                 unlink)
 from genoconv.store.journal import (JOURNAL_FORMAT, Journal, JournalState, aside_path, journal_path, read_journal,
                                     salvage_path)
 from genoconv.store.layout import (NUMPY_DTYPES, SMALL_CHUNK_BYTES, UTF8, StoreSpec, canonical_run_config, chunk_rows,
@@ -259,8 +260,8 @@ class EmbeddingWriter:
         if state.clean:
             try:
                 return cls._reopen(path, spec, state, locking, commit_interval)
-            except (OSError, KeyError, ValueError):
-                pass  # fall through to salvage
+            except InputFileError:
+                pass  # damaged: fall through to salvage
         return cls._salvage(path, spec, provenance, run_config, state, locking, commit_interval)
 
     @classmethod
@@ -301,10 +302,11 @@ class EmbeddingWriter:
                 self._journal = Journal(journal_file or journal_path(path), header)
                 self._f = open_swmr_write(path, True, locking)
             except (PermissionError, IsADirectoryError, NotADirectoryError, FileNotFoundError) as err:
-                self._abandon()
+                self._abandon(err)
                 raise InputFileError(f"cannot write {path}: {err.strerror or err}") from None
             self._write_layout(provenance, run_config, start_time)
             self._f.flush()
+            self._journal.write({"attrs": attrs_digest(self._f)})
         self._attach(None)
         return self
 
@@ -317,12 +319,18 @@ class EmbeddingWriter:
             # From here on the journal no longer ends in "closed": a kill is treated as unclean.
             self._journal.write({"opened": len(state.entries)}, sync=True)
             self._f = open_swmr_write(path, False, locking)
+            read_all_metadata(self._f)  # damage found now sends the open to salvage, not the run to a failure later
+            if state.attrs is not None and attrs_digest(self._f) != state.attrs:
+                raise ValueError("its attributes differ from those written at its start (a damaged global heap)")
             for e in state.entries:
                 self._note_committed(e["id"], e["mode"], e["len"])
             self._n_durable = len(self.committed)
             last = state.entries[-1] if state.entries else None
             if last is not None:
                 self._slot, self._aligned = int(last["s"]), {"p": int(last["a"]["p"]), "w": int(last["a"]["w"])}
+            good = verified_prefix(RowSource(self._f, last), spec, state.entries)
+            if good < len(state.entries):  # a clean close vouches for what was written, not for the disk since
+                raise ValueError(f"record {state.entries[good]['id']!r} no longer matches its journaled checksums")
             self._attach(RowSource(self._f, last))
             self._truncate()
             self._f.flush()
@@ -336,13 +344,16 @@ class EmbeddingWriter:
         assert state.header is not None
         new = cls._create(salvage, spec, provenance, run_config, locking, 0.0,
                           start_time=state.header.get("start_time"), journal_file=journal_path(salvage))
+        old = None
         try:
             old = open_read(path, locking)
-        except OSError:
-            old = None  # unreadable: nothing can be verified, the run starts over
+            source = RowSource(old, state.entries[-1] if state.entries else None)
+        except Exception:  # noqa: BLE001 - unreadable or damaged: nothing can be verified, the run starts over
+            if old is not None:
+                old.close()
+            old = None
         try:
             if old is not None and state.entries:
-                source = RowSource(old, state.entries[-1])
                 for entry in state.entries:
                     if not replay(source, new, entry):
                         break
@@ -554,19 +565,22 @@ class EmbeddingWriter:
         except GenoconvError:
             raise  # raised knowingly (an inner write already abandoned the file, or a refusal)
         except Exception as err:
-            self._abandon()
+            self._abandon(err)
             full = out_of_space(self.path, err)
             if full is not None:
                 raise full from None
-            raise
+            what = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            raise InputFileError(f"{self.path}: writing it failed ({what}); the committed records are safe in its "
+                                 "journal: rerun the same command to salvage them, or add --overwrite to start "
+                                 "afresh") from err
 
-    def _abandon(self) -> None:
+    def _abandon(self, err: BaseException) -> None:
         if self._closed:
             return
         self._closed = True
         self._record = None
         if hasattr(self, "_f"):
-            abandon(self._f)
+            abandon(self._f, err)
         if hasattr(self, "_journal"):
             self._journal.close()
         self._release()
@@ -641,6 +655,50 @@ def spec_diffs(header: Mapping[str, Any], spec: StoreSpec, run_config: str) -> l
         if not diffs:
             diffs.append(f"run_config: {old_rc} vs {run_config}")
     return diffs
+
+
+def verified_prefix(source: RowSource, spec: StoreSpec, entries: list[Mapping[str, Any]]) -> int:
+    """How many leading journal entries the file still matches: index arrays equal to the journal's, and every
+    stored byte (rows, windows, pooled rows) equal to the CRCs journaled when it was written. Each dataset is read
+    once, in blocks of VERIFY_BLOCK_BYTES (a resume reads what it resumes: about a salvage's reading, no writing)."""
+    f, good = source.f, len(entries)
+
+    def keep_matching(found: Sequence[Any], wanted: Sequence[Any]) -> None:
+        nonlocal good
+        good = next((i for i in range(good) if found[i] != wanted[i]), good)
+
+    n_win = [n_windows(int(e["len"]), spec.window) for e in entries]
+    columns = {"lengths": [e["len"] for e in entries], "offsets": [e["off"] for e in entries],
+               "window_offsets": [e["woff"] for e in entries]}
+    for name, wanted in columns.items():
+        if name in f:
+            found = f[name][: len(entries)].tolist()
+            keep_matching(found + [None] * (len(entries) - len(found)), wanted)
+    for mode in spec.pools:
+        for layer in spec.layers:
+            rows = np.asarray(f[f"pooled/{mode}/{layer}"][:good], dtype="<f4")
+            keep_matching([crc(row) for row in rows] + [None] * (good - len(rows)),
+                          [e["crc"][f"m/{mode}/{layer}"] for e in entries])
+    kinds = ([("per_nucleotide", "p", [int(e["off"]) for e in entries], [int(e["len"]) for e in entries])]
+             if spec.per_nucleotide else [])
+    kinds += [("windowed", "w", [int(e["woff"]) for e in entries], n_win)] if spec.window else []
+    step = max(1, VERIFY_BLOCK_BYTES // (spec.d_model * 4))
+    for kind, key, starts, counts in kinds:
+        for layer in spec.layers:
+            crcs, i = [0] * good, 0
+            end = starts[good - 1] + counts[good - 1] if good else 0
+            for a in range(0, end, step):
+                b = min(a + step, end)
+                block = source.read(kind, layer, a, b - a)
+                while i < good:
+                    lo, hi = max(starts[i], a), min(starts[i] + counts[i], b)
+                    if hi > lo:
+                        crcs[i] = crc(block[lo - a : hi - a], crcs[i])
+                    if starts[i] + counts[i] > b:
+                        break
+                    i += 1
+            keep_matching(crcs, [e["crc"][f"{key}/{layer}"] for e in entries])
+    return good
 
 
 def replay(source: RowSource, new: EmbeddingWriter, entry: Mapping[str, Any]) -> bool:
