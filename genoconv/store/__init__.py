@@ -54,7 +54,10 @@ Crash safety (why a SIGKILL at any instant loses nothing committed and never yie
    deletes ``/_tail``.
 4. ``close()`` cuts off uncommitted rows, closes HDF5 cleanly, fsyncs, then appends a ``closed`` line.
    On resume, a journal that ends in exactly that line means a clean close: an ``opened`` line is appended
-   first (so a kill from then on counts as unclean), then the file is reopened and appended to.
+   first (so a kill from then on counts as unclean), then the file is reopened and appended to, once every
+   metadata block has been read, the root attributes match the digest journaled at creation (their text lives
+   in HDF5's global heap, which has no checksum) and every committed byte and index value matches the journal;
+   a mismatch anywhere (a flipped byte since the close) sends the open to salvage instead.
 5. Any other journal (a kill, an error in close) means the HDF5 file is not trusted for writing: it is opened
    read-only (SWMR read), every journal entry's bytes are read back and checked against its CRCs, in order,
    up to the first mismatch, and the verified records are replayed into a fresh ``<out>.salvage`` (with its
@@ -66,6 +69,9 @@ Crash safety (why a SIGKILL at any instant loses nothing committed and never yie
 6. ``finish()`` writes ``/ids``, ``/modes`` and ``end_time``, flushes and fsyncs, and only then sets
    ``complete=True``, closes, fsyncs and deletes the journal. A complete file is refused without
    ``overwrite``; a journal left beside a complete file is deleted.
+7. A failed write (a full disk, an I/O error) abandons the file: it is never written again (``hdf5.abandon``)
+   and gets no ``closed`` line, so the next open salvages it. A full disk is a one-line ``ResourceError``.
+   ``overwrite`` writes the new file aside (``<out>.new``) and renames it over the old one only when complete.
 So the committed records are exactly the verified journal prefix; their bytes are checked against CRCs
 taken from the arrays the caller passed; the caller recomputes only what follows
 (``EmbeddingWriter.committed`` lists what to skip). ``commit_interval`` > 0 trades this for speed with many
