@@ -94,6 +94,7 @@ def embed_to_file(embedder: LoadedModel, inputs: Sequence[str | Path], output: s
     Holds the output's lock (``<output>.lock``) throughout: a second run on the same output is refused."""
     from .store import OutputLock
 
+    options, read, store = options or EmbedOptions(), read or ReadOptions(), store or StoreOptions()
     output = Path(output)
     if not output.parent.exists():
         raise InputFileError(f"{output}: output folder {output.parent} does not exist")
@@ -101,9 +102,8 @@ def embed_to_file(embedder: LoadedModel, inputs: Sequence[str | Path], output: s
     with stop.installed(), OutputLock(output):
         source = open_records(list(inputs), **read.as_kwargs())
         try:
-            return _embed_locked(embedder, inputs, output, source, options or EmbedOptions(), read or ReadOptions(),
-                                 store or StoreOptions(), shard, model_name, command_line, check_disk, stop,
-                                 on_progress, on_start)
+            return _embed_locked(embedder, inputs, output, source, options, read, store, shard, model_name,
+                                 command_line, check_disk, stop, on_progress, on_start)
         finally:
             source.close()
 

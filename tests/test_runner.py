@@ -183,3 +183,43 @@ def test_the_arithmetic_is_recorded(run_config_of, monkeypatch):
     assert base["convolution"] == {"device_type": "cpu", "fft_sizes": "smooth", "backend": "reference"}
     monkeypatch.setenv("GENOCONV_FFT_SIZES", "pow2")
     assert run_config_of()["convolution"]["fft_sizes"] == "pow2"
+
+
+def test_embed_to_file_with_default_options(run_config_of, small_model_dir, tmp_path):
+    from genoconv.runner import embed_to_file
+
+    emb = Embedder.from_pretrained(small_model_dir, device="cpu")
+    embed_to_file(emb, [run_config_of.folder / "a.fa"], tmp_path / "out.h5")
+    with open_embeddings(tmp_path / "out.h5") as f:
+        assert f.complete and len(f) == 4
+
+
+def test_the_cuda_arithmetic_is_recorded_without_a_gpu(monkeypatch):
+    """The CUDA branch of ops.arithmetic, with the device facts faked: kernels vs reference, path, shared memory."""
+    import torch
+
+    from genoconv.ops import arithmetic, cuda
+
+    class FakeKernels:
+        @staticmethod
+        def max_fused_points(index):
+            return 8192
+
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (9, 0))
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+    monkeypatch.setattr(cuda, "_load", lambda: (FakeKernels, "faked"))
+    monkeypatch.setattr(cuda, "_smem_per_block", lambda device: 232448)
+    gpu = torch.device("cuda", 0)
+    assert arithmetic(gpu, torch.bfloat16) == {"device_type": "cuda", "fft_sizes": "pow2", "backend": "cuda",
+                                               "kernel_path": "auto", "smem_per_block": 232448,
+                                               "max_fused_points": 8192}
+    assert arithmetic(gpu, torch.float32)["backend"] == "reference"  # the kernels take bf16/fp16 only
+    monkeypatch.setattr(cuda, "_smem_per_block", lambda device: 167936)  # an A100: other sizes on the scalar kernels
+    assert arithmetic(gpu, torch.bfloat16)["smem_per_block"] == 167936
+    monkeypatch.setenv("GENOCONV_FFTCONV_PATH", "scalar")
+    assert arithmetic(gpu, torch.float16)["kernel_path"] == "scalar"
+    monkeypatch.setenv("GENOCONV_CONV_BACKEND", "reference")
+    assert arithmetic(gpu, torch.float16)["backend"] == "reference"
+    monkeypatch.setattr(cuda, "_load", lambda: (None, "no nvcc"))
+    monkeypatch.delenv("GENOCONV_CONV_BACKEND")
+    assert arithmetic(gpu, torch.float16)["backend"] == "reference"

@@ -57,7 +57,8 @@ Crash safety (why a SIGKILL at any instant loses nothing committed and never yie
    first (so a kill from then on counts as unclean), then the file is reopened and appended to, once every
    metadata block has been read, the root attributes match the digest journaled at creation (their text lives
    in HDF5's global heap, which has no checksum) and every committed byte and index value matches the journal;
-   a mismatch anywhere (a flipped byte since the close) sends the open to salvage instead.
+   a mismatch anywhere (a flipped byte since the close) sends the open to salvage instead. That check runs in a
+   child process: on some damage HDF5 loops forever or crashes, and a child that does so counts as damage.
 5. Any other journal (a kill, an error in close) means the HDF5 file is not trusted for writing: it is opened
    read-only (SWMR read), every journal entry's bytes are read back and checked against its CRCs, in order,
    up to the first mismatch, and the verified records are replayed into a fresh ``<out>.salvage`` (with its

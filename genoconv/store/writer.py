@@ -6,6 +6,8 @@ import contextlib
 import json
 import logging
 import os
+import subprocess
+import sys
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
@@ -257,11 +259,11 @@ class EmbeddingWriter:
                 f"{path} was started with different options ({'; '.join(diffs)}); "
                 "use --overwrite or another output path"
             )
-        if state.clean:
+        if state.clean and intact_in_child(path, spec, locking):
             try:
                 return cls._reopen(path, spec, state, locking, commit_interval)
             except InputFileError:
-                pass  # damaged: fall through to salvage
+                pass  # damaged after all: fall through to salvage
         return cls._salvage(path, spec, provenance, run_config, state, locking, commit_interval)
 
     @classmethod
@@ -319,18 +321,12 @@ class EmbeddingWriter:
             # From here on the journal no longer ends in "closed": a kill is treated as unclean.
             self._journal.write({"opened": len(state.entries)}, sync=True)
             self._f = open_swmr_write(path, False, locking)
-            read_all_metadata(self._f)  # damage found now sends the open to salvage, not the run to a failure later
-            if state.attrs is not None and attrs_digest(self._f) != state.attrs:
-                raise ValueError("its attributes differ from those written at its start (a damaged global heap)")
             for e in state.entries:
                 self._note_committed(e["id"], e["mode"], e["len"])
             self._n_durable = len(self.committed)
             last = state.entries[-1] if state.entries else None
             if last is not None:
                 self._slot, self._aligned = int(last["s"]), {"p": int(last["a"]["p"]), "w": int(last["a"]["w"])}
-            good = verified_prefix(RowSource(self._f, last), spec, state.entries)
-            if good < len(state.entries):  # a clean close vouches for what was written, not for the disk since
-                raise ValueError(f"record {state.entries[good]['id']!r} no longer matches its journaled checksums")
             self._attach(RowSource(self._f, last))
             self._truncate()
             self._f.flush()
@@ -655,6 +651,45 @@ def spec_diffs(header: Mapping[str, Any], spec: StoreSpec, run_config: str) -> l
         if not diffs:
             diffs.append(f"run_config: {old_rc} vs {run_config}")
     return diffs
+
+
+def intact(path: Path, spec: StoreSpec, state: JournalState, locking: bool | None) -> bool:
+    """Whether a cleanly closed unfinished file still is what its journal says: every metadata block reads, the
+    root attributes match the digest journaled at creation (their text lives in HDF5's global heap, which has no
+    checksum) and every committed byte and index value matches the journaled CRCs. A clean close vouches for what
+    was written, not for the disk since."""
+    try:
+        with open_read(path, locking) as f:
+            read_all_metadata(f)
+            if state.attrs is not None and attrs_digest(f) != state.attrs:
+                return False
+            source = RowSource(f, state.entries[-1] if state.entries else None)
+            return verified_prefix(source, spec, state.entries) == len(state.entries)
+    except Exception:  # noqa: BLE001 - whatever HDF5 makes of the damage
+        return False
+
+
+def intact_in_child(path: Path, spec: StoreSpec, locking: bool | None) -> bool:
+    """:func:`intact`, checked in a child process: on a damaged file HDF5 can spin forever or crash (measured: one
+    flipped byte in the global heap made an attribute read loop for minutes). A child that crashes or does not
+    answer within a minute plus the time to read the file at 50 MB/s counts as finding damage."""
+    request = json.dumps({"path": str(path), "spec": spec.to_dict(), "locking": locking})
+    root = Path(__file__).resolve().parents[2]  # the folder holding this genoconv package
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(root), os.environ.get("PYTHONPATH")]))}
+    code = "import sys; from genoconv.store.writer import intact_main; sys.exit(intact_main(sys.stdin.read()))"
+    try:
+        done = subprocess.run([sys.executable, "-P", "-c", code], input=request, env=env, capture_output=True,
+                              text=True, timeout=60 + path.stat().st_size / 50e6)
+    except subprocess.TimeoutExpired:
+        return False
+    return done.returncode == 0
+
+
+def intact_main(request: str) -> int:
+    """The child's side of :func:`intact_in_child`: 0 when intact, 1 otherwise."""
+    args = json.loads(request)
+    path = Path(args["path"])
+    return 0 if intact(path, StoreSpec.from_dict(args["spec"]), read_journal(journal_path(path)), args["locking"]) else 1
 
 
 def verified_prefix(source: RowSource, spec: StoreSpec, entries: list[Mapping[str, Any]]) -> int:
