@@ -38,7 +38,7 @@ class OutputLock:
 
     def __init__(self, output: str | os.PathLike[str]) -> None:
         self.output = Path(output)
-        self.path = lock_path(self.output).absolute()
+        self.path = lock_path(self.output.resolve())  # one lock however the output is named (links, "..")
         self._acquired = False
 
     def acquire(self) -> "OutputLock":
