@@ -254,7 +254,7 @@ def test_malformed_hf_config_exits_2_naming_the_field(tmp_path, cli, change, fie
 @pytest.mark.parametrize("text, named", [
     (b"[1, 2]", "JSON list"), (b'"d_model"', "JSON str"), (b"[" * 100_000 + b"]" * 100_000, "nested too deeply"),
     (b"\xff\xfe{}", "UTF-8"), (b'{"d_model": 16', "not valid JSON"), (b" " * (2 << 20), "bytes"),
-])
+], ids=["list", "string", "deep nesting", "not UTF-8", "truncated", "2 MiB"])
 def test_config_that_is_not_a_json_object_exits_2(tmp_path, cli, text, named):
     _refused(cli, tmp_path, _checkpoint_with_config(tmp_path, text), named)
 
