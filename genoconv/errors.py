@@ -45,7 +45,21 @@ class ResourceError(GenoconvError, RuntimeError):
     """Out of GPU memory after every fallback, or not enough disk space (exit 1)."""
 
 
+class NonFiniteError(GenoconvError, ArithmeticError):
+    """A record whose output holds NaN or Inf (overflow in reduced precision, a broken model): it is not stored,
+    the records committed before it are kept (exit 1)."""
+
+
 class Interrupted(GenoconvError):
     """SIGTERM/SIGUSR1/Ctrl-C: everything committed is flushed; the same command resumes (exit 3)."""
 
     exit_code = EXIT_RESUMABLE
+
+
+def interrupt_now(signum: int, frame: object) -> None:  # noqa: ARG001 - a signal handler
+    """Signal handler for start-up (loading the model, reading the inputs): nothing is written yet, so SIGTERM or
+    SIGUSR1 stops at once, with exit code 3 like an interruption later on, not the signal's own 143/138."""
+    import signal
+
+    raise Interrupted(f"interrupted by {signal.Signals(signum).name} while starting; nothing was embedded yet: "
+                      "rerun the same command")

@@ -7,18 +7,24 @@ turns SIGTERM/SIGUSR1/SIGINT into a clean, resumable stop (exit code 3), and mar
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 import signal
 import sys
 import time
+from collections import OrderedDict
 from dataclasses import asdict
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Iterable, Iterator, Sequence
+
+import torch
 
 from .engine import Engine, Progress
-from .errors import InputError, InputFileError
-from .io import open_records
+from .errors import GenoconvError, InputError, InputFileError, interrupt_now
+from .io import Record, RecordSource, open_records
+from .io.identity import identity_difference, resume_key
 from .model.embedder import LoadedModel, dtype_name
+from .ops import arithmetic
 from .options import EmbedOptions, ReadOptions, StoreOptions
 
 log = logging.getLogger("genoconv")
@@ -28,10 +34,12 @@ STOP_SIGNALS = tuple(s for s in (getattr(signal, "SIGTERM", None), getattr(signa
 
 
 class StopFlag:
-    """Set by SIGTERM/SIGUSR1/SIGINT; the engine checks it between chunks and stops at a commit boundary."""
+    """Set by SIGTERM/SIGUSR1/SIGINT; the engine checks it between chunks and stops at a commit boundary. While
+    ``starting`` (nothing written yet: inputs read, files fingerprinted) a signal stops the run at once instead."""
 
     def __init__(self) -> None:
         self.signum: int | None = None
+        self.starting = True
 
     def __call__(self) -> bool:
         return self.signum is not None
@@ -45,7 +53,11 @@ class StopFlag:
             return
         previous = {s: signal.getsignal(s) for s in STOP_SIGNALS}
 
-        def handler(signum, frame):  # noqa: ARG001
+        def handler(signum, frame):
+            if self.starting:
+                if signum == signal.SIGINT:
+                    raise KeyboardInterrupt
+                interrupt_now(signum, frame)
             if self.signum is not None and signum == signal.SIGINT:
                 raise KeyboardInterrupt  # a second Ctrl-C: stop now (the file is still resumable)
             self.signum = signum
@@ -61,6 +73,17 @@ class StopFlag:
                 signal.signal(s, h)
 
 
+# Options that change no number in the output, each with the reason. Every other field of the option dataclasses
+# lands in the run config by itself (tests/test_runner.py checks every option and every `genoconv embed` parameter).
+NOT_IN_RUN_CONFIG = {
+    "max_memory": "a resource bound; it acts through the effective tokens_per_batch (recorded) and through how "
+                  "long records are streamed (stored per record in /modes)",
+    "commit_interval": "how often commits are made durable; the rows are the same",
+    "overwrite": "whether an existing output is replaced, not what is computed",
+    "output": "where the file goes, not what it holds",
+}
+
+
 def embed_to_file(embedder: LoadedModel, inputs: Sequence[str | Path], output: str | Path, *,
                   options: EmbedOptions | None = None, read: ReadOptions | None = None,
                   store: StoreOptions | None = None, shard: tuple[int, int] | None = None,
@@ -68,18 +91,33 @@ def embed_to_file(embedder: LoadedModel, inputs: Sequence[str | Path], output: s
                   on_progress: Callable[[Progress], None] | None = None,
                   on_start: Callable[[int, int, Progress], None] | None = None) -> Progress:
     """Embed ``inputs`` into ``output``; resumes an unfinished run of the same command. Returns the progress.
+    Holds the output's lock (``<output>.lock``) throughout: a second run on the same output is refused.
 
     ``on_start(records, bases, progress)`` gets the run's totals and its progress so far (what a resumed run finds
     committed); ``on_progress(progress)`` follows each committed record and each chunk of a streamed one."""
-    from .store import EmbeddingWriter, StoreSpec, check_free_space, estimate_bytes
+    from .store import OutputLock
 
-    options = options or EmbedOptions()
-    read = read or ReadOptions()
-    store = store or StoreOptions()
+    options, read, store = options or EmbedOptions(), read or ReadOptions(), store or StoreOptions()
     output = Path(output)
     if not output.parent.exists():
         raise InputFileError(f"{output}: output folder {output.parent} does not exist")
-    source = open_records(list(inputs), **read.as_kwargs())
+    stop = StopFlag()
+    with stop.installed(), OutputLock(output):
+        source = open_records(list(inputs), **read.as_kwargs())
+        try:
+            return _embed_locked(embedder, inputs, output, source, options, read, store, shard, model_name,
+                                 command_line, check_disk, stop, on_progress, on_start)
+        finally:
+            source.close()
+
+
+def _embed_locked(embedder: LoadedModel, inputs: Sequence[str | Path], output: Path, source: RecordSource,
+                  options: EmbedOptions, read: ReadOptions, store: StoreOptions, shard: tuple[int, int] | None,
+                  model_name: str | None, command_line: str | None, check_disk: bool, stop: StopFlag,
+                  on_progress: Callable[[Progress], None] | None,
+                  on_start: Callable[[int, int, Progress], None] | None) -> Progress:
+    from .store import EmbeddingWriter, StoreSpec, check_free_space, estimate_bytes, space_needed, unfinished_run
+
     lengths = source.lengths()
     if not lengths:
         raise InputError(f"{', '.join(map(str, inputs)) or read.regions}: no records to embed")
@@ -92,20 +130,19 @@ def embed_to_file(embedder: LoadedModel, inputs: Sequence[str | Path], output: s
             log.warning("shard %d/%d has none of the %d records; writing an empty, complete file", *shard,
                         len(lengths))
         lengths = [x for x in lengths if x[0] in keep]
-    layers = tuple(embedder.resolve_layers(options.layers))
-    spec = StoreSpec(d_model=embedder.d_model, layers=layers, per_nucleotide=options.per_nucleotide,
+    engine = Engine(embedder, options)
+    spec = StoreSpec(d_model=embedder.d_model, layers=tuple(engine.layers), per_nucleotide=options.per_nucleotide,
                      pools=tuple(options.pools), window=options.window, store_dtype=store.store_dtype,
                      compression=store.compression)
+    files = source.identities()
+    run_config = build_run_config(embedder, engine, read, store, shard, files)
+    started = unfinished_run(output, overwrite=store.overwrite)
+    if started is not None and started[1]:  # records are committed: they must come from the same files
+        check_same_inputs(output, started[0], run_config, files)
     total = sum(n for _, n in lengths)
     if check_disk:
-        check_free_space(output, estimate_bytes(spec, len(lengths), total))
-    run_config = {**asdict(options), **read.as_kwargs(), "layers": list(layers), "model_sha256": embedder.sha256,
-                  "tokenizer": embedder.tokenizer.policy, "compute_dtype": dtype_name(embedder.dtype),
-                  "shard": list(shard) if shard else None, "inputs": [str(p) for p in inputs]}
-    run_config.pop("max_memory")  # a resource bound: changes how, not what
-    run_config.pop("tokens_per_batch")
-    run_config.pop("reference")  # the regions' source; recorded in provenance
-    engine = Engine(embedder, options)
+        estimate = estimate_bytes(spec, len(lengths), total)
+        check_free_space(output, space_needed(output, estimate, overwrite=store.overwrite))
     provenance = {
         "model": model_name or embedder.name,
         "checkpoint_sha256": embedder.sha256,
@@ -118,10 +155,13 @@ def embed_to_file(embedder: LoadedModel, inputs: Sequence[str | Path], output: s
         "conv_backend": _backend_name(embedder),
         "command_line": command_line or " ".join(sys.argv),
         "inputs": [str(p) for p in inputs],
+        "input_files": [{"role": role, "path": str(path.resolve() if path.exists() else path), **identity}
+                        for role, path, identity in files],  # a pipe keeps its name (<stdin>)
         "run_config": run_config,
     }
     # Commits are made durable together at most every `commit_interval` seconds: thousands of short reads then
     # write at ~285 MB/s instead of ~41 (genoconv.store); a kill loses at most that much work, never a committed record.
+    stop.starting = False  # from here a signal stops the run at a commit boundary, everything committed kept
     writer = EmbeddingWriter.open(output, spec, provenance, overwrite=store.overwrite,
                                   commit_interval=store.commit_interval)
     skip = set(writer.committed)
@@ -133,26 +173,25 @@ def embed_to_file(embedder: LoadedModel, inputs: Sequence[str | Path], output: s
                          "to start afresh, or save the input to a file")
     if skip:
         log.info("resuming %s: %d records already committed", output, len(skip))
-    stop = StopFlag()
     engine.should_stop = stop
     engine.on_progress = on_progress
     engine.progress = Progress(records=len(skip), bases=sum(n for rid, n in lengths if rid in skip))
     resumed_bases = engine.progress.bases
     if on_start:
         on_start(len(lengths), total, engine.progress)
-    records = source if keep is None else (r for r in source if r.id in keep)
+    records = RecentSources(source if keep is None else (r for r in source if r.id in keep))
     t0 = time.monotonic()
     try:
-        with stop.installed():
-            engine.run(records, writer, skip=skip)
+        engine.run(records, writer, skip=skip)
         for reason, count in sorted(source.skipped.items()):
             log.info("skipped %d input records: %s", count, reason)
         writer.finish()
-    except BaseException:  # Interrupted, errors, KeyboardInterrupt: keep everything committed, resumable
+    except GenoconvError as exc:
+        writer.close()  # keep everything committed: resumable
+        raise records.naming_the_file(exc) from None
+    except BaseException:  # KeyboardInterrupt, unexpected errors: keep everything committed, resumable
         writer.close()
         raise
-    finally:
-        source.close()
     progress = engine.progress
     elapsed = time.monotonic() - t0
     peak = ""
@@ -164,6 +203,87 @@ def embed_to_file(embedder: LoadedModel, inputs: Sequence[str | Path], output: s
     log.info("wrote %s: %d records, %d bases; %d bases computed in %.1f s (%.0f bases/s)%s", output,
              progress.records, progress.bases, computed, elapsed, computed / max(elapsed, 1e-9), peak)
     return progress
+
+
+def build_run_config(embedder: LoadedModel, engine: Engine, read: ReadOptions, store: StoreOptions,
+                     shard: tuple[int, int] | None, files: Sequence[tuple[str, Path, dict]]) -> dict:
+    """Every setting that changes a number in the output (what a resume must find unchanged): the options (all
+    fields but NOT_IN_RUN_CONFIG's), the files by content, the model and the arithmetic that runs it."""
+    fields = {**asdict(engine.opts), **read.as_kwargs(), **asdict(store)}
+    run_config = {k: v for k, v in fields.items() if k not in NOT_IN_RUN_CONFIG}
+    by_role: dict = {"inputs": [], "reference": None, "regions": None}
+    for role, _, identity in files:
+        key = resume_key(identity)
+        if role == "inputs":
+            by_role["inputs"].append(key)
+        else:
+            by_role[role] = key
+    cfg = embedder.config
+    run_config.update(by_role)
+    run_config.update({
+        "layers": list(engine.layers),
+        "tokens_per_batch": engine.planner.tokens_per_batch,  # batching sets padded lengths, hence FFT sizes
+        "shard": list(shard) if shard else None,
+        "model_sha256": embedder.sha256 if embedder.info else weights_sha256(embedder),
+        "model_config": cfg.to_hf_dict(),
+        "modulation_shift": cfg.shift,
+        "tokenizer": embedder.tokenizer.policy,
+        "compute_dtype": dtype_name(embedder.dtype),
+        "convolution": arithmetic(embedder.device, embedder.dtype),
+    })
+    return run_config
+
+
+def weights_sha256(embedder: LoadedModel) -> str:
+    """SHA-256 over a model's tensors (a model built in memory has no checkpoint file to hash)."""
+    h = hashlib.sha256()
+    for key, value in sorted(embedder.model.state_dict().items()):
+        h.update(key.encode())
+        h.update(value.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+def check_same_inputs(output: Path, started: dict, run_config: dict, files: Sequence[tuple[str, Path, dict]]) -> None:
+    """Refuse to resume ``output`` from files other than those its committed records came from, naming the file."""
+    paths: dict = {"inputs": [], "reference": [], "regions": []}
+    for role, path, _ in files:
+        paths[role].append(path)
+    for role in ("inputs", "reference", "regions"):
+        if role not in started:
+            continue  # written by an older genoconv: the run config comparison decides
+        old, new = started[role], run_config[role]
+        old, new = (old if role == "inputs" else [old] if old else []), (new if role == "inputs" else [new] if new else [])
+        if len(old) != len(new):
+            raise InputError(f"{output} was started from {len(old)} {role} file(s), now {len(new)} are given; rerun "
+                             "with the same files or use --overwrite to start afresh")
+        for path, a, b in zip(paths[role], old, new):
+            why = identity_difference(a, b)
+            if why:
+                raise InputError(f"{path} is not the file the unfinished run {output} started from ({why}); "
+                                 "restore it, or use --overwrite to start afresh")
+
+
+class RecentSources:
+    """The records on their way to the engine, remembering the file of the latest ones: errors raised where only
+    the record is known (the tokenizer, the engine) then name its file too."""
+
+    def __init__(self, records: Iterable[Record], remember: int = 1 << 17) -> None:
+        self.records, self.remember = records, remember
+        self.recent: OrderedDict[str, str] = OrderedDict()
+
+    def __iter__(self) -> Iterator[Record]:
+        for record in self.records:
+            self.recent[record.id] = record.source
+            if len(self.recent) > self.remember:
+                self.recent.popitem(last=False)
+            yield record
+
+    def naming_the_file(self, exc: GenoconvError) -> GenoconvError:
+        text = str(exc)
+        for record_id, source in reversed(self.recent.items()):
+            if f"record {record_id!r}" in text:
+                return exc if source in text else type(exc)(f"{source}: {text}")
+        return exc
 
 
 def _convolution_summary(embedder: LoadedModel, options: EmbedOptions) -> str:

@@ -354,7 +354,7 @@ def test_embed_from_a_pipe_equals_the_file(tmp_path, small_model_dir, how, monke
     proc = subprocess.run(command, shell=True, capture_output=True, text=True, env=env, executable="/bin/bash")
     assert proc.returncode == 0, proc.stderr
     a, b = _content(ref), _content(out)
-    for key in ("inputs", "run_config"):  # they name the input; nothing else may differ
+    for key in ("inputs", "input_files", "run_config"):  # they name the input; nothing else may differ
         a["attrs"].pop(key), b["attrs"].pop(key)
     _assert_same(a, b)
 
@@ -502,3 +502,271 @@ def test_every_option_is_named_after_its_parameter():
 
     walk(typer.main.get_command(app), ())
     assert not bad
+
+
+# ---- issue 16 -------------------------------------------------------------------------------------------------
+def test_case5_a_second_embed_of_the_same_output_exits_2_naming_the_first(tmp_path, small_model_dir, monkeypatch,
+                                                                         capsys):
+    fasta = _many_records(tmp_path, n=120)
+    out = tmp_path / "out.h5"
+    first = subprocess.Popen(_cmd(fasta, out, small_model_dir), stderr=subprocess.PIPE, text=True)
+    _wait_for_commits(Path(str(out) + ".journal"), first, at_least=2)
+    code, _, err = run_cli(["-q", "embed", fasta, "-o", out, "--model", small_model_dir, "--device", "cpu", "--pool",
+                            "mean,max,last", "--window", "256", "--commit-interval", "0"], monkeypatch, capsys)
+    still_running = first.poll() is None
+    _, first_err = first.communicate(timeout=600)
+    assert still_running, "the first run ended before the second one started; make the input larger"
+    assert code == 2 and f"is being written by another genoconv run (pid {first.pid} on" in err, err
+    assert len(err.strip().splitlines()) == 1
+    assert first.returncode == 0, first_err
+    with open_embeddings(out) as f:
+        assert f.complete and len(f) == 120
+
+
+def _limited(max_file_bytes: int):
+    """preexec_fn: files this process writes may not grow past ``max_file_bytes`` (EFBIG, as a full disk would
+    give ENOSPC: HDF5 fails inside a write either way). SIGXFSZ is ignored so the write fails instead of killing."""
+    import resource
+
+    def apply():
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (max_file_bytes, max_file_bytes))
+
+    return apply
+
+
+def _sha(path):
+    import hashlib
+
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def _fails_for_space(cmd, limit):
+    proc = subprocess.run(cmd, capture_output=True, text=True, preexec_fn=_limited(limit))
+    assert proc.returncode == 1, (proc.returncode, proc.stderr)  # not -11/139: no segfault
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "file too large" in lines[0], proc.stderr
+    return lines[0]
+
+
+def test_case7_full_disk_during_embed_and_merge_exits_1_keeps_the_complete_file_and_resumes(tmp_path, small_model_dir):
+    fasta = _many_records(tmp_path, n=40)
+    ref = tmp_path / "ref.h5"
+    subprocess.run(_cmd(fasta, ref, small_model_dir), check=True)
+    # an earlier complete output, then an --overwrite run of it into a "full disk"
+    out = tmp_path / "out.h5"
+    small = _write_fasta(tmp_path / "small.fa", [("a", "ACGT" * 100)])
+    subprocess.run(_cmd(small, out, small_model_dir), check=True)
+    before = _sha(out)
+    line = _fails_for_space(_cmd(fasta, out, small_model_dir) + ["--overwrite"], 6 << 20)
+    assert "out.h5" in line and os.path.getsize(ref) > 5 << 20
+    assert _sha(out) == before  # the complete file is intact until its replacement is complete
+    aside = tmp_path / "out.h5.new"
+    assert len(open_embeddings_quiet(aside)) > 0  # what was committed before the disk filled up
+    rerun = subprocess.run(_cmd(fasta, out, small_model_dir) + ["--overwrite"], capture_output=True, text=True)
+    assert rerun.returncode == 0, rerun.stderr
+    _assert_same(_content(out), _content(ref))
+    assert not aside.exists()
+    # merge: shards, an earlier merged file, then a merge --overwrite into a "full disk"
+    shards = []
+    for i in (1, 2):
+        shards.append(tmp_path / f"shard{i}.h5")
+        subprocess.run(_cmd(fasta, shards[-1], small_model_dir) + ["--shard", f"{i}/2"], check=True)
+    merged = tmp_path / "merged.h5"
+    merge = [sys.executable, "-m", "genoconv", "-q", "merge", *map(str, shards), "-o", str(merged)]
+    subprocess.run(merge, check=True)
+    before = _sha(merged)
+    line = _fails_for_space(merge + ["--overwrite"], 6 << 20)
+    assert "merged.h5" in line and _sha(merged) == before
+    for virtual in ([], ["--virtual"]):
+        again = subprocess.run(merge + ["--overwrite", *virtual], capture_output=True, text=True)
+        assert again.returncode == 0, again.stderr
+        with open_embeddings(merged) as m, open_embeddings(ref) as r:
+            assert m.complete and sorted(m.ids) == sorted(r.ids)
+
+
+def open_embeddings_quiet(path):
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with open_embeddings(path) as f:
+            return list(f.ids)
+
+
+@pytest.fixture
+def small_tmpfs(tmp_path):
+    """A 4 MiB tmpfs (needs root and mount): a real ENOSPC."""
+    mnt = tmp_path / "tmpfs"
+    mnt.mkdir()
+    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mnt)],
+                                           capture_output=True).returncode != 0:
+        pytest.skip("cannot mount a tmpfs here")
+    yield mnt
+    subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+def test_case7_real_enospc_in_a_small_tmpfs(small_tmpfs, tmp_path, small_model_dir, monkeypatch, capsys):
+    import shutil
+    from collections import namedtuple
+
+    fasta = _many_records(tmp_path, n=40)
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(10**12, 0, 10**12))  # pass the start-up check
+    args = ["-q", "embed", fasta, "-o", small_tmpfs / "out.h5", "--model", small_model_dir, "--device", "cpu",
+            "--window", "1", "--commit-interval", "0"]
+    code, _, err = run_cli(args, monkeypatch, capsys)
+    assert code == 1 and err.startswith("error: ") and "no space left on device" in err, err
+    assert len(err.strip().splitlines()) == 1
+    committed = open_embeddings_quiet(small_tmpfs / "out.h5")
+    assert committed
+    monkeypatch.undo()
+    # with space again (the same folder, grown), the same command resumes
+    subprocess.run(["mount", "-o", "remount,size=64m", str(small_tmpfs)], check=True)
+    code, _, err = run_cli(args, monkeypatch, capsys)
+    assert code == 0, err
+    with open_embeddings(small_tmpfs / "out.h5") as f:
+        assert f.complete and len(f) == 40
+
+
+def test_case9_nul_in_an_id_exits_2_before_anything_is_written(tmp_path, small_model_dir, monkeypatch, capsys):
+    (tmp_path / "nul.fa").write_bytes(b">fine\nACGTACGT\n>bro\x00ken\nACGTACGT\n")
+    out = tmp_path / "out.h5"
+    code, _, err = run_cli(["-q", "embed", tmp_path / "nul.fa", "-o", out, "--model", small_model_dir, "--device",
+                            "cpu"], monkeypatch, capsys)
+    assert code == 2 and "nul.fa" in err and "bro\\x00ken" in err and len(err.strip().splitlines()) == 1, err
+    assert not out.exists()
+
+
+def test_case10_a_run_that_committed_nothing_restarts_without_overwrite(tmp_path, small_model_dir, monkeypatch,
+                                                                        capsys):
+    """A bad record found while embedding (after the output exists) leaves an output with nothing committed; the
+    corrected rerun, even with other options or inputs, starts it afresh instead of asking for --overwrite."""
+    (tmp_path / "bad.fa").write_text(">long\n" + "ACGT" * 100 + "\n>short\nACGTXACGT\n")
+    out = tmp_path / "out.h5"
+    args = ["-q", "embed", "-o", out, "--model", small_model_dir, "--device", "cpu", "--strict-tokenizer"]
+    code, _, err = run_cli([*args, tmp_path / "bad.fa"], monkeypatch, capsys)
+    assert code == 2 and "short" in err and "bad.fa" in err, err
+    assert out.exists()  # created before the bad record was found
+    (tmp_path / "fixed.fa").write_text(">long\n" + "ACGT" * 100 + "\n>short\nACGTAACGT\n")
+    code, _, err = run_cli([*args, tmp_path / "fixed.fa", "--window", "4"], monkeypatch, capsys)
+    assert code == 0, err
+    with open_embeddings(out) as f:
+        assert f.complete and f.ids == ["short", "long"]
+
+
+# ---- issue 16, case 12 ---------------------------------------------------------------------------------------
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGUSR1])
+def test_case12_signal_during_start_up_exits_3(tmp_path, small_model_dir, sig):
+    """The input is a FIFO nobody writes to: the run is held in start-up (reading its inputs) until signalled."""
+    fifo = tmp_path / "in.fa"
+    os.mkfifo(fifo)
+    out = tmp_path / "out.h5"
+    proc = subprocess.Popen([sys.executable, "-m", "genoconv", "embed", str(fifo), "-o", str(out), "--model",
+                             str(small_model_dir), "--device", "cpu"], stderr=subprocess.PIPE, text=True)
+    for line in proc.stderr:  # the model is loaded: the run is reading its inputs now
+        if "INFO model" in line:
+            break
+    time.sleep(0.5)
+    proc.send_signal(sig)
+    err = proc.stderr.read()
+    proc.wait(timeout=60)
+    assert proc.returncode == 3, err
+    assert f"interrupted by {sig.name} while starting" in err and len(err.strip().splitlines()) == 1, err
+    assert not out.exists() and not Path(f"{out}.lock").exists()
+
+
+def test_case12_signal_while_loading_the_model_exits_3(tmp_path, small_model_dir, monkeypatch, capsys):
+    from genoconv.cli import common
+
+    load = common.load_model
+
+    def slow_load(*args, **kwargs):
+        os.kill(os.getpid(), signal.SIGTERM)  # arrives while the model loads
+        return load(*args, **kwargs)
+
+    monkeypatch.setattr(common, "load_model", slow_load)
+    monkeypatch.setattr("genoconv.cli.embed.load_model", slow_load)
+    (tmp_path / "r.fa").write_text(">r\nACGT\n")
+    try:
+        code, _, err = run_cli(["embed", tmp_path / "r.fa", "-o", tmp_path / "o.h5", "--model", small_model_dir,
+                                "--device", "cpu"], monkeypatch, capsys)
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    assert code == 3 and "interrupted by SIGTERM while starting" in err, err
+
+
+def test_case12_small_usage_errors_exit_2_with_one_clear_line(tmp_path, small_model_dir, monkeypatch, capsys):
+    (tmp_path / "r.fa").write_text(">r\nACGT\n")
+    base = ["-q", "embed", tmp_path / "r.fa", "-o", tmp_path / "o.h5", "--device", "cpu"]
+    for extra, named in ((["--model", small_model_dir, "--max-memory", "0"], "--max-memory '0': must be more than 0"),
+                         (["--model", "m" * 5000], "--model mmmm"),
+                         (["--model", "/" + "d/" * 3000], "--model /d/")):
+        code, _, err = run_cli([*base, *extra], monkeypatch, capsys)
+        assert code == 2 and named in err and len(err.strip().splitlines()) == 1 and len(err) < 400, err
+    from genoconv.errors import InputError
+    from genoconv.model.embedder import LoadedModel
+
+    with pytest.raises(InputError, match="must be more than 0 bytes"):
+        Embedder.from_pretrained(small_model_dir, device="cpu", max_memory=0)
+
+    with pytest.raises(InputError, match="must be more than 0 bytes"):
+        LoadedModel(Embedder.from_pretrained(small_model_dir, device="cpu").model, max_memory=0)
+
+
+def test_case12_read_only_output_folder_is_reported_as_such(tmp_path, small_model_dir, monkeypatch, capsys):
+    """A read-only mount reports 0 B free: the message must say read-only, not 'not enough disk space'."""
+    import shutil
+    from collections import namedtuple
+
+    (tmp_path / "r.fa").write_text(">r\nACGT\n")
+    statvfs = os.statvfs
+
+    class ReadOnly:
+        def __init__(self, st):
+            self._st = st
+            self.f_flag = st.f_flag | os.ST_RDONLY
+
+        def __getattr__(self, name):
+            return getattr(self._st, name)
+
+    monkeypatch.setattr(os, "statvfs", lambda path: ReadOnly(statvfs(path)))
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: namedtuple("usage", "total used free")(10**9, 10**9, 0))
+    code, _, err = run_cli(["-q", "embed", tmp_path / "r.fa", "-o", tmp_path / "o.h5", "--model", small_model_dir,
+                            "--device", "cpu"], monkeypatch, capsys)
+    assert code == 2 and "read-only" in err and "disk space" not in err, err
+
+
+def test_case12_record_errors_name_the_file_too(tmp_path, small_model_dir, monkeypatch, capsys):
+    (tmp_path / "weird.fa").write_text(">ok\nACGT\n>odd_one\nACGTXACGT\n")
+    code, _, err = run_cli(["-q", "embed", tmp_path / "weird.fa", "-o", tmp_path / "o.h5", "--model",
+                            small_model_dir, "--device", "cpu", "--strict-tokenizer"], monkeypatch, capsys)
+    assert code == 2 and f"{tmp_path / 'weird.fa'}: record 'odd_one': character 'X'" in err, err
+
+
+@pytest.mark.filterwarnings("ignore:.*unfinished")
+def test_case8_flipped_byte_in_a_partial_output_never_ends_in_an_unexpected_error(tmp_path, small_model_dir, cli,
+                                                                                   stop_after_batches):
+    import shutil
+
+    fasta = _many_records(tmp_path, n=24)
+    ref = tmp_path / "ref.h5"
+    subprocess.run(_cmd(fasta, ref, small_model_dir), check=True)
+    partial = tmp_path / "partial.h5"
+    stop_after_batches(3)
+    code, _, err = cli(*_cmd(fasta, partial, small_model_dir)[3:])
+    assert code == 3, err
+    data = partial.read_bytes()
+    headers = [i for i in range(len(data)) if data.startswith(b"OHDR", i)]
+    for k, offset in enumerate([headers[1] + 9, headers[len(headers) // 2] + 9, headers[-1] + 9]):
+        out = tmp_path / f"out{k}.h5"
+        damaged = bytearray(data)
+        damaged[offset] ^= 0xFF
+        out.write_bytes(bytes(damaged))
+        shutil.copyfile(f"{partial}.journal", f"{out}.journal")
+        code, _, err = cli(*_cmd(fasta, out, small_model_dir)[3:])
+        if code == 2:  # refused, saying how to go on: the rerun it asks for finishes
+            assert "rerun the same command" in err or "--overwrite" in err, err
+            code, _, err = cli(*_cmd(fasta, out, small_model_dir)[3:])
+        assert code == 0 and "unexpected" not in err, (offset, err)
+        _assert_same(_content(out), _content(ref))

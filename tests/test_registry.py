@@ -169,3 +169,26 @@ def test_download_without_network_fails_fast_with_the_same_advice(tmp_path, monk
         resolve_model("hyenadna-tiny-1k")
     advice = str(absent.value).split("; ", 1)[1]
     assert message.endswith(advice) and f"`hf download {TINY_REPO} config.json model.safetensors --revision " in advice
+
+
+# ---- issue 16, case 12: a refs/main that leads out of the cache is refused ----------------------------------------
+@pytest.mark.parametrize("escape", ["path", "symlink"])
+def test_a_ref_or_snapshot_leading_out_of_the_cache_is_refused(tmp_path, monkeypatch, escape):
+    home = tmp_path / "hf"
+    cache = home / "hub"
+    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    elsewhere = tmp_path / "elsewhere"
+    save_checkpoint(HyenaDNA(HyenaConfig(d_model=16, n_layer=2, d_inner=32, max_seq_len=1026)).init_weights(1),
+                    elsewhere)
+    repo_dir = cache / ("models--" + TINY_REPO.replace("/", "--"))
+    (repo_dir / "refs").mkdir(parents=True)
+    if escape == "path":  # the pinned snapshot is absent: 'main' is consulted, and points outside
+        (repo_dir / "refs" / "main").write_text("../../../../elsewhere")
+        match = "refs/main: holds '../../../../elsewhere', not a commit hash"
+    else:  # a snapshot folder that is a link out of the cache
+        (repo_dir / "snapshots").mkdir()
+        (repo_dir / "snapshots" / get_entry("hyenadna-tiny-1k").revision).symlink_to(elsewhere)
+        match = "leads out of the Hugging Face cache"
+    with pytest.raises(InputError, match=match):
+        resolve_model("hyenadna-tiny-1k")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ctypes
 import json
+import os
 import random
 import signal
 import subprocess
@@ -505,3 +506,204 @@ def test_sigkill_torture(tmp_path: Path, compression: str, kills: int, interval:
     _same_content(out, ref)
     with open_embeddings(out) as e:
         assert e.complete and len(e) == n
+
+
+# ------------------------------------------------------------------------------------------ issue 16, case 4
+@pytest.mark.parametrize("kind, value", [("per_nucleotide", np.nan), ("per_nucleotide", 1e5),
+                                         ("windowed", np.inf), ("pooled", np.nan)])
+def test_non_finite_rows_fail_the_record_and_keep_the_rest(tmp_path: Path, kind: str, value: float) -> None:
+    """NaN/Inf (or a float16 overflow: 1e5 > 65504) is never stored: the record fails, earlier commits stay."""
+    from genoconv.errors import NonFiniteError
+
+    out = tmp_path / "out.h5"
+    with EmbeddingWriter.open(out, SPEC, PROVENANCE) as w:
+        _write(w, RECORDS[:2])
+        rows = _record(7, 20)
+        pooled = {(m, layer): rows[layer].mean(0) for m in SPEC.pools for layer in SPEC.layers}
+        bad = rows[2].copy()
+        bad[4, 3] = value
+        rec = w.begin("bad", 20, "exact")
+        with pytest.raises(NonFiniteError, match=r"out.h5: record 'bad': .* hold NaN or Inf"):
+            rec.append(0, rows[0])
+            rec.append_windows(0, _windows(rows[0], 10))
+            rec.append(2, bad if kind == "per_nucleotide" else rows[2])
+            rec.append_windows(2, _windows(bad if kind == "windowed" else rows[2], 10))
+            if kind == "pooled":
+                pooled[("max", 2)] = bad.max(0)
+            rec.commit(pooled)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with open_embeddings(out) as e:
+            assert e.ids == ["chr1", "DMD"]
+
+
+# ------------------------------------------------------------------------------------------ issue 16, case 5
+def _hold_lock(out: Path) -> subprocess.Popen:
+    """Another process holding ``out``'s lock until its stdin closes."""
+    code = ("import sys; from genoconv.store import OutputLock; l = OutputLock(sys.argv[1]).acquire(); "
+            "print('locked', flush=True); sys.stdin.read()")
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1]))
+    proc = subprocess.Popen([sys.executable, "-c", code, str(out)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            text=True, env=env)
+    assert proc.stdout.readline().strip() == "locked"
+    return proc
+
+
+def test_a_second_writer_is_refused_naming_the_holder(tmp_path: Path) -> None:
+    out = tmp_path / "out.h5"
+    holder = _hold_lock(out)
+    try:
+        with pytest.raises(InputError, match=rf"out.h5 is being written by another genoconv run \(pid {holder.pid} on "):
+            EmbeddingWriter.open(out, SPEC, PROVENANCE)
+        assert not out.exists()
+    finally:
+        holder.communicate("")
+    with EmbeddingWriter.open(out, SPEC, PROVENANCE) as w:  # the holder is gone: the lock is free
+        _write(w, RECORDS)
+        w.finish()
+    assert not out.with_name("out.h5.lock").exists()
+
+
+def test_merge_is_refused_while_another_process_writes_its_output(tmp_path: Path, finished: Path) -> None:
+    out = tmp_path / "merged.h5"
+    holder = _hold_lock(out)
+    try:
+        for virtual in (False, True):
+            with pytest.raises(InputError, match=rf"merged.h5 is being written by .*pid {holder.pid}"):
+                store.merge([finished], out, virtual=virtual)
+    finally:
+        holder.communicate("")
+    assert store.merge([finished], out) == len(RECORDS)
+
+
+def test_lock_left_by_a_dead_process_is_taken_over(tmp_path: Path) -> None:
+    out = tmp_path / "out.h5"
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()  # a pid that no longer runs
+    stale = json.dumps({"pid": proc.pid, "host": os.uname().nodename, "since": "earlier"})
+    out.with_name("out.h5.lock").write_text(stale + "\n")
+    with EmbeddingWriter.open(out, SPEC, PROVENANCE) as w:
+        _write(w, RECORDS[:1])
+        w.finish()
+    assert not out.with_name("out.h5.lock").exists()
+
+
+def test_lock_without_filesystem_locks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Where flock fails (ENOLCK: some NFS/Lustre mounts) the lock file itself is the lock."""
+    import errno
+    import fcntl
+    import socket
+
+    def no_locks(fd, op):
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setattr(fcntl, "flock", no_locks)
+    out = tmp_path / "out.h5"
+    lock = out.with_name("out.h5.lock")
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    host = socket.gethostname()
+    lock.write_text(json.dumps({"pid": dead.pid, "host": host, "since": "earlier"}))
+    with store.OutputLock(out):  # a dead process on this host: taken over
+        assert json.loads(lock.read_text())["pid"] == os.getpid()
+        with store.OutputLock(out):  # re-entrant within a process
+            pass
+        assert lock.exists()
+    assert not lock.exists()
+    lock.write_text(json.dumps({"pid": os.getppid(), "host": host, "since": "earlier"}))
+    with pytest.raises(InputError, match=rf"pid {os.getppid()} on {host}.*no locks: if no such run is active, `rm "):
+        store.OutputLock(out).acquire()
+    lock.write_text(json.dumps({"pid": 1, "host": "elsewhere", "since": "earlier"}))
+    with pytest.raises(InputError, match="pid 1 on elsewhere"):
+        store.OutputLock(out).acquire()
+
+
+# ------------------------------------------------------------------------------------------ issue 16, case 7
+def test_full_disk_in_the_journal_is_a_resumable_resource_error(tmp_path: Path, finished: Path,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """ENOSPC where the journal is appended (injected): a one-line ResourceError naming the file, the file is
+    abandoned (nothing more written to it), and the next open resumes from what was committed."""
+    import errno
+
+    from genoconv.store.journal import Journal
+
+    out = tmp_path / "full.h5"
+    original = Journal.write_many
+    with EmbeddingWriter.open(out, SPEC, PROVENANCE) as w:
+        _write(w, RECORDS[:2])
+
+        def full(self, objs):
+            raise OSError(errno.ENOSPC, "No space left on device", str(self.path))
+
+        monkeypatch.setattr(Journal, "write_many", full)
+        with pytest.raises(ResourceError, match=r"full.h5: no space left on device; free some space and rerun"):
+            _write(w, RECORDS)
+        monkeypatch.setattr(Journal, "write_many", original)
+    assert not out.with_name("full.h5.lock").exists()  # released
+    with EmbeddingWriter.open(out, SPEC, PROVENANCE) as w:
+        assert w.committed == ["chr1", "DMD"]
+        _write(w, RECORDS)
+        w.finish()
+    _same_content(out, finished)
+
+
+# ------------------------------------------------------------------------------------------ issue 16, case 8
+# Signatures of HDF5's metadata structures (object headers, heaps, chunk indexes, B-trees) and the superblock.
+_METADATA = (b"\x89HDF", b"OHDR", b"OCHK", b"GCOL", b"FRHP", b"FHDB", b"FHIB", b"FSHD", b"FSSE", b"EAHD", b"EAIB",
+             b"EADB", b"EASB", b"BTHD", b"BTIN", b"BTLF", b"FAHD", b"FADB")
+
+
+def _metadata_offsets(data: bytes) -> list[int]:
+    offsets = []
+    for signature in _METADATA:
+        at = data.find(signature)
+        while at >= 0:
+            offsets += [at + 6, at + 13]
+            at = data.find(signature, at + 1)
+    return sorted(o for o in set(offsets) if o < len(data))
+
+
+def test_a_flipped_byte_in_a_partial_file_is_salvaged_or_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+                                                                 ) -> None:
+    """One flipped byte in an unfinished file, cleanly closed: in any metadata structure, in the text of its
+    attributes (held in HDF5's unchecked global heap) or in stored numbers. The resume salvages what the journal
+    vouches for and finishes equal to an uninterrupted run, or refuses with an InputError naming the way out;
+    never another exception, never a complete file with the flipped byte."""
+    from genoconv.store import layout
+
+    monkeypatch.setattr(layout, "CHUNK_BYTES", 2**10)  # several chunks, so chunk indexes have nodes
+    ref, partial = tmp_path / "ref.h5", tmp_path / "partial.h5"
+    with EmbeddingWriter.open(ref, SPEC, PROVENANCE) as w:
+        _write(w, RECORDS)
+        w.finish()
+    with EmbeddingWriter.open(partial, SPEC, PROVENANCE) as w:
+        _write(w, RECORDS[:3])
+    data = partial.read_bytes()
+    heap_text = data.find(b"ab" * 32)  # the checkpoint_sha256 attribute's text
+    raw = []  # the first byte of some stored numbers: a row chunk, a tail slot, pooled rows, the index arrays
+    with hdf5.open_read(partial, None) as f:
+        for name in ("per_nucleotide/0", "_tail/per_nucleotide/2", "_tail/windowed/2", "pooled/max/2", "lengths"):
+            ds = f[name]
+            raw.append((ds.id.get_chunk_info(0).byte_offset if ds.chunks else ds.id.get_offset()) + 3)
+    offsets = _metadata_offsets(data) + [heap_text + 5] + raw
+    assert len(offsets) > 20 and heap_text > 0
+    outcomes = {"finished": 0, "refused": 0}
+    for k, offset in enumerate(offsets):
+        out = tmp_path / f"out{k}.h5"
+        damaged = bytearray(data)
+        damaged[offset] ^= 0xFF
+        out.write_bytes(bytes(damaged))
+        out.with_name(out.name + ".journal").write_bytes(partial.with_name("partial.h5.journal").read_bytes())
+        try:
+            with EmbeddingWriter.open(out, SPEC, PROVENANCE) as w:
+                _write(w, RECORDS)
+                w.finish()
+        except InputError as err:
+            assert "--overwrite" in str(err) or "rerun the same command" in str(err), (offset, err)
+            outcomes["refused"] += 1
+            with EmbeddingWriter.open(out, SPEC, PROVENANCE) as w:  # the rerun it asks for finishes
+                _write(w, RECORDS)
+                w.finish()
+        _same_content(out, ref)
+        outcomes["finished"] += 1
+    assert outcomes["finished"] == len(offsets), outcomes

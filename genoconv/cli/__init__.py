@@ -8,13 +8,14 @@ usage/bad input, 3 interrupted but resumable (see :mod:`genoconv.errors`).
 from __future__ import annotations
 
 import logging
+import signal
 import sys
 from typing import Annotated
 
 import typer
 
 from .._version import __version__
-from ..errors import EXIT_RESUMABLE, EXIT_RUNTIME, EXIT_USAGE, GenoconvError
+from ..errors import EXIT_RESUMABLE, EXIT_RUNTIME, EXIT_USAGE, GenoconvError, interrupt_now
 from .params import Command, Group
 
 app = typer.Typer(
@@ -93,6 +94,9 @@ _register_commands()
 
 def main() -> None:
     """Console-script entry: run the app, turning genoconv errors into one line and an exit code."""
+    for name in ("SIGTERM", "SIGUSR1"):  # until a run takes over (genoconv.runner.StopFlag): exit 3, not 143/138
+        if hasattr(signal, name):
+            signal.signal(getattr(signal, name), interrupt_now)
     try:
         # Typer >= 0.2x turns KeyboardInterrupt into Exit(130) and, without standalone mode, returns exit codes.
         code = app(standalone_mode=False)
@@ -115,6 +119,13 @@ def main() -> None:
         if hasattr(exc, "show") and hasattr(exc, "exit_code"):
             exc.show()
             sys.exit(EXIT_USAGE if exc.exit_code in (1, 2) and kind != "ClickException" else exc.exit_code)
+        if isinstance(exc, (OSError, RuntimeError)):  # a full disk wherever it shows (h5py raises RuntimeError)
+            from ..store.hdf5 import out_of_space
+
+            full = out_of_space(getattr(exc, "filename", None) or "a file being written", exc)
+            if full is not None:
+                print(f"error: {full}", file=sys.stderr)
+                sys.exit(full.exit_code)
         if _Verbosity.level:
             raise
         print(f"error: unexpected {type(exc).__name__}: {exc} (rerun with -v for the traceback)", file=sys.stderr)

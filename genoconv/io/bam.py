@@ -146,6 +146,11 @@ class AlignmentInput:
         within = f", reads overlapping {self.regions}" if self.regions is not None else ""
         return f"{self.path} ({self.kind}{', with ' + ' and '.join(extra) if extra else ''}{within})"
 
+    def files(self) -> list[tuple[str, Path, tuple[Path, ...]]]:
+        """This file, and the reference a CRAM is decoded against (its bases become the reads')."""
+        used = self.kind == "CRAM" and self.reference is not None
+        return [("inputs", self.path, ())] + ([("reference", self.reference, ())] if used else [])
+
     def close(self) -> None:
         pass
 

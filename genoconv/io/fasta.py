@@ -12,6 +12,7 @@ Coordinates are 0-based half-open throughout.
 from __future__ import annotations
 
 import gzip
+import logging
 import os
 import threading
 import zlib
@@ -23,6 +24,8 @@ import pysam
 from genoconv.errors import InputError, InputFileError
 from genoconv.io.record import Record, reverse_complement
 from genoconv.io.sniff import UTF8_BOM, Format
+
+log = logging.getLogger("genoconv.io")
 
 # htslib drops duplicate and empty FASTA records from a .fai with only a stderr note; a pass over the headers
 # (4 MiB reads, about 1 GB/s uncompressed) checks the index really lists every record before trusting it.
@@ -93,6 +96,11 @@ class FastaHandle:
             self._fasta.close()
             self._fasta = None
 
+    @property
+    def index_files(self) -> tuple[Path, ...]:
+        """The ``.fai`` (and ``.gzi``) this handle reads through."""
+        return tuple(p for p in (Path(f"{self.path}.fai"), Path(f"{self.path}.gzi")) if p.exists())
+
     def __getstate__(self) -> dict:
         return {"path": self.path, "references": self.references, "lengths": self.lengths}
 
@@ -122,9 +130,38 @@ def index_hint(path: Path) -> str:
     return f"run `samtools faidx {path}` where it can be written, or copy the file into a writable folder"
 
 
+def stale_index(path: Path, compression: str) -> str | None:
+    """Why the ``.fai``/``.gzi`` beside ``path`` no longer describe it, or None. An index older than the file was
+    built before the file last changed (htslib would read a changed file through it: a record that grew is cut
+    at its old length). For a plain FASTA the last record's end, as the ``.fai`` places it, must also be where the
+    file ends, whatever the times say."""
+    try:
+        mtime = os.stat(path).st_mtime_ns
+        for index in (Path(f"{path}.fai"), Path(f"{path}.gzi"))[: 2 if compression == "bgzip" else 1]:
+            if index.exists() and os.stat(index).st_mtime_ns < mtime:
+                return f"{index.name} is older than the file"
+        if compression != "none":
+            return None
+        lines = Path(f"{path}.fai").read_bytes().splitlines()
+        if not lines:
+            return None
+        length, offset, line_bases, line_width = (int(x) for x in lines[-1].split(b"\t")[1:5])
+        end = offset + length // line_bases * line_width + length % line_bases
+        size = os.path.getsize(path)
+        with open(path, "rb") as fh:
+            fh.seek(min(end, size))
+            rest = fh.read(1024)
+    except (OSError, ValueError, ZeroDivisionError):
+        return f"{path.name}.fai is not a valid index"
+    if size < end or len(rest) == 1024 or rest.strip():
+        return f"{path.name}.fai places the end of the last record at byte {end:,}, the file has {size:,} bytes"
+    return None
+
+
 def open_indexed(path: Path, compression: str, *, required: bool) -> FastaHandle | None:
-    """Open ``path`` with its ``.fai`` (and ``.gzi`` for bgzip), building them when missing and the folder is
-    writable. Returns None when that is impossible and not ``required``; raises a one-line InputError otherwise."""
+    """Open ``path`` with its ``.fai`` (and ``.gzi`` for bgzip), building them when missing or stale (see
+    :func:`stale_index`) and the folder is writable. Returns None when that is impossible and not ``required``;
+    raises a one-line InputError otherwise."""
     if compression == "gzip":
         if not required:
             return None
@@ -133,6 +170,16 @@ def open_indexed(path: Path, compression: str, *, required: bool) -> FastaHandle
             f"`zcat {path} | bgzip > {path.with_suffix('.bgz')}` and index that with `samtools faidx`"
         )
     needed = [Path(f"{path}.fai")] + ([Path(f"{path}.gzi")] if compression == "bgzip" else [])
+    stale = stale_index(path, compression) if needed[0].exists() else None
+    if stale:
+        if not folder_writable(path):
+            if not required:
+                return None  # read it through without the index
+            raise InputFileError(f"{path}: its index is stale ({stale}) and its folder is not writable; "
+                                 + index_hint(path))
+        log.info("%s: rebuilding its index (%s)", path, stale)
+        for p in needed:
+            p.unlink(missing_ok=True)
     missing = [p for p in needed if not p.exists()]
     if missing and not folder_writable(path):
         if not required:
@@ -350,6 +397,10 @@ class FastaInput:
         how = "indexed" if self.handle is not None and self._index_complete is not False else "streamed"
         return f"{self.path} (FASTA, {self.compression}, {how}{' from a pipe' if self.data else ''})"
 
+    def files(self) -> list[tuple[str, Path, tuple[Path, ...]]]:
+        indexed = self.handle is not None and self._index_complete is not False
+        return [("inputs", self.path, self.handle.index_files if indexed else ())]
+
     def close(self) -> None:
         if self.handle is not None:
             self.handle.close()
@@ -371,6 +422,9 @@ class FastqInput:
 
     def describe(self) -> str:
         return f"{self.path} (FASTQ, {self.fmt.compression}, streamed{' from a pipe' if self.data else ''})"
+
+    def files(self) -> list[tuple[str, Path, tuple[Path, ...]]]:
+        return [("inputs", self.path, ())]
 
     def close(self) -> None:
         pass

@@ -2,7 +2,8 @@
 
 File conventions: BED is 0-based half-open (``chrom start end [name score strand]``); GTF and GFF3 are
 1-based closed (``start <= end``) and are converted on reading, so every number genoconv shows afterwards
-is 0-based half-open, including the fallback id ``contig:start-end``.
+is 0-based half-open, including the fallback id ``contig:start-end`` — except in error messages about a line,
+which quote the file's own numbers.
 
 Sequences are fetched lazily with ``pysam.FastaFile``; a minus-strand region is reverse-complemented when
 ``strand_aware`` (IUPAC complement, case kept), so its base 0 is the region's 5' end on the minus strand. Each
@@ -78,8 +79,9 @@ def _gff3_attributes(text: str) -> dict[str, str]:
     return out
 
 
-def _parse(path: Path, fmt: str, feature: str) -> Iterator[tuple[int, str, int, int, str, str | None]]:
-    """(line, contig, start, end, strand, name) with 0-based half-open numbers."""
+def _parse(path: Path, fmt: str, feature: str) -> Iterator[tuple[int, str, int, int, str, str | None, str]]:
+    """(line, contig, start, end, strand, name, as written) with 0-based half-open numbers; "as written" is
+    ``contig:start-end`` with the file's own numbers, for messages (which quote the input, never a conversion)."""
     seen_features: Counter = Counter()
     found = 0
     for line_no, line in _lines(path):
@@ -92,8 +94,8 @@ def _parse(path: Path, fmt: str, feature: str) -> Iterator[tuple[int, str, int, 
             if len(fields) < 3:
                 raise InputError(f"{path}: line {line_no}: a BED line needs at least 3 columns (chrom start end)")
             contig = fields[0]
-            start = _int(path, line_no, fields[1], "start")
-            end = _int(path, line_no, fields[2], "end")
+            file_start = start = _int(path, line_no, fields[1], "start")
+            file_end = end = _int(path, line_no, fields[2], "end")
             name = fields[3] if len(fields) > 3 and fields[3] not in ("", ".") else None
             strand = fields[5] if len(fields) > 5 else "."
         else:
@@ -103,8 +105,9 @@ def _parse(path: Path, fmt: str, feature: str) -> Iterator[tuple[int, str, int, 
             if fields[2] != feature:
                 continue
             contig = fields[0]
-            start = _int(path, line_no, fields[3], "start") - 1
-            end = _int(path, line_no, fields[4], "end")
+            file_start = _int(path, line_no, fields[3], "start")
+            file_end = end = _int(path, line_no, fields[4], "end")
+            start = file_start - 1
             strand = fields[6]
             attrs = fields[8]
             if fmt == "gtf" or (fmt == "gff" and "=" not in attrs and '"' in attrs):
@@ -116,16 +119,15 @@ def _parse(path: Path, fmt: str, feature: str) -> Iterator[tuple[int, str, int, 
             name = next((a[k] for k in keys if a.get(k)), None)
         if start < 0:
             first = 0 if fmt == "bed" else 1
-            raise InputError(f"{path}: line {line_no}: start {start + 1 - first} is before the first base ({first})")
-        if end < start:
-            shown = start if fmt == "bed" else start + 1  # as written in the file
-            raise InputError(f"{path}: line {line_no}: end {end} is before start {shown}")
+            raise InputError(f"{path}: line {line_no}: start {file_start} is before the first base ({first})")
+        if end < start or (end == start and fmt != "bed"):  # GTF/GFF: end = start - 1 is end before start
+            raise InputError(f"{path}: line {line_no}: end {file_end} is before start {file_start}")
         if end == start:
-            raise InputError(f"{path}: line {line_no}: empty region {contig}:{start}-{end}")
+            raise InputError(f"{path}: line {line_no}: empty region {contig}:{file_start}-{file_end}")
         if strand not in ("+", "-", "."):
             raise InputError(f"{path}: line {line_no}: strand {strand!r} is not '+', '-' or '.'")
         found += 1
-        yield line_no, contig, start, end, strand, name
+        yield line_no, contig, start, end, strand, name, f"{contig}:{file_start}-{file_end}"
     if not found:
         if fmt != "bed" and seen_features:
             have = ", ".join(f for f, _ in seen_features.most_common(6))
@@ -133,10 +135,10 @@ def _parse(path: Path, fmt: str, feature: str) -> Iterator[tuple[int, str, int, 
         raise InputError(f"{path}: no regions in this file")
 
 
-def check_region(path: Path, line_no: int, contig: str, start: int, end: int, contigs: Mapping[str, int],
-                 where: Path) -> None:
+def check_region(path: Path, line_no: int, contig: str, end: int, contigs: Mapping[str, int],
+                 where: Path, as_written: str) -> None:
     """InputError when a region's contig is not among ``contigs`` (those of ``where``: a reference or a BAM
-    header) or the region runs past the contig's end."""
+    header) or the region runs past the contig's end; ``as_written`` quotes the region in the file's own numbers."""
     length = contigs.get(contig)
     if length is None:
         alt = contig[3:] if contig.startswith("chr") else "chr" + contig
@@ -145,9 +147,7 @@ def check_region(path: Path, line_no: int, contig: str, start: int, end: int, co
                 f" (its contigs: {', '.join(names[:5])}{', ...' if len(names) > 5 else ''})")
         raise InputError(f"{path}: line {line_no}: contig {contig!r} is not in {where}{hint}")
     if end > length:
-        raise InputError(
-            f"{path}: line {line_no}: {contig}:{start}-{end} runs past the end of {contig} ({length} bp) in {where}"
-        )
+        raise InputError(f"{path}: line {line_no}: {as_written} runs past the end of {contig} ({length} bp) in {where}")
 
 
 def region_intervals(path: Path, feature: str, contigs: Mapping[str, int], where: Path) -> list[tuple[str, int, int]]:
@@ -155,8 +155,8 @@ def region_intervals(path: Path, feature: str, contigs: Mapping[str, int], where
     ``contigs`` of ``where`` (strands and names play no part: this is what selects reads)."""
     check_readable(path)
     out = []
-    for line_no, contig, start, end, _, _ in _parse(path, regions_format(path), feature):
-        check_region(path, line_no, contig, start, end, contigs, where)
+    for line_no, contig, start, end, _, _, as_written in _parse(path, regions_format(path), feature):
+        check_region(path, line_no, contig, end, contigs, where, as_written)
         out.append((contig, start, end))
     return out
 
@@ -178,8 +178,8 @@ class RegionsInput:
         self._contigs = dict(zip(reference.references, reference.lengths))
 
     def records(self, source) -> Iterator[tuple[Record, int]]:
-        for line_no, contig, start, end, strand, name in _parse(self.path, self.format, self.feature):
-            check_region(self.path, line_no, contig, start, end, self._contigs, self.reference.path)
+        for line_no, contig, start, end, strand, name, as_written in _parse(self.path, self.format, self.feature):
+            check_region(self.path, line_no, contig, end, self._contigs, self.reference.path, as_written)
             reverse = self.strand_aware and strand == "-"
             rid = name if name is not None else f"{contig}:{start}-{end}"
             coords = Coords(contig, start, end, "-" if reverse else "+")
@@ -194,6 +194,9 @@ class RegionsInput:
         what = f"'{self.feature}' features of " if self.format != "bed" else ""
         strand = ", strand-aware" if self.strand_aware else ", forward strand only"
         return f"{what}{self.path} ({self.format.upper()}) on {self.reference.path}{strand}"
+
+    def files(self) -> list[tuple[str, Path, tuple[Path, ...]]]:
+        return [("regions", self.path, ()), ("reference", self.reference.path, self.reference.index_files)]
 
     def close(self) -> None:
         pass

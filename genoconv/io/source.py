@@ -12,6 +12,7 @@ from genoconv.errors import InputError
 from genoconv.io.bam import AlignmentInput
 from genoconv.io.fasta import FastaInput, FastqInput, open_indexed
 from genoconv.io.pipe import SavedStream
+from genoconv.io.identity import file_identity
 from genoconv.io.record import Record
 from genoconv.io.regions import RegionsInput
 from genoconv.io.sniff import STDIN, is_stream, sniff
@@ -54,6 +55,9 @@ class RecordSource:
         seen: dict[str, int] = {}
         for index, reader in enumerate(self._inputs):
             for record, ordinal in reader.records(self):
+                if "\x00" in record.id:  # HDF5 strings end at NUL: the run could never store it
+                    raise InputError(f"{reader.position(ordinal)}: record id {record.id!r} contains a NUL byte; "
+                                     "rename the record")
                 packed = index << _ORDINAL_BITS | ordinal
                 first = seen.get(record.id)
                 if first is not None:
@@ -80,6 +84,20 @@ class RecordSource:
 
     def describe(self) -> str:
         return "; ".join(reader.describe() for reader in self._inputs)
+
+    def identities(self) -> list[tuple[str, Path, dict]]:
+        """``(role, path, identity)`` for every file the records come from (role ``inputs``, ``reference`` or
+        ``regions``), in input order; see :mod:`genoconv.io.identity`. Call it after a pass over the records (the
+        index a FASTA is read through is decided then)."""
+        seen: set[tuple[str, Path]] = set()
+        saved = {Path(stream.name): Path(stream.data) for stream in self._saved}  # a pipe: its saved copy
+        out = []
+        for reader in self._inputs:
+            for role, path, index_files in reader.files():
+                if (role, Path(path)) not in seen:
+                    seen.add((role, Path(path)))
+                    out.append((role, Path(path), file_identity(saved.get(Path(path), Path(path)), index_files)))
+        return out
 
     def close(self) -> None:
         for reader in self._inputs:

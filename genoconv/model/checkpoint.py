@@ -27,7 +27,7 @@ from pathlib import Path
 import torch
 
 from ..errors import CheckpointError, UnsafeCheckpointError
-from .config import HyenaConfig
+from .config import HF_NAMES, ORIGINAL_NAMES, HyenaConfig, check_fields
 from .hyena import HyenaDNA
 
 HF_WEIGHTS = ("model.safetensors", "pytorch_model.bin")
@@ -37,6 +37,9 @@ _FREQ_ALIAS = re.compile(r"(\.implicit_filter\.)(\d+)(\.freq)$")
 _DERIVED_BUFFERS = (".filter_fn.pos_emb.z", ".filter_fn.pos_emb.t", ".filter_fn.modulation.deltas")
 # Task heads of fine-tuned checkpoints: not part of the embedding model, ignored on load.
 _IGNORED_HEADS = re.compile(r"^(score\.weight|head\.|classifier\.)")
+_LAYER_KEY = re.compile(r"^backbone\.layers\.(\d+)\.")
+_FILTER_LINEAR = re.compile(r"^backbone\.layers\.0\.mixer\.filter_fn\.implicit_filter\.(\d+)\.weight$")
+MAX_CONFIG_BYTES = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -157,10 +160,13 @@ def _from_original_keys(raw: dict[str, torch.Tensor]) -> tuple[dict[str, torch.T
     return out, checkpointed
 
 
-def _canonicalise(state: dict[str, torch.Tensor], model: HyenaDNA, where: str) -> dict[str, torch.Tensor]:
-    """Match a loaded state dict to the model: fill shared/derived entries, then name every mismatch."""
-    expected = model.state_dict()
+def _canonicalise(state: dict[str, torch.Tensor], expected: dict[str, torch.Tensor], where: str) -> dict[str, torch.Tensor]:
+    """Match a loaded state dict to the model's (``expected``: shapes only, e.g. on the meta device): fill shared
+    entries, name every mismatch. Derived buffers the checkpoint lacks are left out (the built model has them)."""
     state = {k: v for k, v in state.items() if not _IGNORED_HEADS.match(k)}
+    not_tensors = [k for k, v in state.items() if not isinstance(v, torch.Tensor)]
+    if not_tensors:
+        raise CheckpointError(f"{where}: entries that are not tensors: {_short_list(not_tensors)}")
     # The Sin module is shared at implicit_filter.1/.3/.5: any stored alias serves all three.
     for key in expected:
         m = _FREQ_ALIAS.search(key)
@@ -169,10 +175,8 @@ def _canonicalise(state: dict[str, torch.Tensor], model: HyenaDNA, where: str) -
                           if _FREQ_ALIAS.sub(rf"\g<1>{i}\g<3>", key) in state), None)
             if alias is not None:
                 state[key] = state[alias]
-    for key in expected:
-        if key not in state and key.endswith(_DERIVED_BUFFERS):
-            state[key] = expected[key]
-    missing = [k for k in expected if k not in state]
+    derived = {k for k in expected if k not in state and k.endswith(_DERIVED_BUFFERS)}
+    missing = [k for k in expected if k not in state and k not in derived]
     unexpected = [k for k in state if k not in expected]
     misshaped = [f"{k} {tuple(state[k].shape)} (expected {tuple(expected[k].shape)})"
                  for k in expected if k in state and tuple(state[k].shape) != tuple(expected[k].shape)]
@@ -185,7 +189,11 @@ def _canonicalise(state: dict[str, torch.Tensor], model: HyenaDNA, where: str) -
         problems.append(f"mis-shaped {_short_list(misshaped)}")
     if problems:
         raise CheckpointError(f"{where}: tensors do not match the config: " + "; ".join(problems))
-    return {k: state[k] for k in expected}
+    state = {k: state[k] for k in expected if k not in derived}
+    for key, value in state.items():  # a NaN/Inf weight would make every output NaN, with exit 0
+        if value.is_floating_point() and not bool(torch.isfinite(value).all()):
+            raise CheckpointError(f"{where}: tensor {key} holds NaN or Inf values; refusing to load these weights")
+    return state
 
 
 def _short_list(items: list[str], limit: int = 4) -> str:
@@ -195,13 +203,70 @@ def _short_list(items: list[str], limit: int = 4) -> str:
 
 # ---- public API ---------------------------------------------------------------------------------------------
 def _read_config(directory: Path) -> dict:
+    """config.json as a dict, or a CheckpointError naming it: too large, not UTF-8, not JSON, nested too deeply (a
+    RecursionError in the parser), or not a JSON object."""
     cfg_path = directory / "config.json"
     if not cfg_path.is_file():
         raise CheckpointError(f"{directory}: no config.json (expected a HyenaDNA checkpoint directory)")
+    if cfg_path.stat().st_size > MAX_CONFIG_BYTES:
+        raise CheckpointError(f"{cfg_path}: {cfg_path.stat().st_size:,} bytes; a HyenaDNA config.json has a few "
+                              "hundred (refusing to parse it)")
     try:
-        return json.loads(cfg_path.read_text())
+        cfg = json.loads(cfg_path.read_bytes().decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise CheckpointError(f"{cfg_path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
     except json.JSONDecodeError as exc:
         raise CheckpointError(f"{cfg_path}: not valid JSON ({exc})") from None
+    except RecursionError:
+        raise CheckpointError(f"{cfg_path}: JSON nested too deeply") from None
+    if not isinstance(cfg, dict):
+        raise CheckpointError(f"{cfg_path}: expected a JSON object of fields, got a JSON {type(cfg).__name__}")
+    if "layer" in cfg and cfg["layer"] is not None and not isinstance(cfg["layer"], dict):
+        raise CheckpointError(f"{cfg_path}: field layer must be an object (the original layout's operator fields)")
+    return cfg
+
+
+def _safetensors_shapes(weights: Path) -> dict[str, tuple[int, ...]]:
+    """Tensor name -> shape from a safetensors header, without reading any tensor."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(weights), framework="pt") as fh:
+            return {k: tuple(fh.get_slice(k).get_shape()) for k in fh.keys()}
+    except Exception as exc:  # noqa: BLE001
+        raise CheckpointError(f"{weights}: not a readable safetensors file ({exc})") from None
+
+
+def _check_against_weights(cfg: HyenaConfig, shapes: dict[str, tuple[int, ...]], cfg_path: Path, weights: Path,
+                           names: dict[str, str]) -> None:
+    """The fields the weights' shapes determine must agree with config.json (before anything is built)."""
+    def shape(key: str, ndim: int) -> tuple[int, ...] | None:
+        value = shapes.get(key)
+        return value if value is not None and len(value) == ndim else None
+
+    pairs: list[tuple[str, object, object]] = []
+    if emb := shape("backbone.embeddings.word_embeddings.weight", 2):
+        pairs += [("d_model", cfg.d_model, emb[1]),
+                  ("vocab_size (padded to a multiple of pad_vocab_size_multiple)", cfg.padded_vocab_size, emb[0])]
+    if layers := {int(m.group(1)) for k in shapes if (m := _LAYER_KEY.match(k))}:
+        pairs.append(("n_layer", cfg.n_layer, max(layers) + 1))
+    first = "backbone.layers.0."
+    if fc1 := shape(first + "mlp.fc1.weight", 2):
+        pairs.append(("d_inner", cfg.d_inner, fc1[0]))
+    if (in_proj := shape(first + "mixer.in_proj.weight", 2)) and in_proj[1]:
+        pairs.append(("hyena_order", cfg.hyena_order, in_proj[0] // in_proj[1] - 1))
+    if short := shape(first + "mixer.short_filter.weight", 3):
+        pairs.append(("short_filter_order", cfg.short_filter_order, short[2]))
+    if mlp := shape(first + "mixer.filter_fn.implicit_filter.0.weight", 2):
+        pairs += [("filter_order", cfg.filter_order, mlp[0]), ("emb_dim", cfg.emb_dim, mlp[1])]
+    if linears := [int(m.group(1)) for k in shapes if (m := _FILTER_LINEAR.match(k))]:
+        pairs.append(("num_inner_mlps", cfg.num_inner_mlps, max(linears) // 2 - 1))
+    if z := shape(first + "mixer.filter_fn.pos_emb.z", 3):
+        pairs.append(("max_seq_len", cfg.max_seq_len, z[1]))
+    for field, in_config, in_weights in pairs:
+        if in_config != in_weights:
+            raise CheckpointError(f"{cfg_path}: {names.get(field, field)} is {in_config} but the tensors in "
+                                  f"{weights.name} are shaped for {in_weights}")
 
 
 def load_checkpoint(path: str | Path, *, shift: float | None = None) -> tuple[HyenaDNA, CheckpointInfo]:
@@ -215,9 +280,11 @@ def load_checkpoint(path: str | Path, *, shift: float | None = None) -> tuple[Hy
     if not directory.is_dir():
         raise CheckpointError(f"{path}: checkpoint directory not found")
     raw_cfg = _read_config(directory)
+    cfg_path = directory / "config.json"
     original = isinstance(raw_cfg.get("layer"), dict)
+    names = ORIGINAL_NAMES if original else HF_NAMES
     if original:
-        cfg = HyenaConfig.from_original_dict(raw_cfg)
+        cfg = HyenaConfig.from_original_dict(raw_cfg, str(cfg_path))
         weights = directory / ORIGINAL_WEIGHTS
         if not weights.is_file():
             raise CheckpointError(f"{directory}: config.json is in the original layout but {ORIGINAL_WEIGHTS} is missing")
@@ -227,13 +294,15 @@ def load_checkpoint(path: str | Path, *, shift: float | None = None) -> tuple[Hy
             raise CheckpointError(f"{weights}: no state_dict inside")
         state, checkpointed = _from_original_keys(state_raw)
     else:
-        cfg = HyenaConfig.from_hf_dict(raw_cfg)
+        cfg = HyenaConfig.from_hf_dict(raw_cfg, str(cfg_path))
         weights = next((directory / n for n in HF_WEIGHTS if (directory / n).is_file()), None)
         if weights is None:
             raise CheckpointError(f"{directory}: no {' or '.join(HF_WEIGHTS)} beside config.json")
         if weights.suffix == ".safetensors":
             from safetensors.torch import load_file
 
+            # the header's shapes first: a config that disagrees with them is refused before any tensor is read
+            _check_against_weights(cfg, _from_hf_keys(_safetensors_shapes(weights)), cfg_path, weights, names)
             try:
                 state_raw = load_file(str(weights))
             except Exception as exc:  # noqa: BLE001
@@ -242,10 +311,16 @@ def load_checkpoint(path: str | Path, *, shift: float | None = None) -> tuple[Hy
             state_raw = safe_torch_load(weights)
         state, checkpointed = _from_hf_keys(state_raw), False
     if shift is not None:
+        check_fields({"shift": shift}, "--modulation-shift", {"shift": "the shift"})
         cfg = HyenaConfig(**{**cfg.__dict__, "shift": shift})
+    _check_against_weights(cfg, {k: tuple(v.shape) for k, v in state.items() if isinstance(v, torch.Tensor)},
+                           cfg_path, weights, names)
     has_head = "lm_head.weight" in state
+    with torch.device("meta"):  # every shape checked before a byte is allocated for the model
+        expected = HyenaDNA(cfg, lm_head=has_head).state_dict()
+    state = _canonicalise(state, expected, str(weights))
     model = HyenaDNA(cfg, lm_head=has_head)
-    model.load_state_dict(_canonicalise(state, model, str(weights)))
+    model.load_state_dict({**model.state_dict(), **state})
     model.eval()
     info = CheckpointInfo(directory, "original" if original else "hf", weights, sha256_file(weights),
                           checkpointed, has_head)

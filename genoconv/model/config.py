@@ -8,9 +8,60 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from ..errors import CheckpointError
+
+# What each field may hold, checked before anything is built: (kind, lowest, highest). The bounds are far beyond every
+# released HyenaDNA (d_model <= 256, n_layer <= 8, max_seq_len 1,000,002, emb_dim 5, filter_order 64) and keep a
+# hostile config.json from making the loader allocate gigabytes; the shapes it implies are also checked against the
+# weights before the model is built (genoconv.model.checkpoint).
+FIELDS = {
+    "d_model": ("int", 1, 16_384),
+    "n_layer": ("int", 1, 256),
+    "d_inner": ("int", 1, 262_144),
+    "vocab_size": ("int", 12, 65_536),  # the tokenizer's ids go up to 11
+    "pad_vocab_size_multiple": ("int", 1, 65_536),
+    "max_seq_len": ("int", 2, 1 << 24),
+    "emb_dim": ("int", 3, 1_023),
+    "filter_order": ("int", 1, 16_384),
+    "short_filter_order": ("int", 1, 1_024),
+    "hyena_order": ("int", 2, 16),
+    "num_inner_mlps": ("int", 0, 64),
+    "activation_freq": ("float", -1e6, 1e6),
+    "modulate": ("bool", None, None),
+    "shift": ("float", -1e6, 1e6),
+    "layer_norm_epsilon": ("float", 1e-30, 1.0),
+}
+# Field names as the original (Lightning) layout's config.json spells them.
+ORIGINAL_NAMES = {"max_seq_len": "layer.l_max", "emb_dim": "layer.emb_dim", "filter_order": "layer.filter_order",
+                  "short_filter_order": "layer.local_order", "hyena_order": "layer.order",
+                  "num_inner_mlps": "layer.num_inner_mlps", "activation_freq": "layer.w",
+                  "modulate": "layer.modulate", "shift": "layer.shift"}
+HF_NAMES = {"shift": "modulation_shift"}
+
+
+def check_fields(values: Mapping[str, object], where: str, names: Mapping[str, str]) -> None:
+    """Raise CheckpointError naming ``where`` and the field (as ``names`` spells it) for the first value of the wrong
+    type or out of range."""
+    for name, value in values.items():
+        kind, low, high = FIELDS[name]
+        label = f"{where}: {names.get(name, name)}"
+        shown = repr(value) if len(repr(value)) <= 40 else repr(value)[:37] + "..."
+        if name == "d_inner" and value is None:
+            continue
+        if kind == "bool":
+            if not isinstance(value, bool):
+                raise CheckpointError(f"{label} must be true or false, got {shown}")
+            continue
+        number = isinstance(value, int) if kind == "int" else isinstance(value, (int, float))
+        if isinstance(value, bool) or not number or not math.isfinite(value) or not low <= value <= high:
+            what = "an integer" if kind == "int" else "a finite number"
+            raise CheckpointError(f"{label} must be {what} in [{low:,}, {high:,}], got {shown}")
+    if "emb_dim" in values and values["emb_dim"] % 2 == 0:
+        raise CheckpointError(f"{where}: {names.get('emb_dim', 'emb_dim')} must be odd (t + cos/sin bands), "
+                              f"got {values['emb_dim']}")
 
 
 @dataclass(frozen=True)
@@ -34,12 +85,9 @@ class HyenaConfig:
     layer_norm_epsilon: float = 1e-5
 
     def __post_init__(self) -> None:
+        check_fields({f.name: getattr(self, f.name) for f in dataclasses.fields(self)}, "HyenaConfig", {})
         if self.d_inner is None:
             object.__setattr__(self, "d_inner", 4 * self.d_model)
-        if self.emb_dim < 3 or self.emb_dim % 2 == 0:
-            raise CheckpointError(f"emb_dim must be odd and >= 3 (t + cos/sin bands), got {self.emb_dim}")
-        if self.hyena_order < 2:
-            raise CheckpointError(f"hyena_order must be >= 2, got {self.hyena_order}")
 
     @property
     def padded_vocab_size(self) -> int:
@@ -48,16 +96,20 @@ class HyenaConfig:
 
     # ---- readers / writers of the two official layouts -------------------------------------------------------
     @classmethod
-    def from_hf_dict(cls, cfg: dict) -> "HyenaConfig":
+    def from_hf_dict(cls, cfg: dict, where: str = "config.json") -> "HyenaConfig":
+        """Read an ``-hf`` config.json's fields; a missing, mistyped or out-of-range one is a CheckpointError naming
+        ``where`` and the field."""
         known = {f.name for f in dataclasses.fields(cls)}
         kwargs = {k: cfg[k] for k in known if k in cfg}
         if "modulation_shift" in cfg:  # our own extra field, written only when shift differs from 0.05
             kwargs["shift"] = cfg["modulation_shift"]
-        _require(kwargs, ("d_model", "n_layer", "max_seq_len"), "config.json (-hf layout)")
+        _require(kwargs, ("d_model", "n_layer", "max_seq_len"), f"{where} (-hf layout)")
+        check_fields(kwargs, where, HF_NAMES if "modulation_shift" in cfg else {})
         return cls(**kwargs)
 
     @classmethod
-    def from_original_dict(cls, cfg: dict) -> "HyenaConfig":
+    def from_original_dict(cls, cfg: dict, where: str = "config.json") -> "HyenaConfig":
+        """Read an original-layout config.json (operator fields under ``layer``), checked like ``from_hf_dict``."""
         layer = cfg.get("layer") or {}
         kwargs = {
             "d_model": cfg.get("d_model"),
@@ -76,8 +128,10 @@ class HyenaConfig:
             "shift": layer.get("shift", 0.05),
             "layer_norm_epsilon": cfg.get("layer_norm_epsilon", 1e-5),
         }
-        _require(kwargs, ("d_model", "n_layer", "max_seq_len"), "config.json (original layout: layer.l_max)")
-        return cls(**{k: v for k, v in kwargs.items() if v is not None})
+        _require(kwargs, ("d_model", "n_layer", "max_seq_len"), f"{where} (original layout: layer.l_max)")
+        kwargs = {k: v for k, v in kwargs.items() if v is not None}
+        check_fields(kwargs, where, ORIGINAL_NAMES)
+        return cls(**kwargs)
 
     def to_hf_dict(self) -> dict:
         out = {

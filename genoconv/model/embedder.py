@@ -14,6 +14,7 @@ import torch
 
 from ..errors import InputError
 from ..ops.cpu_alloc import keep_freed_memory
+from ..options import parse_bytes
 from .checkpoint import CheckpointInfo, load_checkpoint
 from .hyena import EXACT, ConvSettings, HyenaDNA, StreamState
 from .tokenizer import Tokenizer
@@ -92,7 +93,7 @@ class LoadedModel:
         if self.dtype == torch.float64:  # the oracle: every parameter and buffer in double precision too
             self.model.double()
         self.model.set_compute_dtype(self.dtype)
-        self.max_memory = int(max_memory) if max_memory else default_memory_budget(self.device)
+        self.max_memory = parse_bytes(max_memory) or default_memory_budget(self.device)
         self.model.set_filter_cache_bytes(self.max_memory // (FILTER_SHARE * model.config.n_layer))
         self.tokenizer = Tokenizer(tokenizer)
         self.name = name

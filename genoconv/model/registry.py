@@ -112,16 +112,26 @@ def repo_cache_folder(entry: ModelEntry, cache: Path | None = None) -> Path:
 
 
 def _snapshot(repo_dir: Path, revision: str) -> Path | None:
-    """The snapshot folder of ``revision`` (a commit, or a ref under refs/) when it holds a checkpoint."""
+    """The snapshot folder of ``revision`` (a commit, or a ref under refs/) when it holds a checkpoint. A ref that
+    is not a commit hash, or a snapshot whose files lead out of the cache, is refused (InputError)."""
     commit = revision
     if not _COMMIT.match(revision):
         ref = repo_dir / "refs" / revision
         if not ref.is_file():
             return None
-        commit = ref.read_text().strip()
+        commit = ref.read_text(errors="replace").strip()
+        if not _COMMIT.match(commit):
+            raise InputError(f"{ref}: holds {commit[:60]!r}, not a commit hash; refusing to follow it (delete the "
+                             "file, or download the model again)")
     snap = repo_dir / "snapshots" / commit
-    has_weights = any((snap / f).is_file() for f in ("model.safetensors", "pytorch_model.bin"))
-    return snap if (snap / "config.json").is_file() and has_weights else None
+    files = [snap / f for f in ("config.json", "model.safetensors", "pytorch_model.bin")]
+    cache = hf_cache_dir().resolve()
+    outside = [f for f in [snap, *files] if f.exists() and not f.resolve().is_relative_to(cache)]
+    if outside:
+        raise InputError(f"{outside[0]} leads out of the Hugging Face cache {cache} (to {outside[0].resolve()}); "
+                         "refusing it")
+    has_weights = any(f.is_file() for f in files[1:])
+    return snap if files[0].is_file() and has_weights else None
 
 
 def cached_path(entry: ModelEntry) -> Path | None:
@@ -163,15 +173,19 @@ def resolve_model(name_or_dir: str | os.PathLike = DEFAULT_MODEL, *, download: b
     model is not available.
     """
     text = os.fspath(name_or_dir)
+    shown = text if len(text) <= 120 else f"{text[:60]}... ({len(text):,} characters)"
     path = Path(text).expanduser()
-    if path.is_dir():
-        return path
+    try:
+        if path.is_dir():
+            return path
+    except OSError as exc:  # a name longer than the filesystem allows (ENAMETOOLONG), ...
+        raise InputError(f"--model {shown}: not a usable path ({exc.strerror})") from None
     entry = get_entry(text)
     if entry is None:
         if os.sep in text or text.startswith((".", "~")) or path.suffix:
-            raise InputError(f"--model {text}: no such checkpoint directory")
+            raise InputError(f"--model {shown}: no such checkpoint directory")
         known = ", ".join(e.name for e in list_models())
-        raise InputError(f"--model {text}: neither a checkpoint directory nor a known model name ({known})")
+        raise InputError(f"--model {shown}: neither a checkpoint directory nor a known model name ({known})")
     if entry.source == "bundled":
         return bundled_path(entry)
     snap = cached_path(entry)

@@ -188,6 +188,19 @@ def supports(u: torch.Tensor, filt) -> bool:
     return why_not(u, filt) == ""
 
 
+def kernel_facts(device: torch.device) -> dict | None:
+    """What decides which kernel (and so which rounding) each length gets on ``device``: the path policy, the
+    shared memory a block may use (which sizes take the tensor-core kernel) and the largest fused FFT. None when
+    the kernels cannot run there (the reference runs instead)."""
+    major, _ = torch.cuda.get_device_capability(device)
+    mod, _ = _load()
+    if major < 8 or mod is None:
+        return None
+    index = device.index if device.index is not None else torch.cuda.current_device()
+    return {"kernel_path": os.environ.get("GENOCONV_FFTCONV_PATH", "auto"),
+            "smem_per_block": _smem_per_block(device), "max_fused_points": int(mod.max_fused_points(index))}
+
+
 def plan(seq_len: int, filter_len: int, device: torch.device) -> tuple[int, int]:
     """(log_n, log_n1): the real FFT size N = 2^log_n and the path. log_n1 = 0 runs the fused single kernel
     (M = N/2 complex points fit shared memory); otherwise M = 2^log_n1 (outer) x 2^log_n2 (inner) in three passes,

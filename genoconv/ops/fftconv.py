@@ -30,6 +30,7 @@ __all__ = [
     "max_conv_length",
     "backend_for",
     "planned_backend",
+    "arithmetic",
 ]
 
 
@@ -40,6 +41,10 @@ def _is_5_smooth(n: int) -> bool:
     return n == 1
 
 
+def _fft_size_policy(device: torch.device | str | None) -> str:
+    return os.environ.get("GENOCONV_FFT_SIZES") or ("pow2" if torch.device(device or "cpu").type == "cuda" else "smooth")
+
+
 def fft_size(seq_len: int, filter_len: int, device: torch.device | str | None = None) -> int:
     """FFT size for a linear (not circular) causal convolution: >= seq_len + filter_len - 1.
 
@@ -48,8 +53,7 @@ def fft_size(seq_len: int, filter_len: int, device: torch.device | str | None = 
     cuFFT runs fastest (``GENOCONV_FFT_SIZES=smooth|pow2`` overrides).
     """
     n = max(2, seq_len + filter_len - 1)
-    kind = os.environ.get("GENOCONV_FFT_SIZES") or ("pow2" if torch.device(device or "cpu").type == "cuda" else "smooth")
-    if kind == "pow2":
+    if _fft_size_policy(device) == "pow2":
         return 1 << (n - 1).bit_length()
     while not _is_5_smooth(n):
         n += 1
@@ -209,6 +213,21 @@ def causal_conv_direct(
     if postgate is not None:
         y = y * postgate.double()
     return y
+
+
+def arithmetic(device: torch.device, dtype: torch.dtype) -> dict:
+    """What decides the rounding of :func:`causal_conv` for ``dtype`` inputs on ``device``, as plain values: the
+    device type, the FFT size policy, and the backend (with the CUDA kernels' facts where they run). Runs record it
+    so that a resume never mixes records computed by different algorithms."""
+    out = {"device_type": device.type, "fft_sizes": _fft_size_policy(device), "backend": "reference"}
+    choice = os.environ.get("GENOCONV_CONV_BACKEND", "auto").lower()
+    if choice != "reference" and device.type == "cuda" and dtype in (torch.bfloat16, torch.float16):
+        from . import cuda as _cuda
+
+        facts = _cuda.kernel_facts(device)
+        if facts is not None:
+            out.update(backend="cuda", **facts)
+    return out
 
 
 def backend_for(u: torch.Tensor, filt: LongFilter) -> str:

@@ -60,7 +60,11 @@ Crash safety (why a SIGKILL at any instant loses nothing committed and never yie
    deletes ``/_tail``.
 4. ``close()`` cuts off uncommitted rows, closes HDF5 cleanly, fsyncs, then appends a ``closed`` line.
    On resume, a journal that ends in exactly that line means a clean close: an ``opened`` line is appended
-   first (so a kill from then on counts as unclean), then the file is reopened and appended to.
+   first (so a kill from then on counts as unclean), then the file is reopened and appended to, once every
+   metadata block has been read, the root attributes match the digest journaled at creation (their text lives
+   in HDF5's global heap, which has no checksum) and every committed byte and index value matches the journal;
+   a mismatch anywhere (a flipped byte since the close) sends the open to salvage instead. That check runs in a
+   child process: on some damage HDF5 loops forever or crashes, and a child that does so counts as damage.
 5. Any other journal (a kill, an error in close) means the HDF5 file is not trusted for writing: it is opened
    read-only (SWMR read), every journal entry's bytes are read back and checked against its CRCs, in order,
    up to the first mismatch, and the verified records are replayed into a fresh ``<out>.salvage`` (with its
@@ -72,6 +76,9 @@ Crash safety (why a SIGKILL at any instant loses nothing committed and never yie
 6. ``finish()`` writes ``/ids``, ``/modes``, ``/coords`` and ``end_time``, flushes and fsyncs, and only then sets
    ``complete=True``, closes, fsyncs and deletes the journal. A complete file is refused without
    ``overwrite``; a journal left beside a complete file is deleted.
+7. A failed write (a full disk, an I/O error) abandons the file: it is never written again (``hdf5.abandon``)
+   and gets no ``closed`` line, so the next open salvages it. A full disk is a one-line ``ResourceError``.
+   ``overwrite`` writes the new file aside (``<out>.new``) and renames it over the old one only when complete.
 So the committed records are exactly the verified journal prefix; their bytes are checked against CRCs
 taken from the arrays the caller passed; the caller recomputes only what follows
 (``EmbeddingWriter.committed`` lists what to skip). ``commit_interval`` > 0 trades this for speed with many
@@ -79,17 +86,18 @@ short records: commits are made durable together, at most that many seconds apar
 
 File locking: HDF5 locks files by default, which fails on some NFS/Lustre mounts ("No locks available").
 Pass ``locking=False`` or set ``GENOCONV_HDF5_LOCKING=0`` (``HDF5_USE_FILE_LOCKING=FALSE`` also works).
-Only one process may write a given output at a time.
+Only one process may write a given output at a time: the writer holds ``<out>.lock`` (:mod:`genoconv.store.lock`).
 """
 
 from genoconv.store.hdf5 import locking_setting
 from genoconv.store.journal import read_journal
 from genoconv.store.layout import (CHUNK_BYTES, FORMAT, FORMAT_VERSION, StoreSpec, check_free_space, chunk_rows,
                                    estimate_bytes)
+from genoconv.store.lock import OutputLock
 from genoconv.store.merge import check_shards, merge, write_virtual_merge
 from genoconv.store.reader import EmbeddingsFile, open_embeddings
-from genoconv.store.writer import EmbeddingWriter, RecordWriter
+from genoconv.store.writer import EmbeddingWriter, RecordWriter, space_needed, unfinished_run
 
-__all__ = ["CHUNK_BYTES", "FORMAT", "FORMAT_VERSION", "EmbeddingWriter", "EmbeddingsFile", "RecordWriter", "StoreSpec",
-           "check_free_space", "check_shards", "chunk_rows", "estimate_bytes", "locking_setting", "merge",
-           "open_embeddings", "read_journal", "write_virtual_merge"]
+__all__ = ["CHUNK_BYTES", "FORMAT", "FORMAT_VERSION", "EmbeddingWriter", "EmbeddingsFile", "OutputLock", "RecordWriter",
+           "StoreSpec", "check_free_space", "check_shards", "chunk_rows", "estimate_bytes", "locking_setting", "merge",
+           "open_embeddings", "read_journal", "space_needed", "unfinished_run", "write_virtual_merge"]

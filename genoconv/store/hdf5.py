@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import ctypes
 import datetime
+import errno
 import functools
 import os
+import re
 import zlib
 from collections.abc import Mapping
 from pathlib import Path
@@ -17,6 +19,8 @@ from typing import Any
 
 import h5py
 import numpy as np
+
+from genoconv.errors import ResourceError
 
 # Raw-data chunk cache per dataset: holds the partial chunk at a record boundary between commits.
 RDCC_NBYTES = 8 * 2**20
@@ -56,6 +60,9 @@ def open_swmr_write(path: Path, create: bool, locking: bool | None) -> h5py.File
     """Create or reopen with the SWMR-write flag set from the first byte, so no moment exists in which a
     kill leaves a file that only ``h5clear`` could open."""
     fapl = file_access(locking)
+    lib = hdf5_library()
+    if lib is not None:  # a metadata block whose checksum fails would otherwise be re-read for minutes (open_read)
+        lib.H5Pset_metadata_read_attempts(fapl.id, 1)
     name = os.fsencode(path)
     if create:
         fid = h5py.h5f.create(name, h5py.h5f.ACC_TRUNC | h5py.h5f.ACC_SWMR_WRITE, fapl=fapl)
@@ -107,6 +114,55 @@ def open_read(path: Path, locking: bool | None, attempts: int = 1) -> h5py.File:
         return h5py.File(fid)
 
 
+# Write errors that mean "the disk (or the quota, or the file size limit) is full": exit 1, rerun with space to resume.
+OUT_OF_SPACE = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+
+
+def out_of_space(path: str | os.PathLike[str], err: BaseException) -> ResourceError | None:
+    """The one-line error to raise when ``err`` (an OSError, or the RuntimeError h5py raises from a failed HDF5
+    write, which carries the errno in its text) means the disk is full; None otherwise."""
+    code = getattr(err, "errno", None)
+    if code not in OUT_OF_SPACE:
+        found = re.search(r"errno = (\d+),", str(err))
+        code = int(found.group(1)) if found else None
+    if code not in OUT_OF_SPACE:
+        return None
+    return ResourceError(f"{path}: {os.strerror(code).lower()}; free some space and rerun the same command: it "
+                         "resumes from what was committed")
+
+
+def write_failed(err: BaseException) -> bool:
+    """Whether ``err`` is the operating system refusing a write (full disk, I/O error), as opposed to HDF5 finding
+    something wrong in what it read (a damaged file, which can still be written)."""
+    return out_of_space("", err) is not None or getattr(err, "errno", None) == errno.EIO \
+        or "file write failed" in str(err)
+
+
+def abandon(f: h5py.File, err: BaseException) -> None:
+    """Close ``f`` after ``err`` interrupted a write, writing to it as little as possible: the journal, not the
+    file, says what is committed (no "closed" line is written, so the next open salvages it).
+
+    After a refused write (``write_failed``) HDF5 still holds metadata it cannot write and retries it at every
+    flush and close; each retry fails and h5py then crashes tearing the objects down (measured: a merge into a
+    full disk died with SIGSEGV in 2 of 2 trials). So the file's descriptor is pointed at /dev/null first: the
+    close completes and those writes are discarded. After a damaged read the file is closed as it is (there the
+    /dev/null trick is what crashes: HDF5 re-reads metadata while closing)."""
+    if write_failed(err):
+        try:
+            fd = f.id.get_vfd_handle()
+            null = os.open(os.devnull, os.O_RDWR)
+            try:
+                os.dup2(null, fd)
+            finally:
+                os.close(null)
+        except (OSError, ValueError, RuntimeError, AttributeError):
+            pass
+    try:
+        f.close()
+    except Exception:  # noqa: BLE001 - nothing more can be done for this file
+        pass
+
+
 def fsync_path(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
@@ -137,8 +193,31 @@ def is_complete(path: Path, locking: bool | None) -> bool:
     try:
         with open_read(path, locking) as f:
             return bool(f.attrs.get("complete", False))
-    except OSError:
+    except Exception:  # noqa: BLE001 - unreadable or damaged: not a complete file
         return False
+
+
+def attrs_digest(f: h5py.File) -> int:
+    """CRC32 of the root attributes. Their string values live in HDF5's global heap, which has no checksum (a flipped
+    byte there reads back as another value, silently); the journal keeps this digest to check them on resume."""
+    value = 0
+    for key in sorted(f.attrs):
+        item = f.attrs[key]
+        data = item.tobytes() if isinstance(item, np.ndarray) else (item if isinstance(item, bytes) else str(item).encode())
+        value = zlib.crc32(key.encode() + b"=" + data + b";", value)
+    return value
+
+
+def read_all_metadata(f: h5py.File) -> None:
+    """Read every object header, attribute and chunk index of ``f``, no raw data (milliseconds per thousand chunks),
+    so that a damaged metadata block ("incorrect metadata checksum") shows now rather than in the middle of a run."""
+    def visit(name: str, obj: Any) -> None:
+        dict(obj.attrs)
+        if isinstance(obj, h5py.Dataset) and obj.chunks and hasattr(obj.id, "chunk_iter"):
+            obj.id.chunk_iter(lambda info: None)
+
+    dict(f.attrs)
+    f.visititems(visit)
 
 
 class RowSource:

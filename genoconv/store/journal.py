@@ -27,6 +27,11 @@ def salvage_path(path: Path) -> Path:
     return path.with_name(path.name + ".salvage")
 
 
+def aside_path(path: Path) -> Path:
+    """Where ``--overwrite`` writes the file that replaces ``path`` once complete."""
+    return path.with_name(path.name + ".new")
+
+
 def encode_line(obj: Mapping[str, Any]) -> bytes:
     text = json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()
     return text + b"\t%08x\n" % zlib.crc32(text)
@@ -37,6 +42,7 @@ class JournalState:
     header: dict[str, Any] | None
     entries: list[dict[str, Any]]
     clean: bool  # ends exactly with a valid "closed" line counting every entry
+    attrs: int | None = None  # CRC32 of the file's root attributes as written (hdf5.attrs_digest)
 
 
 def read_journal(path: Path) -> JournalState:
@@ -47,6 +53,7 @@ def read_journal(path: Path) -> JournalState:
         return JournalState(None, [], False)
     header: dict[str, Any] | None = None
     entries: list[dict[str, Any]] = []
+    attrs: int | None = None
     last: dict[str, Any] | None = None
     pos, intact = 0, True
     while pos < len(data):
@@ -74,9 +81,11 @@ def read_journal(path: Path) -> JournalState:
                 intact = False
                 break
             entries.append(obj)
+        elif "attrs" in obj:
+            attrs = obj["attrs"]
         last = obj
     clean = intact and last is not None and last.get("closed") == len(entries) and header is not None
-    return JournalState(header, entries, clean)
+    return JournalState(header, entries, clean, attrs)
 
 
 def entry_coords(entry: Mapping[str, Any]) -> Coords | None:

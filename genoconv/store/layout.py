@@ -18,7 +18,7 @@ import numpy as np
 
 from genoconv._version import __version__
 from genoconv.coords import Coords
-from genoconv.errors import InputError, ResourceError
+from genoconv.errors import InputError, InputFileError, ResourceError
 from genoconv.options import COMPRESSIONS, POOL_MODES, STORE_DTYPES
 
 FORMAT = "genoconv-embeddings"
@@ -201,6 +201,8 @@ def check_free_space(path: str | os.PathLike[str], needed_bytes: int) -> None:
     where = where.resolve()
     while not where.exists() and where != where.parent:
         where = where.parent
+    if os.statvfs(where).f_flag & os.ST_RDONLY:  # such a mount reports 0 B free: say what is really wrong
+        raise InputFileError(f"cannot write {path}: {where} is on a read-only filesystem")
     free = shutil.disk_usage(where).free
     if needed_bytes > free:
         raise ResourceError(

@@ -22,11 +22,13 @@ import h5py
 import numpy as np
 
 from genoconv.errors import InputError
-from genoconv.store.hdf5 import fsync_dir, fsync_path, is_complete, now, unlink
+from genoconv.store.hdf5 import abandon, fsync_dir, fsync_path, is_complete, now, out_of_space, unlink
 from genoconv.store.journal import journal_path
-from genoconv.store.layout import UTF8, StoreSpec, canonical_run_config, n_windows, write_attrs, write_coords
+from genoconv.store.layout import (UTF8, StoreSpec, canonical_run_config, check_free_space, estimate_bytes, n_windows,
+                                   write_attrs, write_coords)
+from genoconv.store.lock import OutputLock
 from genoconv.store.reader import EmbeddingsFile, open_embeddings
-from genoconv.store.writer import EmbeddingWriter
+from genoconv.store.writer import EmbeddingWriter, space_needed
 
 log = logging.getLogger("genoconv.merge")
 ROW_BLOCK = 1 << 18  # rows copied per read: bounded memory even for a chromosome-sized record
@@ -85,7 +87,12 @@ def check_shards(paths: list[Path]):
 
 
 def merge(paths: list[Path], output: Path, *, virtual: bool = False, overwrite: bool = False) -> int:
-    """Merge shard files into ``output``; returns the number of records."""
+    """Merge shard files into ``output``; returns the number of records. Holds the output's lock throughout."""
+    with OutputLock(output):
+        return _merge(paths, Path(output), virtual, overwrite)
+
+
+def _merge(paths: list[Path], output: Path, virtual: bool, overwrite: bool) -> int:
     paths, readers, run_config = check_shards([Path(p) for p in paths])
     try:
         first = readers[0]
@@ -93,9 +100,12 @@ def merge(paths: list[Path], output: Path, *, virtual: bool = False, overwrite: 
         provenance = {k: v for k, v in first.provenance.items() if k in _PROVENANCE_KEYS}
         provenance["run_config"] = run_config
         provenance["merged_from"] = [str(p) for p in paths]
+        n = sum(len(f) for f in readers)
         if virtual:
             write_virtual_merge(readers, output, spec, provenance, overwrite=overwrite)
-            return sum(len(f) for f in readers)
+            return n
+        estimate = estimate_bytes(spec, n, sum(int(f.lengths.sum()) for f in readers))
+        check_free_space(output, space_needed(output, estimate, overwrite=overwrite))
         writer = EmbeddingWriter.open(output, spec, provenance, overwrite=overwrite)
         done = set(writer.committed)
         try:
@@ -116,7 +126,7 @@ def merge(paths: list[Path], output: Path, *, virtual: bool = False, overwrite: 
         except BaseException:
             writer.close()
             raise
-        return sum(len(f) for f in readers)
+        return n
     finally:
         for f in readers:
             f.close()
@@ -133,6 +143,12 @@ def write_virtual_merge(readers: list[EmbeddingsFile], output: str | os.PathLike
     where they are); ids, index arrays, coordinates and pooled rows are copied. Built under a temporary name and
     renamed, so an interrupted merge leaves nothing half-made."""
     output = Path(output)
+    with OutputLock(output):
+        _write_virtual_merge(readers, output, spec, provenance, overwrite)
+
+
+def _write_virtual_merge(readers: list[EmbeddingsFile], output: Path, spec: StoreSpec,
+                         provenance: Mapping[str, Any], overwrite: bool) -> None:
     if output.exists() and not overwrite:
         if is_complete(output, None):
             raise InputError(f"{output} is complete; use --overwrite to replace it")
@@ -144,7 +160,8 @@ def write_virtual_merge(readers: list[EmbeddingsFile], output: str | os.PathLike
     n = sum(len(r) for r in readers)
     lengths = np.concatenate([r.lengths for r in readers]) if readers else np.zeros(0, np.int64)
     try:
-        with h5py.File(tmp, "w", libver="latest") as f:
+        f = h5py.File(tmp, "w", libver="latest")
+        try:
             write_attrs(f, spec, provenance, canonical_run_config(provenance), now())
             f["lengths"] = lengths.astype(np.int64)
             f["offsets"] = (np.cumsum(lengths) - lengths).astype(np.int64)
@@ -173,6 +190,13 @@ def write_virtual_merge(readers: list[EmbeddingsFile], output: str | os.PathLike
             f.attrs["end_time"] = now()
             f.flush()
             f.attrs["complete"] = True
+            f.close()
+        except Exception as err:
+            abandon(f, err)  # a failed HDF5 write: never write to it again (see hdf5.abandon)
+            full = out_of_space(output, err)
+            if full is not None:
+                raise full from None
+            raise
         fsync_path(tmp)
         os.replace(tmp, output)
         unlink(journal_path(output))

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import os
+import subprocess
+import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -13,14 +17,17 @@ import h5py
 import numpy as np
 
 from genoconv.coords import Coords
-from genoconv.errors import InputError, InputFileError
-from genoconv.store.hdf5 import (RowSource, crc, fsync_dir, fsync_path, is_complete, locking_setting, now, open_read,
-                                 open_swmr_write, unlink)
-from genoconv.store.journal import (JOURNAL_FORMAT, Journal, JournalState, entry_coords, journal_path, read_journal,
-                                    salvage_path)
+from genoconv.errors import GenoconvError, InputError, InputFileError, NonFiniteError
+from genoconv.store.hdf5 import (RowSource, abandon, attrs_digest, crc, fsync_dir, fsync_path, is_complete,
+                                 locking_setting, now, open_read, open_swmr_write, out_of_space, read_all_metadata,
+                                 unlink)
+from genoconv.store.journal import (JOURNAL_FORMAT, Journal, JournalState, aside_path, entry_coords, journal_path,
+                                    read_journal, salvage_path)
 from genoconv.store.layout import (NUMPY_DTYPES, SMALL_CHUNK_BYTES, UTF8, StoreSpec, canonical_run_config, chunk_rows,
                                    fmt_option, n_windows, write_attrs, write_coords)
+from genoconv.store.lock import OutputLock
 
+log = logging.getLogger("genoconv.store")
 VERIFY_BLOCK_BYTES = 64 * 2**20  # read-back block size when verifying a damaged file
 
 
@@ -118,7 +125,18 @@ class RecordWriter:
         d = self._owner.spec.d_model
         if rows.ndim != 2 or rows.shape[1] != d:
             raise ValueError(f"{what} rows for record {self.record_id!r} must have shape (n, {d}), got {rows.shape}")
-        return np.ascontiguousarray(rows, dtype=dtype)
+        with np.errstate(over="ignore"):  # float16 overflow becomes Inf, which the check below refuses
+            rows = np.ascontiguousarray(rows, dtype=dtype)
+        self._check_finite(rows, f"{what} rows of layer {layer}")  # after the cast: float16 overflow shows here
+        return rows
+
+    def _check_finite(self, rows: np.ndarray, what: str) -> None:
+        """A NaN/Inf row is never stored: the record fails (and is dropped; earlier commits stay)."""
+        if not np.isfinite(rows).all():
+            hint = " (float16 storage overflows past 65504: try --store-dtype float32)" \
+                if rows.dtype == np.float16 else ""
+            raise NonFiniteError(f"{self._owner.path}: record {self.record_id!r}: {what} hold NaN or Inf; the "
+                                 f"record is not stored{hint}")
 
     def append(self, layer: int, rows: np.ndarray) -> None:
         """Next per-nucleotide rows (n, d) of this record for ``layer``; cast to the store dtype."""
@@ -132,7 +150,8 @@ class RecordWriter:
             )
         key = f"p/{layer}"
         self._crc[key] = crc(rows, self._crc.get(key, 0))
-        self._owner._per_nt[layer].push(rows)
+        with self._owner._writing():
+            self._owner._per_nt[layer].push(rows)
         self._rows[layer] += len(rows)
 
     def append_windows(self, layer: int, rows: np.ndarray) -> None:
@@ -145,7 +164,8 @@ class RecordWriter:
             raise ValueError(f"record {self.record_id!r}: too many windowed rows for layer {layer}")
         key = f"w/{layer}"
         self._crc[key] = crc(rows, self._crc.get(key, 0))
-        self._owner._windowed[layer].push(rows)
+        with self._owner._writing():
+            self._owner._windowed[layer].push(rows)
         self._windows[layer] += len(rows)
 
     def abort(self) -> None:
@@ -188,27 +208,54 @@ class EmbeddingWriter:
         ``committed`` lists the ids already in the file (the caller skips them). ``locking=False`` (or
         GENOCONV_HDF5_LOCKING=0) turns HDF5 file locking off for NFS/Lustre. ``commit_interval`` > 0 groups
         commits: records become durable together at most that many seconds apart (and at close/finish),
-        which makes many short records much faster; a kill then loses at most that much work."""
-        path = Path(path)
-        locking = locking_setting(locking)
+        which makes many short records much faster; a kill then loses at most that much work.
+
+        The writer holds the output's lock (:mod:`genoconv.store.lock`) until ``finish`` or ``close``: a second
+        writer of the same output gets an InputError naming this process."""
+        lock = OutputLock(path).acquire()
+        try:
+            self = cls._open(Path(path), spec, provenance, overwrite, locking_setting(locking), commit_interval)
+        except BaseException:
+            lock.release()
+            raise
+        self._lock = lock
+        return self
+
+    @classmethod
+    def _open(cls, path: Path, spec: StoreSpec, provenance: Mapping[str, Any], overwrite: bool,
+              locking: bool | None, commit_interval: float) -> "EmbeddingWriter":
+        run_config = canonical_run_config(provenance)
+        if overwrite and path.exists():
+            # Replace only once the new file is complete: it is written aside, and renamed over path by finish().
+            # An interrupted --overwrite run resumes its aside file like any other (a different one is replaced).
+            self = cls._open_target(aside_path(path), spec, provenance, run_config, locking, commit_interval, True)
+            self._final = path
+            return self
+        if overwrite:
+            unlink(journal_path(path))
+        return cls._open_target(path, spec, provenance, run_config, locking, commit_interval, False)
+
+    @classmethod
+    def _open_target(cls, path: Path, spec: StoreSpec, provenance: Mapping[str, Any], run_config: str,
+                     locking: bool | None, commit_interval: float, replace: bool) -> "EmbeddingWriter":
+        """Resume ``path`` or create it. ``replace``: whatever is there that cannot be resumed is started afresh
+        (an aside file); otherwise only a run that committed nothing is."""
         journal = journal_path(path)
         salvage = salvage_path(path)
         for stale in (salvage, journal_path(salvage), journal.with_name(journal.name + ".tmp"),
                       journal_path(salvage).with_name(journal_path(salvage).name + ".tmp")):
             unlink(stale)
-        run_config = canonical_run_config(provenance)
-        if overwrite:
-            unlink(path)
-            unlink(journal)
         if not path.exists():
             unlink(journal)
             return cls._create(path, spec, provenance, run_config, locking, commit_interval)
         state = read_journal(journal)
         if is_complete(path, locking):
             unlink(journal)  # leftover of a kill between complete=True and the journal's removal
+            if replace:
+                return cls._create(path, spec, provenance, run_config, locking, commit_interval)
             raise InputError(f"{path} is complete; use --overwrite to replace it")
         if state.header is None:
-            if journal.exists():
+            if journal.exists() or replace:
                 # the header is written atomically, so this journal is not ours to trust: start over
                 return cls._create(path, spec, provenance, run_config, locking, commit_interval)
             raise InputError(
@@ -216,16 +263,20 @@ class EmbeddingWriter:
                 "use --overwrite or another output path"
             )
         diffs = spec_diffs(state.header, spec, run_config)
+        if diffs and (replace or not state.entries):
+            # Nothing committed (a run that failed on its first records) or ours to replace: nothing is lost.
+            log.info("%s: starting afresh (nothing committed, or --overwrite)", path)
+            return cls._create(path, spec, provenance, run_config, locking, commit_interval)
         if diffs:
             raise InputError(
                 f"{path} was started with different options ({'; '.join(diffs)}); "
                 "use --overwrite or another output path"
             )
-        if state.clean:
+        if state.clean and intact_in_child(path, spec, locking):
             try:
                 return cls._reopen(path, spec, state, locking, commit_interval)
-            except (OSError, KeyError, ValueError):
-                pass  # fall through to salvage
+            except InputFileError:
+                pass  # damaged after all: fall through to salvage
         return cls._salvage(path, spec, provenance, run_config, state, locking, commit_interval)
 
     @classmethod
@@ -235,6 +286,8 @@ class EmbeddingWriter:
         self._dtype = NUMPY_DTYPES[spec.store_dtype]
         self._record: RecordWriter | None = None
         self._closed = False
+        self._lock: OutputLock | None = None
+        self._final: Path | None = None  # with --overwrite: the output this aside file replaces when complete
         self.committed = []
         self._ids_set: set[str] = set()
         self._modes: list[str] = []
@@ -260,13 +313,16 @@ class EmbeddingWriter:
         start_time = start_time or now()
         header = {"journal": JOURNAL_FORMAT, "version": 1, "spec": spec.to_dict(), "run_config": run_config,
                   "start_time": start_time, "h5": path.name}
-        try:
-            self._journal = Journal(journal_file or journal_path(path), header)
-            self._f = open_swmr_write(path, True, locking)
-        except (PermissionError, IsADirectoryError, NotADirectoryError, FileNotFoundError) as err:
-            raise InputFileError(f"cannot write {path}: {err.strerror or err}") from None
-        self._write_layout(provenance, run_config, start_time)
-        self._f.flush()
+        with self._writing():
+            try:
+                self._journal = Journal(journal_file or journal_path(path), header)
+                self._f = open_swmr_write(path, True, locking)
+            except (PermissionError, IsADirectoryError, NotADirectoryError, FileNotFoundError) as err:
+                self._abandon(err)
+                raise InputFileError(f"cannot write {path}: {err.strerror or err}") from None
+            self._write_layout(provenance, run_config, start_time)
+            self._f.flush()
+            self._journal.write({"attrs": attrs_digest(self._f)})
         self._attach(None)
         return self
 
@@ -274,11 +330,11 @@ class EmbeddingWriter:
     def _reopen(cls, path: Path, spec: StoreSpec, state: JournalState, locking: bool | None,
                 commit_interval: float) -> "EmbeddingWriter":
         self = cls._blank(path, spec, commit_interval)
-        self._journal = Journal(journal_path(path))
-        # From here on the journal no longer ends in "closed": a kill is treated as unclean.
-        self._journal.write({"opened": len(state.entries)}, sync=True)
-        self._f = open_swmr_write(path, False, locking)
-        try:
+        with self._writing():
+            self._journal = Journal(journal_path(path))
+            # From here on the journal no longer ends in "closed": a kill is treated as unclean.
+            self._journal.write({"opened": len(state.entries)}, sync=True)
+            self._f = open_swmr_write(path, False, locking)
             for e in state.entries:
                 self._note_committed(e["id"], e["mode"], e["len"], entry_coords(e))
             self._n_durable = len(self.committed)
@@ -288,10 +344,6 @@ class EmbeddingWriter:
             self._attach(RowSource(self._f, last))
             self._truncate()
             self._f.flush()
-        except Exception:
-            self._f.close()
-            self._journal.close()
-            raise
         return self
 
     @classmethod
@@ -302,13 +354,16 @@ class EmbeddingWriter:
         assert state.header is not None
         new = cls._create(salvage, spec, provenance, run_config, locking, 0.0,
                           start_time=state.header.get("start_time"), journal_file=journal_path(salvage))
+        old = None
         try:
             old = open_read(path, locking)
-        except OSError:
-            old = None  # unreadable: nothing can be verified, the run starts over
+            source = RowSource(old, state.entries[-1] if state.entries else None)
+        except Exception:  # noqa: BLE001 - unreadable or damaged: nothing can be verified, the run starts over
+            if old is not None:
+                old.close()
+            old = None
         try:
             if old is not None and state.entries:
-                source = RowSource(old, state.entries[-1])
                 for entry in state.entries:
                     if not replay(source, new, entry):
                         break
@@ -422,6 +477,7 @@ class EmbeddingWriter:
                 row = np.ascontiguousarray(pooled[(mode, layer)], dtype="<f4").reshape(-1)
                 if row.shape != (spec.d_model,):
                     raise ValueError(f"{name}: pooled[({mode!r}, {layer})] must have shape ({spec.d_model},)")
+                rec._check_finite(row, f"pooled {mode} row of layer {layer}")
                 pooled_rows[(mode, layer)] = row
                 rec._crc[f"m/{mode}/{layer}"] = crc(row)
         entry = {"c": len(self.committed), "id": rec.record_id, "len": rec.length, "mode": rec.mode,
@@ -438,6 +494,10 @@ class EmbeddingWriter:
         """Tails to the other slot, staged index and pooled rows, flush, then the journal lines."""
         if not self._staged:
             return
+        with self._writing():
+            self._write_durable()
+
+    def _write_durable(self) -> None:
         slot = 1 - self._slot
         for app in (*self._per_nt.values(), *self._windowed.values()):
             app.save_tail(slot)
@@ -468,45 +528,87 @@ class EmbeddingWriter:
             raise RuntimeError(f"record {self._record.record_id!r} was begun but not committed")
         self._make_durable()
         f, n = self._f, len(self.committed)
-        for app in (*self._per_nt.values(), *self._windowed.values()):
-            app.finalize()  # the last partial chunk, once
-        for name, values in (("ids", self.committed), ("modes", self._modes)):
-            f[name].resize(n, axis=0)
-            if n:
-                f[name][:] = np.asarray(values, dtype=object)
-        write_coords(f, self._coords)
-        f.flush()  # main now holds every row: the tails can go
-        if "_tail" in f:
-            del f["_tail"]
-        f.attrs["end_time"] = now()
-        f.flush()
-        fsync_path(self.path)
-        f.attrs["complete"] = True  # only now: everything else is on disk
-        f.close()
-        fsync_path(self.path)
+        with self._writing():
+            for app in (*self._per_nt.values(), *self._windowed.values()):
+                app.finalize()  # the last partial chunk, once
+            for name, values in (("ids", self.committed), ("modes", self._modes)):
+                f[name].resize(n, axis=0)
+                if n:
+                    f[name][:] = np.asarray(values, dtype=object)
+            write_coords(f, self._coords)
+            f.flush()  # main now holds every row: the tails can go
+            if "_tail" in f:
+                del f["_tail"]
+            f.attrs["end_time"] = now()
+            f.flush()
+            fsync_path(self.path)
+            f.attrs["complete"] = True  # only now: everything else is on disk
+            f.close()
+            fsync_path(self.path)
         self._closed = True
         self._journal.close()
-        unlink(self._journal.path)
-        fsync_dir(self.path)
+        try:
+            if self._final is not None:  # --overwrite: the complete file replaces the old output only now
+                os.replace(self.path, self._final)
+                unlink(journal_path(self._final))  # that of an unfinished run it replaces
+                self.path = self._final
+            unlink(self._journal.path)
+            fsync_dir(self.path)
+        finally:
+            self._release()
 
     def close(self) -> None:
         """Make committed work durable and close without marking complete; the same call to ``open``
         resumes. Rows of a record that was begun but not committed are dropped."""
         if self._closed:
             return
-        self._closed = True
-        try:
+        with self._writing():  # on failure: abandoned, no "closed" line, so the next open salvages
             if self._record is not None:
                 self._abort_record()
             self._make_durable()
             self._truncate()
             self._f.close()
             fsync_path(self.path)
-        except Exception:
-            self._journal.close()  # no "closed" line: the next open salvages
-            raise
-        self._journal.write({"closed": len(self.committed)}, sync=True)
+            self._journal.write({"closed": len(self.committed)}, sync=True)
+        self._closed = True
         self._journal.close()
+        self._release()
+
+    @contextlib.contextmanager
+    def _writing(self) -> Iterator[None]:
+        """Around every write to the file or its journal. A failed write leaves HDF5 in a state it must not be
+        written from again: the file is abandoned (closed without another write, see ``hdf5.abandon``; the
+        journal has no "closed" line, so the next open salvages it), and a full disk becomes a one-line
+        ResourceError naming the file."""
+        try:
+            yield
+        except GenoconvError:
+            raise  # raised knowingly (an inner write already abandoned the file, or a refusal)
+        except Exception as err:
+            self._abandon(err)
+            full = out_of_space(self.path, err)
+            if full is not None:
+                raise full from None
+            what = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            raise InputFileError(f"{self.path}: writing it failed ({what}); the committed records are safe in its "
+                                 "journal: rerun the same command to salvage them, or add --overwrite to start "
+                                 "afresh") from err
+
+    def _abandon(self, err: BaseException) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._record = None
+        if hasattr(self, "_f"):
+            abandon(self._f, err)
+        if hasattr(self, "_journal"):
+            self._journal.close()
+        self._release()
+
+    def _release(self) -> None:
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
 
     def _abort_record(self) -> None:
         """Forget a record that was begun but will not be committed."""
@@ -527,6 +629,35 @@ class EmbeddingWriter:
         self.close()
 
 
+def unfinished_run(path: str | os.PathLike[str], *, overwrite: bool = False) -> tuple[dict, int] | None:
+    """``(run_config, committed records)`` of the unfinished run that ``EmbeddingWriter.open(path, ...,
+    overwrite=overwrite)`` would resume, from its journal; None when it would start afresh (or the run_config is
+    not readable: ``open`` then decides)."""
+    path = Path(path)
+    if overwrite or not path.exists():
+        return None
+    state = read_journal(journal_path(path))
+    try:
+        run_config = json.loads(state.header["run_config"]) if state.header else None
+    except (TypeError, ValueError):
+        return None
+    return (run_config, len(state.entries)) if isinstance(run_config, dict) else None
+
+
+def space_needed(path: str | os.PathLike[str], estimate: int, *, overwrite: bool = False) -> int:
+    """Free bytes a run into ``path`` still needs, of ``estimate`` for the whole file: less what an unfinished file
+    it resumes already holds, but at least that much again (a salvage copies the committed part once)."""
+    path = Path(path)
+    target = aside_path(path) if overwrite and path.exists() else path
+    if (overwrite and target == path) or not journal_path(target).exists():
+        return estimate
+    try:
+        existing = target.stat().st_size
+    except FileNotFoundError:
+        return estimate
+    return max(estimate, 2 * existing) - existing
+
+
 def spec_diffs(header: Mapping[str, Any], spec: StoreSpec, run_config: str) -> list[str]:
     old_spec = header.get("spec", {})
     diffs = [f"{k}: {fmt_option(old_spec.get(k))} vs {fmt_option(v)}"
@@ -544,6 +675,89 @@ def spec_diffs(header: Mapping[str, Any], spec: StoreSpec, run_config: str) -> l
         if not diffs:
             diffs.append(f"run_config: {old_rc} vs {run_config}")
     return diffs
+
+
+def intact(path: Path, spec: StoreSpec, state: JournalState, locking: bool | None) -> bool:
+    """Whether a cleanly closed unfinished file still is what its journal says: every metadata block reads, the
+    root attributes match the digest journaled at creation (their text lives in HDF5's global heap, which has no
+    checksum) and every committed byte and index value matches the journaled CRCs. A clean close vouches for what
+    was written, not for the disk since."""
+    try:
+        with open_read(path, locking) as f:
+            read_all_metadata(f)
+            if state.attrs is not None and attrs_digest(f) != state.attrs:
+                return False
+            source = RowSource(f, state.entries[-1] if state.entries else None)
+            return verified_prefix(source, spec, state.entries) == len(state.entries)
+    except Exception:  # noqa: BLE001 - whatever HDF5 makes of the damage
+        return False
+
+
+def intact_in_child(path: Path, spec: StoreSpec, locking: bool | None) -> bool:
+    """:func:`intact`, checked in a child process: on a damaged file HDF5 can spin forever or crash (measured: one
+    flipped byte in the global heap made an attribute read loop for minutes). A child that crashes or does not
+    answer within a minute plus the time to read the file at 50 MB/s counts as finding damage."""
+    request = json.dumps({"path": str(path), "spec": spec.to_dict(), "locking": locking})
+    root = Path(__file__).resolve().parents[2]  # the folder holding this genoconv package
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(root), os.environ.get("PYTHONPATH")]))}
+    code = "import sys; from genoconv.store.writer import intact_main; sys.exit(intact_main(sys.stdin.read()))"
+    try:
+        done = subprocess.run([sys.executable, "-P", "-c", code], input=request, env=env, capture_output=True,
+                              text=True, timeout=60 + path.stat().st_size / 50e6)
+    except subprocess.TimeoutExpired:
+        return False
+    return done.returncode == 0
+
+
+def intact_main(request: str) -> int:
+    """The child's side of :func:`intact_in_child`: 0 when intact, 1 otherwise."""
+    args = json.loads(request)
+    path = Path(args["path"])
+    return 0 if intact(path, StoreSpec.from_dict(args["spec"]), read_journal(journal_path(path)), args["locking"]) else 1
+
+
+def verified_prefix(source: RowSource, spec: StoreSpec, entries: list[Mapping[str, Any]]) -> int:
+    """How many leading journal entries the file still matches: index arrays equal to the journal's, and every
+    stored byte (rows, windows, pooled rows) equal to the CRCs journaled when it was written. Each dataset is read
+    once, in blocks of VERIFY_BLOCK_BYTES (a resume reads what it resumes: about a salvage's reading, no writing)."""
+    f, good = source.f, len(entries)
+
+    def keep_matching(found: Sequence[Any], wanted: Sequence[Any]) -> None:
+        nonlocal good
+        good = next((i for i in range(good) if found[i] != wanted[i]), good)
+
+    n_win = [n_windows(int(e["len"]), spec.window) for e in entries]
+    columns = {"lengths": [e["len"] for e in entries], "offsets": [e["off"] for e in entries],
+               "window_offsets": [e["woff"] for e in entries]}
+    for name, wanted in columns.items():
+        if name in f:
+            found = f[name][: len(entries)].tolist()
+            keep_matching(found + [None] * (len(entries) - len(found)), wanted)
+    for mode in spec.pools:
+        for layer in spec.layers:
+            rows = np.asarray(f[f"pooled/{mode}/{layer}"][:good], dtype="<f4")
+            keep_matching([crc(row) for row in rows] + [None] * (good - len(rows)),
+                          [e["crc"][f"m/{mode}/{layer}"] for e in entries])
+    kinds = ([("per_nucleotide", "p", [int(e["off"]) for e in entries], [int(e["len"]) for e in entries])]
+             if spec.per_nucleotide else [])
+    kinds += [("windowed", "w", [int(e["woff"]) for e in entries], n_win)] if spec.window else []
+    step = max(1, VERIFY_BLOCK_BYTES // (spec.d_model * 4))
+    for kind, key, starts, counts in kinds:
+        for layer in spec.layers:
+            crcs, i = [0] * good, 0
+            end = starts[good - 1] + counts[good - 1] if good else 0
+            for a in range(0, end, step):
+                b = min(a + step, end)
+                block = source.read(kind, layer, a, b - a)
+                while i < good:
+                    lo, hi = max(starts[i], a), min(starts[i] + counts[i], b)
+                    if hi > lo:
+                        crcs[i] = crc(block[lo - a : hi - a], crcs[i])
+                    if starts[i] + counts[i] > b:
+                        break
+                    i += 1
+            keep_matching(crcs, [e["crc"][f"{key}/{layer}"] for e in entries])
+    return good
 
 
 def replay(source: RowSource, new: EmbeddingWriter, entry: Mapping[str, Any]) -> bool:
@@ -572,7 +786,9 @@ def replay(source: RowSource, new: EmbeddingWriter, entry: Mapping[str, Any]) ->
             raise ValueError("checksum mismatch")
         rec.commit(pooled)
         return True
-    except (OSError, KeyError, ValueError, IndexError, TypeError, RuntimeError):
+    except (OSError, KeyError, ValueError, IndexError, TypeError, RuntimeError, ArithmeticError):
+        if new._closed:
+            raise  # writing the new file failed (a full disk): not a damaged record
         if new._record is not None:
             new._abort_record()
         return False

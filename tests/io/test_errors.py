@@ -221,3 +221,48 @@ def test_reference_htslib_cannot_index(tmp_path):
         ref.write_bytes(text.encode("utf-8"))
         assert f"{ref}: htslib cannot index a reference with a UTF-8 byte-order mark" in fail(
             lambda: open_records([], reference=ref, regions=bed))
+
+
+# ---- issue 16, case 9: a NUL in a record id is refused when read (HDF5 could never store it) ------------------
+@pytest.mark.parametrize("name, text", [
+    ("nul.fa", b">ok\nACGT\n>re\x00c\nACGT\n"),
+    ("nul.fa.gz", gzip.compress(b">ok\nACGT\n>re\x00c\nACGT\n")),
+    ("nul.fq", b"@ok\nACGT\n+\nIIII\n@re\x00c\nACGT\n+\nIIII\n"),
+])
+def test_nul_in_a_record_id(tmp_path, name, text):
+    path = tmp_path / name
+    path.write_bytes(text)
+    assert f"record 2 of {path}: record id 're\\x00c' contains a NUL byte" in fail(lambda: open_records([path]))
+
+
+def test_nul_in_a_region_name(ce_reference, tmp_path):
+    bed = tmp_path / "nul.bed"
+    bed.write_bytes(b"CHROMOSOME_I\t0\t10\tfine\nCHROMOSOME_I\t10\t20\tg\x00ne\n")
+    assert f"line 2 of {bed}: record id 'g\\x00ne' contains a NUL byte" in fail(
+        lambda: open_records([], reference=ce_reference, regions=bed))
+    gtf = tmp_path / "nul.gtf"
+    gtf.write_bytes(b'CHROMOSOME_I\tx\tgene\t1\t10\t.\t+\t.\tgene_name "g\x00ne";\n')
+    assert f"line 1 of {gtf}: record id" in fail(lambda: open_records([], reference=ce_reference, regions=gtf))
+
+
+def test_nul_in_alignment_read_names(tmp_path):
+    """SAM/BAM names end at their NUL (SAM spec: QNAME is NUL-terminated): htslib refuses a SAM line with one
+    inside, and a BAM name reads up to it, so no id with a NUL ever comes from an alignment file."""
+    sam = tmp_path / "nul.sam"
+    sam.write_bytes(b"@HD\tVN:1.6\nre\x00ad\t4\t*\t0\t0\t*\t*\t0\t0\tACGT\tIIII\n")
+    assert f"{sam}: truncated or corrupt at record 1" in fail(lambda: open_records([sam]))
+
+
+# ---- issue 16, case 12: messages about a regions line quote the file's own numbers ------------------------------
+@pytest.mark.parametrize("name, line, expected", [
+    ("neg.bed", "CHROMOSOME_I\t-10\t20\n", "line 1: start -10 is before the first base (0)"),
+    ("zero.gtf", 'CHROMOSOME_I\tx\tgene\t0\t20\t.\t+\t.\tgene_name "g";\n', "line 1: start 0 is before the first base (1)"),
+    ("past.gtf", 'CHROMOSOME_II\tx\tgene\t4991\t5010\t.\t+\t.\tgene_name "g";\n',
+     "line 1: CHROMOSOME_II:4991-5010 runs past the end"),
+    ("empty.gtf", 'CHROMOSOME_I\tx\tgene\t11\t10\t.\t+\t.\tgene_name "g";\n', "line 1: end 10 is before start 11"),
+    ("empty.bed", "CHROMOSOME_I\t10\t10\n", "line 1: empty region CHROMOSOME_I:10-10"),
+])
+def test_region_errors_quote_the_input_numbers(ce_reference, tmp_path, name, line, expected):
+    path = tmp_path / name
+    path.write_text(line)
+    assert f"{path}: {expected}" in fail(lambda: open_records([], reference=ce_reference, regions=path))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import os
 import shutil
 from pathlib import Path
 
@@ -173,3 +174,59 @@ def test_cr_only_record_longer_than_a_read_block(tmp_path):
     path = tmp_path / "long_cr.fa"
     path.write_bytes(b">long\r" + seq.encode() + b"\r>short\rAC\r")
     assert [(r.id, r.length) for r in open_records([path])] == [("long", len(seq)), ("short", 2)]
+
+
+# ---- issue 16, case 3: an index older than its FASTA (or not matching its size) is rebuilt, or refused -------
+def _lengths(path, **kw):
+    with open_records([path], **kw) as source:
+        return dict(source.lengths())
+
+
+def _grow_last_record(path: Path, compression: str) -> None:
+    records = dict(RECORDS, plasmid="a" + "C" * 150)
+    write_fasta(path, records, compression)  # rewritten in place: the old .fai/.gzi stay beside it
+
+
+@pytest.mark.parametrize("compression", ["none", "bgzip"])
+def test_stale_index_is_rebuilt(tmp_path, compression, caplog):
+    path = write_fasta(tmp_path / "g.fa", RECORDS, compression)
+    assert _lengths(path)["plasmid"] == 1 and Path(f"{path}.fai").exists()
+    built = Path(f"{path}.fai").stat().st_mtime_ns
+    assert _lengths(path)["plasmid"] == 1 and Path(f"{path}.fai").stat().st_mtime_ns == built  # fresh: kept
+    assert "rebuilding" not in caplog.text
+    _grow_last_record(path, compression)
+    assert _lengths(path)["plasmid"] == 151
+    with open_records([path]) as source:
+        assert next(r for r in source if r.id == "plasmid").sequence() == "a" + "C" * 150
+
+
+def test_index_that_ends_elsewhere_than_the_file_is_stale_whatever_its_time(tmp_path):
+    from genoconv.io.fasta import stale_index
+
+    path = write_fasta(tmp_path / "g.fa", RECORDS)
+    _lengths(path)
+    fai = Path(f"{path}.fai")
+    with open(path, "a") as fh:
+        fh.write("GGGG\n")  # four more bases of the last record
+    future = path.stat().st_mtime_ns + 10**9
+    os.utime(fai, ns=(future, future))  # an index that looks newer than the file
+    assert stale_index(path, "none") == "g.fa.fai places the end of the last record at byte 194, the file has 199 bytes"
+    assert _lengths(path)["plasmid"] == 5
+
+
+def test_stale_index_in_a_read_only_folder(tmp_path):
+    folder = tmp_path / "ro"
+    folder.mkdir()
+    path = write_fasta(folder / "g.fa", RECORDS)
+    _lengths(path)
+    _grow_last_record(path, "none")
+    folder.chmod(0o555)
+    try:
+        assert _lengths(path)["plasmid"] == 151  # an input: read through without the index
+        bed = tmp_path / "r.bed"
+        bed.write_text("plasmid\t0\t100\tp\n")
+        with pytest.raises(InputError, match=r"g.fa: its index is stale \(g.fa.fai is older than the file\) and its "
+                                             r"folder is not writable"):
+            open_records([], reference=path, regions=bed)
+    finally:
+        folder.chmod(0o755)

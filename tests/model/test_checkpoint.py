@@ -195,3 +195,74 @@ def test_hf_config_fields_map(tmp_path, model):
     assert HyenaConfig.from_hf_dict(cfg) == CFG
     assert HyenaConfig.from_original_dict(CFG.to_original_dict()) == CFG
     assert load_checkpoint(tmp_path, shift=0.0)[0].config.shift == 0.0
+
+
+# ---- issue 16, case 4: non-finite weights are refused at load, naming the tensor ------------------------------
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_non_finite_weights_are_refused_naming_the_tensor(model, tmp_path, bad):
+    save_checkpoint(model, tmp_path)
+    tensors = load_file(str(tmp_path / "model.safetensors"))
+    key = "hyena.backbone.layers.1.mlp.fc1.weight"
+    tensors[key][3, 5] = bad
+    save_file(tensors, str(tmp_path / "model.safetensors"))
+    with pytest.raises(CheckpointError, match=r"model.safetensors: tensor backbone.layers.1.mlp.fc1.weight holds NaN"):
+        load_checkpoint(tmp_path)
+
+
+# ---- issue 16, case 11: config.json is validated before anything is built (exit 2 naming config.json and field) -
+_HF_BAD = [  # (what is done to the -hf config.json, what the message must name)
+    ({"d_model": -16}, "d_model"), ({"d_model": "16"}, "d_model"), ({"d_model": None}, "d_model"),
+    ({"d_model": {"a": 1}}, "d_model"), ({"d_model": 32}, "d_model"),
+    ({"pad_vocab_size_multiple": 0}, "pad_vocab_size_multiple"), ({"vocab_size": 0}, "vocab_size"),
+    ({"n_layer": 10**9}, "n_layer"), ({"n_layer": 10**100}, "n_layer"), ({"n_layer": True}, "n_layer"),
+    ({"n_layer": 2.5}, "n_layer"), ({"n_layer": 3}, "n_layer"),
+    ({"num_inner_mlps": 10**9}, "num_inner_mlps"), ({"num_inner_mlps": 3}, "num_inner_mlps"),
+    ({"emb_dim": 10**9 + 1}, "emb_dim"), ({"emb_dim": 4}, "emb_dim"), ({"emb_dim": 7}, "emb_dim"),
+    ({"filter_order": 10**9}, "filter_order"), ({"filter_order": 32}, "filter_order"),
+    ({"max_seq_len": 0}, "max_seq_len"), ({"max_seq_len": 10**12}, "max_seq_len"),
+    ({"d_inner": -1}, "d_inner"), ({"d_inner": 65}, "d_inner"), ({"short_filter_order": 0}, "short_filter_order"),
+    ({"hyena_order": 1}, "hyena_order"), ({"hyena_order": 3}, "hyena_order"),
+    ({"activation_freq": float("nan")}, "activation_freq"), ({"modulation_shift": float("inf")}, "modulation_shift"),
+    ({"layer_norm_epsilon": -1}, "layer_norm_epsilon"), ({"modulate": "yes"}, "modulate"),
+]
+
+
+def _checkpoint_with_config(tmp_path, text: bytes):
+    save_checkpoint(HyenaDNA(CFG).init_weights(seed=2), tmp_path / "m")
+    (tmp_path / "m" / "config.json").write_bytes(text)
+    return tmp_path / "m"
+
+
+def _refused(cli, tmp_path, model_dir, *named):
+    (tmp_path / "in.fa").write_text(">r\nACGTACGT\n")
+    code, _, err = cli("-q", "embed", tmp_path / "in.fa", "-o", tmp_path / "out.h5", "--model", model_dir,
+                       "--device", "cpu")
+    lines = err.strip().splitlines()
+    assert code == 2 and len(lines) == 1, err
+    assert "config.json" in lines[0] and all(n in lines[0] for n in named), err
+    assert not (tmp_path / "out.h5").exists()
+
+
+@pytest.mark.parametrize("change, field", _HF_BAD, ids=[f"{next(iter(c))}={next(iter(c.values()))!r}"[:40]
+                                                        for c, _ in _HF_BAD])
+def test_malformed_hf_config_exits_2_naming_the_field(tmp_path, cli, change, field):
+    cfg = {**CFG.to_hf_dict(), **change}
+    _refused(cli, tmp_path, _checkpoint_with_config(tmp_path, json.dumps(cfg).encode()), field)
+
+
+@pytest.mark.parametrize("text, named", [
+    (b"[1, 2]", "JSON list"), (b'"d_model"', "JSON str"), (b"[" * 100_000 + b"]" * 100_000, "nested too deeply"),
+    (b"\xff\xfe{}", "UTF-8"), (b'{"d_model": 16', "not valid JSON"), (b" " * (2 << 20), "bytes"),
+], ids=["list", "string", "deep nesting", "not UTF-8", "truncated", "2 MiB"])
+def test_config_that_is_not_a_json_object_exits_2(tmp_path, cli, text, named):
+    _refused(cli, tmp_path, _checkpoint_with_config(tmp_path, text), named)
+
+
+@pytest.mark.parametrize("layer, field", [({"l_max": "big"}, "layer.l_max"), ({"l_max": 130, "w": None, "order": 9},
+                                                                                 "layer.order"), ([1], "layer")])
+def test_malformed_original_config_exits_2_naming_the_field(tmp_path, cli, layer, field):
+    save_checkpoint(HyenaDNA(CFG).init_weights(seed=2), tmp_path / "m", fmt="original")
+    cfg = json.loads((tmp_path / "m" / "config.json").read_text())
+    cfg["layer"] = {**cfg["layer"], **layer} if isinstance(layer, dict) else layer
+    (tmp_path / "m" / "config.json").write_text(json.dumps(cfg))
+    _refused(cli, tmp_path, tmp_path / "m", field)
