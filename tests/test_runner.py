@@ -179,7 +179,8 @@ def test_every_model_setting_is_recorded():
 
 def test_the_arithmetic_is_recorded(run_config_of, monkeypatch):
     base = run_config_of()
-    assert base["convolution"] == {"device_type": "cpu", "fft_sizes": "smooth", "backend": "reference"}
+    assert base["convolution"] == {"device_type": "cpu", "fft_sizes": "smooth", "backend": "reference",
+                                   "fused_block": False}
     monkeypatch.setenv("GENOCONV_FFT_SIZES", "pow2")
     assert run_config_of()["convolution"]["fft_sizes"] == "pow2"
 
@@ -197,7 +198,7 @@ def test_the_cuda_arithmetic_is_recorded_without_a_gpu(monkeypatch):
     """The CUDA branch of ops.arithmetic, with the device facts faked: kernels vs reference, path, shared memory."""
     import torch
 
-    from genoconv.ops import arithmetic, cuda
+    from genoconv.ops import arithmetic, cuda, fused
 
     class FakeKernels:
         @staticmethod
@@ -208,9 +209,10 @@ def test_the_cuda_arithmetic_is_recorded_without_a_gpu(monkeypatch):
     monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
     monkeypatch.setattr(cuda, "_load", lambda: (FakeKernels, "faked"))
     monkeypatch.setattr(cuda, "_smem_per_block", lambda device: 232448)
+    monkeypatch.setattr(fused, "fused_enabled", lambda device: True)  # Triton on the GPU: the fused block
     gpu = torch.device("cuda", 0)
     assert arithmetic(gpu, torch.bfloat16) == {"device_type": "cuda", "fft_sizes": "pow2", "backend": "cuda",
-                                               "kernel_path": "auto", "smem_per_block": 232448,
+                                               "fused_block": True, "kernel_path": "auto", "smem_per_block": 232448,
                                                "max_fused_points": 8192}
     assert arithmetic(gpu, torch.float32)["backend"] == "reference"  # the kernels take bf16/fp16 only
     monkeypatch.setattr(cuda, "_smem_per_block", lambda device: 167936)  # an A100: other sizes on the scalar kernels

@@ -219,9 +219,11 @@ def arithmetic(device: torch.device, dtype: torch.dtype) -> dict:
     """What decides the rounding of :func:`causal_conv` for ``dtype`` inputs on ``device``, as plain values: the
     device type, the FFT size policy, and the backend (with the CUDA kernels' facts where they run). Runs record it
     so that a resume never mixes records computed by different algorithms."""
-    out = {"device_type": device.type, "fft_sizes": _fft_size_policy(device), "backend": "reference"}
-    choice = os.environ.get("GENOCONV_CONV_BACKEND", "auto").lower()
-    if choice != "reference" and device.type == "cuda" and dtype in (torch.bfloat16, torch.float16):
+    from .fused import fused_enabled
+
+    out = {"device_type": device.type, "fft_sizes": _fft_size_policy(device), "backend": "reference",
+           "fused_block": fused_enabled(device)}
+    if planned_backend(device, dtype) == "cuda":
         from . import cuda as _cuda
 
         facts = _cuda.kernel_facts(device)

@@ -23,7 +23,7 @@ import os
 import torch
 import torch.nn.functional as F
 
-__all__ = ["add_layer_norm_cast", "add_layer_norm_cast_ref", "fused_available", "layer_norm_cast",
+__all__ = ["add_layer_norm_cast", "add_layer_norm_cast_ref", "fused_available", "fused_enabled", "layer_norm_cast",
            "layer_norm_cast_ref", "short_conv_gate", "short_conv_gate_ref", "causal_short_conv"]
 
 
@@ -37,13 +37,18 @@ def _triton():
     return _build_kernels()
 
 
+def fused_enabled(device: torch.device) -> bool:
+    """Whether inference on ``device`` runs the Triton kernels (what a run records: it changes the rounding)."""
+    if os.environ.get("GENOCONV_FUSED", "1") == "0":
+        return False
+    interpret = os.environ.get("TRITON_INTERPRET", "0") == "1"
+    return (torch.device(device).type == "cuda" or interpret) and _triton() is not None
+
+
 def fused_available(x: torch.Tensor) -> bool:
     """True when the Triton kernels run for ``x``: a CUDA tensor (or Triton's CPU interpreter,
     ``TRITON_INTERPRET=1``, used by the tests), Triton importable, and ``GENOCONV_FUSED`` not ``0``."""
-    if os.environ.get("GENOCONV_FUSED", "1") == "0" or torch.is_grad_enabled():
-        return False
-    interpret = os.environ.get("TRITON_INTERPRET", "0") == "1"
-    return (x.is_cuda or interpret) and _triton() is not None
+    return not torch.is_grad_enabled() and fused_enabled(x.device)
 
 
 # ---- references -------------------------------------------------------------------------------------------------
