@@ -111,6 +111,7 @@ class StoreOptions:
     store_dtype: str = "float16"  # per-nucleotide rows
     compression: str | None = None  # none, gzip or lzf
     commit_interval: float = 2.0  # seconds between durable commits (0: every record)
+    checkpoint_interval: float = 300.0  # seconds between checkpoints of a long (streamed) record in progress
     overwrite: bool = False
 
     def __post_init__(self) -> None:
@@ -122,6 +123,8 @@ class StoreOptions:
             raise InputError(f"--compression {self.compression!r}: expected {', '.join(COMPRESSIONS)}")
         if self.commit_interval < 0:
             raise InputError(f"--commit-interval must be >= 0, got {self.commit_interval}")
+        if self.checkpoint_interval < 0:
+            raise InputError(f"--checkpoint-interval must be >= 0, got {self.checkpoint_interval}")
 
 
 OPTION_SETS = (EmbedOptions, ReadOptions, StoreOptions)

@@ -79,6 +79,8 @@ NOT_IN_RUN_CONFIG = {
     "max_memory": "a resource bound; it acts through the effective tokens_per_batch (recorded) and through how "
                   "long records are streamed (stored per record in /modes)",
     "commit_interval": "how often commits are made durable; the rows are the same",
+    "checkpoint_interval": "how often a long record in progress is checkpointed; a resume continues with the same "
+                           "chunks, so the rows are the same",
     "overwrite": "whether an existing output is replaced, not what is computed",
     "output": "where the file goes, not what it holds",
 }
@@ -163,7 +165,8 @@ def _embed_locked(embedder: LoadedModel, inputs: Sequence[str | Path], output: P
     # write at ~285 MB/s instead of ~41 (genoconv.store); a kill loses at most that much work, never a committed record.
     stop.starting = False  # from here a signal stops the run at a commit boundary, everything committed kept
     writer = EmbeddingWriter.open(output, spec, provenance, overwrite=store.overwrite,
-                                  commit_interval=store.commit_interval)
+                                  commit_interval=store.commit_interval,
+                                  checkpoint_interval=store.checkpoint_interval)
     skip = set(writer.committed)
     if skip and source.piped_inputs:  # a pipe cannot be fingerprinted: resuming would trust it blindly
         writer.close()

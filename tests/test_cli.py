@@ -770,3 +770,66 @@ def test_case8_flipped_byte_in_a_partial_output_never_ends_in_an_unexpected_erro
             code, _, err = cli(*_cmd(fasta, out, small_model_dir)[3:])
         assert code == 0 and "unexpected" not in err, (offset, err)
         _assert_same(_content(out), _content(ref))
+
+
+# ---- issue 16, case 6: a long record checkpoints per chunk and resumes mid-record -------------------------------
+def _long_record(tmp_path):
+    """One 60 kbp record (longer than the test model's l_max 4,098: partial convolution) and two short ones."""
+    rng = np.random.default_rng(6)
+    seqs = [("before", 900), ("chromosome", 60_000), ("after", 1_200)]
+    return _write_fasta(tmp_path / "long.fa", [(rid, "".join(rng.choice(list("ACGT"), size=n))) for rid, n in seqs])
+
+
+def _long_cmd(fasta, out, model, *extra):
+    return ["embed", str(fasta), "-o", str(out), "--model", str(model), "--device", "cpu", "--chunk-size", "4096",
+            "--pool", "mean,max,last", "--window", "1000", "--store-dtype", "float32", "--commit-interval", "0",
+            *extra]
+
+
+def test_sigterm_inside_a_long_record_resumes_there(tmp_path, small_model_dir, cli, stop_after_batches):
+    fasta = _long_record(tmp_path)
+    ref = tmp_path / "uninterrupted.h5"
+    code, _, err = cli(*_long_cmd(fasta, ref, small_model_dir))
+    assert code == 0, err
+    out = tmp_path / "out.h5"
+    stop_after_batches(6)  # 'before', then 5 chunks of the long record: SIGTERM in the middle of it
+    code, _, err = cli(*_long_cmd(fasta, out, small_model_dir))
+    assert code == 3 and "inside record 'chromosome' at base 24,576" in err, err
+    with pytest.warns(UserWarning, match="unfinished"):
+        with open_embeddings(out) as partial, open_embeddings(ref) as whole:
+            assert partial.ids == ["before"]  # the long record is not committed, but checkpointed
+            np.testing.assert_array_equal(partial["before"], whole["before"])  # read past the checkpoint's tail
+    code, _, err = cli(*_long_cmd(fasta, out, small_model_dir))
+    assert code == 0, err
+    assert "record chromosome: resuming at base 24576 of 60000 from its checkpoint" in err
+    _assert_same(_content(out), _content(ref))
+    assert not list(tmp_path.glob("out.h5.state*"))  # the saved state goes with the journal
+
+
+@pytest.mark.parametrize("damage", [None, "journal"])
+def test_kill_inside_a_long_record_resumes_from_the_last_checkpoint(tmp_path, small_model_dir, damage):
+    """SIGKILL after a few checkpoints (--checkpoint-interval 0: after every chunk). The rerun resumes the record
+    from the last checkpoint; with the journal's clean-close line missing (always, after a kill) it salvages the file
+    first, and the checkpoint survives that too. Every dataset and attribute but times equals an uninterrupted run."""
+    fasta = _long_record(tmp_path)
+    ref = tmp_path / "uninterrupted.h5"
+    base = [sys.executable, "-m", "genoconv", "-v"]
+    subprocess.run([*base, *_long_cmd(fasta, ref, small_model_dir)], check=True, capture_output=True)
+    out = tmp_path / "out.h5"
+    args = _long_cmd(fasta, out, small_model_dir, "--checkpoint-interval", "0")
+    proc = subprocess.Popen([*base, *args], stderr=subprocess.PIPE, text=True)
+    journal = Path(str(out) + ".journal")
+    t0 = time.monotonic()
+    while not (journal.exists() and journal.read_text(errors="replace").count('{"p":') >= 4):
+        assert proc.poll() is None, "finished before it could be killed"
+        assert time.monotonic() - t0 < 120
+        time.sleep(0.01)
+    proc.kill()
+    proc.communicate(timeout=60)
+    if damage == "journal":  # a torn last line, as a kill in the middle of a write leaves
+        with open(journal, "ab") as fh:
+            fh.write(b'{"p": {"c": 1, "id": "chromo')
+    rerun = subprocess.run([*base, *args], capture_output=True, text=True)
+    assert rerun.returncode == 0, rerun.stderr
+    assert "record chromosome: resuming at base" in rerun.stderr
+    _assert_same(_content(out), _content(ref))

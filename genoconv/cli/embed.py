@@ -32,6 +32,7 @@ def embed(
     compression: p.CompressionOpt = p.Compression.none,
     overwrite: p.Overwrite = False,
     commit_interval: p.CommitInterval = 2.0,
+    checkpoint_interval: p.CheckpointInterval = 300.0,
     filter_len: p.FilterLen = None,
     chunk_size: p.ChunkSize = None,
     freq_keep: p.FreqKeep = 1.0,
@@ -55,7 +56,8 @@ def embed(
                            rc_average=rc_average, filter_len=filter_len, chunk_size=chunk_size,
                            freq_keep=freq_keep, max_memory=max_memory, tokens_per_batch=tokens_per_batch)
     store = StoreOptions(store_dtype=store_dtype.value, compression=compression.value,
-                         commit_interval=commit_interval, overwrite=overwrite)
+                         commit_interval=commit_interval, checkpoint_interval=checkpoint_interval,
+                         overwrite=overwrite)
     shard_spec = parse_shard(shard)
     output = shard_output(output, shard_spec, shard)
     emb = load_model(model, shard_device(shard, device), dtype.value, strict_tokenizer=strict_tokenizer,

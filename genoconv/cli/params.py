@@ -118,6 +118,10 @@ CompressionOpt = Annotated[Compression, typer.Option("--compression", help="HDF5
 CommitInterval = Annotated[float, typer.Option(min=0.0, help="Seconds between durable commits (0: every record); "
                                                "an interruption loses at most this much work.", metavar="SECONDS",
                                                rich_help_panel=OUTPUT)]
+CheckpointInterval = Annotated[float, typer.Option(min=0.0, help="Seconds between checkpoints of a long (streamed) "
+                                                   "record in progress (0: after every chunk); a kill loses at "
+                                                   "most this much of it, SIGTERM/SIGUSR1 nothing.",
+                                                   metavar="SECONDS", rich_help_panel=OUTPUT)]
 
 FilterLen = Annotated[Optional[int], typer.Option(min=1, help="Partial convolution: first K filter taps (default: "
                                                   "full filter; K = max_seq_len for longer records).",

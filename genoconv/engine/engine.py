@@ -228,12 +228,11 @@ class Engine:
             raise SequenceTooLongError(f"record {rec.id!r} has {rec.length:,} bases > max_seq_len")
         chunk = plan.chunk_size or rec.length
         rc_rows = self._reverse_pass(rec, plan, chunk) if self.opts.rc_average else None
-        out = RecordOutput(sink.begin(rec.id, rec.length, plan.mode, rec.coords), self.opts, self.layers, self.d)
-        stream = StreamState.empty(self.emb.config.n_layer)
+        out, stream, first = self._open_record(rec, sink, plan)
         try:
-            for start in range(0, rec.length, chunk):
-                if self.should_stop():
-                    raise Interrupted(f"interrupted inside record {rec.id!r}; rerun the same command to resume")
+            if self.should_stop():
+                raise Interrupted(f"interrupted at record {rec.id!r}; rerun the same command to resume")
+            for start in range(first, rec.length, chunk):
                 end = min(rec.length, start + chunk)
                 hidden = self._hidden(self._tokens(rec, start, end)[None], plan, stream)
                 for layer in self.layers:
@@ -242,14 +241,38 @@ class Engine:
                         rows = (rows + torch.from_numpy(np.asarray(rc_rows[layer][start:end])).to(rows.device)) / 2
                     out.add(layer, rows)
                 del hidden
-                if end < rec.length and self.on_progress:
-                    self.progress.record_bases = end
-                    self.on_progress(self.progress)
+                if end < rec.length:
+                    stop = self.should_stop()
+                    # A checkpoint (rows so far, accumulators, the carried state) when the store's interval is up,
+                    # and always before stopping: the rerun resumes here, not at the record's first base.
+                    out.checkpoint(stream.to_arrays, end, force=stop)
+                    if stop:
+                        raise Interrupted(f"interrupted inside record {rec.id!r} at base {end:,}; rerun the same "
+                                          "command to resume from there")
+                    if self.on_progress:
+                        self.progress.record_bases = end
+                        self.on_progress(self.progress)
         except torch.OutOfMemoryError:
             out.abort()  # the record restarts from its first base with a smaller plan (_run_long)
             raise
         out.commit()
         self._advance(rec.length)
+
+    def _open_record(self, rec: Record, sink: Sink, plan: Plan) -> tuple[RecordOutput, StreamState, int]:
+        """The record's output, stream state and first base: where its checkpoint left it when the sink holds one
+        of this record under this plan (a resumed run), else a fresh start."""
+        resume = getattr(sink, "resume", None)
+        resumed = resume(rec.id, rec.length, plan.mode, rec.coords) if resume is not None else None
+        if resumed is None:
+            out = RecordOutput(sink.begin(rec.id, rec.length, plan.mode, rec.coords), self.opts, self.layers, self.d)
+            return out, StreamState.empty(self.emb.config.n_layer), 0
+        writer, saved, first = resumed
+        out = RecordOutput(writer, self.opts, self.layers, self.d)
+        out.restore(saved, self.emb.device)
+        stream = StreamState.from_arrays(saved, self.emb.config.n_layer, self.emb.device)
+        log.info("record %s: resuming at base %d of %d from its checkpoint", rec.id, first, rec.length)
+        self.progress.record_bases = first
+        return out, stream, first
 
     def _reverse_pass(self, rec: Record, plan: Plan, chunk: int) -> dict[int, np.memmap]:
         """Stream the reverse complement, storing its rows (flipped back to forward coordinates) on disk.

@@ -3,7 +3,7 @@ turn rows into pooled vectors and windowed means on the fly (fp64 sums), so no r
 
 from __future__ import annotations
 
-from typing import Iterator, Protocol, Sequence
+from typing import Callable, Iterator, Protocol, Sequence
 
 import numpy as np
 import torch
@@ -185,6 +185,46 @@ class RecordOutput:
         self.pools = {layer: Pools(self.opts.pools, self.d, ops, rows) for layer in self.layers}
         if self.opts.window:
             self.windows = {layer: Windows(self.opts.window, self.d, ops, rows) for layer in self.layers}
+
+    # ---- checkpoints of a long record (the store keeps them; see EmbeddingWriter.resume)
+    def state(self) -> dict[str, np.ndarray]:
+        """The running accumulators as host arrays: pooled sums/max/last and the open window, per layer."""
+        out: dict[str, np.ndarray] = {}
+        for layer, pool in (self.pools or {}).items():
+            host = pool.ops.host
+            out[f"pool/{layer}/count"] = np.asarray(pool.count, dtype=np.int64)
+            out[f"pool/{layer}/sum"] = host(pool.sum, np.float64)
+            out[f"pool/{layer}/max"] = host(pool.max)
+            out[f"pool/{layer}/last"] = host(pool.last)
+        for layer, win in (self.windows or {}).items():
+            out[f"win/{layer}/sum"] = win.ops.host(win.sum, np.float64)
+            out[f"win/{layer}/filled"] = np.asarray(win.filled, dtype=np.int64)
+        return out
+
+    def restore(self, state: dict[str, np.ndarray], device) -> None:
+        """Continue from :meth:`state` (accumulators placed where the model computes: ``device``)."""
+        like = torch.empty(0, device=device)
+        self._start(like if like.is_cuda else np.zeros((0, self.d), np.float32))
+        put = (lambda a: torch.as_tensor(np.array(a), device=device)) if like.is_cuda else np.array
+        for layer, pool in self.pools.items():
+            if f"pool/{layer}/count" not in state:
+                continue  # the checkpoint came before this record's first rows
+            pool.count = int(state[f"pool/{layer}/count"])
+            pool.sum, pool.max = put(state[f"pool/{layer}/sum"]), put(state[f"pool/{layer}/max"])
+            pool.last = put(state[f"pool/{layer}/last"])
+        for layer, win in (self.windows or {}).items():
+            if f"win/{layer}/sum" in state:
+                win.sum, win.filled = put(state[f"win/{layer}/sum"]), int(state[f"win/{layer}/filled"])
+
+    def checkpoint(self, extra: Callable[[], dict[str, np.ndarray]], position: int, force: bool = False) -> bool:
+        """Hand the sink a checkpoint at base ``position`` (the accumulators and ``extra()``, e.g. a stream's
+        carried state) when it keeps them and one is due by its own interval, or ``force``; returns whether one
+        was made."""
+        due = getattr(self.writer, "checkpoint_due", None)
+        if due is None or not (force or due()):
+            return False
+        self.writer.checkpoint({**self.state(), **extra()}, position)
+        return True
 
     def add(self, layer: int, rows) -> None:
         """The next rows (n, d) of ``layer``: a numpy array, a CPU tensor or a CUDA tensor (fp32)."""

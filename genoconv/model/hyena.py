@@ -15,6 +15,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Sequence
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -243,6 +244,45 @@ class StreamState:
     def nbytes(self) -> int:
         tensors = [t for ls in self.layers for t in ([ls.short] if ls.short is not None else []) + ls.long]
         return sum(t.numel() * t.element_size() for t in tensors)
+
+    def to_arrays(self, prefix: str = "stream/") -> dict[str, "np.ndarray"]:
+        """The carried state as host arrays (for a checkpoint): ``<prefix>i/short``, ``<prefix>i/long/o``; dtypes
+        numpy lacks (bfloat16) travel as their bits, the dtype in the key after ``#``."""
+        out = {f"{prefix}position": np.asarray(self.position, dtype=np.int64)}
+
+        def put(key: str, tensor: torch.Tensor) -> None:
+            name = str(tensor.dtype).replace("torch.", "")
+            bits = tensor.view(torch.int16) if tensor.dtype == torch.bfloat16 else tensor
+            out[f"{key}#{name}"] = bits.detach().cpu().numpy()
+
+        for i, layer in enumerate(self.layers):
+            if layer.short is not None:
+                put(f"{prefix}{i}/short", layer.short)
+            for o, hist in enumerate(layer.long):
+                put(f"{prefix}{i}/long/{o}", hist)
+        return out
+
+    @classmethod
+    def from_arrays(cls, arrays: "dict[str, np.ndarray]", n_layer: int, device: torch.device,
+                    prefix: str = "stream/") -> "StreamState":
+        """Inverse of :meth:`to_arrays`, onto ``device``."""
+        state = cls.empty(n_layer)
+        state.position = int(arrays[f"{prefix}position"])
+        longs: dict[tuple[int, int], torch.Tensor] = {}
+        for key, value in arrays.items():
+            if not key.startswith(prefix) or "#" not in key:
+                continue
+            path, dtype = key[len(prefix):].split("#")
+            tensor = torch.from_numpy(np.array(value))
+            tensor = (tensor.view(torch.bfloat16) if dtype == "bfloat16" else tensor).to(device)
+            parts = path.split("/")
+            if parts[1] == "short":
+                state.layers[int(parts[0])].short = tensor
+            else:
+                longs[(int(parts[0]), int(parts[2]))] = tensor
+        for (i, o), tensor in sorted(longs.items()):
+            state.layers[i].long.append(tensor)
+        return state
 
 
 def _tail(x: torch.Tensor, keep: int) -> torch.Tensor:

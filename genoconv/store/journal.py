@@ -43,6 +43,20 @@ class JournalState:
     entries: list[dict[str, Any]]
     clean: bool  # ends exactly with a valid "closed" line counting every entry
     attrs: int | None = None  # CRC32 of the file's root attributes as written (hdf5.attrs_digest)
+    # The newest checkpoint of a record in progress (a "p" line after the last committed entry): its rows so far,
+    # their CRCs, where they live, and the CRC of the saved state (accumulators, stream) to continue from.
+    partial: dict[str, Any] | None = None
+
+    @property
+    def tail(self) -> dict[str, Any] | None:
+        """The newest line that says where the rows past the last whole chunk live (``a``, ``s``)."""
+        return self.partial if self.partial is not None else (self.entries[-1] if self.entries else None)
+
+
+def state_path(path: Path, slot: int) -> Path:
+    """The saved state of a record in progress, one file per tail slot (the one a journal line names is never
+    being written)."""
+    return path.with_name(f"{path.name}.state{slot}.npz")
 
 
 def read_journal(path: Path) -> JournalState:
@@ -54,6 +68,7 @@ def read_journal(path: Path) -> JournalState:
     header: dict[str, Any] | None = None
     entries: list[dict[str, Any]] = []
     attrs: int | None = None
+    partial: dict[str, Any] | None = None
     last: dict[str, Any] | None = None
     pos, intact = 0, True
     while pos < len(data):
@@ -81,11 +96,14 @@ def read_journal(path: Path) -> JournalState:
                 intact = False
                 break
             entries.append(obj)
+            partial = None  # the record it checkpointed is committed now (or another one began)
+        elif "p" in obj:
+            partial = obj["p"] if obj["p"].get("c") == len(entries) else None
         elif "attrs" in obj:
             attrs = obj["attrs"]
         last = obj
     clean = intact and last is not None and last.get("closed") == len(entries) and header is not None
-    return JournalState(header, entries, clean, attrs)
+    return JournalState(header, entries, clean, attrs, partial)
 
 
 def entry_coords(entry: Mapping[str, Any]) -> Coords | None:

@@ -68,7 +68,8 @@ class EmbeddingsFile:
                 self._source = RowSource(f, None)
             else:
                 # Only the journal knows what was committed and where the newest rows live (/_tail).
-                entries = read_journal(journal_path(self.path)).entries
+                journal = read_journal(journal_path(self.path))
+                entries = journal.entries
                 self.ids = [e["id"] for e in entries]
                 self.modes = [e["mode"] for e in entries]
                 self._coords = [entry_coords(e) for e in entries]
@@ -77,7 +78,7 @@ class EmbeddingsFile:
                 self.lengths = np.asarray([e["len"] for e in entries], dtype=np.int64)
                 self._offsets = np.asarray([e["off"] for e in entries], dtype=np.int64)
                 self._window_offsets = np.asarray([e["woff"] for e in entries], dtype=np.int64) if self.window else None
-                self._source = RowSource(f, entries[-1] if entries else None)
+                self._source = RowSource(f, journal.tail)  # a checkpoint of a record in progress may be newest
                 warnings.warn(
                     f"{self.path} is unfinished (interrupted run); showing its {len(entries)} committed records",
                     stacklevel=3,

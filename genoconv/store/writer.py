@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import logging
 import os
 import subprocess
 import sys
 import time
+import zlib
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -22,7 +24,7 @@ from genoconv.store.hdf5 import (RowSource, abandon, attrs_digest, crc, fsync_di
                                  locking_setting, now, open_read, open_swmr_write, out_of_space, read_all_metadata,
                                  unlink)
 from genoconv.store.journal import (JOURNAL_FORMAT, Journal, JournalState, aside_path, entry_coords, journal_path,
-                                    read_journal, salvage_path)
+                                    read_journal, salvage_path, state_path)
 from genoconv.store.layout import (NUMPY_DTYPES, SMALL_CHUNK_BYTES, UTF8, StoreSpec, canonical_run_config, chunk_rows,
                                    fmt_option, n_windows, write_attrs, write_coords)
 from genoconv.store.lock import OutputLock
@@ -107,6 +109,8 @@ class RecordWriter:
         self._windows = {layer: 0 for layer in spec.layers}
         self._crc: dict[str, int] = {}
         self._done = False
+        self._checkpoint: dict[str, Any] | None = None  # the last durable checkpoint of this record
+        self._last_checkpoint = time.monotonic()
 
     @property
     def row_dtype(self) -> np.dtype:
@@ -168,6 +172,18 @@ class RecordWriter:
             self._owner._windowed[layer].push(rows)
         self._windows[layer] += len(rows)
 
+    def checkpoint_due(self) -> bool:
+        """Whether ``checkpoint_interval`` seconds have passed since this record began or was last checkpointed."""
+        return time.monotonic() - self._last_checkpoint >= self._owner._checkpoint_interval
+
+    def checkpoint(self, state: Mapping[str, np.ndarray], position: int) -> None:
+        """Make the rows written so far durable, with ``state`` (whatever the caller needs to continue from base
+        ``position``: accumulators, a stream's carried state), so that an interruption resumes here
+        (:meth:`EmbeddingWriter.resume`) instead of at the record's first base."""
+        self._check_open()
+        self._owner._checkpoint_record(self, state, position)
+        self._last_checkpoint = time.monotonic()
+
     def abort(self) -> None:
         """Drop this record's rows; the writer is ready for the next ``begin`` (the record is not committed)."""
         self._check_open()
@@ -202,6 +218,7 @@ class EmbeddingWriter:
         overwrite: bool = False,
         locking: bool | None = None,
         commit_interval: float = 0.0,
+        checkpoint_interval: float = 300.0,
     ) -> "EmbeddingWriter":
         """A new file, or the resume of an unfinished one started with the same spec and run_config.
 
@@ -209,6 +226,8 @@ class EmbeddingWriter:
         GENOCONV_HDF5_LOCKING=0) turns HDF5 file locking off for NFS/Lustre. ``commit_interval`` > 0 groups
         commits: records become durable together at most that many seconds apart (and at close/finish),
         which makes many short records much faster; a kill then loses at most that much work.
+        ``checkpoint_interval``: how often a long record in progress may be checkpointed (``RecordWriter.
+        checkpoint_due``), so that a kill loses at most that much of it.
 
         The writer holds the output's lock (:mod:`genoconv.store.lock`) until ``finish`` or ``close``: a second
         writer of the same output gets an InputError naming this process."""
@@ -219,6 +238,7 @@ class EmbeddingWriter:
             lock.release()
             raise
         self._lock = lock
+        self._checkpoint_interval = float(checkpoint_interval)
         return self
 
     @classmethod
@@ -303,6 +323,8 @@ class EmbeddingWriter:
         self._last_durable = time.monotonic()
         self._per_nt: dict[int, RowAppender] = {}
         self._windowed: dict[int, RowAppender] = {}
+        self._partial: dict[str, Any] | None = None  # a journaled checkpoint of the next record, to resume
+        self._checkpoint_interval = 300.0
         return self
 
     @classmethod
@@ -338,9 +360,10 @@ class EmbeddingWriter:
             for e in state.entries:
                 self._note_committed(e["id"], e["mode"], e["len"], entry_coords(e))
             self._n_durable = len(self.committed)
-            last = state.entries[-1] if state.entries else None
+            last = state.tail
             if last is not None:
                 self._slot, self._aligned = int(last["s"]), {"p": int(last["a"]["p"]), "w": int(last["a"]["w"])}
+            self._partial = state.partial
             self._attach(RowSource(self._f, last))
             self._truncate()
             self._f.flush()
@@ -357,7 +380,7 @@ class EmbeddingWriter:
         old = None
         try:
             old = open_read(path, locking)
-            source = RowSource(old, state.entries[-1] if state.entries else None)
+            source = RowSource(old, state.tail)
         except Exception:  # noqa: BLE001 - unreadable or damaged: nothing can be verified, the run starts over
             if old is not None:
                 old.close()
@@ -368,11 +391,17 @@ class EmbeddingWriter:
                     if not replay(source, new, entry):
                         break
                 new._make_durable()
+            if old is not None and state.partial is not None and len(new.committed) == len(state.entries):
+                replay_partial(source, new, state.partial, state_path(path, int(state.partial["s"])))
         finally:
             if old is not None:
                 old.close()
         new.close()
         fsync_path(salvage)
+        for slot in (0, 1):
+            unlink(state_path(path, slot))
+            if state_path(salvage, slot).exists():
+                os.replace(state_path(salvage, slot), state_path(path, slot))
         os.replace(salvage, path)
         os.replace(journal_path(salvage), journal_path(path))
         fsync_dir(path)
@@ -412,11 +441,12 @@ class EmbeddingWriter:
             pending = source.read(kind, layer, aligned, end - aligned) if source is not None and end > aligned else None
             return RowAppender(f[f"{kind}/{layer}"], f[f"_tail/{kind}/{layer}"], aligned, pending)
 
+        extra_rows, extra_windows = self._partial_counts()
         for layer in spec.layers:
             if spec.per_nucleotide:
-                self._per_nt[layer] = appender("per_nucleotide", "p", self._n_bases)
+                self._per_nt[layer] = appender("per_nucleotide", "p", self._n_bases + extra_rows)
             if spec.window:
-                self._windowed[layer] = appender("windowed", "w", self._n_windows)
+                self._windowed[layer] = appender("windowed", "w", self._n_windows + extra_windows)
         self._small = {name: f[name] for name in ("lengths", "offsets", "window_offsets") if name in f}
         self._pooled_ds = {(m, l): f[f"pooled/{m}/{l}"] for m in spec.pools for l in spec.layers}
 
@@ -447,6 +477,7 @@ class EmbeddingWriter:
         self._check_writable()
         if self._record is not None:
             raise RuntimeError(f"record {self._record.record_id!r} is still open; commit it first")
+        self._discard_partial()
         if record_id in self._ids_set:
             raise ValueError(f"record id {record_id!r} is already committed in {self.path}")
         if int(length) < 1:
@@ -457,6 +488,78 @@ class EmbeddingWriter:
             raise ValueError(f"record {record_id!r}: {err}") from None
         self._record = RecordWriter(self, str(record_id), int(length), str(mode), checked)
         return self._record
+
+    def resume(self, record_id: str, length: int, mode: str,
+               coords: Coords | tuple | None = None) -> tuple[RecordWriter, dict[str, np.ndarray], int] | None:
+        """Continue a record checkpointed before an interruption: ``(record writer, saved state, position)`` when
+        the journal's checkpoint is of this record (same id, length, mode and coordinates) and its saved state
+        verifies; then append from base ``position`` on. None otherwise (the checkpoint is dropped; ``begin``)."""
+        self._check_writable()
+        partial, self._partial = self._partial, None
+        if partial is None:
+            return None
+        co = None if coords is None else list(Coords.checked(coords))
+        same = (partial.get("id"), partial.get("len"), partial.get("mode"), partial.get("co")) == \
+            (record_id, int(length), mode, co)
+        state = _load_state(state_path(self.path, int(partial["s"])), partial.get("state")) if same else None
+        if state is None:
+            if not same:
+                log.info("%s: a checkpoint of record %r is dropped: the next record is %r", self.path,
+                         partial.get("id"), record_id)
+            self._partial = partial
+            self._discard_partial()
+            return None
+        rec = RecordWriter(self, str(record_id), int(length), str(mode), None if co is None else Coords.checked(co))
+        for layer in self.spec.layers:
+            rec._rows[layer] = int(partial["rows"])
+            rec._windows[layer] = int(partial["wins"])
+        rec._crc = {k: int(v) for k, v in partial["crc"].items()}
+        rec._checkpoint = partial
+        self._record = rec
+        return rec, state, int(partial["pos"])
+
+    def _partial_counts(self) -> tuple[int, int]:
+        """Rows and windowed rows a checkpointed record in progress holds beyond the committed ones."""
+        if self._partial is None:
+            return 0, 0
+        return int(self._partial["rows"]), int(self._partial["wins"])
+
+    def _discard_partial(self) -> None:
+        """Forget a checkpoint that will not be resumed: its rows go (the next durable point supersedes it)."""
+        if self._partial is not None:
+            self._partial = None
+            for app in self._per_nt.values():
+                app.reset(self._n_bases)
+            for app in self._windowed.values():
+                app.reset(self._n_windows)
+
+    def _checkpoint_record(self, rec: RecordWriter, state: Mapping[str, np.ndarray], position: int) -> None:
+        """Commits staged before it, then the record's rows so far (tails to the other slot), then its state
+        (``<out>.state<slot>.npz``, the file of the slot the journal does not name), then one journal line."""
+        rows = {layer: n for layer, n in rec._rows.items()}
+        wins = {layer: n for layer, n in rec._windows.items()}
+        if len(set(rows.values())) > 1 or len(set(wins.values())) > 1:
+            raise ValueError(f"record {rec.record_id!r}: a checkpoint needs the same rows in every layer")
+        with self._writing():
+            if self._staged:
+                self._write_durable()
+            slot = 1 - self._slot
+            for app in (*self._per_nt.values(), *self._windowed.values()):
+                app.save_tail(slot)
+            self._f.flush()
+            state_crc = _save_state(state_path(self.path, slot), state)
+            aligned = {"p": next(iter(self._per_nt.values())).written if self._per_nt else 0,
+                       "w": next(iter(self._windowed.values())).written if self._windowed else 0}
+            line = {"c": len(self.committed), "id": rec.record_id, "len": rec.length, "mode": rec.mode,
+                    "off": self._n_bases, "woff": self._n_windows, "rows": next(iter(rows.values()), 0),
+                    "wins": next(iter(wins.values()), 0), "crc": dict(rec._crc), "pos": int(position),
+                    "state": state_crc, "a": aligned, "s": slot}
+            if rec.coords is not None:
+                line["co"] = list(rec.coords)
+            self._journal.write({"p": line})
+            self._slot, self._aligned = slot, aligned
+            rec._checkpoint = line
+            self._last_durable = time.monotonic()
 
     def _commit(self, rec: RecordWriter, pooled: Mapping[tuple[str, int], np.ndarray]) -> None:
         spec = self.spec
@@ -553,6 +656,9 @@ class EmbeddingWriter:
                 unlink(journal_path(self._final))  # that of an unfinished run it replaces
                 self.path = self._final
             unlink(self._journal.path)
+            for slot in (0, 1):  # a checkpoint's saved state, named after the file as written
+                unlink(state_path(self._journal.path.with_name(self._journal.path.name.removesuffix(".journal")),
+                                  slot))
             fsync_dir(self.path)
         finally:
             self._release()
@@ -564,7 +670,7 @@ class EmbeddingWriter:
             return
         with self._writing():  # on failure: abandoned, no "closed" line, so the next open salvages
             if self._record is not None:
-                self._abort_record()
+                self._close_record()
             self._make_durable()
             self._truncate()
             self._f.close()
@@ -609,6 +715,20 @@ class EmbeddingWriter:
         if self._lock is not None:
             self._lock.release()
             self._lock = None
+
+    def _close_record(self) -> None:
+        """Closing with a record open: it resumes from its last checkpoint (rows written after it are dropped),
+        or, never checkpointed, it is forgotten."""
+        rec, self._record = self._record, None
+        point = rec._checkpoint
+        if point is None:
+            self._abort_record()
+            return
+        self._make_durable()  # commits staged before the record (none when it was checkpointed since)
+        for app in self._per_nt.values():
+            app.reset(self._n_bases + int(point["rows"]))
+        for app in self._windowed.values():
+            app.reset(self._n_windows + int(point["wins"]))
 
     def _abort_record(self) -> None:
         """Forget a record that was begun but will not be committed."""
@@ -687,7 +807,7 @@ def intact(path: Path, spec: StoreSpec, state: JournalState, locking: bool | Non
             read_all_metadata(f)
             if state.attrs is not None and attrs_digest(f) != state.attrs:
                 return False
-            source = RowSource(f, state.entries[-1] if state.entries else None)
+            source = RowSource(f, state.tail)
             return verified_prefix(source, spec, state.entries) == len(state.entries)
     except Exception:  # noqa: BLE001 - whatever HDF5 makes of the damage
         return False
@@ -793,3 +913,58 @@ def replay(source: RowSource, new: EmbeddingWriter, entry: Mapping[str, Any]) ->
             new._abort_record()
         return False
 
+
+
+def _save_state(path: Path, state: Mapping[str, np.ndarray]) -> int:
+    """Write a checkpoint's state arrays (npz, no pickles) and fsync them; returns the file's CRC32."""
+    buf = io.BytesIO()
+    np.savez(buf, **{k: np.asarray(v, order="C") for k, v in state.items()})  # (ascontiguousarray makes 0-d 1-d)
+    data = buf.getvalue()
+    with open(path, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+    return zlib.crc32(data)
+
+
+def _load_state(path: Path, expected_crc: int | None) -> dict[str, np.ndarray] | None:
+    """A checkpoint's state arrays when the file is there and its CRC32 is the journaled one, else None."""
+    try:
+        data = path.read_bytes()
+    except OSError:
+        return None
+    if expected_crc is None or zlib.crc32(data) != int(expected_crc):
+        return None
+    with np.load(io.BytesIO(data), allow_pickle=False) as npz:
+        return {k: npz[k] for k in npz.files}
+
+
+def replay_partial(source: RowSource, new: EmbeddingWriter, partial: Mapping[str, Any], state_file: Path) -> bool:
+    """Copy a checkpointed record in progress from a damaged file into ``new`` (after its committed records),
+    checkpointing it there only if its rows match the journaled CRCs and its saved state verifies."""
+    spec = new.spec
+    state = _load_state(state_file, partial.get("state"))
+    if state is None:
+        return False
+    try:
+        rec = new.begin(partial["id"], int(partial["len"]), partial["mode"], entry_coords(partial))
+        for layer in spec.layers:
+            parts = []
+            if spec.per_nucleotide:
+                parts.append((rec.append, "per_nucleotide", int(partial["off"]), int(partial["rows"])))
+            if spec.window:
+                parts.append((rec.append_windows, "windowed", int(partial["woff"]), int(partial["wins"])))
+            for append, kind, start, count in parts:
+                step = max(1, VERIFY_BLOCK_BYTES // (spec.d_model * 4))
+                for a in range(start, start + count, step):
+                    append(layer, source.read(kind, layer, a, min(step, start + count - a)))
+        if rec._crc != {k: int(v) for k, v in partial["crc"].items()}:
+            raise ValueError("checksum mismatch")
+        rec.checkpoint(state, int(partial["pos"]))  # left open: close() keeps it up to this checkpoint
+        return True
+    except (OSError, KeyError, ValueError, IndexError, TypeError, RuntimeError, ArithmeticError):
+        if new._closed:
+            raise
+        if new._record is not None:
+            new._abort_record()
+        return False
