@@ -7,7 +7,8 @@ an ``-hf`` checkpoint, real DNA, bf16 unless a row says otherwise, one process p
   warm calls, plus the first call; the project's own fp32 reference path (GENOCONV_CONV_BACKEND=reference) at 1 Mbp;
 - ``Embedder.embed_many`` on one 4 Mbp record, pooled, called twice in one process (same result, same speed);
 - ``genoconv embed`` on the DMD gene (2,220,382 bp) and on chrX 1-70 Mbp, pooled + windowed (1 kbp), and DMD with
-  per-nucleotide rows stored; the shipped ``genoconv-demo`` on E. coli + 200 gene-sized records (6.7 Mbp), pooled,
+  per-nucleotide rows stored; the same with the hyenadna-tiny-1k shape (a 1,026-tap filter: the partial-convolution
+  blocks), on DMD also forced onto the three-pass kernel it replaced (GENOCONV_FFTCONV_PATH=scalar); the shipped ``genoconv-demo`` on E. coli + 200 gene-sized records (6.7 Mbp), pooled,
   fp32 and bf16. Peak GPU memory is the child's own ``torch.cuda.max_memory_allocated`` (logged by the runner);
 - the official HyenaDNA standalone code on the same weights (a scratch copy, never committed:
   ``--official DIR`` holding run_official.py + standalone_hyenadna.py), 100 kbp and 1 Mbp, fp32 and bf16 autocast;
@@ -33,6 +34,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 LARGE_1M = dict(d_model=256, n_layer=8, d_inner=1024, max_seq_len=1_000_002)
+TINY_1K = dict(d_model=128, n_layer=2, d_inner=512, max_seq_len=1026)  # hyenadna-tiny-1k: a 1,026-tap filter
 ANCHORS = {  # ../shared/BENCHMARKS.md, official standalone code, H200, same shape, random weights
     "embed_100k": "official 68 ms (1.47 Mbp/s, 2.4 GiB)",
     "embed_1m": "official 801 ms fp32 / 587 ms bf16 autocast (20-24 GiB)",
@@ -40,7 +42,7 @@ ANCHORS = {  # ../shared/BENCHMARKS.md, official standalone code, H200, same sha
     "cli_chrx": "official: not possible; genoconv 2026-12-04: 107 s = 0.65 Mbp/s",
 }
 CASES = ("embed_100k", "embed_1m", "embed_1m_fp32_reference", "embed_many_4m_twice", "cli_dmd", "cli_dmd_per_nt",
-         "cli_chrx", "cli_demo_fp32", "cli_demo_bf16", "official_100k", "official_1m", "official_1m_bf16",
+         "cli_chrx", "cli_chrx_c2m", "cli_dmd_tiny1k", "cli_dmd_tiny1k_3pass", "cli_chrx_tiny1k", "cli_demo_fp32", "cli_demo_bf16", "official_100k", "official_1m", "official_1m_bf16",
          "fidelity", "accuracy_dmd")
 
 
@@ -74,8 +76,11 @@ def prepare(work: Path, data: Path) -> dict:
     if not (ckpt / "config.json").exists():
         torch.manual_seed(0)
         save_checkpoint(HyenaDNA(HyenaConfig(**LARGE_1M)).init_weights(seed=0), ckpt, fmt="hf")
+    tiny = work / "tiny1k_random"
+    if not (tiny / "config.json").exists():
+        save_checkpoint(HyenaDNA(HyenaConfig(**TINY_1K)).init_weights(seed=0), tiny, fmt="hf")
     chrx = data / "GRCh37_chrX_1-70M.fa.gz"
-    files = {"ckpt": str(ckpt), "chrx": str(chrx), "dmd": str(data / "DMD_GRCh37_chrX.fa.gz")}
+    files = {"ckpt": str(ckpt), "tiny1k": str(tiny), "chrx": str(chrx), "dmd": str(data / "DMD_GRCh37_chrX.fa.gz")}
     for name, start, length in (("seq_100k", 40_000_000, 100_000), ("seq_1m", 40_000_000, 1_000_000),
                                 ("seq_4m", 20_000_000, 4_000_000)):
         path = work / f"{name}.txt"
@@ -267,6 +272,11 @@ def run_child(case: str, files: dict, official: Path | None) -> dict:
         "cli_dmd_per_nt": lambda: child_cli(files, case, [files["dmd"]], files["ckpt"], "bfloat16",
                                             ["--pool", "mean", "--window", "1000"]),
         "cli_chrx": lambda: child_cli(files, case, [files["chrx"]], files["ckpt"], "bfloat16", pooled),
+        "cli_dmd_tiny1k": lambda: child_cli(files, case, [files["dmd"]], files["tiny1k"], "bfloat16", pooled),
+        "cli_dmd_tiny1k_3pass": lambda: child_cli(files, case, [files["dmd"]], files["tiny1k"], "bfloat16", pooled),
+        "cli_chrx_c2m": lambda: child_cli(files, case, [files["chrx"]], files["ckpt"], "bfloat16",
+                                          [*pooled, "--chunk-size", "2194302"]),  # the chunk before overlap-save
+        "cli_chrx_tiny1k": lambda: child_cli(files, case, [files["chrx"]], files["tiny1k"], "bfloat16", pooled),
         "cli_demo_fp32": lambda: child_cli(files, case, demo_inputs, "genoconv-demo", "float32", pooled),
         "cli_demo_bf16": lambda: child_cli(files, case, demo_inputs, "genoconv-demo", "bfloat16", pooled),
         "official_100k": lambda: child_official(files, official, case, "seq_100k", "float32"),
@@ -277,6 +287,8 @@ def run_child(case: str, files: dict, official: Path | None) -> dict:
     }
     if case.startswith("official") and official is None:
         return {"case": case, "skipped": "no --official folder (a scratch copy of the official code)"}
+    if case.endswith("_3pass"):  # the long-length path before the partial-convolution blocks, for an A/B
+        os.environ["GENOCONV_FFTCONV_PATH"] = "scalar"
     if case == "embed_1m_fp32_reference":
         os.environ["GENOCONV_CONV_BACKEND"] = "reference"
     return table[case]()

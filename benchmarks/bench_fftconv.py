@@ -1,6 +1,7 @@
 """Causal FFT convolution: the csrc/fftconv kernel against the PyTorch reference, in one run (../shared/BENCHMARKS.md).
 
-For each L in the sweep (B*H*L = 2^27, H = 256 where possible) plus the DMD gene case (B=1, H=256, L=2,220,382):
+For each L in the sweep (B*H*L = 2^27, H = 256 where possible; 512 .. 4M) plus the DMD gene case (B=1, H=256,
+L=2,220,382), with a filter as long as the row:
   - copy bandwidth (1 GiB device-to-device copy, bytes read + written), measured once at the start;
   - PyTorch reference: fp32 rfft/irfft at FFT size 2L, filter spectrum precomputed, + D*u, cast back to bf16;
   - this kernel, plain and gated (pregate/postgate fused), and, for the sizes the tensor-core Monarch kernel takes
@@ -8,8 +9,14 @@ For each L in the sweep (B*H*L = 2^27, H = 256 where possible) plus the DMD gene
 each as a median time in ms, the ratio to PyTorch, the share of the memory floor (4 B/elem plain, 8 B/elem gated,
 over the measured copy bandwidth), and the relative L2 error against a float64 FFT convolution on a few channels.
 
+A second table (issue 13) at L = 2M (B=1, H=64): partial convolutions (K = 1K, 16K, 262K taps; K = 1K also on the
+three-pass path it replaced), a streamed chunk behind 1M carried inputs (linear [1M | 2.19M] as before, circular
+[1M | 3.19M] now: same FFT size, 1.46x the new outputs), and frequency-sparse filters (F = 1, 0.5, 0.25 through the
+dispatch point: F < 1 runs on the PyTorch reference today).
+
     python benchmarks/bench_fftconv.py                       # full sweep, prints a markdown table
-    python benchmarks/bench_fftconv.py --update BENCHMARKS.md   # also rewrite this issue's section of that file
+    python benchmarks/bench_fftconv.py --update BENCHMARKS.md   # also rewrite its section of that file (issue 13's;
+                                                                # the issue-5 section above it is kept as history)
     python benchmarks/bench_fftconv.py --merge section.md --update BENCHMARKS.md  # splice a saved section (no GPU)
 """
 
@@ -26,8 +33,8 @@ from pathlib import Path
 
 import torch
 
-SECTION = "## FFT convolution kernel (issue 5)"
-SWEEP = [512, 2048, 8192, 16384, 65536, 262144, 1048576, 2097152]
+SECTION = "## FFT convolution kernel: lengths to 4M, partial, streamed and frequency-sparse (issue 13)"
+SWEEP = [512, 2048, 8192, 16384, 65536, 262144, 1048576, 2097152, 4194304]
 GENE_LEN = 2_220_382
 TOTAL = 1 << 27
 
@@ -164,6 +171,95 @@ def run(quick: bool, dtype: torch.dtype, sizes: list[int] | None = None) -> tupl
     return f"{bw / 1e12:.2f}", rows
 
 
+def run_long(dtype: torch.dtype, bw: float) -> list[dict]:
+    """Partial, streamed and frequency-sparse convolutions at L = 2M, B = 1, H = 64 (2^27 elements)."""
+    from genoconv.ops import LongFilter, causal_conv
+    from genoconv.ops import cuda as gcuda
+
+    dev = torch.device("cuda")
+    batch, channels, seq_len = 1, 64, 1 << 21
+    elems = batch * channels * seq_len
+    rows = []
+
+    def add(name, fn, taps, bias, u, pre=None, post=None, outputs=elems, path="", ref=None, gated_fn=None):
+        torch.cuda.empty_cache()
+        t = time_ms(fn, reps=10)
+        t_gated = time_ms(gated_fn, reps=10) if gated_fn else float("nan")
+        y = fn()
+        err = oracle_error(y, u, taps, bias) if u is not None else float("nan")
+        err_gated = oracle_error(gated_fn(), u, taps, bias, pre, post) if gated_fn else float("nan")
+        floor = 4 * outputs / bw * 1e3
+        row = dict(name=name, ms=t, gated_ms=t_gated, floor=floor / t, gated_floor=2 * floor / t_gated,
+                   err=err, err_gated=err_gated, path=path, ref_ms=ref() if ref else float("nan"),
+                   per_moutput_us=t * 1e3 / (outputs / 1e6))
+        rows.append(row)
+        print(f"{name:>40} {t:8.3f} ms ({row['floor']:6.1%} floor)  gated {t_gated:8.3f} ms "
+              f"({row['gated_floor']:6.1%})  err {err:.1e}/{err_gated:.1e}  {path}", flush=True)
+
+    u = torch.randn(batch, channels, seq_len, device=dev).to(dtype)
+    pre = torch.randn(batch, channels, seq_len, device=dev).to(dtype)
+    post = torch.randn(batch, channels, seq_len, device=dev).to(dtype)
+    smem = gcuda._smem_per_block(dev)
+    for k in (1024, 16384, 262144):
+        taps = long_filter(channels, k, dev)
+        bias = torch.randn(channels, device=dev)
+        filt = LongFilter(taps, bias)
+        blocks = gcuda.partial_plan(seq_len, k, smem_per_block=smem)
+        path = f"blocks N=2^{blocks[0]}, lead {blocks[1]}" if blocks else f"3-pass N=2^{gcuda.fft_plan(seq_len, k)}"
+        n_ref = 1 << gcuda.fft_plan(seq_len, k)
+        k_f = torch.fft.rfft(taps, n=n_ref)
+
+        def ref(u=u, k_f=k_f, n_ref=n_ref, bias=bias):
+            x = u.float()
+            return time_ms(lambda: (torch.fft.irfft(torch.fft.rfft(x, n=n_ref) * k_f, n=n_ref)[..., :seq_len]
+                                    + x * bias[:, None]).to(dtype), reps=5)
+        add(f"partial K={k // 1024}K", lambda filt=filt: gcuda.causal_conv_cuda(u, filt), taps, bias, u, pre, post,
+            path=path, ref=ref, gated_fn=lambda filt=filt: gcuda.causal_conv_cuda(u, filt, pre, post))
+        if blocks:
+            with scalar_path():
+                add(f"partial K={k // 1024}K, previous 3-pass path", lambda filt=filt: gcuda.causal_conv_cuda(u, filt),
+                    taps, bias, u, pre, post, path=f"3-pass N=2^{gcuda.fft_plan(seq_len, k)}",
+                    gated_fn=lambda filt=filt: gcuda.causal_conv_cuda(u, filt, pre, post))
+        del filt, k_f
+    # A streamed chunk behind 1M carried inputs, the large-1m filter: new outputs per call at N = 2^22.
+    k = 1_000_002
+    taps = long_filter(channels, k, dev)
+    bias = torch.randn(channels, device=dev)
+    filt = LongFilter(taps, bias)
+    for label, chunk in (("linear, as before", (1 << 22) - 2 * (k - 1)), ("circular (overlap-save)", (1 << 22) - (k - 1))):
+        x = torch.randn(batch, channels, chunk, device=dev).to(dtype)
+        hist = torch.randn(batch, channels, k - 1, device=dev).to(dtype)
+        if label.startswith("linear"):
+            fn = lambda x=x, hist=hist: gcuda.causal_conv_cuda(torch.cat([hist, x], -1), filt)[..., k - 1:]
+        else:
+            fn = lambda x=x, hist=hist: causal_conv(x, filt, history=hist)
+        add(f"streamed [1M | {chunk / 1e6:.2f}M], {label}", fn, taps, bias, None, outputs=batch * channels * chunk,
+            path="3-pass N=2^22")
+        del x, hist
+    del filt
+    # Frequency-sparse filters through the dispatch point (F < 1: the reference path today).
+    seq_len_f = 1 << 16
+    uf = torch.randn(32, channels, seq_len_f, device=dev).to(dtype)
+    taps = long_filter(channels, seq_len_f, dev)
+    bias = torch.randn(channels, device=dev)
+    for keep in (1.0, 0.5, 0.25):
+        filt = LongFilter(taps, bias, freq_keep=keep)
+        from genoconv.ops import backend_for
+        add(f"freq-sparse F={keep} (L=64K, B=32)", lambda filt=filt: causal_conv(uf, filt), taps, bias,
+            uf if keep == 1.0 else None, outputs=uf.numel(), path=backend_for(uf, filt))
+    return rows
+
+
+def long_table(rows: list[dict]) -> str:
+    lines = ["| case | path | plain ms | % of floor | gated ms | % of gated floor | us per M outputs | err plain / gated"
+             " | PyTorch fp32 ms |", "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for r in rows:
+        lines.append(f"| {r['name']} | {r['path']} | {r['ms']:.3f} | {r['floor']:.1%} | {r['gated_ms']:.3f} | "
+                     f"{r['gated_floor']:.1%} | {r['per_moutput_us']:.1f} | {r['err']:.1e} / {r['err_gated']:.1e} | "
+                     f"{r['ref_ms']:.3f} |")
+    return re.sub(r"\bnan\b%?", "-", "\n".join(lines))
+
+
 def table(rows: list[dict]) -> str:
     head = ["", *[r["name"] for r in rows]]
     lines = ["| " + " | ".join(head) + " |", "| " + " | ".join("---" for _ in head) + " |"]
@@ -224,7 +320,7 @@ def main(argv=None) -> None:
     ap.add_argument("--quick", action="store_true", help="first three sizes only")
     ap.add_argument("--sizes", type=str, default="", help="comma-separated L values instead of the sweep (no DMD)")
     ap.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float16"])
-    ap.add_argument("--update", type=Path, help="markdown file whose issue-5 section is rewritten")
+    ap.add_argument("--update", type=Path, help="markdown file whose issue-13 section is rewritten")
     ap.add_argument("--section-out", type=Path, help="also write the section alone to this file")
     ap.add_argument("--merge", type=Path, help="splice a saved section file into --update (no GPU needed)")
     args = ap.parse_args(argv)
@@ -238,7 +334,12 @@ def main(argv=None) -> None:
     dtype = getattr(torch, args.dtype)
     sizes = [int(x) for x in args.sizes.split(",") if x]
     bw, rows = run(args.quick, dtype, sizes)
-    text = section_text(bw, rows, args.dtype, torch.cuda.get_device_name(), "python " + " ".join(sys.argv))
+    notes = ""
+    if not args.quick and not sizes:
+        long_rows = run_long(dtype, float(bw) * 1e12)
+        notes = ("Partial, streamed and frequency-sparse convolutions (issue 13), L = 2M, B = 1, H = 64; floors count"
+                 " the outputs (4 B per output plain, 8 B gated):\n\n" + long_table(long_rows))
+    text = section_text(bw, rows, args.dtype, torch.cuda.get_device_name(), "python " + " ".join(sys.argv), notes)
     print()
     print(text)
     if args.section_out:

@@ -50,8 +50,9 @@ struct Signals {
   at::Tensor u, pregate, postgate, y;
 };
 
+// `y_out`, when given, receives the result instead (u's shape, dtype and device, unit stride along the sequence).
 Signals bind_signals(ConvParams& p, const at::Tensor& u_in, const c10::optional<at::Tensor>& pregate_in,
-                     const c10::optional<at::Tensor>& postgate_in) {
+                     const c10::optional<at::Tensor>& postgate_in, const at::Tensor* y_out = nullptr) {
   Signals s;
   s.u = unit_inner_stride(u_in);
   if (pregate_in.has_value()) {
@@ -62,7 +63,13 @@ Signals bind_signals(ConvParams& p, const at::Tensor& u_in, const c10::optional<
     check_signal(*postgate_in, s.u, "postgate");
     s.postgate = unit_inner_stride(*postgate_in);
   }
-  s.y = at::empty(s.u.sizes(), s.u.options().memory_format(at::MemoryFormat::Contiguous));
+  if (y_out != nullptr) {
+    check_signal(*y_out, s.u, "y");
+    TORCH_CHECK(y_out->size(-1) <= 1 || y_out->stride(-1) == 1, "y must have unit stride along the sequence");
+    s.y = *y_out;
+  } else {
+    s.y = at::empty(s.u.sizes(), s.u.options().memory_format(at::MemoryFormat::Contiguous));
+  }
   p.u = s.u.data_ptr();
   p.u_sb = s.u.stride(0);
   p.u_sh = s.u.stride(1);
@@ -167,9 +174,9 @@ at::Tensor causal_conv_cuda(const at::Tensor& u_in, const at::Tensor& spectrum, 
 
 // Tensor-core Monarch path (fftconv_monarch.cu): spectrum (channels, N, 2) fp16 in the kernel's lane order, gain
 // (channels,) fp32; N = 2^log_n in [2^10, 2^15] with N >= seq_len + filter_len - 1 (the caller's plan).
-at::Tensor causal_conv_monarch(const at::Tensor& u_in, const at::Tensor& spectrum, const at::Tensor& gain,
-                               const c10::optional<at::Tensor>& pregate_in,
-                               const c10::optional<at::Tensor>& postgate_in, int64_t log_n) {
+at::Tensor monarch_run(const at::Tensor& u_in, const at::Tensor& spectrum, const at::Tensor& gain,
+                       const c10::optional<at::Tensor>& pregate_in, const c10::optional<at::Tensor>& postgate_in,
+                       int64_t log_n, const at::Tensor* y_out, int64_t out_from) {
   check_u(u_in);
   const int64_t channels = u_in.size(1), seq_len = u_in.size(2);
   TORCH_CHECK(log_n >= kMonarchMinLogN && log_n <= kMonarchMaxLogN, "log_n must be in [", num(kMonarchMinLogN), ", ",
@@ -183,9 +190,12 @@ at::Tensor causal_conv_monarch(const at::Tensor& u_in, const at::Tensor& spectru
   TORCH_CHECK(gain.is_cuda() && gain.device() == u_in.device() && gain.scalar_type() == at::kFloat &&
                   gain.is_contiguous() && gain.dim() == 1 && gain.size(0) == channels,
               "gain must be contiguous float32 (channels,) on u's device");
+  TORCH_CHECK(out_from >= 0 && out_from % 8 == 0 && 2 * out_from < n,
+              "out_from must be a multiple of 8 below N/2, got ", num(out_from));
   ConvParams p;
-  const Signals sig = bind_signals(p, u_in, pregate_in, postgate_in);
+  const Signals sig = bind_signals(p, u_in, pregate_in, postgate_in, y_out);
   if (sig.y.numel() == 0) return sig.y;
+  p.out_from = out_from;
   TORCH_CHECK(((p.batch + 1) / 2) * p.channels <= 0x7fffffffLL, "ceil(batch / 2) * channels must be < 2^31");
   const c10::cuda::CUDAGuard guard(u_in.device());
   cudaStream_t stream = c10::cuda::getCurrentCUDAStream().stream();
@@ -196,6 +206,22 @@ at::Tensor causal_conv_monarch(const at::Tensor& u_in, const at::Tensor& spectru
   return sig.y;
 }
 
+at::Tensor causal_conv_monarch(const at::Tensor& u_in, const at::Tensor& spectrum, const at::Tensor& gain,
+                               const c10::optional<at::Tensor>& pregate_in,
+                               const c10::optional<at::Tensor>& postgate_in, int64_t log_n) {
+  return monarch_run(u_in, spectrum, gain, pregate_in, postgate_in, log_n, nullptr, 0);
+}
+
+// The same kernel writing into y (a view, possibly one of overlapping blocks), outputs t >= out_from of each row
+// only: the partial-convolution path (genoconv/ops/cuda.py, _conv_blocks).
+void causal_conv_monarch_into(const at::Tensor& u_in, const at::Tensor& spectrum, const at::Tensor& gain,
+                              const c10::optional<at::Tensor>& pregate_in,
+                              const c10::optional<at::Tensor>& postgate_in, const at::Tensor& y, int64_t log_n,
+                              int64_t out_from) {
+  TORCH_CHECK(u_in.size(-1) <= 1 || u_in.stride(-1) == 1, "u must have unit stride along the sequence");
+  monarch_run(u_in, spectrum, gain, pregate_in, postgate_in, log_n, &y, out_from);
+}
+
 }  // namespace
 }  // namespace genoconv
 
@@ -204,11 +230,15 @@ TORCH_LIBRARY(genoconv_fftconv, m) {
       "causal_conv(Tensor u, Tensor spectrum, Tensor pair_twiddle, Tensor twiddle, Tensor? pregate, "
       "Tensor? postgate, int log_n, int log_n1) -> Tensor");
   m.def("causal_conv_monarch(Tensor u, Tensor spectrum, Tensor gain, Tensor? pregate, Tensor? postgate, int log_n) -> Tensor");
+  m.def(
+      "causal_conv_monarch_into(Tensor u, Tensor spectrum, Tensor gain, Tensor? pregate, Tensor? postgate, "
+      "Tensor(a!) y, int log_n, int out_from) -> ()");
 }
 
 TORCH_LIBRARY_IMPL(genoconv_fftconv, CUDA, m) {
   m.impl("causal_conv", &genoconv::causal_conv_cuda);
   m.impl("causal_conv_monarch", &genoconv::causal_conv_monarch);
+  m.impl("causal_conv_monarch_into", &genoconv::causal_conv_monarch_into);
 }
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {

@@ -779,7 +779,7 @@ monarch_conv_kernel(const ConvParams p) {
     const float2 recv = make_float2(__shfl_xor_sync(0xffffffffu, send.x, 1), __shfl_xor_sync(0xffffffffu, send.y, 1));
     const float2 e0 = odd ? recv : v_lo, e1 = odd ? v_hi : recv;  // samples m, m + 1
     const int64_t m = odd ? n - 1 + 16 : n;
-    if (m >= len) return;
+    if (m >= len || m < p.out_from) return;  // out_from is a multiple of 8, so a pair is never split
     float a0 = e0.x * scale0, a1 = e1.x * scale0, c0 = e0.y * scale1, c1 = e1.y * scale1;
     if (kPost) {
       const float2 pa = unpack_samples<T>(kStagePost ? stg_post[m >> 1] : pw0);

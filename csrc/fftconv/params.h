@@ -45,6 +45,10 @@ struct ConvParams {
   // is applied in fp32 at the end.
   const uint4* spectrum_h = nullptr;
   const float* gain = nullptr;
+  // Outputs t < out_from of every row are not written (a multiple of 8; 0 writes all): the partial-convolution
+  // path runs overlapping blocks of a long row through this kernel, and each block's first out_from outputs (its
+  // filter's warm-up, wrapped around) belong to the block before it.
+  int64_t out_from = 0;
 };
 
 // Largest complex FFT (points) the fused single-kernel path keeps in shared memory on `device`.

@@ -22,7 +22,7 @@ import torch
 
 from . import build
 
-__all__ = ["status", "supports", "why_not", "causal_conv_cuda", "fft_plan", "plan", "MAX_SEQ_LEN"]
+__all__ = ["status", "supports", "why_not", "causal_conv_cuda", "fft_plan", "plan", "partial_plan", "MAX_SEQ_LEN"]
 
 MAX_SEQ_LEN = 4_194_304
 _MIN_LOG_N = 3  # N >= 8, so M = N/2 >= 4 (the kernels' bit reversals need at least 2 bits)
@@ -102,6 +102,12 @@ def _register_fake() -> None:
             return u.new_empty(u.shape)
     except RuntimeError:
         pass
+    try:
+        @torch.library.register_fake("genoconv_fftconv::causal_conv_monarch_into")
+        def _fake_monarch_into(u, spectrum, gain, pregate, postgate, y, log_n, out_from):  # noqa: ARG001
+            return None
+    except RuntimeError:
+        pass
 
 
 def status() -> dict:
@@ -174,12 +180,18 @@ def why_not(u: torch.Tensor, filt) -> str:
 MULTIPASS_WORKSPACE_BYTES = 1 << 30
 
 
-def conv_bytes(batch: int, channels: int, seq_len: int, filter_len: int, device: torch.device) -> tuple[int, int]:
-    """(FFT size N, bytes the kernel allocates besides its output) for one call, for memory planning."""
-    monarch = monarch_log_n(seq_len, smem_per_block=_smem_per_block(device))
+def conv_bytes(batch: int, channels: int, seq_len: int, filter_len: int, device: torch.device,
+               valid_from: int = 0) -> tuple[int, int]:
+    """(FFT size N, bytes the kernel allocates besides its output) for one call, for memory planning
+    (``valid_from`` as in :func:`causal_conv_cuda`)."""
+    smem = _smem_per_block(device)
+    monarch = monarch_log_n(seq_len, smem_per_block=smem)
     if monarch is not None:
         return 1 << monarch, 0
-    log_n, log_n1 = plan(seq_len, filter_len, device)
+    blocks = partial_plan(seq_len, filter_len, smem_per_block=smem)
+    if blocks is not None:
+        return 1 << blocks[0], 0
+    log_n, log_n1 = plan(seq_len, _planned_taps(seq_len, filter_len, valid_from), device)
     row = (1 << (log_n - 1)) * 8
     return 1 << log_n, 0 if log_n1 == 0 else max(row, min(batch * channels * row, MULTIPASS_WORKSPACE_BYTES))
 
@@ -199,6 +211,12 @@ def kernel_facts(device: torch.device) -> dict | None:
     index = device.index if device.index is not None else torch.cuda.current_device()
     return {"kernel_path": os.environ.get("GENOCONV_FFTCONV_PATH", "auto"),
             "smem_per_block": _smem_per_block(device), "max_fused_points": int(mod.max_fused_points(index))}
+
+
+def _planned_taps(seq_len: int, filter_len: int, valid_from: int) -> int:
+    """The filter length the FFT size is planned for: 1 (N >= L, a circular convolution) when the caller keeps only
+    outputs t >= valid_from >= K - 1, whose circular and linear values agree (overlap-save); else K."""
+    return 1 if 0 < valid_from and min(filter_len, seq_len) - 1 <= valid_from else filter_len
 
 
 def plan(seq_len: int, filter_len: int, device: torch.device) -> tuple[int, int]:
@@ -277,11 +295,11 @@ def _cached_tables(log_n: int, log_n1: int, device: torch.device):
     return _table_cache[key]
 
 
-def _rfft_with_skip(filt, n: int, seq_len: int, device: torch.device, dtype=torch.float64,
+def _rfft_with_skip(filt, n: int, n_taps: int, device: torch.device, dtype=torch.float64,
                     channels: slice = slice(None)) -> torch.Tensor:
-    """(H, n/2 + 1) complex: rfft(taps[:, :min(K, L)], n) + bias for the given channels. The skip term bias * x is a
+    """(H, n/2 + 1) complex: rfft(taps[:, :n_taps], n) + bias for the given channels. The skip term bias * x is a
     convolution with bias * delta, so both kernels carry it in their cached spectrum."""
-    taps = filt.taps[channels, : min(filt.filter_len, seq_len)].to(device=device, dtype=dtype)
+    taps = filt.taps[channels, :n_taps].to(device=device, dtype=dtype)
     return torch.fft.rfft(taps, n=n) + filt.bias[channels].to(device=device, dtype=dtype)[:, None]
 
 
@@ -310,8 +328,8 @@ def spectrum_build_bytes(channels: int, n: int) -> int:
     return _block_channels(channels, n) * n * 16
 
 
-def _spectrum(filt, log_n: int, bins: torch.Tensor, seq_len: int, device: torch.device) -> torch.Tensor:
-    """(H, P, 4) fp32 pairs {K[k], K[M-k]} in the kernel's order, K = (rfft(taps[:, :min(K, L)], N) + bias) / M.
+def _spectrum(filt, log_n: int, bins: torch.Tensor, n_taps: int, device: torch.device) -> torch.Tensor:
+    """(H, P, 4) fp32 pairs {K[k], K[M-k]} in the kernel's order, K = (rfft(taps[:, :n_taps], N) + bias) / M.
 
     The skip term bias * x is a convolution with bias * delta, so it rides in the spectrum; 1/M is the inverse
     transform's normalisation. Computed once per filter and plan, in fp32 channel blocks of bounded size.
@@ -319,7 +337,7 @@ def _spectrum(filt, log_n: int, bins: torch.Tensor, seq_len: int, device: torch.
     n, m = 1 << log_n, 1 << (log_n - 1)
     out = torch.empty(filt.channels, bins.numel(), 4, dtype=torch.float32, device=device)
     for block in _channel_blocks(filt.channels, n):
-        k_f = _rfft_with_skip(filt, n, seq_len, device, torch.float32, block) / m
+        k_f = _rfft_with_skip(filt, n, n_taps, device, torch.float32, block) / m
         pairs = torch.stack((k_f[:, bins], k_f[:, m - bins]), dim=-1)  # (h, P, 2) complex64
         out[block] = torch.view_as_real(pairs).reshape(pairs.shape[0], -1, 4)
     return out
@@ -354,6 +372,30 @@ def monarch_log_n(seq_len: int, *, pre: bool = False, post: bool = False,
     return log_n
 
 
+# The partial-convolution path runs a long row as overlapping blocks of N/2 inputs through the tensor-core kernel,
+# each keeping its last N/2 - lead outputs (lead = K - 1 rounded up to 8). It pays while the kept share is at least
+# 1/4: the tensor-core kernel measured ~5x the three-pass kernel per element at N = 2^15 (BENCHMARKS.md).
+PARTIAL_MIN_KEPT = 0.25
+
+
+def partial_plan(seq_len: int, filter_len: int, *, pre: bool = False, post: bool = False,
+                 smem_per_block: int | None = None) -> tuple[int, int] | None:
+    """(log2 N, lead) of the partial-convolution path for a row of ``seq_len`` and a K-tap filter, or None when it
+    does not apply: the row fits one tensor-core transform, the filter is too long for the largest block the device
+    holds, or GENOCONV_FFTCONV_PATH=scalar. A block of N/2 inputs yields N/2 - lead outputs."""
+    if os.environ.get("GENOCONV_FFTCONV_PATH", "auto") == "scalar" or MONARCH_LOG_N[1] < MONARCH_LOG_N[0]:
+        return None
+    lead = -(-(min(filter_len, seq_len) - 1) // 8) * 8
+    for log_n in range(MONARCH_LOG_N[1], MONARCH_LOG_N[0] - 1, -1):
+        if smem_per_block is not None and monarch_smem_bytes(log_n, pre, post) + _MONARCH_STATIC_SMEM > smem_per_block:
+            continue
+        half = 1 << (log_n - 1)
+        if seq_len <= half or (half - lead) < PARTIAL_MIN_KEPT * half:
+            return None
+        return log_n, lead
+    return None
+
+
 def _smem_per_block(device: torch.device) -> int:
     """Shared memory one block may opt in to on this device (bytes): 227 KiB on H100/H200, 163 KiB on A100, 99 KiB on
     sm_86/89 (the default 48 KiB where torch does not report it)."""
@@ -381,7 +423,7 @@ def _monarch_order(log_n: int, device) -> torch.Tensor:
     return (k1 + r * k2).reshape(r, 32, 2, 4).permute(0, 2, 1, 3).reshape(-1)
 
 
-def _monarch_spectrum(filt, log_n: int, seq_len: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+def _monarch_spectrum(filt, log_n: int, n_taps: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     """((H, N, 2) fp16 words, (H,) fp32): the full complex spectrum (DFT_N(taps) + bias) * 16^(2 n16) / N in the kernel's
     order, divided by its per-channel maximum (the gain) so the kernel's fp16 operands never overflow; n16 is the
     number of radix-16 mma stages per transform (3 when r >= 16, else 2), whose 1/16 factors this undoes. fp16 halves
@@ -389,7 +431,7 @@ def _monarch_spectrum(filt, log_n: int, seq_len: int, device: torch.device) -> t
     the output rounding (tools/kernels/monarch_model.py: 5.6e-4 -> 5.9e-4 at 16K)."""
     n = 1 << log_n
     n16 = 3 if n >= 16 * 256 else 2
-    half = _rfft_with_skip(filt, n, seq_len, device)  # bias is real, so the Hermitian extension carries it too
+    half = _rfft_with_skip(filt, n, n_taps, device)  # bias is real, so the Hermitian extension carries it too
     full = torch.cat((half, half[:, 1 : n // 2].flip(-1).conj()), dim=-1)  # K[N - k] = conj K[k]
     full = full * (16.0 ** (2 * n16) / n)
     full = full[:, _monarch_order(log_n, device)]
@@ -402,8 +444,54 @@ def _monarch_spectrum(filt, log_n: int, seq_len: int, device: torch.device) -> t
     return spec.contiguous(), gain.float().contiguous()
 
 
-def causal_conv_cuda(u, filt, pregate=None, postgate=None):
-    """CUDA kernel with exactly :func:`genoconv.ops.fftconv.causal_conv_ref`'s semantics (bf16/fp16 in and out)."""
+def _linear_taps(filter_len: int, seq_len: int, n: int) -> int:
+    """Taps that reach outputs [0, L) of a linear convolution at FFT size n >= L + min(K, L) - 1: all taps below n/2
+    (a tap j <= n - L wraps onto zero padding), so every length in (n/4, n/2] shares one spectrum per filter instead
+    of one per distinct length (472 spectrum builds for the demo's 201 records before)."""
+    return min(filter_len, max(seq_len, n // 2))
+
+
+def _conv_blocks(u, filt, pregate, postgate, log_n: int, lead: int, spec, gain, op=None) -> torch.Tensor:
+    """Partial convolution: the row as overlapping blocks of N/2 inputs through the tensor-core kernel, no copies.
+
+    The head block is a plain causal convolution of [0, N/2); block j >= 1 reads inputs from N/2 + (j-1) C - lead
+    (C = N/2 - lead) and writes only its last C outputs (the first ``lead`` hold the filter's warm-up); the tail block
+    is shorter. The blocks are strided views of u and y (batch stride C), so each call reads every input about
+    N/2 / C times and writes every output once. A non-finite input poisons the blocks that read it, not the row."""
+    batch, channels, seq_len = u.shape
+    half = 1 << (log_n - 1)
+    step = half - lead
+    y = torch.empty((batch, channels, seq_len), dtype=u.dtype, device=u.device)
+    sig = [t if t is None or t.stride(-1) == 1 else t.contiguous() for t in (u, pregate, postgate)]
+    op = op or torch.ops.genoconv_fftconv.causal_conv_monarch_into  # (tests pass a float64 stand-in on the CPU)
+
+    def cut(t, start, stop=None):
+        return None if t is None else t[..., start:stop]
+
+    op(cut(sig[0], 0, half), spec, gain, cut(sig[1], 0, half), cut(sig[2], 0, half), y[..., :half], log_n, 0)
+    mids = (seq_len - half) // step
+    if mids > 0:
+        for b in range(batch):
+            def blocks(t):
+                if t is None:
+                    return None
+                row = t[b]
+                return row.as_strided((mids, channels, half), (step, row.stride(0), 1),
+                                      row.storage_offset() + half - lead)
+            op(blocks(sig[0]), spec, gain, blocks(sig[1]), blocks(sig[2]), blocks(y), log_n, lead)
+    start = half + mids * step
+    if start < seq_len:
+        op(cut(sig[0], start - lead), spec, gain, cut(sig[1], start - lead), cut(sig[2], start - lead),
+           y[..., start - lead:], log_n, lead)
+    return y
+
+
+def causal_conv_cuda(u, filt, pregate=None, postgate=None, valid_from: int = 0):
+    """CUDA kernel with exactly :func:`genoconv.ops.fftconv.causal_conv_ref`'s semantics (bf16/fp16 in and out).
+
+    ``valid_from``: the caller keeps only outputs t >= valid_from (a streamed chunk behind its K - 1 carried inputs).
+    When valid_from >= K - 1 the FFT is sized for a circular convolution of the row (N >= L, not L + K - 1; the
+    overlap-save method): the outputs before valid_from then hold wrapped-around values."""
     reason = why_not(u, filt)
     if reason:
         raise RuntimeError(f"genoconv CUDA fftconv cannot run: {reason}")
@@ -412,15 +500,25 @@ def causal_conv_cuda(u, filt, pregate=None, postgate=None):
             raise ValueError(f"{name} must have u's dtype and device ({u.dtype}, {u.device})")
     seq_len = u.shape[-1]
     dev = u.device
-    kmax = min(filt.filter_len, seq_len)
-    log_n_monarch = monarch_log_n(seq_len, pre=pregate is not None, post=postgate is not None,
-                                  smem_per_block=_smem_per_block(dev))
+    gated = {"pre": pregate is not None, "post": postgate is not None}
+    smem = _smem_per_block(dev)
+    log_n_monarch = monarch_log_n(seq_len, **gated, smem_per_block=smem)
     if log_n_monarch is not None:
-        spec, gain = filt.cached(("cuda_monarch", log_n_monarch, kmax, str(dev)),
-                                 lambda: _monarch_spectrum(filt, log_n_monarch, seq_len, dev))
+        taps = _linear_taps(filt.filter_len, seq_len, 1 << log_n_monarch)
+        spec, gain = filt.cached(("cuda_monarch", log_n_monarch, taps, str(dev)),
+                                 lambda: _monarch_spectrum(filt, log_n_monarch, taps, dev))
         return torch.ops.genoconv_fftconv.causal_conv_monarch(u, spec, gain, pregate, postgate, log_n_monarch)
-    log_n, log_n1 = plan(seq_len, filt.filter_len, dev)
+    blocks = partial_plan(seq_len, filt.filter_len, **gated, smem_per_block=smem)
+    if blocks is not None:
+        log_n, lead = blocks
+        taps = min(filt.filter_len, seq_len)
+        spec, gain = filt.cached(("cuda_monarch", log_n, taps, str(dev)),
+                                 lambda: _monarch_spectrum(filt, log_n, taps, dev))
+        return _conv_blocks(u, filt, pregate, postgate, log_n, lead, spec, gain)
+    circular = _planned_taps(seq_len, filt.filter_len, valid_from) == 1
+    log_n, log_n1 = plan(seq_len, 1 if circular else filt.filter_len, dev)
+    taps = min(filt.filter_len, seq_len) if circular else _linear_taps(filt.filter_len, seq_len, 1 << log_n)
     bins, pair_tw, tw = _cached_tables(log_n, log_n1, dev)
-    spec = filt.cached(("cuda_spectrum", log_n, log_n1, kmax, str(dev)),
-                       lambda: _spectrum(filt, log_n, bins, seq_len, dev))
+    spec = filt.cached(("cuda_spectrum", log_n, log_n1, taps, str(dev)),
+                       lambda: _spectrum(filt, log_n, bins, taps, dev))
     return torch.ops.genoconv_fftconv.causal_conv(u, spec, pair_tw, tw, pregate, postgate, log_n, log_n1)

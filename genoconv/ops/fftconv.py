@@ -283,7 +283,7 @@ def conv_bytes(batch: int, channels: int, seq_len: int, filter_len: int, history
         from . import cuda as _cuda
 
         length = history + seq_len
-        n_fft, work = _cuda.conv_bytes(batch, channels, length, filter_len, torch.device(device))
+        n_fft, work = _cuda.conv_bytes(batch, channels, length, filter_len, torch.device(device), valid_from=history)
         # [history | gated chunk] and its full-length output, of which the chunk's part is kept (then post-gated)
         return n_fft, work + (2 * batch * channels * length * elt if history else 0)
     n_taps = min(filter_len, history + seq_len)
@@ -318,8 +318,11 @@ def causal_conv(
         if history is None or history.shape[-1] == 0:
             return _cuda.causal_conv_cuda(u, filt, pregate, postgate)
         # Stream: convolve [history | gated chunk] and keep the chunk's outputs (the kernel has no carried state).
+        # With the K - 1 carried inputs in front, only the chunk's outputs are kept, so the transform is circular
+        # (overlap-save: N >= history + chunk rather than + K - 1).
         x = u * pregate if pregate is not None else u
         past = history.shape[-1]
-        y = _cuda.causal_conv_cuda(torch.cat([history.to(x.dtype), x], dim=-1).contiguous(), filt)[..., past:]
+        joined = torch.cat([history.to(x.dtype), x], dim=-1).contiguous()
+        y = _cuda.causal_conv_cuda(joined, filt, valid_from=past)[..., past:]
         return y * postgate if postgate is not None else y
     return causal_conv_ref(u, filt, pregate, postgate, history)

@@ -119,6 +119,79 @@ def test_monarch_takes_only_sizes_the_device_shared_memory_holds():
     assert monarch_log_n(4096, pre=True, post=True, smem_per_block=a100) == 13
 
 
+def test_partial_plan_takes_short_filters_on_long_rows(monkeypatch):
+    from genoconv.ops.cuda import partial_plan
+
+    h100, a100 = 227 << 10, 163 << 10
+    assert partial_plan(16384, 1000, smem_per_block=h100) is None  # one transform holds it
+    assert partial_plan(2_000_000, 1026, smem_per_block=h100) == (15, 1032)  # lead = K - 1 rounded up to 8
+    assert partial_plan(2_000_000, 1026, pre=True, post=True, smem_per_block=h100) == (15, 1032)
+    assert partial_plan(2_000_000, 1026, smem_per_block=a100) == (14, 1032)  # 2^15 does not fit an A100 block
+    assert partial_plan(2_000_000, 12_288, smem_per_block=h100) == (15, 12_288)  # keeps 1/4 of each block
+    assert partial_plan(2_000_000, 12_290, smem_per_block=h100) is None  # keeps less: the three passes take it
+    assert partial_plan(2_000_000, 16_386, smem_per_block=h100) is None
+    monkeypatch.setenv("GENOCONV_FFTCONV_PATH", "scalar")
+    assert partial_plan(2_000_000, 1026, smem_per_block=h100) is None
+
+
+def test_streamed_chunks_are_planned_as_circular_transforms():
+    # Overlap-save: behind K - 1 carried inputs only the chunk's outputs are kept, so N >= history + chunk suffices.
+    from genoconv.ops.cuda import _linear_taps, _planned_taps, fft_plan
+
+    k, history, chunk = 1_000_002, 1_000_001, 3_194_303
+    assert _planned_taps(history + chunk, k, history) == 1
+    assert fft_plan(history + chunk, 1) == 22  # linear would need 2^23
+    assert fft_plan(history + chunk, _planned_taps(history + chunk, k, 0)) == 23
+    assert _planned_taps(history + chunk, k, history - 1) == k  # fewer carried inputs than K - 1: stay linear
+    # Linear plans share one spectrum for every length in (N/4, N/2]: taps past N/2 only meet the zero padding.
+    assert _linear_taps(16_386, 3000, 1 << 13) == 4096 and _linear_taps(16_386, 4000, 1 << 13) == 4096
+    assert _linear_taps(300, 5000, 1 << 13) == 300
+
+
+@pytest.mark.parametrize("seq_len,filter_len,batch,gated", [
+    (16_385, 1000, 1, False), (40_001, 1026, 3, True), (16_384 + 15_352 * 3, 1026, 2, False),
+    (100_003, 8193, 1, True), (30_000, 12_288, 2, True)])
+def test_partial_blocks_cover_every_output_once(seq_len, filter_len, batch, gated):
+    """The block split of the partial-convolution path, with a float64 stand-in for the kernel that writes only
+    outputs t >= out_from of each (strided, overlapping) block row: equal to the direct causal convolution."""
+    from genoconv.ops import LongFilter
+    from genoconv.ops.cuda import _conv_blocks, partial_plan
+
+    gen = torch.Generator().manual_seed(seq_len)
+    h = 3
+    taps = torch.randn(h, filter_len, generator=gen, dtype=torch.float64)
+    bias = torch.randn(h, generator=gen, dtype=torch.float64)
+    u = torch.randn(batch, h, seq_len, generator=gen, dtype=torch.float64)
+    pre = torch.randn(batch, h, seq_len, generator=gen, dtype=torch.float64) if gated else None
+    post = torch.randn(batch, h, seq_len, generator=gen, dtype=torch.float64) if gated else None
+    log_n, lead = partial_plan(seq_len, filter_len, pre=gated, post=gated, smem_per_block=227 << 10)
+    writes = torch.zeros(batch, h, seq_len, dtype=torch.int64)
+
+    def conv(x):  # (rows, H, len) float64 causal convolution with the skip term
+        n = 1 << (x.shape[-1] + filter_len).bit_length()
+        y = torch.fft.irfft(torch.fft.rfft(x, n=n) * torch.fft.rfft(taps, n=n), n=n)[..., : x.shape[-1]]
+        return y + x * bias[:, None]
+
+    def stand_in(uv, spec, gain, prev, postv, yv, log_n_, out_from):
+        assert uv.shape[-1] <= 1 << (log_n_ - 1) and out_from % 8 == 0 and uv.stride(-1) == 1
+        x = uv if prev is None else uv * prev
+        y = conv(x)
+        y = y if postv is None else y * postv
+        yv[..., out_from:] = y[..., out_from:]
+        base = yv.storage_offset()
+        for r in range(yv.shape[0]):  # count the writes through the view's addresses
+            for c in range(h):
+                start = base + r * yv.stride(0) + c * yv.stride(1) + out_from
+                flat = torch.arange(start, start + yv.shape[-1] - out_from)
+                writes.view(-1)[flat] += 1
+
+    y = _conv_blocks(u, LongFilter(taps.float()), pre, post, log_n, lead, None, None, op=stand_in)
+    assert torch.equal(writes, torch.ones_like(writes)), "every output written exactly once"
+    want = conv(u if pre is None else u * pre)
+    want = want if post is None else want * post
+    assert torch.allclose(y, want, rtol=1e-9, atol=1e-9)
+
+
 @pytest.mark.skipif(shutil.which("g++") is None or not Path("/usr/local/cuda/include/cuda_runtime.h").exists(),
                     reason="g++ or the CUDA headers not found")
 def test_bindings_compile_with_the_build_defines(tmp_path):

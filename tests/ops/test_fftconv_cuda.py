@@ -364,3 +364,55 @@ def test_monarch_matched_filter_peak(seq_len, gated, monkeypatch):
     assert torch.isfinite(y).all()
     assert ref.abs().amax() > 5 * ref.abs().mean()  # the case is peaky
     assert _rel(y, ref) <= 3e-3
+
+
+# Partial convolution (filter much shorter than the row): overlapping blocks through the tensor-core kernel.
+PARTIAL_CASES = [
+    (16_385, 1000, 1, 19, False, torch.bfloat16),  # head block plus a one-sample tail
+    (40_001, 1026, 3, 5, True, torch.bfloat16),  # odd batch: per-row middle calls
+    (16_384 + 15_352 * 3, 1026, 2, 7, False, torch.float16),  # ends exactly on a block: no tail
+    (100_003, 8193, 1, 19, True, torch.bfloat16),  # half of each block kept
+    (300_001, 12_288, 2, 5, False, torch.bfloat16),  # a quarter kept (the limit)
+    (2_000_003, 1026, 1, 3, True, torch.bfloat16),  # gene length
+]
+
+
+@pytest.mark.parametrize("seq_len,filter_len,batch,channels,gated,dtype", PARTIAL_CASES)
+def test_partial_blocks_match_float64(seq_len, filter_len, batch, channels, gated, dtype):
+    cuda = _cuda()
+    u, filt, taps, bias, pre, post = _case(seq_len, channels, batch, dtype, gated, filter_len=filter_len, seed=3)
+    assert cuda.partial_plan(seq_len, filter_len, pre=gated, post=gated,
+                             smem_per_block=cuda._smem_per_block(u.device)) is not None
+    y = _run_poisoned(u, filt, pre, post)
+    err = _rel(y, _oracle(u, taps, bias, pre, post))
+    assert err <= (BF16_TOL if dtype == torch.bfloat16 else FP16_TOL), f"rel L2 {err:.2e}"
+
+
+@pytest.mark.parametrize("offset", [0, 1])
+def test_partial_blocks_strided_and_misaligned(offset):
+    # Channel-strided u, a non-unit-stride pre-gate (copied), a permuted post-gate, rows not 16-byte aligned.
+    gen = torch.Generator().manual_seed(11 + offset)
+    dev = torch.device("cuda")
+    seq_len, k, channels = 70_001, 2000, 6
+    taps = _long_filter(channels, k, gen)
+    bias = torch.randn(channels, generator=gen)
+    wide = torch.randn(2, 2 * channels, seq_len + offset, generator=gen).to(dev, torch.bfloat16)
+    u = wide[:, ::2, offset:]
+    pre = torch.randn(2, channels, 2 * seq_len, generator=gen).to(dev, torch.bfloat16)[..., ::2]
+    post = torch.randn(channels, 2, seq_len, generator=gen).to(dev, torch.bfloat16).transpose(0, 1)
+    y = causal_conv(u, LongFilter(taps.to(dev), bias.to(dev)), pre, post)
+    assert _rel(y, _oracle(u, taps, bias, pre, post)) <= BF16_TOL
+
+
+@pytest.mark.parametrize("past,chunk,filter_len", [(49_999, 60_001, 50_000), (999_999, 1_000_003, 1_000_000)])
+def test_streamed_chunk_is_circular_and_exact(past, chunk, filter_len):
+    # [K-1 carried gated inputs | chunk]: the transform is sized for the row alone (overlap-save), not row + K - 1.
+    cuda = _cuda()
+    u, filt, taps, bias, pre, post = _case(past + chunk, 3, 1, torch.bfloat16, True, filter_len=filter_len, seed=4)
+    history = (u * pre)[..., :past]
+    y = causal_conv(u[..., past:], filt, pre[..., past:], post[..., past:], history=history)
+    want = _oracle(u * pre, taps, bias, None, None)[..., past:] * post[..., past:].double()  # gated in bf16, as streamed
+    assert _rel(y, want) <= BF16_TOL
+    log_n = cuda.fft_plan(past + chunk, 1)
+    assert log_n < cuda.fft_plan(past + chunk, filter_len)
+    assert any(key[0] == "cuda_spectrum" and key[1] == log_n for key in filt._cache), list(filt._cache)

@@ -31,7 +31,12 @@ for s in $stages; do
       GENOCONV_FFTCONV_PATH=monarch compute-sanitizer --tool racecheck --error-exitcode 3 python3 tools/kernels/sanitize_case.py \
         777 --many >> "$LOG/sanitize.log" 2>&1; echo "racecheck tc rc=$?"; tail -3 "$LOG/sanitize.log"
       GENOCONV_FFTCONV_PATH=monarch compute-sanitizer --tool synccheck --error-exitcode 3 python3 tools/kernels/sanitize_case.py \
-        777 --many >> "$LOG/sanitize.log" 2>&1; echo "synccheck tc rc=$?"; tail -2 "$LOG/sanitize.log" ;;
+        777 --many >> "$LOG/sanitize.log" 2>&1; echo "synccheck tc rc=$?"; tail -2 "$LOG/sanitize.log"
+      # partial convolution: overlapping strided blocks through the tensor-core kernel (out_from, shared rows)
+      compute-sanitizer --tool memcheck --error-exitcode 3 python3 tools/kernels/sanitize_case.py 40001 70000 --taps=1000 \
+        >> "$LOG/sanitize.log" 2>&1; echo "memcheck blocks rc=$?"; tail -3 "$LOG/sanitize.log"
+      compute-sanitizer --tool racecheck --error-exitcode 3 python3 tools/kernels/sanitize_case.py 40001 --taps=1000 \
+        >> "$LOG/sanitize.log" 2>&1; echo "racecheck blocks rc=$?"; tail -2 "$LOG/sanitize.log" ;;
     bench)
       python3 benchmarks/bench_fftconv.py --section-out "$LOG/bench_section.md" > "$LOG/bench.log" 2>&1
       cat "$LOG/bench.log" | head -12; tail -16 "$LOG/bench.log" ;;

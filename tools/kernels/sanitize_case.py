@@ -1,6 +1,7 @@
 """Small cases for compute-sanitizer (memcheck / racecheck): tensor-core, fused and multi-pass paths, gated and plain.
 
-python3 tools/kernels/sanitize_case.py L [L ...] [--many]; --many adds tensor-core cases where every persistent block
+python3 tools/kernels/sanitize_case.py L [L ...] [--taps=K] [--many]; --taps gives the filter K taps (default L: K < L
+takes the partial-convolution blocks past 16K); --many adds tensor-core cases where every persistent block
 serves several units (the next unit's rows staged by cp.async) with 16-byte aligned and misaligned rows.
 """
 import sys
@@ -12,14 +13,16 @@ from genoconv.ops import cuda as gcuda
 
 dev = torch.device("cuda")
 lengths = [int(x) for x in sys.argv[1:] if not x.startswith("--")] or [1, 777, 40_000]
+n_taps = next((int(x.split("=")[1]) for x in sys.argv[1:] if x.startswith("--taps=")), None)
 for seq_len in lengths:
     for gated in (False, True):
         u = torch.randn(3, 3, seq_len, device=dev).to(torch.bfloat16)  # odd batch: a lone row in the tensor-core path
         g = [torch.randn_like(u) for _ in range(2)] if gated else [None, None]
-        filt = LongFilter(torch.randn(3, seq_len, device=dev) / seq_len**0.5, torch.randn(3, device=dev))
+        k = n_taps or seq_len
+        filt = LongFilter(torch.randn(3, k, device=dev) / k**0.5, torch.randn(3, device=dev))
         y = gcuda.causal_conv_cuda(u, filt, *g)
         torch.cuda.synchronize()
-        print(seq_len, gated, "ok", float(y.float().norm()))
+        print(seq_len, k, gated, "ok", float(y.float().norm()))
 if "--many" in sys.argv:
     channels = 5 * torch.cuda.get_device_properties(0).multi_processor_count
     for seq_len in (777, 3001):
