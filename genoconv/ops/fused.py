@@ -12,7 +12,9 @@ its inputs once and writes its outputs once.
 
 :func:`fused_available` says whether the Triton kernels run for a tensor (CUDA, Triton importable,
 ``GENOCONV_FUSED=0`` not set); otherwise the ``_ref`` functions run. The references compute exactly what the model
-computed before these kernels existed, so the CPU path is unchanged bit for bit.
+computed before these kernels existed. The MLP's GEMMs take their bias (and GELU) in the GEMM's epilogue on both
+devices (cuBLASLt; oneDNN for fp32 on the CPU), which changes fp32 rounding only (~4e-7 relative on the CPU);
+``GENOCONV_FUSED=0`` turns all of it off.
 """
 
 from __future__ import annotations
@@ -24,7 +26,8 @@ import torch
 import torch.nn.functional as F
 
 __all__ = ["add_layer_norm_cast", "add_layer_norm_cast_ref", "fused_available", "fused_enabled", "layer_norm_cast",
-           "layer_norm_cast_ref", "short_conv_gate", "short_conv_gate_ref", "causal_short_conv"]
+           "layer_norm_cast_ref", "short_conv_gate", "short_conv_gate_ref", "causal_short_conv", "gelu_linear",
+           "linear", "onednn_enabled"]
 
 
 @functools.lru_cache(maxsize=1)
@@ -53,22 +56,28 @@ def fused_available(x: torch.Tensor) -> bool:
 
 # ---- references -------------------------------------------------------------------------------------------------
 def causal_short_conv(p: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor,
-                      past: torch.Tensor | None = None) -> torch.Tensor:
+                      past: torch.Tensor | None = None, in_bias: torch.Tensor | None = None) -> torch.Tensor:
     """Causal depthwise conv, out[t] = sum_j weight[c, 0, W-1-j] * p[t-j] + bias: HyenaDNA's short filter.
 
-    p: (B, C, L); weight: (C, 1, W) (nn.Conv1d layout); past: (B, C, W-1) inputs before p (zeros if None).
+    p: (B, C, L); weight: (C, 1, W) (nn.Conv1d layout); past: (B, C, W-1) inputs before p (zeros if None);
+    in_bias: (C,) a bias p lacks (in_proj's, left out of its GEMM), folded into the conv's constant term.
     Written as W shifted multiply-adds: twice as fast as a depthwise conv1d on the CPU, and on the GPU it skips the
     padded copy and the depthwise kernel (126 ms of a 583 ms forward at 1 Mbp on an H200).
     """
     width, length = weight.shape[-1], p.shape[-1]
-    out = torch.addcmul(bias[:, None], p, weight[:, 0, width - 1, None])
+    const = bias[:, None]
+    if in_bias is not None:  # conv(p + b) = conv(p) + b * sum(w), less b * w_j where tap j reads before p's start
+        const = const + (in_bias.to(weight.dtype) * weight[:, 0].sum(-1))[:, None]
+    out = torch.addcmul(const.to(p.dtype), p, weight[:, 0, width - 1, None])
     for j in range(1, width):  # tap looking back j steps
         w = weight[:, 0, width - 1 - j, None]
         if length > j:
             out[..., j:].addcmul_(p[..., :-j], w)
+        n = min(j, length)
         if past is not None:
-            n = min(j, length)
             out[..., :n].addcmul_(past[..., past.shape[-1] - j:past.shape[-1] - j + n], w)
+        if in_bias is not None:  # those taps read zero padding or `past`, which holds biased values already
+            out[..., :n] -= (in_bias.to(weight.dtype)[:, None] * w).to(out.dtype)
     return out
 
 
@@ -76,10 +85,8 @@ def short_conv_gate_ref(p: torch.Tensor, weight: torch.Tensor, bias: torch.Tenso
                         past: torch.Tensor | None = None,
                         in_bias: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """(x0, x1 * v) from the in_proj output p (B, 3d, L) after the causal short conv; shapes (B, d, L).
-    ``in_bias`` (3d,): in_proj's bias when p was computed without it (added to p, not to ``past``)."""
-    if in_bias is not None:
-        p = p + in_bias[:, None].to(p.dtype)
-    x0, x1, v = causal_short_conv(p, weight, bias, past).chunk(3, dim=1)
+    ``in_bias`` (3d,): in_proj's bias when p was computed without it (``past`` holds biased values)."""
+    x0, x1, v = causal_short_conv(p, weight, bias, past, in_bias).chunk(3, dim=1)
     return x0, x1 * v
 
 
@@ -221,12 +228,42 @@ def _build_kernels():
     return Kernels()
 
 
+@functools.lru_cache(maxsize=1)
+def _onednn_linear() -> bool:
+    return torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
+
+
+def onednn_enabled(device: torch.device, dtype: torch.dtype) -> bool:
+    """Whether CPU inference runs the MLP's GEMMs through oneDNN with the bias (and GELU) in the epilogue (what a run
+    records: it changes the fp32 rounding, ~4e-7 relative). On the CPU torch's addmm first copies the bias into the
+    output and GELU is another pass over it: 2 of every 5 passes over the (L, d_inner) activation. fp32 only."""
+    return (torch.device(device).type == "cpu" and dtype == torch.float32 and _onednn_linear()
+            and os.environ.get("GENOCONV_FUSED", "1") != "0")
+
+
+def _onednn(x: torch.Tensor) -> bool:
+    return not torch.is_grad_enabled() and x.is_contiguous() and onednn_enabled(x.device, x.dtype)
+
+
 def gelu_linear(x: torch.Tensor, linear: torch.nn.Linear) -> torch.Tensor:
-    """gelu_tanh(linear(x)): on CUDA one GEMM with the bias and GELU in its epilogue (cuBLASLt, whose GELU is the
-    tanh approximation HyenaDNA uses), saving a read and a write of the (L, d_inner) activation; elsewhere the
-    plain two steps."""
+    """gelu_tanh(linear(x)): one GEMM with the bias and GELU in its epilogue, saving a write and a read-write of the
+    (L, d_inner) activation: cuBLASLt on CUDA (its GELU is the tanh approximation HyenaDNA uses), oneDNN on the CPU
+    (fp32); elsewhere the plain two steps."""
     if x.is_cuda and not torch.is_grad_enabled() and os.environ.get("GENOCONV_FUSED", "1") != "0":
         flat = x.reshape(-1, x.shape[-1])
         out = torch._addmm_activation(linear.bias, flat, linear.weight.t(), use_gelu=True)
         return out.view(*x.shape[:-1], out.shape[-1])
+    if _onednn(x):
+        out = torch.ops.mkldnn._linear_pointwise(x.view(-1, x.shape[-1]), linear.weight, linear.bias, "gelu", [],
+                                                 "tanh")
+        return out.view(*x.shape[:-1], out.shape[-1])
     return F.gelu(linear(x), approximate="tanh")
+
+
+def linear(x: torch.Tensor, layer: torch.nn.Linear) -> torch.Tensor:
+    """layer(x), on the CPU (fp32) through oneDNN with the bias in the GEMM's epilogue instead of copied into the
+    output first."""
+    if _onednn(x):
+        out = torch.ops.mkldnn._linear_pointwise(x.view(-1, x.shape[-1]), layer.weight, layer.bias, "none", [], "")
+        return out.view(*x.shape[:-1], out.shape[-1])
+    return layer(x)

@@ -153,3 +153,27 @@ def test_gelu_epilogue_is_the_tanh_gelu():
         want = torch.nn.functional.gelu(torch.nn.functional.linear(x.double(), lin.weight.double(),
                                                                     lin.bias.double()), approximate="tanh")
     assert ((got.double() - want).norm() / want.norm()).item() < 8e-3
+
+
+def test_cpu_mlp_epilogues_match_float64(monkeypatch):
+    # fp32 on the CPU: oneDNN GEMMs with the bias (and the tanh GELU) in the epilogue, against float64.
+    torch.manual_seed(0)
+    fc1, fc2 = torch.nn.Linear(64, 256), torch.nn.Linear(256, 64)
+    x = torch.randn(2, 1000, 64)
+    with torch.inference_mode():
+        h = fused.gelu_linear(x, fc1)
+        y = fused.linear(h, fc2)
+        want_h = torch.nn.functional.gelu(torch.nn.functional.linear(x.double(), fc1.weight.double(),
+                                                                      fc1.bias.double()), approximate="tanh")
+        want_y = torch.nn.functional.linear(h.double(), fc2.weight.double(), fc2.bias.double())
+    assert h.shape == (2, 1000, 256) and y.shape == (2, 1000, 64)
+    assert ((h.double() - want_h).norm() / want_h.norm()).item() < 1e-6
+    assert ((y.double() - want_y).norm() / want_y.norm()).item() < 1e-6
+    from genoconv.ops.fftconv import arithmetic
+
+    assert arithmetic(torch.device("cpu"), torch.float32)["onednn_mlp"] == fused.onednn_enabled("cpu", torch.float32)
+    assert not fused.onednn_enabled("cpu", torch.float64)  # the float64 oracle keeps torch's own GEMMs
+    monkeypatch.setenv("GENOCONV_FUSED", "0")
+    assert not fused.onednn_enabled("cpu", torch.float32)
+    with torch.inference_mode():
+        torch.testing.assert_close(fused.linear(h, fc2), fc2(h), rtol=0, atol=0)
