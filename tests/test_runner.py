@@ -179,10 +179,16 @@ def test_every_model_setting_is_recorded():
 
 def test_the_arithmetic_is_recorded(run_config_of, monkeypatch):
     base = run_config_of()
+    import torch
+
+    from genoconv.ops.fused import onednn_enabled
+
     assert base["convolution"] == {"device_type": "cpu", "fft_sizes": "smooth", "backend": "reference",
-                                   "fused_block": False}
+                                   "fused_block": False, "onednn_mlp": onednn_enabled("cpu", torch.float32)}
     monkeypatch.setenv("GENOCONV_FFT_SIZES", "pow2")
     assert run_config_of()["convolution"]["fft_sizes"] == "pow2"
+    monkeypatch.setenv("GENOCONV_FUSED", "0")  # the plain CPU GEMMs round differently: recorded
+    assert run_config_of()["convolution"]["onednn_mlp"] is False
 
 
 def test_embed_to_file_with_default_options(run_config_of, small_model_dir, tmp_path):
@@ -212,8 +218,8 @@ def test_the_cuda_arithmetic_is_recorded_without_a_gpu(monkeypatch):
     monkeypatch.setattr(fused, "fused_enabled", lambda device: True)  # Triton on the GPU: the fused block
     gpu = torch.device("cuda", 0)
     assert arithmetic(gpu, torch.bfloat16) == {"device_type": "cuda", "fft_sizes": "pow2", "backend": "cuda",
-                                               "fused_block": True, "kernel_path": "auto", "smem_per_block": 232448,
-                                               "max_fused_points": 8192}
+                                               "fused_block": True, "onednn_mlp": False, "kernel_path": "auto",
+                                               "smem_per_block": 232448, "max_fused_points": 8192}
     assert arithmetic(gpu, torch.float32)["backend"] == "reference"  # the kernels take bf16/fp16 only
     monkeypatch.setattr(cuda, "_smem_per_block", lambda device: 167936)  # an A100: other sizes on the scalar kernels
     assert arithmetic(gpu, torch.bfloat16)["smem_per_block"] == 167936
