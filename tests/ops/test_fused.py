@@ -177,3 +177,19 @@ def test_cpu_mlp_epilogues_match_float64(monkeypatch):
     assert not fused.onednn_enabled("cpu", torch.float32)
     with torch.inference_mode():
         torch.testing.assert_close(fused.linear(h, fc2), fc2(h), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("length", [1, 2, 5, 300])
+@pytest.mark.parametrize("with_past", [False, True])
+def test_short_conv_folds_a_missing_bias(length, with_past):
+    # conv(p + b) with b folded into the constant term (and taken back where a tap reads padding or `past`, whose
+    # values already carry it): equal to adding b to p first, at every length, with and without carried inputs.
+    torch.manual_seed(length)
+    c, width = 6, 3
+    p = torch.randn(2, c, length, dtype=torch.float64)
+    w = torch.randn(c, 1, width, dtype=torch.float64)
+    b, in_b = torch.randn(c, dtype=torch.float64), torch.randn(c, dtype=torch.float64)
+    past = torch.randn(2, c, width - 1, dtype=torch.float64) if with_past else None
+    got = fused.causal_short_conv(p, w, b, past, in_bias=in_b)
+    want = fused.causal_short_conv(p + in_b[:, None], w, b, past)
+    torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
