@@ -173,7 +173,7 @@ def run(quick: bool, dtype: torch.dtype, sizes: list[int] | None = None) -> tupl
 
 def run_long(dtype: torch.dtype, bw: float) -> list[dict]:
     """Partial, streamed and frequency-sparse convolutions at L = 2M, B = 1, H = 64 (2^27 elements)."""
-    from genoconv.ops import LongFilter, causal_conv
+    from genoconv.ops import LongFilter, backend_for, causal_conv
     from genoconv.ops import cuda as gcuda
 
     dev = torch.device("cuda")
@@ -244,7 +244,6 @@ def run_long(dtype: torch.dtype, bw: float) -> list[dict]:
     bias = torch.randn(channels, device=dev)
     for keep in (1.0, 0.5, 0.25):
         filt = LongFilter(taps, bias, freq_keep=keep)
-        from genoconv.ops import backend_for
         add(f"freq-sparse F={keep} (L=64K, B=32)", lambda filt=filt: causal_conv(uf, filt), taps, bias,
             uf if keep == 1.0 else None, outputs=uf.numel(), path=backend_for(uf, filt))
     return rows

@@ -354,7 +354,7 @@ class HyenaOperator(nn.Module):
                                 postgate=None if post is None else post.contiguous(), history=history)
         self.filter_fn.release(filt)
         # out_proj back to (B, L, d) as y^T @ W^T: the GEMM takes both transposed operands as they are; for one row
-        # on CUDA addmm puts the bias in the GEMM's epilogue (baddbmm first broadcasts it into the output).
+        # addmm, which on CUDA puts the bias in the GEMM's epilogue (baddbmm first broadcasts it into the output).
         if batch == 1 and bias_in_kernel:
             return torch.addmm(self.out_proj.bias, v[0].t(), self.out_proj.weight.t()).unsqueeze(0)
         return torch.baddbmm(self.out_proj.bias, v.transpose(1, 2), self.out_proj.weight.t().expand(batch, -1, -1))

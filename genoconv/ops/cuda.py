@@ -451,7 +451,7 @@ def _linear_taps(filter_len: int, seq_len: int, n: int) -> int:
     return min(filter_len, max(seq_len, n // 2))
 
 
-def _conv_blocks(u, filt, pregate, postgate, log_n: int, lead: int, spec, gain, op=None) -> torch.Tensor:
+def _conv_blocks(u, pregate, postgate, log_n: int, lead: int, spec, gain, op=None) -> torch.Tensor:
     """Partial convolution: the row as overlapping blocks of N/2 inputs through the tensor-core kernel, no copies.
 
     The head block is a plain causal convolution of [0, N/2); block j >= 1 reads inputs from N/2 + (j-1) C - lead
@@ -502,22 +502,20 @@ def causal_conv_cuda(u, filt, pregate=None, postgate=None, valid_from: int = 0):
     dev = u.device
     gated = {"pre": pregate is not None, "post": postgate is not None}
     smem = _smem_per_block(dev)
-    log_n_monarch = monarch_log_n(seq_len, **gated, smem_per_block=smem)
-    if log_n_monarch is not None:
-        taps = _linear_taps(filt.filter_len, seq_len, 1 << log_n_monarch)
-        spec, gain = filt.cached(("cuda_monarch", log_n_monarch, taps, str(dev)),
-                                 lambda: _monarch_spectrum(filt, log_n_monarch, taps, dev))
-        return torch.ops.genoconv_fftconv.causal_conv_monarch(u, spec, gain, pregate, postgate, log_n_monarch)
-    blocks = partial_plan(seq_len, filt.filter_len, **gated, smem_per_block=smem)
-    if blocks is not None:
-        log_n, lead = blocks
-        taps = min(filt.filter_len, seq_len)
+    log_n = monarch_log_n(seq_len, **gated, smem_per_block=smem)
+    blocks = partial_plan(seq_len, filt.filter_len, **gated, smem_per_block=smem) if log_n is None else None
+    if log_n is not None or blocks is not None:  # the tensor-core kernel: the whole row, or its blocks
+        log_n = log_n if blocks is None else blocks[0]
+        taps = _linear_taps(filt.filter_len, seq_len, 1 << log_n)
         spec, gain = filt.cached(("cuda_monarch", log_n, taps, str(dev)),
                                  lambda: _monarch_spectrum(filt, log_n, taps, dev))
-        return _conv_blocks(u, filt, pregate, postgate, log_n, lead, spec, gain)
-    circular = _planned_taps(seq_len, filt.filter_len, valid_from) == 1
-    log_n, log_n1 = plan(seq_len, 1 if circular else filt.filter_len, dev)
-    taps = min(filt.filter_len, seq_len) if circular else _linear_taps(filt.filter_len, seq_len, 1 << log_n)
+        if blocks is None:
+            return torch.ops.genoconv_fftconv.causal_conv_monarch(u, spec, gain, pregate, postgate, log_n)
+        return _conv_blocks(u, pregate, postgate, log_n, blocks[1], spec, gain)
+    planned = _planned_taps(seq_len, filt.filter_len, valid_from)
+    log_n, log_n1 = plan(seq_len, planned, dev)
+    # circular (planned for 1 tap): every tap is used; linear: the taps below N/2 (one spectrum per N)
+    taps = min(filt.filter_len, seq_len) if planned == 1 else _linear_taps(filt.filter_len, seq_len, 1 << log_n)
     bins, pair_tw, tw = _cached_tables(log_n, log_n1, dev)
     spec = filt.cached(("cuda_spectrum", log_n, log_n1, taps, str(dev)),
                        lambda: _spectrum(filt, log_n, bins, taps, dev))

@@ -256,12 +256,16 @@ def planned_backend(device: torch.device | str, dtype: torch.dtype, freq_keep: f
     return _checked("cuda" if not why else "reference", lambda: why)
 
 
+def _backend_choice() -> str:
+    return os.environ.get("GENOCONV_CONV_BACKEND", "auto").lower()
+
+
 def _forced_reference() -> bool:
-    return os.environ.get("GENOCONV_CONV_BACKEND", "auto").lower() == "reference"
+    return _backend_choice() == "reference"
 
 
 def _checked(backend: str, why: Callable[[], str]) -> str:
-    if backend != "cuda" and os.environ.get("GENOCONV_CONV_BACKEND", "auto").lower() == "cuda":
+    if backend != "cuda" and _backend_choice() == "cuda":
         raise RuntimeError(f"GENOCONV_CONV_BACKEND=cuda but the CUDA kernel cannot run: {why()}")
     return backend
 
@@ -322,7 +326,7 @@ def causal_conv(
         # (overlap-save: N >= history + chunk rather than + K - 1).
         x = u * pregate if pregate is not None else u
         past = history.shape[-1]
-        joined = torch.cat([history.to(x.dtype), x], dim=-1).contiguous()
+        joined = torch.cat([history.to(x.dtype), x], dim=-1)
         y = _cuda.causal_conv_cuda(joined, filt, valid_from=past)[..., past:]
         return y * postgate if postgate is not None else y
     return causal_conv_ref(u, filt, pregate, postgate, history)

@@ -650,15 +650,15 @@ class EmbeddingWriter:
             fsync_path(self.path)
         self._closed = True
         self._journal.close()
+        written = self.path  # the file as written: its journal and checkpoint state files go once it is complete
         try:
             if self._final is not None:  # --overwrite: the complete file replaces the old output only now
                 os.replace(self.path, self._final)
                 unlink(journal_path(self._final))  # that of an unfinished run it replaces
                 self.path = self._final
             unlink(self._journal.path)
-            for slot in (0, 1):  # a checkpoint's saved state, named after the file as written
-                unlink(state_path(self._journal.path.with_name(self._journal.path.name.removesuffix(".journal")),
-                                  slot))
+            for slot in (0, 1):
+                unlink(state_path(written, slot))
             fsync_dir(self.path)
         finally:
             self._release()

@@ -154,7 +154,6 @@ def test_streamed_chunks_are_planned_as_circular_transforms():
 def test_partial_blocks_cover_every_output_once(seq_len, filter_len, batch, gated):
     """The block split of the partial-convolution path, with a float64 stand-in for the kernel that writes only
     outputs t >= out_from of each (strided, overlapping) block row: equal to the direct causal convolution."""
-    from genoconv.ops import LongFilter
     from genoconv.ops.cuda import _conv_blocks, partial_plan
 
     gen = torch.Generator().manual_seed(seq_len)
@@ -185,7 +184,7 @@ def test_partial_blocks_cover_every_output_once(seq_len, filter_len, batch, gate
                 flat = torch.arange(start, start + yv.shape[-1] - out_from)
                 writes.view(-1)[flat] += 1
 
-    y = _conv_blocks(u, LongFilter(taps.float()), pre, post, log_n, lead, None, None, op=stand_in)
+    y = _conv_blocks(u, pre, post, log_n, lead, None, None, op=stand_in)
     assert torch.equal(writes, torch.ones_like(writes)), "every output written exactly once"
     want = conv(u if pre is None else u * pre)
     want = want if post is None else want * post
@@ -209,3 +208,37 @@ def test_bindings_compile_with_the_build_defines(tmp_path):
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert not any("," in flag and flag.startswith("-D") for flag in build.nvcc_flags())  # nvcc splits -D lists
+
+
+def test_cuda_dispatch_and_spectrum_keys_without_a_gpu(monkeypatch):
+    """causal_conv_cuda's choice of path and cached spectrum, with the device and the ops faked: the tensor-core
+    kernel for a row it holds, its blocks for a short filter on a longer row, and the three-pass kernel sized
+    linearly, or circularly behind K - 1 carried inputs."""
+    from types import SimpleNamespace
+
+    from genoconv.ops import LongFilter, cuda
+
+    ran = []
+    ops = SimpleNamespace(
+        causal_conv_monarch=lambda u, spec, gain, pre, post, log_n: ran.append(("monarch", log_n, spec)),
+        causal_conv=lambda u, spec, ptw, tw, pre, post, log_n, log_n1: ran.append(("3-pass", log_n, spec)))
+    monkeypatch.setattr(cuda, "torch", SimpleNamespace(ops=SimpleNamespace(genoconv_fftconv=ops)))
+    monkeypatch.setattr(cuda, "why_not", lambda u, f: "")
+    monkeypatch.setattr(cuda, "_smem_per_block", lambda device: 227 << 10)
+    monkeypatch.setattr(cuda, "_monarch_spectrum", lambda f, log_n, taps, dev: ((log_n, taps), None))
+    monkeypatch.setattr(cuda, "_spectrum", lambda f, log_n, bins, taps, dev: (log_n, taps))
+    monkeypatch.setattr(cuda, "_cached_tables", lambda log_n, log_n1, dev: (None, None, None))
+    monkeypatch.setattr(cuda, "plan", lambda seq_len, filter_len, dev: (cuda.fft_plan(seq_len, filter_len), 9))
+    monkeypatch.setattr(cuda, "_conv_blocks", lambda u, pre, post, log_n, lead, spec, gain:
+                        ran.append(("blocks", log_n, spec, lead)))
+
+    def call(seq_len, k, valid_from=0):
+        u = torch.empty(1, 2, seq_len)
+        cuda.causal_conv_cuda(u, LongFilter(torch.zeros(2, k)), valid_from=valid_from)
+        return ran[-1]
+
+    assert call(3000, 16_386) == ("monarch", 13, (13, 4096))  # the taps below N/2: one spectrum per N
+    assert call(40_001, 1026) == ("blocks", 15, (15, 1026), 1032)
+    assert call(100_000, 50_000) == ("3-pass", 18, (18, 50_000))  # linear: N >= L + K - 1
+    assert call(100_000, 50_000, valid_from=49_999) == ("3-pass", 17, (17, 50_000))  # circular: N >= L
+    assert call(100_000, 50_000, valid_from=49_998) == ("3-pass", 18, (18, 50_000))  # too few carried inputs
