@@ -4,15 +4,15 @@ For each L in the sweep (B*H*L = 2^27, H = 256 where possible; 512 .. 4M) plus t
 L=2,220,382), with a filter as long as the row:
   - copy bandwidth (1 GiB device-to-device copy, bytes read + written), measured once at the start;
   - PyTorch reference: fp32 rfft/irfft at FFT size 2L, filter spectrum precomputed, + D*u, cast back to bf16;
-  - this kernel, plain and gated (pregate/postgate fused), and, for the sizes the tensor-core Monarch kernel takes
-    (L <= 16K), the scalar fused kernel it replaced (GENOCONV_FFTCONV_PATH=scalar), plain;
+  - this kernel, plain and gated (pregate/postgate fused), and the scalar kernels it replaced
+    (GENOCONV_FFTCONV_PATH=scalar: the fused one up to 16K, the three-pass one above), plain and gated;
 each as a median time in ms, the ratio to PyTorch, the share of the memory floor (4 B/elem plain, 8 B/elem gated,
 over the measured copy bandwidth), and the relative L2 error against a float64 FFT convolution on a few channels.
 
 A second table (issue 13) at L = 2M (B=1, H=64): partial convolutions (K = 1K, 16K, 262K taps; K = 1K also on the
 three-pass path it replaced), a streamed chunk behind 1M carried inputs (linear [1M | 2.19M] as before, circular
 [1M | 3.19M] now: same FFT size, 1.46x the new outputs), and frequency-sparse filters (F = 1, 0.5, 0.25 through the
-dispatch point: F < 1 runs on the PyTorch reference today).
+dispatch point: F < 1 runs on the PyTorch reference today). Each row names the path the dispatch took.
 
     python benchmarks/bench_fftconv.py                       # full sweep, prints a markdown table
     python benchmarks/bench_fftconv.py --update BENCHMARKS.md   # also rewrite its section of that file (issue 13's;
@@ -148,11 +148,11 @@ def run(quick: bool, dtype: torch.dtype, sizes: list[int] | None = None) -> tupl
         t_gated = time_ms(lambda: gcuda.causal_conv_cuda(u, filt, pre, post), reps=reps)
         # Whether the tensor-core kernel takes this size on this device (its shared memory may not fit, e.g. an A100).
         monarch = gcuda.monarch_log_n(seq_len, smem_per_block=gcuda._smem_per_block(dev)) is not None
-        t_scalar = t_scalar_gated = float("nan")
-        if monarch:
-            with scalar_path():
-                t_scalar = time_ms(lambda: gcuda.causal_conv_cuda(u, filt), reps=reps)
-                t_scalar_gated = time_ms(lambda: gcuda.causal_conv_cuda(u, filt, pre, post), reps=reps)
+        # The scalar kernels as the yardstick at every size: the fused one (L <= 16K) or the three-pass one, which
+        # the long path (outer passes around the tensor-core kernel) replaced from 64K on.
+        with scalar_path():
+            t_scalar = time_ms(lambda: gcuda.causal_conv_cuda(u, filt), reps=reps)
+            t_scalar_gated = time_ms(lambda: gcuda.causal_conv_cuda(u, filt, pre, post), reps=reps)
         err_plain = oracle_error(gcuda.causal_conv_cuda(u, filt), u, taps, bias)
         err_gated = oracle_error(gcuda.causal_conv_cuda(u, filt, pre, post), u, taps, bias, pre, post)
         err_ref = oracle_error(torch_reference(u, k_f, bias), u, taps, bias)
@@ -162,6 +162,7 @@ def run(quick: bool, dtype: torch.dtype, sizes: list[int] | None = None) -> tupl
                    floor_ms=floor_plain, plain_floor=floor_plain / t_plain, gated_floor=floor_gated / t_gated,
                    speedup=t_ref / t_plain, err_plain=err_plain, err_gated=err_gated, err_ref=err_ref,
                    log_n=gcuda.fft_plan(seq_len, seq_len), monarch=monarch, scalar_ms=t_scalar,
+                   path=path_label(seq_len, seq_len),
                    scalar_gated_ms=t_scalar_gated)
         rows.append(row)
         print(f"{name:>10} B={batch:<5} H={channels:<4} ref {t_ref:8.3f} ms  plain {t_plain:8.3f} ms "
@@ -205,7 +206,7 @@ def run_long(dtype: torch.dtype, bw: float) -> list[dict]:
         bias = torch.randn(channels, device=dev)
         filt = LongFilter(taps, bias)
         blocks = gcuda.partial_plan(seq_len, k, smem_per_block=smem)
-        path = f"blocks N=2^{blocks[0]}, lead {blocks[1]}" if blocks else f"3-pass N=2^{gcuda.fft_plan(seq_len, k)}"
+        path = path_label(seq_len, k)
         n_ref = 1 << gcuda.fft_plan(seq_len, k)
         k_f = torch.fft.rfft(taps, n=n_ref)
 
@@ -234,7 +235,7 @@ def run_long(dtype: torch.dtype, bw: float) -> list[dict]:
         else:
             fn = lambda x=x, hist=hist: causal_conv(x, filt, history=hist)
         add(f"streamed [1M | {chunk / 1e6:.2f}M], {label}", fn, taps, bias, None, outputs=batch * channels * chunk,
-            path="3-pass N=2^22")
+            path=path_label(chunk + k - 1, k, 0 if label.startswith("linear") else k - 1))
         del x, hist
     del filt
     # Frequency-sparse filters through the dispatch point (F < 1: the reference path today).
@@ -259,6 +260,25 @@ def long_table(rows: list[dict]) -> str:
     return re.sub(r"\bnan\b%?", "-", "\n".join(lines))
 
 
+def path_label(seq_len: int, filter_len: int, valid_from: int = 0) -> str:
+    """Which kernel ``causal_conv_cuda`` runs for this call on this device, as the dispatch decides it."""
+    from genoconv.ops import cuda as gcuda
+
+    smem = gcuda._smem_per_block(torch.device("cuda"))
+    log_n = gcuda.monarch_log_n(seq_len, smem_per_block=smem)
+    if log_n is not None:
+        return f"tensor-core fused N=2^{log_n}"
+    blocks = gcuda.partial_plan(seq_len, filter_len, smem_per_block=smem)
+    if blocks:
+        return f"blocks N=2^{blocks[0]}, lead {blocks[1]}"
+    long = gcuda.long_plan(seq_len, filter_len, valid_from, smem_per_block=smem)
+    if long:
+        log_n, log_r = long[:2]
+        outer = "tensor-core" if log_r == 8 else "scalar"
+        return f"long N=2^{log_n} = 2^{log_r} x 2^{log_n - log_r} ({outer} outer)"
+    return f"3-pass N=2^{gcuda.fft_plan(seq_len, gcuda._planned_taps(seq_len, filter_len, valid_from))}"
+
+
 def table(rows: list[dict]) -> str:
     head = ["", *[r["name"] for r in rows]]
     lines = ["| " + " | ".join(head) + " |", "| " + " | ".join("---" for _ in head) + " |"]
@@ -270,17 +290,16 @@ def table(rows: list[dict]) -> str:
     add("PyTorch fp32 FFT (ms)", lambda r: f"{r['ref_ms']:.3f}")
     add("kernel plain (ms)", lambda r: f"{r['plain_ms']:.3f}")
     add("kernel gated (ms)", lambda r: f"{r['gated_ms']:.3f}")
-    add("previous scalar fused kernel, plain (ms)", lambda r: f"{r['scalar_ms']:.3f}" if r.get("monarch") else "-")
-    add("previous scalar fused kernel, gated (ms)",
-        lambda r: f"{r['scalar_gated_ms']:.3f}" if r.get("monarch") and "scalar_gated_ms" in r else "-")
+    add("scalar kernels (fused <= 16K, three-pass above), plain (ms)", lambda r: f"{r['scalar_ms']:.3f}")
+    add("scalar kernels, gated (ms)", lambda r: f"{r['scalar_gated_ms']:.3f}" if "scalar_gated_ms" in r else "-")
+    add("speed-up plain vs scalar kernels", lambda r: f"{r['scalar_ms'] / r['plain_ms']:.2f}x")
     add("speed-up plain vs PyTorch", lambda r: f"{r['speedup']:.1f}x")
     add("plain, % of floor (4 B/elem)", lambda r: f"{r['plain_floor']:.1%}")
     add("gated, % of gated floor (8 B/elem)", lambda r: f"{r['gated_floor']:.1%}")
     add("memory floor plain (ms)", lambda r: f"{r['floor_ms']:.3f}")
     add("rel. L2 err plain / gated", lambda r: f"{r['err_plain']:.1e} / {r['err_gated']:.1e}")
     add("rel. L2 err PyTorch ref", lambda r: f"{r['err_ref']:.1e}")
-    add("FFT size N (path)", lambda r: f"2^{r['log_n']} "
-        f"({'tensor-core fused' if r.get('monarch') else 'fused' if r['log_n'] <= 15 else '3-pass'})")
+    add("path", lambda r: r["path"])
     return "\n".join(lines)
 
 

@@ -1,6 +1,7 @@
 // Torch bindings: input checks, workspace, dtype dispatch, and the torch.library registration of
 //   genoconv_fftconv::causal_conv          (the scalar fused / three-pass kernels) and
-//   genoconv_fftconv::causal_conv_monarch  (the tensor-core Monarch kernel)
+//   genoconv_fftconv::causal_conv_monarch  (the tensor-core Monarch kernel; _into: its partial-convolution form)
+//   genoconv_fftconv::causal_conv_long     (the long path: outer passes around the tensor-core kernel)
 // Each op is one node for torch.compile; their fake (meta) implementations live in genoconv/ops/cuda.py.
 #include <torch/extension.h>
 #include <c10/cuda/CUDAStream.h>
@@ -222,6 +223,73 @@ void causal_conv_monarch_into(const at::Tensor& u_in, const at::Tensor& spectrum
   monarch_run(u_in, spectrum, gain, pregate_in, postgate_in, log_n, &y, out_from);
 }
 
+// Long path (fftconv_long.cu): real FFT size N = 2^log_n = R N' (R = 2^log_r); spectrum (channels * (R/2 + 1), N', 2)
+// fp16 and gain (channels * (R/2 + 1),) for the inner rows, out_scale (channels,), in_scale (channels, batch),
+// twiddle (R, 2) the outer DFTs' multi-level table; inputs from src_a, outputs from src_o (LongParams). The fp16
+// workspace (about 2 N bytes per row) is bounded by processing channels in blocks of at most ~1 GiB.
+// It writes into y (u's shape and dtype, unit stride along the sequence; outputs before src_o are left as they are).
+void causal_conv_long(const at::Tensor& u_in, const at::Tensor& spectrum, const at::Tensor& gain,
+                      const at::Tensor& out_scale, const at::Tensor& in_scale, const at::Tensor& twiddle,
+                      const c10::optional<at::Tensor>& pregate_in, const c10::optional<at::Tensor>& postgate_in,
+                      const at::Tensor& y, int64_t log_n, int64_t log_r, int64_t src_a, int64_t src_o) {
+  check_u(u_in);
+  const int64_t batch = u_in.size(0), channels = u_in.size(1), seq_len = u_in.size(2);
+  TORCH_CHECK(log_n >= kLongMinLogN && log_n <= kLongMaxLogN, "log_n must be in [", num(kLongMinLogN), ", ",
+              num(kLongMaxLogN), "], got ", num(log_n));
+  const int64_t log_inner = log_n - log_r;
+  TORCH_CHECK(log_r >= 2 && log_inner >= kLongMinInnerLogN && log_inner <= kLongMaxInnerLogN,
+              "inner size 2^", num(log_inner), " outside [2^", num(kLongMinInnerLogN), ", 2^", num(kLongMaxInnerLogN), "]");
+  TORCH_CHECK(src_a >= 0 && src_o >= src_a && seq_len - src_a <= (int64_t(1) << log_n),
+              "the row's inputs [src_a, L) do not fit the transform");
+  const int64_t rh = (int64_t(1) << (log_r - 1)) + 1, inner = int64_t(1) << log_inner;
+  auto check_f32 = [&](const at::Tensor& t, const char* name, std::vector<int64_t> shape) {
+    TORCH_CHECK(t.is_cuda() && t.device() == u_in.device() && t.scalar_type() == at::kFloat && t.is_contiguous() &&
+                    t.sizes() == at::IntArrayRef(shape),
+                name, " must be a contiguous float32 tensor of the documented shape on u's device");
+  };
+  TORCH_CHECK(spectrum.is_cuda() && spectrum.device() == u_in.device() && spectrum.scalar_type() == at::kHalf &&
+                  spectrum.is_contiguous() && spectrum.dim() == 3 && spectrum.size(0) == channels * rh &&
+                  spectrum.size(1) == inner && spectrum.size(2) == 2,
+              "spectrum must be contiguous float16 (channels * (R/2 + 1), N', 2) in the kernel's lane order");
+  check_f32(gain, "gain", {channels * rh});
+  check_f32(out_scale, "out_scale", {channels});
+  check_f32(in_scale, "in_scale", {channels, batch});
+  check_f32(twiddle, "twiddle", {int64_t(1) << log_r, 2});
+
+  ConvParams cp;  // the shared signal checks and bindings (its SignalParams part)
+  const Signals sig = bind_signals(cp, u_in, pregate_in, postgate_in, &y);
+  if (sig.y.numel() == 0) return;
+  LongParams p;
+  static_cast<SignalParams&>(p) = cp;
+  p.log_n = static_cast<int>(log_n);
+  p.log_r = static_cast<int>(log_r);
+  p.src_a = src_a;
+  p.src_o = src_o;
+  p.twiddle = reinterpret_cast<const float2*>(twiddle.data_ptr<float>());
+
+  const c10::cuda::CUDAGuard guard(u_in.device());
+  cudaStream_t stream = c10::cuda::getCurrentCUDAStream().stream();
+  const int64_t per_channel = rh * 2 * batch * inner;  // fp16 words
+  const int64_t step = std::max<int64_t>(1, std::min<int64_t>(channels, (int64_t(1) << 29) / per_channel));
+  at::Tensor work = at::empty({step * per_channel}, u_in.options().dtype(at::kHalf));
+  p.work = work.data_ptr<at::Half>();
+  const auto* spec = reinterpret_cast<const uint4*>(spectrum.data_ptr<at::Half>());
+  const int64_t elt = u_in.element_size();
+  for (int64_t c0 = 0; c0 < channels; c0 += step) {
+    LongParams q = p;
+    q.channels = std::min(step, channels - c0);
+    q.u = static_cast<const char*>(p.u) + c0 * p.u_sh * elt;
+    if (p.pregate) q.pregate = static_cast<const char*>(p.pregate) + c0 * p.pre_sh * elt;
+    if (p.postgate) q.postgate = static_cast<const char*>(p.postgate) + c0 * p.post_sh * elt;
+    q.y = static_cast<char*>(p.y) + c0 * p.y_sh * elt;
+    q.spectrum_h = spec + c0 * rh * (inner / 4);
+    q.gain = gain.data_ptr<float>() + c0 * rh;
+    q.out_scale = out_scale.data_ptr<float>() + c0;
+    q.in_scale = in_scale.data_ptr<float>() + c0 * batch;
+    check_cuda(launch_long(q, dtype_of(u_in), stream), "long-path kernel launch");
+  }
+}
+
 }  // namespace
 }  // namespace genoconv
 
@@ -233,12 +301,16 @@ TORCH_LIBRARY(genoconv_fftconv, m) {
   m.def(
       "causal_conv_monarch_into(Tensor u, Tensor spectrum, Tensor gain, Tensor? pregate, Tensor? postgate, "
       "Tensor(a!) y, int log_n, int out_from) -> ()");
+  m.def(
+      "causal_conv_long(Tensor u, Tensor spectrum, Tensor gain, Tensor out_scale, Tensor in_scale, Tensor twiddle, "
+      "Tensor? pregate, Tensor? postgate, Tensor(a!) y, int log_n, int log_r, int src_a, int src_o) -> ()");
 }
 
 TORCH_LIBRARY_IMPL(genoconv_fftconv, CUDA, m) {
   m.impl("causal_conv", &genoconv::causal_conv_cuda);
   m.impl("causal_conv_monarch", &genoconv::causal_conv_monarch);
   m.impl("causal_conv_monarch_into", &genoconv::causal_conv_monarch_into);
+  m.impl("causal_conv_long", &genoconv::causal_conv_long);
 }
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {

@@ -303,9 +303,9 @@ __device__ __forceinline__ void real_pair(float2 zk, float2 zp, float2 wk, float
 
 namespace genoconv {
 
-// dtype x (pregate?, postgate?) dispatch onto Launcher::run<T, kPre, kPost>.
-template <typename Launcher, typename T>
-inline cudaError_t dispatch_gates_t(const ConvParams& p, cudaStream_t stream) {
+// dtype x (pregate?, postgate?) dispatch onto Launcher::run<T, kPre, kPost> (ConvParams or LongParams).
+template <typename Launcher, typename T, typename Params>
+inline cudaError_t dispatch_gates_t(const Params& p, cudaStream_t stream) {
   const bool pre = p.pregate != nullptr, post = p.postgate != nullptr;
   if (pre && post) return Launcher::template run<T, true, true>(p, stream);
   if (pre) return Launcher::template run<T, true, false>(p, stream);
@@ -313,8 +313,8 @@ inline cudaError_t dispatch_gates_t(const ConvParams& p, cudaStream_t stream) {
   return Launcher::template run<T, false, false>(p, stream);
 }
 
-template <typename Launcher>
-inline cudaError_t dispatch_gates(const ConvParams& p, DType dtype, cudaStream_t stream) {
+template <typename Launcher, typename Params>
+inline cudaError_t dispatch_gates(const Params& p, DType dtype, cudaStream_t stream) {
   if (dtype == DType::kBFloat16) return dispatch_gates_t<Launcher, __nv_bfloat16>(p, stream);
   if (dtype == DType::kFloat16) return dispatch_gates_t<Launcher, __half>(p, stream);
   return cudaErrorInvalidValue;

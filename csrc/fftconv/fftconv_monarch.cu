@@ -27,51 +27,10 @@
 
 #include "params.h"
 #include "fft_common.cuh"
+#include "monarch_common.cuh"
 
 namespace genoconv {
 namespace monarch {
-
-// ---- small helpers ---------------------------------------------------------------------------------------------
-
-__device__ __forceinline__ uint32_t pack2(float lo, float hi) {
-  const __half2 h = __floats2half2_rn(lo, hi);
-  return *reinterpret_cast<const uint32_t*>(&h);
-}
-__device__ __forceinline__ float2 unpack2(uint32_t w) {
-  return __half22float2(*reinterpret_cast<const __half2*>(&w));
-}
-__device__ __forceinline__ __half2 as_h2(uint32_t w) { return *reinterpret_cast<const __half2*>(&w); }
-__device__ __forceinline__ uint32_t as_u32(__half2 h) { return *reinterpret_cast<const uint32_t*>(&h); }
-
-// Complex products of two packed points at once, (a + i b) * (wr + i wi) and * (wr - i wi), in half2 arithmetic
-// (4 instructions for 2 points instead of 8 in fp32; the values are fp16 operands of the next mma anyway). wn = -wi.
-__device__ __forceinline__ void cmul_h2(uint32_t& a, uint32_t& b, uint32_t wr, uint32_t wi, uint32_t wn) {
-  const __half2 x = as_h2(a), y = as_h2(b);
-  a = as_u32(__hfma2(y, as_h2(wn), __hmul2(x, as_h2(wr))));
-  b = as_u32(__hfma2(x, as_h2(wi), __hmul2(y, as_h2(wr))));
-}
-__device__ __forceinline__ void cmulc_h2(uint32_t& a, uint32_t& b, uint32_t wr, uint32_t wi, uint32_t wn) {
-  const __half2 x = as_h2(a), y = as_h2(b);
-  a = as_u32(__hfma2(y, as_h2(wi), __hmul2(x, as_h2(wr))));
-  b = as_u32(__hfma2(x, as_h2(wn), __hmul2(y, as_h2(wr))));
-}
-
-// D += A (16x16, row) * B (16x8, col); fp16 operands, fp32 accumulators.
-__device__ __forceinline__ void mma(float (&d)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
-  asm volatile(
-      "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
-      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-}
-
-// exp(-2 pi i j / 2^log_den) for any integer j >= 0: one period, |x| < 2 pi, straight into __sincosf (absolute error
-// ~1e-6 there, far below the fp16 operands' 5e-4; centring to |x| <= pi cost three integer ops per twiddle).
-__device__ __forceinline__ float2 twid(int j, int log_den) {
-  const int m = j & ((1 << log_den) - 1);
-  float s, co;
-  __sincosf((float)m * (-6.283185307179586f / (float)(1 << log_den)), &s, &co);
-  return make_float2(co, s);
-}
 
 // x * exp(-2 pi i m / 8) for a compile-time m (after unrolling): no multiplications by 0 or 1.
 __device__ __forceinline__ float2 mul_w8(float2 x, int m) {
@@ -138,7 +97,7 @@ __device__ __forceinline__ int widx(int j, int rho2, int qp) {
   return j * kQuarter + rho2 * 128 + x;
 }
 
-template <int kLogR, bool kGated>
+template <int kLogR, bool kGated, bool kCirc = false>
 struct Cfg {
   static constexpr int kR = 1 << kLogR;
   static constexpr int kN = 256 * kR;
@@ -147,7 +106,7 @@ struct Cfg {
   static constexpr int kS = kColMma ? kR / 16 : kR;     // scalar stage along the columns
   // 128 registers per thread: blocks of <= 8 warps run two per SM (their phases overlap: one loads while the other
   // computes); where shared memory allows one block per SM (r = 128; r = 64 with staged gates: 160 KiB) it takes 16.
-  static constexpr bool kOneBlock = kR >= 128 || (kGated && kR >= 64);
+  static constexpr bool kOneBlock = kR >= 128 || ((kGated || kCirc) && kR >= 64);
   // r = 16 (one column item per warp at 8 warps) runs 4-warp blocks, four per SM.
   static constexpr int kWarps = kOneBlock ? 16 : kR == 16 ? 4 : (kR / 2 < 2 ? 2 : (kR / 2 > 8 ? 8 : kR / 2));
   static constexpr int kThreads = 32 * kWarps;
@@ -156,7 +115,8 @@ struct Cfg {
   // Staging rows (N / 2 16-bit samples each, the causal half): the next unit's u0, u1 always; its pre-gate rows and
   // this unit's post-gate rows too up to N = 2^14 (10 N bytes in all; N = 2^15 has room for u only). The
   // transform's own buffer is 4 N bytes.
-  static constexpr int kStageWords = kN / 4;
+  // kCirc (the inner pass of the long path, fftconv_long.cu): circular, every sample of the row is loaded and stored.
+  static constexpr int kStageWords = kCirc ? kN / 2 : kN / 4;
   // r >= 16: the row stage's output twiddle conj W_N^(q S e) = conj W_4096^(q e) (the same for every N) as a table in
   // the lanes' order: for each row-pair class rho2 % 8 (rows e = 2 (rho2 % 8), + 1) and lane, 16 words (re, im) of
   // the accumulator slots (j, c), as 4 uint4 with the lanes contiguous (conflict-free 16-byte loads): 16 KiB.
@@ -165,76 +125,10 @@ struct Cfg {
   // Mirrored by genoconv/ops/cuda.py monarch_smem_bytes, which sends sizes a device cannot hold (an A100's 163 KiB
   // per block: N = 2^15, N = 2^14 gated) to the scalar kernels.
   __host__ __device__ static constexpr size_t smem(bool pre, bool post) {
-    return (size_t)kN * 4 + (size_t)kN * (2 + 2 * stage_gate(pre) + 2 * stage_gate(post)) + 4 * (size_t)kIr2TableWords;
+    return (size_t)kN * 4 + (size_t)kStageWords * 8 * (1 + stage_gate(pre) + stage_gate(post)) +
+           4 * (size_t)kIr2TableWords;
   }
 };
-
-// Constant fragments of F/16 (F[a][b] = exp(-2 pi i a b / 16)), in fp16. As A operand (16x16) and as the two B
-// operand tiles (16x8, columns 8j..8j+7); conjugation swaps the roles of Fi and -Fi.
-struct DftFrags {
-  uint32_t ar[4], ai[4], an[4];        // A: re, im, -im
-  uint32_t br[2][2], bi[2][2], bn[2][2];  // B tile j: {b0, b1}
-};
-
-// w16[m] = exp(-2 pi i m / 16) / 16, a 16-entry shared table (filled once per block; lanes with different m hit
-// different banks, equal m broadcast).
-__device__ __forceinline__ void make_frags(DftFrags& fr, const float2* w16, int g, int t) {
-  auto f16entry = [w16](int a, int b) { return w16[(a * b) & 15]; };
-#pragma unroll
-  for (int reg = 0; reg < 4; ++reg) {
-    const int row = g + 8 * (reg & 1), col = 2 * t + 8 * (reg >> 1);
-    const float2 e0 = f16entry(row, col), e1 = f16entry(row, col + 1);
-    fr.ar[reg] = pack2(e0.x, e1.x);
-    fr.ai[reg] = pack2(e0.y, e1.y);
-    fr.an[reg] = pack2(-e0.y, -e1.y);
-  }
-#pragma unroll
-  for (int j = 0; j < 2; ++j) {
-#pragma unroll
-    for (int h = 0; h < 2; ++h) {
-      const int k = 2 * t + 8 * h, col = 8 * j + g;
-      const float2 e0 = f16entry(k, col), e1 = f16entry(k + 1, col);
-      fr.br[j][h] = pack2(e0.x, e1.x);
-      fr.bi[j][h] = pack2(e0.y, e1.y);
-      fr.bn[j][h] = pack2(-e0.y, -e1.y);
-    }
-  }
-}
-
-// D = (F/16 or conj) * X with X the complex B operand {xr, xi}: Dr = Fr Xr - Fi Xi (conj: + Fi Xi) ...
-template <bool kConj>
-__device__ __forceinline__ void cmma_const_a(const DftFrags& fr, uint32_t xr0, uint32_t xr1, uint32_t xi0,
-                                             uint32_t xi1, float (&dr)[4], float (&di)[4]) {
-#pragma unroll
-  for (int i = 0; i < 4; ++i) dr[i] = di[i] = 0.f;
-  mma(dr, fr.ar, xr0, xr1);
-  mma(dr, kConj ? fr.ai : fr.an, xi0, xi1);
-  mma(di, kConj ? fr.an : fr.ai, xr0, xr1);
-  mma(di, fr.ar, xi0, xi1);
-}
-
-// D = Y * (F/16 or conj), tile j of the output columns, with Y the complex A operand {yr, yi}.
-template <bool kConj>
-__device__ __forceinline__ void cmma_const_b(const DftFrags& fr, int j, const uint32_t (&yr)[4],
-                                             const uint32_t (&yi)[4], float (&dr)[4], float (&di)[4]) {
-#pragma unroll
-  for (int i = 0; i < 4; ++i) dr[i] = di[i] = 0.f;
-  mma(dr, yr, fr.br[j][0], fr.br[j][1]);
-  mma(dr, yi, kConj ? fr.bi[j][0] : fr.bn[j][0], kConj ? fr.bi[j][1] : fr.bn[j][1]);
-  mma(di, yr, kConj ? fr.bn[j][0] : fr.bi[j][0], kConj ? fr.bn[j][1] : fr.bi[j][1]);
-  mma(di, yi, fr.br[j][0], fr.br[j][1]);
-}
-
-// Accumulator tiles (two 16x8 tiles, re/im) -> the A operand of the next stage (fp16).
-__device__ __forceinline__ void acc_to_a(const float (&r)[2][4], const float (&i)[2][4], uint32_t (&ar)[4],
-                                         uint32_t (&ai)[4]) {
-#pragma unroll
-  for (int reg = 0; reg < 4; ++reg) {
-    const int tile = reg >> 1, hi = (reg & 1) * 2;
-    ar[reg] = pack2(r[tile][hi], r[tile][hi + 1]);
-    ai[reg] = pack2(i[tile][hi], i[tile][hi + 1]);
-  }
-}
 
 // Raw bits of samples n, n + 1 (n even) as one word (low half = n), zero past the end.
 template <typename T>
@@ -288,10 +182,14 @@ __device__ __forceinline__ float abs_or_inf(float x) { return x != x ? INFINITY 
 
 // ---- the kernel -------------------------------------------------------------------------------------------------
 
-template <typename T, int kLogR, bool kPre, bool kPost>
-__global__ void __launch_bounds__(Cfg<kLogR, kPre || kPost>::kThreads, 65536 / (Cfg<kLogR, kPre || kPost>::kThreads * 128))
+// kCirc: the row is a full complex signal (re, im) of N samples (both rows of the pair) and the convolution is
+// circular: all N samples loaded and stored, one scale for the pair (the spectrum need not be Hermitian, so the two
+// rows mix). Used for the long path's inner pass (fftconv_long.cu), fp16 rows without gates.
+template <typename T, int kLogR, bool kPre, bool kPost, bool kCirc = false>
+__global__ void __launch_bounds__(Cfg<kLogR, kPre || kPost, kCirc>::kThreads,
+                                  65536 / (Cfg<kLogR, kPre || kPost, kCirc>::kThreads * 128))
 monarch_conv_kernel(const ConvParams p) {
-  using C = Cfg<kLogR, kPre || kPost>;
+  using C = Cfg<kLogR, kPre || kPost, kCirc>;
   constexpr int R = C::kR, S = C::kS, LOGN = C::kLogN, Q = C::kQuarter, SW = C::kStageWords;
   constexpr bool kStagePre = C::stage_gate(kPre), kStagePost = C::stage_gate(kPost);
   extern __shared__ __align__(16) uint32_t smw[];
@@ -303,11 +201,7 @@ monarch_conv_kernel(const ConvParams p) {
   __shared__ float2 s_w16[16];
 
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, g = lane >> 2, t = lane & 3;
-  if (tid < 16) {
-    float sn, cs;
-    sincospif((float)tid / 8.0f, &sn, &cs);
-    s_w16[tid] = make_float2(cs * 0.0625f, -sn * 0.0625f);
-  }
+  fill_w16(s_w16, tid);
   __syncthreads();
   // Per-lane constants, once per block: the F/16 fragments and W_256^(b' k1') for accumulator slot (tile j, c) with
   // b' = 8 j + 2 t + (c & 1), k1' = g + 8 (c >> 1), packed like the A operand (word reg = tile reg / 2, slots c, c + 1
@@ -315,14 +209,7 @@ monarch_conv_kernel(const ConvParams p) {
   DftFrags fr;
   make_frags(fr, s_w16, g, t);
   uint32_t twr[4], twi[4], twn[4];
-#pragma unroll
-  for (int reg = 0; reg < 4; ++reg) {
-    const int j = reg >> 1, c = 2 * (reg & 1);
-    const float2 w0 = twid((8 * j + 2 * t) * (g + 8 * (c >> 1)), 8), w1 = twid((8 * j + 2 * t + 1) * (g + 8 * (c >> 1)), 8);
-    twr[reg] = pack2(w0.x, w1.x);
-    twi[reg] = pack2(w0.y, w1.y);
-    twn[reg] = pack2(-w0.y, -w1.y);
-  }
+  w256_twiddles(g, t, twr, twi, twn);
 
   // Persistent blocks: one resident wave loops over the (channel, batch pair) units, channel-major, so the per-block
   // set-up above is paid once per SM slot and concurrently running blocks share a channel's spectrum in L2.
@@ -451,14 +338,23 @@ monarch_conv_kernel(const ConvParams p) {
   // Per row: scale factors (sigma_u, sigma_g) and the output factor 1 / (sigma_u sigma_g), or bad.
   float su[2], sg[2], inv[2];
   bool badr[2];
+  int eus[2], egs[2];
 #pragma unroll
   for (int r = 0; r < 2; ++r) {
     const float mu = abs_or_inf(bits_to_float<T>((uint32_t)s_max[r]));
     const float mg = kPre ? abs_or_inf(bits_to_float<T>((uint32_t)s_max[2 + r])) : 1.f;
     badr[r] = !(mu <= 3.4e38f && mg <= 3.4e38f);
-    int eu = 0, eg = 0;
-    if (mu > 0.f) frexpf(mu, &eu);
-    if (kPre && mg > 0.f) frexpf(mg, &eg);
+    eus[r] = egs[r] = 0;
+    if (mu > 0.f) frexpf(mu, &eus[r]);
+    if (kPre && mg > 0.f) frexpf(mg, &egs[r]);
+  }
+  if constexpr (kCirc) {  // one complex signal: one scale, and one verdict, for both rows
+    eus[0] = eus[1] = max(eus[0], eus[1]);
+    badr[0] = badr[1] = badr[0] || badr[1];
+  }
+#pragma unroll
+  for (int r = 0; r < 2; ++r) {
+    const int eu = eus[r], eg = egs[r];
     const int tu = kPre ? 4 : 9;  // gated: 2^4 * 2^5 = 2^9
     su[r] = badr[r] ? 0.f : ldexpf(1.f, tu - eu);
     sg[r] = kPre && !badr[r] ? ldexpf(1.f, 5 - eg) : 1.f;
@@ -471,7 +367,7 @@ monarch_conv_kernel(const ConvParams p) {
   // gw0, gw1: the pre-gate words of samples n, n + 1 when the pre-gate is not staged (N = 2^15), loaded by the caller
   // ahead of the item's arithmetic.
   auto load_x2 = [&](int n, float2* z, uint32_t gw0 = 0u, uint32_t gw1 = 0u) {
-    if constexpr (S == 1) {  // r = 16: the column items also cover rows p >= 8, the causal zero half
+    if constexpr (S == 1 && !kCirc) {  // r = 16: the column items also cover rows p >= 8, the causal zero half
       if (n >= C::kN / 2) {
         z[0] = z[1] = make_float2(0.f, 0.f);
         return;
@@ -492,7 +388,7 @@ monarch_conv_kernel(const ConvParams p) {
     z[1] = make_float2(bad0 ? 0.f : a.y, bad1 ? 0.f : c.y);
   };
   // Phase 1: the scalar s-point column DFT over the causal (non-zero) half, then the first twiddle.
-  constexpr int kIn = S / 2 > 0 ? S / 2 : 1;
+  constexpr int kIn = kCirc ? S : (S / 2 > 0 ? S / 2 : 1);
   if constexpr (C::kColMma) {
     // p = 16 c + a; item (a pair ap, q pair 2qq, 2qq + 1) -> slots rho = 16 f + a (col form).
     for (int item = tid; item < 8 * 128; item += C::kThreads) {
@@ -794,12 +690,12 @@ monarch_conv_kernel(const ConvParams p) {
       store_pair(y1, m, len, vec_out, c0, c1);
     }
   };
-  constexpr int kOut = S / 2 > 0 ? S / 2 : 1;
+  constexpr int kOut = kCirc ? S : (S / 2 > 0 ? S / 2 : 1);
   {
     // item (a, unit qp): slots rho = kStride f + a (row form), outputs p = kStride c + a; with no column mma stage
     // (r < 16) kStride = 1 and a = 0.
     constexpr int kStride = C::kColMma ? 16 : 1;
-    constexpr int kRows = C::kColMma ? (S == 1 ? 8 : 16) : 1;  // s = 1: only p = a < 8 is causal
+    constexpr int kRows = C::kColMma ? (S == 1 && !kCirc ? 8 : 16) : 1;  // s = 1: only p = a < 8 is causal
     // Unstaged post-gate (N = 2^15): the words an item multiplies by are requested one item ahead (double buffer),
     // so their latency overlaps the previous item's DFT and stores.
     constexpr bool kFetchPost = kPost && !kStagePost;
@@ -859,10 +755,10 @@ monarch_conv_kernel(const ConvParams p) {
   }
 }
 
-template <typename T, int kLogR, bool kPre, bool kPost>
+template <typename T, int kLogR, bool kPre, bool kPost, bool kCirc = false>
 cudaError_t launch_t(const ConvParams& p, cudaStream_t stream) {
-  using C = Cfg<kLogR, kPre || kPost>;
-  auto kernel = monarch_conv_kernel<T, kLogR, kPre, kPost>;
+  using C = Cfg<kLogR, kPre || kPost, kCirc>;
+  auto kernel = monarch_conv_kernel<T, kLogR, kPre, kPost, kCirc>;
   constexpr size_t kSmem = C::smem(kPre, kPost);
   cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)kSmem);
   if (err != cudaSuccess) return err;
@@ -897,6 +793,17 @@ struct Launch {
 
 cudaError_t launch_monarch(const ConvParams& p, DType dtype, cudaStream_t stream) {
   return dispatch_gates<monarch::Launch>(p, dtype, stream);
+}
+
+cudaError_t launch_monarch_circular(const ConvParams& p, cudaStream_t stream) {
+  if (p.pregate != nullptr || p.postgate != nullptr || p.batch % 2 != 0) return cudaErrorInvalidValue;
+  static_assert(kLongMinInnerLogN == 12 && kLongMaxInnerLogN == 14, "instantiated below: r = 16, 32, 64");
+  switch (p.log_n) {
+    case 12: return monarch::launch_t<__half, 4, false, false, true>(p, stream);
+    case 13: return monarch::launch_t<__half, 5, false, false, true>(p, stream);
+    case 14: return monarch::launch_t<__half, 6, false, false, true>(p, stream);
+    default: return cudaErrorInvalidValue;
+  }
 }
 
 }  // namespace genoconv

@@ -9,11 +9,9 @@ namespace genoconv {
 
 enum class DType : int { kBFloat16 = 0, kFloat16 = 1 };
 
-// One causal convolution  y = postgate * (k * (u * pregate))  with the skip term folded into the spectrum.
-// Signals are (B, H, L) with unit stride along L and arbitrary (64-bit) batch/channel strides.
-// Rows are visited channel-major (row r -> h = r / B, b = r % B) so one channel's spectrum is reused from L2
-// by the consecutive blocks that serve its batch.
-struct ConvParams {
+// The signals of one causal convolution  y = postgate * (k * (u * pregate)): (B, H, L) with unit stride along L and
+// arbitrary (64-bit) batch/channel strides.
+struct SignalParams {
   const void* u = nullptr;
   const void* pregate = nullptr;   // may be null
   const void* postgate = nullptr;  // may be null
@@ -23,6 +21,11 @@ struct ConvParams {
   int64_t post_sb = 0, post_sh = 0;
   int64_t y_sb = 0, y_sh = 0;
   int64_t batch = 0, channels = 0, seq_len = 0;
+};
+
+// One causal convolution with the skip term folded into the spectrum. Rows are visited channel-major (row r ->
+// h = r / B, b = r % B) so one channel's spectrum is reused from L2 by the consecutive blocks that serve its batch.
+struct ConvParams : SignalParams {
 
   // Real FFT size N = 2^log_n >= seq_len + filter_len - 1, done as a complex FFT of M = N / 2 points.
   int log_n = 0;
@@ -61,5 +64,33 @@ cudaError_t launch_multipass(const ConvParams& p, DType dtype, cudaStream_t stre
 // Tensor-core Monarch path: N = 2^log_n in [2^10, 2^15], two batch rows per block as one complex signal.
 constexpr int kMonarchMinLogN = 10, kMonarchMaxLogN = 15;
 cudaError_t launch_monarch(const ConvParams& p, DType dtype, cudaStream_t stream);
+
+// Long path (fftconv_long.cu): the real FFT convolution of one row at N = R * N' points (N' = 2^log_inner inner,
+// R = 2^log_r outer) in three passes with an fp16 workspace: outer R-point DFTs + twiddle, the inner N'-point
+// circular convolutions of rows k1 = 0 .. R/2 on the tensor-core kernel (kCirc; rows R/2 < k1 < R are their
+// conjugates), inverse twiddle + outer inverse DFTs.
+constexpr int kLongMinLogN = 16, kLongMaxLogN = 23, kLongMinInnerLogN = 12, kLongMaxInnerLogN = 14;
+
+// Row (b, h) holds inputs x[src_a + n] for n in [0, N) that lie in [src_a, seq_len) and gives outputs t in
+// [src_o, seq_len) (t = src_a + n); the caller sizes N so they equal the linear convolution's: N >= L - a and
+// N >= L - o + K - 1 (src_a = src_o = 0: a linear convolution; src_o >= K - 1: overlap-save).
+struct LongParams : SignalParams {
+  int log_n = 0, log_r = 0;  // N = 2^log_n real points, R = 2^log_r outer, N' = N / R inner
+  int64_t src_a = 0, src_o = 0;
+  // (channels, R/2 + 1, 2 batch, N') fp16: row (c, k1, 2 b + plane) holds plane (re, im) of row b's inner row k1.
+  void* work = nullptr;
+  // (R, 2) multi-level twiddle table of the outer DFTs (fft_common.cuh).
+  const float2* twiddle = nullptr;
+  // (channels, batch): x is multiplied by this power of two in pass 1 (0 marks a row with inf/NaN: written as NaN).
+  const float* in_scale = nullptr;
+  // (channels,): the inner pass's gain was divided by this power of two (fp16 range); pass 3 multiplies it back.
+  const float* out_scale = nullptr;
+  // Inner pass: (channels * (R/2 + 1), N' / 4) uint4 spectra in the tensor-core kernel's order, and their gains.
+  const uint4* spectrum_h = nullptr;
+  const float* gain = nullptr;
+};
+cudaError_t launch_long(const LongParams& p, DType dtype, cudaStream_t stream);
+// The tensor-core kernel in its circular form (fp16 rows, no gates, N = 2^12 .. 2^14): the long path's inner pass.
+cudaError_t launch_monarch_circular(const ConvParams& p, cudaStream_t stream);
 
 }  // namespace genoconv

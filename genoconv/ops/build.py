@@ -16,8 +16,8 @@ from pathlib import Path
 DEFAULT_ARCHS = ("sm_80", "sm_90", "compute_90")
 ARCHS = tuple(a.strip() for a in os.environ.get("GENOCONV_CUDA_ARCHS", ",".join(DEFAULT_ARCHS)).split(",") if a.strip())
 ARCH_FLAGS = tuple(f"-gencode=arch=compute_{a[-2:]},code={a}" for a in ARCHS)
-SOURCES = ("bindings.cpp", "fftconv_fused.cu", "fftconv_multipass.cu", "fftconv_monarch.cu")
-HEADERS = ("params.h", "fft_common.cuh")
+SOURCES = ("bindings.cpp", "fftconv_fused.cu", "fftconv_multipass.cu", "fftconv_monarch.cu", "fftconv_long.cu")
+HEADERS = ("params.h", "fft_common.cuh", "monarch_common.cuh")
 EXTENSION = "genoconv._fftconv_C"
 PACKAGED_SOURCES = Path("_csrc") / "fftconv"  # inside the genoconv package (wheels)
 
@@ -55,3 +55,17 @@ def monarch_log_n_range(folder: Path | None = None) -> tuple[int, int]:
     if m is None:
         raise ValueError(f"{folder / 'params.h'}: kMonarchMinLogN/kMonarchMaxLogN not found")
     return int(m.group(1)), int(m.group(2))
+
+
+def long_log_n_range(folder: Path | None = None) -> tuple[int, int, int, int]:
+    """(min, max, min inner, max inner) log2 sizes of the long path (its real FFT sizes and its inner transforms),
+    from ``params.h`` like :func:`monarch_log_n_range`."""
+    folder = folder or source_dir()
+    if folder is None:
+        raise FileNotFoundError("genoconv kernel sources (csrc/fftconv) not found")
+    text = (folder / "params.h").read_text()
+    names = ("kLongMinLogN", "kLongMaxLogN", "kLongMinInnerLogN", "kLongMaxInnerLogN")
+    values = [re.search(rf"{name}\s*=\s*(\d+)", text) for name in names]
+    if not all(values):
+        raise ValueError(f"{folder / 'params.h'}: {', '.join(names)} not found")
+    return tuple(int(v.group(1)) for v in values)  # type: ignore[return-value]

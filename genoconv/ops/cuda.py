@@ -1,4 +1,5 @@
-"""Thin Python face of the csrc/fftconv kernels (FFT causal convolution in one fused kernel or three passes).
+"""Thin Python face of the csrc/fftconv kernels (FFT causal convolution: the tensor-core kernel for rows up to 16K and
+its blocks for short filters, the long path around it up to N = 2^23, the scalar fused and three-pass kernels).
 
 Contract with :mod:`genoconv.ops.fftconv`: ``supports(u, filt)`` says whether the kernel can run these inputs,
 ``why_not(u, filt)`` says why not in one line, and ``causal_conv_cuda(u, filt, pregate, postgate)`` has the exact
@@ -22,7 +23,8 @@ import torch
 
 from . import build
 
-__all__ = ["status", "supports", "why_not", "causal_conv_cuda", "fft_plan", "plan", "partial_plan", "MAX_SEQ_LEN"]
+__all__ = ["status", "supports", "why_not", "causal_conv_cuda", "fft_plan", "plan", "partial_plan", "long_plan",
+           "MAX_SEQ_LEN"]
 
 MAX_SEQ_LEN = 4_194_304
 _MIN_LOG_N = 3  # N >= 8, so M = N/2 >= 4 (the kernels' bit reversals need at least 2 bits)
@@ -32,6 +34,9 @@ _MIN_LOG_N = 3  # N >= 8, so M = N/2 >= 4 (the kernels' bit reversals need at le
 # (BENCHMARKS.md, tools/kernels/NOTES.md v9). GENOCONV_FFTCONV_PATH=scalar forces the scalar kernels (=monarch and
 # the default agree).
 MONARCH_LOG_N = build.monarch_log_n_range() if build.source_dir() is not None else (0, -1)  # no sources: never
+# The long path (fftconv_long.cu): real FFT sizes 2^LONG_LOG_N[1] .. 2^LONG_LOG_N[2] as outer passes around inner
+# tensor-core transforms of 2^LONG_LOG_N[3] .. 2^LONG_LOG_N[4] points ([0] unused).
+LONG_LOG_N = (0, *build.long_log_n_range()) if build.source_dir() is not None else (0, 0, -1, 12, 14)
 
 # Lazy-load result: (module or None, reason). Filled once per process on first CUDA use; it is a cache of the
 # build, not state that changes results.
@@ -100,6 +105,12 @@ def _register_fake() -> None:
         @torch.library.register_fake("genoconv_fftconv::causal_conv_monarch")
         def _fake_monarch(u, spectrum, gain, pregate, postgate, log_n):  # noqa: ARG001
             return u.new_empty(u.shape)
+    except RuntimeError:
+        pass
+    try:
+        @torch.library.register_fake("genoconv_fftconv::causal_conv_long")
+        def _fake_long(u, spectrum, gain, out_scale, in_scale, twiddle, pregate, postgate, y, log_n, log_r, a, o):  # noqa: ARG001
+            return None
     except RuntimeError:
         pass
     try:
@@ -191,6 +202,10 @@ def conv_bytes(batch: int, channels: int, seq_len: int, filter_len: int, device:
     blocks = partial_plan(seq_len, filter_len, smem_per_block=smem)
     if blocks is not None:
         return 1 << blocks[0], 0
+    long = long_plan(seq_len, filter_len, valid_from, smem_per_block=smem)
+    if long is not None:  # the fp16 workspace (channels in blocks of <= 1 GiB) and the (H, B) input scales
+        per_channel = ((1 << (long[1] - 1)) + 1) * batch * (4 << (long[0] - long[1]))
+        return 1 << long[0], max(per_channel, min(channels * per_channel, MULTIPASS_WORKSPACE_BYTES)) + 8 * batch * channels
     log_n, log_n1 = plan(seq_len, _planned_taps(seq_len, filter_len, valid_from), device)
     row = (1 << (log_n - 1)) * 8
     return 1 << log_n, 0 if log_n1 == 0 else max(row, min(batch * channels * row, MULTIPASS_WORKSPACE_BYTES))
@@ -275,14 +290,19 @@ def _tables(log_n: int, log_n1: int, device: torch.device) -> tuple[torch.Tensor
     k = _pair_bins(log_n, log_n1, device)
     ang = k.double() * (-2.0 * torch.pi / n)
     pair_tw = torch.stack((torch.cos(ang), torch.sin(ang)), dim=-1).float().contiguous()
-    # tw[2^(p-1) + j] = exp(-2 pi i j / 2^p), level by level (integer bounds: no floating log2/pow rounding).
-    tw = torch.zeros(m, 2, dtype=torch.float64, device=device)
+    return k, pair_tw, _multilevel_twiddle(log_n - 1, device)
+
+
+def _multilevel_twiddle(log_m: int, device) -> torch.Tensor:
+    """(M, 2) fp32: tw[2^(p-1) + j] = exp(-2 pi i j / 2^p) for p = 1 .. log_m, the table of fft_common.cuh's passes
+    (level by level, integer bounds: no floating log2/pow rounding)."""
+    tw = torch.zeros(1 << log_m, 2, dtype=torch.float64, device=device)
     tw[0, 0] = 1.0
-    for p in range(1, log_n):
+    for p in range(1, log_m + 1):
         j = torch.arange(1 << (p - 1), device=device, dtype=torch.float64)
         ang_t = j * (-2.0 * torch.pi / (1 << p))
         tw[1 << (p - 1): 1 << p] = torch.stack((torch.cos(ang_t), torch.sin(ang_t)), dim=-1)
-    return k, pair_tw, tw.float().contiguous()
+    return tw.float().contiguous()
 
 
 _table_cache: dict[tuple, tuple] = {}
@@ -430,18 +450,34 @@ def _monarch_spectrum(filt, log_n: int, n_taps: int, device: torch.device) -> tu
     what every block reads per row (the table is re-read from L2 for each pair of batch rows) at +~5% error before
     the output rounding (tools/kernels/monarch_model.py: 5.6e-4 -> 5.9e-4 at 16K)."""
     n = 1 << log_n
-    n16 = 3 if n >= 16 * 256 else 2
     half = _rfft_with_skip(filt, n, n_taps, device)  # bias is real, so the Hermitian extension carries it too
-    full = torch.cat((half, half[:, 1 : n // 2].flip(-1).conj()), dim=-1)  # K[N - k] = conj K[k]
-    full = full * (16.0 ** (2 * n16) / n)
-    full = full[:, _monarch_order(log_n, device)]
-    gain = full.abs().amax(dim=-1)
+    return _monarch_pack(_hermitian(half, n), log_n)
+
+
+def _hermitian(half: torch.Tensor, n: int) -> torch.Tensor:
+    """(rows, n) complex: the full DFT of a real signal from its rfft half, K[n - k] = conj K[k]."""
+    return torch.cat((half, half[:, 1 : n // 2].flip(-1).conj()), dim=-1)
+
+
+def _monarch_pack(full: torch.Tensor, log_n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(rows, N) complex spectra (natural order) -> the tensor-core kernel's ((rows, N, 2) fp16 words, (rows,) gain)."""
+    return _monarch_words(full[:, _monarch_order(log_n, full.device)], log_n)
+
+
+def _monarch_words(ordered: torch.Tensor, log_n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(rows, N) complex spectra already in the lanes' order (:func:`_monarch_order`) -> ((rows, N, 2) fp16 words,
+    (rows,) gain): times 16^(2 n16) / N (n16 radix-16 mma stages per transform, 3 when r >= 16, else 2, whose 1/16
+    factors this undoes; 1/N the inverse's normalisation), divided by each row's maximum (the gain, applied in fp32
+    by the kernel), so the fp16 operands never overflow."""
+    n = 1 << log_n
+    n16 = 3 if n >= 16 * 256 else 2
+    gain = ordered.abs().amax(dim=-1)
     gain = torch.where(gain > 0, gain, torch.ones_like(gain))
-    spec = torch.view_as_real((full / gain[:, None]).to(torch.complex64)).to(torch.float16)  # (H, N, [re, im])
+    spec = torch.view_as_real((ordered / gain[:, None]).to(torch.complex64)).to(torch.float16)  # (rows, N, [re, im])
     # The kernel multiplies two values per half2 word: per (rho, j, lane) its four words hold (re of values 0, 1),
     # (im of 0, 1), (re of 2, 3), (im of 2, 3).
-    spec = spec.reshape(full.shape[0], n // 4, 2, 2, 2).permute(0, 1, 2, 4, 3).reshape(full.shape[0], n, 2)
-    return spec.contiguous(), gain.float().contiguous()
+    spec = spec.reshape(ordered.shape[0], n // 4, 2, 2, 2).permute(0, 1, 2, 4, 3).reshape(ordered.shape[0], n, 2)
+    return spec.contiguous(), (gain * (16.0 ** (2 * n16) / n)).float().contiguous()
 
 
 def _linear_taps(filter_len: int, seq_len: int, n: int) -> int:
@@ -486,6 +522,118 @@ def _conv_blocks(u, pregate, postgate, log_n: int, lead: int, spec, gain, op=Non
     return y
 
 
+# ---- the long path (fftconv_long.cu) ------------------------------------------------------------------------------
+
+def _long_inner_log(log_n: int) -> int:
+    """log2 N' of the long path's inner transform: R = N / N' = 256 outer points where N' fits the tensor-core kernel's
+    circular form (2^12 .. 2^14), the nearest bound otherwise."""
+    return min(LONG_LOG_N[4], max(LONG_LOG_N[3], log_n - 8))
+
+
+def _long_smem_bytes(log_n: int) -> int:
+    """Shared memory of the long path's largest block at N = 2^log_n: the outer passes' R x half fp32 complex values
+    (32 KiB at most), or the circular tensor-core kernel's 8 N' + 16 KiB."""
+    inner_log = _long_inner_log(log_n)
+    log_r = log_n - inner_log
+    log_half = min(inner_log - 1, max(3, 12 - log_r))
+    outer = 4 * 32 * 256 + 256 if log_r == 8 else 8 << (log_r + log_half)  # R = 256: the tensor-core outer passes
+    return max(outer, 8 * (1 << inner_log) + 16384 + _MONARCH_STATIC_SMEM)
+
+
+def long_plan(seq_len: int, filter_len: int, valid_from: int = 0, *,
+              smem_per_block: int | None = None) -> tuple[int, int, int, int, int] | None:
+    """(log2 N, log2 R, a, o, taps) of the long path, or None when it does not apply (N outside LONG_LOG_N, too little
+    shared memory, GENOCONV_FFTCONV_PATH=scalar).
+
+    A row reads inputs [a, L) and gives outputs [o, L): a = o = 0 is the linear convolution (N >= L + K - 1); with
+    ``valid_from`` >= K - 1 (a streamed chunk behind its carried inputs) o = valid_from, a = o - (K - 1) and the
+    transform is circular (overlap-save, N >= L - a); the outputs before o are not written."""
+    if os.environ.get("GENOCONV_FFTCONV_PATH", "auto") == "scalar" or LONG_LOG_N[2] < LONG_LOG_N[1]:
+        return None
+    k = max(1, min(filter_len, seq_len))
+    first = valid_from if 0 < valid_from and k - 1 <= valid_from else 0
+    start = first - (k - 1) if first else 0
+    size = max(seq_len - start, seq_len - first + k - 1)
+    log_n = max(LONG_LOG_N[1], (size - 1).bit_length())
+    if log_n > LONG_LOG_N[2]:
+        return None
+    if smem_per_block is not None and _long_smem_bytes(log_n) > smem_per_block:
+        return None
+    # Taps: a linear convolution may use every tap below N - L (they wrap onto zeros), so lengths share one spectrum
+    # per N as on the other paths; overlap-save uses exactly the K that reach.
+    taps = k if first else _linear_taps(filter_len, seq_len, 1 << log_n)
+    return log_n, log_n - _long_inner_log(log_n), start, first, taps
+
+
+def _long_spectrum(filt, log_n: int, log_r: int, n_taps: int, device: torch.device):
+    """((H (R/2 + 1), N', 2) fp16, (H (R/2 + 1),) gain, (H,) out_scale): row (h, k1), k1 = 0 .. R/2, is the inner filter
+    whose spectrum is K[k1 + R k2], K = DFT_N(taps[:, :n_taps]) + bias, in the tensor-core kernel's format. Its output
+    is at most 2^9 ||taps||_1 (inputs scaled to 2^9 in pass 1); the gain is divided by out_scale =
+    2^ceil(log2 ||taps||_1) so the fp16 workspace never overflows, and pass 3 multiplies it back."""
+    n = 1 << log_n
+    inner_log = log_n - log_r
+    inner, r = 1 << inner_log, 1 << log_r
+    rh = r // 2 + 1
+    channels = filt.channels
+    spec = torch.empty(channels * rh, inner, 2, dtype=torch.float16, device=device)
+    gain = torch.empty(channels * rh, dtype=torch.float32, device=device)
+    src, mirror = _long_bins(log_n, log_r, device)
+    step = max(1, min(channels, SPECTRUM_BLOCK_BYTES // (n * 24)))  # rfft, gathered rows, packed: ~24 B per point
+    for c0 in range(0, channels, step):
+        c1 = min(channels, c0 + step)
+        half = _rfft_with_skip(filt, n, n_taps, device, torch.float32, slice(c0, c1))
+        rows = half[:, src]  # K[k] for k <= N/2, conj K[N - k] above: read straight from the rfft half
+        rows = torch.where(mirror, rows.conj(), rows).view(-1, inner)
+        spec[c0 * rh: c1 * rh], gain[c0 * rh: c1 * rh] = _monarch_words(rows, inner_log)
+    l1 = filt.taps[:, :n_taps].double().abs().sum(-1) + filt.bias.double().abs()
+    out_scale = torch.exp2(torch.ceil(torch.log2(l1.clamp(min=1.0)))).float().to(device)
+    gain /= out_scale.repeat_interleave(rh)
+    return spec, gain, out_scale.contiguous()
+
+
+def _long_bins(log_n: int, log_r: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Where the long path's inner spectra come from: for rows k1 = 0 .. R/2 in the tensor-core kernel's lane order,
+    bin k = k1 + R k2 of the N-point DFT as (index into the rfft half, min(k, N - k); whether to conjugate, k > N/2).
+    Cached per plan."""
+    key = ("long_bins", log_n, log_r, str(device))
+    if key not in _table_cache:
+        n, r = 1 << log_n, 1 << log_r
+        inner_log = log_n - log_r
+        k2 = _monarch_order(inner_log, device)  # lane order of one inner row
+        k = (torch.arange(r // 2 + 1, device=device)[:, None] + r * k2[None, :]).reshape(-1)
+        _table_cache[key] = (torch.minimum(k, n - k), k > n // 2)
+    return _table_cache[key]
+
+
+def _in_scale(u: torch.Tensor, pregate: torch.Tensor | None) -> torch.Tensor:
+    """(H, B) fp32: per row a power of two that brings max |u pregate| to [2^8, 2^9) for the fp16 workspace; 0 for a
+    row holding inf/NaN (written as NaN); an all-zero row gets 2^8. One read of u (and the gate) besides the passes."""
+    def peak(x):  # max |x| per row without a temporary of x's size; an extremum is a sample, exact in x's dtype
+        lo, hi = torch.aminmax(x, dim=-1)
+        return torch.maximum(-lo.float(), hi.float())
+
+    m = peak(u) if pregate is None else peak(u) * peak(pregate)
+    finite = torch.isfinite(m)
+    _, e = torch.frexp(torch.where(finite & (m > 0), m, torch.ones_like(m)))
+    scale = torch.where(finite, torch.exp2((9 - e).float()), torch.zeros_like(m))
+    return scale.t().contiguous()
+
+
+def _long_conv(u, filt, pregate, postgate, plan_) -> torch.Tensor:
+    log_n, log_r, start, first, taps = plan_
+    dev = u.device
+    spec, gain, out_scale = filt.cached(("cuda_long", log_n, log_r, taps, str(dev)),
+                                        lambda: _long_spectrum(filt, log_n, log_r, taps, dev))
+    key = ("long_twiddle", log_r, str(dev))
+    if key not in _table_cache:
+        _table_cache[key] = _multilevel_twiddle(log_r, dev)
+    y = torch.empty(u.shape, dtype=u.dtype, device=dev)  # first: the scales' temporaries come after the output
+    sig = [t if t is None or t.stride(-1) == 1 else t.contiguous() for t in (u, pregate, postgate)]
+    torch.ops.genoconv_fftconv.causal_conv_long(sig[0], spec, gain, out_scale, _in_scale(sig[0], sig[1]),
+                                                _table_cache[key], sig[1], sig[2], y, log_n, log_r, start, first)
+    return y
+
+
 def causal_conv_cuda(u, filt, pregate=None, postgate=None, valid_from: int = 0):
     """CUDA kernel with exactly :func:`genoconv.ops.fftconv.causal_conv_ref`'s semantics (bf16/fp16 in and out).
 
@@ -512,6 +660,9 @@ def causal_conv_cuda(u, filt, pregate=None, postgate=None, valid_from: int = 0):
         if blocks is None:
             return torch.ops.genoconv_fftconv.causal_conv_monarch(u, spec, gain, pregate, postgate, log_n)
         return _conv_blocks(u, pregate, postgate, log_n, blocks[1], spec, gain)
+    long = long_plan(seq_len, filt.filter_len, valid_from, smem_per_block=smem)
+    if long is not None:
+        return _long_conv(u, filt, pregate, postgate, long)
     planned = _planned_taps(seq_len, filt.filter_len, valid_from)
     log_n, log_n1 = plan(seq_len, planned, dev)
     # circular (planned for 1 tap): every tap is used; linear: the taps below N/2 (one spectrum per N)

@@ -212,8 +212,8 @@ def test_bindings_compile_with_the_build_defines(tmp_path):
 
 def test_cuda_dispatch_and_spectrum_keys_without_a_gpu(monkeypatch):
     """causal_conv_cuda's choice of path and cached spectrum, with the device and the ops faked: the tensor-core
-    kernel for a row it holds, its blocks for a short filter on a longer row, and the three-pass kernel sized
-    linearly, or circularly behind K - 1 carried inputs."""
+    kernel for a row it holds, its blocks for a short filter on a longer row, and the long path (or with
+    GENOCONV_FFTCONV_PATH=scalar the three-pass kernel) sized linearly, or circularly behind K - 1 carried inputs."""
     from types import SimpleNamespace
 
     from genoconv.ops import LongFilter, cuda
@@ -231,6 +231,7 @@ def test_cuda_dispatch_and_spectrum_keys_without_a_gpu(monkeypatch):
     monkeypatch.setattr(cuda, "plan", lambda seq_len, filter_len, dev: (cuda.fft_plan(seq_len, filter_len), 9))
     monkeypatch.setattr(cuda, "_conv_blocks", lambda u, pre, post, log_n, lead, spec, gain:
                         ran.append(("blocks", log_n, spec, lead)))
+    monkeypatch.setattr(cuda, "_long_conv", lambda u, f, pre, post, plan: ran.append(("long", plan)))
 
     def call(seq_len, k, valid_from=0):
         u = torch.empty(1, 2, seq_len)
@@ -239,6 +240,13 @@ def test_cuda_dispatch_and_spectrum_keys_without_a_gpu(monkeypatch):
 
     assert call(3000, 16_386) == ("monarch", 13, (13, 4096))  # the taps below N/2: one spectrum per N
     assert call(40_001, 1026) == ("blocks", 15, (15, 1026), 1032)
-    assert call(100_000, 50_000) == ("3-pass", 18, (18, 50_000))  # linear: N >= L + K - 1
-    assert call(100_000, 50_000, valid_from=49_999) == ("3-pass", 17, (17, 50_000))  # circular: N >= L
-    assert call(100_000, 50_000, valid_from=49_998) == ("3-pass", 18, (18, 50_000))  # too few carried inputs
+    # The long path: (log2 N, log2 R, first input, first output, taps)
+    assert call(100_000, 50_000) == ("long", (18, 6, 0, 0, 50_000))  # linear: N >= L + K - 1
+    assert call(100_000, 50_000, valid_from=49_999) == ("long", (17, 5, 0, 49_999, 50_000))  # circular: N >= L
+    assert call(100_000, 50_000, valid_from=49_998) == ("long", (18, 6, 0, 0, 50_000))  # too few carried inputs
+    assert call(2_220_382, 1_000_000) == ("long", (22, 8, 0, 0, 1_000_000))  # R = 256 around N' = 2^14
+    assert call(5_000_000, 5_000_000)[0] == "3-pass"  # past the long path's 2^23
+    monkeypatch.setenv("GENOCONV_FFTCONV_PATH", "scalar")  # the scalar kernels only
+    assert call(100_000, 50_000) == ("3-pass", 18, (18, 50_000))
+    assert call(100_000, 50_000, valid_from=49_999) == ("3-pass", 17, (17, 50_000))
+    assert call(100_000, 50_000, valid_from=49_998) == ("3-pass", 18, (18, 50_000))

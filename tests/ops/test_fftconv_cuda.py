@@ -415,4 +415,27 @@ def test_streamed_chunk_is_circular_and_exact(past, chunk, filter_len):
     assert _rel(y, want) <= BF16_TOL
     log_n = cuda.fft_plan(past + chunk, 1)
     assert log_n < cuda.fft_plan(past + chunk, filter_len)
-    assert any(key[0] == "cuda_spectrum" and key[1] == log_n for key in filt._cache), list(filt._cache)
+    assert any(key[0] in ("cuda_spectrum", "cuda_long") and key[1] == log_n for key in filt._cache), list(filt._cache)
+
+
+@pytest.mark.parametrize("seq_len,filter_len", [(300_001, 300_001), (700_000, 60_000), (3_000_000, 1_200_000)])
+def test_long_path_rows_gates_and_views(seq_len, filter_len):
+    # The long path (outer DFTs around the tensor-core kernel; R = 256 on tensor cores, else scalar): several rows
+    # and channels not a multiple of anything, gates, a row view with a batch stride, one row with a NaN.
+    cuda = _cuda()
+    plan = cuda.long_plan(seq_len, filter_len, smem_per_block=cuda._smem_per_block(torch.device("cuda")))
+    assert plan is not None
+    batch, channels = (3, 5) if seq_len < 1_000_000 else (1, 3)
+    u, filt, taps, bias, pre, post = _case(seq_len, channels, batch, torch.bfloat16, True, filter_len=filter_len,
+                                           seed=11)
+    y = _run_poisoned(u, filt, pre, post)
+    assert _rel(y, _oracle(u, taps, bias, pre, post)) <= BF16_TOL
+    wide = torch.stack([u, u], dim=2).flatten(1, 2)[:, ::2]  # u again, with channel stride 2 L
+    assert _rel(causal_conv(wide, filt, pre, post), y) <= 1e-6
+    bad = u.clone()
+    bad[0, 1, seq_len // 3] = float("nan")
+    yb = causal_conv(bad, filt, pre, post)
+    assert torch.isnan(yb[0, 1]).all()  # as an FFT convolution of that row gives
+    rest = torch.ones(batch, channels, dtype=torch.bool)
+    rest[0, 1] = False
+    assert torch.equal(yb[rest], y[rest])  # and no other row changes

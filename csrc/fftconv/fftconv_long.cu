@@ -1,0 +1,394 @@
+// Long path (real FFT sizes N = 2^16 .. 2^23): the FFT convolution of a real row as a four-step transform N = R N'
+// whose inner transforms run on the tensor-core kernel. With n = N' n1 + n2 and k = k1 + R k2:
+//   pass 1 (long_fwd):  read the row once (gated), R-point DFTs down each column n2 (two real columns as one complex
+//                       one), twiddle W_N^(n2 k1), 1/R; write rows k1 = 0 .. R/2 of the fp16 workspace as two planes
+//                       (re, im): a real row's rows R - k1 are the conjugates of rows k1 (times a phase), so they are
+//                       neither stored nor transformed;
+//   pass 2 (inner):     per row k1, the circular N'-point convolution with the filter whose spectrum is K[k1 + R k2]
+//                       (the tensor-core kernel with kCirc, in place on the workspace);
+//   pass 3 (long_inv):  conj W_N^(n2 k1), the Hermitian completion k1 -> R - k1, inverse R-point DFTs down each column
+//                       (two real columns per complex one), post-gate, written once.
+// Between passes the data is fp16 (4 B per complex point, N/2 points per row): 2 + 4 | 4 + 4 | 4 + 2 bytes per two
+// samples, against fp32 words and scalar inner transforms in fftconv_multipass.cu (NOTES.md v11).
+#include "params.h"
+#include "fft_common.cuh"
+#include "monarch_common.cuh"
+
+namespace genoconv {
+namespace {
+
+constexpr int kLongThreads = 256;
+
+// exp(-2 pi i j / 2^log_n), j reduced and centred so the fast sincos sees |x| <= pi (abs error ~5e-7 << fp16's 5e-4).
+__device__ __forceinline__ float2 twiddle_n(int64_t j, int log_n) {
+  const int64_t n = int64_t(1) << log_n;
+  int64_t m = j & (n - 1);
+  if (m > n / 2) m -= n;
+  float s, c;
+  __sincosf((float)m * (-6.283185307179586f / (float)n), &s, &c);
+  return make_float2(c, s);
+}
+
+// What an outer block works on: row (b, channel c) (blockIdx.x, channel-major), and the columns [c0, c0 + 2 half)
+// (blockIdx.y), column c0 + f paired with c0 + half + f as the real and imaginary parts of one complex column.
+struct LongBlock {
+  int64_t c, b;
+  int half, c0, log_inner, rh;
+};
+__device__ __forceinline__ LongBlock long_block(const LongParams& p, int log_half) {
+  LongBlock k;
+  k.c = (int64_t)blockIdx.x / p.batch;
+  k.b = (int64_t)blockIdx.x - k.c * p.batch;
+  k.half = 1 << log_half;
+  k.c0 = (int)blockIdx.y << (log_half + 1);
+  k.log_inner = p.log_n - p.log_r;
+  k.rh = (1 << (p.log_r - 1)) + 1;
+  return k;
+}
+
+// Workspace offset of plane 0 of inner row k1 of this block's row.
+__device__ __forceinline__ int64_t work_row(const LongParams& p, const LongBlock& k, int k1) {
+  return ((k.c * k.rh + k1) * 2 * p.batch + 2 * k.b) << k.log_inner;
+}
+
+template <typename T, bool kPre>
+__global__ void __launch_bounds__(kLongThreads) long_fwd_kernel(const LongParams p, const int log_half) {
+  extern __shared__ float2 smem[];
+  const LongBlock k = long_block(p, log_half);
+  const T* x = static_cast<const T*>(p.u) + k.b * p.u_sb + k.c * p.u_sh;
+  const T* g = kPre ? static_cast<const T*>(p.pregate) + k.b * p.pre_sb + k.c * p.pre_sh : nullptr;
+  const float sc = p.in_scale[k.c * p.batch + k.b];  // 0: a row with inf/NaN (pass 3 writes NaN)
+  auto load = [&](int64_t n) {
+    const int64_t t = p.src_a + n;
+    if (sc == 0.f || t >= p.seq_len) return 0.f;
+    const float v = to_float(x[t]);
+    return (kPre ? v * to_float(g[t]) : v) * sc;
+  };
+  const int count = 1 << (p.log_r + log_half);
+  for (int idx = threadIdx.x; idx < count; idx += blockDim.x) {
+    const int f = idx & (k.half - 1), n1 = idx >> log_half;
+    const int64_t n = ((int64_t)n1 << k.log_inner) + k.c0 + f;
+    smem[sw(idx)] = make_float2(load(n), load(n + k.half));
+  }
+  const SmemFFT gg{smem, p.log_r, log_half, 0, log_half};
+  fft_forward(gg, p.twiddle, p.log_r);
+
+  // Z = DFT(a + i b): A[k1] = (Z[k1] + conj Z[R - k1]) / 2, B[k1] = -i (Z[k1] - conj Z[R - k1]) / 2, k1 <= R/2.
+  const int rmask = (1 << p.log_r) - 1;
+  const float scale = 0.5f / (float)(1 << p.log_r);
+  __half* w = static_cast<__half*>(p.work);
+  const int64_t plane = (int64_t)1 << k.log_inner;
+  for (int idx = threadIdx.x; idx < (k.rh << log_half); idx += blockDim.x) {
+    const int f = idx & (k.half - 1), k1 = idx >> log_half;
+    const float2 zk = smem[sw((bitrev(k1, p.log_r) << log_half) + f)];
+    const float2 zm = smem[sw((bitrev((1 << p.log_r) - k1 & rmask, p.log_r) << log_half) + f)];
+    const float2 a = make_float2(zk.x + zm.x, zk.y - zm.y), d = make_float2(zk.x - zm.x, zk.y + zm.y);
+    const float2 bv = make_float2(d.y, -d.x);
+    const int n2a = k.c0 + f, n2b = n2a + k.half;
+    const float2 va = cmul(a, twiddle_n((int64_t)n2a * k1, p.log_n));
+    const float2 vb = cmul(bv, twiddle_n((int64_t)n2b * k1, p.log_n));
+    const int64_t o = work_row(p, k, k1);
+    w[o + n2a] = __float2half_rn(va.x * scale);
+    w[o + plane + n2a] = __float2half_rn(va.y * scale);
+    w[o + n2b] = __float2half_rn(vb.x * scale);
+    w[o + plane + n2b] = __float2half_rn(vb.y * scale);
+  }
+}
+
+template <typename T, bool kPost>
+__global__ void __launch_bounds__(kLongThreads) long_inv_kernel(const LongParams p, const int log_half) {
+  extern __shared__ float2 smem[];
+  const LongBlock k = long_block(p, log_half);
+  const __half* w = static_cast<const __half*>(p.work);
+  const int64_t plane = (int64_t)1 << k.log_inner;
+  const int r = 1 << p.log_r;
+  for (int idx = threadIdx.x; idx < (k.rh << log_half); idx += blockDim.x) {
+    const int f = idx & (k.half - 1), k1 = idx >> log_half;
+    const int n2a = k.c0 + f, n2b = n2a + k.half;
+    const int64_t o = work_row(p, k, k1);
+    const float2 ta = cmulc(make_float2(__half2float(w[o + n2a]), __half2float(w[o + plane + n2a])),
+                            twiddle_n((int64_t)n2a * k1, p.log_n));
+    const float2 tb = cmulc(make_float2(__half2float(w[o + n2b]), __half2float(w[o + plane + n2b])),
+                            twiddle_n((int64_t)n2b * k1, p.log_n));
+    // Z = Ta + i Tb at k1, and (both spectra Hermitian) conj Ta + i conj Tb at R - k1.
+    smem[sw((bitrev(k1, p.log_r) << log_half) + f)] = make_float2(ta.x - tb.y, ta.y + tb.x);
+    if (k1 != 0 && 2 * k1 != r)
+      smem[sw((bitrev(r - k1, p.log_r) << log_half) + f)] = make_float2(ta.x + tb.y, tb.x - ta.y);
+  }
+  const SmemFFT gg{smem, p.log_r, log_half, 0, log_half};
+  fft_inverse(gg, p.twiddle, p.log_r);
+
+  T* y = static_cast<T*>(p.y) + k.b * p.y_sb + k.c * p.y_sh;
+  const T* post = kPost ? static_cast<const T*>(p.postgate) + k.b * p.post_sb + k.c * p.post_sh : nullptr;
+  const float sc = p.in_scale[k.c * p.batch + k.b];
+  const float osc = sc != 0.f ? p.out_scale[k.c] / sc : __int_as_float(0x7fc00000);  // inf/NaN row: NaN
+  auto store = [&](int64_t n, float v) {
+    const int64_t t = p.src_a + n;
+    if (t < p.src_o || t >= p.seq_len) return;
+    v *= osc;
+    if (kPost) v *= to_float(post[t]);
+    y[t] = from_float<T>(v);
+  };
+  const int count = 1 << (p.log_r + log_half);
+  for (int idx = threadIdx.x; idx < count; idx += blockDim.x) {
+    const int f = idx & (k.half - 1), n1 = idx >> log_half;
+    const int64_t n = ((int64_t)n1 << k.log_inner) + k.c0 + f;
+    const float2 v = smem[sw(idx)];
+    store(n, v.x);
+    store(n + k.half, v.y);
+  }
+}
+
+// ---- R = 256: the outer DFTs on tensor cores ------------------------------------------------------------------------
+// A block takes 64 columns as 32 complex ones (column 2 p + i column 2 p + 1: adjacent samples, so global memory is
+// read and written as 32-bit pairs) and a warp takes one at a time: the 256-point DFT down it is the tensor-core
+// kernel's row stage (two radix-16 mma stages with W_256 between them, each stage F/16, so the transform comes out
+// divided by 256 = R), NOTES.md v11. Shared memory per complex column: 256 words, as (q, q + 16) sample pairs for
+// the mma operands (re and im planes), then in place as bins (half2); rotated by the column so that threads walking
+// the columns hit different banks.
+constexpr int kTcCols = 64, kTcPairs = 32, kTcWarps = 8;
+
+__device__ __forceinline__ int tc_unit(int q) { return ((q >> 5) << 4) | (q & 15); }  // word of the pair (q, q + 16)
+__device__ __forceinline__ int tc_word(int p, int plane, int w) { return p * 256 + plane * 128 + ((w + p) & 127); }
+__device__ __forceinline__ int tc_bin(int p, int k) { return p * 256 + ((k + p) & 255); }
+
+// Twiddles W_N^(n2 k1) of the items a thread visits (k1 = k0, k0 + 8, ...; n2 fixed) by recurrence from two sincos
+// (fp32; ~17 steps, error ~1e-6 against fp16's 5e-4).
+struct TwiddleWalk {
+  float2 w, step;
+  __device__ __forceinline__ TwiddleWalk(int64_t n2, int k0, int log_n)
+      : w(twiddle_n(n2 * k0, log_n)), step(twiddle_n(n2 * (kTcWarps), log_n)) {}
+  __device__ __forceinline__ float2 next() {
+    const float2 cur = w;
+    w = cmul(w, step);
+    return cur;
+  }
+};
+
+template <typename T, bool kPre>
+__global__ void __launch_bounds__(kTcWarps * 32) long_fwd_tc_kernel(const LongParams p) {
+  using namespace monarch;
+  __shared__ __align__(16) uint32_t sm[kTcPairs * 256];  // operands, then (in place, per column) the bins
+  __shared__ float2 s_w16[16];
+  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, g = lane >> 2, t = lane & 3;
+  const LongBlock k = long_block(p, 5);  // 2 half = 64 columns
+  // Row from its first input on (src_a), so sample n of the transform is element n.
+  const T* x = static_cast<const T*>(p.u) + k.b * p.u_sb + k.c * p.u_sh + p.src_a;
+  const T* gate = kPre ? static_cast<const T*>(p.pregate) + k.b * p.pre_sb + k.c * p.pre_sh + p.src_a : nullptr;
+  const int64_t len = p.seq_len - p.src_a;
+  const bool vec = aligned4(x) && (!kPre || aligned4(gate));
+  const float sc = p.in_scale[k.c * p.batch + k.b];
+  fill_w16(s_w16, tid);
+  // Operands: words (q, q + 16) of columns 2 pc, 2 pc + 1 (re, im planes), consecutive threads on consecutive pairs.
+  for (int i = tid; i < 128 * kTcPairs; i += blockDim.x) {
+    const int pc = i & 31, w = i >> 5;
+    const int q = ((w >> 4) << 5) | (w & 15);
+    const int64_t n = ((int64_t)q << k.log_inner) + k.c0 + 2 * pc;
+    float2 lo = make_float2(0.f, 0.f), hi = lo;
+    if (sc != 0.f) {
+      lo = load_gated_pair<kPre>(x, gate, n, len, vec);
+      hi = load_gated_pair<kPre>(x, gate, n + (16LL << k.log_inner), len, vec);
+    }
+    sm[tc_word(pc, 0, w)] = pack2(lo.x * sc, hi.x * sc);
+    sm[tc_word(pc, 1, w)] = pack2(lo.y * sc, hi.y * sc);
+  }
+  __syncthreads();
+  DftFrags fr;
+  make_frags(fr, s_w16, g, t);
+  uint32_t twr[4], twi[4], twn[4];
+  w256_twiddles(g, t, twr, twi, twn);
+  for (int pc = warp; pc < kTcPairs; pc += kTcWarps) {
+    uint32_t xr0[2], xr1[2], xi0[2], xi1[2];
+#pragma unroll
+    for (int j = 0; j < 2; ++j) {
+      const int w0 = 16 * t + 8 * j + g;
+      xr0[j] = sm[tc_word(pc, 0, w0)];
+      xr1[j] = sm[tc_word(pc, 0, w0 + 64)];
+      xi0[j] = sm[tc_word(pc, 1, w0)];
+      xi1[j] = sm[tc_word(pc, 1, w0 + 64)];
+    }
+    __syncwarp();
+    float yr[2][4], yi[2][4];
+#pragma unroll
+    for (int j = 0; j < 2; ++j) cmma_const_a<false>(fr, xr0[j], xr1[j], xi0[j], xi1[j], yr[j], yi[j]);
+    uint32_t ar[4], ai[4];
+    acc_to_a(yr, yi, ar, ai);
+#pragma unroll
+    for (int reg = 0; reg < 4; ++reg) cmul_h2(ar[reg], ai[reg], twr[reg], twi[reg], twn[reg]);
+#pragma unroll
+    for (int j = 0; j < 2; ++j) {
+      float zr[4], zi[4];
+      cmma_const_b<false>(fr, j, ar, ai, zr, zi);
+#pragma unroll
+      for (int c = 0; c < 4; ++c) sm[tc_bin(pc, g + 8 * (c >> 1) + 16 * (8 * j + 2 * t + (c & 1)))] = pack2(zr[c], zi[c]);
+    }
+    __syncwarp();
+  }
+  __syncthreads();
+  // Bins k1 <= 128 of both real columns: A = (Z[k1] + conj Z[256 - k1]) / 2, B = -i (Z[k1] - conj Z[256 - k1]) / 2,
+  // times W_N^(n2 k1), to the workspace rows as (A, B) half2 pairs of each plane.
+  __half* wk = static_cast<__half*>(p.work);
+  const int64_t plane = (int64_t)1 << k.log_inner;
+  const int pc = tid & 31, k0 = tid >> 5;
+  const int n2a = k.c0 + 2 * pc;
+  TwiddleWalk wa(n2a, k0, p.log_n), wb(n2a + 1, k0, p.log_n);
+  for (int k1 = k0; k1 <= 128; k1 += kTcWarps) {
+    const float2 zk = unpack2(sm[tc_bin(pc, k1)]);
+    const float2 zm = unpack2(sm[tc_bin(pc, (256 - k1) & 255)]);
+    const float2 va = cmul(make_float2(0.5f * (zk.x + zm.x), 0.5f * (zk.y - zm.y)), wa.next());
+    const float2 vb = cmul(make_float2(0.5f * (zk.y + zm.y), -0.5f * (zk.x - zm.x)), wb.next());
+    const int64_t o = work_row(p, k, k1) + n2a;
+    *reinterpret_cast<__half2*>(wk + o) = __floats2half2_rn(va.x, vb.x);
+    *reinterpret_cast<__half2*>(wk + o + plane) = __floats2half2_rn(va.y, vb.y);
+  }
+}
+
+template <typename T, bool kPost>
+__global__ void __launch_bounds__(kTcWarps * 32) long_inv_tc_kernel(const LongParams p) {
+  using namespace monarch;
+  __shared__ __align__(16) uint32_t sm[kTcPairs * 256];  // (re, im) planes of bins (k, k + 16), then the outputs
+  __shared__ float2 s_w16[16];
+  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, g = lane >> 2, t = lane & 3;
+  const LongBlock k = long_block(p, 5);
+  fill_w16(s_w16, tid);
+  const __half* wk = static_cast<const __half*>(p.work);
+  const int64_t plane = (int64_t)1 << k.log_inner;
+  unsigned short* const sh = reinterpret_cast<unsigned short*>(sm);
+  auto put = [&](int pc, int bin, float2 v) {  // one fp16 half of the words holding bins (bin & ~16, | 16)
+    const int w = tc_unit(bin & ~16), half = (bin >> 4) & 1;
+    sh[2 * tc_word(pc, 0, w) + half] = __half_as_ushort(__float2half_rn(v.x));
+    sh[2 * tc_word(pc, 1, w) + half] = __half_as_ushort(__float2half_rn(v.y));
+  };
+  {
+    const int pc = tid & 31, k0 = tid >> 5;
+    const int n2a = k.c0 + 2 * pc;
+    TwiddleWalk wa(n2a, k0, p.log_n), wb(n2a + 1, k0, p.log_n);
+    for (int k1 = k0; k1 <= 128; k1 += kTcWarps) {
+      const int64_t o = work_row(p, k, k1) + n2a;
+      const float2 re = __half22float2(*reinterpret_cast<const __half2*>(wk + o));           // (Ta.re, Tb.re)
+      const float2 im = __half22float2(*reinterpret_cast<const __half2*>(wk + o + plane));   // (Ta.im, Tb.im)
+      const float2 ta = cmulc(make_float2(re.x, im.x), wa.next());
+      const float2 tb = cmulc(make_float2(re.y, im.y), wb.next());
+      put(pc, k1, make_float2(ta.x - tb.y, ta.y + tb.x));                                   // Ta + i Tb
+      if (k1 != 0 && k1 != 128) put(pc, 256 - k1, make_float2(ta.x + tb.y, tb.x - ta.y));   // conj Ta + i conj Tb
+    }
+  }
+  __syncthreads();
+  DftFrags fr;
+  make_frags(fr, s_w16, g, t);
+  uint32_t twr[4], twi[4], twn[4];
+  w256_twiddles(g, t, twr, twi, twn);
+  for (int pc = warp; pc < kTcPairs; pc += kTcWarps) {
+    // IR1: U^T = conj(F)/16 Z^T, B tile m = bins (g + 8 m + 32 t, + 16) and (+ 128, + 144).
+    float ur[2][4], ui[2][4];
+#pragma unroll
+    for (int m = 0; m < 2; ++m) {
+      const int w0 = 16 * t + 8 * m + g;
+      cmma_const_a<true>(fr, sm[tc_word(pc, 0, w0)], sm[tc_word(pc, 0, w0 + 64)], sm[tc_word(pc, 1, w0)],
+                         sm[tc_word(pc, 1, w0 + 64)], ur[m], ui[m]);
+    }
+    __syncwarp();
+    uint32_t ar[4], ai[4];
+    acc_to_a(ur, ui, ar, ai);
+#pragma unroll
+    for (int reg = 0; reg < 4; ++reg) cmulc_h2(ar[reg], ai[reg], twr[reg], twi[reg], twn[reg]);
+    // IR2: y^T = U^T conj(F)/16: rows b' = g + 8 (c >> 1), columns a' = 8 j + 2 t + (c & 1), n1 = 16 a' + b'; in
+    // place as half2 (re: column 2 pc, im: column 2 pc + 1).
+#pragma unroll
+    for (int j = 0; j < 2; ++j) {
+      float vr[4], vi[4];
+      cmma_const_b<true>(fr, j, ar, ai, vr, vi);
+#pragma unroll
+      for (int c = 0; c < 4; ++c) sm[tc_bin(pc, 16 * (8 * j + 2 * t + (c & 1)) + g + 8 * (c >> 1))] = pack2(vr[c], vi[c]);
+    }
+    __syncwarp();
+  }
+  __syncthreads();
+  T* y = static_cast<T*>(p.y) + k.b * p.y_sb + k.c * p.y_sh + p.src_a;
+  const T* post = kPost ? static_cast<const T*>(p.postgate) + k.b * p.post_sb + k.c * p.post_sh + p.src_a : nullptr;
+  const int64_t len = p.seq_len - p.src_a, first = p.src_o - p.src_a;
+  const bool vec = aligned4(y) && (!kPost || aligned4(post));
+  const float sc = p.in_scale[k.c * p.batch + k.b];
+  // The two mma stages divided by 256: the inverse transform is the unnormalised sum (pass 1 took the 1/R).
+  const float osc = sc != 0.f ? 256.f * p.out_scale[k.c] / sc : __int_as_float(0x7fc00000);
+  for (int i = tid; i < 256 * kTcPairs; i += blockDim.x) {
+    const int pc = i & 31, n1 = i >> 5;
+    const float2 v = unpack2(sm[tc_bin(pc, n1)]);
+    const int64_t n = ((int64_t)n1 << k.log_inner) + k.c0 + 2 * pc;
+    if (n + 1 < first || n >= len) continue;
+    const float2 r = make_float2(v.x * osc, v.y * osc);
+    if (n >= first) {
+      store_gated_pair<kPost>(y, post, n, len, vec, r);
+    } else if (n + 1 < len) {  // the pair straddles the first kept output
+      y[n + 1] = from_float<T>(kPost ? r.y * to_float(post[n + 1]) : r.y);
+    }
+  }
+}
+
+// Complex columns per outer block: R * half fp32 complex values in shared memory, 32 KiB (at least 8: 16 columns,
+// 32-byte segments of each workspace row).
+int long_log_half(int log_r, int log_inner) {
+  int lh = 12 - log_r;
+  if (lh < 3) lh = 3;
+  if (lh > log_inner - 1) lh = log_inner - 1;
+  return lh;
+}
+
+template <typename T, bool kPre, bool kPost>
+cudaError_t launch_long_t(const LongParams& p, cudaStream_t stream) {
+  const int log_inner = p.log_n - p.log_r;
+  if (log_inner < kLongMinInnerLogN || log_inner > kLongMaxInnerLogN || p.log_n < kLongMinLogN ||
+      p.log_n > kLongMaxLogN || p.log_r < 2 || p.batch <= 0 || p.channels * p.batch > 0x7fffffffLL)
+    return cudaErrorInvalidValue;
+  const bool tc = p.log_r == 8;  // R = 256: the outer DFTs on tensor cores
+  const int log_half = tc ? 5 : long_log_half(p.log_r, log_inner);
+  const size_t smem = sizeof(float2) << (p.log_r + log_half);
+  const dim3 grid((unsigned)(p.channels * p.batch), 1u << (log_inner - log_half - 1));
+  cudaError_t err;
+  if (tc) {
+    long_fwd_tc_kernel<T, kPre><<<grid, kTcWarps * 32, 0, stream>>>(p);
+  } else {
+    auto k1 = long_fwd_kernel<T, kPre>;
+    if ((err = cudaFuncSetAttribute(k1, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem))) return err;
+    k1<<<grid, kLongThreads, smem, stream>>>(p, log_half);
+  }
+  if ((err = cudaGetLastError())) return err;
+
+  // Inner pass: "batch" = the rows' two planes, "channels" = (c, k1) rows, in place on the workspace.
+  ConvParams q;
+  q.u = p.work;
+  q.y = p.work;
+  q.u_sb = q.y_sb = (int64_t)1 << log_inner;
+  q.u_sh = q.y_sh = (2 * p.batch) << log_inner;
+  q.batch = 2 * p.batch;
+  q.channels = p.channels * ((1 << (p.log_r - 1)) + 1);
+  q.seq_len = (int64_t)1 << log_inner;
+  q.log_n = log_inner;
+  q.spectrum_h = p.spectrum_h;
+  q.gain = p.gain;
+  if ((err = launch_monarch_circular(q, stream))) return err;
+
+  if (tc) {
+    long_inv_tc_kernel<T, kPost><<<grid, kTcWarps * 32, 0, stream>>>(p);
+  } else {
+    auto k3 = long_inv_kernel<T, kPost>;
+    if ((err = cudaFuncSetAttribute(k3, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem))) return err;
+    k3<<<grid, kLongThreads, smem, stream>>>(p, log_half);
+  }
+  return cudaGetLastError();
+}
+
+struct LaunchLong {
+  template <typename T, bool kPre, bool kPost>
+  static cudaError_t run(const LongParams& p, cudaStream_t stream) {
+    return launch_long_t<T, kPre, kPost>(p, stream);
+  }
+};
+
+}  // namespace
+
+cudaError_t launch_long(const LongParams& p, DType dtype, cudaStream_t stream) {
+  return dispatch_gates<LaunchLong>(p, dtype, stream);
+}
+
+}  // namespace genoconv

@@ -1,0 +1,124 @@
+"""The long path's plan and spectrum (genoconv/ops/cuda.py), checked on the CPU with a float64 stand-in for its three
+kernels (fftconv_long.cu): the same four-step arithmetic, index maps and scales, so a wrong source window, inner
+spectrum order or scale shows here without a GPU. The kernels themselves are tested against float64 in
+test_fftconv_cuda.py."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from genoconv.ops import LongFilter
+from genoconv.ops import cuda
+
+
+def _unpack(spec: torch.Tensor, gain: torch.Tensor, log_n: int) -> torch.Tensor:
+    """The inverse of cuda._monarch_pack: (rows, N) complex128 spectra in natural order (the 16^(2 n16) / N undone)."""
+    rows, n = spec.shape[0], 1 << log_n
+    words = spec.double().reshape(rows, n // 4, 2, 2, 2).permute(0, 1, 2, 4, 3).reshape(rows, n, 2)
+    ordered = torch.view_as_complex(words.contiguous()) * gain.double()[:, None]
+    natural = torch.empty_like(ordered)
+    natural[:, cuda._monarch_order(log_n, "cpu")] = ordered
+    return natural / (16.0 ** 6 / n)
+
+
+def _oracle(u, taps, bias, pre=None, post=None) -> torch.Tensor:
+    """float64 linear causal convolution by FFT (checked against the direct form in test_fftconv_ref.py)."""
+    x = u * pre if pre is not None else u
+    seq_len = x.shape[-1]
+    n = 1 << (seq_len + taps.shape[-1]).bit_length()
+    y = torch.fft.irfft(torch.fft.rfft(x, n=n) * torch.fft.rfft(taps, n=n), n=n)[..., :seq_len] + x * bias[:, None]
+    return y * post if post is not None else y
+
+
+def _emulate(u, filt, pre, post, plan):
+    """float64 pass 1 / inner / pass 3 exactly as the kernels compute them (no rounding), rows k1 <= R/2 only."""
+    log_n, log_r, start, first, _ = plan
+    n, r = 1 << log_n, 1 << log_r
+    inner_log = log_n - log_r
+    inner, rh = 1 << inner_log, r // 2 + 1
+    spec, gain, out_scale = cuda._long_spectrum(filt, log_n, log_r, plan[4], torch.device("cpu"))
+    g = _unpack(spec, gain, inner_log).reshape(filt.channels, rh, inner)
+    in_scale = cuda._in_scale(u, pre).double()  # (H, B)
+    batch, channels, seq_len = u.shape
+    x = u.double() * (pre.double() if pre is not None else 1.0)
+    y = torch.full(u.shape, float("nan"), dtype=torch.float64)
+    k1 = torch.arange(rh)[:, None]
+    n2 = torch.arange(inner)[None, :]
+    tw = torch.exp(-2j * torch.pi * k1 * n2 / n)
+    t = start + torch.arange(n)
+    ok = t < seq_len
+    keep = (t >= first) & ok
+    for b in range(batch):
+        for h in range(channels):
+            z = torch.zeros(n, dtype=torch.float64)
+            z[ok] = x[b, h, t[ok]] * in_scale[h, b]
+            # pass 1: R-point DFTs down the columns (z[N' n1 + n2]), rows k1 <= R/2, twiddle W_N^(n2 k1), 1/R
+            w = torch.fft.fft(z.reshape(r, inner), dim=0)[:rh] * tw / r
+            # inner: circular convolution of row k1 with the filter whose spectrum is g[h, k1]
+            w = torch.fft.ifft(torch.fft.fft(w, dim=1) * g[h], dim=1)
+            # pass 3: conj twiddle, Hermitian completion of rows R - k1, inverse DFT over k1 (unnormalised), real part
+            t_rows = w * tw.conj()
+            full = torch.cat((t_rows, t_rows[1: r // 2].flip(0).conj()), dim=0)
+            v = (torch.fft.ifft(full, dim=0) * r).real.reshape(n) * out_scale[h].double() / in_scale[h, b]
+            y[b, h, t[keep]] = v[keep]
+    if post is not None:
+        y = y * post.double()
+    return y
+
+
+@pytest.mark.parametrize("batch,seq_len,filter_len,gated", [
+    (1, 40_000, 40_000, False),
+    (1, 30_000, 300, True),       # short filter
+    (3, 33_333, 33_333, True),
+    (2, 20_000, 70_000, False),   # a filter longer than the row
+])
+def test_long_path_plan_and_spectrum_give_the_linear_convolution(batch, seq_len, filter_len, gated):
+    gen = torch.Generator().manual_seed(seq_len + batch)
+    channels = 2
+    taps = torch.randn(channels, filter_len, generator=gen, dtype=torch.float64) / filter_len ** 0.5
+    bias = torch.randn(channels, generator=gen, dtype=torch.float64)
+    filt = LongFilter(taps, bias)
+    u = torch.randn(batch, channels, seq_len, generator=gen, dtype=torch.float64) * 37.0
+    pre = torch.randn(batch, channels, seq_len, generator=gen, dtype=torch.float64) if gated else None
+    post = torch.randn(batch, channels, seq_len, generator=gen, dtype=torch.float64) if gated else None
+    plan = cuda.long_plan(seq_len, filter_len)
+    assert plan is not None and plan[2] == plan[3] == 0
+    y = _emulate(u, filt, pre, post, plan)
+    want = _oracle(u, taps, bias, pre, post)
+    assert torch.isfinite(y).all(), "an output was never written"
+    assert ((y - want).norm() / want.norm()).item() < 1e-3  # fp16 spectrum words: ~3e-4
+
+
+def test_long_path_overlap_save_chunk():
+    # A streamed chunk behind its K - 1 carried inputs: only outputs t >= valid_from are written, and they are exact.
+    gen = torch.Generator().manual_seed(5)
+    k, past, chunk = 3000, 2999, 61_001
+    taps = torch.randn(1, k, generator=gen, dtype=torch.float64) / k ** 0.5
+    filt = LongFilter(taps, torch.zeros(1, dtype=torch.float64))
+    u = torch.randn(1, 1, past + chunk, generator=gen, dtype=torch.float64)
+    plan = cuda.long_plan(past + chunk, k, valid_from=past)
+    log_n, _, start, first, _ = plan
+    assert (start, first) == (0, past) and (1 << log_n) < past + chunk + k - 1  # circular: N >= L only
+    y = _emulate(u, filt, None, None, plan)
+    want = _oracle(u, taps, filt.bias)
+    assert torch.isnan(y[..., :past]).all()  # never written
+    assert ((y[..., past:] - want[..., past:]).norm() / want[..., past:].norm()).item() < 1e-3
+
+
+def test_in_scale_marks_non_finite_and_zero_rows():
+    u = torch.randn(2, 3, 100, dtype=torch.float64) * 1000
+    u[0, 1, 5] = float("nan")
+    u[1, 2] = 0.0
+    s = cuda._in_scale(u, None)  # (H, B)
+    assert s[1, 0] == 0 and s[2, 1] == 256  # a zero row: any finite scale
+    m = u[1, 0].abs().max() * s[0, 1]
+    assert 256 <= m < 512
+
+
+def test_long_plan_bounds():
+    assert cuda.long_plan(5_000_000, 5_000_000) is None  # past 2^23: the three-pass kernel
+    assert cuda.long_plan(1_000_000, 1_000_000, smem_per_block=48 * 1024) is None  # too little shared memory
+    assert cuda.long_plan(1_000_000, 1_000_000) == (21, 8, 0, 0, 1_000_000)  # R = 256 outer points
+    assert cuda.long_plan(4_194_304, 4_194_304)[:2] == (23, 9)  # N' capped at 2^14
+    assert cuda.long_plan(40_000, 40_000)[:2] == (17, 5)  # N' at least 2^12
