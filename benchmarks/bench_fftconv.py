@@ -261,22 +261,18 @@ def long_table(rows: list[dict]) -> str:
 
 
 def path_label(seq_len: int, filter_len: int, valid_from: int = 0) -> str:
-    """Which kernel ``causal_conv_cuda`` runs for this call on this device, as the dispatch decides it."""
+    """Which kernel ``causal_conv_cuda`` runs for this (plain) call on this device, as its dispatch decides it."""
     from genoconv.ops import cuda as gcuda
 
-    smem = gcuda._smem_per_block(torch.device("cuda"))
-    log_n = gcuda.monarch_log_n(seq_len, smem_per_block=smem)
-    if log_n is not None:
-        return f"tensor-core fused N=2^{log_n}"
-    blocks = gcuda.partial_plan(seq_len, filter_len, smem_per_block=smem)
-    if blocks:
-        return f"blocks N=2^{blocks[0]}, lead {blocks[1]}"
-    long = gcuda.long_plan(seq_len, filter_len, valid_from, smem_per_block=smem)
-    if long:
-        log_n, log_r = long[:2]
-        outer = "tensor-core" if log_r == 8 else "scalar"
-        return f"long N=2^{log_n} = 2^{log_r} x 2^{log_n - log_r} ({outer} outer)"
-    return f"3-pass N=2^{gcuda.fft_plan(seq_len, gcuda._planned_taps(seq_len, filter_len, valid_from))}"
+    path, how = gcuda.path_plan(seq_len, filter_len, torch.device("cuda"), valid_from)
+    if path == "monarch":
+        return f"tensor-core fused N=2^{how}"
+    if path == "blocks":
+        return f"blocks N=2^{how[0]}, lead {how[1]}"
+    if path == "long":
+        log_n, log_r = how[:2]
+        return f"long N=2^{log_n} = 2^{log_r} x 2^{log_n - log_r} ({'tensor-core' if log_r == 8 else 'scalar'} outer)"
+    return f"3-pass N=2^{how[0]}"
 
 
 def table(rows: list[dict]) -> str:

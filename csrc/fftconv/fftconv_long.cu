@@ -146,7 +146,7 @@ __global__ void __launch_bounds__(kLongThreads) long_inv_kernel(const LongParams
 // divided by 256 = R), NOTES.md v11. Shared memory per complex column: 256 words, as (q, q + 16) sample pairs for
 // the mma operands (re and im planes), then in place as bins (half2); rotated by the column so that threads walking
 // the columns hit different banks.
-constexpr int kTcCols = 64, kTcPairs = 32, kTcWarps = 8;
+constexpr int kTcPairs = 32, kTcWarps = 8;  // 64 columns per block
 
 __device__ __forceinline__ int tc_unit(int q) { return ((q >> 5) << 4) | (q & 15); }  // word of the pair (q, q + 16)
 __device__ __forceinline__ int tc_word(int p, int plane, int w) { return p * 256 + plane * 128 + ((w + p) & 127); }
@@ -165,12 +165,58 @@ struct TwiddleWalk {
   }
 };
 
+// The 256-point DFT down each of the block's 32 complex columns, in place, a warp per column: the tensor-core kernel's
+// row stage (forward: D = F/16 X, W_256, D F/16; inverse: U^T = conj(F)/16 Z^T, conj W_256, U^T conj(F)/16), so
+// the result is the DFT / 256 (forward) or the unnormalised inverse / 256. In: the column's (q, q + 16) words of both
+// planes, B tile j = words 16 t + 8 j + g and + 64 (samples, or bins). Out: value s as half2 (re, im) at tc_bin(p, s),
+// s = g + 8 (c >> 1) + 16 (8 j + 2 t + (c & 1)) for accumulator slot (j, c): bin k1 = k1' + 16 d' forward, sample
+// n1 = 16 a' + b' inverse.
+template <bool kInv>
+__device__ __forceinline__ void tc_columns_dft256(uint32_t* sm, const float2* s_w16) {
+  using namespace monarch;
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, t = lane & 3;
+  DftFrags fr;
+  make_frags(fr, s_w16, g, t);
+  uint32_t twr[4], twi[4], twn[4];
+  w256_twiddles(g, t, twr, twi, twn);
+  for (int pc = warp; pc < kTcPairs; pc += kTcWarps) {
+    uint32_t xr0[2], xr1[2], xi0[2], xi1[2];
+#pragma unroll
+    for (int j = 0; j < 2; ++j) {
+      const int w0 = 16 * t + 8 * j + g;
+      xr0[j] = sm[tc_word(pc, 0, w0)];
+      xr1[j] = sm[tc_word(pc, 0, w0 + 64)];
+      xi0[j] = sm[tc_word(pc, 1, w0)];
+      xi1[j] = sm[tc_word(pc, 1, w0 + 64)];
+    }
+    __syncwarp();  // the results overwrite the column
+    float yr[2][4], yi[2][4];
+#pragma unroll
+    for (int j = 0; j < 2; ++j) cmma_const_a<kInv>(fr, xr0[j], xr1[j], xi0[j], xi1[j], yr[j], yi[j]);
+    uint32_t ar[4], ai[4];
+    acc_to_a(yr, yi, ar, ai);
+#pragma unroll
+    for (int reg = 0; reg < 4; ++reg) {
+      if constexpr (kInv) cmulc_h2(ar[reg], ai[reg], twr[reg], twi[reg], twn[reg]);
+      else cmul_h2(ar[reg], ai[reg], twr[reg], twi[reg], twn[reg]);
+    }
+#pragma unroll
+    for (int j = 0; j < 2; ++j) {
+      float zr[4], zi[4];
+      cmma_const_b<kInv>(fr, j, ar, ai, zr, zi);
+#pragma unroll
+      for (int c = 0; c < 4; ++c) sm[tc_bin(pc, g + 8 * (c >> 1) + 16 * (8 * j + 2 * t + (c & 1)))] = pack2(zr[c], zi[c]);
+    }
+    __syncwarp();
+  }
+}
+
 template <typename T, bool kPre>
 __global__ void __launch_bounds__(kTcWarps * 32) long_fwd_tc_kernel(const LongParams p) {
   using namespace monarch;
   __shared__ __align__(16) uint32_t sm[kTcPairs * 256];  // operands, then (in place, per column) the bins
   __shared__ float2 s_w16[16];
-  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, g = lane >> 2, t = lane & 3;
+  const int tid = threadIdx.x;
   const LongBlock k = long_block(p, 5);  // 2 half = 64 columns
   // Row from its first input on (src_a), so sample n of the transform is element n.
   const T* x = static_cast<const T*>(p.u) + k.b * p.u_sb + k.c * p.u_sh + p.src_a;
@@ -193,37 +239,7 @@ __global__ void __launch_bounds__(kTcWarps * 32) long_fwd_tc_kernel(const LongPa
     sm[tc_word(pc, 1, w)] = pack2(lo.y * sc, hi.y * sc);
   }
   __syncthreads();
-  DftFrags fr;
-  make_frags(fr, s_w16, g, t);
-  uint32_t twr[4], twi[4], twn[4];
-  w256_twiddles(g, t, twr, twi, twn);
-  for (int pc = warp; pc < kTcPairs; pc += kTcWarps) {
-    uint32_t xr0[2], xr1[2], xi0[2], xi1[2];
-#pragma unroll
-    for (int j = 0; j < 2; ++j) {
-      const int w0 = 16 * t + 8 * j + g;
-      xr0[j] = sm[tc_word(pc, 0, w0)];
-      xr1[j] = sm[tc_word(pc, 0, w0 + 64)];
-      xi0[j] = sm[tc_word(pc, 1, w0)];
-      xi1[j] = sm[tc_word(pc, 1, w0 + 64)];
-    }
-    __syncwarp();
-    float yr[2][4], yi[2][4];
-#pragma unroll
-    for (int j = 0; j < 2; ++j) cmma_const_a<false>(fr, xr0[j], xr1[j], xi0[j], xi1[j], yr[j], yi[j]);
-    uint32_t ar[4], ai[4];
-    acc_to_a(yr, yi, ar, ai);
-#pragma unroll
-    for (int reg = 0; reg < 4; ++reg) cmul_h2(ar[reg], ai[reg], twr[reg], twi[reg], twn[reg]);
-#pragma unroll
-    for (int j = 0; j < 2; ++j) {
-      float zr[4], zi[4];
-      cmma_const_b<false>(fr, j, ar, ai, zr, zi);
-#pragma unroll
-      for (int c = 0; c < 4; ++c) sm[tc_bin(pc, g + 8 * (c >> 1) + 16 * (8 * j + 2 * t + (c & 1)))] = pack2(zr[c], zi[c]);
-    }
-    __syncwarp();
-  }
+  tc_columns_dft256<false>(sm, s_w16);
   __syncthreads();
   // Bins k1 <= 128 of both real columns: A = (Z[k1] + conj Z[256 - k1]) / 2, B = -i (Z[k1] - conj Z[256 - k1]) / 2,
   // times W_N^(n2 k1), to the workspace rows as (A, B) half2 pairs of each plane.
@@ -248,7 +264,7 @@ __global__ void __launch_bounds__(kTcWarps * 32) long_inv_tc_kernel(const LongPa
   using namespace monarch;
   __shared__ __align__(16) uint32_t sm[kTcPairs * 256];  // (re, im) planes of bins (k, k + 16), then the outputs
   __shared__ float2 s_w16[16];
-  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, g = lane >> 2, t = lane & 3;
+  const int tid = threadIdx.x;
   const LongBlock k = long_block(p, 5);
   fill_w16(s_w16, tid);
   const __half* wk = static_cast<const __half*>(p.work);
@@ -274,35 +290,7 @@ __global__ void __launch_bounds__(kTcWarps * 32) long_inv_tc_kernel(const LongPa
     }
   }
   __syncthreads();
-  DftFrags fr;
-  make_frags(fr, s_w16, g, t);
-  uint32_t twr[4], twi[4], twn[4];
-  w256_twiddles(g, t, twr, twi, twn);
-  for (int pc = warp; pc < kTcPairs; pc += kTcWarps) {
-    // IR1: U^T = conj(F)/16 Z^T, B tile m = bins (g + 8 m + 32 t, + 16) and (+ 128, + 144).
-    float ur[2][4], ui[2][4];
-#pragma unroll
-    for (int m = 0; m < 2; ++m) {
-      const int w0 = 16 * t + 8 * m + g;
-      cmma_const_a<true>(fr, sm[tc_word(pc, 0, w0)], sm[tc_word(pc, 0, w0 + 64)], sm[tc_word(pc, 1, w0)],
-                         sm[tc_word(pc, 1, w0 + 64)], ur[m], ui[m]);
-    }
-    __syncwarp();
-    uint32_t ar[4], ai[4];
-    acc_to_a(ur, ui, ar, ai);
-#pragma unroll
-    for (int reg = 0; reg < 4; ++reg) cmulc_h2(ar[reg], ai[reg], twr[reg], twi[reg], twn[reg]);
-    // IR2: y^T = U^T conj(F)/16: rows b' = g + 8 (c >> 1), columns a' = 8 j + 2 t + (c & 1), n1 = 16 a' + b'; in
-    // place as half2 (re: column 2 pc, im: column 2 pc + 1).
-#pragma unroll
-    for (int j = 0; j < 2; ++j) {
-      float vr[4], vi[4];
-      cmma_const_b<true>(fr, j, ar, ai, vr, vi);
-#pragma unroll
-      for (int c = 0; c < 4; ++c) sm[tc_bin(pc, 16 * (8 * j + 2 * t + (c & 1)) + g + 8 * (c >> 1))] = pack2(vr[c], vi[c]);
-    }
-    __syncwarp();
-  }
+  tc_columns_dft256<true>(sm, s_w16);
   __syncthreads();
   T* y = static_cast<T*>(p.y) + k.b * p.y_sb + k.c * p.y_sh + p.src_a;
   const T* post = kPost ? static_cast<const T*>(p.postgate) + k.b * p.post_sb + k.c * p.post_sh + p.src_a : nullptr;

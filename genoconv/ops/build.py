@@ -44,28 +44,26 @@ def source_dir() -> Path | None:
     return None
 
 
-def monarch_log_n_range(folder: Path | None = None) -> tuple[int, int]:
-    """(min, max) log2 FFT sizes of the tensor-core Monarch kernel, read from ``params.h`` (where the kernel's
-    launcher checks them), so the range is written down once."""
+def _params_ints(names: tuple[str, ...], folder: Path | None) -> tuple[int, ...]:
+    """Integer constants ``name = value`` of ``params.h`` (where the kernels' launchers check them), so each size range
+    is written down once."""
     folder = folder or source_dir()
     if folder is None:
         raise FileNotFoundError("genoconv kernel sources (csrc/fftconv) not found")
     text = (folder / "params.h").read_text()
-    m = re.search(r"kMonarchMinLogN\s*=\s*(\d+)\s*,\s*kMonarchMaxLogN\s*=\s*(\d+)", text)
-    if m is None:
-        raise ValueError(f"{folder / 'params.h'}: kMonarchMinLogN/kMonarchMaxLogN not found")
-    return int(m.group(1)), int(m.group(2))
+    values = [re.search(rf"\b{name}\s*=\s*(\d+)", text) for name in names]
+    if not all(values):
+        raise ValueError(f"{folder / 'params.h'}: {', '.join(names)} not found")
+    return tuple(int(v.group(1)) for v in values)  # type: ignore[union-attr]
+
+
+def monarch_log_n_range(folder: Path | None = None) -> tuple[int, int]:
+    """(min, max) log2 FFT sizes of the tensor-core Monarch kernel, from ``params.h``."""
+    return _params_ints(("kMonarchMinLogN", "kMonarchMaxLogN"), folder)  # type: ignore[return-value]
 
 
 def long_log_n_range(folder: Path | None = None) -> tuple[int, int, int, int]:
     """(min, max, min inner, max inner) log2 sizes of the long path (its real FFT sizes and its inner transforms),
-    from ``params.h`` like :func:`monarch_log_n_range`."""
-    folder = folder or source_dir()
-    if folder is None:
-        raise FileNotFoundError("genoconv kernel sources (csrc/fftconv) not found")
-    text = (folder / "params.h").read_text()
-    names = ("kLongMinLogN", "kLongMaxLogN", "kLongMinInnerLogN", "kLongMaxInnerLogN")
-    values = [re.search(rf"{name}\s*=\s*(\d+)", text) for name in names]
-    if not all(values):
-        raise ValueError(f"{folder / 'params.h'}: {', '.join(names)} not found")
-    return tuple(int(v.group(1)) for v in values)  # type: ignore[return-value]
+    from ``params.h``."""
+    return _params_ints(("kLongMinLogN", "kLongMaxLogN", "kLongMinInnerLogN", "kLongMaxInnerLogN"),
+                        folder)  # type: ignore[return-value]

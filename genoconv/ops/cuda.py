@@ -24,7 +24,7 @@ import torch
 from . import build
 
 __all__ = ["status", "supports", "why_not", "causal_conv_cuda", "fft_plan", "plan", "partial_plan", "long_plan",
-           "MAX_SEQ_LEN"]
+           "path_plan", "MAX_SEQ_LEN"]
 
 MAX_SEQ_LEN = 4_194_304
 _MIN_LOG_N = 3  # N >= 8, so M = N/2 >= 4 (the kernels' bit reversals need at least 2 bits)
@@ -34,9 +34,9 @@ _MIN_LOG_N = 3  # N >= 8, so M = N/2 >= 4 (the kernels' bit reversals need at le
 # (BENCHMARKS.md, tools/kernels/NOTES.md v9). GENOCONV_FFTCONV_PATH=scalar forces the scalar kernels (=monarch and
 # the default agree).
 MONARCH_LOG_N = build.monarch_log_n_range() if build.source_dir() is not None else (0, -1)  # no sources: never
-# The long path (fftconv_long.cu): real FFT sizes 2^LONG_LOG_N[1] .. 2^LONG_LOG_N[2] as outer passes around inner
-# tensor-core transforms of 2^LONG_LOG_N[3] .. 2^LONG_LOG_N[4] points ([0] unused).
-LONG_LOG_N = (0, *build.long_log_n_range()) if build.source_dir() is not None else (0, 0, -1, 12, 14)
+# The long path (fftconv_long.cu): real FFT sizes 2^LONG_LOG_N[0] .. 2^LONG_LOG_N[1] as outer passes around inner
+# tensor-core transforms of 2^LONG_LOG_N[2] .. 2^LONG_LOG_N[3] points.
+LONG_LOG_N = build.long_log_n_range() if build.source_dir() is not None else (0, -1, 12, 14)
 
 # Lazy-load result: (module or None, reason). Filled once per process on first CUDA use; it is a cache of the
 # build, not state that changes results.
@@ -195,20 +195,37 @@ def conv_bytes(batch: int, channels: int, seq_len: int, filter_len: int, device:
                valid_from: int = 0) -> tuple[int, int]:
     """(FFT size N, bytes the kernel allocates besides its output) for one call, for memory planning
     (``valid_from`` as in :func:`causal_conv_cuda`)."""
-    smem = _smem_per_block(device)
-    monarch = monarch_log_n(seq_len, smem_per_block=smem)
-    if monarch is not None:
-        return 1 << monarch, 0
-    blocks = partial_plan(seq_len, filter_len, smem_per_block=smem)
-    if blocks is not None:
-        return 1 << blocks[0], 0
-    long = long_plan(seq_len, filter_len, valid_from, smem_per_block=smem)
-    if long is not None:  # the fp16 workspace (channels in blocks of <= 1 GiB) and the (H, B) input scales
-        per_channel = ((1 << (long[1] - 1)) + 1) * batch * (4 << (long[0] - long[1]))
-        return 1 << long[0], max(per_channel, min(channels * per_channel, MULTIPASS_WORKSPACE_BYTES)) + 8 * batch * channels
-    log_n, log_n1 = plan(seq_len, _planned_taps(seq_len, filter_len, valid_from), device)
+    path, how = path_plan(seq_len, filter_len, device, valid_from)
+    if path == "monarch":
+        return 1 << how, 0
+    if path == "blocks":
+        return 1 << how[0], 0
+    if path == "long":  # the fp16 workspace (channels in blocks of <= 1 GiB) and the (H, B) input scales
+        per_channel = ((1 << (how[1] - 1)) + 1) * batch * (4 << (how[0] - how[1]))
+        return 1 << how[0], max(per_channel, min(channels * per_channel, MULTIPASS_WORKSPACE_BYTES)) + 8 * batch * channels
+    log_n, log_n1, _ = how
     row = (1 << (log_n - 1)) * 8
     return 1 << log_n, 0 if log_n1 == 0 else max(row, min(batch * channels * row, MULTIPASS_WORKSPACE_BYTES))
+
+
+def path_plan(seq_len: int, filter_len: int, device: torch.device, valid_from: int = 0, *, pre: bool = False,
+              post: bool = False) -> tuple[str, object]:
+    """Which kernel a call takes on ``device``, and its plan: ("monarch", log_n) the tensor-core kernel for the whole
+    row; ("blocks", (log_n, lead)) its partial-convolution blocks; ("long", :func:`long_plan`); ("3-pass", (log_n,
+    log_n1, planned taps)) the scalar kernels. The one decision :func:`causal_conv_cuda`, :func:`conv_bytes` and the
+    benchmarks share (``valid_from`` as in :func:`causal_conv_cuda`; pre/post: gated, which needs more shared memory)."""
+    smem = _smem_per_block(device)
+    log_n = monarch_log_n(seq_len, pre=pre, post=post, smem_per_block=smem)
+    if log_n is not None:
+        return "monarch", log_n
+    blocks = partial_plan(seq_len, filter_len, pre=pre, post=post, smem_per_block=smem)
+    if blocks is not None:
+        return "blocks", blocks
+    long = long_plan(seq_len, filter_len, valid_from, smem_per_block=smem)
+    if long is not None:
+        return "long", long
+    planned = _planned_taps(seq_len, filter_len, valid_from)
+    return "3-pass", (*plan(seq_len, planned, device), planned)
 
 
 def supports(u: torch.Tensor, filt) -> bool:
@@ -308,11 +325,15 @@ def _multilevel_twiddle(log_m: int, device) -> torch.Tensor:
 _table_cache: dict[tuple, tuple] = {}
 
 
-def _cached_tables(log_n: int, log_n1: int, device: torch.device):
-    key = (log_n, log_n1, str(device))
+def _cached_table(key: tuple, make):
+    """``make()`` computed once per key: the kernels' index and twiddle tables depend only on the plan and device."""
     if key not in _table_cache:
-        _table_cache[key] = _tables(log_n, log_n1, device)
+        _table_cache[key] = make()
     return _table_cache[key]
+
+
+def _cached_tables(log_n: int, log_n1: int, device: torch.device):
+    return _cached_table((log_n, log_n1, str(device)), lambda: _tables(log_n, log_n1, device))
 
 
 def _rfft_with_skip(filt, n: int, n_taps: int, device: torch.device, dtype=torch.float64,
@@ -527,7 +548,7 @@ def _conv_blocks(u, pregate, postgate, log_n: int, lead: int, spec, gain, op=Non
 def _long_inner_log(log_n: int) -> int:
     """log2 N' of the long path's inner transform: R = N / N' = 256 outer points where N' fits the tensor-core kernel's
     circular form (2^12 .. 2^14), the nearest bound otherwise."""
-    return min(LONG_LOG_N[4], max(LONG_LOG_N[3], log_n - 8))
+    return min(LONG_LOG_N[3], max(LONG_LOG_N[2], log_n - 8))
 
 
 def _long_smem_bytes(log_n: int) -> int:
@@ -548,14 +569,14 @@ def long_plan(seq_len: int, filter_len: int, valid_from: int = 0, *,
     A row reads inputs [a, L) and gives outputs [o, L): a = o = 0 is the linear convolution (N >= L + K - 1); with
     ``valid_from`` >= K - 1 (a streamed chunk behind its carried inputs) o = valid_from, a = o - (K - 1) and the
     transform is circular (overlap-save, N >= L - a); the outputs before o are not written."""
-    if os.environ.get("GENOCONV_FFTCONV_PATH", "auto") == "scalar" or LONG_LOG_N[2] < LONG_LOG_N[1]:
+    if os.environ.get("GENOCONV_FFTCONV_PATH", "auto") == "scalar" or LONG_LOG_N[1] < LONG_LOG_N[0]:
         return None
     k = max(1, min(filter_len, seq_len))
     first = valid_from if 0 < valid_from and k - 1 <= valid_from else 0
     start = first - (k - 1) if first else 0
     size = max(seq_len - start, seq_len - first + k - 1)
-    log_n = max(LONG_LOG_N[1], (size - 1).bit_length())
-    if log_n > LONG_LOG_N[2]:
+    log_n = max(LONG_LOG_N[0], (size - 1).bit_length())
+    if log_n > LONG_LOG_N[1]:
         return None
     if smem_per_block is not None and _long_smem_bytes(log_n) > smem_per_block:
         return None
@@ -595,14 +616,13 @@ def _long_bins(log_n: int, log_r: int, device) -> tuple[torch.Tensor, torch.Tens
     """Where the long path's inner spectra come from: for rows k1 = 0 .. R/2 in the tensor-core kernel's lane order,
     bin k = k1 + R k2 of the N-point DFT as (index into the rfft half, min(k, N - k); whether to conjugate, k > N/2).
     Cached per plan."""
-    key = ("long_bins", log_n, log_r, str(device))
-    if key not in _table_cache:
+    def make():
         n, r = 1 << log_n, 1 << log_r
-        inner_log = log_n - log_r
-        k2 = _monarch_order(inner_log, device)  # lane order of one inner row
+        k2 = _monarch_order(log_n - log_r, device)  # lane order of one inner row
         k = (torch.arange(r // 2 + 1, device=device)[:, None] + r * k2[None, :]).reshape(-1)
-        _table_cache[key] = (torch.minimum(k, n - k), k > n // 2)
-    return _table_cache[key]
+        return torch.minimum(k, n - k), k > n // 2
+
+    return _cached_table(("long_bins", log_n, log_r, str(device)), make)
 
 
 def _in_scale(u: torch.Tensor, pregate: torch.Tensor | None) -> torch.Tensor:
@@ -624,13 +644,11 @@ def _long_conv(u, filt, pregate, postgate, plan_) -> torch.Tensor:
     dev = u.device
     spec, gain, out_scale = filt.cached(("cuda_long", log_n, log_r, taps, str(dev)),
                                         lambda: _long_spectrum(filt, log_n, log_r, taps, dev))
-    key = ("long_twiddle", log_r, str(dev))
-    if key not in _table_cache:
-        _table_cache[key] = _multilevel_twiddle(log_r, dev)
+    twiddle = _cached_table(("long_twiddle", log_r, str(dev)), lambda: _multilevel_twiddle(log_r, dev))
     y = torch.empty(u.shape, dtype=u.dtype, device=dev)  # first: the scales' temporaries come after the output
     sig = [t if t is None or t.stride(-1) == 1 else t.contiguous() for t in (u, pregate, postgate)]
     torch.ops.genoconv_fftconv.causal_conv_long(sig[0], spec, gain, out_scale, _in_scale(sig[0], sig[1]),
-                                                _table_cache[key], sig[1], sig[2], y, log_n, log_r, start, first)
+                                                twiddle, sig[1], sig[2], y, log_n, log_r, start, first)
     return y
 
 
@@ -648,23 +666,19 @@ def causal_conv_cuda(u, filt, pregate=None, postgate=None, valid_from: int = 0):
             raise ValueError(f"{name} must have u's dtype and device ({u.dtype}, {u.device})")
     seq_len = u.shape[-1]
     dev = u.device
-    gated = {"pre": pregate is not None, "post": postgate is not None}
-    smem = _smem_per_block(dev)
-    log_n = monarch_log_n(seq_len, **gated, smem_per_block=smem)
-    blocks = partial_plan(seq_len, filt.filter_len, **gated, smem_per_block=smem) if log_n is None else None
-    if log_n is not None or blocks is not None:  # the tensor-core kernel: the whole row, or its blocks
-        log_n = log_n if blocks is None else blocks[0]
+    path, how = path_plan(seq_len, filt.filter_len, dev, valid_from, pre=pregate is not None,
+                          post=postgate is not None)
+    if path in ("monarch", "blocks"):  # the tensor-core kernel: the whole row, or its blocks
+        log_n = how if path == "monarch" else how[0]
         taps = _linear_taps(filt.filter_len, seq_len, 1 << log_n)
         spec, gain = filt.cached(("cuda_monarch", log_n, taps, str(dev)),
                                  lambda: _monarch_spectrum(filt, log_n, taps, dev))
-        if blocks is None:
+        if path == "monarch":
             return torch.ops.genoconv_fftconv.causal_conv_monarch(u, spec, gain, pregate, postgate, log_n)
-        return _conv_blocks(u, pregate, postgate, log_n, blocks[1], spec, gain)
-    long = long_plan(seq_len, filt.filter_len, valid_from, smem_per_block=smem)
-    if long is not None:
-        return _long_conv(u, filt, pregate, postgate, long)
-    planned = _planned_taps(seq_len, filt.filter_len, valid_from)
-    log_n, log_n1 = plan(seq_len, planned, dev)
+        return _conv_blocks(u, pregate, postgate, log_n, how[1], spec, gain)
+    if path == "long":
+        return _long_conv(u, filt, pregate, postgate, how)
+    log_n, log_n1, planned = how
     # circular (planned for 1 tap): every tap is used; linear: the taps below N/2 (one spectrum per N)
     taps = min(filt.filter_len, seq_len) if planned == 1 else _linear_taps(filt.filter_len, seq_len, 1 << log_n)
     bins, pair_tw, tw = _cached_tables(log_n, log_n1, dev)
