@@ -139,13 +139,17 @@ __global__ void __launch_bounds__(kLongThreads) long_inv_kernel(const LongParams
   }
 }
 
-// ---- R = 256: the outer DFTs on tensor cores ------------------------------------------------------------------------
+// ---- R = 256 and 512: the outer DFTs on tensor cores ------------------------------------------------------------
 // A block takes 64 columns as 32 complex ones (column 2 p + i column 2 p + 1: adjacent samples, so global memory is
 // read and written as 32-bit pairs) and a warp takes one at a time: the 256-point DFT down it is the tensor-core
 // kernel's row stage (two radix-16 mma stages with W_256 between them, each stage F/16, so the transform comes out
 // divided by 256 = R), NOTES.md v11. Shared memory per complex column: 256 words, as (q, q + 16) sample pairs for
 // the mma operands (re and im planes), then in place as bins (half2); rotated by the column so that threads walking
 // the columns hit different banks.
+// R = 512 (N = 2^23: 4M rows, the DMD gene with a full-length filter) adds one radix-2 step in fp32 around the same
+// 256-point units: forward (decimation in frequency) a = (z[m] + z[m + 256]) / 2 and b = (z[m] - z[m + 256]) W_512^m / 2
+// go to two units whose DFTs are the even and odd bins; inverse E + W_512^-m O and E - W_512^-m O from the even and
+// odd units' inverses. A block then takes 16 complex columns (32 columns) in the same 32 units.
 constexpr int kTcPairs = 32, kTcWarps = 8;  // 64 columns per block
 
 __device__ __forceinline__ int tc_unit(int q) { return ((q >> 5) << 4) | (q & 15); }  // word of the pair (q, q + 16)
@@ -156,8 +160,8 @@ __device__ __forceinline__ int tc_bin(int p, int k) { return p * 256 + ((k + p) 
 // (fp32; ~17 steps, error ~1e-6 against fp16's 5e-4).
 struct TwiddleWalk {
   float2 w, step;
-  __device__ __forceinline__ TwiddleWalk(int64_t n2, int k0, int log_n)
-      : w(twiddle_n(n2 * k0, log_n)), step(twiddle_n(n2 * (kTcWarps), log_n)) {}
+  __device__ __forceinline__ TwiddleWalk(int64_t n2, int k0, int k_step, int log_n)
+      : w(twiddle_n(n2 * k0, log_n)), step(twiddle_n(n2 * k_step, log_n)) {}
   __device__ __forceinline__ float2 next() {
     const float2 cur = w;
     w = cmul(w, step);
@@ -211,13 +215,28 @@ __device__ __forceinline__ void tc_columns_dft256(uint32_t* sm, const float2* s_
   }
 }
 
-template <typename T, bool kPre>
+// Complex columns per block at R = 2^kLogR (a 512-point column fills two 256-point units), log2 of half the columns.
+template <int kLogR> __host__ __device__ constexpr int tc_cols() { return kLogR == 8 ? kTcPairs : kTcPairs / 2; }
+template <int kLogR> __host__ __device__ constexpr int tc_log_half() { return kLogR == 8 ? 5 : 4; }
+
+// W_512^m, m < 256, into a shared table (the caller synchronises).
+__device__ __forceinline__ void fill_w512(float2* w512, int tid) {
+  for (int m = tid; m < 256; m += kTcWarps * 32) {
+    float sn, cs;
+    sincospif(-(float)m / 256.0f, &sn, &cs);
+    w512[m] = make_float2(cs, sn);
+  }
+}
+
+template <typename T, bool kPre, int kLogR>
 __global__ void __launch_bounds__(kTcWarps * 32) long_fwd_tc_kernel(const LongParams p) {
   using namespace monarch;
-  __shared__ __align__(16) uint32_t sm[kTcPairs * 256];  // operands, then (in place, per column) the bins
+  constexpr int kCols = tc_cols<kLogR>(), kStep = kTcWarps * 32 / kCols, kR = 1 << kLogR;
+  __shared__ __align__(16) uint32_t sm[kTcPairs * 256];  // operands, then (in place, per unit) the bins
   __shared__ float2 s_w16[16];
+  __shared__ float2 s_w512[kLogR == 9 ? 256 : 1];
   const int tid = threadIdx.x;
-  const LongBlock k = long_block(p, 5);  // 2 half = 64 columns
+  const LongBlock k = long_block(p, tc_log_half<kLogR>());
   // Row from its first input on (src_a), so sample n of the transform is element n.
   const T* x = static_cast<const T*>(p.u) + k.b * p.u_sb + k.c * p.u_sh + p.src_a;
   const T* gate = kPre ? static_cast<const T*>(p.pregate) + k.b * p.pre_sb + k.c * p.pre_sh + p.src_a : nullptr;
@@ -225,32 +244,50 @@ __global__ void __launch_bounds__(kTcWarps * 32) long_fwd_tc_kernel(const LongPa
   const bool vec = aligned4(x) && (!kPre || aligned4(gate));
   const float sc = p.in_scale[k.c * p.batch + k.b];
   fill_w16(s_w16, tid);
-  // Operands: words (q, q + 16) of columns 2 pc, 2 pc + 1 (re, im planes), consecutive threads on consecutive pairs.
-  for (int i = tid; i < 128 * kTcPairs; i += blockDim.x) {
-    const int pc = i & 31, w = i >> 5;
+  if constexpr (kLogR == 9) {
+    fill_w512(s_w512, tid);
+    __syncthreads();
+  }
+  auto sample = [&](int64_t n) {
+    return sc != 0.f ? load_gated_pair<kPre>(x, gate, n, len, vec) : make_float2(0.f, 0.f);
+  };
+  // Operands: words (q, q + 16) of each unit (re, im planes), consecutive threads on consecutive column pairs.
+  for (int i = tid; i < 128 * kCols; i += blockDim.x) {
+    const int pc = i % kCols, w = i / kCols;
     const int q = ((w >> 4) << 5) | (w & 15);
     const int64_t n = ((int64_t)q << k.log_inner) + k.c0 + 2 * pc;
-    float2 lo = make_float2(0.f, 0.f), hi = lo;
-    if (sc != 0.f) {
-      lo = load_gated_pair<kPre>(x, gate, n, len, vec);
-      hi = load_gated_pair<kPre>(x, gate, n + (16LL << k.log_inner), len, vec);
+    float2 lo = sample(n), hi = sample(n + (16LL << k.log_inner));
+    int unit = pc;
+    if constexpr (kLogR == 9) {  // the radix-2 step: a to unit 2 pc (even bins), b to unit 2 pc + 1 (odd bins)
+      const float2 lo2 = sample(n + (256LL << k.log_inner)), hi2 = sample(n + (272LL << k.log_inner));
+      const float2 b_lo = cmul(make_float2(0.5f * (lo.x - lo2.x), 0.5f * (lo.y - lo2.y)), s_w512[q]);
+      const float2 b_hi = cmul(make_float2(0.5f * (hi.x - hi2.x), 0.5f * (hi.y - hi2.y)), s_w512[q + 16]);
+      sm[tc_word(2 * pc + 1, 0, w)] = pack2(b_lo.x * sc, b_hi.x * sc);
+      sm[tc_word(2 * pc + 1, 1, w)] = pack2(b_lo.y * sc, b_hi.y * sc);
+      lo = make_float2(0.5f * (lo.x + lo2.x), 0.5f * (lo.y + lo2.y));
+      hi = make_float2(0.5f * (hi.x + hi2.x), 0.5f * (hi.y + hi2.y));
+      unit = 2 * pc;
     }
-    sm[tc_word(pc, 0, w)] = pack2(lo.x * sc, hi.x * sc);
-    sm[tc_word(pc, 1, w)] = pack2(lo.y * sc, hi.y * sc);
+    sm[tc_word(unit, 0, w)] = pack2(lo.x * sc, hi.x * sc);
+    sm[tc_word(unit, 1, w)] = pack2(lo.y * sc, hi.y * sc);
   }
   __syncthreads();
   tc_columns_dft256<false>(sm, s_w16);
   __syncthreads();
-  // Bins k1 <= 128 of both real columns: A = (Z[k1] + conj Z[256 - k1]) / 2, B = -i (Z[k1] - conj Z[256 - k1]) / 2,
+  // Bin k of a column (DFT / R: the 256-point units give DFT / 256, the radix-2 step its 1/2): unit and position.
+  auto bin = [&](int pc, int kk) {
+    return kLogR == 8 ? unpack2(sm[tc_bin(pc, kk)]) : unpack2(sm[tc_bin(2 * pc + (kk & 1), kk >> 1)]);
+  };
+  // Bins k1 <= R/2 of both real columns: A = (Z[k1] + conj Z[R - k1]) / 2, B = -i (Z[k1] - conj Z[R - k1]) / 2,
   // times W_N^(n2 k1), to the workspace rows as (A, B) half2 pairs of each plane.
   __half* wk = static_cast<__half*>(p.work);
   const int64_t plane = (int64_t)1 << k.log_inner;
-  const int pc = tid & 31, k0 = tid >> 5;
+  const int pc = tid % kCols, k0 = tid / kCols;
   const int n2a = k.c0 + 2 * pc;
-  TwiddleWalk wa(n2a, k0, p.log_n), wb(n2a + 1, k0, p.log_n);
-  for (int k1 = k0; k1 <= 128; k1 += kTcWarps) {
-    const float2 zk = unpack2(sm[tc_bin(pc, k1)]);
-    const float2 zm = unpack2(sm[tc_bin(pc, (256 - k1) & 255)]);
+  TwiddleWalk wa(n2a, k0, kStep, p.log_n), wb(n2a + 1, k0, kStep, p.log_n);
+  for (int k1 = k0; k1 <= kR / 2; k1 += kStep) {
+    const float2 zk = bin(pc, k1);
+    const float2 zm = bin(pc, (kR - k1) & (kR - 1));
     const float2 va = cmul(make_float2(0.5f * (zk.x + zm.x), 0.5f * (zk.y - zm.y)), wa.next());
     const float2 vb = cmul(make_float2(0.5f * (zk.y + zm.y), -0.5f * (zk.x - zm.x)), wb.next());
     const int64_t o = work_row(p, k, k1) + n2a;
@@ -259,34 +296,38 @@ __global__ void __launch_bounds__(kTcWarps * 32) long_fwd_tc_kernel(const LongPa
   }
 }
 
-template <typename T, bool kPost>
+template <typename T, bool kPost, int kLogR>
 __global__ void __launch_bounds__(kTcWarps * 32) long_inv_tc_kernel(const LongParams p) {
   using namespace monarch;
+  constexpr int kCols = tc_cols<kLogR>(), kStep = kTcWarps * 32 / kCols, kR = 1 << kLogR;
   __shared__ __align__(16) uint32_t sm[kTcPairs * 256];  // (re, im) planes of bins (k, k + 16), then the outputs
   __shared__ float2 s_w16[16];
+  __shared__ float2 s_w512[kLogR == 9 ? 256 : 1];
   const int tid = threadIdx.x;
-  const LongBlock k = long_block(p, 5);
+  const LongBlock k = long_block(p, tc_log_half<kLogR>());
   fill_w16(s_w16, tid);
+  if constexpr (kLogR == 9) fill_w512(s_w512, tid);  // read after the next __syncthreads
   const __half* wk = static_cast<const __half*>(p.work);
   const int64_t plane = (int64_t)1 << k.log_inner;
   unsigned short* const sh = reinterpret_cast<unsigned short*>(sm);
-  auto put = [&](int pc, int bin, float2 v) {  // one fp16 half of the words holding bins (bin & ~16, | 16)
-    const int w = tc_unit(bin & ~16), half = (bin >> 4) & 1;
-    sh[2 * tc_word(pc, 0, w) + half] = __half_as_ushort(__float2half_rn(v.x));
-    sh[2 * tc_word(pc, 1, w) + half] = __half_as_ushort(__float2half_rn(v.y));
+  auto put = [&](int pc, int kk, float2 v) {  // bin kk of column pc: one fp16 half of the words of its unit
+    const int unit = kLogR == 8 ? pc : 2 * pc + (kk & 1), b = kLogR == 8 ? kk : kk >> 1;
+    const int w = tc_unit(b & ~16), half = (b >> 4) & 1;
+    sh[2 * tc_word(unit, 0, w) + half] = __half_as_ushort(__float2half_rn(v.x));
+    sh[2 * tc_word(unit, 1, w) + half] = __half_as_ushort(__float2half_rn(v.y));
   };
   {
-    const int pc = tid & 31, k0 = tid >> 5;
+    const int pc = tid % kCols, k0 = tid / kCols;
     const int n2a = k.c0 + 2 * pc;
-    TwiddleWalk wa(n2a, k0, p.log_n), wb(n2a + 1, k0, p.log_n);
-    for (int k1 = k0; k1 <= 128; k1 += kTcWarps) {
+    TwiddleWalk wa(n2a, k0, kStep, p.log_n), wb(n2a + 1, k0, kStep, p.log_n);
+    for (int k1 = k0; k1 <= kR / 2; k1 += kStep) {
       const int64_t o = work_row(p, k, k1) + n2a;
       const float2 re = __half22float2(*reinterpret_cast<const __half2*>(wk + o));           // (Ta.re, Tb.re)
       const float2 im = __half22float2(*reinterpret_cast<const __half2*>(wk + o + plane));   // (Ta.im, Tb.im)
       const float2 ta = cmulc(make_float2(re.x, im.x), wa.next());
       const float2 tb = cmulc(make_float2(re.y, im.y), wb.next());
       put(pc, k1, make_float2(ta.x - tb.y, ta.y + tb.x));                                   // Ta + i Tb
-      if (k1 != 0 && k1 != 128) put(pc, 256 - k1, make_float2(ta.x + tb.y, tb.x - ta.y));   // conj Ta + i conj Tb
+      if (k1 != 0 && k1 != kR / 2) put(pc, kR - k1, make_float2(ta.x + tb.y, tb.x - ta.y));  // conj Ta + i conj Tb
     }
   }
   __syncthreads();
@@ -299,16 +340,25 @@ __global__ void __launch_bounds__(kTcWarps * 32) long_inv_tc_kernel(const LongPa
   const float sc = p.in_scale[k.c * p.batch + k.b];
   // The two mma stages divided by 256: the inverse transform is the unnormalised sum (pass 1 took the 1/R).
   const float osc = sc != 0.f ? 256.f * p.out_scale[k.c] / sc : __int_as_float(0x7fc00000);
-  for (int i = tid; i < 256 * kTcPairs; i += blockDim.x) {
-    const int pc = i & 31, n1 = i >> 5;
-    const float2 v = unpack2(sm[tc_bin(pc, n1)]);
+  auto emit = [&](int pc, int n1, float2 v) {  // sample n1 of complex column pc: outputs (n, n + 1)
     const int64_t n = ((int64_t)n1 << k.log_inner) + k.c0 + 2 * pc;
-    if (n + 1 < first || n >= len) continue;
+    if (n + 1 < first || n >= len) return;
     const float2 r = make_float2(v.x * osc, v.y * osc);
     if (n >= first) {
       store_gated_pair<kPost>(y, post, n, len, vec, r);
     } else if (n + 1 < len) {  // the pair straddles the first kept output
       y[n + 1] = from_float<T>(kPost ? r.y * to_float(post[n + 1]) : r.y);
+    }
+  };
+  for (int i = tid; i < 256 * kCols; i += blockDim.x) {
+    const int pc = i % kCols, m = i / kCols;
+    if constexpr (kLogR == 8) {
+      emit(pc, m, unpack2(sm[tc_bin(pc, m)]));
+    } else {  // samples m and m + 256 from the even and odd bins' inverses
+      const float2 e = unpack2(sm[tc_bin(2 * pc, m)]);
+      const float2 o = cmulc(unpack2(sm[tc_bin(2 * pc + 1, m)]), s_w512[m]);
+      emit(pc, m, make_float2(e.x + o.x, e.y + o.y));
+      emit(pc, m + 256, make_float2(e.x - o.x, e.y - o.y));
     }
   }
 }
@@ -328,13 +378,15 @@ cudaError_t launch_long_t(const LongParams& p, cudaStream_t stream) {
   if (log_inner < kLongMinInnerLogN || log_inner > kLongMaxInnerLogN || p.log_n < kLongMinLogN ||
       p.log_n > kLongMaxLogN || p.log_r < 2 || p.batch <= 0 || p.channels * p.batch > 0x7fffffffLL)
     return cudaErrorInvalidValue;
-  const bool tc = p.log_r == 8;  // R = 256: the outer DFTs on tensor cores
-  const int log_half = tc ? 5 : long_log_half(p.log_r, log_inner);
+  // R = 256, 512: the outer DFTs on tensor cores; other R: the scalar passes
+  const int log_half = p.log_r == 8 ? tc_log_half<8>() : p.log_r == 9 ? tc_log_half<9>() : long_log_half(p.log_r, log_inner);
   const size_t smem = sizeof(float2) << (p.log_r + log_half);
   const dim3 grid((unsigned)(p.channels * p.batch), 1u << (log_inner - log_half - 1));
   cudaError_t err;
-  if (tc) {
-    long_fwd_tc_kernel<T, kPre><<<grid, kTcWarps * 32, 0, stream>>>(p);
+  if (p.log_r == 8) {
+    long_fwd_tc_kernel<T, kPre, 8><<<grid, kTcWarps * 32, 0, stream>>>(p);
+  } else if (p.log_r == 9) {
+    long_fwd_tc_kernel<T, kPre, 9><<<grid, kTcWarps * 32, 0, stream>>>(p);
   } else {
     auto k1 = long_fwd_kernel<T, kPre>;
     if ((err = cudaFuncSetAttribute(k1, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem))) return err;
@@ -356,8 +408,10 @@ cudaError_t launch_long_t(const LongParams& p, cudaStream_t stream) {
   q.gain = p.gain;
   if ((err = launch_monarch_circular(q, stream))) return err;
 
-  if (tc) {
-    long_inv_tc_kernel<T, kPost><<<grid, kTcWarps * 32, 0, stream>>>(p);
+  if (p.log_r == 8) {
+    long_inv_tc_kernel<T, kPost, 8><<<grid, kTcWarps * 32, 0, stream>>>(p);
+  } else if (p.log_r == 9) {
+    long_inv_tc_kernel<T, kPost, 9><<<grid, kTcWarps * 32, 0, stream>>>(p);
   } else {
     auto k3 = long_inv_kernel<T, kPost>;
     if ((err = cudaFuncSetAttribute(k3, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem))) return err;

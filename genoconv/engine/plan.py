@@ -90,7 +90,7 @@ class Planner:
         if options.filter_len is not None and options.filter_len > model.max_seq_len:
             raise InputError(f"--filter-len {options.filter_len} exceeds the model's max_seq_len "
                              f"{model.max_seq_len}: the implicit filter is only defined up to it")
-        self.backend = planned_backend(model.device, model.dtype, options.freq_keep)
+        self.backend = planned_backend(model.device, model.dtype)
         self.max_length = max_conv_length(self.backend)  # the kernels' longest [history | chunk]
         self.elt = torch.finfo(model.dtype).bits // 8
         self.n_stored = len(model.resolve_layers(options.layers))

@@ -157,15 +157,13 @@ def fft_plan(seq_len: int, filter_len: int) -> int:
     return max(_MIN_LOG_N, (need - 1).bit_length())
 
 
-def why_not_for(device: torch.device, dtype: torch.dtype, freq_keep: float = 1.0) -> str:
+def why_not_for(device: torch.device, dtype: torch.dtype) -> str:
     """Empty string when the kernels can run calls on this device in this dtype; otherwise one line saying why not.
     What :func:`why_not` checks before the shapes: the planner asks it without a tensor."""
     if torch.device(device).type != "cuda":
         return "not a CUDA device"
     if dtype not in (torch.bfloat16, torch.float16):
         return f"dtype {dtype} (the kernel takes bfloat16 or float16)"
-    if freq_keep < 1.0:
-        return "frequency-sparse filters (freq_keep < 1) run on the reference (its bin set depends on its FFT size)"
     major, _ = torch.cuda.get_device_capability(device)
     if major < 8:
         return f"compute capability {major}.x (the kernels are built for sm_80 and sm_90)"
@@ -184,7 +182,7 @@ def why_not(u: torch.Tensor, filt) -> str:
         return f"seq_len {seq_len} outside [1, {MAX_SEQ_LEN}]"
     if u.shape[0] * u.shape[1] >= 2**31:
         return "batch * channels must be < 2^31"
-    return why_not_for(u.device, u.dtype, getattr(filt, "freq_keep", 1.0))
+    return why_not_for(u.device, u.dtype)
 
 
 # Each multi-pass launch processes rows in chunks whose fp32 complex workspace is at most this (bindings.cpp).
@@ -339,9 +337,17 @@ def _cached_tables(log_n: int, log_n1: int, device: torch.device):
 def _rfft_with_skip(filt, n: int, n_taps: int, device: torch.device, dtype=torch.float64,
                     channels: slice = slice(None)) -> torch.Tensor:
     """(H, n/2 + 1) complex: rfft(taps[:, :n_taps], n) + bias for the given channels. The skip term bias * x is a
-    convolution with bias * delta, so both kernels carry it in their cached spectrum."""
+    convolution with bias * delta, so both kernels carry it in their cached spectrum.
+
+    A frequency-sparse filter (freq_keep < 1) keeps the taps' lowest ``filt.kept_bins(n)`` bins at this transform
+    size and zeroes the rest, exactly what the reference does at its own size; the skip term stays unfiltered, as
+    there. Which bins survive depends on n, so each path's output is the reference's evaluated at that path's N."""
     taps = filt.taps[channels, :n_taps].to(device=device, dtype=dtype)
-    return torch.fft.rfft(taps, n=n) + filt.bias[channels].to(device=device, dtype=dtype)[:, None]
+    half = torch.fft.rfft(taps, n=n)
+    keep = filt.kept_bins(n)
+    if keep < half.shape[-1]:
+        half[:, keep:] = 0
+    return half + filt.bias[channels].to(device=device, dtype=dtype)[:, None]
 
 
 # Temporaries of one channel block while a spectrum is built (bytes): the spectrum of a 1M-tap filter at N = 2^22 is
@@ -501,6 +507,15 @@ def _monarch_words(ordered: torch.Tensor, log_n: int) -> tuple[torch.Tensor, tor
     return spec.contiguous(), (gain * (16.0 ** (2 * n16) / n)).float().contiguous()
 
 
+def _spectrum_taps(filt, seq_len: int, n: int, circular: bool = False) -> int:
+    """Taps a path's spectrum is built from. Exact filters: :func:`_linear_taps` (one spectrum per N), or all K that
+    reach a circular (overlap-save) row. A frequency-sparse filter takes exactly the reference's min(K, L): once its
+    spectrum is cut, taps past L no longer wrap onto zeros but spread into every lag."""
+    if circular or filt.freq_keep < 1.0:
+        return min(filt.filter_len, seq_len)
+    return _linear_taps(filt.filter_len, seq_len, n)
+
+
 def _linear_taps(filter_len: int, seq_len: int, n: int) -> int:
     """Taps that reach outputs [0, L) of a linear convolution at FFT size n >= L + min(K, L) - 1: all taps below n/2
     (a tap j <= n - L wraps onto zero padding), so every length in (n/4, n/2] shares one spectrum per filter instead
@@ -553,11 +568,15 @@ def _long_inner_log(log_n: int) -> int:
 
 def _long_smem_bytes(log_n: int) -> int:
     """Shared memory of the long path's largest block at N = 2^log_n: the outer passes' R x half fp32 complex values
-    (32 KiB at most), or the circular tensor-core kernel's 8 N' + 16 KiB."""
+    (32 KiB at most; at R = 256 and 512 the tensor-core passes' 32 KiB of operands and their tables), or the circular
+    tensor-core kernel's 8 N' + 16 KiB."""
     inner_log = _long_inner_log(log_n)
     log_r = log_n - inner_log
     log_half = min(inner_log - 1, max(3, 12 - log_r))
-    outer = 4 * 32 * 256 + 256 if log_r == 8 else 8 << (log_r + log_half)  # R = 256: the tensor-core outer passes
+    if log_r in (8, 9):  # fftconv_long.cu: sm, s_w16 and (R = 512) the W_512 table
+        outer = 4 * 32 * 256 + 8 * 16 + (8 * 256 if log_r == 9 else 8)
+    else:
+        outer = 8 << (log_r + log_half)
     return max(outer, 8 * (1 << inner_log) + 16384 + _MONARCH_STATIC_SMEM)
 
 
@@ -599,14 +618,19 @@ def _long_spectrum(filt, log_n: int, log_r: int, n_taps: int, device: torch.devi
     spec = torch.empty(channels * rh, inner, 2, dtype=torch.float16, device=device)
     gain = torch.empty(channels * rh, dtype=torch.float32, device=device)
     src, mirror = _long_bins(log_n, log_r, device)
+    sparse = filt.freq_keep < 1.0
+    l1 = filt.taps[:, :n_taps].double().abs().sum(-1) + filt.bias.double().abs()
     step = max(1, min(channels, SPECTRUM_BLOCK_BYTES // (n * 24)))  # rfft, gathered rows, packed: ~24 B per point
     for c0 in range(0, channels, step):
         c1 = min(channels, c0 + step)
         half = _rfft_with_skip(filt, n, n_taps, device, torch.float32, slice(c0, c1))
+        if sparse:  # the band-limited filter is longer and larger than its taps (Gibbs): bound its own l1 norm
+            bias = filt.bias[c0:c1].to(device=device, dtype=torch.float32)
+            masked = torch.fft.irfft(half - bias[:, None], n=n).abs().sum(-1).double() + bias.abs().double()
+            l1[c0:c1] = torch.maximum(l1[c0:c1], masked.to(l1.device))
         rows = half[:, src]  # K[k] for k <= N/2, conj K[N - k] above: read straight from the rfft half
         rows = torch.where(mirror, rows.conj(), rows).view(-1, inner)
         spec[c0 * rh: c1 * rh], gain[c0 * rh: c1 * rh] = _monarch_words(rows, inner_log)
-    l1 = filt.taps[:, :n_taps].double().abs().sum(-1) + filt.bias.double().abs()
     out_scale = torch.exp2(torch.ceil(torch.log2(l1.clamp(min=1.0)))).float().to(device)
     gain /= out_scale.repeat_interleave(rh)
     return spec, gain, out_scale.contiguous()
@@ -642,6 +666,8 @@ def _in_scale(u: torch.Tensor, pregate: torch.Tensor | None) -> torch.Tensor:
 def _long_conv(u, filt, pregate, postgate, plan_) -> torch.Tensor:
     log_n, log_r, start, first, taps = plan_
     dev = u.device
+    if filt.freq_keep < 1.0 and not first:
+        taps = _spectrum_taps(filt, u.shape[-1], 1 << log_n)
     spec, gain, out_scale = filt.cached(("cuda_long", log_n, log_r, taps, str(dev)),
                                         lambda: _long_spectrum(filt, log_n, log_r, taps, dev))
     twiddle = _cached_table(("long_twiddle", log_r, str(dev)), lambda: _multilevel_twiddle(log_r, dev))
@@ -670,7 +696,7 @@ def causal_conv_cuda(u, filt, pregate=None, postgate=None, valid_from: int = 0):
                           post=postgate is not None)
     if path in ("monarch", "blocks"):  # the tensor-core kernel: the whole row, or its blocks
         log_n = how if path == "monarch" else how[0]
-        taps = _linear_taps(filt.filter_len, seq_len, 1 << log_n)
+        taps = _spectrum_taps(filt, seq_len, 1 << log_n)
         spec, gain = filt.cached(("cuda_monarch", log_n, taps, str(dev)),
                                  lambda: _monarch_spectrum(filt, log_n, taps, dev))
         if path == "monarch":
@@ -679,8 +705,7 @@ def causal_conv_cuda(u, filt, pregate=None, postgate=None, valid_from: int = 0):
     if path == "long":
         return _long_conv(u, filt, pregate, postgate, how)
     log_n, log_n1, planned = how
-    # circular (planned for 1 tap): every tap is used; linear: the taps below N/2 (one spectrum per N)
-    taps = min(filt.filter_len, seq_len) if planned == 1 else _linear_taps(filt.filter_len, seq_len, 1 << log_n)
+    taps = _spectrum_taps(filt, seq_len, 1 << log_n, circular=planned == 1)
     bins, pair_tw, tw = _cached_tables(log_n, log_n1, dev)
     spec = filt.cached(("cuda_spectrum", log_n, log_n1, taps, str(dev)),
                        lambda: _spectrum(filt, log_n, bins, taps, dev))

@@ -67,7 +67,9 @@ class LongFilter:
     model is fixed, so its spectrum is computed once and reused for every batch and every call.
 
     ``freq_keep`` < 1 makes the convolution *frequency-sparse*: only the lowest ``freq_keep`` fraction of each
-    filter's rFFT bins is kept (the FlashFFTConv paper zeroes up to 79% with no loss of quality).
+    filter's rFFT bins is kept (the FlashFFTConv paper zeroes up to 79% with no loss of quality), at the transform
+    size of the path that runs the call (the reference's :func:`fft_size`, a CUDA path's N): a cut spectrum is a
+    different filter at each size, so results agree across paths to the approximation's order, not to rounding.
     """
 
     def __init__(self, taps: torch.Tensor, bias: torch.Tensor | None = None, *, freq_keep: float = 1.0):
@@ -245,14 +247,14 @@ def backend_for(u: torch.Tensor, filt: LongFilter) -> str:
     return _checked("cuda" if _cuda.supports(u, filt) else "reference", lambda: _cuda.why_not(u, filt))
 
 
-def planned_backend(device: torch.device | str, dtype: torch.dtype, freq_keep: float = 1.0) -> str:
+def planned_backend(device: torch.device | str, dtype: torch.dtype) -> str:
     """The backend :func:`causal_conv` will take for calls on ``device`` in ``dtype`` (the planner records it, so the
     file says what ran): ``"cuda"`` or ``"reference"``."""
     if _forced_reference() or torch.device(device).type != "cuda":
         return "reference"
     from . import cuda as _cuda
 
-    why = _cuda.why_not_for(torch.device(device), dtype, freq_keep)
+    why = _cuda.why_not_for(torch.device(device), dtype)
     return _checked("cuda" if not why else "reference", lambda: why)
 
 

@@ -180,11 +180,42 @@ def test_status_reports_built():
     assert st["built"] and "sm_90" in st["archs"] and "sm_80" in st["archs"], st
 
 
-def test_frequency_sparse_goes_to_reference():
+def _sparse_oracle(u, taps, bias, pre, post, keep: float, n: int) -> torch.Tensor:
+    """float64 frequency-sparse convolution at FFT size n: the lowest ceil(keep (n/2 + 1)) bins of rfft(taps[:, :L]),
+    the skip term unfiltered (the reference's definition, evaluated at the path's N)."""
+    seq_len = u.shape[-1]
+    x = u.double() if pre is None else u.double() * pre.double()
+    k_f = torch.fft.rfft(taps[:, :seq_len].to(u.device, torch.float64), n=n)
+    k_f[:, LongFilter(taps[:, :1], freq_keep=keep).kept_bins(n):] = 0
+    y = torch.fft.irfft(torch.fft.rfft(x, n=n) * k_f, n=n)[..., :seq_len] + x * bias.to(u.device, torch.float64)[:, None]
+    return y if post is None else y * post.double()
+
+
+@pytest.mark.parametrize("seq_len,path,scalar", [(3000, "monarch", False), (300_001, "long", False),
+                                                 (1_000_003, "long", False), (300_001, "3-pass", True)])
+@pytest.mark.parametrize("keep", [0.5, 0.25])
+def test_frequency_sparse_runs_in_the_kernels(seq_len, path, scalar, keep, monkeypatch):
+    """F < 1 takes the kernels (it ran on the reference before): the spectrum cut at the path's own N, checked
+    against the float64 definition at that N; gated, B = 2, H = 3, poisoned outputs."""
     from genoconv.ops import backend_for
 
-    u = torch.randn(1, 2, 100, device="cuda", dtype=torch.bfloat16)
-    assert backend_for(u, LongFilter(torch.randn(2, 100, device="cuda"), freq_keep=0.5)) == "reference"
+    if scalar:
+        monkeypatch.setenv("GENOCONV_FFTCONV_PATH", "scalar")
+    cuda = _cuda()
+    gen = torch.Generator().manual_seed(seq_len % 97 + int(keep * 8))
+    taps = _long_filter(3, seq_len, gen)
+    bias = torch.randn(3, generator=gen)
+    u, pre, post = (torch.randn(2, 3, seq_len, generator=gen).to("cuda", torch.bfloat16) for _ in range(3))
+    filt = LongFilter(taps.cuda(), bias.cuda(), freq_keep=keep)
+    assert backend_for(u, filt) == "cuda"
+    got_path, how = cuda.path_plan(seq_len, seq_len, u.device, pre=True, post=True)
+    assert got_path == path
+    log_n = how if path == "monarch" else how[0]
+    y = _run_poisoned(u, filt, pre, post)
+    want = _sparse_oracle(u, taps, bias, pre, post, keep, 1 << log_n)
+    assert _rel(y, want) < BF16_TOL
+    exact = _oracle(u, taps, bias, pre, post)
+    assert _rel(want, exact) > 10 * BF16_TOL  # the cut is a real change, so the check above is not the exact one
 
 
 def test_custom_ops_under_torch_compile(monkeypatch):
@@ -418,10 +449,11 @@ def test_streamed_chunk_is_circular_and_exact(past, chunk, filter_len):
     assert any(key[0] in ("cuda_spectrum", "cuda_long") and key[1] == log_n for key in filt._cache), list(filt._cache)
 
 
-@pytest.mark.parametrize("seq_len,filter_len", [(300_001, 300_001), (700_000, 60_000), (3_000_000, 1_200_000)])
+@pytest.mark.parametrize("seq_len,filter_len", [(90_001, 90_001), (300_001, 300_001), (700_000, 60_000),
+                                                (3_000_000, 1_200_000)])
 def test_long_path_rows_gates_and_views(seq_len, filter_len):
-    # The long path (outer DFTs around the tensor-core kernel; R = 256 on tensor cores, else scalar): several rows
-    # and channels not a multiple of anything, gates, a row view with a batch stride, one row with a NaN.
+    # The long path (outer DFTs around the tensor-core kernel; R = 256 and 512 on tensor cores, R = 64 here scalar):
+    # several rows and channels not a multiple of anything, gates, a row view with a batch stride, one row with a NaN.
     cuda = _cuda()
     plan = cuda.long_plan(seq_len, filter_len, smem_per_block=cuda._smem_per_block(torch.device("cuda")))
     assert plan is not None

@@ -31,13 +31,16 @@ def _oracle(u, taps, bias, pre=None, post=None) -> torch.Tensor:
     return y * post if post is not None else y
 
 
-def _emulate(u, filt, pre, post, plan):
-    """float64 pass 1 / inner / pass 3 exactly as the kernels compute them (no rounding), rows k1 <= R/2 only."""
-    log_n, log_r, start, first, _ = plan
+def _emulate(u, filt, pre, post, plan, peaks: list | None = None):
+    """float64 pass 1 / inner / pass 3 exactly as the kernels compute them (no rounding), rows k1 <= R/2 only.
+    ``peaks`` collects each row's largest workspace value after the inner pass (fp16 must hold it)."""
+    log_n, log_r, start, first, taps = plan
     n, r = 1 << log_n, 1 << log_r
     inner_log = log_n - log_r
     inner, rh = 1 << inner_log, r // 2 + 1
-    spec, gain, out_scale = cuda._long_spectrum(filt, log_n, log_r, plan[4], torch.device("cpu"))
+    if filt.freq_keep < 1.0 and not first:  # as cuda._long_conv
+        taps = cuda._spectrum_taps(filt, u.shape[-1], n)
+    spec, gain, out_scale = cuda._long_spectrum(filt, log_n, log_r, taps, torch.device("cpu"))
     g = _unpack(spec, gain, inner_log).reshape(filt.channels, rh, inner)
     in_scale = cuda._in_scale(u, pre).double()  # (H, B)
     batch, channels, seq_len = u.shape
@@ -57,6 +60,8 @@ def _emulate(u, filt, pre, post, plan):
             w = torch.fft.fft(z.reshape(r, inner), dim=0)[:rh] * tw / r
             # inner: circular convolution of row k1 with the filter whose spectrum is g[h, k1]
             w = torch.fft.ifft(torch.fft.fft(w, dim=1) * g[h], dim=1)
+            if peaks is not None:
+                peaks.append(w.abs().max().item())
             # pass 3: conj twiddle, Hermitian completion of rows R - k1, inverse DFT over k1 (unnormalised), real part
             t_rows = w * tw.conj()
             full = torch.cat((t_rows, t_rows[1: r // 2].flip(0).conj()), dim=0)
@@ -104,6 +109,34 @@ def test_long_path_overlap_save_chunk():
     want = _oracle(u, taps, filt.bias)
     assert torch.isnan(y[..., :past]).all()  # never written
     assert ((y[..., past:] - want[..., past:]).norm() / want[..., past:].norm()).item() < 1e-3
+
+
+@pytest.mark.parametrize("keep", [0.5, 0.25])
+def test_long_path_frequency_sparse(keep):
+    """F < 1: the spectrum cut at the path's N (the reference's definition there), and the output scale bounds the cut
+    filter, whose l1 norm exceeds its taps' (Gibbs ringing: a delta's cut is a Dirichlet kernel, l1 ~ log N)."""
+    gen = torch.Generator().manual_seed(int(keep * 8))
+    seq_len, channels = 40_000, 2
+    taps = torch.randn(channels, seq_len, generator=gen, dtype=torch.float64) * 1e-7
+    taps[:, 0] = 1.0  # a delta plus a trace of noise: the case whose cut spectrum rings most
+    bias = 0.1 * torch.randn(channels, generator=gen, dtype=torch.float64)
+    filt = LongFilter(taps, bias, freq_keep=keep)
+    u = torch.randn(1, channels, seq_len, generator=gen, dtype=torch.float64)
+    plan = cuda.long_plan(seq_len, seq_len)
+    n = 1 << plan[0]
+    peaks = []
+    y = _emulate(u, filt, None, None, plan, peaks)
+    k_f = torch.fft.rfft(taps, n=n)
+    k_f[:, filt.kept_bins(n):] = 0
+    want = torch.fft.irfft(torch.fft.rfft(u, n=n) * k_f, n=n)[..., :seq_len] + u * bias[:, None]
+    assert ((y - want).norm() / want.norm()).item() < 1e-3
+    exact = _oracle(u, taps, bias)
+    assert ((want - exact).norm() / exact.norm()).item() > 0.1  # the cut changes the result
+    assert max(peaks) <= 2.0 ** 9  # within the fp16 workspace's planned range
+    *_, out_scale = cuda._long_spectrum(filt, plan[0], plan[1], seq_len, torch.device("cpu"))
+    cut_l1 = torch.fft.irfft(k_f, n=n).abs().sum(-1) + bias.abs()
+    assert (cut_l1 > 2 * (taps.abs().sum(-1) + bias.abs())).all()  # the ringing the taps' own bound misses
+    assert (out_scale.double() >= cut_l1).all()  # so the worst-case input still fits the fp16 workspace
 
 
 def test_in_scale_marks_non_finite_and_zero_rows():

@@ -1,5 +1,5 @@
-"""A few long-path calls for compute-sanitizer (memcheck / racecheck): the scalar outer passes (R = 64) and the
-tensor-core ones (R = 256), plain and gated, against float64.
+"""A few long-path calls for compute-sanitizer (memcheck / racecheck): the scalar outer passes (R = 32, 128) and the
+tensor-core ones (R = 256, 512), plain and gated, against float64.
 
     compute-sanitizer --tool memcheck python tools/kernels/long_check.py
 """
@@ -14,12 +14,13 @@ from genoconv.ops import cuda as gcuda
 
 def main() -> None:
     dev = torch.device("cuda")
-    for seq_len, k in ((70_001, 70_001), (300_001, 300_001), (400_001, 100_000)):
+    for batch, channels, seq_len, k in ((2, 3, 70_001, 70_001), (2, 3, 300_001, 300_001), (2, 3, 400_001, 100_000),
+                                        (1, 2, 2_100_001, 2_100_001)):
         gen = torch.Generator().manual_seed(seq_len)
-        taps = torch.randn(3, k, generator=gen) / k**0.5
-        bias = torch.randn(3, generator=gen)
-        u = torch.randn(2, 3, seq_len, generator=gen).to(dev, torch.bfloat16)
-        pre = torch.randn(2, 3, seq_len, generator=gen).to(dev, torch.bfloat16)
+        taps = torch.randn(channels, k, generator=gen) / k**0.5
+        bias = torch.randn(channels, generator=gen)
+        u = torch.randn(batch, channels, seq_len, generator=gen).to(dev, torch.bfloat16)
+        pre = torch.randn(batch, channels, seq_len, generator=gen).to(dev, torch.bfloat16)
         filt = LongFilter(taps.to(dev), bias.to(dev))
         for gate in (None, pre):
             y = gcuda.causal_conv_cuda(u, filt, gate, gate)
