@@ -797,8 +797,10 @@ cudaError_t launch_monarch(const ConvParams& p, DType dtype, cudaStream_t stream
 
 cudaError_t launch_monarch_circular(const ConvParams& p, cudaStream_t stream) {
   if (p.pregate != nullptr || p.postgate != nullptr || p.batch % 2 != 0) return cudaErrorInvalidValue;
-  static_assert(kLongMinInnerLogN == 12 && kLongMaxInnerLogN == 14, "instantiated below: r = 16, 32, 64");
+  static_assert(kLongMinInnerLogN == 10 && kLongMaxInnerLogN == 14, "instantiated below: r = 4 .. 64");
   switch (p.log_n) {
+    case 10: return monarch::launch_t<__half, 2, false, false, true>(p, stream);
+    case 11: return monarch::launch_t<__half, 3, false, false, true>(p, stream);
     case 12: return monarch::launch_t<__half, 4, false, false, true>(p, stream);
     case 13: return monarch::launch_t<__half, 5, false, false, true>(p, stream);
     case 14: return monarch::launch_t<__half, 6, false, false, true>(p, stream);
