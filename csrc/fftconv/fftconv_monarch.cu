@@ -797,8 +797,9 @@ cudaError_t launch_monarch(const ConvParams& p, DType dtype, cudaStream_t stream
 
 cudaError_t launch_monarch_circular(const ConvParams& p, cudaStream_t stream) {
   if (p.pregate != nullptr || p.postgate != nullptr || p.batch % 2 != 0) return cudaErrorInvalidValue;
-  static_assert(kLongMinInnerLogN == 10 && kLongMaxInnerLogN == 14, "instantiated below: r = 4 .. 64");
+  static_assert(kLongMinInnerLogN == 9 && kLongMaxInnerLogN == 14, "instantiated below: r = 2 .. 64");
   switch (p.log_n) {
+    case 9: return monarch::launch_t<__half, 1, false, false, true>(p, stream);
     case 10: return monarch::launch_t<__half, 2, false, false, true>(p, stream);
     case 11: return monarch::launch_t<__half, 3, false, false, true>(p, stream);
     case 12: return monarch::launch_t<__half, 4, false, false, true>(p, stream);

@@ -68,8 +68,8 @@ cudaError_t launch_monarch(const ConvParams& p, DType dtype, cudaStream_t stream
 // Long path (fftconv_long.cu): the real FFT convolution of one row at N = R * N' points (N' = 2^log_inner inner,
 // R = 2^log_r outer) in three passes with an fp16 workspace: outer R-point DFTs + twiddle, the inner N'-point
 // circular convolutions of rows k1 = 0 .. R/2 on the tensor-core kernel (kCirc; rows R/2 < k1 < R are their
-// conjugates), inverse twiddle + outer inverse DFTs. The inner sizes are the tensor-core kernel's, r = 4 .. 64.
-constexpr int kLongMinLogN = 16, kLongMaxLogN = 23, kLongMinInnerLogN = 10, kLongMaxInnerLogN = 14;
+// conjugates), inverse twiddle + outer inverse DFTs. The inner sizes are the tensor-core kernel's, r = 2 .. 64.
+constexpr int kLongMinLogN = 16, kLongMaxLogN = 23, kLongMinInnerLogN = 9, kLongMaxInnerLogN = 14;
 
 // Row (b, h) holds inputs x[src_a + n] for n in [0, N) that lie in [src_a, seq_len) and gives outputs t in
 // [src_o, seq_len) (t = src_a + n); the caller sizes N so they equal the linear convolution's: N >= L - a and

@@ -242,7 +242,7 @@ def test_cuda_dispatch_and_spectrum_keys_without_a_gpu(monkeypatch):
     assert call(40_001, 1026) == ("blocks", 15, (15, 1026), 1032)
     # The long path: (log2 N, log2 R, first input, first output, taps)
     assert call(100_000, 50_000) == ("long", (18, 8, 0, 0, 50_000))  # linear: N >= L + K - 1; R = 256 around 2^10
-    assert call(100_000, 50_000, valid_from=49_999) == ("long", (17, 5, 0, 49_999, 50_000))  # circular: N >= L
+    assert call(100_000, 50_000, valid_from=49_999) == ("long", (17, 8, 0, 49_999, 50_000))  # circular: N >= L
     assert call(100_000, 50_000, valid_from=49_998) == ("long", (18, 8, 0, 0, 50_000))  # too few carried inputs
     assert call(2_220_382, 1_000_000) == ("long", (22, 8, 0, 0, 1_000_000))  # R = 256 around N' = 2^14
     assert call(2_220_382, 2_220_382) == ("long", (23, 9, 0, 0, 2_220_382))  # R = 512 around N' = 2^14

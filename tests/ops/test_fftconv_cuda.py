@@ -449,12 +449,12 @@ def test_streamed_chunk_is_circular_and_exact(past, chunk, filter_len):
     assert any(key[0] in ("cuda_spectrum", "cuda_long") and key[1] == log_n for key in filt._cache), list(filt._cache)
 
 
-@pytest.mark.parametrize("seq_len,filter_len", [(40_001, 20_000), (90_001, 90_001), (300_001, 300_001),
-                                                (700_000, 60_000), (3_000_000, 1_200_000)])
+@pytest.mark.parametrize("seq_len,filter_len", [(40_001, 20_000), (50_001, 50_001), (90_001, 90_001),
+                                                (300_001, 300_001), (700_000, 60_000), (3_000_000, 1_200_000)])
 def test_long_path_rows_gates_and_views(seq_len, filter_len):
-    # The long path (outer DFTs around the tensor-core kernel): N = 2^16 (R = 16, scalar outer passes), 2^18 (R = 256
-    # around the circular kernel's r = 4), 2^20, 2^23 (R = 512); several rows and channels not a multiple of anything,
-    # gates, a row view with a batch stride, one row with a NaN.
+    # The long path (outer DFTs around the tensor-core kernel): N = 2^16 (R = 16, scalar outer passes), 2^17 and 2^18
+    # (R = 256 around the circular kernel's r = 2, 4), 2^20, 2^23 (R = 512); several rows and channels not a multiple
+    # of anything, gates, a row view with a batch stride, one row with a NaN.
     cuda = _cuda()
     plan = cuda.long_plan(seq_len, filter_len, smem_per_block=cuda._smem_per_block(torch.device("cuda")))
     assert plan is not None

@@ -1,5 +1,5 @@
-"""A few long-path calls for compute-sanitizer (memcheck / racecheck): the scalar outer passes (R = 32, 128) and the
-tensor-core ones (R = 256, 512), plain and gated, against float64.
+"""A few long-path calls for compute-sanitizer (memcheck / racecheck): the scalar outer passes (R = 16) and the
+tensor-core ones (R = 256 around inner sizes 2^9 .. 2^14, R = 512), plain and gated, against float64.
 
     compute-sanitizer --tool memcheck python tools/kernels/long_check.py
 """
@@ -14,7 +14,8 @@ from genoconv.ops import cuda as gcuda
 
 def main() -> None:
     dev = torch.device("cuda")
-    for batch, channels, seq_len, k in ((2, 3, 70_001, 70_001), (2, 3, 300_001, 300_001), (2, 3, 400_001, 100_000),
+    for batch, channels, seq_len, k in ((2, 3, 40_001, 20_000), (2, 3, 50_001, 50_001), (2, 3, 70_001, 70_001),
+                                        (2, 3, 300_001, 300_001), (2, 3, 400_001, 100_000),
                                         (1, 2, 2_100_001, 2_100_001)):
         gen = torch.Generator().manual_seed(seq_len)
         taps = torch.randn(channels, k, generator=gen) / k**0.5
