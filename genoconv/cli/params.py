@@ -130,7 +130,8 @@ ChunkSize = Annotated[Optional[int], typer.Option(min=1, help="Stream long recor
                                                   "(default: from --max-memory).", metavar="C", show_default=False,
                                                   rich_help_panel=PERFORMANCE)]
 FreqKeep = Annotated[float, typer.Option(min=0.0, max=1.0, help="Frequency-sparse convolution: fraction of the "
-                                         "filter spectrum kept, low frequencies first (> 0).", metavar="F",
+                                         "filter spectrum kept, low frequencies first (> 0); an approximation, "
+                                         "not faster on the GPU kernels.", metavar="F",
                                          rich_help_panel=PERFORMANCE)]
 MaxMemory = Annotated[Optional[str], typer.Option(help="Memory the run may use on its device, e.g. 4GiB (default: "
                                                   "80% of free GPU memory / a quarter of RAM).", metavar="SIZE",

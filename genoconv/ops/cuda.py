@@ -616,8 +616,9 @@ def long_plan(seq_len: int, filter_len: int, valid_from: int = 0, *,
 def _long_spectrum(filt, log_n: int, log_r: int, n_taps: int, device: torch.device):
     """((H (R/2 + 1), N', 2) fp16, (H (R/2 + 1),) gain, (H,) out_scale): row (h, k1), k1 = 0 .. R/2, is the inner filter
     whose spectrum is K[k1 + R k2], K = DFT_N(taps[:, :n_taps]) + bias, in the tensor-core kernel's format. Its output
-    is at most 2^9 ||taps||_1 (inputs scaled to 2^9 in pass 1); the gain is divided by out_scale =
-    2^ceil(log2 ||taps||_1) so the fp16 workspace never overflows, and pass 3 multiplies it back."""
+    is at most 2^9 ||taps||_1 (inputs scaled to 2^9 in pass 1; for a frequency-sparse filter, the cut filter's bound
+    below); the gain is divided by out_scale = 2^ceil(log2 of that bound) so the fp16 workspace never overflows, and
+    pass 3 multiplies it back."""
     n = 1 << log_n
     inner_log = log_n - log_r
     inner, r = 1 << inner_log, 1 << log_r
@@ -626,16 +627,19 @@ def _long_spectrum(filt, log_n: int, log_r: int, n_taps: int, device: torch.devi
     spec = torch.empty(channels * rh, inner, 2, dtype=torch.float16, device=device)
     gain = torch.empty(channels * rh, dtype=torch.float32, device=device)
     src, mirror = _long_bins(log_n, log_r, device)
-    sparse = filt.freq_keep < 1.0
-    l1 = filt.taps[:, :n_taps].double().abs().sum(-1) + filt.bias.double().abs()
+    l1 = filt.taps[:, :n_taps].double().abs().sum(-1)
+    keep = filt.kept_bins(n)
+    if keep < n // 2 + 1:
+        # A cut spectrum is the taps circularly convolved with the cut's Dirichlet kernel D, larger than the taps
+        # (Gibbs: a cut delta has 4.8-6.4x its l1 norm at N = 2^17 .. 2^22); ||taps * D||_1 <= ||taps||_1 ||D||_1.
+        cut = torch.zeros(n // 2 + 1, dtype=torch.complex128, device=device)
+        cut[:keep] = 1
+        l1 = l1 * torch.fft.irfft(cut, n=n).abs().sum().item()
+    l1 = l1 + filt.bias.double().abs()
     step = max(1, min(channels, SPECTRUM_BLOCK_BYTES // (n * 24)))  # rfft, gathered rows, packed: ~24 B per point
     for c0 in range(0, channels, step):
         c1 = min(channels, c0 + step)
         half = _rfft_with_skip(filt, n, n_taps, device, torch.float32, slice(c0, c1))
-        if sparse:  # the band-limited filter is longer and larger than its taps (Gibbs): bound its own l1 norm
-            bias = filt.bias[c0:c1].to(device=device, dtype=torch.float32)
-            masked = torch.fft.irfft(half - bias[:, None], n=n).abs().sum(-1).double() + bias.abs().double()
-            l1[c0:c1] = torch.maximum(l1[c0:c1], masked.to(l1.device))
         rows = half[:, src]  # K[k] for k <= N/2, conj K[N - k] above: read straight from the rfft half
         rows = torch.where(mirror, rows.conj(), rows).view(-1, inner)
         spec[c0 * rh: c1 * rh], gain[c0 * rh: c1 * rh] = _monarch_words(rows, inner_log)

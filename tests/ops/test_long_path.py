@@ -19,7 +19,8 @@ def _unpack(spec: torch.Tensor, gain: torch.Tensor, log_n: int) -> torch.Tensor:
     ordered = torch.view_as_complex(words.contiguous()) * gain.double()[:, None]
     natural = torch.empty_like(ordered)
     natural[:, cuda._monarch_order(log_n, "cpu")] = ordered
-    return natural / (16.0 ** 6 / n)
+    n16 = 3 if n >= 16 * 256 else 2  # radix-16 mma stages per transform (cuda._monarch_words)
+    return natural / (16.0 ** (2 * n16) / n)
 
 
 def _oracle(u, taps, bias, pre=None, post=None) -> torch.Tensor:
@@ -154,4 +155,5 @@ def test_long_plan_bounds():
     assert cuda.long_plan(1_000_000, 1_000_000, smem_per_block=48 * 1024) is None  # too little shared memory
     assert cuda.long_plan(1_000_000, 1_000_000) == (21, 8, 0, 0, 1_000_000)  # R = 256 outer points
     assert cuda.long_plan(4_194_304, 4_194_304)[:2] == (23, 9)  # N' capped at 2^14
-    assert cuda.long_plan(40_000, 40_000)[:2] == (17, 5)  # N' at least 2^12
+    assert cuda.long_plan(40_000, 40_000)[:2] == (17, 8)  # R = 256 around the circular kernel's r = 2 (N' = 2^9)
+    assert cuda.long_plan(20_000, 20_000)[:2] == (16, 4)  # N / 256 = 2^8 has no tensor-core kernel: N' = 2^12
