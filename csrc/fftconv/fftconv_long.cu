@@ -9,7 +9,9 @@
 //   pass 3 (long_inv):  conj W_N^(n2 k1), the Hermitian completion k1 -> R - k1, inverse R-point DFTs down each column
 //                       (two real columns per complex one), post-gate, written once.
 // Between passes the data is fp16 (4 B per complex point, N/2 points per row): 2 + 4 | 4 + 4 | 4 + 2 bytes per two
-// samples, against fp32 words and scalar inner transforms in fftconv_multipass.cu (NOTES.md v11).
+// samples, against fp32 words and scalar inner transforms in fftconv_multipass.cu (NOTES.md v11, v12).
+// Which R (genoconv/ops/cuda.py _long_inner_log): 256 for N = 2^17 .. 2^22 (inner N' = 2^9 .. 2^14) and 512 for 2^23,
+// both with the outer DFTs on tensor cores; N = 2^16 takes R = 16 around N' = 2^12 with the scalar outer passes.
 #include "params.h"
 #include "fft_common.cuh"
 #include "monarch_common.cuh"
