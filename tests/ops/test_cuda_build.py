@@ -233,12 +233,14 @@ def test_cuda_dispatch_and_spectrum_keys_without_a_gpu(monkeypatch):
                         ran.append(("blocks", log_n, spec, lead)))
     monkeypatch.setattr(cuda, "_long_conv", lambda u, f, pre, post, plan: ran.append(("long", plan)))
 
-    def call(seq_len, k, valid_from=0):
+    def call(seq_len, k, valid_from=0, keep=1.0):
         u = torch.empty(1, 2, seq_len)
-        cuda.causal_conv_cuda(u, LongFilter(torch.zeros(2, k)), valid_from=valid_from)
+        cuda.causal_conv_cuda(u, LongFilter(torch.zeros(2, k), freq_keep=keep), valid_from=valid_from)
         return ran[-1]
 
     assert call(3000, 16_386) == ("monarch", 13, (13, 4096))  # the taps below N/2: one spectrum per N
+    # Frequency-sparse: the reference's taps min(K, L) (a cut spectrum spreads taps past L into every lag)
+    assert call(3000, 16_386, keep=0.5) == ("monarch", 13, (13, 3000))
     assert call(40_001, 1026) == ("blocks", 15, (15, 1026), 1032)
     # The long path: (log2 N, log2 R, first input, first output, taps)
     assert call(100_000, 50_000) == ("long", (18, 8, 0, 0, 50_000))  # linear: N >= L + K - 1; R = 256 around 2^10
@@ -249,5 +251,7 @@ def test_cuda_dispatch_and_spectrum_keys_without_a_gpu(monkeypatch):
     assert call(5_000_000, 5_000_000)[0] == "3-pass"  # past the long path's 2^23
     monkeypatch.setenv("GENOCONV_FFTCONV_PATH", "scalar")  # the scalar kernels only
     assert call(100_000, 50_000) == ("3-pass", 18, (18, 50_000))
+    assert call(100_000, 150_000) == ("3-pass", 18, (18, 131_072))
+    assert call(100_000, 150_000, keep=0.25) == ("3-pass", 18, (18, 100_000))
     assert call(100_000, 50_000, valid_from=49_999) == ("3-pass", 17, (17, 50_000))
     assert call(100_000, 50_000, valid_from=49_998) == ("3-pass", 18, (18, 50_000))
