@@ -27,21 +27,29 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench_e2e import LARGE_1M, read_fasta_gz  # noqa: E402
+from bench_e2e import LARGE_1M  # noqa: E402
 
 from genoconv.model.likelihood import bits_per_base  # noqa: E402
 from genoconv.model import HyenaDNA, Tokenizer  # noqa: E402
 from genoconv.model.checkpoint import load_checkpoint  # noqa: E402
-from genoconv.model.hyena import StreamState  # noqa: E402
+from genoconv.model.hyena import ConvSettings, StreamState  # noqa: E402
+from genoconv.io import open_records  # noqa: E402
 
 
-def final_layer(model: HyenaDNA, ids: torch.Tensor, chunk: int | None) -> torch.Tensor:
+def read_first_record(path: Path) -> str:
+    """The first record's bases (upper case, as genoconv embeds them), through genoconv's own readers."""
+    with open_records([path]) as source:
+        record = next(iter(source))
+        return record.sequence(0, record.length)
+
+
+def final_layer(model: HyenaDNA, ids: torch.Tensor, chunk: int | None, conv: ConvSettings) -> torch.Tensor:
     last = model.num_hidden_states - 1
     with torch.inference_mode():
         if chunk is None:
-            return model.hidden_states(ids, [last])[last][0].float()
+            return model.hidden_states(ids, [last], conv=conv)[last][0].float()
         state = StreamState.empty(model.config.n_layer)
-        return torch.cat([model.hidden_states(ids[:, s:s + chunk], [last], state)[last][0].float()
+        return torch.cat([model.hidden_states(ids[:, s:s + chunk], [last], state, conv)[last][0].float()
                           for s in range(0, ids.shape[1], chunk)])
 
 
@@ -54,16 +62,15 @@ def evaluate(model, records, variants, *, chunk, with_bits):
     for name, ids in records:
         ref = None
         for label, k, f in variants:
-            model.set_convolution(k, f)
-            out = final_layer(model, ids, chunk)
+            conv = ConvSettings(filter_len=k, freq_keep=f)
+            out = final_layer(model, ids, chunk, conv)
             if ref is None:
                 ref = out
             row = {"record": name, "variant": label, "per_base_rel": rel(out, ref),
                    "pooled_rel": rel(out.mean(0), ref.mean(0))}
             if with_bits:
                 with torch.inference_mode():
-                    row["bits_per_base"] = bits_per_base(model, ids[0].cpu())[0]
-            model.set_convolution(None)
+                    row["bits_per_base"] = bits_per_base(model, ids[0].cpu(), conv=conv)[0]
             rows.append(row)
             print(json.dumps(row), flush=True, file=sys.stderr)
     return rows
@@ -81,7 +88,7 @@ def main() -> None:
     tok = Tokenizer()
     if args.large:
         model = HyenaDNA(LARGE_1M).init_weights(seed=0).to(device).eval().set_compute_dtype(torch.bfloat16)
-        dmd = read_fasta_gz(args.data / "DMD_GRCh37_chrX.fa.gz")
+        dmd = read_first_record(args.data / "DMD_GRCh37_chrX.fa.gz")
         records = [("DMD (2,220,382 bp)", tok.encode(dmd)[None].to(device))]
         ks = [1_000_002, 262_144, 65_536, 16_384]
         chunk, with_bits, title = 262_144, False, "HyenaDNA-large-1m shape, random weights, bf16, DMD streamed"
@@ -91,8 +98,8 @@ def main() -> None:
         model, _ = load_checkpoint(resolve_model(DEFAULT_MODEL))
         model = model.to(device).eval()
         n = model.config.max_seq_len
-        dmd = read_fasta_gz(args.data / "DMD_GRCh37_chrX.fa.gz")
-        ecoli = read_fasta_gz(args.data / "ecoli_K12_MG1655.fa.gz")
+        dmd = read_first_record(args.data / "DMD_GRCh37_chrX.fa.gz")
+        ecoli = read_first_record(args.data / "ecoli_K12_MG1655.fa.gz")
         records = []
         for genome, seq in (("DMD", dmd), ("E. coli", ecoli)):
             for i in range(args.windows):

@@ -539,9 +539,9 @@ class HyenaDNA(nn.Module):
         """Final LayerNorm output (B, L, d_model), fp32."""
         return self.hidden_states(input_ids, (-1,), conv=conv)[self.num_hidden_states - 1]
 
-    def logits(self, input_ids: torch.Tensor) -> torch.Tensor:
+    def logits(self, input_ids: torch.Tensor, conv: ConvSettings = EXACT) -> torch.Tensor:
         """Next-token logits (B, L, padded_vocab); the head is tied to the input embedding when absent."""
-        hidden = self.forward(input_ids)
+        hidden = self.forward(input_ids, conv)
         weight = self.lm_head.weight if self.lm_head is not None else self.backbone.embeddings.word_embeddings.weight
         return hidden @ weight.to(hidden.dtype).t()
 

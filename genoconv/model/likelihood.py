@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import InputError
+from .hyena import EXACT, ConvSettings
 from .tokenizer import BASE_IDS
 
 BASE_ID_FIRST = BASE_IDS["A"]  # A C G T are consecutive ids
@@ -64,12 +65,14 @@ def _model_device(model: torch.nn.Module) -> torch.device:
 
 
 @torch.no_grad()
-def bits_per_base(model, ids, *, segment_len: int | None = None, batch_size: int = 8) -> BitsPerBase:
+def bits_per_base(model, ids, *, segment_len: int | None = None, batch_size: int = 8,
+                  conv: ConvSettings = EXACT) -> BitsPerBase:
     """Next-base cross-entropy of one record in bits per base (see the module docstring for what is scored).
 
     model: a :class:`~genoconv.model.HyenaDNA` (its device and compute dtype are used as set);
     ids: token ids (L,) as a tensor or numpy array (``Tokenizer.encode``); segment_len: bases per segment
-    (default and maximum: the model's ``max_seq_len``); batch_size: full segments run together.
+    (default and maximum: the model's ``max_seq_len``); batch_size: full segments run together; conv: partial or
+    frequency-sparse convolutions (what their quality costs: benchmarks/bench_quality.py).
     """
     ids = torch.as_tensor(np.asarray(ids) if not isinstance(ids, torch.Tensor) else ids).long().reshape(-1)
     max_len = model.config.max_seq_len
@@ -83,13 +86,13 @@ def bits_per_base(model, ids, *, segment_len: int | None = None, batch_size: int
         full = ids[:n_full * segment_len].view(n_full, segment_len)
         for start in range(0, n_full, batch_size):
             chunk = full[start:start + batch_size].to(device)
-            nats, count = next_base_nll(model.logits(chunk), chunk, dtype=torch.float64)
+            nats, count = next_base_nll(model.logits(chunk, conv), chunk, dtype=torch.float64)
             total_nats += float(nats)
             scored += int(count)
     rest = ids[n_full * segment_len:]
     if rest.numel() >= 2:
         chunk = rest[None].to(device)
-        nats, count = next_base_nll(model.logits(chunk), chunk, dtype=torch.float64)
+        nats, count = next_base_nll(model.logits(chunk, conv), chunk, dtype=torch.float64)
         total_nats += float(nats)
         scored += int(count)
     total_bits = total_nats / LN2
