@@ -36,7 +36,7 @@ _MIN_LOG_N = 3  # N >= 8, so M = N/2 >= 4 (the kernels' bit reversals need at le
 MONARCH_LOG_N = build.monarch_log_n_range() if build.source_dir() is not None else (0, -1)  # no sources: never
 # The long path (fftconv_long.cu): real FFT sizes 2^LONG_LOG_N[0] .. 2^LONG_LOG_N[1] as outer passes around inner
 # tensor-core transforms of 2^LONG_LOG_N[2] .. 2^LONG_LOG_N[3] points.
-LONG_LOG_N = build.long_log_n_range() if build.source_dir() is not None else (0, -1, 10, 14)
+LONG_LOG_N = build.long_log_n_range() if build.source_dir() is not None else (0, -1, 9, 14)
 
 # Lazy-load result: (module or None, reason). Filled once per process on first CUDA use; it is a cache of the
 # build, not state that changes results.
@@ -560,14 +560,14 @@ def _conv_blocks(u, pregate, postgate, log_n: int, lead: int, spec, gain, op=Non
 
 # ---- the long path (fftconv_long.cu) ------------------------------------------------------------------------------
 
-# Below N = 2^18, N / 256 is smaller than the circular tensor-core kernel's smallest size: those N keep N' = 2^12 and
-# scalar outer passes (R = 16, 32), as measured before the tensor-core outer passes reached R = 256 at N' = 2^10.
+# Below N = 2^17, N / 256 is smaller than the circular tensor-core kernel's smallest size (2^9): N = 2^16 keeps
+# N' = 2^12 and the scalar outer passes (R = 16), the split measured before the tensor-core outer passes existed.
 _LONG_SCALAR_INNER_LOG = 12
 
 
 def _long_inner_log(log_n: int) -> int:
     """log2 N' of the long path's inner transform: R = N / N' = 256 outer points (tensor-core outer passes) where N'
-    fits the tensor-core kernel's circular form (2^10 .. 2^14); above, N' = 2^14 (R = 512 at N = 2^23, also on tensor
+    fits the tensor-core kernel's circular form (2^9 .. 2^14); above, N' = 2^14 (R = 512 at N = 2^23, also on tensor
     cores); below, N' = 2^12 with scalar outer passes."""
     if log_n - 8 < LONG_LOG_N[2]:
         return _LONG_SCALAR_INNER_LOG
