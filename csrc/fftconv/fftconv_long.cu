@@ -384,17 +384,19 @@ cudaError_t launch_long_t(const LongParams& p, cudaStream_t stream) {
   const int log_half = p.log_r == 8 ? tc_log_half<8>() : p.log_r == 9 ? tc_log_half<9>() : long_log_half(p.log_r, log_inner);
   const size_t smem = sizeof(float2) << (p.log_r + log_half);
   const dim3 grid((unsigned)(p.channels * p.batch), 1u << (log_inner - log_half - 1));
+  // One outer pass (forward or inverse): the kernel for this R, launched with its block shape and shared memory.
+  auto outer = [&](void (*tc256)(LongParams), void (*tc512)(LongParams), void (*scalar)(LongParams, int)) {
+    if (p.log_r == 8 || p.log_r == 9) {
+      (p.log_r == 8 ? tc256 : tc512)<<<grid, kTcWarps * 32, 0, stream>>>(p);
+    } else {
+      const cudaError_t e = cudaFuncSetAttribute(scalar, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
+      if (e != cudaSuccess) return e;
+      scalar<<<grid, kLongThreads, smem, stream>>>(p, log_half);
+    }
+    return cudaGetLastError();
+  };
   cudaError_t err;
-  if (p.log_r == 8) {
-    long_fwd_tc_kernel<T, kPre, 8><<<grid, kTcWarps * 32, 0, stream>>>(p);
-  } else if (p.log_r == 9) {
-    long_fwd_tc_kernel<T, kPre, 9><<<grid, kTcWarps * 32, 0, stream>>>(p);
-  } else {
-    auto k1 = long_fwd_kernel<T, kPre>;
-    if ((err = cudaFuncSetAttribute(k1, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem))) return err;
-    k1<<<grid, kLongThreads, smem, stream>>>(p, log_half);
-  }
-  if ((err = cudaGetLastError())) return err;
+  if ((err = outer(long_fwd_tc_kernel<T, kPre, 8>, long_fwd_tc_kernel<T, kPre, 9>, long_fwd_kernel<T, kPre>))) return err;
 
   // Inner pass: "batch" = the rows' two planes, "channels" = (c, k1) rows, in place on the workspace.
   ConvParams q;
@@ -410,16 +412,7 @@ cudaError_t launch_long_t(const LongParams& p, cudaStream_t stream) {
   q.gain = p.gain;
   if ((err = launch_monarch_circular(q, stream))) return err;
 
-  if (p.log_r == 8) {
-    long_inv_tc_kernel<T, kPost, 8><<<grid, kTcWarps * 32, 0, stream>>>(p);
-  } else if (p.log_r == 9) {
-    long_inv_tc_kernel<T, kPost, 9><<<grid, kTcWarps * 32, 0, stream>>>(p);
-  } else {
-    auto k3 = long_inv_kernel<T, kPost>;
-    if ((err = cudaFuncSetAttribute(k3, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem))) return err;
-    k3<<<grid, kLongThreads, smem, stream>>>(p, log_half);
-  }
-  return cudaGetLastError();
+  return outer(long_inv_tc_kernel<T, kPost, 8>, long_inv_tc_kernel<T, kPost, 9>, long_inv_kernel<T, kPost>);
 }
 
 struct LaunchLong {

@@ -636,13 +636,12 @@ def _long_spectrum(filt, log_n: int, log_r: int, n_taps: int, device: torch.devi
         cut[:keep] = 1
         l1 = l1 * torch.fft.irfft(cut, n=n).abs().sum().item()
     l1 = l1 + filt.bias.double().abs()
-    step = max(1, min(channels, SPECTRUM_BLOCK_BYTES // (n * 24)))  # rfft, gathered rows, packed: ~24 B per point
-    for c0 in range(0, channels, step):
-        c1 = min(channels, c0 + step)
-        half = _rfft_with_skip(filt, n, n_taps, device, torch.float32, slice(c0, c1))
+    for block in _channel_blocks(channels, n):
+        half = _rfft_with_skip(filt, n, n_taps, device, torch.float32, block)
         rows = half[:, src]  # K[k] for k <= N/2, conj K[N - k] above: read straight from the rfft half
         rows = torch.where(mirror, rows.conj(), rows).view(-1, inner)
-        spec[c0 * rh: c1 * rh], gain[c0 * rh: c1 * rh] = _monarch_words(rows, inner_log)
+        inner_rows = slice(block.start * rh, block.stop * rh)
+        spec[inner_rows], gain[inner_rows] = _monarch_words(rows, inner_log)
     out_scale = torch.exp2(torch.ceil(torch.log2(l1.clamp(min=1.0)))).float().to(device)
     gain /= out_scale.repeat_interleave(rh)
     return spec, gain, out_scale.contiguous()
@@ -676,10 +675,9 @@ def _in_scale(u: torch.Tensor, pregate: torch.Tensor | None) -> torch.Tensor:
 
 
 def _long_conv(u, filt, pregate, postgate, plan_) -> torch.Tensor:
-    log_n, log_r, start, first, taps = plan_
+    log_n, log_r, start, first, _ = plan_
     dev = u.device
-    if filt.freq_keep < 1.0 and not first:
-        taps = _spectrum_taps(filt, u.shape[-1], 1 << log_n)
+    taps = _spectrum_taps(filt, u.shape[-1], 1 << log_n, circular=first > 0)  # the plan's taps, or a cut filter's
     spec, gain, out_scale = filt.cached(("cuda_long", log_n, log_r, taps, str(dev)),
                                         lambda: _long_spectrum(filt, log_n, log_r, taps, dev))
     twiddle = _cached_table(("long_twiddle", log_r, str(dev)), lambda: _multilevel_twiddle(log_r, dev))

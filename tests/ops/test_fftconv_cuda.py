@@ -55,11 +55,17 @@ def _oracle(u, taps, bias, pre, post) -> torch.Tensor:
         return causal_conv_direct(u.double().cpu(), taps.cpu(), bias.cpu(),
                                   None if pre is None else pre.double().cpu(),
                                   None if post is None else post.double().cpu()).to(u.device)
+    return _fft_oracle(u, taps, bias, pre, post, 1 << (seq_len + min(taps.shape[-1], seq_len) - 1).bit_length())
+
+
+def _fft_oracle(u, taps, bias, pre, post, n: int, keep: float = 1.0) -> torch.Tensor:
+    """float64 FFT convolution at size n of taps[:, :L]; ``keep`` < 1: frequency-sparse, the lowest
+    ceil(keep (n/2 + 1)) bins of the taps, the skip term unfiltered (the reference's definition, at size n)."""
+    seq_len = u.shape[-1]
     x = u.double() if pre is None else u.double() * pre.double()
-    k = taps[:, :seq_len].to(u.device, torch.float64)
-    n = 1 << (seq_len + k.shape[-1] - 1).bit_length()
-    y = torch.fft.irfft(torch.fft.rfft(x, n=n) * torch.fft.rfft(k, n=n), n=n)[..., :seq_len]
-    y = y + x * bias.to(u.device, torch.float64)[:, None]
+    k_f = torch.fft.rfft(taps[:, :seq_len].to(u.device, torch.float64), n=n)
+    k_f[:, LongFilter(taps[:, :1], freq_keep=keep).kept_bins(n):] = 0
+    y = torch.fft.irfft(torch.fft.rfft(x, n=n) * k_f, n=n)[..., :seq_len] + x * bias.to(u.device, torch.float64)[:, None]
     return y if post is None else y * post.double()
 
 
@@ -180,17 +186,6 @@ def test_status_reports_built():
     assert st["built"] and "sm_90" in st["archs"] and "sm_80" in st["archs"], st
 
 
-def _sparse_oracle(u, taps, bias, pre, post, keep: float, n: int) -> torch.Tensor:
-    """float64 frequency-sparse convolution at FFT size n: the lowest ceil(keep (n/2 + 1)) bins of rfft(taps[:, :L]),
-    the skip term unfiltered (the reference's definition, evaluated at the path's N)."""
-    seq_len = u.shape[-1]
-    x = u.double() if pre is None else u.double() * pre.double()
-    k_f = torch.fft.rfft(taps[:, :seq_len].to(u.device, torch.float64), n=n)
-    k_f[:, LongFilter(taps[:, :1], freq_keep=keep).kept_bins(n):] = 0
-    y = torch.fft.irfft(torch.fft.rfft(x, n=n) * k_f, n=n)[..., :seq_len] + x * bias.to(u.device, torch.float64)[:, None]
-    return y if post is None else y * post.double()
-
-
 @pytest.mark.parametrize("seq_len,path,scalar", [(3000, "monarch", False), (300_001, "long", False),
                                                  (1_000_003, "long", False), (300_001, "3-pass", True)])
 @pytest.mark.parametrize("keep", [0.5, 0.25])
@@ -212,7 +207,7 @@ def test_frequency_sparse_runs_in_the_kernels(seq_len, path, scalar, keep, monke
     assert got_path == path
     log_n = how if path == "monarch" else how[0]
     y = _run_poisoned(u, filt, pre, post)
-    want = _sparse_oracle(u, taps, bias, pre, post, keep, 1 << log_n)
+    want = _fft_oracle(u, taps, bias, pre, post, 1 << log_n, keep)
     assert _rel(y, want) < BF16_TOL
     exact = _oracle(u, taps, bias, pre, post)
     assert _rel(want, exact) > 10 * BF16_TOL  # the cut is a real change, so the check above is not the exact one

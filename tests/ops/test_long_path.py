@@ -35,12 +35,11 @@ def _oracle(u, taps, bias, pre=None, post=None) -> torch.Tensor:
 def _emulate(u, filt, pre, post, plan, peaks: list | None = None):
     """float64 pass 1 / inner / pass 3 exactly as the kernels compute them (no rounding), rows k1 <= R/2 only.
     ``peaks`` collects each row's largest workspace value after the inner pass (fp16 must hold it)."""
-    log_n, log_r, start, first, taps = plan
+    log_n, log_r, start, first, _ = plan
     n, r = 1 << log_n, 1 << log_r
     inner_log = log_n - log_r
     inner, rh = 1 << inner_log, r // 2 + 1
-    if filt.freq_keep < 1.0 and not first:  # as cuda._long_conv
-        taps = cuda._spectrum_taps(filt, u.shape[-1], n)
+    taps = cuda._spectrum_taps(filt, u.shape[-1], n, circular=first > 0)  # as cuda._long_conv
     spec, gain, out_scale = cuda._long_spectrum(filt, log_n, log_r, taps, torch.device("cpu"))
     g = _unpack(spec, gain, inner_log).reshape(filt.channels, rh, inner)
     in_scale = cuda._in_scale(u, pre).double()  # (H, B)
