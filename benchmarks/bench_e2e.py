@@ -9,7 +9,9 @@ an ``-hf`` checkpoint, real DNA, bf16 unless a row says otherwise, one process p
 - ``genoconv embed`` on the DMD gene (2,220,382 bp) and on chrX 1-70 Mbp, pooled + windowed (1 kbp), and DMD with
   per-nucleotide rows stored; the same with the hyenadna-tiny-1k shape (a 1,026-tap filter: the partial-convolution
   blocks), on DMD also forced onto the three-pass kernel it replaced (GENOCONV_FFTCONV_PATH=scalar); the shipped ``genoconv-demo`` on E. coli + 200 gene-sized records (6.7 Mbp), pooled,
-  fp32 and bf16. Peak GPU memory is the child's own ``torch.cuda.max_memory_allocated`` (logged by the runner);
+  fp32 and bf16; the demo model on DMD (one pass, its 16,386-tap filter on a 2.2 Mbp row: the long path's
+  overlap-save blocks), and the same with that block split switched off (``_whole``: one N = 2^22 transform per row,
+  as before 2026-12-04's fourth session). Peak GPU memory is the child's own ``torch.cuda.max_memory_allocated`` (logged by the runner);
 - the official HyenaDNA standalone code on the same weights (a scratch copy, never committed:
   ``--official DIR`` holding run_official.py + standalone_hyenadna.py), 100 kbp and 1 Mbp, fp32 and bf16 autocast;
 - fidelity: genoconv fp32 against a float64 evaluation of the same weights (``dtype="float64"``), and the official
@@ -42,7 +44,7 @@ ANCHORS = {  # ../shared/BENCHMARKS.md, official standalone code, H200, same sha
     "cli_chrx": "official: not possible; genoconv 2026-12-04: 107 s = 0.65 Mbp/s",
 }
 CASES = ("embed_100k", "embed_1m", "embed_1m_fp32_reference", "embed_many_4m_twice", "cli_dmd", "cli_dmd_per_nt",
-         "cli_chrx", "cli_chrx_c2m", "cli_dmd_tiny1k", "cli_dmd_tiny1k_3pass", "cli_chrx_tiny1k", "cli_demo_fp32", "cli_demo_bf16", "official_100k", "official_1m", "official_1m_bf16",
+         "cli_chrx", "cli_chrx_c2m", "cli_dmd_tiny1k", "cli_dmd_tiny1k_3pass", "cli_chrx_tiny1k", "cli_demo_fp32", "cli_demo_bf16", "cli_dmd_demo", "cli_dmd_demo_whole", "official_100k", "official_1m", "official_1m_bf16",
          "fidelity", "accuracy_dmd")
 
 
@@ -168,7 +170,11 @@ def child_embed_many_twice(files: dict) -> dict:
 def child_cli(files: dict, name: str, inputs: list[str], model: str, dtype: str, extra: list[str]) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "out.h5"
-        cmd = [sys.executable, "-m", "genoconv", "embed", *inputs, "-o", str(out), "--model", model,
+        launch = ["-m", "genoconv"]
+        if name.endswith("_whole"):  # A/B: the long path without its overlap-save block split (one transform per row)
+            launch = ["-c", ("import sys; import genoconv.ops.cuda as c; c.long_blocks_plan = lambda *a, **k: None; "
+                             "from genoconv.cli import main; sys.argv[0] = 'genoconv'; main()")]
+        cmd = [sys.executable, *launch, "embed", *inputs, "-o", str(out), "--model", model,
                "--device", "cuda", "--dtype", dtype, *extra]
         t0 = time.perf_counter()
         proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "GENOCONV_LOG_INTERVAL": "600"})
@@ -279,6 +285,8 @@ def run_child(case: str, files: dict, official: Path | None) -> dict:
         "cli_chrx_tiny1k": lambda: child_cli(files, case, [files["chrx"]], files["tiny1k"], "bfloat16", pooled),
         "cli_demo_fp32": lambda: child_cli(files, case, demo_inputs, "genoconv-demo", "float32", pooled),
         "cli_demo_bf16": lambda: child_cli(files, case, demo_inputs, "genoconv-demo", "bfloat16", pooled),
+        "cli_dmd_demo": lambda: child_cli(files, case, [files["dmd"]], "genoconv-demo", "bfloat16", pooled),
+        "cli_dmd_demo_whole": lambda: child_cli(files, case, [files["dmd"]], "genoconv-demo", "bfloat16", pooled),
         "official_100k": lambda: child_official(files, official, case, "seq_100k", "float32"),
         "official_1m": lambda: child_official(files, official, case, "seq_1m", "float32"),
         "official_1m_bf16": lambda: child_official(files, official, case, "seq_1m", "bfloat16"),

@@ -221,6 +221,12 @@ def run_long(dtype: torch.dtype, bw: float) -> list[dict]:
                                     + x * bias[:, None]).to(dtype), reps=5)
         add(f"partial K={k // 1024}K", lambda filt=filt: gcuda.causal_conv_cuda(u, filt), taps, bias, u, pre, post,
             path=path, ref=ref, gated_fn=lambda filt=filt: gcuda.causal_conv_cuda(u, filt, pre, post))
+        whole = gcuda.long_plan(seq_len, k, smem_per_block=smem)
+        if path.startswith("long blocks") and whole:
+            add(f"partial K={k // 1024}K, whole-row long path",
+                lambda filt=filt, whole=whole: gcuda._long_conv(u, filt, None, None, whole), taps, bias, u, pre, post,
+                path=f"long N=2^{whole[0]}",
+                gated_fn=lambda filt=filt, whole=whole: gcuda._long_conv(u, filt, pre, post, whole))
         if blocks:
             with scalar_path():
                 add(f"partial K={k // 1024}K, previous 3-pass path", lambda filt=filt: gcuda.causal_conv_cuda(u, filt),
@@ -278,6 +284,8 @@ def path_label(seq_len: int, filter_len: int, valid_from: int = 0) -> str:
         return f"tensor-core fused N=2^{how}"
     if path == "blocks":
         return f"blocks N=2^{how[0]}, lead {how[1]}"
+    if path == "long_blocks":
+        return f"long blocks N=2^{how[0]}, lead {how[1]}"
     if path == "long":
         log_n, log_r = how[:2]
         return f"long N=2^{log_n} = 2^{log_r} x 2^{log_n - log_r} ({'tensor-core' if log_r in (8, 9) else 'scalar'} outer)"
@@ -346,6 +354,7 @@ def main(argv=None) -> None:
     ap.add_argument("--update", type=Path, help="markdown file whose issue-13 section is rewritten")
     ap.add_argument("--section-out", type=Path, help="also write the section alone to this file")
     ap.add_argument("--merge", type=Path, help="splice a saved section file into --update (no GPU needed)")
+    ap.add_argument("--long-only", action="store_true", help="the issue-13 table at L = 2M only (printed, not saved)")
     args = ap.parse_args(argv)
     if args.merge:
         if not args.update:
@@ -355,6 +364,10 @@ def main(argv=None) -> None:
     if not torch.cuda.is_available():
         raise SystemExit("needs a CUDA device")
     dtype = getattr(torch, args.dtype)
+    if args.long_only:
+        bw = copy_bandwidth()
+        print(f"copy bandwidth {bw / 1e12:.2f} TB/s\n\n" + long_table(run_long(dtype, bw)))
+        return
     sizes = [int(x) for x in args.sizes.split(",") if x]
     bw, rows = run(args.quick, dtype, sizes)
     notes = ""

@@ -24,7 +24,7 @@ import torch
 from . import build
 
 __all__ = ["status", "supports", "why_not", "causal_conv_cuda", "fft_plan", "plan", "partial_plan", "long_plan",
-           "path_plan", "MAX_SEQ_LEN"]
+           "long_blocks_plan", "path_plan", "MAX_SEQ_LEN"]
 
 MAX_SEQ_LEN = 4_194_304
 _MIN_LOG_N = 3  # N >= 8, so M = N/2 >= 4 (the kernels' bit reversals need at least 2 bits)
@@ -198,20 +198,27 @@ def conv_bytes(batch: int, channels: int, seq_len: int, filter_len: int, device:
         return 1 << how, 0
     if path == "blocks":
         return 1 << how[0], 0
-    if path == "long":  # the fp16 workspace (channels in blocks of <= 1 GiB) and the (H, B) input scales
-        per_channel = ((1 << (how[1] - 1)) + 1) * batch * (4 << (how[0] - how[1]))
-        return 1 << how[0], max(per_channel, min(channels * per_channel, MULTIPASS_WORKSPACE_BYTES)) + 8 * batch * channels
+    if path in ("long", "long_blocks"):  # the fp16 workspace (channels in blocks of <= 1 GiB) and the input scales
+        log_n = how[0]
+        log_r = log_n - _long_inner_log(log_n)
+        rows = batch  # blocks: one launch per batch row holds all its middle blocks
+        if path == "long_blocks":
+            rows = max(batch, -(-seq_len // ((1 << log_n) - how[1])))
+        per_channel = ((1 << (log_r - 1)) + 1) * rows * (4 << (log_n - log_r))
+        return 1 << log_n, max(per_channel, min(channels * per_channel, MULTIPASS_WORKSPACE_BYTES)) + 8 * rows * channels
     log_n, log_n1, _ = how
     row = (1 << (log_n - 1)) * 8
     return 1 << log_n, 0 if log_n1 == 0 else max(row, min(batch * channels * row, MULTIPASS_WORKSPACE_BYTES))
 
 
 def path_plan(seq_len: int, filter_len: int, device: torch.device, valid_from: int = 0, *, pre: bool = False,
-              post: bool = False) -> tuple[str, object]:
+              post: bool = False, exact: bool = True) -> tuple[str, object]:
     """Which kernel a call takes on ``device``, and its plan: ("monarch", log_n) the tensor-core kernel for the whole
-    row; ("blocks", (log_n, lead)) its partial-convolution blocks; ("long", :func:`long_plan`); ("3-pass", (log_n,
-    log_n1, planned taps)) the scalar kernels. The one decision :func:`causal_conv_cuda`, :func:`conv_bytes` and the
-    benchmarks share (``valid_from`` as in :func:`causal_conv_cuda`; pre/post: gated, which needs more shared memory)."""
+    row; ("blocks", (log_n, lead)) its partial-convolution blocks; ("long", :func:`long_plan`) the long path for the
+    whole row, or ("long_blocks", (log_n, lead)) for overlap-save blocks of it (:func:`long_blocks_plan`); ("3-pass",
+    (log_n, log_n1, planned taps)) the scalar kernels. The one decision :func:`causal_conv_cuda`, :func:`conv_bytes`
+    and the benchmarks share (``valid_from`` as in :func:`causal_conv_cuda`; pre/post: gated, which needs more shared
+    memory; exact=False: a frequency-sparse filter, whose cut depends on N, so its row stays one transform)."""
     smem = _smem_per_block(device)
     log_n = monarch_log_n(seq_len, pre=pre, post=post, smem_per_block=smem)
     if log_n is not None:
@@ -221,7 +228,8 @@ def path_plan(seq_len: int, filter_len: int, device: torch.device, valid_from: i
         return "blocks", blocks
     long = long_plan(seq_len, filter_len, valid_from, smem_per_block=smem)
     if long is not None:
-        return "long", long
+        split = long_blocks_plan(seq_len, filter_len, valid_from, smem_per_block=smem) if exact else None
+        return ("long_blocks", split) if split else ("long", long)
     planned = _planned_taps(seq_len, filter_len, valid_from)
     return "3-pass", (*plan(seq_len, planned, device), planned)
 
@@ -613,6 +621,53 @@ def long_plan(seq_len: int, filter_len: int, valid_from: int = 0, *,
     return log_n, log_n - _long_inner_log(log_n), start, first, taps
 
 
+# Per-point cost of the long path by log2 N relative to N >= 2^18 (H200, B*H*L = 2^27, BENCHMARKS.md issue 13: 64K at
+# N = 2^17 3.10 ms, 256K-4M at 2^19-2^23 2.45-2.76 ms per 2^28 transform points; N = 2^16 keeps the scalar outer passes,
+# which cost about what 2^17's did with them, 3.3 ms). What the block split below weighs its options by.
+_LONG_POINT_COST = {16: 1.35, 17: 1.25}
+# A split must save this share of the whole-row transform's cost: each block launch adds three kernels and its
+# inputs' overlap (lead samples) is read twice.
+_LONG_BLOCKS_MIN_SAVING = 0.15
+
+
+def _long_cost(log_n: int) -> float:
+    return (1 << log_n) * _LONG_POINT_COST.get(log_n, 1.0)
+
+
+def long_blocks_plan(seq_len: int, filter_len: int, valid_from: int = 0, *,
+                     smem_per_block: int | None = None) -> tuple[int, int] | None:
+    """(log2 N, lead) when the long path should run a row as overlap-save blocks of N inputs instead of one transform,
+    else None. A linear transform of the whole row needs N >= L + K - 1 (up to 2 L after rounding to a power of two);
+    blocks of N inputs each keep N - lead >= N / 4 new outputs (lead = K - 1 rounded up to 8), so for K << L they transform
+    ~L (1 + K / N) points: the issue's partial convolution, whose cost scales with L, not with the next power of two
+    above L + K. Chosen by the per-point cost model above; None when no split saves ``_LONG_BLOCKS_MIN_SAVING``."""
+    whole = long_plan(seq_len, filter_len, valid_from, smem_per_block=smem_per_block)
+    if whole is None:
+        return None
+    k = max(1, min(filter_len, seq_len))
+    first = whole[3]
+    lead = -(-(k - 1) // 8) * 8
+    if first:
+        lead = min(lead, first)  # >= K - 1: a streamed row carries at least that many inputs
+    best, best_cost = None, (1.0 - _LONG_BLOCKS_MIN_SAVING) * _long_cost(whole[0])
+    for log_n in range(LONG_LOG_N[0], whole[0]):
+        step = (1 << log_n) - lead
+        if step < (1 << log_n) // 4:
+            continue
+        if smem_per_block is not None and _long_smem_bytes(log_n) > smem_per_block:
+            continue
+        full, rest = divmod(seq_len - first, step)
+        cost = full * _long_cost(log_n)
+        if rest:
+            tail = long_plan(rest + lead, k, lead, smem_per_block=smem_per_block)
+            if tail is None:
+                continue
+            cost += _long_cost(tail[0])
+        if full >= 1 and cost < best_cost:
+            best, best_cost = (log_n, lead), cost
+    return best
+
+
 def _long_spectrum(filt, log_n: int, log_r: int, n_taps: int, device: torch.device):
     """((H (R/2 + 1), N', 2) fp16, (H (R/2 + 1),) gain, (H,) out_scale): row (h, k1), k1 = 0 .. R/2, is the inner filter
     whose spectrum is K[k1 + R k2], K = DFT_N(taps[:, :n_taps]) + bias, in the tensor-core kernel's format. Its output
@@ -688,6 +743,56 @@ def _long_conv(u, filt, pregate, postgate, plan_) -> torch.Tensor:
     return y
 
 
+def _long_blocks(u, filt, pregate, postgate, log_n: int, lead: int, valid_from: int = 0, op=None) -> torch.Tensor:
+    """A row as overlap-save blocks through the long path (:func:`long_blocks_plan`), no copies.
+
+    Outputs [o, L) come in steps of C = N - lead (o = 0, or ``valid_from`` for a streamed row). Block j reads the N
+    inputs from o + j C - lead and writes its outputs from lead on; with o = 0 the first block is instead a linear
+    transform of inputs [0, C). The last block is shorter and planned for its own length. Blocks are strided views of
+    u and y (batch stride C), so y is written once; all blocks of a row share the row's input scale, so a row holding
+    inf/NaN is NaN throughout, as on the whole-row path."""
+    batch, channels, seq_len = u.shape
+    dev = u.device
+    k = max(1, min(filt.filter_len, seq_len))
+    first = valid_from if 0 < valid_from and k - 1 <= valid_from else 0
+    step = (1 << log_n) - lead
+    sig = [t if t is None or t.stride(-1) == 1 else t.contiguous() for t in (u, pregate, postgate)]
+    y = torch.empty(u.shape, dtype=u.dtype, device=dev)
+    scale = _in_scale(sig[0], sig[1])  # (H, B), from the whole row
+    op = op or torch.ops.genoconv_fftconv.causal_conv_long  # (tests pass a float64 stand-in on the CPU)
+
+    def run(views, log_n_, a, o, in_scale):
+        log_r = log_n_ - _long_inner_log(log_n_)
+        spec, gain, out_scale = filt.cached(("cuda_long", log_n_, log_r, k, str(dev)),
+                                            lambda: _long_spectrum(filt, log_n_, log_r, k, dev))
+        twiddle = _cached_table(("long_twiddle", log_r, str(dev)), lambda: _multilevel_twiddle(log_r, dev))
+        op(views[0], spec, gain, out_scale, in_scale, twiddle, views[1], views[2], views[3], log_n_, log_r, a, o)
+
+    def cut(start, stop=None):
+        return [None if t is None else t[..., start:stop] for t in (*sig, y)]
+
+    full = (seq_len - first) // step
+    head = first == 0  # o = 0: block 0 is a linear transform of inputs [0, C)
+    if head:
+        run(cut(0, step), log_n, 0, 0, scale)
+    mids = full - head
+    if mids > 0:
+        begin = first + head * step - lead
+        for b in range(batch):
+            def blocks(t, b=b):
+                if t is None:
+                    return None
+                row = t[b]
+                return row.as_strided((mids, channels, 1 << log_n), (step, row.stride(0), 1),
+                                      row.storage_offset() + begin)
+            run([blocks(t) for t in (*sig, y)], log_n, 0, lead, scale[:, b:b + 1].expand(channels, mids).contiguous())
+    start = first + full * step
+    if start < seq_len:
+        tail = long_plan(seq_len - start + lead, k, lead)
+        run(cut(start - lead), tail[0], tail[2], tail[3], scale)
+    return y
+
+
 def causal_conv_cuda(u, filt, pregate=None, postgate=None, valid_from: int = 0):
     """CUDA kernel with exactly :func:`genoconv.ops.fftconv.causal_conv_ref`'s semantics (bf16/fp16 in and out).
 
@@ -703,7 +808,7 @@ def causal_conv_cuda(u, filt, pregate=None, postgate=None, valid_from: int = 0):
     seq_len = u.shape[-1]
     dev = u.device
     path, how = path_plan(seq_len, filt.filter_len, dev, valid_from, pre=pregate is not None,
-                          post=postgate is not None)
+                          post=postgate is not None, exact=filt.freq_keep >= 1.0)
     if path in ("monarch", "blocks"):  # the tensor-core kernel: the whole row, or its blocks
         log_n = how if path == "monarch" else how[0]
         taps = _spectrum_taps(filt, seq_len, 1 << log_n)
@@ -714,6 +819,8 @@ def causal_conv_cuda(u, filt, pregate=None, postgate=None, valid_from: int = 0):
         return _conv_blocks(u, pregate, postgate, log_n, how[1], spec, gain)
     if path == "long":
         return _long_conv(u, filt, pregate, postgate, how)
+    if path == "long_blocks":
+        return _long_blocks(u, filt, pregate, postgate, *how, valid_from=valid_from)
     log_n, log_n1, planned = how
     taps = _spectrum_taps(filt, seq_len, 1 << log_n, circular=planned == 1)
     bins, pair_tw, tw = _cached_tables(log_n, log_n1, dev)

@@ -232,6 +232,8 @@ def test_cuda_dispatch_and_spectrum_keys_without_a_gpu(monkeypatch):
     monkeypatch.setattr(cuda, "_conv_blocks", lambda u, pre, post, log_n, lead, spec, gain:
                         ran.append(("blocks", log_n, spec, lead)))
     monkeypatch.setattr(cuda, "_long_conv", lambda u, f, pre, post, plan: ran.append(("long", plan)))
+    monkeypatch.setattr(cuda, "_long_blocks", lambda u, f, pre, post, log_n, lead, valid_from:
+                        ran.append(("long_blocks", log_n, lead, valid_from)))
 
     def call(seq_len, k, valid_from=0, keep=1.0):
         u = torch.empty(1, 2, seq_len)
@@ -249,6 +251,10 @@ def test_cuda_dispatch_and_spectrum_keys_without_a_gpu(monkeypatch):
     assert call(2_220_382, 1_000_000) == ("long", (22, 8, 0, 0, 1_000_000))  # R = 256 around N' = 2^14
     assert call(2_220_382, 2_220_382) == ("long", (23, 9, 0, 0, 2_220_382))  # R = 512 around N' = 2^14
     assert call(5_000_000, 5_000_000)[0] == "3-pass"  # past the long path's 2^23
+    # K << L: overlap-save blocks of 2^20 (2 + a 2^16 tail) instead of one 2^22 transform; not for a cut spectrum
+    assert call(2_097_152, 16_384) == ("long_blocks", 20, 16_384, 0)
+    assert call(2_097_152, 16_384, keep=0.5) == ("long", (22, 8, 0, 0, 16_384))
+    assert call(3_190_000, 16_384, valid_from=16_383) == ("long_blocks", 20, 16_383, 16_383)  # lead <= carried
     monkeypatch.setenv("GENOCONV_FFTCONV_PATH", "scalar")  # the scalar kernels only
     assert call(100_000, 50_000) == ("3-pass", 18, (18, 50_000))
     assert call(100_000, 150_000) == ("3-pass", 18, (18, 131_072))

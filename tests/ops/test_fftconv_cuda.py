@@ -430,6 +430,32 @@ def test_partial_blocks_strided_and_misaligned(offset):
     assert _rel(y, _oracle(u, taps, bias, pre, post)) <= BF16_TOL
 
 
+@pytest.mark.parametrize("seq_len,filter_len,batch", [(600_001, 12_000, 3), (270_000, 16_001, 1),
+                                                      (2_097_152, 16_384, 1)])
+def test_long_blocks_rows_gates_and_views(seq_len, filter_len, batch):
+    # K << L on the long path: overlap-save blocks (head, middle blocks per batch row as strided views, a tail planned
+    # for its own length). Poisoned output, gates, a channel-strided view, and a NaN row that must be NaN throughout.
+    cuda = _cuda()
+    dev = torch.device("cuda")
+    assert cuda.path_plan(seq_len, filter_len, dev, pre=True, post=True)[0] == "long_blocks"
+    channels = 3
+    u, filt, taps, bias, pre, post = _case(seq_len, channels, batch, torch.bfloat16, True, filter_len=filter_len,
+                                           seed=13)
+    y = _run_poisoned(u, filt, pre, post)
+    assert _rel(y, _oracle(u, taps, bias, pre, post)) <= BF16_TOL
+    plain = causal_conv(u, filt)
+    assert _rel(plain, _oracle(u, taps, bias, None, None)) <= BF16_TOL
+    wide = torch.stack([u, u], dim=2).flatten(1, 2)[:, ::2]  # u again, with channel stride 2 L
+    assert _rel(causal_conv(wide, filt, pre, post), y) <= 1e-6
+    bad = u.clone()
+    bad[0, 1, seq_len - 3] = float("nan")  # read by the tail block only
+    yb = causal_conv(bad, filt, pre, post)
+    assert torch.isnan(yb[0, 1]).all()  # as an FFT convolution of that row gives
+    rest = torch.ones(batch, channels, dtype=torch.bool)
+    rest[0, 1] = False
+    assert torch.equal(yb[rest], y[rest])
+
+
 @pytest.mark.parametrize("past,chunk,filter_len", [(49_999, 60_001, 50_000), (999_999, 1_000_003, 1_000_000)])
 def test_streamed_chunk_is_circular_and_exact(past, chunk, filter_len):
     # [K-1 carried gated inputs | chunk]: the transform is sized for the row alone (overlap-save), not row + K - 1.

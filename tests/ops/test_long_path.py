@@ -32,20 +32,19 @@ def _oracle(u, taps, bias, pre=None, post=None) -> torch.Tensor:
     return y * post if post is not None else y
 
 
-def _emulate(u, filt, pre, post, plan, peaks: list | None = None):
-    """float64 pass 1 / inner / pass 3 exactly as the kernels compute them (no rounding), rows k1 <= R/2 only.
-    ``peaks`` collects each row's largest workspace value after the inner pass (fp16 must hold it)."""
-    log_n, log_r, start, first, _ = plan
+def _emulate_op(u, spec, gain, out_scale, in_scale, twiddle, pre, post, y, log_n, log_r, start, first,
+                peaks: list | None = None):
+    """float64 stand-in for torch.ops.genoconv_fftconv.causal_conv_long: pass 1 / inner / pass 3 exactly as the kernels
+    compute them (no rounding), rows k1 <= R/2 only, from the given spectrum words and input scales, writing outputs
+    t >= first of each row of the (possibly strided) y. ``peaks`` collects each row's largest workspace value after
+    the inner pass (fp16 must hold it)."""
     n, r = 1 << log_n, 1 << log_r
     inner_log = log_n - log_r
     inner, rh = 1 << inner_log, r // 2 + 1
-    taps = cuda._spectrum_taps(filt, u.shape[-1], n, circular=first > 0)  # as cuda._long_conv
-    spec, gain, out_scale = cuda._long_spectrum(filt, log_n, log_r, taps, torch.device("cpu"))
-    g = _unpack(spec, gain, inner_log).reshape(filt.channels, rh, inner)
-    in_scale = cuda._in_scale(u, pre).double()  # (H, B)
     batch, channels, seq_len = u.shape
+    assert in_scale.shape == (channels, batch) and y.shape == u.shape and seq_len - start <= n
+    g = _unpack(spec, gain, inner_log).reshape(channels, rh, inner)
     x = u.double() * (pre.double() if pre is not None else 1.0)
-    y = torch.full(u.shape, float("nan"), dtype=torch.float64)
     k1 = torch.arange(rh)[:, None]
     n2 = torch.arange(inner)[None, :]
     tw = torch.exp(-2j * torch.pi * k1 * n2 / n)
@@ -54,8 +53,9 @@ def _emulate(u, filt, pre, post, plan, peaks: list | None = None):
     keep = (t >= first) & ok
     for b in range(batch):
         for h in range(channels):
+            sc = in_scale[h, b].item()
             z = torch.zeros(n, dtype=torch.float64)
-            z[ok] = x[b, h, t[ok]] * in_scale[h, b]
+            z[ok] = x[b, h, t[ok]] * sc
             # pass 1: R-point DFTs down the columns (z[N' n1 + n2]), rows k1 <= R/2, twiddle W_N^(n2 k1), 1/R
             w = torch.fft.fft(z.reshape(r, inner), dim=0)[:rh] * tw / r
             # inner: circular convolution of row k1 with the filter whose spectrum is g[h, k1]
@@ -65,10 +65,21 @@ def _emulate(u, filt, pre, post, plan, peaks: list | None = None):
             # pass 3: conj twiddle, Hermitian completion of rows R - k1, inverse DFT over k1 (unnormalised), real part
             t_rows = w * tw.conj()
             full = torch.cat((t_rows, t_rows[1: r // 2].flip(0).conj()), dim=0)
-            v = (torch.fft.ifft(full, dim=0) * r).real.reshape(n) * out_scale[h].double() / in_scale[h, b]
-            y[b, h, t[keep]] = v[keep]
-    if post is not None:
-        y = y * post.double()
+            v = (torch.fft.ifft(full, dim=0) * r).real.reshape(n) * out_scale[h].double()
+            v = v / sc if sc != 0 else torch.full_like(v, float("nan"))  # a row holding inf/NaN: NaN
+            if post is not None:
+                v[keep] = v[keep] * post[b, h, t[keep]].double()
+            y[b, h, t[keep]] = v[keep].to(y.dtype)
+
+
+def _emulate(u, filt, pre, post, plan, peaks: list | None = None):
+    """The whole-row long path (cuda._long_conv) with :func:`_emulate_op` for its kernels."""
+    log_n, log_r, start, first, _ = plan
+    taps = cuda._spectrum_taps(filt, u.shape[-1], 1 << log_n, circular=first > 0)  # as cuda._long_conv
+    spec, gain, out_scale = cuda._long_spectrum(filt, log_n, log_r, taps, torch.device("cpu"))
+    y = torch.full(u.shape, float("nan"), dtype=torch.float64)
+    _emulate_op(u, spec, gain, out_scale, cuda._in_scale(u, pre), None, pre, post, y, log_n, log_r, start, first,
+                peaks=peaks)
     return y
 
 
@@ -156,3 +167,54 @@ def test_long_plan_bounds():
     assert cuda.long_plan(4_194_304, 4_194_304)[:2] == (23, 9)  # N' capped at 2^14
     assert cuda.long_plan(40_000, 40_000)[:2] == (17, 8)  # R = 256 around the circular kernel's r = 2 (N' = 2^9)
     assert cuda.long_plan(20_000, 20_000)[:2] == (16, 4)  # N / 256 = 2^8 has no tensor-core kernel: N' = 2^12
+
+
+@pytest.mark.parametrize("batch,seq_len,filter_len,valid_from,gated", [
+    (2, 600_000, 12_000, 0, False),       # head, one middle block per batch row, tail
+    (1, 270_000, 16_000, 0, True),        # head and tail only
+    (1, 800_000, 12_001, 0, False),       # K - 1 = 12,000: lead rounded up to 12,000 stays a multiple of 8
+    (1, 300_000, 16_001, 16_000, True),   # a streamed row: every block circular, outputs from valid_from
+])
+def test_long_blocks_cover_every_output_once(batch, seq_len, filter_len, valid_from, gated):
+    """A row with K << L as overlap-save blocks through the long path (cuda._long_blocks), with the float64 kernel
+    stand-in: every output written exactly once through the strided block views, equal to the linear convolution,
+    at fewer transform points than the whole row's plan; an inf/NaN row is NaN throughout, as on the whole-row path."""
+    split = cuda.long_blocks_plan(seq_len, filter_len, valid_from, smem_per_block=227 << 10)
+    whole = cuda.long_plan(seq_len, filter_len, valid_from)
+    assert split is not None and split[0] < whole[0]
+    gen = torch.Generator().manual_seed(seq_len + filter_len)
+    channels = 2
+    taps = torch.randn(channels, filter_len, generator=gen, dtype=torch.float64) / filter_len ** 0.5
+    filt = LongFilter(taps, torch.randn(channels, generator=gen, dtype=torch.float64))
+    u = torch.randn(batch, channels, seq_len, generator=gen, dtype=torch.float64)
+    u[0, 0, : seq_len // 7] *= 1e-3  # rows of uneven magnitude share one scale per row
+    pre = torch.randn(batch, channels, seq_len, generator=gen, dtype=torch.float64) if gated else None
+    post = torch.randn(batch, channels, seq_len, generator=gen, dtype=torch.float64) if gated else None
+    writes = torch.zeros(batch, channels, seq_len, dtype=torch.int64)
+    points = []
+
+    def op(uv, spec, gain, out_scale, in_scale, twiddle, prev, postv, yv, log_n, log_r, a, o):
+        assert uv.stride(-1) == 1 and yv.shape == uv.shape and twiddle.shape == (1 << log_r, 2)
+        points.append(uv.shape[0] << log_n)
+        _emulate_op(uv, spec, gain, out_scale, in_scale, twiddle, prev, postv, yv, log_n, log_r, a, o)
+        for r in range(yv.shape[0]):  # count the writes through the view's addresses
+            for c in range(channels):
+                begin = yv.storage_offset() + r * yv.stride(0) + c * yv.stride(1) + o
+                writes.view(-1)[torch.arange(begin, begin + yv.shape[-1] - o)] += 1
+
+    y = cuda._long_blocks(u, filt, pre, post, *split, valid_from=valid_from, op=op)
+    kept = writes[..., valid_from:]
+    assert torch.equal(kept, torch.ones_like(kept)), "every output from valid_from on written exactly once"
+    assert (writes[..., :valid_from] == 0).all()
+    assert sum(points) < batch * (1 << whole[0])  # the point of the split
+    want = _oracle(u, taps, filt.bias, pre, post)[..., valid_from:]
+    got = y[..., valid_from:]
+    assert ((got - want).norm() / want.norm()).item() < 1e-3  # fp16 spectrum words: ~3e-4
+    for b in range(batch):  # and per row: no block of a row is off by its scale
+        assert ((got[b] - want[b]).norm() / want[b].norm()).item() < 1e-3
+    if not gated:
+        bad = u.clone()
+        bad[0, 1, seq_len - 5] = float("nan")  # read by the last block only
+        yb = cuda._long_blocks(bad, filt, None, None, *split, valid_from=valid_from, op=_emulate_op)
+        assert torch.isnan(yb[0, 1, valid_from:]).all()
+        assert torch.equal(yb[0, 0, valid_from:], y[0, 0, valid_from:])
