@@ -218,3 +218,29 @@ def test_long_blocks_cover_every_output_once(batch, seq_len, filter_len, valid_f
         yb = cuda._long_blocks(bad, filt, None, None, *split, valid_from=valid_from, op=_emulate_op)
         assert torch.isnan(yb[0, 1, valid_from:]).all()
         assert torch.equal(yb[0, 0, valid_from:], y[0, 0, valid_from:])
+
+
+def test_conv_bytes_bounds_every_block_launch(monkeypatch):
+    """The memory plan's workspace for a blocked row (cuda.conv_bytes) covers each launch's workspace as
+    bindings.cpp allocates it: (R/2 + 1) 2 rows N' fp16 words per channel, channels in steps of <= 2^29 words."""
+    monkeypatch.setattr(cuda, "_smem_per_block", lambda device: 227 << 10)
+    dev = torch.device("cuda")
+    cases = ((2, 64, 2_097_152, 16_384), (1, 256, 2_097_152, 262_144), (8, 3, 600_001, 13_000),
+             (1, 512, 2_600_000, 16_000))  # the last: 4 middle blocks in one launch, more rows than the batch
+    for batch, channels, seq_len, k in cases:
+        path, (log_n, lead) = cuda.path_plan(seq_len, k, dev)
+        assert path == "long_blocks"
+        n_fft, extra = cuda.conv_bytes(batch, channels, seq_len, k, dev)
+        assert n_fft == 1 << log_n
+
+        def allocated(rows, log_n_):
+            log_r = log_n_ - cuda._long_inner_log(log_n_)
+            words = ((1 << (log_r - 1)) + 1) * 2 * rows * (1 << (log_n_ - log_r))
+            return min(channels, max(1, (1 << 29) // words)) * words * 2
+
+        step = (1 << log_n) - lead
+        full, rest = divmod(seq_len, step)
+        launches = [allocated(batch, log_n), allocated(full - 1, log_n) if full > 1 else 0]
+        if rest:
+            launches.append(allocated(batch, cuda.long_plan(rest + lead, k, lead)[0]))
+        assert extra >= max(launches)
