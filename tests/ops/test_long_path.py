@@ -233,7 +233,7 @@ def test_conv_bytes_bounds_every_block_launch(monkeypatch):
         n_fft, extra = cuda.conv_bytes(batch, channels, seq_len, k, dev)
         assert n_fft == 1 << log_n
 
-        def allocated(rows, log_n_):
+        def allocated(rows, log_n_, channels=channels):
             log_r = log_n_ - cuda._long_inner_log(log_n_)
             words = ((1 << (log_r - 1)) + 1) * 2 * rows * (1 << (log_n_ - log_r))
             return min(channels, max(1, (1 << 29) // words)) * words * 2
