@@ -107,8 +107,10 @@ struct Cfg {
   // 128 registers per thread: blocks of <= 8 warps run two per SM (their phases overlap: one loads while the other
   // computes); where shared memory allows one block per SM (r = 128; r = 64 with staged gates: 160 KiB) it takes 16.
   static constexpr bool kOneBlock = kR >= 128 || ((kGated || kCirc) && kR >= 64);
-  // r = 16 (one column item per warp at 8 warps) runs 4-warp blocks, four per SM.
-  static constexpr int kWarps = kOneBlock ? 16 : kR == 16 ? 4 : (kR / 2 < 2 ? 2 : (kR / 2 > 8 ? 8 : kR / 2));
+  // r = 16 (one column item per warp at 8 warps) runs 4-warp blocks, four per SM. Below, one warp per row pair of the
+  // row stage (r / 2 warps, at most 8): r = 2 (the long path's N' = 512) has a single row pair, so a second warp would
+  // idle through that stage (NOTES.md v13); it runs 1-warp blocks, sixteen per SM.
+  static constexpr int kWarps = kOneBlock ? 16 : kR == 16 ? 4 : (kR < 4 ? 1 : (kR / 2 > 8 ? 8 : kR / 2));
   static constexpr int kThreads = 32 * kWarps;
   static constexpr int kPlane = kN / 2;                 // 32-bit words per plane
   static constexpr int kQuarter = kN / 4;               // words per sub-plane
