@@ -212,6 +212,11 @@ def test_long_blocks_cover_every_output_once(batch, seq_len, filter_len, valid_f
     assert ((got - want).norm() / want.norm()).item() < 1e-3  # fp16 spectrum words: ~3e-4
     for b in range(batch):  # and per row: no block of a row is off by its scale
         assert ((got[b] - want[b]).norm() / want[b].norm()).item() < 1e-3
+    if batch > 1:  # a channel-strided view of the same input: the block views follow its strides
+        wide = torch.stack([u, u], dim=2).flatten(1, 2)[:, ::2]
+        assert wide.stride(1) == 2 * seq_len
+        yw = cuda._long_blocks(wide, filt, pre, post, *split, valid_from=valid_from, op=_emulate_op)
+        assert torch.equal(yw[..., valid_from:], y[..., valid_from:])
     if not gated:
         bad = u.clone()
         bad[0, 1, seq_len - 5] = float("nan")  # read by the last block only
