@@ -10,7 +10,8 @@ each as a median time in ms, the ratio to PyTorch, the share of the memory floor
 over the measured copy bandwidth), and the relative L2 error against a float64 FFT convolution on a few channels.
 
 A second table (issue 13) at L = 2M (B=1, H=64): partial convolutions (K = 1K, 16K, 262K taps; K = 1K also on the
-three-pass path it replaced), a streamed chunk behind 1M carried inputs (linear [1M | 2.19M] as before, circular
+three-pass path it replaced, and where the long path splits the row into overlap-save blocks, also as one whole-row
+transform), a streamed chunk behind 1M carried inputs (linear [1M | 2.19M] as before, circular
 [1M | 3.19M] now: same FFT size, 1.46x the new outputs), and frequency-sparse filters (F = 1, 0.5, 0.25 at L = 64K and
 1M through the dispatch point; F < 1 runs in the kernels, the spectrum cut at the path's N, its error taken against
 that definition). Each row names the path the dispatch took.
@@ -19,6 +20,7 @@ that definition). Each row names the path the dispatch took.
     python benchmarks/bench_fftconv.py --update BENCHMARKS.md   # also rewrite its section of that file (issue 13's;
                                                                 # the issue-5 section above it is kept as history)
     python benchmarks/bench_fftconv.py --merge section.md --update BENCHMARKS.md  # splice a saved section (no GPU)
+    python benchmarks/bench_fftconv.py --long-only            # the second table alone, printed
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ from pathlib import Path
 import torch
 
 SECTION = "## FFT convolution kernel: lengths to 4M, partial, streamed and frequency-sparse (issue 13)"
-SWEEP = [512, 2048, 8192, 16384, 65536, 262144, 1048576, 2097152, 4194304]
+SWEEP = [512, 2048, 8192, 16384, 32768, 65536, 262144, 1048576, 2097152, 4194304]  # 32K: small-32k at its length (N = 2^16)
 GENE_LEN = 2_220_382
 TOTAL = 1 << 27
 
