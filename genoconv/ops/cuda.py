@@ -205,7 +205,8 @@ def conv_bytes(batch: int, channels: int, seq_len: int, filter_len: int, device:
         if path == "long_blocks":
             rows = max(batch, -(-seq_len // ((1 << log_n) - how[1])))
         per_channel = ((1 << (log_r - 1)) + 1) * rows * (4 << (log_n - log_r))
-        return 1 << log_n, max(per_channel, min(channels * per_channel, MULTIPASS_WORKSPACE_BYTES)) + 8 * rows * channels
+        work = max(per_channel, min(channels * per_channel, MULTIPASS_WORKSPACE_BYTES))
+        return 1 << log_n, work + 8 * rows * channels
     log_n, log_n1, _ = how
     row = (1 << (log_n - 1)) * 8
     return 1 << log_n, 0 if log_n1 == 0 else max(row, min(batch * channels * row, MULTIPASS_WORKSPACE_BYTES))
@@ -215,10 +216,11 @@ def path_plan(seq_len: int, filter_len: int, device: torch.device, valid_from: i
               post: bool = False, exact: bool = True) -> tuple[str, object]:
     """Which kernel a call takes on ``device``, and its plan: ("monarch", log_n) the tensor-core kernel for the whole
     row; ("blocks", (log_n, lead)) its partial-convolution blocks; ("long", :func:`long_plan`) the long path for the
-    whole row, or ("long_blocks", (log_n, lead)) for overlap-save blocks of it (:func:`long_blocks_plan`); ("3-pass",
-    (log_n, log_n1, planned taps)) the scalar kernels. The one decision :func:`causal_conv_cuda`, :func:`conv_bytes`
-    and the benchmarks share (``valid_from`` as in :func:`causal_conv_cuda`; pre/post: gated, which needs more shared
-    memory; exact=False: a frequency-sparse filter, whose cut depends on N, so its row stays one transform)."""
+    whole row, or ("long_blocks", (log_n, lead, first output)) for overlap-save blocks of it
+    (:func:`long_blocks_plan`); ("3-pass", (log_n, log_n1, planned taps)) the scalar kernels. The one decision
+    :func:`causal_conv_cuda`, :func:`conv_bytes` and the benchmarks share (``valid_from`` as in
+    :func:`causal_conv_cuda`; pre/post: gated, which needs more shared memory; exact=False: a frequency-sparse filter,
+    whose cut depends on N, so its row stays one transform)."""
     smem = _smem_per_block(device)
     log_n = monarch_log_n(seq_len, pre=pre, post=post, smem_per_block=smem)
     if log_n is not None:
@@ -635,10 +637,12 @@ def _long_cost(log_n: int) -> float:
 
 
 def long_blocks_plan(seq_len: int, filter_len: int, valid_from: int = 0, *,
-                     smem_per_block: int | None = None) -> tuple[int, int] | None:
-    """(log2 N, lead) when the long path should run a row as overlap-save blocks of N inputs instead of one transform,
-    else None. A linear transform of the whole row needs N >= L + K - 1 (up to 2 L after rounding to a power of two);
-    blocks of N inputs each keep N - lead >= N / 4 new outputs (lead = K - 1 rounded up to 8), so for K << L they transform
+                     smem_per_block: int | None = None) -> tuple[int, int, int] | None:
+    """(log2 N, lead, first output) when the long path should run a row as overlap-save blocks of N inputs instead of
+    one transform, else None (the first output is :func:`long_plan`'s o: 0, or ``valid_from`` for a streamed row).
+
+    A linear transform of the whole row needs N >= L + K - 1 (up to 2 L after rounding to a power of two); blocks of N
+    inputs each keep N - lead >= N / 4 new outputs (lead = K - 1 rounded up to 8), so for K << L they transform
     ~L (1 + K / N) points: the issue's partial convolution, whose cost scales with L, not with the next power of two
     above L + K. Chosen by the per-point cost model above; None when no split saves ``_LONG_BLOCKS_MIN_SAVING``."""
     whole = long_plan(seq_len, filter_len, valid_from, smem_per_block=smem_per_block)
@@ -664,7 +668,7 @@ def long_blocks_plan(seq_len: int, filter_len: int, valid_from: int = 0, *,
                 continue
             cost += _long_cost(tail[0])
         if full >= 1 and cost < best_cost:
-            best, best_cost = (log_n, lead), cost
+            best, best_cost = (log_n, lead, first), cost
     return best
 
 
@@ -729,50 +733,51 @@ def _in_scale(u: torch.Tensor, pregate: torch.Tensor | None) -> torch.Tensor:
     return scale.t().contiguous()
 
 
-def _long_conv(u, filt, pregate, postgate, plan_) -> torch.Tensor:
-    log_n, log_r, start, first, _ = plan_
+def _long_op(filt, u, pregate, postgate, y, in_scale, log_n: int, a: int, o: int, taps: int, op=None) -> None:
+    """One causal_conv_long call on (possibly strided) rows: the filter's inner spectra at N = 2^log_n built from
+    ``taps`` taps (cached in the filter) and the outer twiddles (cached per R); inputs from a, outputs from o into y.
+    ``op``: a float64 stand-in for the kernel in the CPU tests."""
     dev = u.device
-    taps = _spectrum_taps(filt, u.shape[-1], 1 << log_n, circular=first > 0)  # the plan's taps, or a cut filter's
+    log_r = log_n - _long_inner_log(log_n)
     spec, gain, out_scale = filt.cached(("cuda_long", log_n, log_r, taps, str(dev)),
                                         lambda: _long_spectrum(filt, log_n, log_r, taps, dev))
     twiddle = _cached_table(("long_twiddle", log_r, str(dev)), lambda: _multilevel_twiddle(log_r, dev))
-    y = torch.empty(u.shape, dtype=u.dtype, device=dev)  # first: the scales' temporaries come after the output
+    op = op or torch.ops.genoconv_fftconv.causal_conv_long
+    op(u, spec, gain, out_scale, in_scale, twiddle, pregate, postgate, y, log_n, log_r, a, o)
+
+
+def _long_conv(u, filt, pregate, postgate, plan_) -> torch.Tensor:
+    log_n, _, start, first, _ = plan_
+    taps = _spectrum_taps(filt, u.shape[-1], 1 << log_n, circular=first > 0)  # the plan's taps, or a cut filter's
+    y = torch.empty(u.shape, dtype=u.dtype, device=u.device)  # first: the scales' temporaries come after the output
     sig = [t if t is None or t.stride(-1) == 1 else t.contiguous() for t in (u, pregate, postgate)]
-    torch.ops.genoconv_fftconv.causal_conv_long(sig[0], spec, gain, out_scale, _in_scale(sig[0], sig[1]),
-                                                twiddle, sig[1], sig[2], y, log_n, log_r, start, first)
+    _long_op(filt, sig[0], sig[1], sig[2], y, _in_scale(sig[0], sig[1]), log_n, start, first, taps)
     return y
 
 
-def _long_blocks(u, filt, pregate, postgate, log_n: int, lead: int, valid_from: int = 0, op=None) -> torch.Tensor:
+def _long_blocks(u, filt, pregate, postgate, log_n: int, lead: int, first: int, op=None) -> torch.Tensor:
     """A row as overlap-save blocks through the long path (:func:`long_blocks_plan`), no copies.
 
-    Outputs [o, L) come in steps of C = N - lead (o = 0, or ``valid_from`` for a streamed row). Block j reads the N
-    inputs from o + j C - lead and writes its outputs from lead on; with o = 0 the first block is instead a linear
-    transform of inputs [0, C). The last block is shorter and planned for its own length. Blocks are strided views of
-    u and y (batch stride C), so y is written once; all blocks of a row share the row's input scale, so a row holding
-    inf/NaN is NaN throughout, as on the whole-row path."""
+    Outputs [first, L) come in steps of C = N - lead (first = 0, or the carried inputs of a streamed row). Block j
+    reads the N inputs from first + j C - lead and writes its outputs from lead on; with first = 0 the first block is
+    instead a linear transform of inputs [0, C). The last block is shorter and planned for its own length. Blocks are
+    strided views of u and y (batch stride C), so y is written once; all blocks of a row share the row's input scale,
+    so a row holding inf/NaN is NaN throughout, as on the whole-row path."""
     batch, channels, seq_len = u.shape
-    dev = u.device
-    k = max(1, min(filt.filter_len, seq_len))
-    first = valid_from if 0 < valid_from and k - 1 <= valid_from else 0
+    k = max(1, min(filt.filter_len, seq_len))  # every block, linear or circular, uses all K taps
     step = (1 << log_n) - lead
     sig = [t if t is None or t.stride(-1) == 1 else t.contiguous() for t in (u, pregate, postgate)]
-    y = torch.empty(u.shape, dtype=u.dtype, device=dev)
+    y = torch.empty(u.shape, dtype=u.dtype, device=u.device)
     scale = _in_scale(sig[0], sig[1])  # (H, B), from the whole row
-    op = op or torch.ops.genoconv_fftconv.causal_conv_long  # (tests pass a float64 stand-in on the CPU)
 
     def run(views, log_n_, a, o, in_scale):
-        log_r = log_n_ - _long_inner_log(log_n_)
-        spec, gain, out_scale = filt.cached(("cuda_long", log_n_, log_r, k, str(dev)),
-                                            lambda: _long_spectrum(filt, log_n_, log_r, k, dev))
-        twiddle = _cached_table(("long_twiddle", log_r, str(dev)), lambda: _multilevel_twiddle(log_r, dev))
-        op(views[0], spec, gain, out_scale, in_scale, twiddle, views[1], views[2], views[3], log_n_, log_r, a, o)
+        _long_op(filt, *views, in_scale, log_n_, a, o, k, op)
 
     def cut(start, stop=None):
         return [None if t is None else t[..., start:stop] for t in (*sig, y)]
 
     full = (seq_len - first) // step
-    head = first == 0  # o = 0: block 0 is a linear transform of inputs [0, C)
+    head = first == 0  # block 0 is a linear transform of inputs [0, C)
     if head:
         run(cut(0, step), log_n, 0, 0, scale)
     mids = full - head
@@ -820,7 +825,7 @@ def causal_conv_cuda(u, filt, pregate=None, postgate=None, valid_from: int = 0):
     if path == "long":
         return _long_conv(u, filt, pregate, postgate, how)
     if path == "long_blocks":
-        return _long_blocks(u, filt, pregate, postgate, *how, valid_from=valid_from)
+        return _long_blocks(u, filt, pregate, postgate, *how)
     log_n, log_n1, planned = how
     taps = _spectrum_taps(filt, seq_len, 1 << log_n, circular=planned == 1)
     bins, pair_tw, tw = _cached_tables(log_n, log_n1, dev)

@@ -232,8 +232,8 @@ def test_cuda_dispatch_and_spectrum_keys_without_a_gpu(monkeypatch):
     monkeypatch.setattr(cuda, "_conv_blocks", lambda u, pre, post, log_n, lead, spec, gain:
                         ran.append(("blocks", log_n, spec, lead)))
     monkeypatch.setattr(cuda, "_long_conv", lambda u, f, pre, post, plan: ran.append(("long", plan)))
-    monkeypatch.setattr(cuda, "_long_blocks", lambda u, f, pre, post, log_n, lead, valid_from:
-                        ran.append(("long_blocks", log_n, lead, valid_from)))
+    monkeypatch.setattr(cuda, "_long_blocks", lambda u, f, pre, post, log_n, lead, first:
+                        ran.append(("long_blocks", log_n, lead, first)))
 
     def call(seq_len, k, valid_from=0, keep=1.0):
         u = torch.empty(1, 2, seq_len)

@@ -181,7 +181,7 @@ def test_long_blocks_cover_every_output_once(batch, seq_len, filter_len, valid_f
     at fewer transform points than the whole row's plan; an inf/NaN row is NaN throughout, as on the whole-row path."""
     split = cuda.long_blocks_plan(seq_len, filter_len, valid_from, smem_per_block=227 << 10)
     whole = cuda.long_plan(seq_len, filter_len, valid_from)
-    assert split is not None and split[0] < whole[0]
+    assert split is not None and split[0] < whole[0] and split[2] == whole[3]  # the whole row's first output
     gen = torch.Generator().manual_seed(seq_len + filter_len)
     channels = 2
     taps = torch.randn(channels, filter_len, generator=gen, dtype=torch.float64) / filter_len ** 0.5
@@ -202,7 +202,7 @@ def test_long_blocks_cover_every_output_once(batch, seq_len, filter_len, valid_f
                 begin = yv.storage_offset() + r * yv.stride(0) + c * yv.stride(1) + o
                 writes.view(-1)[torch.arange(begin, begin + yv.shape[-1] - o)] += 1
 
-    y = cuda._long_blocks(u, filt, pre, post, *split, valid_from=valid_from, op=op)
+    y = cuda._long_blocks(u, filt, pre, post, *split, op=op)
     kept = writes[..., valid_from:]
     assert torch.equal(kept, torch.ones_like(kept)), "every output from valid_from on written exactly once"
     assert (writes[..., :valid_from] == 0).all()
@@ -215,12 +215,12 @@ def test_long_blocks_cover_every_output_once(batch, seq_len, filter_len, valid_f
     if batch > 1:  # a channel-strided view of the same input: the block views follow its strides
         wide = torch.stack([u, u], dim=2).flatten(1, 2)[:, ::2]
         assert wide.stride(1) == 2 * seq_len
-        yw = cuda._long_blocks(wide, filt, pre, post, *split, valid_from=valid_from, op=_emulate_op)
+        yw = cuda._long_blocks(wide, filt, pre, post, *split, op=_emulate_op)
         assert torch.equal(yw[..., valid_from:], y[..., valid_from:])
     if not gated:
         bad = u.clone()
         bad[0, 1, seq_len - 5] = float("nan")  # read by the last block only
-        yb = cuda._long_blocks(bad, filt, None, None, *split, valid_from=valid_from, op=_emulate_op)
+        yb = cuda._long_blocks(bad, filt, None, None, *split, op=_emulate_op)
         assert torch.isnan(yb[0, 1, valid_from:]).all()
         assert torch.equal(yb[0, 0, valid_from:], y[0, 0, valid_from:])
 
@@ -233,7 +233,7 @@ def test_conv_bytes_bounds_every_block_launch(monkeypatch):
     cases = ((2, 64, 2_097_152, 16_384), (1, 256, 2_097_152, 262_144), (8, 3, 600_001, 13_000),
              (1, 512, 2_600_000, 16_000))  # the last: 4 middle blocks in one launch, more rows than the batch
     for batch, channels, seq_len, k in cases:
-        path, (log_n, lead) = cuda.path_plan(seq_len, k, dev)
+        path, (log_n, lead, _) = cuda.path_plan(seq_len, k, dev)
         assert path == "long_blocks"
         n_fft, extra = cuda.conv_bytes(batch, channels, seq_len, k, dev)
         assert n_fft == 1 << log_n
