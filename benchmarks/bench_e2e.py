@@ -11,7 +11,10 @@ an ``-hf`` checkpoint, real DNA, bf16 unless a row says otherwise, one process p
   blocks), on DMD also forced onto the three-pass kernel it replaced (GENOCONV_FFTCONV_PATH=scalar); the shipped ``genoconv-demo`` on E. coli + 200 gene-sized records (6.7 Mbp), pooled,
   fp32 and bf16; the demo model on DMD (one pass, its 16,386-tap filter on a 2.2 Mbp row: the long path's
   overlap-save blocks), and the same with that block split switched off (``_whole``: one N = 2^22 transform per row,
-  as before 2026-12-04's fourth session). Peak GPU memory is the child's own ``torch.cuda.max_memory_allocated`` (logged by the runner);
+  as before 2026-12-04's fourth session); the demo model on 10,000 real 51 bp Illumina reads from a BAM
+  (``cli_reads_demo``), and the same with rows of <= 256 bases on the long path as before 2026-12-04's fifth session
+  (``_long``); ``Embedder.embed`` of 1.2 Mbp with the large-1m shape (a row split by filter taps: 2^21 + 2^19
+  transform points per convolution instead of 2^22), and the same with that split switched off (``_nosplit``). Peak GPU memory is the child's own ``torch.cuda.max_memory_allocated`` (logged by the runner);
 - the official HyenaDNA standalone code on the same weights (a scratch copy, never committed:
   ``--official DIR`` holding run_official.py + standalone_hyenadna.py), 100 kbp and 1 Mbp, fp32 and bf16 autocast;
 - fidelity: genoconv fp32 against a float64 evaluation of the same weights (``dtype="float64"``), and the official
@@ -44,7 +47,8 @@ ANCHORS = {  # ../shared/BENCHMARKS.md, official standalone code, H200, same sha
     "cli_chrx": "official: not possible; genoconv 2026-12-04: 107 s = 0.65 Mbp/s",
 }
 CASES = ("embed_100k", "embed_1m", "embed_1m_fp32_reference", "embed_many_4m_twice", "cli_dmd", "cli_dmd_per_nt",
-         "cli_chrx", "cli_chrx_c2m", "cli_dmd_tiny1k", "cli_dmd_tiny1k_3pass", "cli_chrx_tiny1k", "cli_demo_fp32", "cli_demo_bf16", "cli_dmd_demo", "cli_dmd_demo_whole", "official_100k", "official_1m", "official_1m_bf16",
+         "cli_chrx", "cli_chrx_c2m", "cli_dmd_tiny1k", "cli_dmd_tiny1k_3pass", "cli_chrx_tiny1k", "cli_demo_fp32", "cli_demo_bf16", "cli_dmd_demo", "cli_dmd_demo_whole",
+         "cli_reads_demo", "cli_reads_demo_long", "embed_1_2m_tensor", "embed_1_2m_tensor_nosplit", "official_100k", "official_1m", "official_1m_bf16",
          "fidelity", "accuracy_dmd")
 
 
@@ -83,8 +87,9 @@ def prepare(work: Path, data: Path) -> dict:
         save_checkpoint(HyenaDNA(HyenaConfig(**TINY_1K)).init_weights(seed=0), tiny, fmt="hf")
     chrx = data / "GRCh37_chrX_1-70M.fa.gz"
     files = {"ckpt": str(ckpt), "tiny1k": str(tiny), "chrx": str(chrx), "dmd": str(data / "DMD_GRCh37_chrX.fa.gz")}
+    files["reads"] = str(data / "human_NA07051_hg18_10k_reads.bam")
     for name, start, length in (("seq_100k", 40_000_000, 100_000), ("seq_1m", 40_000_000, 1_000_000),
-                                ("seq_4m", 20_000_000, 4_000_000)):
+                                ("seq_1_2m", 40_000_000, 1_200_000), ("seq_4m", 20_000_000, 4_000_000)):
         path = work / f"{name}.txt"
         if not path.exists():
             path.write_text(read_region(chrx, start, length))
@@ -171,9 +176,12 @@ def child_cli(files: dict, name: str, inputs: list[str], model: str, dtype: str,
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "out.h5"
         launch = ["-m", "genoconv"]
-        if name.endswith("_whole"):  # A/B: the long path without its overlap-save block split (one transform per row)
-            launch = ["-c", ("import sys; import genoconv.ops.cuda as c; c.long_blocks_plan = lambda *a, **k: None; "
-                             "from genoconv.cli import main; sys.argv[0] = 'genoconv'; main()")]
+        patch = {"_whole": "c.long_blocks_plan = lambda *a, **k: None",  # one transform per row, no overlap-save blocks
+                 "_long": "c._SHORT_ROW_LOG_N = 0"}  # rows of <= 256 bases on the long path, as before
+        for suffix, change in patch.items():
+            if name.endswith(suffix):
+                launch = ["-c", (f"import sys; import genoconv.ops.cuda as c; {change}; "
+                                 "from genoconv.cli import main; sys.argv[0] = 'genoconv'; main()")]
         cmd = [sys.executable, *launch, "embed", *inputs, "-o", str(out), "--model", model,
                "--device", "cuda", "--dtype", dtype, *extra]
         t0 = time.perf_counter()
@@ -273,6 +281,8 @@ def run_child(case: str, files: dict, official: Path | None) -> dict:
         "embed_1m": lambda: child_embed(files, case, "seq_1m", "bfloat16", False),
         "embed_1m_tensor": lambda: child_embed(files, case, "seq_1m", "bfloat16", True),
         "embed_1m_fp32_reference": lambda: child_embed(files, case, "seq_1m", "float32", True, reps=1),
+        "embed_1_2m_tensor": lambda: child_embed(files, case, "seq_1_2m", "bfloat16", True),
+        "embed_1_2m_tensor_nosplit": lambda: child_embed(files, case, "seq_1_2m", "bfloat16", True),
         "embed_many_4m_twice": lambda: child_embed_many_twice(files),
         "cli_dmd": lambda: child_cli(files, case, [files["dmd"]], files["ckpt"], "bfloat16", pooled),
         "cli_dmd_per_nt": lambda: child_cli(files, case, [files["dmd"]], files["ckpt"], "bfloat16",
@@ -287,6 +297,10 @@ def run_child(case: str, files: dict, official: Path | None) -> dict:
         "cli_demo_bf16": lambda: child_cli(files, case, demo_inputs, "genoconv-demo", "bfloat16", pooled),
         "cli_dmd_demo": lambda: child_cli(files, case, [files["dmd"]], "genoconv-demo", "bfloat16", pooled),
         "cli_dmd_demo_whole": lambda: child_cli(files, case, [files["dmd"]], "genoconv-demo", "bfloat16", pooled),
+        "cli_reads_demo": lambda: child_cli(files, case, [files["reads"]], "genoconv-demo", "bfloat16",
+                                            ["--no-per-nucleotide", "--pool", "mean"]),
+        "cli_reads_demo_long": lambda: child_cli(files, case, [files["reads"]], "genoconv-demo", "bfloat16",
+                                                 ["--no-per-nucleotide", "--pool", "mean"]),
         "official_100k": lambda: child_official(files, official, case, "seq_100k", "float32"),
         "official_1m": lambda: child_official(files, official, case, "seq_1m", "float32"),
         "official_1m_bf16": lambda: child_official(files, official, case, "seq_1m", "bfloat16"),
@@ -297,6 +311,10 @@ def run_child(case: str, files: dict, official: Path | None) -> dict:
         return {"case": case, "skipped": "no --official folder (a scratch copy of the official code)"}
     if case.endswith("_3pass"):  # the long-length path before the partial-convolution blocks, for an A/B
         os.environ["GENOCONV_FFTCONV_PATH"] = "scalar"
+    if case.endswith("_nosplit"):  # A/B: rows split by filter taps switched off (one transform per row)
+        import genoconv.ops.cuda as gcuda
+
+        gcuda.long_split_plan = lambda *a, **k: None
     if case == "embed_1m_fp32_reference":
         os.environ["GENOCONV_CONV_BACKEND"] = "reference"
     return table[case]()

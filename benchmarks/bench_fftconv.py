@@ -11,10 +11,12 @@ over the measured copy bandwidth), and the relative L2 error against a float64 F
 
 A second table (issue 13) at L = 2M (B=1, H=64): partial convolutions (K = 1K, 16K, 262K taps; K = 1K also on the
 three-pass path it replaced, and where the long path splits the row into overlap-save blocks, also as one whole-row
-transform), a streamed chunk behind 1M carried inputs (linear [1M | 2.19M] as before, circular
-[1M | 3.19M] now: same FFT size, 1.46x the new outputs), and frequency-sparse filters (F = 1, 0.5, 0.25 at L = 64K and
-1M through the dispatch point; F < 1 runs in the kernels, the spectrum cut at the path's N, its error taken against
-that definition). Each row names the path the dispatch took.
+transform), rows split by filter taps (B = 1, H = 256: the DMD shape with a full-length filter and a 1.2 Mbp row
+with the large-1m filter, each also as one transform), reads (L = 152, B = 64, H = 256: the scalar fused kernel, and
+the long path at 2^16 they took before), a streamed chunk behind 1M carried inputs (linear [1M | 2.19M] as before,
+circular [1M | 3.19M] now: same FFT size, 1.46x the new outputs), and frequency-sparse filters (F = 1, 0.5, 0.25 at
+L = 64K and 1M through the dispatch point; F < 1 runs in the kernels, the spectrum cut at the path's N, its error taken
+against that definition). Each row names the path the dispatch took.
 
     python benchmarks/bench_fftconv.py                       # full sweep, prints a markdown table
     python benchmarks/bench_fftconv.py --update BENCHMARKS.md   # also rewrite its section of that file (issue 13's;
@@ -235,6 +237,38 @@ def run_long(dtype: torch.dtype, bw: float) -> list[dict]:
                     taps, bias, u, pre, post, path=f"3-pass N=2^{gcuda.fft_plan(seq_len, k)}",
                     gated_fn=lambda filt=filt: gcuda.causal_conv_cuda(u, filt, pre, post))
         del filt, k_f
+    # Split by filter taps where L + K - 1 lies just past a power of two: the DMD shape with a full-length filter (as in
+    # the sweep) and a 1.2 Mbp gene with the large-1m filter, B = 1, H = 256, each beside its one-transform plan.
+    for label, seq_len_s, k in (("K = L = 2.22M (DMD, H=256)", 2_220_382, 2_220_382),
+                                ("K = 1M at L = 1.2M (H=256)", 1_200_000, 1_000_002)):
+        torch.cuda.empty_cache()
+        us = torch.randn(1, 256, seq_len_s, device=dev).to(dtype)
+        pres, posts = (torch.randn(1, 256, seq_len_s, device=dev).to(dtype) for _ in range(2))
+        taps = long_filter(256, k, dev)
+        bias = torch.randn(256, device=dev)
+        filt = LongFilter(taps, bias)
+        add(f"{label}, split by taps", lambda filt=filt, us=us: gcuda.causal_conv_cuda(us, filt), taps, bias, us,
+            pres, posts, outputs=us.numel(), path=path_label(seq_len_s, k),
+            gated_fn=lambda filt=filt, us=us, pres=pres, posts=posts: gcuda.causal_conv_cuda(us, filt, pres, posts))
+        whole = gcuda.long_plan(seq_len_s, k, smem_per_block=smem)
+        add(f"{label}, one transform", lambda filt=filt, us=us, whole=whole: gcuda._long_conv(us, filt, None, None, whole),
+            taps, bias, us, pres, posts, outputs=us.numel(), path=f"long N=2^{whole[0]}",
+            gated_fn=lambda filt=filt, us=us, pres=pres, posts=posts, whole=whole:
+            gcuda._long_conv(us, filt, pres, posts, whole))
+        del us, pres, posts, filt, taps
+    # Reads (51-250 bp, padded to the batch's longest): below the tensor-core kernel's sizes, the scalar fused kernel
+    # at N = 2^9; before, the long path at 2^16 per row. B = 64, H = 256 (the long path needs ~1e9 points here).
+    ur = torch.randn(64, 256, 152, device=dev).to(dtype)
+    taps = long_filter(256, 152, dev)
+    bias = torch.randn(256, device=dev)
+    filt = LongFilter(taps, bias)
+    add("reads L=152 (B=64, H=256)", lambda ur=ur, filt=filt: gcuda.causal_conv_cuda(ur, filt), taps, bias, ur,
+        outputs=ur.numel(),
+        path=path_label(152, 152))
+    short = gcuda.long_plan(152, 152)
+    add("reads L=152, long path as before", lambda ur=ur, filt=filt: gcuda._long_conv(ur, filt, None, None, short),
+        taps, bias, ur, outputs=ur.numel(), path=f"long N=2^{short[0]}")
+    del ur, filt, taps
     # A streamed chunk behind 1M carried inputs, the large-1m filter: new outputs per call at N = 2^22.
     k = 1_000_002
     taps = long_filter(channels, k, dev)
@@ -281,17 +315,23 @@ def path_label(seq_len: int, filter_len: int, valid_from: int = 0) -> str:
     """Which kernel ``causal_conv_cuda`` runs for this (plain) call on this device, as its dispatch decides it."""
     from genoconv.ops import cuda as gcuda
 
-    path, how = gcuda.path_plan(seq_len, filter_len, torch.device("cuda"), valid_from)
+    return plan_label(*gcuda.path_plan(seq_len, filter_len, torch.device("cuda"), valid_from))
+
+
+def plan_label(path: str, how) -> str:
     if path == "monarch":
         return f"tensor-core fused N=2^{how}"
     if path == "blocks":
         return f"blocks N=2^{how[0]}, lead {how[1]}"
     if path == "long_blocks":
         return f"long blocks N=2^{how[0]}, lead {how[1]}"
+    if path == "long_split":
+        split, head, rest = how
+        return f"split at tap {split}: {plan_label(*head)} + {plan_label(*rest)}"
     if path == "long":
         log_n, log_r = how[:2]
         return f"long N=2^{log_n} = 2^{log_r} x 2^{log_n - log_r} ({'tensor-core' if log_r in (8, 9) else 'scalar'} outer)"
-    return f"3-pass N=2^{how[0]}"
+    return f"{'fused scalar' if how[1] == 0 else '3-pass'} N=2^{how[0]}"
 
 
 def table(rows: list[dict]) -> str:

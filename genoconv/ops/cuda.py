@@ -24,7 +24,7 @@ import torch
 from . import build
 
 __all__ = ["status", "supports", "why_not", "causal_conv_cuda", "fft_plan", "plan", "partial_plan", "long_plan",
-           "long_blocks_plan", "path_plan", "MAX_SEQ_LEN"]
+           "long_blocks_plan", "long_split_plan", "path_plan", "MAX_SEQ_LEN"]
 
 MAX_SEQ_LEN = 4_194_304
 _MIN_LOG_N = 3  # N >= 8, so M = N/2 >= 4 (the kernels' bit reversals need at least 2 bits)
@@ -191,13 +191,22 @@ MULTIPASS_WORKSPACE_BYTES = 1 << 30
 
 def conv_bytes(batch: int, channels: int, seq_len: int, filter_len: int, device: torch.device,
                valid_from: int = 0) -> tuple[int, int]:
-    """(FFT size N, bytes the kernel allocates besides its output) for one call, for memory planning
-    (``valid_from`` as in :func:`causal_conv_cuda`)."""
-    path, how = path_plan(seq_len, filter_len, device, valid_from)
+    """(transform points N of the filter's spectra, bytes the kernels allocate besides the output) for one call, for
+    memory planning (``valid_from`` as in :func:`causal_conv_cuda`). N is the FFT size, or for a row split by filter
+    taps (:func:`long_split_plan`) the sum of its parts' sizes (each part caches a spectrum of its own)."""
+    return _plan_bytes(batch, channels, seq_len, *path_plan(seq_len, filter_len, device, valid_from))
+
+
+def _plan_bytes(batch: int, channels: int, seq_len: int, path: str, how) -> tuple[int, int]:
     if path == "monarch":
         return 1 << how, 0
     if path == "blocks":
         return 1 << how[0], 0
+    if path == "long_split":  # the parts run one after the other; a later part's output is a temporary
+        split, head, rest = how
+        n_head, work_head = _plan_bytes(batch, channels, seq_len, *head)
+        n_rest, work_rest = _plan_bytes(batch, channels, seq_len - split, *rest)
+        return n_head + n_rest, max(work_head, work_rest + 2 * batch * channels * (seq_len - split))
     if path in ("long", "long_blocks"):  # the fp16 workspace (channels in blocks of <= 1 GiB) and the input scales
         log_n = how[0]
         log_r = log_n - _long_inner_log(log_n)
@@ -217,21 +226,39 @@ def path_plan(seq_len: int, filter_len: int, device: torch.device, valid_from: i
     """Which kernel a call takes on ``device``, and its plan: ("monarch", log_n) the tensor-core kernel for the whole
     row; ("blocks", (log_n, lead)) its partial-convolution blocks; ("long", :func:`long_plan`) the long path for the
     whole row, or ("long_blocks", (log_n, lead, first output)) for overlap-save blocks of it
-    (:func:`long_blocks_plan`); ("3-pass", (log_n, log_n1, planned taps)) the scalar kernels. The one decision
-    :func:`causal_conv_cuda`, :func:`conv_bytes` and the benchmarks share (``valid_from`` as in
-    :func:`causal_conv_cuda`; pre/post: gated, which needs more shared memory; exact=False: a frequency-sparse filter,
-    whose cut depends on N, so its row stays one transform)."""
-    smem = _smem_per_block(device)
+    (:func:`long_blocks_plan`), or ("long_split", (P, head, rest)) for a row split by filter taps
+    (:func:`long_split_plan`; head and rest are (path, plan) pairs themselves); ("3-pass", (log_n, log_n1, planned
+    taps)) the scalar kernels. The one decision :func:`causal_conv_cuda`, :func:`conv_bytes` and the benchmarks share
+    (``valid_from`` as in :func:`causal_conv_cuda`; pre/post: gated, which needs more shared memory; exact=False: a
+    frequency-sparse filter, whose cut depends on N, so its row stays one transform)."""
+    return _path_plan(seq_len, filter_len, _smem_per_block(device), valid_from, pre, post, exact, device=device)
+
+
+def _path_plan(seq_len: int, filter_len: int, smem: int | None, valid_from: int = 0, pre: bool = False,
+               post: bool = False, exact: bool = True, split: bool = True,
+               device: torch.device | None = None) -> tuple[str, object]:
+    """:func:`path_plan` for a device whose blocks may use ``smem`` bytes of shared memory; split=False: no
+    :func:`long_split_plan` (its head part); without a ``device`` the three-pass plan is ("3-pass", None)."""
     log_n = monarch_log_n(seq_len, pre=pre, post=post, smem_per_block=smem)
     if log_n is not None:
         return "monarch", log_n
     blocks = partial_plan(seq_len, filter_len, pre=pre, post=post, smem_per_block=smem)
     if blocks is not None:
         return "blocks", blocks
-    long = long_plan(seq_len, filter_len, valid_from, smem_per_block=smem)
+    # Rows whose transform fits the scalar fused kernel (N <= 2^15; L <= 256: reads) do not go to the long path, whose
+    # smallest transform is 2^16 (_SHORT_ROW_LOG_N).
+    short = fft_plan(seq_len, filter_len) < _SHORT_ROW_LOG_N
+    long = None if short else long_plan(seq_len, filter_len, valid_from, smem_per_block=smem)
     if long is not None:
-        split = long_blocks_plan(seq_len, filter_len, valid_from, smem_per_block=smem) if exact else None
-        return ("long_blocks", split) if split else ("long", long)
+        over = long_blocks_plan(seq_len, filter_len, valid_from, smem_per_block=smem) if exact else None
+        best = ("long_blocks", over) if over else ("long", long)
+        if split and exact and long[3] == 0:
+            parts = long_split_plan(seq_len, filter_len, smem_per_block=smem, pre=pre, post=post)
+            if parts is not None:
+                return "long_split", parts
+        return best
+    if device is None:
+        return "3-pass", None
     planned = _planned_taps(seq_len, filter_len, valid_from)
     return "3-pass", (*plan(seq_len, planned, device), planned)
 
@@ -575,6 +602,14 @@ def _conv_blocks(u, pregate, postgate, log_n: int, lead: int, spec, gain, op=Non
 _LONG_SCALAR_INNER_LOG = 12
 
 
+# Rows whose linear transform fits 2^15 and that neither the tensor-core kernel nor its blocks take go to the scalar
+# fused kernel, not to the long path, whose smallest transform is 2^16: rows of L <= 256 (reads, padded to the longest
+# of their batch: 2^7-2^13 times their points there), rows of (16K, 32K] with K between the blocks' limit and 32K - L,
+# and 8K-16K rows where the device's shared memory does not hold the tensor-core kernel's 2^15 (an A100). Per point the
+# fused kernel measured 7.4 ps at 2^15 against ~13 ps for the long path at 2^16 (H200, BENCHMARKS.md issue 13).
+_SHORT_ROW_LOG_N = LONG_LOG_N[0]
+
+
 def _long_inner_log(log_n: int) -> int:
     """log2 N' of the long path's inner transform: R = N / N' = 256 outer points (tensor-core outer passes) where N'
     fits the tensor-core kernel's circular form (2^9 .. 2^14); above, N' = 2^14 (R = 512 at N = 2^23, also on tensor
@@ -655,20 +690,93 @@ def long_blocks_plan(seq_len: int, filter_len: int, valid_from: int = 0, *,
         lead = min(lead, first)  # >= K - 1: a streamed row carries at least that many inputs
     best, best_cost = None, (1.0 - _LONG_BLOCKS_MIN_SAVING) * _long_cost(whole[0])
     for log_n in range(LONG_LOG_N[0], whole[0]):
-        step = (1 << log_n) - lead
-        if step < (1 << log_n) // 4:
+        if (1 << log_n) - lead < (1 << log_n) // 4:
             continue
         if smem_per_block is not None and _long_smem_bytes(log_n) > smem_per_block:
             continue
-        full, rest = divmod(seq_len - first, step)
-        cost = full * _long_cost(log_n)
-        if rest:
-            tail = long_plan(rest + lead, k, lead, smem_per_block=smem_per_block)
-            if tail is None:
-                continue
-            cost += _long_cost(tail[0])
-        if full >= 1 and cost < best_cost:
+        cost = _long_blocks_cost(seq_len, k, log_n, lead, first, smem_per_block)
+        if cost is not None and cost < best_cost:
             best, best_cost = (log_n, lead, first), cost
+    return best
+
+
+def _long_blocks_cost(seq_len: int, k: int, log_n: int, lead: int, first: int,
+                      smem_per_block: int | None = None) -> float | None:
+    """Weighted transform points of :func:`_long_blocks` (full blocks of 2^log_n and the tail's own transform), or
+    None when no full block fits or the tail has no long plan."""
+    full, rest = divmod(seq_len - first, (1 << log_n) - lead)
+    if full < 1:
+        return None
+    cost = full * _long_cost(log_n)
+    if rest:
+        tail = long_plan(rest + lead, k, lead, smem_per_block=smem_per_block)
+        if tail is None:
+            return None
+        cost += _long_cost(tail[0])
+    return cost
+
+
+# Per-point cost of the tensor-core kernel (whole rows and its blocks, N <= 2^15) and of the three-pass kernel, in the
+# long path's units (H200, BENCHMARKS.md issue 13: 0.77-0.87 ms per 2^28 points against 2.45-2.78 on the long path;
+# the three-pass kernel 3.6-5.4 ms). What the filter split below weighs a short part by.
+_MONARCH_POINT_COST = 0.33
+_THREE_PASS_POINT_COST = 1.7
+# Adding a split part's outputs into the row, per output, in long-path points: a 16-bit add reads and writes ~6 B per
+# output where the long path's three passes move ~24 B per input sample (two transform points).
+_SPLIT_ADD_COST = 0.3
+
+
+def _plan_cost(seq_len: int, filter_len: int, path: str, how) -> float:
+    """Transform points of a :func:`path_plan` result weighted by its path's per-point cost (the long path's 2^18+
+    points = 1): the one scale on which the split plans compare their options."""
+    if path == "monarch":
+        return (1 << how) * _MONARCH_POINT_COST
+    if path == "blocks":
+        log_n, lead = how
+        half = 1 << (log_n - 1)
+        return (1 - (-(seq_len - half) // (half - lead))) * (1 << log_n) * _MONARCH_POINT_COST
+    if path == "long":
+        return _long_cost(how[0])
+    if path == "long_blocks":
+        return _long_blocks_cost(seq_len, max(1, min(filter_len, seq_len)), *how)
+    if path == "long_split":
+        split, head, rest = how
+        k = min(filter_len, seq_len)
+        return (_plan_cost(seq_len, split, *head) + _plan_cost(seq_len - split, k - split, *rest)
+                + _SPLIT_ADD_COST * (seq_len - split))
+    return (1 << how[0]) * _THREE_PASS_POINT_COST
+
+
+def long_split_plan(seq_len: int, filter_len: int, *, smem_per_block: int | None = None, pre: bool = False,
+                    post: bool = False) -> tuple[int, tuple, tuple] | None:
+    """(P, head, rest) when a linear long row should be split by filter taps, else None.
+
+    y = h * x = h[:P] * x + shift_P(h[P:] * x[:L - P]): the head part convolves the whole row with taps [0, P) (and
+    the skip term), the rest convolves inputs [0, L - P) with taps [P, K) and is added to outputs [P, L). A row
+    whose L + K - 1 lies just above a power of two then needs no transform of twice that power: P = N_1 - L + 1 fills
+    a smaller N_1 for the head, and the rest is a shorter row with a shorter filter (planned the same way, so it may
+    split again). The DMD gene with a 2.2M-tap filter: 2^22 + 2^19 points instead of 2^23; a 1.2 Mbp gene with
+    HyenaDNA-large-1m's 1M taps: 2^21 + 2^19 instead of 2^22. The Toeplitz-block form of the issue; it needs no
+    kernel change (each part is an ordinary call on strided views). head and rest are (path, plan) pairs of
+    :func:`path_plan`; chosen by :func:`_plan_cost` and taken only when it saves ``_LONG_BLOCKS_MIN_SAVING``
+    against the best unsplit plan."""
+    k = max(1, min(filter_len, seq_len))
+    whole = long_plan(seq_len, k, smem_per_block=smem_per_block)
+    if whole is None or whole[3]:
+        return None
+    unsplit = _path_plan(seq_len, k, smem_per_block, 0, pre, post, split=False)
+    best, best_cost = None, (1.0 - _LONG_BLOCKS_MIN_SAVING) * _plan_cost(seq_len, k, *unsplit)
+    for log_n in range(seq_len.bit_length(), whole[0]):
+        split = (1 << log_n) - seq_len + 1  # the most taps a linear transform of 2^log_n takes for this row
+        if not 0 < split < k:
+            continue
+        head = _path_plan(seq_len, split, smem_per_block, 0, pre, post, split=False)
+        rest = _path_plan(seq_len - split, k - split, smem_per_block, 0, pre, post)
+        if head[1] is None or rest[1] is None:  # no plan without a device (the three-pass kernel)
+            continue
+        cost = _plan_cost(seq_len, k, "long_split", (split, head, rest))
+        if cost < best_cost:
+            best, best_cost = (split, head, rest), cost
     return best
 
 
@@ -798,22 +906,53 @@ def _long_blocks(u, filt, pregate, postgate, log_n: int, lead: int, first: int, 
     return y
 
 
-def causal_conv_cuda(u, filt, pregate=None, postgate=None, valid_from: int = 0):
-    """CUDA kernel with exactly :func:`genoconv.ops.fftconv.causal_conv_ref`'s semantics (bf16/fp16 in and out).
+class _TapWindow:
+    """Taps [lo, hi) of a LongFilter as a filter of their own, for the parts of a split row (:func:`_long_split`):
+    the skip term only in the part that starts at tap 0, derived forms cached in the whole filter's cache (so the
+    model's filter-cache budget sees them). Every path and spectrum builder takes it unchanged."""
 
-    ``valid_from``: the caller keeps only outputs t >= valid_from (a streamed chunk behind its K - 1 carried inputs).
-    When valid_from >= K - 1 the FFT is sized for a circular convolution of the row (N >= L, not L + K - 1; the
-    overlap-save method): the outputs before valid_from then hold wrapped-around values."""
-    reason = why_not(u, filt)
-    if reason:
-        raise RuntimeError(f"genoconv CUDA fftconv cannot run: {reason}")
-    for name, g in (("pregate", pregate), ("postgate", postgate)):
-        if g is not None and (g.dtype != u.dtype or g.device != u.device):
-            raise ValueError(f"{name} must have u's dtype and device ({u.dtype}, {u.device})")
+    def __init__(self, filt, lo: int, hi: int):
+        if isinstance(filt, _TapWindow):  # a part of a part: one window on the whole filter
+            filt, lo, hi = filt.whole, filt.lo + lo, filt.lo + hi
+        self.whole, self.lo, self.hi = filt, lo, hi
+        self.taps = filt.taps[:, lo:hi]
+        self.bias = filt.bias if lo == 0 else torch.zeros_like(filt.bias)
+        self.freq_keep = filt.freq_keep  # 1: split plans are for exact filters only
+
+    @property
+    def channels(self) -> int:
+        return self.whole.channels
+
+    @property
+    def filter_len(self) -> int:
+        return self.hi - self.lo
+
+    def kept_bins(self, n_fft: int) -> int:
+        return self.whole.kept_bins(n_fft)
+
+    def cached(self, key: tuple, make):
+        return self.whole.cached(("taps", self.lo, self.hi, *key), make)
+
+
+def _long_split(u, filt, pregate, postgate, split: int, head: tuple, rest: tuple) -> torch.Tensor:
+    """A row split by filter taps (:func:`long_split_plan`): the head part writes y from taps [0, P) over the whole
+    row, the rest (taps [P, K) over inputs [0, L - P), post-gated by gates [P, L)) is added to y[P:]. Views, no
+    copies of the inputs; the rest's output is a temporary of L - P samples. Its sum is rounded once more than the
+    head's outputs (one 16-bit add). A non-finite input makes the head's row NaN throughout, as on the other paths."""
+    seq_len = u.shape[-1]
+    k = min(filt.filter_len, seq_len)
+    y = _run_path(u, _TapWindow(filt, 0, split), pregate, postgate, *head)
+    n = seq_len - split
+    part = _run_path(u[..., :n], _TapWindow(filt, split, k), None if pregate is None else pregate[..., :n],
+                     None if postgate is None else postgate[..., split:], *rest)
+    y[..., split:] += part
+    return y
+
+
+def _run_path(u, filt, pregate, postgate, path: str, how) -> torch.Tensor:
+    """One call on the path :func:`path_plan` chose."""
     seq_len = u.shape[-1]
     dev = u.device
-    path, how = path_plan(seq_len, filt.filter_len, dev, valid_from, pre=pregate is not None,
-                          post=postgate is not None, exact=filt.freq_keep >= 1.0)
     if path in ("monarch", "blocks"):  # the tensor-core kernel: the whole row, or its blocks
         log_n = how if path == "monarch" else how[0]
         taps = _spectrum_taps(filt, seq_len, 1 << log_n)
@@ -826,9 +965,28 @@ def causal_conv_cuda(u, filt, pregate=None, postgate=None, valid_from: int = 0):
         return _long_conv(u, filt, pregate, postgate, how)
     if path == "long_blocks":
         return _long_blocks(u, filt, pregate, postgate, *how)
+    if path == "long_split":
+        return _long_split(u, filt, pregate, postgate, *how)
     log_n, log_n1, planned = how
     taps = _spectrum_taps(filt, seq_len, 1 << log_n, circular=planned == 1)
     bins, pair_tw, tw = _cached_tables(log_n, log_n1, dev)
     spec = filt.cached(("cuda_spectrum", log_n, log_n1, taps, str(dev)),
                        lambda: _spectrum(filt, log_n, bins, taps, dev))
     return torch.ops.genoconv_fftconv.causal_conv(u, spec, pair_tw, tw, pregate, postgate, log_n, log_n1)
+
+
+def causal_conv_cuda(u, filt, pregate=None, postgate=None, valid_from: int = 0):
+    """CUDA kernel with exactly :func:`genoconv.ops.fftconv.causal_conv_ref`'s semantics (bf16/fp16 in and out).
+
+    ``valid_from``: the caller keeps only outputs t >= valid_from (a streamed chunk behind its K - 1 carried inputs).
+    When valid_from >= K - 1 the FFT is sized for a circular convolution of the row (N >= L, not L + K - 1; the
+    overlap-save method): the outputs before valid_from then hold wrapped-around values."""
+    reason = why_not(u, filt)
+    if reason:
+        raise RuntimeError(f"genoconv CUDA fftconv cannot run: {reason}")
+    for name, g in (("pregate", pregate), ("postgate", postgate)):
+        if g is not None and (g.dtype != u.dtype or g.device != u.device):
+            raise ValueError(f"{name} must have u's dtype and device ({u.dtype}, {u.device})")
+    path, how = path_plan(u.shape[-1], filt.filter_len, u.device, valid_from, pre=pregate is not None,
+                          post=postgate is not None, exact=filt.freq_keep >= 1.0)
+    return _run_path(u, filt, pregate, postgate, path, how)

@@ -213,7 +213,8 @@ def test_bindings_compile_with_the_build_defines(tmp_path):
 def test_cuda_dispatch_and_spectrum_keys_without_a_gpu(monkeypatch):
     """causal_conv_cuda's choice of path and cached spectrum, with the device and the ops faked: the tensor-core
     kernel for a row it holds, its blocks for a short filter on a longer row, and the long path (or with
-    GENOCONV_FFTCONV_PATH=scalar the three-pass kernel) sized linearly, or circularly behind K - 1 carried inputs."""
+    GENOCONV_FFTCONV_PATH=scalar the three-pass kernel) sized linearly, or circularly behind K - 1 carried inputs,
+    as overlap-save blocks for K << L, or split by filter taps where L + K - 1 lies just past a power of two."""
     from types import SimpleNamespace
 
     from genoconv.ops import LongFilter, cuda
@@ -234,6 +235,8 @@ def test_cuda_dispatch_and_spectrum_keys_without_a_gpu(monkeypatch):
     monkeypatch.setattr(cuda, "_long_conv", lambda u, f, pre, post, plan: ran.append(("long", plan)))
     monkeypatch.setattr(cuda, "_long_blocks", lambda u, f, pre, post, log_n, lead, first:
                         ran.append(("long_blocks", log_n, lead, first)))
+    monkeypatch.setattr(cuda, "_long_split", lambda u, f, pre, post, split, head, rest:
+                        ran.append(("long_split", split, head[0], rest[0])))
 
     def call(seq_len, k, valid_from=0, keep=1.0):
         u = torch.empty(1, 2, seq_len)
@@ -241,6 +244,11 @@ def test_cuda_dispatch_and_spectrum_keys_without_a_gpu(monkeypatch):
         return ran[-1]
 
     assert call(3000, 16_386) == ("monarch", 13, (13, 4096))  # the taps below N/2: one spectrum per N
+    # Rows below the tensor-core kernel's sizes (reads): the scalar fused kernel at N <= 2^9, not the long path's 2^16
+    assert call(150, 16_386) == ("3-pass", 9, (9, 256))
+    assert call(1, 1) == ("3-pass", 3, (3, 1))
+    # A 20K row with a 12.5K filter: past the blocks' limit, N = 2^15 on the fused kernel rather than the long path's 2^16
+    assert call(20_000, 12_500) == ("3-pass", 15, (15, 12_500))
     # Frequency-sparse: the reference's taps min(K, L) (a cut spectrum spreads taps past L into every lag)
     assert call(3000, 16_386, keep=0.5) == ("monarch", 13, (13, 3000))
     assert call(40_001, 1026) == ("blocks", 15, (15, 1026), 1032)
@@ -249,7 +257,9 @@ def test_cuda_dispatch_and_spectrum_keys_without_a_gpu(monkeypatch):
     assert call(100_000, 50_000, valid_from=49_999) == ("long", (17, 8, 0, 49_999, 50_000))  # circular: N >= L
     assert call(100_000, 50_000, valid_from=49_998) == ("long", (18, 8, 0, 0, 50_000))  # too few carried inputs
     assert call(2_220_382, 1_000_000) == ("long", (22, 8, 0, 0, 1_000_000))  # R = 256 around N' = 2^14
-    assert call(2_220_382, 2_220_382) == ("long", (23, 9, 0, 0, 2_220_382))  # R = 512 around N' = 2^14
+    assert call(2_220_382, 2_220_382, keep=0.5) == ("long", (23, 9, 0, 0, 2_220_382))  # R = 512 around N' = 2^14
+    # L + K - 1 just past 2^22: split by taps, 2^22 for taps [0, P) and 2^19 for the rest; not for a cut spectrum
+    assert call(2_220_382, 2_220_382) == ("long_split", (1 << 22) - 2_220_382 + 1, "long", "long")
     assert call(5_000_000, 5_000_000)[0] == "3-pass"  # past the long path's 2^23
     # K << L: overlap-save blocks of 2^20 (2 + a 2^16 tail) instead of one 2^22 transform; not for a cut spectrum
     assert call(2_097_152, 16_384) == ("long_blocks", 20, 16_384, 0)

@@ -203,7 +203,7 @@ def test_frequency_sparse_runs_in_the_kernels(seq_len, path, scalar, keep, monke
     u, pre, post = (torch.randn(2, 3, seq_len, generator=gen).to("cuda", torch.bfloat16) for _ in range(3))
     filt = LongFilter(taps.cuda(), bias.cuda(), freq_keep=keep)
     assert backend_for(u, filt) == "cuda"
-    got_path, how = cuda.path_plan(seq_len, seq_len, u.device, pre=True, post=True)
+    got_path, how = cuda.path_plan(seq_len, seq_len, u.device, pre=True, post=True, exact=False)  # a cut spectrum
     assert got_path == path
     log_n = how if path == "monarch" else how[0]
     y = _run_poisoned(u, filt, pre, post)
@@ -456,6 +456,34 @@ def test_long_blocks_rows_gates_and_views(seq_len, filter_len, batch):
     assert torch.equal(yb[rest], y[rest])
 
 
+@pytest.mark.parametrize("seq_len,filter_len,batch", [(70_001, 70_001, 3), (150_000, 150_000, 2),
+                                                      (1_200_000, 1_000_002, 1), (2_220_382, 2_220_382, 1)])
+def test_long_split_rows_gates_and_views(seq_len, filter_len, batch):
+    # L + K - 1 just past a power of two: the row split by filter taps (head: taps [0, P) over the whole row; rest:
+    # taps [P, K) over inputs [0, L - P), added to outputs [P, L)), the rest on the tensor-core kernel, split again,
+    # on the long path, as in the DMD shape. Poisoned output, gates, a channel-strided view, NaN rows.
+    cuda = _cuda()
+    dev = torch.device("cuda")
+    assert cuda.path_plan(seq_len, filter_len, dev, pre=True, post=True)[0] == "long_split"
+    channels = 3 if seq_len < 1_000_000 else 2
+    u, filt, taps, bias, pre, post = _case(seq_len, channels, batch, torch.bfloat16, True, filter_len=filter_len,
+                                           seed=17)
+    y = _run_poisoned(u, filt, pre, post)
+    assert _rel(y, _oracle(u, taps, bias, pre, post)) <= BF16_TOL
+    plain = causal_conv(u, filt)
+    assert _rel(plain, _oracle(u, taps, bias, None, None)) <= BF16_TOL
+    wide = torch.stack([u, u], dim=2).flatten(1, 2)[:, ::2]  # u again, with channel stride 2 L
+    assert _rel(causal_conv(wide, filt, pre, post), y) <= 1e-6
+    for where in (seq_len - 3, 5):  # read by the head part only; by every part
+        bad = u.clone()
+        bad[0, 1, where] = float("nan")
+        yb = causal_conv(bad, filt, pre, post)
+        assert torch.isnan(yb[0, 1]).all()  # as an FFT convolution of that row gives
+        rest = torch.ones(batch, channels, dtype=torch.bool)
+        rest[0, 1] = False
+        assert torch.equal(yb[rest], y[rest])
+
+
 @pytest.mark.parametrize("past,chunk,filter_len", [(49_999, 60_001, 50_000), (999_999, 1_000_003, 1_000_000)])
 def test_streamed_chunk_is_circular_and_exact(past, chunk, filter_len):
     # [K-1 carried gated inputs | chunk]: the transform is sized for the row alone (overlap-save), not row + K - 1.
@@ -471,14 +499,15 @@ def test_streamed_chunk_is_circular_and_exact(past, chunk, filter_len):
 
 
 @pytest.mark.parametrize("seq_len,filter_len", [(40_001, 20_000), (50_001, 50_001), (90_001, 90_001),
-                                                (300_001, 300_001), (700_000, 60_000), (3_000_000, 1_200_000)])
+                                                (400_001, 400_001), (700_000, 60_000), (3_000_000, 3_000_000)])
 def test_long_path_rows_gates_and_views(seq_len, filter_len):
-    # The long path (outer DFTs around the tensor-core kernel): N = 2^16 (R = 16, scalar outer passes), 2^17 and 2^18
-    # (R = 256 around the circular kernel's r = 2, 4), 2^20, 2^23 (R = 512); several rows and channels not a multiple
-    # of anything, gates, a row view with a batch stride, one row with a NaN.
+    # The long path (outer DFTs around the tensor-core kernel) on the whole row: N = 2^16 (R = 16, scalar outer
+    # passes), 2^17 and 2^18 (R = 256 around the circular kernel's r = 2, 4), 2^20, 2^23 (R = 512); several rows and
+    # channels not a multiple of anything, gates, a row view with a batch stride, one row with a NaN.
     cuda = _cuda()
-    plan = cuda.long_plan(seq_len, filter_len, smem_per_block=cuda._smem_per_block(torch.device("cuda")))
-    assert plan is not None
+    dev = torch.device("cuda")
+    plan = cuda.long_plan(seq_len, filter_len, smem_per_block=cuda._smem_per_block(dev))
+    assert plan is not None and cuda.path_plan(seq_len, filter_len, dev, pre=True, post=True)[0] == "long"
     batch, channels = (3, 5) if seq_len < 1_000_000 else (1, 3)
     u, filt, taps, bias, pre, post = _case(seq_len, channels, batch, torch.bfloat16, True, filter_len=filter_len,
                                            seed=11)

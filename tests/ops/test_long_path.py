@@ -249,3 +249,103 @@ def test_conv_bytes_bounds_every_block_launch(monkeypatch):
         if rest:
             launches.append(allocated(batch, cuda.long_plan(rest + lead, k, lead)[0]))
         assert extra >= max(launches)
+
+
+@pytest.mark.parametrize("batch,seq_len,filter_len,gated", [
+    (2, 70_000, 70_000, True),      # head on the long path at 2^17, the rest a whole row of the tensor-core kernel
+    (1, 150_000, 150_000, False),   # the rest splits again: 2^18 + 2^16 + the tensor-core kernel
+    (1, 1_100_000, 1_000_002, True),  # a gene just past 1M with HyenaDNA-large-1m's taps: 2^21 + blocks
+])
+def test_long_split_gives_the_linear_convolution(monkeypatch, batch, seq_len, filter_len, gated):
+    """A row split by filter taps (cuda._long_split): the head part (taps [0, P), the skip term) over the whole row plus
+    the rest (taps [P, K) over inputs [0, L - P)) added to outputs [P, L), with gates on the right samples, equals the
+    linear convolution; it transforms fewer points than the unsplit plan; an inf/NaN input makes its row NaN
+    throughout. The long path runs through the float64 kernel stand-in; the tensor-core kernel's parts (tested
+    against float64 on the GPU) through the float64 oracle."""
+    smem = 227 << 10
+    monkeypatch.setattr(cuda, "_smem_per_block", lambda device: smem)
+    path, how = cuda.path_plan(seq_len, filter_len, torch.device("cuda"), pre=gated, post=gated)
+    assert path == "long_split"
+    unsplit = cuda._path_plan(seq_len, filter_len, smem, 0, gated, gated, split=False)
+    gen = torch.Generator().manual_seed(seq_len)
+    channels = 2 if seq_len < 1_000_000 else 1
+    taps = torch.randn(channels, filter_len, generator=gen, dtype=torch.float64) / filter_len ** 0.5
+    filt = LongFilter(taps, torch.randn(channels, generator=gen, dtype=torch.float64))
+    u = torch.randn(batch, channels, seq_len, generator=gen, dtype=torch.float64)
+    pre = torch.randn(batch, channels, seq_len, generator=gen, dtype=torch.float64) if gated else None
+    post = torch.randn(batch, channels, seq_len, generator=gen, dtype=torch.float64) if gated else None
+    points, windows = [], []
+    run_path, long_op = cuda._run_path, cuda._long_op
+
+    def fake_run(uv, f, prev, postv, path_, how_):
+        windows.append((f.lo, f.hi) if isinstance(f, cuda._TapWindow) else None)
+        if path_ in ("monarch", "blocks"):
+            points.append(cuda._plan_cost(uv.shape[-1], f.filter_len, path_, how_) / cuda._MONARCH_POINT_COST)
+            return _oracle(uv, f.taps, f.bias, prev, postv)
+        return run_path(uv, f, prev, postv, path_, how_)
+
+    def fake_op(filt_, uv, *args, op=None):  # (filter, u, pre, post, y, in_scale, log_n, a, o, taps)
+        points.append(uv.shape[0] << args[4])
+        return long_op(filt_, uv, *args[:8], op=_emulate_op)
+
+    monkeypatch.setattr(cuda, "_run_path", fake_run)
+    monkeypatch.setattr(cuda, "_long_op", fake_op)
+    y = cuda._run_path(u, filt, pre, post, path, how)
+    want = _oracle(u, taps, filt.bias, pre, post)
+    assert torch.isfinite(y).all()
+    assert ((y - want).norm() / want.norm()).item() < 1e-3
+    k = min(filter_len, seq_len)
+    lo_hi = sorted(w for w in windows if w is not None and w[1] - w[0] < k)
+    assert lo_hi[0][0] == 0 and max(hi for _, hi in lo_hi) == k  # the parts' taps tile [0, K)
+    whole_points = batch * (1 << cuda.long_plan(seq_len, filter_len)[0])
+    assert sum(points) < whole_points
+    assert cuda._plan_cost(seq_len, filter_len, path, how) < cuda._plan_cost(seq_len, filter_len, *unsplit)
+    if not gated:
+        bad = u.clone()
+        bad[0, 0, seq_len - 3] = float("nan")  # read by the head part only
+        yb = cuda._run_path(bad, filt, None, None, path, how)
+        assert torch.isnan(yb[0, 0]).all() and torch.equal(yb[0, 1], y[0, 1])
+
+
+def test_long_split_plans_and_memory(monkeypatch):
+    """Where the filter split applies (L + K - 1 just past a power of two, exact filters, linear rows) and what the
+    memory plan counts for it: every part's spectrum points, and the larger of the head's workspace and the rest's
+    workspace plus its output temporary."""
+    smem = 227 << 10
+    monkeypatch.setattr(cuda, "_smem_per_block", lambda device: smem)
+    dev = torch.device("cuda")
+    dmd = 2_220_382
+    path, (split, head, rest) = cuda.path_plan(dmd, dmd, dev)
+    assert path == "long_split" and split == (1 << 22) - dmd + 1
+    assert head == ("long", (22, 8, 0, 0, split)) and rest[0] == "long" and rest[1][0] == 19
+    assert cuda.path_plan(dmd, dmd, dev, exact=False)[0] == "long"  # a cut spectrum: one transform per row
+    assert cuda.path_plan(dmd, 1_000_002, dev)[0] == "long"  # 2^22 already fits L + K - 1 tightly
+    assert cuda.path_plan(dmd + 1_000_000, 1_000_002, dev, valid_from=1_000_001)[0] == "long"  # streamed: circular
+    assert cuda.path_plan(1_200_000, 1_000_002, dev)[0] == "long_split"  # 2^21 + 2^19 instead of 2^22
+    n_fft, extra = cuda.conv_bytes(1, 256, dmd, dmd, dev)
+    assert n_fft == (1 << 22) + (1 << 19)
+    _, head_work = cuda._plan_bytes(1, 256, dmd, *head)
+    _, rest_work = cuda._plan_bytes(1, 256, dmd - split, *rest)
+    assert extra == max(head_work, rest_work + 2 * 256 * (dmd - split))
+
+
+def test_tap_window_keeps_its_own_spectra():
+    """A part's taps share the whole filter's cache under keys of their own: the same plan run on the window and on
+    the whole filter gives each its own convolution (a shared key would hand one the other's spectrum)."""
+    gen = torch.Generator().manual_seed(11)
+    seq_len, k = 40_000, 30_000
+    taps = torch.randn(1, k, generator=gen, dtype=torch.float64) / k ** 0.5
+    filt = LongFilter(taps, torch.ones(1, dtype=torch.float64))
+    u = torch.randn(1, 1, seq_len, generator=gen, dtype=torch.float64)
+    window = cuda._TapWindow(cuda._TapWindow(filt, 0, 20_000), 5_000, 20_000)  # a part of a part: taps [5000, 20000)
+    assert (window.lo, window.hi, window.filter_len) == (5_000, 20_000, 15_000) and (window.bias == 0).all()
+    plan = cuda.long_plan(seq_len, 15_000)
+    got_window = _emulate(u, window, None, None, plan)
+    got_whole = _emulate(u, filt, None, None, cuda.long_plan(seq_len, k))
+    assert ((got_window - _oracle(u, taps[:, 5_000:20_000], window.bias)).norm() / got_window.norm()) < 1e-3
+    want = _oracle(u, taps, filt.bias)
+    assert ((got_whole - want).norm() / want.norm()) < 1e-3
+    assert len(filt._cache) == 0  # _emulate builds spectra directly; the cache keys are checked below
+    key = ("cuda_long", 17, 8, 15_000, "cpu")
+    window.cached(key, lambda: "window")
+    assert filt.cached(key, lambda: "whole") == "whole"

@@ -1,6 +1,8 @@
 """A few long-path calls for compute-sanitizer (memcheck / racecheck): the scalar outer passes (R = 16) and the
-tensor-core ones (R = 256 around inner sizes 2^9 .. 2^14, R = 512), and a row split into overlap-save blocks (strided
-views: head, middle blocks per batch row, a tail of its own size), plain and gated, against float64.
+tensor-core ones (R = 256 around inner sizes 2^9 .. 2^14, R = 512), a row split into overlap-save blocks (strided
+views: head, middle blocks per batch row, a tail of its own size), rows split by filter taps (70,001, 300,001 and
+2,100,001 with full-length filters: a long head and a rest on the tensor-core kernel or the long path), and reads-sized
+rows on the scalar fused kernel, plain and gated, against float64.
 
     compute-sanitizer --tool memcheck python tools/kernels/long_check.py
 """
@@ -17,7 +19,8 @@ def main() -> None:
     dev = torch.device("cuda")
     for batch, channels, seq_len, k in ((2, 3, 40_001, 20_000), (2, 3, 50_001, 50_001), (2, 3, 70_001, 70_001),
                                         (2, 3, 300_001, 300_001), (2, 3, 400_001, 100_000),
-                                        (2, 3, 600_001, 12_000), (1, 2, 2_100_001, 2_100_001)):
+                                        (2, 3, 600_001, 12_000), (1, 2, 2_100_001, 2_100_001),
+                                        (2, 3, 400_001, 400_001), (1, 1, 3_000_000, 3_000_000), (4, 3, 152, 152)):
         gen = torch.Generator().manual_seed(seq_len)
         taps = torch.randn(channels, k, generator=gen) / k**0.5
         bias = torch.randn(channels, generator=gen)
