@@ -560,6 +560,12 @@ def _linear_taps(filter_len: int, seq_len: int, n: int) -> int:
     return min(filter_len, max(seq_len, n // 2))
 
 
+def _unit_stride(*signals):
+    """The signals with unit stride along the sequence (a copy only where it is not): what every kernel needs; batch
+    and channel strides pass through, so strided block views of a row cost nothing."""
+    return [t if t is None or t.stride(-1) == 1 else t.contiguous() for t in signals]
+
+
 def _conv_blocks(u, pregate, postgate, log_n: int, lead: int, spec, gain, op=None) -> torch.Tensor:
     """Partial convolution: the row as overlapping blocks of N/2 inputs through the tensor-core kernel, no copies.
 
@@ -571,7 +577,7 @@ def _conv_blocks(u, pregate, postgate, log_n: int, lead: int, spec, gain, op=Non
     half = 1 << (log_n - 1)
     step = half - lead
     y = torch.empty((batch, channels, seq_len), dtype=u.dtype, device=u.device)
-    sig = [t if t is None or t.stride(-1) == 1 else t.contiguous() for t in (u, pregate, postgate)]
+    sig = _unit_stride(u, pregate, postgate)
     op = op or torch.ops.genoconv_fftconv.causal_conv_monarch_into  # (tests pass a float64 stand-in on the CPU)
 
     def cut(t, start, stop=None):
@@ -858,7 +864,7 @@ def _long_conv(u, filt, pregate, postgate, plan_) -> torch.Tensor:
     log_n, _, start, first, _ = plan_
     taps = _spectrum_taps(filt, u.shape[-1], 1 << log_n, circular=first > 0)  # the plan's taps, or a cut filter's
     y = torch.empty(u.shape, dtype=u.dtype, device=u.device)  # first: the scales' temporaries come after the output
-    sig = [t if t is None or t.stride(-1) == 1 else t.contiguous() for t in (u, pregate, postgate)]
+    sig = _unit_stride(u, pregate, postgate)
     _long_op(filt, sig[0], sig[1], sig[2], y, _in_scale(sig[0], sig[1]), log_n, start, first, taps)
     return y
 
@@ -874,7 +880,7 @@ def _long_blocks(u, filt, pregate, postgate, log_n: int, lead: int, first: int, 
     batch, channels, seq_len = u.shape
     k = max(1, min(filt.filter_len, seq_len))  # every block, linear or circular, uses all K taps
     step = (1 << log_n) - lead
-    sig = [t if t is None or t.stride(-1) == 1 else t.contiguous() for t in (u, pregate, postgate)]
+    sig = _unit_stride(u, pregate, postgate)
     y = torch.empty(u.shape, dtype=u.dtype, device=u.device)
     scale = _in_scale(sig[0], sig[1])  # (H, B), from the whole row
 
