@@ -87,6 +87,21 @@ def test_memory_budget_turns_on_streaming(emb):
     assert engine.plan(100) == Plan()
 
 
+def test_plans_are_computed_once_per_length(emb, monkeypatch):
+    # A BAM of reads asks for the same few lengths 10,000s of times: the planner answers each length from its cache.
+    from genoconv.engine import plan as plan_mod
+
+    engine = Engine(emb, EmbedOptions(max_memory=64 << 20))
+    first = engine.plan(3_000_000)
+    calls = []
+    monkeypatch.setattr(plan_mod.Planner, "forward_bytes", lambda *a: calls.append(a) or 0)
+    assert engine.plan(3_000_000) is first and not calls  # the memory model is not walked again
+    assert engine.plan(100) == Plan() and calls  # a new length is planned afresh
+    monkeypatch.setattr(plan_mod, "_PLAN_CACHE_SIZE", 2)
+    engine.plan(200)
+    assert len(engine.planner._plans) <= 2  # bounded
+
+
 def test_cpu_streams_partial_convolutions_in_bounded_chunks(emb):
     # Large temporaries are page-faulted afresh on every CPU chunk: whatever the budget, a record with a short filter
     # next to it streams in chunks of at most CPU_MAX_CHUNK (E. coli with the demo: 114 s -> 64 s, 12.8 -> 2.5 GB).

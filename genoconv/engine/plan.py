@@ -39,6 +39,8 @@ CPU_TOKENS_PER_BATCH = 16_384
 # E. coli genome, shipped demo (K = 16,386), 2 cores: chunks of 524,288 (the budget's choice) 114 s, 12.8 GB RSS,
 # 75 s of system time; 262,144: 74.1 s, 7.5 GB; 131,072: 64.7 s, 4.2 GB; 65,536: 63.8 s, 2.5 GB, 1.3 s of system.
 CPU_MAX_CHUNK = 1 << 16
+# Distinct record lengths whose plans a planner keeps (a plan is a few small numbers; past this the cache restarts).
+_PLAN_CACHE_SIZE = 1 << 16
 
 
 @dataclass(frozen=True)
@@ -104,6 +106,7 @@ class Planner:
         if model.device.type == "cpu":
             default_batch = min(default_batch, CPU_TOKENS_PER_BATCH)
         self.tokens_per_batch = options.tokens_per_batch or default_batch
+        self._plans: dict[int, Plan] = {}
 
     # ---- the memory model
     def forward_bytes(self, batch: int, length: int, history: int, n_taps: int) -> int:
@@ -153,7 +156,17 @@ class Planner:
 
     # ---- plans
     def plan(self, length: int) -> Plan:
-        """Exact when the record fits context and budget; partial past max_seq_len; streamed when too large."""
+        """Exact when the record fits context and budget; partial past max_seq_len; streamed when too large.
+        Computed once per length (the planner's inputs are fixed): a BAM of reads asks for the same few lengths
+        10,000s of times, and each answer walks the memory model and the kernels' path plans."""
+        plan = self._plans.get(length)
+        if plan is None:
+            if len(self._plans) >= _PLAN_CACHE_SIZE:
+                self._plans.clear()
+            plan = self._plans[length] = self._plan(length)
+        return plan
+
+    def _plan(self, length: int) -> Plan:
         k = self.opts.filter_len
         if k is None and length > self.model.max_seq_len:
             k = self.model.max_seq_len
