@@ -12,8 +12,8 @@ an ``-hf`` checkpoint, real DNA, bf16 unless a row says otherwise, one process p
   fp32 and bf16; the demo model on DMD (one pass, its 16,386-tap filter on a 2.2 Mbp row: the long path's
   overlap-save blocks), and the same with that block split switched off (``_whole``: one N = 2^22 transform per row,
   as before 2026-12-04's fourth session); the demo model on 10,000 real 51 bp Illumina reads from a BAM
-  (``cli_reads_demo``), and the same with rows of <= 256 bases on the long path as before 2026-12-04's fifth session
-  (``_long``); ``Embedder.embed`` of 1.2 Mbp with the large-1m shape (a row split by filter taps: 2^21 + 2^19
+  (``cli_reads_demo``), and the same with rows of <= 256 bases on the long path and pools accumulated record by record,
+  as before 2026-12-04's fifth session (``_long``; the planner's per-length cache stays); ``Embedder.embed`` of 1.2 Mbp with the large-1m shape (a row split by filter taps: 2^21 + 2^19
   transform points per convolution instead of 2^22), and the same with that split switched off (``_nosplit``). Peak GPU memory is the child's own ``torch.cuda.max_memory_allocated`` (logged by the runner);
 - the official HyenaDNA standalone code on the same weights (a scratch copy, never committed:
   ``--official DIR`` holding run_official.py + standalone_hyenadna.py), 100 kbp and 1 Mbp, fp32 and bf16 autocast;
@@ -177,7 +177,8 @@ def child_cli(files: dict, name: str, inputs: list[str], model: str, dtype: str,
         out = Path(tmp) / "out.h5"
         launch = ["-m", "genoconv"]
         patch = {"_whole": "c.long_blocks_plan = lambda *a, **k: None",  # one transform per row, no overlap-save blocks
-                 "_long": "c._SHORT_ROW_LOG_N = 0"}  # rows of <= 256 bases on the long path, as before
+                 # rows of <= 256 bases on the long path and pooled record by record, as before
+                 "_long": "c._SHORT_ROW_LOG_N = 0; import genoconv.engine.engine as e; e._POOL_BATCHES = False"}
         for suffix, change in patch.items():
             if name.endswith(suffix):
                 launch = ["-c", (f"import sys; import genoconv.ops.cuda as c; {change}; "

@@ -40,6 +40,25 @@ def test_batched_records_equal_one_at_a_time(emb):
         np.testing.assert_allclose(win[-1], rows[(len(seq) - 1) // 64 * 64:].mean(0), atol=1e-6)
 
 
+@pytest.mark.parametrize("rc_average", [False, True])
+def test_pooled_only_batches_equal_the_per_record_accumulators(emb, rc_average):
+    # Without per-nucleotide rows or windows a batch is pooled at once (batch_pools: the padding masked, one host
+    # copy); the per-record accumulators (taken when rows are stored) give the same vectors for the same batch.
+    seqs = [(f"r{i}", _random_seq(n, 40 + i)) for i, n in enumerate([51, 60, 48, 57, 51, 33, 64, 50])]
+    pools = ["mean", "max", "last"]
+    fast = dict(emb.embed_many(seqs, layers=[-1, 1], pools=pools, per_nucleotide=False, rc_average=rc_average))
+    slow = dict(emb.embed_many(seqs, layers=[-1, 1], pools=pools, rc_average=rc_average))
+    assert list(fast) == list(slow) and not any(v["per_nucleotide"] for v in fast.values())
+    for rid, _ in seqs:
+        for key, want in slow[rid]["pooled"].items():
+            got = fast[rid]["pooled"][key]
+            assert got.dtype == np.float32 and got.shape == want.shape
+            np.testing.assert_array_equal(got, want, err_msg=f"{rid} {key}")
+        rows = slow[rid]["per_nucleotide"][3]
+        np.testing.assert_allclose(fast[rid]["pooled"][("mean", 3)], rows.mean(0, dtype=np.float64), rtol=1e-6)
+        np.testing.assert_array_equal(fast[rid]["pooled"][("last", 3)], rows[-1])
+
+
 def test_batches_sort_short_records_by_length_within_a_block(emb):
     engine = Engine(emb, EmbedOptions(tokens_per_batch=2000))
     recs = [Record.from_sequence(f"r{i}", "A" * n) for i, n in enumerate([300, 100, 105, 310, 110, 100, 1500])]

@@ -62,6 +62,26 @@ def test_gpu_streaming_equals_one_pass(demo_paths):
     assert np.linalg.norm(a - b) / np.linalg.norm(a) < 1e-5
 
 
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_gpu_reads_pooled_at_once_equal_per_record(demo_paths, dtype):
+    # Read-sized records (rows of <= 256 samples: the scalar fused kernel in bf16), pooled-only output: the whole batch
+    # pooled on the device at once equals the per-record accumulators of the same batch.
+    from genoconv import Embedder
+
+    rng = np.random.default_rng(7)
+    seqs = [(f"read{i}", "".join(rng.choice(list("ACGT"), size=int(n)))) for i, n in
+            enumerate(rng.integers(40, 152, size=300))]
+    emb = Embedder.from_pretrained(demo_paths, device="cuda", dtype=dtype)
+    pools = ["mean", "max", "last"]
+    fast = dict(emb.embed_many(seqs, pools=pools, per_nucleotide=False))
+    slow = dict(emb.embed_many(seqs, pools=pools))
+    assert list(fast) == list(slow)
+    for rid, _ in seqs:
+        for key, want in slow[rid]["pooled"].items():
+            np.testing.assert_allclose(fast[rid]["pooled"][key], want, rtol=1e-6, atol=1e-7, err_msg=f"{rid} {key}")
+        assert np.isfinite(slow[rid]["per_nucleotide"][5]).all()
+
+
 def test_gpu_embed_file_matches_api(demo_paths, tmp_path):
     pytest.importorskip("pysam")
     from genoconv import Embedder, open_embeddings

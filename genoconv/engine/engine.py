@@ -30,10 +30,13 @@ from ..model.hyena import StreamState
 from ..model.tokenizer import PAD, Tokenizer
 from ..ops.cpu_alloc import release_freed_memory
 from ..options import EmbedOptions
-from .outputs import RecordOutput, Sink
+from .outputs import RecordOutput, Sink, array_ops, batch_pools, host_stack
 from .plan import Plan, Planner
 
 log = logging.getLogger("genoconv.engine")
+# Pooled-only batches are pooled at once on the device (outputs.batch_pools); False takes the per-record accumulators
+# (benchmarks/bench_e2e.py's A/B of the reads case).
+_POOL_BATCHES = True
 
 # Short records are sorted by length within blocks of this many token budgets (or records), then batched.
 SORT_BLOCK_BATCHES = 16
@@ -142,7 +145,7 @@ class Engine:
             self._run_long(batch[0], sink)
             return
         try:
-            rows = self._forward_batch(batch)
+            hidden, lengths = self._forward_batch(batch)
         except torch.OutOfMemoryError:
             torch.cuda.empty_cache()
             if len(batch) > 1:  # documented fallback 1: halve the batch
@@ -154,34 +157,47 @@ class Engine:
             self._run_long(batch[0], sink, oom=True)  # fallback 2: chunked evaluation
             return
         mode = Plan().mode
-        for rec, per_layer in zip(batch, rows):
+        if _POOL_BATCHES and not self.opts.per_nucleotide and not self.opts.window and min(lengths) > 0:
+            # Pooled vectors only: the whole batch at once (reads: thousands of records per pass), one host copy.
+            keys = [(m, layer) for layer in self.layers for m in self.opts.pools]
+            with torch.inference_mode():  # batch_pools writes into the model's outputs (inference tensors)
+                pools = {layer: batch_pools(hidden[layer], lengths, self.opts.pools) for layer in self.layers}
+            host = dict(zip(keys, host_stack([pools[layer][m] for m, layer in keys], array_ops(hidden[self.layers[0]]))))
+            for i, rec in enumerate(batch):
+                if rec.id in self._skip:
+                    continue  # committed before an interruption; recomputed only because its batch was partial
+                sink.begin(rec.id, rec.length, mode, rec.coords).commit({key: arr[i] for key, arr in host.items()})
+                self._advance(rec.length)
+            return
+        for i, (rec, n) in enumerate(zip(batch, lengths)):
             if rec.id in self._skip:
-                continue  # committed before an interruption; recomputed only because its batch was partial
+                continue
             out = RecordOutput(sink.begin(rec.id, rec.length, mode, rec.coords), self.opts, self.layers, self.d)
-            for layer, rows in per_layer.items():
-                out.add(layer, rows)
+            for layer, h in hidden.items():
+                out.add(layer, h[i, :n])
             out.commit()
             self._advance(rec.length)
 
     def _tokens(self, rec: Record, start: int = 0, end: int | None = None) -> torch.Tensor:
         return self.emb.tokenizer.encode(rec.sequence(start, end), record=rec.id, offset=start)
 
-    def _forward_batch(self, batch: list[Record]) -> list[dict[int, torch.Tensor]]:
-        """One padded forward pass; returns each record's rows (length, d) per layer, fp32 on the model's device."""
+    def _forward_batch(self, batch: list[Record]) -> tuple[dict[int, torch.Tensor], list[int]]:
+        """One padded forward pass: per stored layer the (B, L, d) fp32 rows on the model's device (record i in its
+        first lengths[i] positions), and the lengths."""
         lengths = [r.length for r in batch]
         ids = self._padded([self._tokens(rec) for rec in batch])
         plan = self.plan(max(lengths))  # one pass: these records are batched because their plan is exact
         hidden = self._hidden(ids, plan)
-        rows = [{layer: h[i, :n] for layer, h in hidden.items()} for i, n in enumerate(lengths)]
         if self.opts.rc_average:
             # Each record reverse-complemented within its own length and padded *after* it again: flipping the
             # padded row would put the padding first, which changes a causal model's outputs.
             rc_ids = self._padded([Tokenizer.reverse_complement(ids[i, :n]) for i, n in enumerate(lengths)])
             rc = self._hidden(rc_ids, plan)
-            for i, n in enumerate(lengths):
-                for layer in self.layers:
-                    rows[i][layer] = (rows[i][layer] + rc[layer][i, :n].flip(0)) / 2
-        return rows
+            with torch.inference_mode():  # the model's outputs are inference tensors
+                for i, n in enumerate(lengths):
+                    for layer in self.layers:
+                        hidden[layer][i, :n] = (hidden[layer][i, :n] + rc[layer][i, :n].flip(0)) / 2
+        return hidden, lengths
 
     @staticmethod
     def _padded(token_rows: list[torch.Tensor]) -> torch.Tensor:

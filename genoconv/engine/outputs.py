@@ -55,6 +55,18 @@ class _Numpy:
     def host(x, dtype=np.float32):
         return np.asarray(x, dtype=dtype)
 
+    @staticmethod
+    def arange(n, like):
+        return np.arange(n)
+
+    @staticmethod
+    def sum64_axis1(x):
+        return x.sum(1, dtype=np.float64)
+
+    @staticmethod
+    def max_axis1(x):
+        return x.max(1)
+
 
 class _Torch:
     """The same arithmetic on the model's device (CUDA): only pooled vectors, windows and the rows a sink stores
@@ -83,6 +95,18 @@ class _Torch:
     @staticmethod
     def maximum_(acc, rows):
         torch.maximum(acc, rows.amax(0), out=acc)
+
+    @staticmethod
+    def arange(n, like):
+        return torch.arange(n, device=like.device)
+
+    @staticmethod
+    def sum64_axis1(x):
+        return x.sum(1, dtype=torch.float64)
+
+    @staticmethod
+    def max_axis1(x):
+        return x.amax(1)
 
     @staticmethod
     def host(x, dtype=np.float32):
@@ -129,6 +153,43 @@ class Pools:
         out = {"mean": lambda: host(self.sum / max(1, self.count)), "max": lambda: host(self.max),
                "last": lambda: host(self.last)}
         return {m: out[m]() for m in self.modes}
+
+
+def batch_pools(hidden, lengths: Sequence[int], modes: Sequence[str]) -> dict[str, np.ndarray]:
+    """Pooled vectors of every record of a padded batch at once: ``hidden`` (B, L, d) fp32 rows of one layer (record i
+    in its first ``lengths[i]`` positions; a CUDA tensor, a CPU tensor or an array, modified in place), the same
+    arithmetic as :class:`Pools` (fp64 sums; max; last row), (B, d) float32 host arrays per mode.
+
+    A batch of reads is thousands of records per forward pass: per record, the running pools cost ~10 small kernels
+    and a device-to-host synchronisation on a GPU, far more than the model itself; here a batch costs a few kernels
+    and one copy (the caller stacks layers and modes into it, see :func:`host_stack`)."""
+    ops = array_ops(hidden)
+    x = ops.rows(hidden)
+    batch, length = x.shape[0], x.shape[1]
+    n = np.asarray(lengths, dtype=np.int64)
+    if ops is _Torch:
+        n_ = torch.as_tensor(n, device=x.device)
+        pad = torch.arange(length, device=x.device)[None, :] >= n_[:, None]
+    else:
+        n_ = n
+        pad = np.arange(length)[None, :] >= n[:, None]
+    out = {}
+    if "last" in modes:  # before the padding is overwritten
+        out["last"] = x[ops.arange(batch, x), n_ - 1]
+    if "mean" in modes:
+        x[pad] = 0.0
+        out["mean"] = ops.sum64_axis1(x) / n_[:, None]
+    if "max" in modes:
+        x[pad] = -np.inf
+        out["max"] = ops.max_axis1(x)
+    return {m: out[m] for m in modes}
+
+
+def host_stack(parts: Sequence, ops: type) -> list[np.ndarray]:
+    """Arrays (each (B, d)) to float32 host arrays in one device-to-host copy."""
+    if ops is _Torch:
+        return list(ops.host(torch.stack([p.to(torch.float32) for p in parts])))
+    return [np.asarray(p, dtype=np.float32) for p in parts]
 
 
 class Windows:
