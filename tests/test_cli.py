@@ -234,6 +234,28 @@ def test_doctor_reports_without_gpu(monkeypatch, capsys):
     assert code == 0 and "torch" in out and "fftconv kernels" in out
 
 
+def test_doctor_check_runs_every_path_and_fails_loudly(monkeypatch, capsys):
+    # --check: one case per dispatch path, plain and gated, against float64; on the CPU the reference path.
+    from genoconv.ops import selfcheck
+
+    code, out, _ = run_cli(["doctor", "--check", "--device", "cpu"], monkeypatch, capsys)
+    assert code == 0, out
+    for name, *_ in selfcheck.CASES:
+        assert out.count(name) == 2  # plain and gated
+    assert out.count(" ok ") == 2 * len(selfcheck.CASES) and "FAIL" not in out
+    # A convolution that is off on one path (as a wrong kernel on a user's GPU would be): exit 1, one line naming it.
+    real = selfcheck.causal_conv
+
+    def off_for_long_rows(u, *args, **kwargs):
+        y = real(u, *args, **kwargs)
+        return y * 1.01 if u.shape[-1] == 270_000 else y
+
+    monkeypatch.setattr(selfcheck, "causal_conv", off_for_long_rows)
+    code, out, err = run_cli(["doctor", "--check", "--device", "cpu"], monkeypatch, capsys)
+    assert code == 1 and out.count("FAIL") == 2
+    assert "self-check failed on cpu: 2 of 16 cases off (worst: long, K << L" in err and len(err.strip().splitlines()) == 1
+
+
 def test_refuses_to_start_without_disk_space(tmp_path, small_model_dir, monkeypatch, capsys):
     import shutil
     from collections import namedtuple

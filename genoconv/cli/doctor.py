@@ -1,13 +1,26 @@
-"""``genoconv doctor``: what this environment can do (torch, GPUs, the CUDA kernels, the default model)."""
+"""``genoconv doctor``: what this environment can do (torch, GPUs, the CUDA kernels, the default model), and with
+``--check`` whether the convolution it would run is right on this machine."""
 
 from __future__ import annotations
 
 import sys
+from typing import Annotated
+
+import typer
 
 from .._version import __version__
+from ..errors import GenoconvError
 
 
-def doctor() -> None:
+class SelfCheckError(GenoconvError, RuntimeError):
+    """The convolution on this device disagrees with float64 beyond its tolerance (exit 1)."""
+
+
+def doctor(check: Annotated[bool, typer.Option(
+        "--check", help="Also run the convolution on this machine (every kernel path the dispatch takes, plain and "
+                        "gated, bf16 and fp16 on a GPU) against float64; exit 1 if any case is off.")] = False,
+           device: Annotated[str, typer.Option("--device", help="Device for --check: auto, cpu, cuda or cuda:N.",
+                                               metavar="DEVICE")] = "auto") -> None:
     """Report the environment: torch, CUDA devices, whether the kernels are built, the default model."""
     import h5py
     import pysam
@@ -42,3 +55,34 @@ def doctor() -> None:
     except Exception as exc:  # noqa: BLE001 - doctor reports, never fails
         table.add_row("default model", f"unavailable: {exc}")
     Console().print(table)
+    if check:
+        _self_check(device)
+
+
+def _self_check(device: str) -> None:
+    import torch
+    from rich.console import Console
+    from rich.table import Table
+
+    from ..ops.selfcheck import run_checks
+
+    dev = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else
+                       "cpu" if device == "auto" else device)
+    results = run_checks(dev)
+    table = Table(title=f"convolution self-check on {dev}",
+                  caption="relative L2 error against float64; allowed: " +
+                  ", ".join(sorted({f"{r.dtype} {r.tolerance:.0e}" for r in results})))
+    for col in ("case", "L", "K", "gated", "dtype", "path", "error", ""):
+        table.add_column(col, justify="right" if col in ("L", "K", "error") else "left", no_wrap=True)
+    for r in results:
+        table.add_row(r.name, f"{r.seq_len:,}", f"{r.filter_len:,}", "yes" if r.gated else "no", r.dtype, r.path,
+                      f"{r.error:.1e}", "[green]ok[/green]" if r.ok else "[bold red]FAIL[/bold red]")
+    Console(width=max(100, Console().width)).print(table)
+    bad = [r for r in results if not r.ok]
+    if bad:
+        worst = max(bad, key=lambda r: r.error if r.error == r.error else float("inf"))
+        raise SelfCheckError(
+            f"convolution self-check failed on {dev}: {len(bad)} of {len(results)} cases off (worst: {worst.name}, "
+            f"{worst.dtype}{', gated' if worst.gated else ''}, path {worst.path}, error {worst.error:.1e} > "
+            f"{worst.tolerance:.0e}); GENOCONV_FFTCONV_PATH=scalar or GENOCONV_CONV_BACKEND=reference avoid the "
+            "kernels: please report it with this table")
