@@ -9,9 +9,9 @@ L=2,220,382), with a filter as long as the row:
 each as a median time in ms, the ratio to PyTorch, the share of the memory floor (4 B/elem plain, 8 B/elem gated,
 over the measured copy bandwidth), and the relative L2 error against a float64 FFT convolution on a few channels.
 
-A second table (issue 13) at L = 2M (B=1, H=64): partial convolutions (K = 1K, 16K, 262K taps; K = 1K also on the
-three-pass path it replaced, and where the long path splits the row into overlap-save blocks, also as one whole-row
-transform), rows split by filter taps (B = 1, H = 256: the DMD shape with a full-length filter and a 1.2 Mbp row
+A second table (issue 13) at L = 2M (B=1, H=64): partial convolutions (K = 1K, 12K, 16K, 262K taps; K = 1K also on
+the three-pass path it replaced, K = 12K also on the tensor-core blocks the cost model now passes over, and where the
+long path splits the row into overlap-save blocks, also as one whole-row transform), rows split by filter taps (B = 1, H = 256: the DMD shape with a full-length filter and a 1.2 Mbp row
 with the large-1m filter, each also as one transform), reads (L = 152, B = 64, H = 256: the scalar fused kernel, and
 the long path at 2^16 they took before), a streamed chunk behind 1M carried inputs (linear [1M | 2.19M] as before,
 circular [1M | 3.19M] now: same FFT size, 1.46x the new outputs), and frequency-sparse filters (F = 1, 0.5, 0.25 at
@@ -210,7 +210,7 @@ def run_long(dtype: torch.dtype, bw: float) -> list[dict]:
     pre = torch.randn(batch, channels, seq_len, device=dev).to(dtype)
     post = torch.randn(batch, channels, seq_len, device=dev).to(dtype)
     smem = gcuda._smem_per_block(dev)
-    for k in (1024, 16384, 262144):
+    for k in (1024, 12288, 16384, 262144):
         taps = long_filter(channels, k, dev)
         bias = torch.randn(channels, device=dev)
         filt = LongFilter(taps, bias)
@@ -231,7 +231,12 @@ def run_long(dtype: torch.dtype, bw: float) -> list[dict]:
                 lambda filt=filt, whole=whole: gcuda._long_conv(u, filt, None, None, whole), taps, bias, u, pre, post,
                 path=f"long N=2^{whole[0]}",
                 gated_fn=lambda filt=filt, whole=whole: gcuda._long_conv(u, filt, pre, post, whole))
-        if blocks:
+        if blocks and not path.startswith("blocks"):  # the cost model chose the long path over the tensor-core blocks
+            add(f"partial K={k // 1024}K, tensor-core blocks", lambda filt=filt, blocks=blocks:
+                gcuda._run_path(u, filt, None, None, "blocks", blocks), taps, bias, u, pre, post,
+                path=f"blocks N=2^{blocks[0]}, lead {blocks[1]}",
+                gated_fn=lambda filt=filt, blocks=blocks: gcuda._run_path(u, filt, pre, post, "blocks", blocks))
+        if blocks and path.startswith("blocks"):
             with scalar_path():
                 add(f"partial K={k // 1024}K, previous 3-pass path", lambda filt=filt: gcuda.causal_conv_cuda(u, filt),
                     taps, bias, u, pre, post, path=f"3-pass N=2^{gcuda.fft_plan(seq_len, k)}",

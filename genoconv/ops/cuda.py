@@ -243,8 +243,6 @@ def _path_plan(seq_len: int, filter_len: int, smem: int | None, valid_from: int 
     if log_n is not None:
         return "monarch", log_n
     blocks = partial_plan(seq_len, filter_len, pre=pre, post=post, smem_per_block=smem)
-    if blocks is not None:
-        return "blocks", blocks
     # Rows whose transform fits the scalar fused kernel (N <= 2^15; L <= 256: reads) do not go to the long path, whose
     # smallest transform is 2^16 (_SHORT_ROW_LOG_N).
     short = fft_plan(seq_len, filter_len) < _SHORT_ROW_LOG_N
@@ -255,8 +253,13 @@ def _path_plan(seq_len: int, filter_len: int, smem: int | None, valid_from: int 
         if split and exact and long[3] == 0:
             parts = long_split_plan(seq_len, filter_len, smem_per_block=smem, pre=pre, post=post)
             if parts is not None:
-                return "long_split", parts
-        return best
+                best = ("long_split", parts)
+        # The tensor-core kernel's blocks re-read N/2 inputs per N/2 - lead outputs: cheaper than the long path for
+        # short filters (K = 1K at 2M: 1.0 against 2.8 ms), dearer from K ~ 6K at 2M (a quarter kept at 12K).
+        if blocks is None or _plan_cost(seq_len, filter_len, *best) < _plan_cost(seq_len, filter_len, "blocks", blocks):
+            return best
+    if blocks is not None:
+        return "blocks", blocks
     if device is None:
         return "3-pass", None
     planned = _planned_taps(seq_len, filter_len, valid_from)

@@ -252,6 +252,8 @@ def test_cuda_dispatch_and_spectrum_keys_without_a_gpu(monkeypatch):
     # Frequency-sparse: the reference's taps min(K, L) (a cut spectrum spreads taps past L into every lag)
     assert call(3000, 16_386, keep=0.5) == ("monarch", 13, (13, 3000))
     assert call(40_001, 1026) == ("blocks", 15, (15, 1026), 1032)
+    # K = 12K keeps a quarter of each tensor-core block: the long path's overlap-save blocks cost less (cost model)
+    assert call(600_001, 12_000) == ("long_blocks", 18, 12_000, 0)
     # The long path: (log2 N, log2 R, first input, first output, taps)
     assert call(100_000, 50_000) == ("long", (18, 8, 0, 0, 50_000))  # linear: N >= L + K - 1; R = 256 around 2^10
     assert call(100_000, 50_000, valid_from=49_999) == ("long", (17, 8, 0, 49_999, 50_000))  # circular: N >= L

@@ -349,3 +349,31 @@ def test_tap_window_keeps_its_own_spectra():
     key = ("cuda_long", 17, 8, 15_000, "cpu")
     window.cached(key, lambda: "window")
     assert filt.cached(key, lambda: "whole") == "whole"
+
+
+def test_no_plan_costs_far_more_than_the_simplest_one():
+    """Every plan the dispatch picks, over lengths 1 .. 4M and filters from 1 tap to longer than the row, costs at most
+    1.25x (in transform points weighted by each path's measured per-point cost) the simplest plan that fits: one
+    transform of the whole row on the long path, or on the scalar fused kernel where it fits (N <= 2^15). Rows of
+    <= 256 samples once took the long path's 2^16 points for their 2^3-2^9 (up to 14,552x in these units), unnoticed
+    for two sessions, and filters of 6K-12K taps the tensor-core blocks at up to 1.7x."""
+    fused_cost = 0.76  # the scalar fused kernel per point (7.4 ps at 2^15 against ~9.7 ps for the long path)
+    worst = []
+    for smem in (227 << 10, 163 << 10):  # H100/H200, A100
+        for log_l in range(0, 23):
+            for seq_len in {max(1, (1 << log_l) - 1), 1 << log_l, (1 << log_l) + 1, int(1.3 * (1 << log_l)) + 1}:
+                for k in {1, 64, 1026, 12_288, 16_386, max(1, seq_len // 2), seq_len, 2 * seq_len}:
+                    path, how = cuda._path_plan(seq_len, k, smem)
+                    log_n = cuda.fft_plan(seq_len, k)
+                    if path == "3-pass":  # no device here: the fused kernel when N <= 2^15, else three passes
+                        cost = (1 << log_n) * (fused_cost if log_n <= 15 else cuda._THREE_PASS_POINT_COST)
+                    else:
+                        cost = cuda._plan_cost(seq_len, k, path, how)
+                    options = [(1 << log_n) * fused_cost] if log_n <= 15 else []
+                    whole = cuda.long_plan(seq_len, k, smem_per_block=smem)
+                    if whole is not None:
+                        options.append(cuda._long_cost(whole[0]))
+                    if options:
+                        worst.append((cost / min(options), seq_len, k, smem, path))
+    ratio, *case = max(worst)
+    assert ratio <= 1.25, f"plan {case} costs {ratio:.1f}x the simplest"
