@@ -300,6 +300,10 @@ def test_long_split_gives_the_linear_convolution(monkeypatch, batch, seq_len, fi
     whole_points = batch * (1 << cuda.long_plan(seq_len, filter_len)[0])
     assert sum(points) < whole_points
     assert cuda._plan_cost(seq_len, filter_len, path, how) < cuda._plan_cost(seq_len, filter_len, *unsplit)
+    if batch > 1:  # a channel-strided view of the same input: every part follows its strides
+        wide = torch.stack([u, u], dim=2).flatten(1, 2)[:, ::2]
+        assert wide.stride(1) == 2 * seq_len
+        assert torch.equal(cuda._run_path(wide, filt, pre, post, path, how), y)
     if not gated:
         bad = u.clone()
         bad[0, 0, seq_len - 3] = float("nan")  # read by the head part only
