@@ -55,18 +55,6 @@ class _Numpy:
     def host(x, dtype=np.float32):
         return np.asarray(x, dtype=dtype)
 
-    @staticmethod
-    def arange(n, like):
-        return np.arange(n)
-
-    @staticmethod
-    def sum64_axis1(x):
-        return x.sum(1, dtype=np.float64)
-
-    @staticmethod
-    def max_axis1(x):
-        return x.max(1)
-
 
 class _Torch:
     """The same arithmetic on the model's device (CUDA): only pooled vectors, windows and the rows a sink stores
@@ -95,18 +83,6 @@ class _Torch:
     @staticmethod
     def maximum_(acc, rows):
         torch.maximum(acc, rows.amax(0), out=acc)
-
-    @staticmethod
-    def arange(n, like):
-        return torch.arange(n, device=like.device)
-
-    @staticmethod
-    def sum64_axis1(x):
-        return x.sum(1, dtype=torch.float64)
-
-    @staticmethod
-    def max_axis1(x):
-        return x.amax(1)
 
     @staticmethod
     def host(x, dtype=np.float32):
@@ -168,20 +144,21 @@ def batch_pools(hidden, lengths: Sequence[int], modes: Sequence[str]) -> dict[st
     batch, length = x.shape[0], x.shape[1]
     n = np.asarray(lengths, dtype=np.int64)
     if ops is _Torch:
-        n_ = torch.as_tensor(n, device=x.device)
-        pad = torch.arange(length, device=x.device)[None, :] >= n_[:, None]
+        n = torch.as_tensor(n, device=x.device)
+        pad = torch.arange(length, device=x.device)[None, :] >= n[:, None]
+        first, f64 = torch.arange(batch, device=x.device), torch.float64
     else:
-        n_ = n
         pad = np.arange(length)[None, :] >= n[:, None]
+        first, f64 = np.arange(batch), np.float64
     out = {}
     if "last" in modes:  # before the padding is overwritten
-        out["last"] = x[ops.arange(batch, x), n_ - 1]
+        out["last"] = x[first, n - 1]
     if "mean" in modes:
         x[pad] = 0.0
-        out["mean"] = ops.sum64_axis1(x) / n_[:, None]
+        out["mean"] = x.sum(1, dtype=f64) / n[:, None]
     if "max" in modes:
         x[pad] = -np.inf
-        out["max"] = ops.max_axis1(x)
+        out["max"] = x.amax(1) if ops is _Torch else x.max(1)
     return {m: out[m] for m in modes}
 
 
