@@ -82,6 +82,22 @@ def test_gpu_reads_pooled_at_once_equal_per_record(demo_paths, dtype):
         assert np.isfinite(slow[rid]["per_nucleotide"][5]).all()
 
 
+def test_gpu_records_of_nearby_lengths_share_one_spectrum(demo_paths):
+    # Exact calls on the kernels take the next power of two of taps (model.hyena.shared_taps): four records of
+    # 2,100-3,900 bases build one tensor-core spectrum per layer (N = 2^13), where each length built its own.
+    from genoconv import Embedder
+
+    rng = np.random.default_rng(3)
+    emb = Embedder.from_pretrained(demo_paths, device="cuda", dtype="bfloat16")
+    for n in (2100, 2600, 3100, 3900):
+        out = emb.embed("".join(rng.choice(list("ACGT"), size=n)))
+        assert np.isfinite(out).all()
+    for block in emb.model.backbone.layers:
+        filt = block.mixer.filter_fn._cache[1]
+        assert filt.filter_len == 4096
+        assert [key[:3] for key in filt._cache if key[0] == "cuda_monarch"] == [("cuda_monarch", 13, 4096)]
+
+
 def test_gpu_embed_file_matches_api(demo_paths, tmp_path):
     pytest.importorskip("pysam")
     from genoconv import Embedder, open_embeddings

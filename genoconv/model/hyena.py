@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..ops import LongFilter, causal_conv
+from ..ops import LongFilter, causal_conv, planned_backend
 from ..ops.fused import (add_layer_norm_cast, causal_short_conv, fused_available, gelu_linear, layer_norm_cast, linear,
                          onednn_enabled, short_conv_gate)
 from .config import HyenaConfig
@@ -131,6 +131,17 @@ class ConvSettings:
 
 
 EXACT = ConvSettings()
+
+
+def shared_taps(seq_len: int, k: int, device: torch.device, dtype: torch.dtype) -> int:
+    """Taps an exact call (K >= L) takes: L on the reference path; on the CUDA kernels the next power of two >= L
+    (at most K). Taps past L never reach outputs [0, L) (causality), and the kernels size their FFT by min(K, L), so
+    results are those of L taps; but every length in (2^(m-1), 2^m] then asks for the same filter, whose spectrum the
+    kernels build once per FFT size from 2^m taps. With L taps each record length built its own spectrum per layer
+    (the demo set's 200 genes: a build per batch and layer, ~1 ms each, where the convolution itself is ~0.1 ms)."""
+    if planned_backend(device, dtype) != "cuda":
+        return seq_len
+    return min(k, 1 << max(0, seq_len - 1).bit_length())
 
 
 class HyenaFilter(nn.Module):
@@ -313,6 +324,8 @@ class HyenaOperator(nn.Module):
         if stream is None and conv.filter_len is None and seq_len > self.l_max:
             raise ValueError(f"sequence of {seq_len} bases is longer than the model's max_seq_len {self.l_max}")
         n_taps = conv.taps_needed(seq_len, self.l_max, stream is not None)
+        if stream is None and n_taps == seq_len:
+            n_taps = shared_taps(seq_len, conv.taps_needed(self.l_max, self.l_max, False), u.device, u.dtype)
         # in_proj written straight into the convolution layout (B, C, L): W @ u^T. The GEMM takes the transposed
         # operand for free, where a Linear followed by a transpose made a strided copy of the largest activation
         # (~18 ms per layer at 1 Mbp on an H200, half the forward time; benchmarks/results/profile_1m_*.txt).

@@ -64,3 +64,32 @@ def test_filter_is_cached_until_a_parameter_changes():
     with torch.inference_mode():
         b = filt_fn.long_filter(64)
     assert b is not a and not torch.equal(a.taps, b.taps)
+
+
+def test_kernel_calls_of_nearby_lengths_share_one_filter(monkeypatch):
+    # On the CUDA kernels an exact call takes the next power of two of taps (at most K): taps past L never reach
+    # outputs [0, L), so results are those of L taps, and records of lengths in (2^(m-1), 2^m] share one filter and its
+    # per-FFT-size spectra. Checked here on the reference path (the same claim: extra taps change nothing).
+    from genoconv.model import hyena
+
+    model = HyenaDNA(HyenaConfig(d_model=16, n_layer=2, max_seq_len=4098)).init_weights(seed=4).eval()
+    gen = torch.Generator().manual_seed(0)
+    ids = {n: torch.randint(7, 11, (1, n), generator=gen) for n in (2049, 3000, 4000, 4096)}
+    with torch.inference_mode():
+        want = {n: model(x) for n, x in ids.items()}
+    monkeypatch.setattr(hyena, "planned_backend", lambda device, dtype: "cuda")
+    assert hyena.shared_taps(3000, 4098, torch.device("cpu"), torch.float32) == 4096
+    assert hyena.shared_taps(4097, 4098, torch.device("cpu"), torch.float32) == 4098  # at most K
+    assert hyena.shared_taps(1, 4098, torch.device("cpu"), torch.float32) == 1
+    filt_fn = model.backbone.layers[0].mixer.filter_fn
+    filters = set()
+    with torch.inference_mode():
+        for n, x in ids.items():
+            got = model(x)
+            torch.testing.assert_close(got, want[n], rtol=1e-4, atol=1e-5)
+            filters.add(id(filt_fn._cache[1]))
+    assert len(filters) == 1 and filt_fn._cache[1].filter_len == 4096
+    monkeypatch.undo()
+    with torch.inference_mode():
+        model(ids[3000])
+    assert filt_fn._cache[1].filter_len == 3000  # the reference path keeps exactly L taps
