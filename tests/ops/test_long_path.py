@@ -364,7 +364,7 @@ def test_no_plan_costs_far_more_than_the_simplest_one():
     fused_cost = 0.76  # the scalar fused kernel per point (7.4 ps at 2^15 against ~9.7 ps for the long path)
     worst = []
     for smem in (227 << 10, 163 << 10):  # H100/H200, A100
-        for log_l in range(0, 23):
+        for log_l in range(23):
             for seq_len in {max(1, (1 << log_l) - 1), 1 << log_l, (1 << log_l) + 1, int(1.3 * (1 << log_l)) + 1}:
                 for k in {1, 64, 1026, 12_288, 16_386, max(1, seq_len // 2), seq_len, 2 * seq_len}:
                     path, how = cuda._path_plan(seq_len, k, smem)
