@@ -124,9 +124,13 @@ class ConvSettings:
         if not 0.0 < self.freq_keep <= 1.0:
             raise ValueError(f"freq_keep must be in (0, 1], got {self.freq_keep}")
 
+    def taps(self, l_max: int) -> int:
+        """K: the filter's taps, l_max unless a partial convolution asks for fewer."""
+        return l_max if self.filter_len is None else min(self.filter_len, l_max)
+
     def taps_needed(self, seq_len: int, l_max: int, streaming: bool) -> int:
         """Filter taps a call needs: K (default l_max), but never more than the input reaches."""
-        k = l_max if self.filter_len is None else min(self.filter_len, l_max)
+        k = self.taps(l_max)
         return k if streaming else min(seq_len, k)
 
 
@@ -325,7 +329,7 @@ class HyenaOperator(nn.Module):
             raise ValueError(f"sequence of {seq_len} bases is longer than the model's max_seq_len {self.l_max}")
         n_taps = conv.taps_needed(seq_len, self.l_max, stream is not None)
         if stream is None and n_taps == seq_len:
-            n_taps = shared_taps(seq_len, conv.taps_needed(self.l_max, self.l_max, False), u.device, u.dtype)
+            n_taps = shared_taps(seq_len, conv.taps(self.l_max), u.device, u.dtype)
         # in_proj written straight into the convolution layout (B, C, L): W @ u^T. The GEMM takes the transposed
         # operand for free, where a Linear followed by a transpose made a strided copy of the largest activation
         # (~18 ms per layer at 1 Mbp on an H200, half the forward time; benchmarks/results/profile_1m_*.txt).
