@@ -242,7 +242,8 @@ def test_doctor_check_runs_every_path_and_fails_loudly(monkeypatch, capsys):
     assert code == 0, out
     for name, *_ in selfcheck.CASES:
         assert out.count(name) == 2  # plain and gated
-    assert out.count(" ok ") == 2 * len(selfcheck.CASES) and "FAIL" not in out
+    assert out.count(" ok ") == 2 * len(selfcheck.CASES) + 1 and "FAIL" not in out  # + the model row (float32)
+    assert "the shipped model on cpu" in out
     # A convolution that is off on one path (as a wrong kernel on a user's GPU would be): exit 1, one line naming it.
     real = selfcheck.causal_conv
 
@@ -254,6 +255,13 @@ def test_doctor_check_runs_every_path_and_fails_loudly(monkeypatch, capsys):
     code, out, err = run_cli(["doctor", "--check", "--device", "cpu"], monkeypatch, capsys)
     assert code == 1 and out.count("FAIL") == 2
     assert "self-check failed on cpu: 2 of 16 cases off (worst: long, K << L" in err and len(err.strip().splitlines()) == 1
+    # The model row alone off (fused steps or GEMMs on a user's GPU): exit 1 naming the dtype.
+    from genoconv.cli import doctor
+
+    monkeypatch.setattr(selfcheck, "causal_conv", real)
+    monkeypatch.setattr(doctor, "_model_check", lambda dev: [("float32", float("nan"), 1e-4)])
+    code, out, err = run_cli(["doctor", "--check", "--device", "cpu"], monkeypatch, capsys)
+    assert code == 1 and out.count("FAIL") == 1 and "model self-check failed on cpu: the shipped model in float32" in err
 
 
 def test_refuses_to_start_without_disk_space(tmp_path, small_model_dir, monkeypatch, capsys):
