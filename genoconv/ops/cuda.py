@@ -283,10 +283,16 @@ def kernel_facts(device: torch.device) -> dict | None:
             "smem_per_block": _smem_per_block(device), "max_fused_points": int(mod.max_fused_points(index))}
 
 
+def _circular_from(seq_len: int, filter_len: int, valid_from: int) -> int:
+    """The first output of an overlap-save (circular) transform: ``valid_from`` when the caller keeps only outputs
+    t >= valid_from >= K - 1, whose circular and linear values agree; 0 when the row needs a linear convolution."""
+    return valid_from if 0 < valid_from and min(filter_len, seq_len) - 1 <= valid_from else 0
+
+
 def _planned_taps(seq_len: int, filter_len: int, valid_from: int) -> int:
-    """The filter length the FFT size is planned for: 1 (N >= L, a circular convolution) when the caller keeps only
-    outputs t >= valid_from >= K - 1, whose circular and linear values agree (overlap-save); else K."""
-    return 1 if 0 < valid_from and min(filter_len, seq_len) - 1 <= valid_from else filter_len
+    """The filter length the FFT size is planned for: 1 (N >= L, a circular convolution) for an overlap-save row
+    (:func:`_circular_from`); else K."""
+    return 1 if _circular_from(seq_len, filter_len, valid_from) else filter_len
 
 
 def plan(seq_len: int, filter_len: int, device: torch.device) -> tuple[int, int]:
@@ -653,7 +659,7 @@ def long_plan(seq_len: int, filter_len: int, valid_from: int = 0, *,
     if os.environ.get("GENOCONV_FFTCONV_PATH", "auto") == "scalar" or LONG_LOG_N[1] < LONG_LOG_N[0]:
         return None
     k = max(1, min(filter_len, seq_len))
-    first = valid_from if 0 < valid_from and k - 1 <= valid_from else 0
+    first = _circular_from(seq_len, filter_len, valid_from)
     start = first - (k - 1) if first else 0
     size = max(seq_len - start, seq_len - first + k - 1)
     log_n = max(LONG_LOG_N[0], (size - 1).bit_length())
@@ -743,7 +749,8 @@ def _plan_cost(seq_len: int, filter_len: int, path: str, how) -> float:
     if path == "blocks":
         log_n, lead = how
         half = 1 << (log_n - 1)
-        return (1 - (-(seq_len - half) // (half - lead))) * (1 << log_n) * _MONARCH_POINT_COST
+        count = 1 + -(-(seq_len - half) // (half - lead))  # _conv_blocks: the head, then blocks of half - lead outputs
+        return count * (1 << log_n) * _MONARCH_POINT_COST
     if path == "long":
         return _long_cost(how[0])
     if path == "long_blocks":
