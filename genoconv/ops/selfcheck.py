@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .fftconv import LongFilter, backend_for, causal_conv
+from .fftconv import LongFilter, backend_for, causal_conv, causal_conv_ref
 
 # (name, L, K, carried history): one case per dispatch path at the smallest size that takes it.
 CASES = (
@@ -47,14 +47,6 @@ class CheckResult:
     @property
     def ok(self) -> bool:
         return self.error <= self.tolerance  # NaN fails
-
-
-def _oracle(x: torch.Tensor, taps: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
-    """float64 causal convolution of x (B, H, L) with taps (H, K) plus bias * x."""
-    seq_len = x.shape[-1]
-    n = 1 << (seq_len + taps.shape[-1]).bit_length()
-    y = torch.fft.irfft(torch.fft.rfft(x, n=n) * torch.fft.rfft(taps, n=n), n=n)[..., :seq_len]
-    return y + x * bias[:, None]
 
 
 def _path(device: torch.device, u: torch.Tensor, filt: LongFilter, seq_len: int, filter_len: int, history: int,
@@ -91,7 +83,8 @@ def check_case(name: str, seq_len: int, filter_len: int, history: int, gated: bo
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     seconds = time.perf_counter() - t0
-    want = _oracle(x.double(), taps.to(device), bias.to(device))[..., history:]
+    # The oracle: the reference path evaluated in float64 (float64 inputs), on the whole row [history | chunk].
+    want = causal_conv_ref(x.double(), LongFilter(taps.to(device), bias.to(device)))[..., history:]
     if post is not None:
         want = want * post[..., history:].double()
     err = ((y.double() - want).norm() / want.norm()).item()
