@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import torch
 
-from genoconv.ops import LongFilter
+from genoconv.ops import LongFilter, causal_conv_ref
 from genoconv.ops import cuda as gcuda
 
 
@@ -29,12 +29,8 @@ def main() -> None:
         filt = LongFilter(taps.to(dev), bias.to(dev))
         for gate in (None, pre):
             y = gcuda.causal_conv_cuda(u, filt, gate, gate)
-            x = u.double() if gate is None else u.double() * gate.double()
-            n = 1 << (seq_len + k).bit_length()
-            ref = torch.fft.irfft(torch.fft.rfft(x, n=n) * torch.fft.rfft(taps.to(dev).double(), n=n), n=n)[..., :seq_len]
-            ref = ref + x * bias.to(dev).double()[:, None]
-            if gate is not None:
-                ref = ref * gate.double()
+            g = None if gate is None else gate.double()  # the reference in float64: the project's oracle
+            ref = causal_conv_ref(u.double(), LongFilter(taps.to(dev).double(), bias.to(dev).double()), g, g)
             err = ((y.double() - ref).norm() / ref.norm()).item()
             plan = gcuda.path_plan(seq_len, k, dev)
             print(f"L={seq_len} K={k} plan={plan} gated={gate is not None} err={err:.2e}", flush=True)
