@@ -206,6 +206,12 @@ def run_long(dtype: torch.dtype, bw: float) -> list[dict]:
         print(f"{name:>40} {t:8.3f} ms ({row['floor']:6.1%} floor)  gated {t_gated:8.3f} ms "
               f"({row['gated_floor']:6.1%})  err {err:.1e}/{err_gated:.1e}  {path}", flush=True)
 
+    def add_forced(name, plan, filt, taps, bias, u, pre=None, post=None, outputs=elems):
+        """A row on a path the dispatch did not choose (the A/B beside a row it did): plain, and gated if given."""
+        gated = None if pre is None else (lambda: gcuda._run_path(u, filt, pre, post, *plan))
+        add(name, lambda: gcuda._run_path(u, filt, None, None, *plan), taps, bias, u, pre, post, outputs=outputs,
+            path=plan_label(*plan), gated_fn=gated)
+
     u = torch.randn(batch, channels, seq_len, device=dev).to(dtype)
     pre = torch.randn(batch, channels, seq_len, device=dev).to(dtype)
     post = torch.randn(batch, channels, seq_len, device=dev).to(dtype)
@@ -227,15 +233,10 @@ def run_long(dtype: torch.dtype, bw: float) -> list[dict]:
             path=path, ref=ref, gated_fn=lambda filt=filt: gcuda.causal_conv_cuda(u, filt, pre, post))
         whole = gcuda.long_plan(seq_len, k, smem_per_block=smem)
         if path.startswith("long blocks") and whole:
-            add(f"partial K={k // 1024}K, whole-row long path",
-                lambda filt=filt, whole=whole: gcuda._long_conv(u, filt, None, None, whole), taps, bias, u, pre, post,
-                path=f"long N=2^{whole[0]}",
-                gated_fn=lambda filt=filt, whole=whole: gcuda._long_conv(u, filt, pre, post, whole))
+            add_forced(f"partial K={k // 1024}K, whole-row long path", ("long", whole), filt, taps, bias, u, pre, post)
         if blocks and not path.startswith("blocks"):  # the cost model chose the long path over the tensor-core blocks
-            add(f"partial K={k // 1024}K, tensor-core blocks", lambda filt=filt, blocks=blocks:
-                gcuda._run_path(u, filt, None, None, "blocks", blocks), taps, bias, u, pre, post,
-                path=f"blocks N=2^{blocks[0]}, lead {blocks[1]}",
-                gated_fn=lambda filt=filt, blocks=blocks: gcuda._run_path(u, filt, pre, post, "blocks", blocks))
+            add_forced(f"partial K={k // 1024}K, tensor-core blocks", ("blocks", blocks), filt, taps, bias, u, pre,
+                       post)
         if blocks and path.startswith("blocks"):
             with scalar_path():
                 add(f"partial K={k // 1024}K, previous 3-pass path", lambda filt=filt: gcuda.causal_conv_cuda(u, filt),
@@ -255,11 +256,8 @@ def run_long(dtype: torch.dtype, bw: float) -> list[dict]:
         add(f"{label}, split by taps", lambda filt=filt, us=us: gcuda.causal_conv_cuda(us, filt), taps, bias, us,
             pres, posts, outputs=us.numel(), path=path_label(seq_len_s, k),
             gated_fn=lambda filt=filt, us=us, pres=pres, posts=posts: gcuda.causal_conv_cuda(us, filt, pres, posts))
-        whole = gcuda.long_plan(seq_len_s, k, smem_per_block=smem)
-        add(f"{label}, one transform", lambda filt=filt, us=us, whole=whole: gcuda._long_conv(us, filt, None, None, whole),
-            taps, bias, us, pres, posts, outputs=us.numel(), path=f"long N=2^{whole[0]}",
-            gated_fn=lambda filt=filt, us=us, pres=pres, posts=posts, whole=whole:
-            gcuda._long_conv(us, filt, pres, posts, whole))
+        add_forced(f"{label}, one transform", ("long", gcuda.long_plan(seq_len_s, k, smem_per_block=smem)), filt, taps,
+                   bias, us, pres, posts, outputs=us.numel())
         del us, pres, posts, filt, taps
     # Reads (51-250 bp, padded to the batch's longest): below the tensor-core kernel's sizes, the scalar fused kernel
     # at N = 2^9; before, the long path at 2^16 per row. B = 64, H = 256 (the long path needs ~1e9 points here).
@@ -270,9 +268,8 @@ def run_long(dtype: torch.dtype, bw: float) -> list[dict]:
     add("reads L=152 (B=64, H=256)", lambda ur=ur, filt=filt: gcuda.causal_conv_cuda(ur, filt), taps, bias, ur,
         outputs=ur.numel(),
         path=path_label(152, 152))
-    short = gcuda.long_plan(152, 152)
-    add("reads L=152, long path as before", lambda ur=ur, filt=filt: gcuda._long_conv(ur, filt, None, None, short),
-        taps, bias, ur, outputs=ur.numel(), path=f"long N=2^{short[0]}")
+    add_forced("reads L=152, long path as before", ("long", gcuda.long_plan(152, 152)), filt, taps, bias, ur,
+               outputs=ur.numel())
     del ur, filt, taps
     # A streamed chunk behind 1M carried inputs, the large-1m filter: new outputs per call at N = 2^22.
     k = 1_000_002
