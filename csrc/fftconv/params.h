@@ -90,7 +90,7 @@ struct LongParams : SignalParams {
   const float* gain = nullptr;
 };
 cudaError_t launch_long(const LongParams& p, DType dtype, cudaStream_t stream);
-// The tensor-core kernel in its circular form (fp16 rows, no gates, N = 2^12 .. 2^14): the long path's inner pass.
+// The tensor-core kernel in its circular form (fp16 rows, no gates, N = 2^9 .. 2^14): the long path's inner pass.
 cudaError_t launch_monarch_circular(const ConvParams& p, cudaStream_t stream);
 
 }  // namespace genoconv
