@@ -250,14 +250,16 @@ def _path_plan(seq_len: int, filter_len: int, smem: int | None, valid_from: int 
     if long is not None:
         over = long_blocks_plan(seq_len, filter_len, valid_from, smem_per_block=smem) if exact else None
         best = ("long_blocks", over) if over else ("long", long)
-        if split and exact and long[3] == 0:
-            parts = long_split_plan(seq_len, filter_len, smem_per_block=smem, pre=pre, post=post)
-            if parts is not None:
-                best = ("long_split", parts)
         # The tensor-core kernel's blocks re-read N/2 inputs per N/2 - lead outputs: cheaper than the long path for
         # short filters (K = 1K at 2M: 1.0 against 2.8 ms), dearer from K ~ 6K at 2M (a quarter kept at 12K).
-        if blocks is None or _plan_cost(seq_len, filter_len, *best) < _plan_cost(seq_len, filter_len, "blocks", blocks):
-            return best
+        if blocks is not None and _plan_cost(seq_len, filter_len, "blocks", blocks) <= _plan_cost(seq_len, filter_len,
+                                                                                                   *best):
+            best = ("blocks", blocks)
+        if split and exact and long[3] == 0:
+            parts = long_split_plan(seq_len, filter_len, smem_per_block=smem, pre=pre, post=post, unsplit=best)
+            if parts is not None:
+                return "long_split", parts
+        return best
     if blocks is not None:
         return "blocks", blocks
     if device is None:
@@ -764,7 +766,7 @@ def _plan_cost(seq_len: int, filter_len: int, path: str, how) -> float:
 
 
 def long_split_plan(seq_len: int, filter_len: int, *, smem_per_block: int | None = None, pre: bool = False,
-                    post: bool = False) -> tuple[int, tuple, tuple] | None:
+                    post: bool = False, unsplit: tuple | None = None) -> tuple[int, tuple, tuple] | None:
     """(P, head, rest) when a linear long row should be split by filter taps, else None.
 
     y = h * x = h[:P] * x + shift_P(h[P:] * x[:L - P]): the head part convolves the whole row with taps [0, P) (and
@@ -775,12 +777,12 @@ def long_split_plan(seq_len: int, filter_len: int, *, smem_per_block: int | None
     HyenaDNA-large-1m's 1M taps: 2^21 + 2^19 instead of 2^22. The Toeplitz-block form of the issue; it needs no
     kernel change (each part is an ordinary call on strided views). head and rest are (path, plan) pairs of
     :func:`path_plan`; chosen by :func:`_plan_cost` and taken only when it saves ``_LONG_BLOCKS_MIN_SAVING``
-    against the best unsplit plan."""
+    against the best unsplit plan (``unsplit``: the caller's, when it has it)."""
     k = max(1, min(filter_len, seq_len))
     whole = long_plan(seq_len, k, smem_per_block=smem_per_block)
     if whole is None or whole[3]:
         return None
-    unsplit = _path_plan(seq_len, k, smem_per_block, 0, pre, post, split=False)
+    unsplit = unsplit or _path_plan(seq_len, k, smem_per_block, 0, pre, post, split=False)
     best, best_cost = None, (1.0 - _LONG_BLOCKS_MIN_SAVING) * _plan_cost(seq_len, k, *unsplit)
     for log_n in range(seq_len.bit_length(), whole[0]):
         split = (1 << log_n) - seq_len + 1  # the most taps a linear transform of 2^log_n takes for this row
