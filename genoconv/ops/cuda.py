@@ -301,12 +301,17 @@ def plan(seq_len: int, filter_len: int, device: torch.device) -> tuple[int, int]
     """(log_n, log_n1): the real FFT size N = 2^log_n and the path. log_n1 = 0 runs the fused single kernel
     (M = N/2 complex points fit shared memory); otherwise M = 2^log_n1 (outer) x 2^log_n2 (inner) in three passes,
     with two inner rows of 2^log_n2 points per block."""
-    log_n = fft_plan(seq_len, filter_len)
-    log_m = log_n - 1
     mod, why = _load()
     if mod is None:
         raise RuntimeError(why)
-    max_fused = int(mod.max_fused_points(device.index if device.index is not None else torch.cuda.current_device()))
+    return scalar_plan(seq_len, filter_len,
+                       int(mod.max_fused_points(device.index if device.index is not None else torch.cuda.current_device())))
+
+
+def scalar_plan(seq_len: int, filter_len: int, max_fused: int) -> tuple[int, int]:
+    """:func:`plan` for a device whose fused kernel holds ``max_fused`` complex points."""
+    log_n = fft_plan(seq_len, filter_len)
+    log_m = log_n - 1
     if (1 << log_m) <= max_fused:
         return log_n, 0
     # Inner rows of max_fused/4 points (two per block: 64 KiB on Hopper/A100, 3 blocks per SM) rather than

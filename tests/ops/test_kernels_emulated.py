@@ -1,0 +1,166 @@
+"""The csrc/fftconv CUDA kernels, compiled for the CPU by tools/kernels/emu and run there, against float64.
+
+CI has no GPU and the GPU is lent rarely, so the kernels' logic is tested here on every commit: the real sources
+(each CUDA thread a fiber, the mma and cp.async instructions emulated, dynamic shared memory, outputs and workspaces
+filled with NaN first) driven by genoconv/ops/cuda.py's own dispatch and spectrum code on CPU tensors. What this
+proves: index maps, twiddles, scales, the block/split/streamed plans, barriers between the phases (run in both thread
+orders), every output written. What it does not: speed, races the GPU's memory model allows beyond a missing barrier,
+the mma unit's own rounding. tests/ops/test_fftconv_cuda.py runs the same kernels on a GPU.
+
+Skipped on a machine with CUDA (the real extension registers the same ops; its GPU tests run there) and where the
+CUDA headers or a C++ compiler are missing.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from genoconv.ops import LongFilter, causal_conv_ref, cuda
+from genoconv.ops.selfcheck import CASES, TOLERANCE
+
+EMU = Path(__file__).resolve().parents[2] / "tools" / "kernels" / "emu"
+SMEM = 232448  # the emulated device: an H100/H200's shared memory per block (cuda_emu.h kSmemOptin)
+
+
+def _emu_build():
+    spec = importlib.util.spec_from_file_location("genoconv_emu_build", EMU / "build.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)  # type: ignore[union-attr]
+    return mod
+
+
+@pytest.fixture(scope="module")
+def emulated(tmp_path_factory):
+    if torch.cuda.is_available():
+        pytest.skip("a CUDA device is present: the real kernels' tests (test_fftconv_cuda.py) run instead")
+    build = _emu_build()
+    if build.cuda_include() is None or shutil.which("c++") is None or shutil.which("ninja") is None:
+        pytest.skip("the emulator needs the CUDA headers (cuda_fp16.h), a C++ compiler and ninja")
+    return build.load(tmp_path_factory.mktemp("emu"))
+
+
+def _plan(module, seq_len: int, filter_len: int, history: int, gated: bool) -> tuple[str, object]:
+    """The dispatch's plan on the emulated device; the scalar kernels' plan needs the device's fused size."""
+    path, how = cuda._path_plan(seq_len, filter_len, SMEM, history, pre=gated, post=gated)
+    if how is None:
+        planned = cuda._planned_taps(seq_len, filter_len, history)
+        how = (*cuda.scalar_plan(seq_len, planned, module.max_fused_points(0)), planned)
+    return path, how
+
+
+def _inputs(batch, channels, seq_len, filter_len, gated, dtype, seed):
+    gen = torch.Generator().manual_seed(seed)
+    t = torch.arange(filter_len, dtype=torch.float64)
+    taps = torch.randn(channels, filter_len, generator=gen, dtype=torch.float64) / filter_len ** 0.5
+    taps = taps * torch.exp(-t * 2.0 / filter_len) + 0.1 * torch.cos(t * 0.01) / filter_len ** 0.5
+    bias = torch.randn(channels, generator=gen, dtype=torch.float64)
+    sig = [torch.randn(batch, channels, seq_len, generator=gen).to(dtype) for _ in range(3 if gated else 1)]
+    return taps, bias, sig[0], (sig[1] if gated else None), (sig[2] if gated else None)
+
+
+def _check(module, seq_len, filter_len, *, history=0, gated=False, dtype=torch.bfloat16, batch=2, channels=3,
+           plan=None, view=None, seed=0):
+    """One call on the emulated kernels against the float64 convolution of the same 16-bit inputs; returns the path.
+    ``view``: a function making the signals non-contiguous views (strided inputs)."""
+    total = history + seq_len
+    taps, bias, u, pre, post = _inputs(batch, channels, total, filter_len, gated, dtype, seed + total + 7 * gated)
+    if view is not None:
+        u, pre, post = (None if t is None else view(t) for t in (u, pre, post))
+    path, how = plan or _plan(module, total, filter_len, history, gated)
+    y = cuda._run_path(u, LongFilter(taps.float(), bias.float()), pre, post, path, how)
+    x = u if pre is None else u * pre
+    want = causal_conv_ref(x.double(), LongFilter(taps, bias))
+    if post is not None:
+        want = want * post.double()
+    got, want = y[..., history:].double(), want[..., history:]
+    assert torch.isfinite(got).all(), f"{path}: outputs not written (NaN left from the poisoned output)"
+    err = ((got - want).norm() / want.norm()).item()
+    assert err <= TOLERANCE[dtype], f"{path} {how}: relative L2 error {err:.2e}"
+    return path
+
+
+@pytest.mark.parametrize("gated", [False, True], ids=["plain", "gated"])
+@pytest.mark.parametrize("case", CASES, ids=[c[0] for c in CASES])
+def test_every_dispatch_path(emulated, case, gated):
+    """`genoconv doctor --check`'s cases: one per path the dispatch takes (reads on the scalar fused kernel, the
+    tensor-core kernel and its blocks, the long path at R = 16 and R = 256, its overlap-save blocks, a row split by
+    filter taps, a streamed chunk as a circular transform)."""
+    _, seq_len, filter_len, history = case
+    _check(emulated, seq_len, filter_len, history=history, gated=gated)
+
+
+def test_cases_cover_every_path(emulated):
+    paths = {_plan(emulated, s + h, k, h, False)[0] for _, s, k, h in CASES}
+    assert paths == {"3-pass", "monarch", "blocks", "long", "long_blocks", "long_split"}
+
+
+@pytest.mark.parametrize("seq_len", [300, 1000, 2000, 4000, 8000, 16000])
+def test_tensor_core_kernel_every_size(emulated, seq_len):
+    """N = 2^10 .. 2^15 (r = 4 .. 128 rows of 256 points; staged gates up to 2^14, streamed at 2^15)."""
+    assert _check(emulated, seq_len, seq_len, gated=True, batch=3, channels=2) == "monarch"
+
+
+@pytest.mark.parametrize("seq_len", [20_000, 50_001, 100_000, 200_000])
+def test_long_path_inner_sizes(emulated, seq_len):
+    """N = 2^16 (R = 16, scalar outer passes), 2^17 .. 2^19 (R = 256 around the circular tensor-core kernel at
+    r = 2, 4, 8), B = 1: a lone row."""
+    _check(emulated, seq_len, seq_len, batch=1, channels=2, plan=("long", cuda.long_plan(seq_len, seq_len)))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seq_len", [800_000, 3_000_000])
+def test_long_path_largest_sizes(emulated, seq_len):
+    """N = 2^21 (inner r = 32) and 2^23 (R = 512, the DMD gene's full-length filter): one row."""
+    _check(emulated, seq_len, seq_len, batch=1, channels=1, plan=("long", cuda.long_plan(seq_len, seq_len)))
+
+
+@pytest.mark.parametrize("case", [("gene", 3000, 3000, 0), ("long 2^17", 50_001, 50_001, 0),
+                                  ("split", 70_001, 70_001, 0), ("reads", 51, 51, 0)], ids=lambda c: c[0])
+def test_float16(emulated, case):
+    _, seq_len, filter_len, history = case
+    _check(emulated, seq_len, filter_len, history=history, gated=True, dtype=torch.float16)
+
+
+def _strided(t):
+    """A view with batch and channel strides of a larger tensor (channels 1, 3, 5 of 6) and unit sequence stride."""
+    big = torch.zeros(t.shape[0], 2 * t.shape[1], t.shape[2] + 5, dtype=t.dtype)
+    big[:, 1::2, 5:] = t
+    return big[:, 1::2, 5:]
+
+
+@pytest.mark.parametrize("case", [(3000, 3000), (40_001, 1026), (50_001, 50_001), (270_000, 16_001)],
+                         ids=["monarch", "blocks", "long", "long_blocks"])
+def test_strided_inputs_odd_channels(emulated, case):
+    seq_len, filter_len = case
+    _check(emulated, seq_len, filter_len, gated=True, batch=1, channels=5, view=_strided)
+
+
+@pytest.mark.parametrize("case", [(3000, 3000), (16_000, 16_000), (50_001, 50_001), (40_000, 40_000)],
+                         ids=["monarch", "monarch 2^15", "long", "3-pass"])
+def test_threads_in_reverse_order(emulated, case, monkeypatch):
+    """The same results when each block's threads run last to first between barriers: a missing barrier shows in
+    one order or the other (removing one from the long path's inverse pass gives 0.30 error, from the tensor-core
+    kernel NaN: tools/kernels/NOTES.md)."""
+    monkeypatch.setenv("GENOCONV_EMU_ORDER", "reverse")
+    seq_len, filter_len = case
+    plan = None
+    if case == (40_000, 40_000):
+        plan = ("3-pass", (*cuda.scalar_plan(seq_len, filter_len, emulated.max_fused_points(0)), filter_len))
+    _check(emulated, seq_len, filter_len, gated=True, plan=plan)
+
+
+def test_non_finite_input_poisons_its_row_only(emulated):
+    """A NaN in one row's input makes that row NaN (the long path's input scale marks it) and leaves the others."""
+    seq_len = 50_001
+    taps, bias, u, _, _ = _inputs(2, 3, seq_len, seq_len, False, torch.bfloat16, 5)
+    u[1, 2, 777] = float("nan")
+    y = cuda._run_path(u, LongFilter(taps.float(), bias.float()), None, None, "long", cuda.long_plan(seq_len, seq_len))
+    assert torch.isnan(y[1, 2, 777:]).all()
+    clean = torch.ones(2, 3, dtype=torch.bool)
+    clean[1, 2] = False
+    assert torch.isfinite(y[clean]).all()
