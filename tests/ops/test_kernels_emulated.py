@@ -238,3 +238,23 @@ def test_embedder_on_emulated_kernels_matches_reference(small_model, case, reque
     assert set(paths) & expect == expect, paths
     assert np.isfinite(got).all()
     assert np.linalg.norm(got - want) / np.linalg.norm(want) < 1e-2
+
+
+@pytest.mark.slow
+def test_memcheck_under_address_sanitizer(emulated, tmp_path):
+    """Every dispatch path in a process that runs the emulated kernels built with AddressSanitizer
+    (tools/kernels/emu/memcheck.py): no access outside a tensor or shared memory, results within tolerance."""
+    import os
+    import subprocess
+    import sys
+
+    runtime = _emu_build().asan_runtime()
+    if runtime is None:
+        pytest.skip("no AddressSanitizer runtime (libasan) for this compiler")
+    env = {**os.environ, "LD_PRELOAD": runtime, "ASAN_OPTIONS": "detect_leaks=0"}
+    proc = subprocess.run([sys.executable, str(EMU / "memcheck.py"), "--build-dir", str(tmp_path)], env=env,
+                          capture_output=True, text=True, timeout=1800)
+    report = proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert proc.returncode == 0, report
+    assert "AddressSanitizer" not in proc.stderr.replace("WARNING: ASan doesn't fully support", ""), report
+    assert proc.stdout.count("ok ") == 16, report

@@ -107,9 +107,12 @@ def cuda_include() -> Path | None:
     return None
 
 
-def load(build_dir: Path | None = None, verbose: bool = False, csrc: Path = CSRC):
+def load(build_dir: Path | None = None, verbose: bool = False, csrc: Path = CSRC, sanitize: bool = False):
     """Compile (once per source change) and import the emulated extension; its ops are torch.ops.genoconv_fftconv.*
-    on CPU tensors. ``csrc``: another copy of the kernel sources (a mutated one, to show a test catches the bug)."""
+    on CPU tensors. ``csrc``: another copy of the kernel sources (a mutated one, to show a test catches the bug).
+    ``sanitize``: built with AddressSanitizer (the GPU's memcheck on the CPU: a read or write outside a tensor, the
+    dynamic shared memory or a static shared array fails); the process must preload the runtime
+    (:func:`asan_runtime`, ``ASAN_OPTIONS=detect_leaks=0``)."""
     from torch.utils import cpp_extension
 
     include = cuda_include()
@@ -118,9 +121,22 @@ def load(build_dir: Path | None = None, verbose: bool = False, csrc: Path = CSRC
     digest = hashlib.sha1(b"".join(p.read_bytes() for p in sorted(csrc.iterdir()) if p.is_file())
                           + (HERE / "cuda_emu.h").read_bytes() + (HERE / "build.py").read_bytes()).hexdigest()[:10]
     build_dir = build_dir or Path(os.environ.get("GENOCONV_EMU_BUILD", Path.home() / ".cache" / "genoconv" / "emu"))
-    build_dir = build_dir / digest
+    build_dir = build_dir / (digest + ("-asan" if sanitize else ""))
     sources = prepare(build_dir, csrc)
-    flags = ["-O2", "-std=c++17", "-include", str(build_dir / "cuda_emu.h"), f"-I{include}", f"-I{build_dir}",
+    asan = ["-fsanitize=address", "-fno-omit-frame-pointer"] if sanitize else []
+    flags = [*asan, "-O1" if sanitize else "-O2", "-std=c++17", "-include", str(build_dir / "cuda_emu.h"), f"-I{include}", f"-I{build_dir}",
              "-DGENOCONV_FFTCONV_ARCHS=emulated", "-Wno-unknown-pragmas", "-Wno-unused-variable"]
-    return cpp_extension.load(name=NAME, sources=[str(s) for s in sources], extra_cflags=flags,
-                              build_directory=str(build_dir), verbose=verbose)
+    return cpp_extension.load(name=NAME + ("_asan" if sanitize else ""), sources=[str(s) for s in sources],
+                              extra_cflags=flags, extra_ldflags=asan, build_directory=str(build_dir), verbose=verbose)
+
+
+def asan_runtime() -> str | None:
+    """Path of the compiler's AddressSanitizer runtime (to LD_PRELOAD into a Python that loads a sanitized build)."""
+    import subprocess
+
+    try:
+        out = subprocess.run(["c++", "-print-file-name=libasan.so"], capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    path = out.stdout.strip()
+    return path if path and Path(path).is_file() else None

@@ -186,6 +186,7 @@ void launch(void (*kernel)(Params...), const G& grid_in, const T& threads_in, si
   if (n <= 0 || n > 1024 || n % 32 != 0) throw std::runtime_error("emu: block size must be a multiple of 32 <= 1024");
   if (smem > size_t(kSmemOptin)) throw std::runtime_error("emu: dynamic shared memory above the device's opt-in limit");
   b.stacks.resize(size_t(n) * kStack);
+  std::vector<unsigned char>(smem).swap(b.smem);  // exactly smem bytes: under AddressSanitizer a read past them shows
   const bool reverse = schedule_reversed();
   grid_dim() = grid;
   block_dim() = threads;
@@ -195,7 +196,7 @@ void launch(void (*kernel)(Params...), const G& grid_in, const T& threads_in, si
         block_idx() = Dim3{bx, by, bz};
         b.fibers.assign(size_t(n), Fiber{});
         b.warps.assign(size_t(n / 32), Warp{});
-        b.smem.assign(smem, 0xff);
+        std::fill(b.smem.begin(), b.smem.end(), static_cast<unsigned char>(0xff));
         b.live = n;
         b.arrived = 0;
         b.gen = 0;
