@@ -253,7 +253,7 @@ def test_memcheck_under_address_sanitizer(emulated, tmp_path):
         pytest.skip("no AddressSanitizer runtime (libasan) for this compiler")
     env = {**os.environ, "LD_PRELOAD": runtime, "ASAN_OPTIONS": "detect_leaks=0"}
     proc = subprocess.run([sys.executable, str(EMU / "memcheck.py"), "--build-dir", str(tmp_path)], env=env,
-                          capture_output=True, text=True, timeout=1800)
+                          capture_output=True, text=True, timeout=1800, check=False)
     report = proc.stdout[-3000:] + proc.stderr[-3000:]
     assert proc.returncode == 0, report
     assert "AddressSanitizer" not in proc.stderr.replace("WARNING: ASan doesn't fully support", ""), report

@@ -135,7 +135,7 @@ def asan_runtime() -> str | None:
     import subprocess
 
     try:
-        out = subprocess.run(["c++", "-print-file-name=libasan.so"], capture_output=True, text=True, timeout=30)
+        out = subprocess.run(["c++", "-print-file-name=libasan.so"], capture_output=True, text=True, timeout=30, check=False)
     except (OSError, subprocess.SubprocessError):
         return None
     path = out.stdout.strip()
