@@ -460,7 +460,10 @@ def test_long_blocks_and_split_rows_gates_and_views(path, seq_len, filter_len, b
         assert torch.isnan(yb[0, 1]).all()  # as an FFT convolution of that row gives
         rest = torch.ones(batch, channels, dtype=torch.bool)
         rest[0, 1] = False
-        assert torch.equal(yb[rest], y[rest])
+        if path == "long_blocks":  # per-row input scales: no other row changes
+            assert torch.equal(yb[rest], y[rest])
+        else:  # a rest part on the tensor-core kernel scales batch rows b, b + 1 together: the partner's rounding moves
+            assert torch.isfinite(yb[rest]).all() and _rel(yb[rest], y[rest]) <= BF16_TOL
 
 
 @pytest.mark.parametrize("past,chunk,filter_len", [(49_999, 60_001, 50_000), (999_999, 1_000_003, 1_000_000)])

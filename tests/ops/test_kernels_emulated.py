@@ -27,11 +27,15 @@ EMU = Path(__file__).resolve().parents[2] / "tools" / "kernels" / "emu"
 SMEM = 232448  # the emulated device: an H100/H200's shared memory per block (cuda_emu.h kSmemOptin)
 
 
-def _emu_build():
-    spec = importlib.util.spec_from_file_location("genoconv_emu_build", EMU / "build.py")
+def _emu_module(name: str):
+    spec = importlib.util.spec_from_file_location(f"genoconv_emu_{name}", EMU / f"{name}.py")
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)  # type: ignore[union-attr]
     return mod
+
+
+def _emu_build():
+    return _emu_module("build")
 
 
 @pytest.fixture(scope="module")
@@ -172,32 +176,7 @@ def test_non_finite_input_poisons_its_row_only(emulated):
 def kernels_on_cpu(emulated, monkeypatch):
     """16-bit CPU tensors take the CUDA dispatch (as they would on a GPU) into the emulated kernels: the model's own
     choices (shared taps, streamed chunks as circular rows, partial filters, the planner's path) run unchanged."""
-    from genoconv import ops
-    from genoconv.engine import plan as engine_plan
-    from genoconv.model import hyena
-    from genoconv.ops import fftconv
-
-    low = (torch.bfloat16, torch.float16)
-
-    def planned(device, dtype):
-        return "cuda" if dtype in low else "reference"
-
-    monkeypatch.setattr(fftconv, "backend_for", lambda u, filt: "cuda" if u.dtype in low else "reference")
-    for module in (fftconv, ops, hyena, engine_plan):
-        monkeypatch.setattr(module, "planned_backend", planned)
-    monkeypatch.setattr(cuda, "why_not", lambda u, filt: "")
-    monkeypatch.setattr(cuda, "_smem_per_block", lambda device: SMEM)
-    monkeypatch.setattr(cuda, "_load", lambda: (emulated, ""))
-    monkeypatch.setattr(cuda, "plan", lambda seq_len, k, device: cuda.scalar_plan(seq_len, k, emulated.max_fused_points(0)))
-    paths = []
-    run_path = cuda._run_path
-
-    def recorded(u, filt, pre, post, path, how):
-        paths.append(path)
-        return run_path(u, filt, pre, post, path, how)
-
-    monkeypatch.setattr(cuda, "_run_path", recorded)
-    return paths
+    return _emu_module("dispatch").emulate_device(emulated, monkeypatch)
 
 
 @pytest.fixture(scope="module")
