@@ -93,23 +93,12 @@ struct Block {
   int live = 0;
   unsigned long gen = 0;
   int arrived = 0;
+  Dim3 idx, dim, grid;  // blockIdx, blockDim, gridDim
 };
 
 inline Block& block() {
   static Block b;
   return b;
-}
-inline Dim3& block_idx() {
-  static Dim3 d;
-  return d;
-}
-inline Dim3& block_dim() {
-  static Dim3 d;
-  return d;
-}
-inline Dim3& grid_dim() {
-  static Dim3 d;
-  return d;
 }
 inline Fiber& self() { return block().fibers[block().current]; }
 inline int lane() { return self().linear & 31; }
@@ -188,12 +177,12 @@ void launch(void (*kernel)(Params...), const G& grid_in, const T& threads_in, si
   b.stacks.resize(size_t(n) * kStack);
   std::vector<unsigned char>(smem).swap(b.smem);  // exactly smem bytes: under AddressSanitizer a read past them shows
   const bool reverse = schedule_reversed();
-  grid_dim() = grid;
-  block_dim() = threads;
+  b.grid = grid;
+  b.dim = threads;
   for (unsigned bz = 0; bz < grid.z; ++bz)
     for (unsigned by = 0; by < grid.y; ++by)
       for (unsigned bx = 0; bx < grid.x; ++bx) {
-        block_idx() = Dim3{bx, by, bz};
+        b.idx = Dim3{bx, by, bz};
         b.fibers.assign(size_t(n), Fiber{});
         b.warps.assign(size_t(n / 32), Warp{});
         std::fill(b.smem.begin(), b.smem.end(), static_cast<unsigned char>(0xff));
@@ -299,9 +288,9 @@ inline void cp_async16(void* dst, const void* src, int src_bytes) {
 
 // ---- built-in variables and intrinsics ---------------------------------------------------------------------------
 #define threadIdx (::emu::self().tid)
-#define blockIdx (::emu::block_idx())
-#define blockDim (::emu::block_dim())
-#define gridDim (::emu::grid_dim())
+#define blockIdx (::emu::block().idx)
+#define blockDim (::emu::block().dim)
+#define gridDim (::emu::block().grid)
 #define warpSize 32
 
 inline void __syncthreads() { emu::block_barrier(); }
@@ -314,26 +303,15 @@ template <class T>
 inline T __ldg(const T* p) {
   return *p;
 }
-inline float __int_as_float(int v) {
-  float f;
-  std::memcpy(&f, &v, 4);
-  return f;
+template <class To, class From>
+inline To emu_bit_cast(From v) {
+  static_assert(sizeof(To) == sizeof(From), "same size");
+  To out;
+  std::memcpy(&out, &v, sizeof(To));
+  return out;
 }
-inline float __uint_as_float(unsigned v) {
-  float f;
-  std::memcpy(&f, &v, 4);
-  return f;
-}
-inline int __float_as_int(float v) {
-  int i;
-  std::memcpy(&i, &v, 4);
-  return i;
-}
-inline unsigned __float_as_uint(float v) {
-  unsigned i;
-  std::memcpy(&i, &v, 4);
-  return i;
-}
+inline float __int_as_float(int v) { return emu_bit_cast<float>(v); }
+inline float __uint_as_float(unsigned v) { return emu_bit_cast<float>(v); }
 inline unsigned __vmaxu2(unsigned a, unsigned b) {
   const unsigned lo = std::max(a & 0xffffu, b & 0xffffu), hi = std::max(a >> 16, b >> 16);
   return lo | (hi << 16);
