@@ -24,7 +24,6 @@ from genoconv.ops import LongFilter, causal_conv_ref, cuda
 from genoconv.ops.selfcheck import CASES, TOLERANCE
 
 EMU = Path(__file__).resolve().parents[2] / "tools" / "kernels" / "emu"
-SMEM = 232448  # the emulated device: an H100/H200's shared memory per block (cuda_emu.h kSmemOptin)
 
 
 def _emu_module(name: str):
@@ -32,6 +31,9 @@ def _emu_module(name: str):
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)  # type: ignore[union-attr]
     return mod
+
+
+SMEM = _emu_module("dispatch").SMEM_PER_BLOCK  # the emulated device's shared memory per block (an H100/H200's)
 
 
 def _emu_build():

@@ -18,11 +18,9 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
-#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <stdexcept>
-#include <string>
 #include <tuple>
 #include <type_traits>
 #include <vector>
@@ -291,7 +289,6 @@ inline void cp_async16(void* dst, const void* src, int src_bytes) {
 #define blockIdx (::emu::block().idx)
 #define blockDim (::emu::block().dim)
 #define gridDim (::emu::block().grid)
-#define warpSize 32
 
 inline void __syncthreads() { emu::block_barrier(); }
 inline void __syncwarp(unsigned = 0xffffffffu) { emu::warp_barrier(); }
@@ -340,12 +337,6 @@ template <class T>
 inline T atomicMax(T* p, T v) {
   const T old = *p;
   *p = std::max(old, v);
-  return old;
-}
-template <class T>
-inline T atomicAdd(T* p, T v) {
-  const T old = *p;
-  *p = old + v;
   return old;
 }
 // The runtime's C++ overloads for kernel pointers (cuda_runtime.h has them for nvcc only).

@@ -34,7 +34,7 @@ def emulate_device(module, monkeypatch) -> list[str]:
     from genoconv import ops
     from genoconv.engine import plan as engine_plan
     from genoconv.model import hyena
-    from genoconv.ops import cuda, fftconv
+    from genoconv.ops import cuda, fftconv, selfcheck
 
     def planned(device, dtype):
         return "cuda" if dtype in LOW_PRECISION else "reference"
@@ -42,7 +42,7 @@ def emulate_device(module, monkeypatch) -> list[str]:
     def backend(u, filt):
         return "cuda" if u.dtype in LOW_PRECISION else "reference"
 
-    for mod in (fftconv, ops):
+    for mod in (fftconv, ops, selfcheck):
         monkeypatch.setattr(mod, "backend_for", backend)
     for mod in (fftconv, ops, hyena, engine_plan):
         monkeypatch.setattr(mod, "planned_backend", planned)
