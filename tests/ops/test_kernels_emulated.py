@@ -239,3 +239,43 @@ def test_memcheck_under_address_sanitizer(emulated, tmp_path):
     assert proc.returncode == 0, report
     assert "AddressSanitizer" not in proc.stderr.replace("WARNING: ASan doesn't fully support", ""), report
     assert proc.stdout.count("ok ") == 16, report
+
+
+def test_reads_pooled_at_once_on_emulated_kernels(small_model, kernels_on_cpu):
+    """tests/test_gpu.py's read-batch check on the emulated kernels: read-sized records (rows <= 256 samples) take the
+    scalar fused kernel, not the long path, and pooling the whole batch at once (pooled-only output) equals the
+    per-record accumulators of the same batch."""
+    import numpy as np
+
+    from genoconv import Embedder
+
+    rng = np.random.default_rng(7)
+    seqs = [(f"read{i}", "".join(rng.choice(list("ACGT"), size=int(n)))) for i, n in
+            enumerate(rng.integers(40, 152, size=60))]
+    emb = Embedder.from_pretrained(small_model, device="cpu", dtype="bfloat16")
+    pools = ["mean", "max", "last"]
+    fast = dict(emb.embed_many(seqs, pools=pools, per_nucleotide=False))
+    slow = dict(emb.embed_many(seqs, pools=pools))
+    assert set(kernels_on_cpu) == {"3-pass"}, kernels_on_cpu  # the scalar kernels' path; one transform of 2^9
+    assert list(fast) == list(slow)
+    for rid, _ in seqs:
+        for key, want in slow[rid]["pooled"].items():
+            np.testing.assert_allclose(fast[rid]["pooled"][key], want, rtol=1e-6, atol=1e-7, err_msg=f"{rid} {key}")
+
+
+def test_nearby_lengths_share_one_spectrum_on_emulated_kernels(small_model, kernels_on_cpu):
+    """tests/test_gpu.py's shared-taps check on the emulated kernels: records of 2,100-3,900 bases ask every layer for
+    one filter of 4,096 taps, whose tensor-core spectrum (N = 2^13) is built once and reused."""
+    import numpy as np
+
+    from genoconv import Embedder
+
+    rng = np.random.default_rng(3)
+    emb = Embedder.from_pretrained(small_model, device="cpu", dtype="bfloat16")
+    for n in (2100, 2600, 3100, 3900):
+        assert np.isfinite(emb.embed("".join(rng.choice(list("ACGT"), size=n)))).all()
+    assert set(kernels_on_cpu) == {"monarch"}, kernels_on_cpu
+    for block in emb.model.backbone.layers:
+        filt = block.mixer.filter_fn._cache[1]
+        assert filt.filter_len == 4096
+        assert [key[:3] for key in filt._cache if key[0] == "cuda_monarch"] == [("cuda_monarch", 13, 4096)]

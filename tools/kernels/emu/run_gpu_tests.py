@@ -68,6 +68,8 @@ def rewrite(text: str) -> str:
 
 
 def main(argv: list[str]) -> int:
+    if argv[:1] == ["--"]:  # the usage line's separator; pytest would read what follows it as file names
+        argv = argv[1:]
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         (folder / "conftest.py").write_text(CONFTEST)

@@ -1,0 +1,47 @@
+#!/bin/bash
+# One device call that measures what a GPU user gets, in priority order under a deadline (BUDGET seconds, default 585):
+# install as a user does (pip, sm_90 only to halve the build), `doctor --check`, the kernel sweep (issue 13 section),
+# the GPU tests, end to end through the CLI / Embedder, compute-sanitizer memcheck and racecheck, then per-kernel and
+# streamed-record profiles with what is left. Each stage is
+# cut at what is left, and writes its log under $OUT as it goes, so a short lease still returns the first stages.
+# Needs tools/prepare_device_files.sh run first (carry [".devdata", ".whl"]). E2E=<cases> picks bench_e2e cases;
+# BENCH_CAP / TEST_CAP cap those stages' seconds.
+# $OUT gets at most the 8 files a device call brings back; the build log stays in /tmp (its tail is printed).
+set -uo pipefail
+OUT=${OUT:-/tmp/genoconv_out}; mkdir -p "$OUT"
+T0=$(date +%s); DEADLINE=$((T0 + ${BUDGET:-585}))
+left() { echo $(( DEADLINE - $(date +%s) )); }
+cap() { local l; l=$(left); [ "$1" -lt "$l" ] && echo "$1" || echo "$l"; }
+export PYTHONUNBUFFERED=1 MAX_JOBS=16 GENOCONV_CUDA_ARCHS=sm_90
+nvidia-smi -L; nproc
+python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit
+export PYTHONPATH=/tmp/site
+echo "/tmp/site" > "$(python3 -c 'import site; print(site.getsitepackages()[0])')/genoconv_wheels.pth"
+echo "=== build $(date +%T)"
+( time python3 -m pip install --no-build-isolation --no-deps -e . ) > /tmp/build.log 2>&1; echo "build rc=$?"
+tail -4 /tmp/build.log
+echo "=== doctor $(date +%T) left $(left)"
+timeout $(cap 60) python3 -m genoconv doctor --check 2>&1 | tail -25
+echo "=== bench_fftconv $(date +%T) left $(left)"
+timeout $(cap ${BENCH_CAP:-170}) python3 benchmarks/bench_fftconv.py --section-out "$OUT/bench_section.md" > "$OUT/bench_fftconv.log" 2>&1
+echo "bench rc=$?"; grep -E "^\| (kernel plain|plain, %|gated, %|rel. L2 err plain|path)" "$OUT/bench_fftconv.log"
+sed -n '/^Partial, streamed/,$p' "$OUT/bench_fftconv.log" | cut -c1-200
+echo "=== tests $(date +%T) left $(left)"
+timeout $(cap ${TEST_CAP:-170}) python3 -m pytest tests/ops/test_fftconv_cuda.py tests/ops/test_fused.py tests/test_gpu.py \
+  -q -rs --maxfail=8 --durations=6 -p no:cacheprovider > "$OUT/pytest_gpu.log" 2>&1; echo "pytest rc=$?"
+tail -25 "$OUT/pytest_gpu.log"
+echo "=== e2e $(date +%T) left $(left)"
+timeout $(( $(left) > 100 ? $(left) - 60 : 40 )) python3 benchmarks/bench_e2e.py --data .devdata --work /tmp/e2e \
+  --cases "${E2E:-cli_reads_demo,cli_reads_demo_long,cli_dmd,embed_1_2m_tensor,embed_1_2m_tensor_nosplit,cli_demo_bf16,cli_chrx}" \
+  --json "$OUT/e2e.json" > "$OUT/e2e.log" 2>&1; echo "e2e rc=$?"; tail -30 "$OUT/e2e.log"
+echo "=== sanitize $(date +%T) left $(left)"
+timeout $(cap 35) compute-sanitizer --tool memcheck --error-exitcode 3 python3 tools/kernels/sanitize_case.py 152 40000 70000 \
+  > "$OUT/sanitize.log" 2>&1; echo "memcheck rc=$?"; tail -3 "$OUT/sanitize.log"
+timeout $(cap 35) compute-sanitizer --tool racecheck --error-exitcode 3 python3 tools/kernels/sanitize_case.py 152 70000 \
+  >> "$OUT/sanitize.log" 2>&1; echo "racecheck rc=$?"; tail -2 "$OUT/sanitize.log"
+echo "=== profiles $(date +%T) left $(left)"  # what is left: per-kernel times (inner r = 2 at 64K, 2M) and a chrX chunk
+[ "$(left)" -gt 40 ] && timeout $(cap 60) python3 tools/kernels/long_profile.py 8,256,65536,65536 1,64,2097152,2097152 \
+  > "$OUT/long_profile.log" 2>&1; tail -12 "$OUT/long_profile.log" 2>/dev/null
+[ "$(left)" -gt 40 ] && timeout $(cap 120) python3 benchmarks/profile_model.py --length 9600000 --stream 3194303 \
+  --out "$OUT/profile_stream.txt" > /tmp/profile_stream.log 2>&1; head -30 "$OUT/profile_stream.txt" 2>/dev/null
+echo "=== done $(date +%T) left $(left)"
