@@ -14,9 +14,11 @@ left() { echo $(( DEADLINE - $(date +%s) )); }
 cap() { local l; l=$(left); [ "$1" -lt "$l" ] && echo "$1" || echo "$l"; }
 export PYTHONUNBUFFERED=1 MAX_JOBS=16 GENOCONV_CUDA_ARCHS=sm_90
 nvidia-smi -L; nproc
-python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit
-export PYTHONPATH=/tmp/site
-echo "/tmp/site" > "$(python3 -c 'import site; print(site.getsitepackages()[0])')/genoconv_wheels.pth"
+if compgen -G ".whl/*.whl" > /dev/null; then  # packages the device image lacks (its pip reaches no index)
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit
+  export PYTHONPATH=/tmp/site
+  echo "/tmp/site" > "$(python3 -c 'import site; print(site.getsitepackages()[0])')/genoconv_wheels.pth"
+fi
 echo "=== build $(date +%T)"
 ( time python3 -m pip install --no-build-isolation --no-deps -e . ) > /tmp/build.log 2>&1; echo "build rc=$?"
 tail -4 /tmp/build.log
