@@ -12,10 +12,7 @@ for s in $stages; do
   echo "=== $s $(date +%T)"
   case $s in
     install)
-      python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
-      echo "/tmp/site" > "$(python3 -c 'import site; print(site.getsitepackages()[0])')/genoconv_wheels.pth"
-      ( time python3 -m pip install --no-build-isolation --no-deps -e . ) > "$OUT/build.log" 2>&1
-      tail -3 "$OUT/build.log"
+      source tools/device_install.sh "$OUT/build.log"
       python3 -m genoconv doctor 2>&1 | tail -12 ;;
     diag)
       python3 -c "import importlib.metadata as m; print({k: m.version(k) for k in ('torch', 'typer', 'click', 'rich', 'h5py', 'triton')})"

@@ -2,8 +2,8 @@
 # One device call that measures what a GPU user gets, in priority order under a deadline (BUDGET seconds, default 585):
 # install as a user does (pip, sm_90 only to halve the build), `doctor --check`, the kernel sweep (issue 13 section),
 # the GPU tests, end to end through the CLI / Embedder, compute-sanitizer memcheck and racecheck, then per-kernel and
-# streamed-record profiles with what is left. Each stage is
-# cut at what is left, and writes its log under $OUT as it goes, so a short lease still returns the first stages.
+# streamed-record profiles with what is left. Each stage is cut at what is left, and writes its log under $OUT as
+# it goes, so a short lease still returns the first stages.
 # Needs tools/prepare_device_files.sh run first (carry [".devdata", ".whl"]). E2E=<cases> picks bench_e2e cases;
 # BENCH_CAP / TEST_CAP cap those stages' seconds.
 # $OUT gets at most the 8 files a device call brings back; the build log stays in /tmp (its tail is printed).
@@ -14,14 +14,8 @@ left() { echo $(( DEADLINE - $(date +%s) )); }
 cap() { local l; l=$(left); [ "$1" -lt "$l" ] && echo "$1" || echo "$l"; }
 export PYTHONUNBUFFERED=1 MAX_JOBS=16 GENOCONV_CUDA_ARCHS=sm_90
 nvidia-smi -L; nproc
-if compgen -G ".whl/*.whl" > /dev/null; then  # packages the device image lacks (its pip reaches no index)
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit
-  export PYTHONPATH=/tmp/site
-  echo "/tmp/site" > "$(python3 -c 'import site; print(site.getsitepackages()[0])')/genoconv_wheels.pth"
-fi
 echo "=== build $(date +%T)"
-( time python3 -m pip install --no-build-isolation --no-deps -e . ) > /tmp/build.log 2>&1; echo "build rc=$?"
-tail -4 /tmp/build.log
+source tools/device_install.sh /tmp/build.log
 echo "=== doctor $(date +%T) left $(left)"
 timeout $(cap 60) python3 -m genoconv doctor --check 2>&1 | tail -25
 echo "=== bench_fftconv $(date +%T) left $(left)"
