@@ -77,7 +77,8 @@ class Embedder(LoadedModel):
         sorted by length within blocks of the input for batching; see :mod:`genoconv.engine`).
 
         ``records_or_path``: a path (or list of paths) that :func:`genoconv.io.open_records` reads, an iterable
-        of ``(id, sequence)`` pairs, or of :class:`genoconv.io.Record`. ``options``: any field of
+        of ``(id, sequence)`` pairs, or of :class:`genoconv.io.Record`; with ``reference`` and ``regions`` the
+        regions' records follow them (``None`` or ``[]``: the regions alone), as in ``genoconv embed``. ``options``: any field of
         :class:`~genoconv.options.EmbedOptions` (``layers``, ``pools``, ``window``, ``filter_len`` ...) or of
         :class:`~genoconv.options.ReadOptions` (``reference``, ``regions`` ...). ``arrays`` holds
         ``"per_nucleotide"`` {layer: (L, d)}, ``"pooled"`` {(mode, layer): (d,)}, ``"windowed"`` {layer: (n, d)}
@@ -106,12 +107,24 @@ class Embedder(LoadedModel):
 
 
 def _as_records(records_or_path, read: ReadOptions):
+    """Records as ``genoconv embed`` reads them: files through open_records; in-memory pairs as they are, followed
+    by the ``regions`` of ``reference`` when given (as the CLI's FASTA inputs are); ``None`` is no inputs."""
+    import itertools
+
     from .io import Record, open_records
 
     if isinstance(records_or_path, (str, Path)):
         return open_records([records_or_path], **read.as_kwargs())
-    items = list(records_or_path) if not isinstance(records_or_path, Iterator) else records_or_path
-    if isinstance(items, list) and items and all(isinstance(x, (str, Path)) for x in items):
+    items = [] if records_or_path is None else records_or_path
+    items = list(items) if not isinstance(items, Iterator) else items
+    if isinstance(items, list) and all(isinstance(x, (str, Path)) for x in items) and (items or read.regions):
         return open_records(items, **read.as_kwargs())
-    return (x if isinstance(x, Record) else Record.from_sequence(str(x[0]), str(x[1])) for x in items)
+    pairs = (x if isinstance(x, Record) else Record.from_sequence(str(x[0]), str(x[1])) for x in items)
+    if read.regions is not None:
+        return itertools.chain(pairs, open_records([], **read.as_kwargs()))
+    file_only = sorted(k for k, v in read.as_kwargs().items() if k != "reference" and v != getattr(ReadOptions(), k))
+    if file_only:  # they select or rename records read from files; given with in-memory pairs they would do nothing
+        raise InputError(f"embed_many: {', '.join(file_only)} apply to records read from files (or --regions), not to "
+                         "in-memory (id, sequence) pairs")
+    return pairs
 

@@ -8,6 +8,9 @@ region on the minus strand embedded with ``--strand-aware`` (the default) is ``-
 with strand ``.``, it is ``+``. An aligned read is ``-`` when it aligned to the reverse strand (it is embedded in its
 sequencing orientation); its ``[start, end)`` is the aligned span, which soft clips and indels make differ from
 the read's length.
+
+Written as text (record ids of unnamed regions, tables, titles, messages) a span is a region string as samtools and
+IGV read it, 1-based closed: ``[start, end)`` is ``contig:start+1-end`` (:meth:`Coords.region`).
 """
 
 from __future__ import annotations
@@ -37,5 +40,9 @@ class Coords(NamedTuple):
             raise ValueError(f"bad coordinates {tuple(out)!r}: need a contig name, 0 <= start < end, strand '+' or '-'")
         return out
 
+    def region(self) -> str:
+        """samtools/IGV region notation, 1-based closed: ``contig:start+1-end`` (the fields stay 0-based)."""
+        return f"{self.contig}:{self.start + 1}-{self.end}"
+
     def __str__(self) -> str:
-        return f"{self.contig}:{self.start}-{self.end}({self.strand})"
+        return f"{self.region()}({self.strand})"

@@ -291,10 +291,11 @@ class RecentSources:
 
 def _convolution_summary(embedder: LoadedModel, options: EmbedOptions) -> str:
     k = options.filter_len
-    parts = [f"exact up to max_seq_len={embedder.max_seq_len}"]
+    if options.freq_keep < 1:  # approximate at every length: never "exact"
+        parts = [f"frequency-sparse keep={options.freq_keep:g} (approximate)"]
+    else:
+        parts = [f"exact up to max_seq_len={embedder.max_seq_len}"]
     parts.append(f"partial K={k}" if k else f"partial K={embedder.max_seq_len} for longer records")
-    if options.freq_keep < 1:
-        parts.append(f"frequency-sparse keep={options.freq_keep}")
     if options.chunk_size:
         parts.append(f"streamed C={options.chunk_size}")
     return "; ".join(parts)

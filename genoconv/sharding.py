@@ -24,10 +24,15 @@ def parse_shard(text: str | None) -> tuple[int, int] | None:
             task = int(os.environ["SLURM_ARRAY_TASK_ID"])
             count = int(os.environ["SLURM_ARRAY_TASK_COUNT"])
             first = int(os.environ.get("SLURM_ARRAY_TASK_MIN", "0"))
+            step = max(1, int(os.environ.get("SLURM_ARRAY_TASK_STEP", "1") or 1))  # --array=0-30:10
         except (KeyError, ValueError):
             raise InputError("--shard slurm: SLURM_ARRAY_TASK_ID and SLURM_ARRAY_TASK_COUNT must be set "
                              "(run inside a job array, e.g. sbatch --array=0-3)") from None
-        return _check(task - first + 1, count, text)
+        index, off_step = divmod(task - first, step)
+        if off_step or not 0 <= index < count:
+            raise InputError(f"--shard slurm: array task {task} (min {first}, step {step}, {count} tasks) is not one "
+                             "of an evenly spaced range; use --array=A-B or A-B:S, or --shard i/n")
+        return _check(index + 1, count, text)
     if text == "torchrun":
         rank, world, _ = _torchrun_env()
         return _check(rank + 1, world, text)

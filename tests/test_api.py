@@ -62,3 +62,21 @@ def test_dtype_and_device_choices(checkpoint):
 
 def test_version_is_exported():
     assert genoconv.__version__.count(".") == 2
+
+
+def test_embed_many_takes_regions_as_the_cli_does(checkpoint, tmp_path):
+    # reference/regions were silently dropped unless a file path came first: [] gave 0 records, pairs lost the regions.
+    rng = np.random.default_rng(3)
+    chrom = "".join(rng.choice(list("ACGT"), size=600))
+    (tmp_path / "ref.fa").write_text(f">c1\n{chrom}\n")
+    (tmp_path / "genes.bed").write_text("c1\t10\t130\tg1\t0\t+\nc1\t200\t321\tg2\t0\t-\n")
+    emb = Embedder.from_pretrained(checkpoint, device="cpu")
+    where = {"reference": tmp_path / "ref.fa", "regions": tmp_path / "genes.bed"}
+    only = dict(emb.embed_many(None, **where))
+    assert list(only) == ["g1", "g2"] and dict(emb.embed_many([], **where)).keys() == only.keys()
+    np.testing.assert_allclose(only["g1"]["per_nucleotide"][3], emb.embed(chrom[10:130]), rtol=1e-5, atol=1e-6)
+    assert (only["g2"]["coords"].start, only["g2"]["coords"].strand) == (200, "-")
+    both = dict(emb.embed_many([("mine", "ACGT" * 20)], **where))
+    assert list(both) == ["mine", "g1", "g2"]  # the pairs, then the regions (FASTA inputs + --regions in the CLI)
+    with pytest.raises(InputError, match="dedupe_ids apply to records read from files"):
+        list(emb.embed_many([("a", "ACGT")], dedupe_ids=True))

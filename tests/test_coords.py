@@ -135,8 +135,8 @@ def test_bed_and_gtf_regions_store_their_coords(shared_data, small_model_dir, tm
         assert f.coords("nostrand") == Coords("X", 2_000_000, 2_000_100, "+")  # '.' is embedded as stored
     with open_embeddings(tmp_path / "gtf.h5") as f:  # GTF is 1-based closed: start - 1
         assert f.coords("DMD_5p") == Coords("X", DMD_END - 1000, DMD_END, "-")
-        assert f.coords("X:1000000-1000500") == Coords("X", 1_000_000, 1_000_500, "+")
-        assert dict(zip(f.ids, f.lengths)) == {"DMD_5p": 1000, "X:1000000-1000500": 500}
+        assert f.coords("g2") == Coords("X", 1_000_000, 1_000_500, "+")  # no gene_name: the gene_id
+        assert dict(zip(f.ids, f.lengths)) == {"DMD_5p": 1000, "g2": 500}
     _embed(["--reference", chrx, "--regions", bed, "--no-strand-aware", "-o", tmp_path / "fwd.h5"],
            monkeypatch, capsys, small_model_dir)
     with open_embeddings(tmp_path / "fwd.h5") as f:

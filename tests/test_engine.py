@@ -82,6 +82,17 @@ def test_streamed_record_equals_one_pass(emb, chunk):
         np.testing.assert_allclose(one["pooled"][key], streamed["pooled"][key], rtol=1e-5, atol=1e-6)
 
 
+def test_frequency_sparse_records_are_not_labelled_exact(emb):
+    # --freq-keep approximates every record, short ones too: /modes must say so (it read "exact" before).
+    seqs = [("short", _random_seq(700, 11)), ("long", _random_seq(6000, 12))]
+    exact = dict(emb.embed_many(seqs))
+    cut = dict(emb.embed_many(seqs, freq_keep=0.25))
+    assert [cut[r]["mode"] for r, _ in seqs] == ["freq-sparse:F=0.25", "partial:K=4098;freq-sparse:F=0.25"]
+    assert exact["short"]["mode"] == "exact"
+    a, b = exact["short"]["per_nucleotide"][3], cut["short"]["per_nucleotide"][3]
+    assert np.linalg.norm(a - b) / np.linalg.norm(a) > 1e-5  # a real difference (fp32 rounding: ~1e-7)
+
+
 def test_record_longer_than_context_uses_partial_convolution_by_default(emb):
     seq = _random_seq(6000, 9)
     out = dict(emb.embed_many([("long", seq)]))["long"]

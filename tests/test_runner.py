@@ -168,6 +168,19 @@ def test_changing_any_recorded_option_changes_the_run_config(run_config_of, smal
         assert run_config_of(Embedder.from_pretrained(small_model_dir, device="cpu", **kwargs)) != base, kwargs
 
 
+def test_regions_that_select_a_bams_reads_are_recorded(run_config_of, shared_data, tmp_path):
+    # `embed reads.bam --regions sel.bed`: the BED decides which reads are records. It was not recorded, so a
+    # resume (or a merge) with another BED went on with exit 0 and mixed two selections in one file.
+    bam = shared_data / "celegans_range.bam"
+    (tmp_path / "a.bed").write_text("CHROMOSOME_I\t1000\t3500\n")
+    (tmp_path / "b.bed").write_text("CHROMOSOME_I\t5000\t6234\n")
+    a = run_config_of(inputs=(bam,), regions=tmp_path / "a.bed")
+    assert a["regions"] is not None and a != run_config_of(inputs=(bam,))
+    assert a != run_config_of(inputs=(bam,), regions=tmp_path / "b.bed")
+    (tmp_path / "b.bed").write_text("CHROMOSOME_I\t1000\t3500\n")  # the same regions in another file: the same
+    assert a == run_config_of(inputs=(bam,), regions=tmp_path / "b.bed")
+
+
 def test_every_model_setting_is_recorded():
     base = HyenaConfig().to_hf_dict()
     for field in dataclasses.fields(HyenaConfig):

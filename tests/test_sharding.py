@@ -37,6 +37,14 @@ def test_slurm_array_and_explicit_shards(monkeypatch):
     monkeypatch.setenv("SLURM_ARRAY_TASK_COUNT", "4")
     monkeypatch.setenv("SLURM_ARRAY_TASK_MIN", "2")
     assert parse_shard("slurm") == (4, 4)
+    # sbatch --array=0-30:10: tasks 0, 10, 20, 30 are shards 1..4 (it read task 10 as shard 11 of 4 before)
+    monkeypatch.setenv("SLURM_ARRAY_TASK_MIN", "0")
+    monkeypatch.setenv("SLURM_ARRAY_TASK_STEP", "10")
+    monkeypatch.setenv("SLURM_ARRAY_TASK_ID", "20")
+    assert parse_shard("slurm") == (3, 4)
+    monkeypatch.setenv("SLURM_ARRAY_TASK_ID", "15")  # --array=0,15,... lists: not evenly spaced
+    with pytest.raises(InputError, match="array task 15 .* is not one of an evenly spaced range"):
+        parse_shard("slurm")
     assert parse_shard("2/3") == (2, 3)
     with pytest.raises(InputError, match="expected i/n"):
         parse_shard("two")

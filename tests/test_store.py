@@ -251,6 +251,95 @@ def test_virtual_merge(tmp_path: Path, finished: Path) -> None:
         store.write_virtual_merge([], tmp_path / "merged.h5", spec, PROVENANCE)
 
 
+def _shards(tmp_path: Path, tag: str = "") -> list[Path]:
+    """Two complete shards (1/2, 2/2) of RECORDS, as `genoconv embed --shard i/2` writes them."""
+    parts = []
+    for k, chunk in enumerate((RECORDS[:2], RECORDS[2:])):
+        part = tmp_path / f"shard{k + 1}{tag}.h5"
+        prov = {**PROVENANCE, "command_line": f"genoconv embed in.fa -o {part.name} --shard {k + 1}/2",
+                "run_config": {**PROVENANCE["run_config"], "shard": [k + 1, 2]}}
+        with EmbeddingWriter.open(part, SPEC, prov) as w:
+            _write(w, RECORDS, only={rid for rid, _ in chunk})
+            w.finish()
+        parts.append(part)
+    return parts
+
+
+def test_virtual_merge_refuses_sources_that_moved_changed_or_are_itself(tmp_path: Path) -> None:
+    # HDF5 reads a missing virtual source as zeros and a rewritten one as its new rows, without a word: the
+    # reader must refuse both (it served zeros and other runs' rows with exit 0 before).
+    parts = _shards(tmp_path)
+    merged = tmp_path / "merged.h5"
+    assert store.merge(parts, merged, virtual=True, command_line="genoconv merge s1 s2 -o merged.h5") == 4
+    with open_embeddings(merged) as m:
+        assert m["chr1"].any() and json.loads(m.provenance["merged_from"])[1]["records"] == 2
+    parts[1].rename(tmp_path / "elsewhere.h5")
+    with pytest.raises(InputError, match=r"merged.h5 is a --virtual merge whose rows live in .*shard2.h5, which is "
+                                         r"missing"):
+        open_embeddings(merged)
+    (tmp_path / "elsewhere.h5").rename(parts[1])
+    with open_embeddings(merged) as m:  # back in place: readable again
+        assert m.ids == [rid for rid, _ in RECORDS]
+    time.sleep(0.01)
+    with EmbeddingWriter.open(parts[1], SPEC, {**PROVENANCE, "run_config": {**PROVENANCE["run_config"],
+                                                                             "shard": [2, 2]}}, overwrite=True) as w:
+        _write(w, RECORDS, only={"ünïcode"})  # the shard rerun: other rows at the same place
+        w.finish()
+    with pytest.raises(InputError, match=r"shard2.h5, which was rewritten after the merge"):
+        open_embeddings(merged)
+    # A virtual merge over one of its own shards would map that file onto itself (it segfaulted h5py): refused,
+    # the shard untouched.
+    parts = _shards(tmp_path, "b")
+    before = parts[0].read_bytes()
+    with pytest.raises(InputError, match=r"shard1b.h5 is one of the shards"):
+        store.merge(parts, parts[0], virtual=True, overwrite=True)
+    assert parts[0].read_bytes() == before
+
+
+def test_merged_provenance_names_the_merge_and_keeps_each_shard(tmp_path: Path) -> None:
+    parts = _shards(tmp_path)
+    out = tmp_path / "merged.h5"
+    store.merge(parts[::-1], out, command_line="genoconv merge shard2.h5 shard1.h5 -o merged.h5")
+    with open_embeddings(out) as m, open_embeddings(parts[0]) as first:
+        assert m.provenance["command_line"] == "genoconv merge shard2.h5 shard1.h5 -o merged.h5"
+        assert m.provenance["start_time"] > first.provenance["end_time"]  # the merge's own times
+        shards = json.loads(m.provenance["merged_from"])
+        assert [Path(s["path"]).name for s in shards] == ["shard1.h5", "shard2.h5"]  # in shard order
+        assert shards[0]["command_line"].endswith("--shard 1/2") and shards[0]["end_time"] == first.provenance[
+            "end_time"]
+
+
+@pytest.mark.filterwarnings("ignore:.*unfinished")
+def test_reader_checks_an_unfinished_files_rows_against_its_journal(tmp_path: Path, monkeypatch) -> None:
+    # A damaged unfinished file read as zeros (or stale bytes) with only the "unfinished" warning: the reader now
+    # checks each record's rows, and the pooled rows, against the CRCs the run journaled.
+    from genoconv.store import layout
+
+    monkeypatch.setattr(layout, "CHUNK_BYTES", 2**10)  # rows reach the main datasets' chunks, not only /_tail
+    partial = tmp_path / "partial.h5"
+    with EmbeddingWriter.open(partial, SPEC, PROVENANCE) as w:
+        _write(w, RECORDS[:3])
+    with open_embeddings(partial) as f:
+        good = {rid: (f[rid], f.get(rid, 0, "windowed")) for rid in f.ids}
+        assert f.pooled("max", 2).shape == (3, 16)
+    with hdf5.open_read(partial, None) as f:
+        ds, pooled = f["per_nucleotide/2"], f["pooled/mean/2"]
+        rows_at = ds.id.get_chunk_info(0).byte_offset if ds.chunks else ds.id.get_offset()
+        pooled_at = pooled.id.get_chunk_info(0).byte_offset if pooled.chunks else pooled.id.get_offset()
+    for at, read in ((rows_at + 3, lambda f: f["chr1"]), (rows_at + 3, lambda f: f.rows("chr1", 20, 22)),
+                     (pooled_at + 3, lambda f: f.pooled("mean", 2))):
+        damaged = bytearray(partial.read_bytes())
+        damaged[at] ^= 0xFF
+        out = tmp_path / "damaged.h5"
+        out.write_bytes(bytes(damaged))
+        out.with_name("damaged.h5.journal").write_bytes(partial.with_name("partial.h5.journal").read_bytes())
+        with open_embeddings(out) as f:
+            np.testing.assert_array_equal(f.get("DMD", 0, "windowed"), good["DMD"][1])  # undamaged rows read
+            with pytest.raises(InputError, match=r"damaged.h5: .*chr1.* does not match the checksum its run "
+                                                 r"journaled.*rerun its genoconv embed command"):
+                read(f)
+
+
 def test_to_anndata(finished: Path) -> None:
     with open_embeddings(finished) as e:
         try:

@@ -176,7 +176,7 @@ def test_overlapping_records(tmp_path, monkeypatch, capsys):
     path = tmp_path / "ov.h5"
     data = _store(path, [("g1", 20, Coords("chr1", 0, 20, "+")), ("g2", 10, Coords("chr1", 15, 25, "-"))])
     code, _, err = run_cli(["export", path, "--tracks", tmp_path / "o"], monkeypatch, capsys)
-    assert code == 2 and "records 'g1' and 'g2' overlap at chr1:15-20" in err and "--overlap mean" in err
+    assert code == 2 and "records 'g1' and 'g2' overlap at chr1:16-20" in err and "--overlap mean" in err
     code, _, err = run_cli(["export", path, "--tracks", tmp_path / "o", "--format", "bedgraph", "--components", "1",
                             "--overlap", "mean"], monkeypatch, capsys)
     assert code == 0, err
@@ -331,7 +331,7 @@ def test_plot_png_size_and_svg_labels(regions_h5, tmp_path, monkeypatch, capsys)
     svg = (tmp_path / "fig.svg").read_text()
     assert 'width="720pt" height="360pt"' in svg  # 10 x 5 in
     for text in ("PC1 (", "% of variance)", "PC2 (", "PC3", "chr1 position (bp)", "regions.h5", "second.h5",
-                 "at chr1:1,000-1,042 (-, drawn in reference order)"):
+                 "at chr1:1,001-1,042 (-, drawn in reference order)"):
         assert text in svg, text
     labels = tmp_path / "labels.tsv"
     labels.write_text("id\tlabel\na_plus\tpromoter\nb_minus\tenhancer\n")
@@ -396,3 +396,31 @@ def test_umap_without_umap_learn_says_how_to_install(regions_h5, tmp_path, monke
     monkeypatch.setitem(sys.modules, "umap", None)
     code, _, err = run_cli(["plot", path, "-o", tmp_path / "u.png", "--method", "umap"], monkeypatch, capsys)
     assert code == 2 and "--method umap needs umap-learn: pip install umap-learn" in err
+
+
+def test_projection_keeps_only_the_components_the_rows_have(caplog, monkeypatch):
+    # 4 centred rows span 3 directions: a 4th..10th "component" would be an arbitrary axis written as a track.
+    import logging
+
+    from genoconv.viz.projection import fit_projection
+
+    monkeypatch.setattr(logging.getLogger("genoconv"), "propagate", True)  # an in-process CLI run turns it off
+
+    rows = np.random.default_rng(0).standard_normal((4, 16))
+    proj = fit_projection([rows[:1], rows[1:]], 10, what="tiny.h5 rows")
+    assert proj.n_components == 3 and proj.variance.min() > 1e-3
+    assert "tiny.h5 rows: 4 rows have only 3 principal components; keeping those, not 10" in caplog.text
+
+
+def test_bedgraph_contigs_in_the_order_bedgraphtobigwig_needs(tmp_path, monkeypatch, capsys):
+    # Records met in the order chrX, chr10, chr2 (first appearance): bedGraphToBigWig refuses a file whose
+    # contigs are not in C-locale order ("is not case-sensitive sorted ... LC_COLLATE=C").
+    path = tmp_path / "c.h5"
+    _store(path, [("x", 30, Coords("chrX", 100, 130, "+")), ("ten", 20, Coords("chr10", 0, 20, "+")),
+                  ("two", 20, Coords("chr2", 50, 70, "-")), ("x2", 10, Coords("chrX", 0, 10, "+"))])
+    code, _, err = run_cli(["export", path, "--tracks", tmp_path / "c", "--format", "bedgraph", "--components", "1"],
+                           monkeypatch, capsys)
+    assert code == 0, err
+    rows = [line.split("\t")[:2] for line in (tmp_path / "c.PC1.bedGraph").read_text().splitlines()[1:]]
+    assert rows == sorted(rows, key=lambda r: (r[0].encode(), int(r[1])))
+    assert rows[0][0] == "chr10" and rows[-1][0] == "chrX"

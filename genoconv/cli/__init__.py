@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import signal
 import sys
+import warnings
 from typing import Annotated
 
 import typer
@@ -67,6 +68,12 @@ def setup_logging(level: int) -> None:
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%Y-%m-%d %H:%M:%S"))
     root.addHandler(handler)
     root.propagate = False
+    warnings.showwarning = _warning_to_log
+
+
+def _warning_to_log(message, category, filename, lineno, file=None, line=None) -> None:
+    """Python warnings as one log line each, like every other message (not file:line plus a source line)."""
+    logging.getLogger("genoconv").warning("%s", message)
 
 
 def _register_commands() -> None:

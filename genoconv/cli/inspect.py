@@ -11,7 +11,7 @@ from ..errors import InputError
 
 
 def inspect(path: Annotated[Path, typer.Argument(help="A genoconv HDF5 output.")],
-            records: Annotated[int, typer.Option(help="Rows of the record table to show.")] = 10) -> None:
+            records: Annotated[int, typer.Option(min=0, help="Rows of the record table to show.")] = 10) -> None:
     """Summarise an output file: provenance, layout and the first records."""
     from rich.console import Console
     from rich.table import Table
@@ -37,6 +37,9 @@ def inspect(path: Annotated[Path, typer.Argument(help="A genoconv HDF5 output.")
                     "end_time", "command_line"):
             if key in prov:
                 rows.append((key, str(prov[key])))
+        shards = _merged_from(prov.get("merged_from"))
+        if shards:
+            rows.append(("merged_from", "\n".join(shards)))
         for k, v in rows:
             table.add_row(k, v)
         console.print(table)
@@ -48,3 +51,15 @@ def inspect(path: Annotated[Path, typer.Argument(help="A genoconv HDF5 output.")
             where = (str(f.coords(rid) or ""),) if f.has_coords else ()
             recs.add_row(rid, f"{int(length):,}", str(mode), *where)
         console.print(recs)
+
+
+def _merged_from(value) -> list[str]:
+    """The shard files of a merged output, one line each (older files recorded bare paths)."""
+    import json
+
+    try:
+        entries = json.loads(value) if isinstance(value, str) else list(value or [])
+    except ValueError:
+        return [str(value)]
+    return [f"{e.get('path')} ({e.get('records')} records, finished {e.get('end_time')})" if isinstance(e, dict)
+            else str(e) for e in entries]

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import shlex
+import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -24,5 +26,6 @@ def merge(
     """Combine shard outputs into one file (checks completeness, provenance and ids first)."""
     from ..store import merge as merge_files
 
-    n = merge_files(shards, output, virtual=virtual, overwrite=overwrite)
+    n = merge_files(shards, output, virtual=virtual, overwrite=overwrite,
+                    command_line=shlex.join(["genoconv", *sys.argv[1:]]))
     log.info("merged %d shards, %d records into %s%s", len(shards), n, output, " (virtual)" if virtual else "")

@@ -156,7 +156,7 @@ class Engine:
                 return
             self._run_long(batch[0], sink, oom=True)  # fallback 2: chunked evaluation
             return
-        mode = Plan().mode
+        mode = self.plan(max(lengths)).mode  # exact, or freq-sparse:F=...: the plan _forward_batch ran
         if _POOL_BATCHES and not self.opts.per_nucleotide and not self.opts.window and min(lengths) > 0:
             # Pooled vectors only: the whole batch at once (reads: thousands of records per pass), one host copy.
             keys = [(m, layer) for layer in self.layers for m in self.opts.pools]

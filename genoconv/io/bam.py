@@ -130,9 +130,36 @@ class AlignmentInput:
                 raise InputError(
                     f"{self.path}: cannot decode CRAM record {ordinal + 1} ({e}): is the reference right{hint}?"
                 ) from None
+            stale = self._older_index()
+            if stale is not None:  # reads fetched at the old file's offsets: the index is the fault, not the file
+                raise InputError(f"{self.path}: cannot read record {ordinal + 1} through its index {stale.name}, "
+                                 f"which is older than the file: rebuild it (samtools index {self.path})") from None
+            headless = self.kind == "SAM" and ordinal == 0 and not self._has_sq_lines()
             raise InputError(
                 f"{self.path}: truncated or corrupt at record {ordinal + 1}, after {ordinal} records were read ({e})"
+                + ("; it has no @SQ header lines, which aligned SAM records need (samtools view -h keeps them)"
+                   if headless else "")
             ) from None
+
+    def _has_sq_lines(self) -> bool:
+        try:
+            with self._open(warn=None) as handle:
+                return bool(handle.references)
+        except InputError:
+            return False
+
+    def _older_index(self) -> Path | None:
+        """The index ``--regions`` reads through when it is older than the file (samtools warns of the same)."""
+        if self._intervals is None or self.data is not None:
+            return None
+        ext = {"BAM": (".bai", ".csi"), "CRAM": (".crai",)}.get(self.kind, (".csi",))
+        for index in [Path(f"{self.path}{e}") for e in ext] + [self.path.with_suffix(e) for e in ext]:
+            try:
+                if index.exists() and index.stat().st_mtime_ns < self.path.stat().st_mtime_ns:
+                    return index
+            except OSError:
+                return None
+        return None
 
     def position(self, ordinal: int) -> str:
         return f"record {ordinal} of {self.path}" + (f" within {self.regions}" if self.regions is not None else "")
@@ -147,9 +174,11 @@ class AlignmentInput:
         return f"{self.path} ({self.kind}{', with ' + ' and '.join(extra) if extra else ''}{within})"
 
     def files(self) -> list[tuple[str, Path, tuple[Path, ...]]]:
-        """This file, and the reference a CRAM is decoded against (its bases become the reads')."""
+        """This file, the reference a CRAM is decoded against (its bases become the reads'), and the regions
+        that select the reads (another file of regions is another set of records: a resume must see it)."""
         used = self.kind == "CRAM" and self.reference is not None
-        return [("inputs", self.path, ())] + ([("reference", self.reference, ())] if used else [])
+        return ([("inputs", self.path, ())] + ([("reference", self.reference, ())] if used else [])
+                + ([("regions", self.regions, ())] if self.regions is not None else []))
 
     def close(self) -> None:
         pass

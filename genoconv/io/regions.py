@@ -1,15 +1,16 @@
 """Regions of a reference genome: BED, GTF and GFF3, plain or gzip.
 
 File conventions: BED is 0-based half-open (``chrom start end [name score strand]``); GTF and GFF3 are
-1-based closed (``start <= end``) and are converted on reading, so every number genoconv shows afterwards
-is 0-based half-open, including the fallback id ``contig:start-end`` — except in error messages about a line,
-which quote the file's own numbers.
+1-based closed (``start <= end``) and are converted on reading to 0-based half-open coordinates. Written as a region
+string (the fallback id ``contig:start-end``, titles, messages) a span is 1-based closed, as samtools and IGV read
+it (:meth:`genoconv.coords.Coords.region`) — except in error messages about a line, which quote the file's own
+numbers.
 
 Sequences are fetched lazily with ``pysam.FastaFile``; a minus-strand region is reverse-complemented when
 ``strand_aware`` (IUPAC complement, case kept), so its base 0 is the region's 5' end on the minus strand. Each
 record carries its ``coords`` (contig, start, end, and strand as embedded: see :mod:`genoconv.coords`).
-Region ids: BED name column (4); GTF ``<feature>_name`` then ``gene_name``; GFF3 ``Name``, ``gene_name``,
-``ID``; else ``contig:start-end``.
+Region ids: BED name column (4); GTF ``<feature>_name``, ``gene_name``, then ``<feature>_id``, ``gene_id``; GFF3
+``Name``, ``gene_name``, ``ID``; else the region string ``contig:start-end`` (1-based closed).
 """
 
 from __future__ import annotations
@@ -112,7 +113,7 @@ def _parse(path: Path, fmt: str, feature: str) -> Iterator[tuple[int, str, int, 
             attrs = fields[8]
             if fmt == "gtf" or (fmt == "gff" and "=" not in attrs and '"' in attrs):
                 a = _gtf_attributes(attrs)
-                keys = (f"{feature}_name", "gene_name")
+                keys = (f"{feature}_name", "gene_name", f"{feature}_id", "gene_id")
             else:
                 a = _gff3_attributes(attrs)
                 keys = ("Name", "gene_name", "ID")
@@ -181,7 +182,7 @@ class RegionsInput:
         for line_no, contig, start, end, strand, name, as_written in _parse(self.path, self.format, self.feature):
             check_region(self.path, line_no, contig, end, self._contigs, self.reference.path, as_written)
             reverse = self.strand_aware and strand == "-"
-            rid = name if name is not None else f"{contig}:{start}-{end}"
+            rid = name if name is not None else Coords(contig, start, end, "+").region()
             coords = Coords(contig, start, end, "-" if reverse else "+")
             access = FastaSlice(self.reference, contig, start, end, reverse)
             yield Record(id=rid, length=end - start, source=f"{self.reference.path}:{coords}", _access=access,

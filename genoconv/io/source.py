@@ -10,7 +10,7 @@ from pathlib import Path
 
 from genoconv.errors import InputError
 from genoconv.io.bam import AlignmentInput
-from genoconv.io.fasta import FastaInput, FastqInput, open_indexed
+from genoconv.io.fasta import FastaInput, FastqInput, checked_reference
 from genoconv.io.pipe import SavedStream
 from genoconv.io.identity import file_identity
 from genoconv.io.record import Record
@@ -197,7 +197,7 @@ def open_records(
             if ref_fmt.bom or ref_fmt.cr_only:
                 raise InputError(f"{ref_path}: htslib cannot index a reference with a UTF-8 byte-order mark or CR-only "
                                  "line ends; write it out with plain LF line ends (e.g. seqkit seq) and index that")
-            handle = open_indexed(ref_path, ref_fmt.compression, required=True)
+            handle = checked_reference(ref_path, ref_fmt.compression)
             readers.append(RegionsInput(Path(regions), handle, feature=feature, strand_aware=strand_aware))
     except BaseException:
         for stream in saved:

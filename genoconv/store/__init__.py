@@ -10,7 +10,8 @@ Layout (``n`` records, ``d`` = model width; "rows" are 0-based, half-open ``[sta
 ``/lengths``                  (n,) int64, bases per record
 ``/offsets``                  (n,) int64, first row of each record in ``/per_nucleotide/<layer>``
 ``/modes``                    (n,) utf-8 strings, the convolution mode used for each record
-                              (``exact``, ``partial:K=1000000``, ``streamed:K=...,C=...``)
+                              (``exact``, ``partial:K=1000000``, ``partial:K=...;streamed:C=...``;
+                              ``freq-sparse:F=0.25`` marks the approximation ``--freq-keep`` makes)
 ``/per_nucleotide/<layer>``   (total_bases, d), float16 by default (``store_dtype`` float16|float32);
                               record ``i`` is rows ``offsets[i] : offsets[i] + lengths[i]``, base 0 first.
                               Chunks of ``max(1, 2**20 // (d * itemsize))`` rows (~1 MiB; 2048 rows at

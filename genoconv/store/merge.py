@@ -14,6 +14,8 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shlex
+import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -86,20 +88,36 @@ def check_shards(paths: list[Path]):
         raise
 
 
-def merge(paths: list[Path], output: Path, *, virtual: bool = False, overwrite: bool = False) -> int:
-    """Merge shard files into ``output``; returns the number of records. Holds the output's lock throughout."""
+def merge(paths: list[Path], output: Path, *, virtual: bool = False, overwrite: bool = False,
+          command_line: str | None = None) -> int:
+    """Merge shard files into ``output``; returns the number of records. Holds the output's lock throughout.
+    ``command_line`` (default: this process's) is the merged file's; each shard's own is kept in ``merged_from``."""
     with OutputLock(output):
-        return _merge(paths, Path(output), virtual, overwrite)
+        return _merge(paths, Path(output), virtual, overwrite, command_line)
 
 
-def _merge(paths: list[Path], output: Path, virtual: bool, overwrite: bool) -> int:
+def _is_same_file(a: Path, b: Path) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return a.resolve() == b.resolve()
+
+
+def _merge(paths: list[Path], output: Path, virtual: bool, overwrite: bool, command_line: str | None) -> int:
+    if virtual and any(_is_same_file(Path(p), output) for p in paths):
+        raise InputError(f"merge: the output {output} is one of the shards; a --virtual merge reads its rows from "
+                         "the shards, so it cannot replace one: choose another output path")
     paths, readers, run_config = check_shards([Path(p) for p in paths])
     try:
         first = readers[0]
         spec = StoreSpec.from_dict(json.loads(first.provenance["store_spec"]))
         provenance = {k: v for k, v in first.provenance.items() if k in _PROVENANCE_KEYS}
         provenance["run_config"] = run_config
-        provenance["merged_from"] = [str(p) for p in paths]
+        provenance["command_line"] = command_line or shlex.join(sys.argv)
+        # Each shard's identity: a --virtual merge's reader checks that its sources are still these files.
+        provenance["merged_from"] = [
+            {"path": str(p.resolve()), "end_time": f.provenance.get("end_time", ""), "records": len(f),
+             "command_line": f.provenance.get("command_line", "")} for p, f in zip(paths, readers)]
         n = sum(len(f) for f in readers)
         if virtual:
             write_virtual_merge(readers, output, spec, provenance, overwrite=overwrite)
@@ -133,7 +151,7 @@ def _merge(paths: list[Path], output: Path, virtual: bool, overwrite: bool) -> i
 
 
 _PROVENANCE_KEYS = ("model", "checkpoint_sha256", "checkpoint_format", "model_config", "compute_dtype", "device",
-                    "tokenizer_policy", "convolution", "conv_backend", "command_line", "inputs")
+                    "tokenizer_policy", "convolution", "conv_backend", "inputs", "input_files")
 
 
 def write_virtual_merge(readers: list[EmbeddingsFile], output: str | os.PathLike[str], spec: StoreSpec,

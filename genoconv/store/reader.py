@@ -13,7 +13,7 @@ import numpy as np
 
 from genoconv.coords import Coords
 from genoconv.errors import InputError
-from genoconv.store.hdf5 import RowSource, locking_setting, open_read
+from genoconv.store.hdf5 import RowSource, crc, locking_setting, open_read
 from genoconv.store.journal import entry_coords, journal_path, read_journal
 from genoconv.store.layout import FORMAT, coord_columns, n_windows, read_coords
 
@@ -57,6 +57,7 @@ class EmbeddingsFile:
             self.window = int(f.attrs.get("window", 0)) or None
             self.pools = list(json.loads(f.attrs.get("pools", "[]")))
             self.provenance = {k: plain_value(v) for k, v in f.attrs.items()}
+            self._crcs: list[dict] | None = None  # an unfinished file's journaled checksums, per record
             if self.complete:
                 n = f["lengths"].shape[0]
                 self.ids = list(f["ids"].asstr()[:n])
@@ -66,6 +67,7 @@ class EmbeddingsFile:
                 self._offsets = np.asarray(f["offsets"][:n], dtype=np.int64)
                 self._window_offsets = np.asarray(f["window_offsets"][:n], dtype=np.int64) if self.window else None
                 self._source = RowSource(f, None)
+                self._check_virtual_sources(locking)
             else:
                 # Only the journal knows what was committed and where the newest rows live (/_tail).
                 journal = read_journal(journal_path(self.path))
@@ -79,14 +81,57 @@ class EmbeddingsFile:
                 self._offsets = np.asarray([e["off"] for e in entries], dtype=np.int64)
                 self._window_offsets = np.asarray([e["woff"] for e in entries], dtype=np.int64) if self.window else None
                 self._source = RowSource(f, journal.tail)  # a checkpoint of a record in progress may be newest
+                self._crcs = [e.get("crc", {}) for e in entries]  # rows are checked against them as they are read
                 warnings.warn(
                     f"{self.path} is unfinished (interrupted run); showing its {len(entries)} committed records",
                     stacklevel=3,
                 )
+        except (OSError, RuntimeError) as err:  # a block HDF5 cannot parse: a damaged (e.g. truncated) file
+            f.close()
+            raise InputError(f"{self.path} is damaged and cannot be read ({err})") from None
         except Exception:
             f.close()
             raise
         self._index = {rid: i for i, rid in enumerate(self.ids)}
+        self._verified: set[tuple[int, str]] = set()
+
+    def _check_virtual_sources(self, locking: bool | None) -> None:
+        """A ``merge --virtual`` output reads its rows from the shard files, and HDF5 reads a missing source as
+        zeros and a rewritten one as its new rows, silently. So every source must be where the merge found it,
+        finished at the same time (``merged_from`` records each shard's ``end_time``), and not this file."""
+        f, sources = self._f, set()
+        for group in ("per_nucleotide", "windowed"):
+            for dset in f.get(group, {}).values():
+                if dset.is_virtual:
+                    sources.update(vs.file_name for vs in dset.virtual_sources())
+        if not sources:
+            return
+        recorded = self.provenance.get("merged_from", "[]")
+        try:
+            recorded = json.loads(recorded) if isinstance(recorded, str) else list(recorded)
+        except ValueError:
+            recorded = []
+        finished = {e.get("path"): e.get("end_time") for e in recorded if isinstance(e, dict)}
+        for name in sorted(sources):
+            src = Path(name) if Path(name).is_absolute() else self.path.parent / name
+            what = f"{self.path} is a --virtual merge whose rows live in {name}"
+            if name == "." or (src.exists() and src.resolve() == self.path.resolve()):
+                raise InputError(f"{self.path} is a --virtual merge that maps rows onto itself (it was written over "
+                                 "one of its shards); it cannot be read: merge the shards again")
+            if not src.exists():
+                raise InputError(f"{what}, which is missing (moved or deleted): put it back, or merge again "
+                                 "without --virtual")
+            want = finished.get(name)
+            if want is None:
+                continue  # merged by an older genoconv, which recorded paths only
+            try:
+                with open_read(src, locking_setting(locking)) as g:
+                    got = plain_value(g.attrs.get("end_time", ""))
+            except OSError as err:
+                raise InputError(f"{what}, which cannot be opened: {err}") from None
+            if got != want:
+                raise InputError(f"{what}, which was rewritten after the merge (it finished at {got}, the merged one "
+                                 f"at {want}): merge again")
 
     # ---- dict-like
     def __len__(self) -> int:
@@ -143,7 +188,32 @@ class EmbeddingsFile:
             start, count = int(self._window_offsets[i]), n_windows(int(self.lengths[i]), self.window)
         else:
             raise ValueError(f"kind must be 'per_nucleotide' or 'windowed', got {kind!r}")
-        return self._source.read(kind, layer, start, count)
+        rows = self._read(kind, layer, start, count)
+        self._verify(i, kind, layer, rows)
+        return rows
+
+    def _read(self, kind: str, layer: int, start: int, count: int) -> np.ndarray:
+        try:
+            return self._source.read(kind, layer, start, count)
+        except (OSError, RuntimeError) as err:  # HDF5 cannot read the block: a damaged (e.g. truncated) file
+            raise InputError(f"{self.path} is damaged: cannot read its {kind.replace('_', '-')} rows of layer "
+                             f"{layer} ({err})") from None
+
+    def _verify(self, i: int, kind: str, layer: int, rows: np.ndarray | None = None) -> None:
+        """An unfinished file's rows against the CRC its run journaled for them (once per record, kind and layer):
+        a damaged or truncated file reads as zeros or old bytes in HDF5 without an error. A finished file was
+        checked when it was finished (see genoconv.store.writer)."""
+        key = f"{'p' if kind == 'per_nucleotide' else 'w'}/{layer}"
+        if self._crcs is None or (i, key) in self._verified or key not in self._crcs[i]:
+            return
+        if rows is None:
+            rows = self.get(self.ids[i], layer, kind)  # verifies on the way
+            return
+        if crc(rows) != int(self._crcs[i][key]):
+            raise InputError(f"{self.path}: record {self.ids[i]!r} ({kind.replace('_', '-')} rows, layer {layer}) does "
+                             "not match the checksum its run journaled: the unfinished file is damaged; rerun its "
+                             "genoconv embed command to keep what is intact and recompute the rest")
+        self._verified.add((i, key))
 
     def rows(self, record_id: str, start: int, stop: int, layer: int = -1, kind: str = "per_nucleotide") -> np.ndarray:
         """Rows ``[start, stop)`` (0-based, half-open, clipped to the record) of one record; reads only those."""
@@ -159,7 +229,8 @@ class EmbeddingsFile:
         if kind == "per_nucleotide" and "per_nucleotide" not in self._f:
             raise KeyError(f"{self.path} has no per-nucleotide rows (run with --per-nucleotide)")
         start, stop = max(0, min(start, count)), max(0, min(stop, count))
-        return self._source.read(kind, self._layer(layer), base + start, max(0, stop - start))
+        self._verify(i, kind, self._layer(layer))
+        return self._read(kind, self._layer(layer), base + start, max(0, stop - start))
 
     @property
     def has_coords(self) -> bool:
@@ -184,7 +255,14 @@ class EmbeddingsFile:
         name = f"pooled/{mode}/{layer}"
         if name not in self._f:
             raise KeyError(f"{self.path} has no pooled {mode!r} rows for layer {layer}")
-        return self._f[name][: len(self.ids)]
+        rows = self._f[name][: len(self.ids)]
+        for i, row in enumerate(rows if self._crcs is not None else ()):
+            want = self._crcs[i].get(f"m/{mode}/{layer}")
+            if want is not None and crc(np.asarray(row, dtype="<f4")) != int(want):
+                raise InputError(f"{self.path}: the pooled {mode} row of record {self.ids[i]!r} does not match the "
+                                 "checksum its run journaled: the unfinished file is damaged; rerun its genoconv "
+                                 "embed command to keep what is intact and recompute the rest")
+        return rows
 
     def to_anndata(self, mode: str = "mean", layer: int = -1) -> Any:
         """The pooled matrix as an AnnData (obs = records with their lengths, uns = provenance)."""

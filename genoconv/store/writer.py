@@ -391,6 +391,13 @@ class EmbeddingWriter:
                     if not replay(source, new, entry):
                         break
                 new._make_durable()
+            kept, total = len(new.committed), len(state.entries)
+            if kept < total:  # rows are contiguous: the first bad record ends what can be kept
+                log.warning("%s is damaged: kept %d of its %d committed records; record %r and the %d after it did "
+                            "not verify against the journal and are computed again", path, kept, total,
+                            state.entries[kept]["id"], total - kept - 1)
+            elif total:
+                log.info("%s: copied its %d committed records into a fresh file (they verify)", path, total)
             if old is not None and state.partial is not None and len(new.committed) == len(state.entries):
                 replay_partial(source, new, state.partial, state_path(path, int(state.partial["s"])))
         finally:

@@ -188,7 +188,7 @@ def draw(output: str | os.PathLike[str], *, pooled: PooledPoints | None = None, 
                 where = f"{tracks.record_id}, {c.end:,} bp"
             else:
                 flipped = ", drawn in reference order" if c.strand == "-" else ""
-                where = f"{tracks.record_id}\nat {c.contig}:{c.start:,}-{c.end:,} ({c.strand}{flipped})"
+                where = f"{tracks.record_id}\nat {c.contig}:{c.start + 1:,}-{c.end:,} ({c.strand}{flipped})"
             axes[0].set_title(f"{where}\n{tracks.bins.describe()}", fontsize=8)
             axes[-1].set_xlabel(f"{c.contig} position (bp)")
         try:

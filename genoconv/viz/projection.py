@@ -14,6 +14,7 @@ their file and count); a file whose model, layer or width differs is refused, si
 from __future__ import annotations
 
 import json
+import logging
 import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -109,6 +110,10 @@ def fit_projection(blocks: Iterable[np.ndarray], n_components: int, meta: Mappin
     d = len(shift)
     if not 1 <= n_components <= d:
         raise InputError(f"{what}: asked for {n_components} components of {d}-dimensional rows")
+    if n_components > count - 1:  # centred rows span at most count - 1 directions; the rest would be arbitrary
+        logging.getLogger("genoconv").warning("%s: %d rows have only %d principal components; keeping those, not %d",
+                                              what, count, count - 1, n_components)
+        n_components = count - 1
     mean_shifted = total / count
     cov = (scatter - count * np.outer(mean_shifted, mean_shifted)) / (count - 1)
     vectors, values, _ = np.linalg.svd(cov, hermitian=True)

@@ -69,7 +69,7 @@ def collect_tracks(f: EmbeddingsFile, bins: Bins, projection: Projection, *,
         if len(clash):
             if overlap == "error":
                 a, b = track.records[clash[0]], track.records[clash[0] + 1]
-                where = f"{contig}:{track.starts[clash[0] + 1]}-{min(track.ends[clash[0]], track.ends[clash[0] + 1])}"
+                where = f"{contig}:{track.starts[clash[0] + 1] + 1}-{min(track.ends[clash[0]], track.ends[clash[0] + 1])}"
                 raise InputError(f"{f.path}: records {f.ids[a]!r} and {f.ids[b]!r} overlap at {where}; a track holds "
                                  "one value per base: use --overlap mean to average overlapping records")
             track = average_overlaps(track)
@@ -156,7 +156,8 @@ def write_bedgraph(path: Path, sizes: list[tuple[str, int]], tracks: dict[str, C
     try:
         with open(path, "w", encoding="utf-8") as fh:
             fh.write(f'track type=bedGraph name="{name}"\n')
-            for contig, _ in sizes:
+            # Contigs in C-locale order, as bedGraphToBigWig requires (`LC_COLLATE=C sort -k1,1 -k2,2n`).
+            for contig in sorted((c for c, _ in sizes), key=lambda c: c.encode()):
                 track = tracks.get(contig)
                 if track is None:
                     continue

@@ -214,6 +214,44 @@ def test_index_that_ends_elsewhere_than_the_file_is_stale_whatever_its_time(tmp_
     assert _lengths(path)["plasmid"] == 5
 
 
+@pytest.mark.parametrize("compression", ["none", "bgzip"])
+def test_an_index_of_another_version_is_not_trusted_for_its_newer_time(tmp_path, compression):
+    # `cp -p` / `rsync -a` / `tar x` bring a new version with an old time beside a newer index: for bgzip only the
+    # times were checked, and htslib cut the grown record at its old length with exit 0.
+    path = write_fasta(tmp_path / "g.fa", RECORDS, compression)
+    assert _lengths(path)["plasmid"] == 1
+    old = Path(f"{path}.fai").stat().st_mtime_ns - 2 * 86_400 * 10**9
+    grown = dict(RECORDS, chr2="TTTTGGGGCCCCAAAA" * 3)  # a middle record grows: every later offset moves
+    write_fasta(path, grown, compression)
+    os.utime(path, ns=(old, old))
+    assert _lengths(path) == {name: len(seq) for name, seq in grown.items()}
+    with open_records([path]) as source:
+        assert {r.id: r.sequence() for r in source} == grown
+    # A same-sized file's index (another file's, names and all) is not this one's either.
+    other = write_fasta(tmp_path / "h.fa", {"r1": "A" * 70, "r2": "C" * 50})
+    write_fasta(tmp_path / "h2.fa", {"r2": "G" * 50, "r1": "T" * 70})
+    _lengths(tmp_path / "h2.fa")
+    shutil.copyfile(f"{tmp_path / 'h2.fa'}.fai", f"{other}.fai")
+    assert _lengths(other) == {"r1": 70, "r2": 50}
+
+
+@pytest.mark.parametrize("compression", ["none", "gzip"])
+def test_a_cr_only_record_inside_an_lf_file(tmp_path, compression):
+    # Classic-Mac line ends in one record only (the first 64 KB are LF): that record's header was glued to its
+    # bases and the next record vanished, exit 0. Indexed (plain) and streamed (gzip) paths.
+    text = (">c1\n" + "ACGT" * 25 + "\n>c2 pasted\r" + ("GGCC" * 15 + "\r") * 2 + ">c3\n" + "TTAA" * 5 + "\n"
+            + ">c4\r\nAC\r\n")
+    path = tmp_path / "mix.fa"
+    if compression == "gzip":
+        with gzip.open(path, "wb") as fh:
+            fh.write(text.encode())
+    else:
+        path.write_bytes(text.encode())
+    with open_records([path]) as source:
+        assert {r.id: r.sequence() for r in source} == {"c1": "ACGT" * 25, "c2": "GGCC" * 30, "c3": "TTAA" * 5,
+                                                        "c4": "AC"}
+
+
 def test_stale_index_in_a_read_only_folder(tmp_path):
     folder = tmp_path / "ro"
     folder.mkdir()

@@ -5,6 +5,8 @@ from __future__ import annotations
 import shutil
 
 import pysam
+import os
+
 import pytest
 
 from genoconv.errors import InputError, InputFileError
@@ -27,7 +29,7 @@ def test_bed_on_bgzipped_chrx_with_a_minus_strand_region(shared_data, tmp_path):
         "# a comment\n"
         "X\t1000000\t1000100\tplus_region\t0\t+\n"
         f"X\t{DMD_START}\t{DMD_START + 300}\tDMD_3prime_end\t0\t-\n"
-        "X\t59950\t60050\n"  # no name: the id is contig:start-end (0-based half-open), across the telomere gap's end
+        "X\t59950\t60050\n"  # no name: the id is the region string, 1-based closed (samtools), across the telomere gap's end
         "X\t2000000\t2000040\tno_strand\t0\t.\n"
     )
     source = open_records([], reference=chrx, regions=bed)
@@ -35,10 +37,10 @@ def test_bed_on_bgzipped_chrx_with_a_minus_strand_region(shared_data, tmp_path):
     assert [(r.id, r.length) for r in records] == [
         ("plus_region", 100),
         ("DMD_3prime_end", 300),
-        ("X:59950-60050", 100),
+        ("X:59951-60050", 100),
         ("no_strand", 40),
     ]
-    assert records[1].source == f"{chrx}:X:{DMD_START}-{DMD_START + 300}(-)"
+    assert records[1].source == f"{chrx}:X:{DMD_START + 1}-{DMD_START + 300}(-)"  # a region string: 1-based
     with pysam.FastaFile(str(chrx)) as fa:
         forward = fa.fetch("X", DMD_START, DMD_START + 300)
         assert records[0].sequence() == fa.fetch("X", 1_000_000, 1_000_100)
@@ -68,7 +70,7 @@ def test_gtf_gene_name_and_the_whole_dmd_gene(shared_data, tmp_path):
         'X\tHAVANA\tgene\t1000001\t1000010\t.\t+\t.\tgene_id "ENSG0000000X";\n'
     )
     genes = list(open_records([], reference=chrx, regions=gtf))
-    assert [(r.id, r.length) for r in genes] == [("DMD", 2_220_382), ("X:1000000-1000010", 10)]
+    assert [(r.id, r.length) for r in genes] == [("DMD", 2_220_382), ("ENSG0000000X", 10)]
     # The DMD file holds the gene as stored on the reference (+) strand; the minus-strand gene is its reverse
     # complement.
     (stored,) = list(open_records([shared_data / "DMD_GRCh37_chrX.fa.gz"]))
@@ -125,3 +127,21 @@ def test_plain_gzip_reference_and_regions_without_reference(shared_data, tmp_pat
         open_records([], reference=shared_data / "DMD_GRCh37_chrX.fa.gz", regions=bed)
     with pytest.raises(InputError, match="reference"):
         open_records([], regions=bed)
+
+
+def test_reference_index_must_describe_the_reference(tmp_path):
+    # Regions are cut by the .fai's offsets: a duplicate contig (htslib keeps the first, silently) is refused, and
+    # an index of an older version with a newer time (cp -p) is rebuilt, not trusted.
+    from genoconv.errors import InputError
+
+    (tmp_path / "r.bed").write_text("chrB\t10\t40\tb\n")
+    ref = tmp_path / "ref.fa"
+    ref.write_text(">chrA\n" + "A" * 50 + "\n>chrB\n" + "C" * 20 + "G" * 40 + "\n>chrA\n" + "T" * 50 + "\n")
+    with pytest.raises(InputError, match=r"contig 'chrA' is in the reference twice \(records 1 and 3\)"):
+        open_records([], reference=ref, regions=tmp_path / "r.bed")
+    ref.write_text(">chrA\n" + "A" * 50 + "\n>chrB\n" + "C" * 20 + "G" * 40 + "\n")
+    assert [r.sequence() for r in open_records([], reference=ref, regions=tmp_path / "r.bed")] == ["C" * 10 + "G" * 20]
+    stamp = os.stat(f"{ref}.fai").st_mtime_ns - 10**9
+    ref.write_text(">chrA\n" + "A" * 55 + "\n>chrB\n" + "T" * 20 + "G" * 40 + "\n")  # same contigs, moved bytes
+    os.utime(ref, ns=(stamp, stamp))
+    assert [r.sequence() for r in open_records([], reference=ref, regions=tmp_path / "r.bed")] == ["T" * 10 + "G" * 20]
