@@ -287,6 +287,20 @@ def test_virtual_merge_refuses_sources_that_moved_changed_or_are_itself(tmp_path
         w.finish()
     with pytest.raises(InputError, match=r"shard2.h5, which was rewritten after the merge"):
         open_embeddings(merged)
+    # The sources are named relative to the merged file: the folder moved as a whole still reads.
+    (tmp_path / "run").mkdir()
+    parts = _shards(tmp_path / "run")
+    store.merge(parts, tmp_path / "run" / "all.h5", virtual=True)
+    (tmp_path / "run").rename(tmp_path / "moved")
+    with open_embeddings(tmp_path / "moved" / "all.h5") as m, open_embeddings(tmp_path / "moved" / "shard1.h5") as s:
+        np.testing.assert_array_equal(m["chr1"], s["chr1"])
+    (tmp_path / "alone").mkdir()
+    (tmp_path / "moved" / "all.h5").rename(tmp_path / "alone" / "all.h5")  # the merged file without its shards
+    with pytest.raises(InputError, match=r"rows live in .*alone/shard1.h5, which is missing"):
+        open_embeddings(tmp_path / "alone" / "all.h5")
+    (tmp_path / "alone" / "all.h5").rename(tmp_path / "all.h5")  # beside other files of the same names: not its own
+    with pytest.raises(InputError, match=r"rows live in .*/shard1.h5, which was rewritten after the merge"):
+        open_embeddings(tmp_path / "all.h5")
     # A virtual merge over one of its own shards would map that file onto itself (it segfaulted h5py): refused,
     # the shard untouched.
     parts = _shards(tmp_path, "b")

@@ -118,6 +118,9 @@ def _merge(paths: list[Path], output: Path, virtual: bool, overwrite: bool, comm
         provenance["merged_from"] = [
             {"path": str(p.resolve()), "end_time": f.provenance.get("end_time", ""), "records": len(f),
              "command_line": f.provenance.get("command_line", "")} for p, f in zip(paths, readers)]
+        if virtual:  # the name each virtual dataset maps: relative, so the folder can move as a whole
+            for entry, p in zip(provenance["merged_from"], paths):
+                entry["source"] = _source_name(p, output)
         n = sum(len(f) for f in readers)
         if virtual:
             write_virtual_merge(readers, output, spec, provenance, overwrite=overwrite)
@@ -154,11 +157,17 @@ _PROVENANCE_KEYS = ("model", "checkpoint_sha256", "checkpoint_format", "model_co
                     "tokenizer_policy", "convolution", "conv_backend", "inputs", "input_files")
 
 
+def _source_name(shard: Path, output: Path) -> str:
+    """A shard's path relative to the merged file's folder: HDF5 resolves a relative virtual source there, so a
+    results folder moved or copied as a whole (merged file and shards) still reads."""
+    return os.path.relpath(Path(shard).resolve(), Path(output).resolve().parent)
+
+
 def write_virtual_merge(readers: list[EmbeddingsFile], output: str | os.PathLike[str], spec: StoreSpec,
                         provenance: Mapping[str, Any], *, overwrite: bool = False) -> None:
     """Write ``output`` with the store's layout whose per-nucleotide and windowed rows are HDF5 virtual
-    datasets over the given complete files, in order (their absolute paths are recorded, so they must stay
-    where they are); ids, index arrays, coordinates and pooled rows are copied. Built under a temporary name and
+    datasets over the given complete files, in order (their paths relative to ``output``'s folder are recorded, so
+    they must stay where they are relative to it); ids, index arrays, coordinates and pooled rows are copied. Built under a temporary name and
     renamed, so an interrupted merge leaves nothing half-made."""
     output = Path(output)
     with OutputLock(output):
@@ -199,7 +208,8 @@ def _write_virtual_merge(readers: list[EmbeddingsFile], output: Path, spec: Stor
                     layout = h5py.VirtualLayout(shape=(sum(x[0] for x in shapes), spec.d_model), dtype=dtype)
                     pos = 0
                     for r, shape in zip(readers, shapes):
-                        layout[pos : pos + shape[0]] = h5py.VirtualSource(str(r.path.resolve()), name, shape=shape)
+                        layout[pos : pos + shape[0]] = h5py.VirtualSource(_source_name(r.path, output), name,
+                                                                          shape=shape)
                         pos += shape[0]
                     f.create_virtual_dataset(name, layout)
                 for mode in spec.pools:

@@ -111,10 +111,10 @@ class EmbeddingsFile:
             recorded = json.loads(recorded) if isinstance(recorded, str) else list(recorded)
         except ValueError:
             recorded = []
-        finished = {e.get("path"): e.get("end_time") for e in recorded if isinstance(e, dict)}
+        finished = {e.get("source", e.get("path")): e.get("end_time") for e in recorded if isinstance(e, dict)}
         for name in sorted(sources):
             src = Path(name) if Path(name).is_absolute() else self.path.parent / name
-            what = f"{self.path} is a --virtual merge whose rows live in {name}"
+            what = f"{self.path} is a --virtual merge whose rows live in {os.path.normpath(src)}"
             if name == "." or (src.exists() and src.resolve() == self.path.resolve()):
                 raise InputError(f"{self.path} is a --virtual merge that maps rows onto itself (it was written over "
                                  "one of its shards); it cannot be read: merge the shards again")
