@@ -145,3 +145,26 @@ def test_reference_index_must_describe_the_reference(tmp_path):
     ref.write_text(">chrA\n" + "A" * 55 + "\n>chrB\n" + "T" * 20 + "G" * 40 + "\n")  # same contigs, moved bytes
     os.utime(ref, ns=(stamp, stamp))
     assert [r.sequence() for r in open_records([], reference=ref, regions=tmp_path / "r.bed")] == ["T" * 10 + "G" * 20]
+
+
+def test_a_checked_reference_is_not_scanned_again_until_it_changes(tmp_path, monkeypatch):
+    # A cluster run's every shard would scan a 3 Gbp reference again (~20 s): a passed check is remembered by the
+    # file's and index's identity, status-change time included, which no cp -p or touch can set back.
+    from genoconv.io import fasta
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    (tmp_path / "r.bed").write_text("chrB\t10\t40\tb\n")
+    ref = tmp_path / "ref.fa"
+    ref.write_text(">chrA\n" + "A" * 50 + "\n>chrB\n" + "C" * 60 + "\n")
+    scans = []
+    real = fasta.scan_fasta
+    monkeypatch.setattr(fasta, "scan_fasta", lambda *a: scans.append(a) or real(*a))
+    for _ in range(3):
+        assert [r.sequence() for r in open_records([], reference=ref, regions=tmp_path / "r.bed")] == ["C" * 30]
+    assert len(scans) == 1
+    stamp = os.stat(ref).st_mtime_ns
+    ref.write_text(">chrA\n" + "A" * 50 + "\n>chrB\n" + "G" * 60 + "\n")  # same size, same times set back
+    os.utime(ref, ns=(stamp, stamp))
+    os.utime(f"{ref}.fai", ns=(stamp + 1, stamp + 1))
+    assert [r.sequence() for r in open_records([], reference=ref, regions=tmp_path / "r.bed")] == ["G" * 30]
+    assert len(scans) == 2
