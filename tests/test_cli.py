@@ -866,3 +866,19 @@ def test_kill_inside_a_long_record_resumes_from_the_last_checkpoint(tmp_path, sm
     assert rerun.returncode == 0, rerun.stderr
     assert "record chromosome: resuming at base" in rerun.stderr
     _assert_same(_content(out), _content(ref))
+
+
+def test_python_warnings_are_one_log_line(tmp_path):
+    # `inspect` of an unfinished file warned as "<file>.py:23: UserWarning: ..." plus the source line before.
+    from genoconv.store import EmbeddingWriter, StoreSpec
+
+    out = tmp_path / "unfinished.h5"
+    with EmbeddingWriter.open(out, StoreSpec(d_model=4, layers=(0,), pools=("mean",)), {"run_config": {}}) as w:
+        rec = w.begin("r1", 3, "exact")
+        rec.append(0, np.ones((3, 4), np.float32))
+        rec.commit({("mean", 0): np.ones(4, np.float32)})
+    done = subprocess.run([sys.executable, "-m", "genoconv", "inspect", str(out)], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and "WARNING" in lines[0] and "unfinished.h5 is unfinished" in lines[0], done.stderr
+    assert "UserWarning" not in done.stderr and ".py:" not in done.stderr
