@@ -119,7 +119,7 @@ def _as_records(records_or_path, read: ReadOptions):
     items = list(items) if not isinstance(items, Iterator) else items
     if isinstance(items, list) and all(isinstance(x, (str, Path)) for x in items) and (items or read.regions):
         return open_records(items, **read.as_kwargs())
-    pairs = (x if isinstance(x, Record) else Record.from_sequence(str(x[0]), str(x[1])) for x in items)
+    pairs = _unique((x if isinstance(x, Record) else Record.from_sequence(str(x[0]), str(x[1])) for x in items))
     if read.regions is not None:
         return itertools.chain(pairs, open_records([], **read.as_kwargs()))
     file_only = sorted(k for k, v in read.as_kwargs().items() if k != "reference" and v != getattr(ReadOptions(), k))
@@ -128,3 +128,14 @@ def _as_records(records_or_path, read: ReadOptions):
                          "in-memory (id, sequence) pairs")
     return pairs
 
+
+
+def _unique(records):
+    """In-memory records with unique ids, as files must have (results are keyed by id: a repeat would be lost)."""
+    seen: dict[str, int] = {}
+    for ordinal, record in enumerate(records, 1):
+        if record.id in seen:
+            raise InputError(f"duplicate record id {record.id!r}: records {seen[record.id]} and {ordinal} of the "
+                             "records given (ids must be unique)")
+        seen[record.id] = ordinal
+        yield record

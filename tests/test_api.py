@@ -78,5 +78,7 @@ def test_embed_many_takes_regions_as_the_cli_does(checkpoint, tmp_path):
     assert (only["g2"]["coords"].start, only["g2"]["coords"].strand) == (200, "-")
     both = dict(emb.embed_many([("mine", "ACGT" * 20)], **where))
     assert list(both) == ["mine", "g1", "g2"]  # the pairs, then the regions (FASTA inputs + --regions in the CLI)
+    with pytest.raises(InputError, match="duplicate record id 'a': records 1 and 3 of the records given"):
+        list(emb.embed_many([("a", "ACGT" * 9), ("b", "ACG"), ("a", "ACG")]))
     with pytest.raises(InputError, match="dedupe_ids apply to records read from files"):
         list(emb.embed_many([("a", "ACGT")], dedupe_ids=True))

@@ -259,3 +259,28 @@ def test_local_profile_puts_one_shard_per_gpu(ecoli_fasta, tmp_path):
     assert proc.returncode == 0, proc.stderr[-4000:]
     blocks = [b for b in (proc.stdout + proc.stderr).split("\n\n") if "rule embed:" in b]
     assert all("--device auto" in b and "gpu_slot" not in b for b in blocks)
+
+
+def test_config_mistakes_fail_the_dry_run(ecoli_fasta, tmp_path):
+    """`--config per_nucleotide=false` arrives as the text "false", which a truth test took for yes (rows stored, a
+    virtual merge made, exit 0); a misspelt key or a bad value passed the dry run and failed every job."""
+    config = _write_config(tmp_path / "config.yaml", ecoli_fasta)
+
+    def dry(*overrides):
+        cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(SNAKEFILE), "--configfile", str(config),
+               "--directory", str(tmp_path), "--dry-run", "--printshellcmds", "--config", *overrides]
+        return subprocess.run(cmd, capture_output=True, text=True, env=_env(), timeout=60)
+
+    proc = dry("per_nucleotide=false", "merge_virtual=false")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.count("--no-per-nucleotide") == SHARDS and "--virtual" not in proc.stdout
+    proc = dry("per_nucleotide=no", "merge_virtual=True")
+    assert proc.stdout.count("--no-per-nucleotide") == SHARDS and " --virtual" in proc.stdout
+    for override, message in (("shard=2", "unknown key(s) 'shard' (did you mean 'shards'?)"),
+                              ("window=0", "window: 0 must be at least 1"),
+                              ("pool=median", "pool: 'median' is not a comma list of mean, max, last"),
+                              ("per_nucleotide=maybe", "per_nucleotide: 'maybe' is not true or false"),
+                              ("device=gpu", "device: 'gpu' is not auto, cpu, cuda or cuda:N"),
+                              ("extra_args=--bogus", "No such option: --bogus")):
+        proc = dry(override)
+        assert proc.returncode != 0 and message in proc.stdout + proc.stderr, (override, proc.stderr[-2000:])

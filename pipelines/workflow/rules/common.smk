@@ -19,6 +19,39 @@ def _setting(key, kind, check=None, why=""):
     return value
 
 
+_KNOWN = {"inputs", "outdir", "shards", "model", "device", "gpu_slots", "pool", "per_nucleotide", "window", "dtype",
+          "extra_args", "threads", "walltime_margin_s", "merge_virtual", "genoconv"}
+_unknown = sorted(set(config) - _KNOWN)
+if _unknown:
+    import difflib
+
+    _near = {k: difflib.get_close_matches(k, sorted(_KNOWN), n=1) for k in _unknown}
+    raise WorkflowError("config: unknown key(s) " + ", ".join(
+        f"{k!r}" + (f" (did you mean {_near[k][0]!r}?)" if _near[k] else "") for k in _unknown)
+        + f"; the keys are: {', '.join(sorted(_KNOWN))}")
+
+
+def _flag(key):
+    """A yes/no setting: YAML's true/false, or the text `--config key=false` gives (Snakemake turns only True and
+    False into booleans, so a plain truth test took "false" for yes)."""
+    value = config.get(key)
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("true", "yes", "on", "1"):
+        return True
+    if text in ("false", "no", "off", "0"):
+        return False
+    raise WorkflowError(f"config: {key}: {value!r} is not true or false")
+
+
+def _window():
+    value = config.get("window")
+    if value is None or str(value).strip().lower() in ("", "null", "none"):
+        return None
+    return _setting("window", int, lambda w: w >= 1, "must be at least 1 (or null: no windows)")
+
+
 INPUTS = config.get("inputs") or []
 INPUTS = [INPUTS] if isinstance(INPUTS, str) else [str(p) for p in INPUTS]
 if not INPUTS:
@@ -60,7 +93,14 @@ def _gpu_slots():
     return _setting("gpu_slots", int, lambda n: n >= 0, "must be a number >= 0 or auto")
 
 
-DEVICE = _setting("device", str)
+DEVICE = _setting("device", str, lambda d: d in ("auto", "cpu", "cuda") or (d.startswith("cuda:") and d[5:].isdigit()),
+                  "is not auto, cpu, cuda or cuda:N")
+PER_NUCLEOTIDE = _flag("per_nucleotide")
+MERGE_VIRTUAL = _flag("merge_virtual")
+WINDOW = _window()
+_POOLS = ("mean", "max", "last")
+POOL = _setting("pool", str, lambda v: v and all(m.strip() in _POOLS for m in v.split(",")),
+                f"is not a comma list of {', '.join(_POOLS)}")
 GPU_SLOTS = _gpu_slots() if DEVICE in ("auto", "cuda") else 0
 for _k in range(GPU_SLOTS):
     workflow.resource_settings.resources.setdefault(f"gpu_slot_{_k}", 1)
@@ -85,13 +125,33 @@ def embed_options():
     opts = []
     if config.get("model"):
         opts += ["--model", str(config["model"])]  # none: genoconv's default model
-    opts += ["--pool", _setting("pool", str)]
-    if not config.get("per_nucleotide", True):
+    opts += ["--pool", POOL]
+    if not PER_NUCLEOTIDE:
         opts.append("--no-per-nucleotide")
-    if config.get("window"):
-        opts += ["--window", str(_setting("window", int, lambda w: w >= 1, "must be at least 1"))]
+    if WINDOW is not None:
+        opts += ["--window", str(WINDOW)]
     opts += ["--dtype", _setting("dtype", str)]
     return opts + EXTRA_ARGS
+
+
+def _check_embed_options():
+    """Parse the shared options as `genoconv embed` will (when genoconv imports here), so a bad dtype or an
+    unknown option in extra_args fails the dry run instead of every job (which the profiles would also retry)."""
+    try:
+        import typer
+
+        from genoconv.cli import app
+    except ImportError:
+        return
+    command = typer.main.get_command(app).commands["embed"]
+    try:
+        command.make_context("embed", ["in.fa", "-o", "out.h5", *embed_options()])
+    except Exception as err:  # click's usage errors (its own vendored classes in recent typer)
+        message = getattr(err, "format_message", lambda: str(err))()
+        raise WorkflowError(f"config: the genoconv embed options {shlex.join(embed_options())!r}: {message}") from None
+
+
+_check_embed_options()
 
 
 def shard_path(i):

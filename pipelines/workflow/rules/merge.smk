@@ -21,7 +21,7 @@ rule merge:
         stop=stop_options,
         resumable=lambda wildcards: shlex.join(RESUMABLE),
         genoconv=lambda wildcards: shlex.join(GENOCONV),
-        virtual="--virtual" if config.get("merge_virtual") else "",
+        virtual="--virtual" if MERGE_VIRTUAL else "",
     threads: 1
     shell:
         "{params.resumable} {params.stop} {params.partial:q} {output:q} -- "
