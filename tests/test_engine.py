@@ -215,3 +215,22 @@ def test_streamed_record_reports_each_chunk(emb):
     engine.run([Record.from_sequence("long", _random_seq(3500, 2)), Record.from_sequence("short", "ACGT" * 10)],
                MemorySink())
     assert seen == [(0, 0, 1000), (0, 0, 2000), (0, 0, 3000), (1, 3500, 0), (2, 3540, 0)]
+
+
+def test_a_stop_during_the_reverse_strand_pass_is_taken_at_once(emb, tmp_path, monkeypatch):
+    # --rc-average streams the reverse strand first and kept no checkpoint of it; a SIGTERM waited for the whole
+    # strand (63 s on DMD) before the forward pass saw it. Now the next reverse chunk stops; its scratch is unnamed.
+    from genoconv.engine import MemorySink
+    from genoconv.errors import Interrupted
+
+    monkeypatch.setenv("GENOCONV_SCRATCH", str(tmp_path))
+    calls = []
+
+    def stop():  # asked once before the record starts (no), then after its first reverse chunk (yes)
+        calls.append(1)
+        return len(calls) > 1
+
+    engine = Engine(emb, EmbedOptions(rc_average=True, filter_len=4098, chunk_size=1000), should_stop=stop)
+    with pytest.raises(Interrupted, match="reverse-strand pass .* at base 8,000"):
+        engine.run([Record.from_sequence("x", _random_seq(9000, 4))], MemorySink())
+    assert len(calls) == 2 and list(tmp_path.iterdir()) == []  # one chunk, no file left behind

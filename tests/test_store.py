@@ -294,6 +294,9 @@ def test_virtual_merge_refuses_sources_that_moved_changed_or_are_itself(tmp_path
     (tmp_path / "run").rename(tmp_path / "moved")
     with open_embeddings(tmp_path / "moved" / "all.h5") as m, open_embeddings(tmp_path / "moved" / "shard1.h5") as s:
         np.testing.assert_array_equal(m["chr1"], s["chr1"])
+    (tmp_path / "link.h5").symlink_to(tmp_path / "moved" / "all.h5")  # opened through a link elsewhere: reads
+    with open_embeddings(tmp_path / "link.h5") as m:
+        assert m.ids == [rid for rid, _ in RECORDS] and m["chr1"].any()
     (tmp_path / "alone").mkdir()
     (tmp_path / "moved" / "all.h5").rename(tmp_path / "alone" / "all.h5")  # the merged file without its shards
     with pytest.raises(InputError, match=r"rows live in .*alone/shard1.h5, which is missing"):

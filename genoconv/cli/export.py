@@ -17,7 +17,7 @@ def export(
     fmt: p.TrackFormatOpt = p.TrackFormat.bigwig,
     table: p.Table = None,
     pool: p.PoolSelect = [],  # noqa: B006 - Typer reads the default
-    layer: p.ReadLayer = -1,
+    layer: p.ReadLayer = None,
     components: p.Components = 3,
     source: p.SourceOpt = p.RowSource.auto,
     bin_size: p.Bin = None,

@@ -164,9 +164,9 @@ EmbeddingsPath = Annotated[Path, typer.Argument(help="A genoconv HDF5 output.", 
                                                 dir_okay=False)]
 EmbeddingsPaths = Annotated[list[Path], typer.Argument(help="genoconv HDF5 outputs (one colour each in the pooled "
                                                        "panel).", metavar="FILE.h5...", exists=True, dir_okay=False)]
-ReadLayer = Annotated[int, typer.Option("--layer", "-l", help="Stored layer to use: an absolute index, or negative to "
-                                        "count the stored layers from the end (-1 = the last stored).", metavar="N",
-                                        rich_help_panel=ROWS)]
+ReadLayer = Annotated[Optional[int], typer.Option("--layer", "-l", help="Stored layer to use, counted as embed's --layer "
+                                                  "(0 = embeddings, -1 = final LayerNorm); default: the last stored.",
+                                                  metavar="N", show_default=False, rich_help_panel=ROWS)]
 Components = Annotated[int, typer.Option(min=1, help="Top principal components to keep (one track each).",
                                          metavar="K", rich_help_panel=ROWS)]
 SourceOpt = Annotated[RowSource, typer.Option("--source", help="Rows to project: the stored windows, or per-nucleotide "

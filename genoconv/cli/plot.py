@@ -18,7 +18,7 @@ def plot(
     labels: p.Labels = None,
     method: p.MethodOpt = p.Method.pca,
     pool: p.PooledMode = None,
-    layer: p.ReadLayer = -1,
+    layer: p.ReadLayer = None,
     components: p.Components = 3,
     source: p.SourceOpt = p.RowSource.auto,
     bin_size: p.Bin = None,

@@ -299,7 +299,8 @@ class Engine:
         scratch_dir = os.environ.get("GENOCONV_SCRATCH") or tempfile.gettempdir()
         out = {}
         for layer in self.layers:
-            fh = tempfile.NamedTemporaryFile(dir=scratch_dir, prefix="genoconv-rc-", suffix=".f32", delete=True)
+            # Unnamed (unlinked at once): a killed run leaves no L x d x 4-byte file behind.
+            fh = tempfile.TemporaryFile(dir=scratch_dir, prefix="genoconv-rc-", suffix=".f32")
             out[layer] = np.memmap(fh, dtype=np.float32, mode="w+", shape=(rec.length, self.d))
             out[layer]._genoconv_file = fh  # keep the file alive with the map
         stream = StreamState.empty(self.emb.config.n_layer)
@@ -309,4 +310,7 @@ class Engine:
             hidden = self._hidden(ids, plan, stream)
             for layer in self.layers:
                 out[layer][start:end] = hidden[layer][0].flip(0).cpu().numpy()
+            if start > 0 and self.should_stop():  # nothing of this pass is kept: stop now, not after the whole strand
+                raise Interrupted(f"interrupted in record {rec.id!r}'s reverse-strand pass (--rc-average) at base "
+                                  f"{start:,}; rerun the same command to resume (its reverse pass starts over)")
         return out

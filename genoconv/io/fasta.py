@@ -206,13 +206,16 @@ def open_indexed(path: Path, compression: str, *, required: bool) -> FastaHandle
 
 class FastaLayout:
     """What one pass over a FASTA's bytes finds, to check an index against: per record its name (first word of
-    the header), the offset of its first sequence byte in the uncompressed stream, and its bases (sequence bytes
-    less line ends); and whether any line ends in a lone CR (classic Mac), which an index cannot describe."""
+    the header), the offset of its first sequence byte in the uncompressed stream, its bases (sequence bytes
+    less line ends) and its first line's bases and bytes (the wrapping the index's offsets are computed from: a
+    re-wrapped version can keep every length and offset); and whether any line ends in a lone CR (classic Mac),
+    which an index cannot describe."""
 
     def __init__(self) -> None:
         self.names: list[str] = []
         self.offsets: list[int] = []
         self.lengths: list[int] = []
+        self.lines: list[tuple[int, int] | None] = []  # (bases, bytes) of the first sequence line
         self.lone_cr = False
 
     def mismatch(self, fai: Path) -> str | None:
@@ -221,15 +224,19 @@ class FastaLayout:
             return "some lines end in a lone CR"
         try:
             rows = [line.split(b"\t") for line in fai.read_bytes().splitlines() if line]
-            index = [(r[0].decode("utf-8", "replace"), int(r[1]), int(r[2])) for r in rows]
+            index = [(r[0].decode("utf-8", "replace"), int(r[1]), int(r[2]), (int(r[3]), int(r[4]))) for r in rows]
         except (OSError, ValueError, IndexError):
             return f"{fai.name} is not a valid index"
         if len(index) != len(self.names):
             return f"{fai.name} lists {len(index)} records, the file has {len(self.names)}"
-        for (name, length, offset), have, bases, at in zip(index, self.names, self.lengths, self.offsets):
+        for (name, length, offset, wrap), have, bases, at, line in zip(index, self.names, self.lengths, self.offsets,
+                                                                      self.lines):
             if (name, length, offset) != (have, bases, at):
                 return (f"{fai.name} has record {name!r} of {length:,} bases at byte {offset:,}, the file "
                         f"{have!r} of {bases:,} at byte {at:,}")
+            if line is not None and bases and wrap != line:
+                return (f"{fai.name} has record {name!r} in lines of {wrap[0]} bases ({wrap[1]} bytes), the file "
+                        f"in lines of {line[0]} ({line[1]})")
         return None
 
 
@@ -242,9 +249,22 @@ def scan_fasta(path: Path, compression: str) -> FastaLayout:
             seg = region[a:b]
             out.lengths[-1] += len(seg) - seg.count(b"\n") - seg.count(b"\r")
 
+    def first_line(region: bytes, start: int) -> None:  # the line from region[start] is the newest record's first
+        end = region.find(b"\n", start)
+        if end == -1:
+            pending[0] = True  # the header ended the region: its first line starts the next one
+            return
+        line = region[start : end + 1]
+        out.lines[-1] = None if line[:1] == b">" else (len(line.rstrip(b"\r\n")), len(line))
+
+    pending = [False]
+
     def scan(region: bytes, at: int) -> None:  # region ends with "\n"; region[k] is byte at + k of the stream
         if region.count(b"\r") != region.count(b"\r\n"):
             out.lone_cr = True
+        if pending[0]:
+            pending[0] = False
+            first_line(region, 1)  # region[0] is the line end that closed the header
         done = 0
         i = region.find(b"\n>")
         while i != -1:
@@ -254,6 +274,8 @@ def scan_fasta(path: Path, compression: str) -> FastaLayout:
             out.names.append(words[0].decode("utf-8", "replace") if words else "")
             out.offsets.append(at + j + 1)
             out.lengths.append(0)
+            out.lines.append(None)
+            first_line(region, j + 1)
             done = j + 1
             i = region.find(b"\n>", j)
         count(region, done, len(region))
@@ -501,6 +523,7 @@ class FastaInput:
         self.compression = fmt.compression
         self.data = data
         indexable = data is None and fmt.indexable
+        self._built = indexable and not Path(f"{path}.fai").exists()  # an index this run writes beside the file
         self.handle = open_indexed(path, fmt.compression, required=False) if indexable else None
         self._index_complete: bool | None = None
 
@@ -530,6 +553,11 @@ class FastaInput:
             why = layout.mismatch(fai) if self.handle is not None else "it cannot be indexed"
         if why:
             log.info("%s: reading it sequentially (%s)", self.path, why)
+            if self._built and self.handle is not None:  # htslib wrote an index that misdescribes it: take it back
+                self.handle.close()
+                self.handle = None
+                for index in (fai, Path(f"{self.path}.gzi")):
+                    index.unlink(missing_ok=True)
         return not why and all(layout.names) and all(layout.lengths)
 
     def position(self, ordinal: int) -> str:
@@ -577,6 +605,11 @@ class FastqInput:
             why = layout.mismatch(fai) if self.handle is not None else "it cannot be indexed"
         if why:
             log.info("%s: reading it sequentially (%s)", self.path, why)
+            if self._built and self.handle is not None:  # htslib wrote an index that misdescribes it: take it back
+                self.handle.close()
+                self.handle = None
+                for index in (fai, Path(f"{self.path}.gzi")):
+                    index.unlink(missing_ok=True)
         return not why and all(layout.names) and all(layout.lengths)
 
     def position(self, ordinal: int) -> str:

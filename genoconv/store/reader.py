@@ -35,9 +35,9 @@ def open_embeddings(path: str | os.PathLike[str], *, locking: bool | None = None
 class EmbeddingsFile:
     """Lazy, read-only view of a genoconv embeddings file, like a dict from record id to rows.
 
-    Layers: a non-negative ``layer`` is an absolute model layer index and must be one of ``layers``; a
-    negative one indexes ``layers`` as listed, Python-style, so the default ``-1`` is the last listed layer
-    (the model's final layer when the run kept it, as the default ``--layer -1`` does).
+    Layers are counted as ``--layer`` and ``Embedder.embed`` count them: a non-negative ``layer`` is an absolute
+    hidden-state index (0 = embeddings), a negative one counts the model's hidden states from the end (-1 = the
+    final LayerNorm); either must be one of the stored ``layers``. The default (``None``) is the last stored layer.
 
     An unfinished file (interrupted run) opens with a warning and shows only its journaled records.
     """
@@ -45,7 +45,8 @@ class EmbeddingsFile:
     def __init__(self, path: str | os.PathLike[str], *, locking: bool | None = None) -> None:
         self.path = Path(path)
         try:
-            self._f = open_read(self.path, locking_setting(locking), attempts=8)
+            # Through a symlink, its target: HDF5 looks for a virtual merge's shards beside the file it opened.
+            self._f = open_read(self.path.resolve(), locking_setting(locking), attempts=8)
         except OSError as err:
             raise InputError(f"cannot open {self.path} as HDF5: {err}") from None
         f = self._f
@@ -70,7 +71,7 @@ class EmbeddingsFile:
                 self._check_virtual_sources(locking)
             else:
                 # Only the journal knows what was committed and where the newest rows live (/_tail).
-                journal = read_journal(journal_path(self.path))
+                journal = read_journal(journal_path(self.path.resolve()))
                 entries = journal.entries
                 self.ids = [e["id"] for e in entries]
                 self.modes = [e["mode"] for e in entries]
@@ -113,7 +114,7 @@ class EmbeddingsFile:
             recorded = []
         finished = {e.get("source", e.get("path")): e.get("end_time") for e in recorded if isinstance(e, dict)}
         for name in sorted(sources):
-            src = Path(name) if Path(name).is_absolute() else self.path.parent / name
+            src = Path(name) if Path(name).is_absolute() else self.path.resolve().parent / name
             what = f"{self.path} is a --virtual merge whose rows live in {os.path.normpath(src)}"
             if name == "." or (src.exists() and src.resolve() == self.path.resolve()):
                 raise InputError(f"{self.path} is a --virtual merge that maps rows onto itself (it was written over "
@@ -144,7 +145,7 @@ class EmbeddingsFile:
         return record_id in self._index
 
     def __getitem__(self, record_id: str) -> np.ndarray:
-        """Per-nucleotide rows (length, d) of the default (last listed) layer; reads only that slice."""
+        """Per-nucleotide rows (length, d) of the last stored layer; reads only that slice."""
         return self.get(record_id)
 
     def keys(self) -> list[str]:
@@ -159,21 +160,41 @@ class EmbeddingsFile:
         """Whether the file stores per-nucleotide rows (not with ``--no-per-nucleotide``)."""
         return "per_nucleotide" in self._f
 
-    def resolve_layer(self, layer: int) -> int:
+    def resolve_layer(self, layer: int | None) -> int:
         """The absolute layer index a ``layer`` argument means (see the class docstring); KeyError/IndexError
         when it is not stored."""
         return self._layer(layer)
 
-    def _layer(self, layer: int) -> int:
+    def _n_hidden_states(self) -> int | None:
+        """The model's hidden states (0 = embeddings .. n_layer + 1 = final LayerNorm), from its recorded config."""
+        cfg = self.provenance.get("model_config")
+        try:
+            cfg = json.loads(cfg) if isinstance(cfg, str) else cfg
+            return int(cfg["n_layer"]) + 2
+        except (TypeError, ValueError, KeyError):
+            return None
+
+    def _layer(self, layer: int | None) -> int:
+        if layer is None:
+            return self.layers[-1]
         if layer < 0:
-            if -layer > len(self.layers):
-                raise IndexError(f"layer {layer} out of range: {self.path} stores layers {self.layers}")
-            return self.layers[layer]
+            n = self._n_hidden_states()
+            if n is None:  # no model config recorded: count the stored layers from the end
+                if -layer > len(self.layers):
+                    raise IndexError(f"layer {layer} out of range: {self.path} stores layers {self.layers}")
+                return self.layers[layer]
+            if layer < -n:
+                raise IndexError(f"layer {layer} out of range for {self.path}'s model ({n} hidden states: "
+                                 f"-{n}..{n - 1})")
+            if layer % n not in self.layers:
+                raise KeyError(f"layer {layer} (= {layer % n} of this model) is not stored in {self.path} "
+                               f"(stored: {self.layers})")
+            return layer % n
         if layer not in self.layers:
             raise KeyError(f"layer {layer} is not stored in {self.path} (stored: {self.layers})")
         return layer
 
-    def get(self, record_id: str, layer: int = -1, kind: str = "per_nucleotide") -> np.ndarray:
+    def get(self, record_id: str, layer: int | None = None, kind: str = "per_nucleotide") -> np.ndarray:
         """Rows of one record: ``kind="per_nucleotide"`` (length, d) or ``"windowed"`` (ceil(length/W), d)."""
         if record_id not in self._index:
             raise KeyError(f"no record {record_id!r} in {self.path}")
@@ -215,7 +236,8 @@ class EmbeddingsFile:
                              "genoconv embed command to keep what is intact and recompute the rest")
         self._verified.add((i, key))
 
-    def rows(self, record_id: str, start: int, stop: int, layer: int = -1, kind: str = "per_nucleotide") -> np.ndarray:
+    def rows(self, record_id: str, start: int, stop: int, layer: int | None = None,
+             kind: str = "per_nucleotide") -> np.ndarray:
         """Rows ``[start, stop)`` (0-based, half-open, clipped to the record) of one record; reads only those."""
         if record_id not in self._index:
             raise KeyError(f"no record {record_id!r} in {self.path}")
@@ -249,7 +271,7 @@ class EmbeddingsFile:
         ``-1`` for records without coordinates), ready for ``pandas.DataFrame(f.coords_table())``."""
         return {"id": np.asarray(self.ids, dtype=object), **coord_columns(self._coords or [None] * len(self.ids))}
 
-    def pooled(self, mode: str = "mean", layer: int = -1) -> np.ndarray:
+    def pooled(self, mode: str = "mean", layer: int | None = None) -> np.ndarray:
         """(n, d) float32 matrix, rows in the order of ``ids``."""
         layer = self._layer(layer)
         name = f"pooled/{mode}/{layer}"
@@ -264,7 +286,7 @@ class EmbeddingsFile:
                                  "embed command to keep what is intact and recompute the rest")
         return rows
 
-    def to_anndata(self, mode: str = "mean", layer: int = -1) -> Any:
+    def to_anndata(self, mode: str = "mean", layer: int | None = None) -> Any:
         """The pooled matrix as an AnnData (obs = records with their lengths, uns = provenance)."""
         try:
             import anndata

@@ -44,7 +44,7 @@ class Bins:
         return f"per-nucleotide rows binned by {self.size}, layer {self.layer}"
 
 
-def choose_bins(f: EmbeddingsFile, source: str = "auto", bin_size: int | None = None, layer: int = -1) -> Bins:
+def choose_bins(f: EmbeddingsFile, source: str = "auto", bin_size: int | None = None, layer: int | None = None) -> Bins:
     """``source``: ``windowed`` (the stored windows), ``per-nucleotide`` (stored rows averaged over ``bin_size``
     bases, default 100) or ``auto`` (the windows when stored and no ``bin_size`` is given, else per-nucleotide)."""
     if source not in SOURCES:

@@ -76,7 +76,7 @@ class PooledPoints:
     title: str
 
 
-def pooled_points(files: list[EmbeddingsFile], *, mode: str | None = None, layer: int = -1,
+def pooled_points(files: list[EmbeddingsFile], *, mode: str | None = None, layer: int | None = None,
                   labels: dict[str, str] | None = None, method: str = "pca") -> PooledPoints:
     """The pooled vectors of every record of ``files`` on two axes (``mode`` default: each file's first)."""
     if method not in METHODS:

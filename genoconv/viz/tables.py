@@ -19,7 +19,7 @@ from genoconv.store import EmbeddingsFile
 TABLE_SUFFIXES = (".tsv", ".txt", ".parquet")
 
 
-def pooled_table(f: EmbeddingsFile, modes: list[str] | None = None, layer: int = -1) -> dict[str, np.ndarray]:
+def pooled_table(f: EmbeddingsFile, modes: list[str] | None = None, layer: int | None = None) -> dict[str, np.ndarray]:
     """The table's columns, in order (``modes`` default: every stored pooling mode)."""
     modes = list(f.pools) if not modes else list(modes)
     missing = [m for m in modes if m not in f.pools]

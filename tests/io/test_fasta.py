@@ -235,6 +235,34 @@ def test_an_index_of_another_version_is_not_trusted_for_its_newer_time(tmp_path,
     assert _lengths(other) == {"r1": 70, "r2": 50}
 
 
+@pytest.mark.parametrize("compression", ["none", "bgzip"])
+@pytest.mark.parametrize("use", ["input", "reference"])
+def test_a_rewrapped_version_with_every_length_and_offset_kept(tmp_path, compression, use, monkeypatch):
+    # 1,000 bases in lines of 60 or of 59 both take 17 lines: same size, lengths and offsets; only the wrapping, from
+    # which htslib computes where base k lies, differs. Read through the old index, a region came out shifted.
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    seqs = {"r0": "ACGTTGCAAC" * 100, "r1": "GGCATTACAG" * 200}
+    path = write_fasta(tmp_path / "g.fa", seqs, compression, width=60)
+    assert _lengths(path) == {"r0": 1000, "r1": 2000}  # indexed
+    stamp = Path(f"{path}.fai").stat().st_mtime_ns - 10**9
+    text = ">r0 some description\n" + "".join(seqs["r0"][i:i + 59] + "\n" for i in range(0, 1000, 59))
+    text += ">r1 some description\n" + "".join(seqs["r1"][i:i + 60] + "\n" for i in range(0, 2000, 60))
+    if compression == "bgzip":
+        (tmp_path / "plain.fa").write_text(text)
+        pysam.tabix_compress(str(tmp_path / "plain.fa"), str(path), force=True)
+    else:
+        assert len(text) == path.stat().st_size
+        path.write_text(text)
+    os.utime(path, ns=(stamp, stamp))  # older than its index, as cp -p leaves it
+    if use == "input":
+        with open_records([path]) as source:
+            assert {r.id: r.sequence() for r in source} == seqs
+    else:
+        (tmp_path / "one.bed").write_text("r0\t950\t959\tx\n")
+        region = open_records([], reference=path, regions=tmp_path / "one.bed")
+        assert [r.sequence() for r in region] == [seqs["r0"][950:959]]
+
+
 @pytest.mark.parametrize("compression", ["none", "gzip"])
 def test_a_cr_only_record_inside_an_lf_file(tmp_path, compression):
     # Classic-Mac line ends in one record only (the first 64 KB are LF): that record's header was glued to its
@@ -250,6 +278,7 @@ def test_a_cr_only_record_inside_an_lf_file(tmp_path, compression):
     with open_records([path]) as source:
         assert {r.id: r.sequence() for r in source} == {"c1": "ACGT" * 25, "c2": "GGCC" * 30, "c3": "TTAA" * 5,
                                                         "c4": "AC"}
+    assert not Path(f"{path}.fai").exists()  # htslib's index of it (c2 and c3 merged) is not left behind
 
 
 def test_stale_index_in_a_read_only_folder(tmp_path):
