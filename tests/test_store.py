@@ -813,3 +813,21 @@ def test_a_flipped_byte_in_a_partial_file_is_salvaged_or_refused(tmp_path: Path,
         _same_content(out, ref)
         outcomes["finished"] += 1
     assert outcomes["finished"] == len(offsets), outcomes
+
+
+def test_reader_counts_negative_layers_as_embed_does(tmp_path: Path) -> None:
+    # `--layer 0 --layer -2` of a 2-block model stores hidden states 0 and 2; f.get(id, -2) gave layer 0 (the
+    # second-to-last *stored*) where Embedder.embed(seq, layer=-2) gives 2.
+    out = tmp_path / "out.h5"
+    with EmbeddingWriter.open(out, SPEC, {**PROVENANCE, "model_config": {"n_layer": 2, "d_model": 16}}) as w:
+        _write(w, RECORDS)
+        w.finish()
+    data = _record(0, 25)
+    with open_embeddings(out) as f:
+        np.testing.assert_array_equal(f.get("chr1", -2), data[2].astype(np.float16))  # 4 hidden states: -2 is 2
+        np.testing.assert_array_equal(f["chr1"], f.get("chr1", 2))  # the default: the last stored
+        assert f.resolve_layer(-4) == 0 and f.resolve_layer(None) == 2
+        with pytest.raises(KeyError, match=r"layer -1 \(= 3 of this model\) is not stored .*stored: \[0, 2\]"):
+            f.get("chr1", -1)
+        with pytest.raises(IndexError, match="out of range"):
+            f.pooled("mean", -5)
