@@ -58,6 +58,8 @@ class Embedder(LoadedModel):
         resolved = self.model.resolve_layer(layer)  # IndexError for a layer the model does not have
         if len(seq) == 0:
             raise InputError(f"record {record!r} is empty")
+        if "layers" in options:
+            raise InputError("embed returns one layer: pass layer=N (embed_many and embed_file take layers=[...])")
         embed, _, _ = split_options({"layers": (resolved,), "pools": (), "per_nucleotide": True, **options})
         engine = Engine(self, embed)
         sink = MemorySink(keep_tensors=as_tensor)
@@ -69,6 +71,8 @@ class Embedder(LoadedModel):
         """Next-base cross-entropy of ``seq`` in bits per base (uniform = 2.0; see :mod:`genoconv.model.likelihood`)."""
         from .model.likelihood import bits_per_base
 
+        if not seq:
+            raise InputError(f"record {record!r} is empty")
         return bits_per_base(self.model, self.tokenizer.encode(seq, record=record)).bits_per_base
 
     # ---- many records

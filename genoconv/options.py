@@ -66,7 +66,10 @@ class EmbedOptions:
     tokens_per_batch: int | None = None  # padded bases per batch of short records (None: from max_memory)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "layers", tuple(int(x) for x in self.layers))
+        layers = (self.layers,) if isinstance(self.layers, int) else self.layers  # layers=-2 means (-2,)
+        object.__setattr__(self, "layers", tuple(int(x) for x in layers))
+        if not self.layers:
+            raise InputError("--layer: give at least one layer")
         object.__setattr__(self, "pools", split_modes(self.pools))
         object.__setattr__(self, "max_memory", parse_bytes(self.max_memory))
         bad = [p for p in self.pools if p not in POOL_MODES]
@@ -74,8 +77,11 @@ class EmbedOptions:
             raise InputError(f"--pool: unknown mode(s) {', '.join(bad)} (choose from {', '.join(POOL_MODES)})")
         for name in ("window", "chunk_size", "filter_len", "tokens_per_batch"):
             value = getattr(self, name)
-            if value is not None and int(value) < 1:
-                raise InputError(f"--{name.replace('_', '-')} must be >= 1, got {value}")
+            if value is None:
+                continue
+            if isinstance(value, bool) or not float(value).is_integer() or int(value) < 1:
+                raise InputError(f"--{name.replace('_', '-')} must be a whole number >= 1, got {value!r}")
+            object.__setattr__(self, name, int(value))
         if not 0.0 < self.freq_keep <= 1.0:
             raise InputError(f"--freq-keep must be in (0, 1], got {self.freq_keep}")
         if not (self.per_nucleotide or self.pools or self.window):

@@ -82,3 +82,20 @@ def test_embed_many_takes_regions_as_the_cli_does(checkpoint, tmp_path):
         list(emb.embed_many([("a", "ACGT" * 9), ("b", "ACG"), ("a", "ACG")]))
     with pytest.raises(InputError, match="dedupe_ids apply to records read from files"):
         list(emb.embed_many([("a", "ACGT")], dedupe_ids=True))
+
+
+def test_api_mistakes_are_input_errors(checkpoint):
+    # Each of these raised a bare KeyError / TypeError / IndexError / ValueError, or returned nan.
+    emb = Embedder.from_pretrained(checkpoint, device="cpu")
+    with pytest.raises(InputError, match="embed returns one layer: pass layer=N"):
+        emb.embed("ACGT" * 10, layers=[-2])
+    (_, one), = emb.embed_many([("a", "ACGT" * 10)], layers=-2)  # an int is one layer
+    assert list(one["per_nucleotide"]) == [2]
+    with pytest.raises(InputError, match="at least one layer"):
+        list(emb.embed_many([("a", "ACGT")], layers=[]))
+    with pytest.raises(InputError, match="--window must be a whole number >= 1, got 2.5"):
+        list(emb.embed_many([("a", "ACGT")], window=2.5))
+    with pytest.raises(InputError, match="tokenizer policy must be one of"):
+        Embedder.from_pretrained(checkpoint, device="cpu", tokenizer="foo")
+    with pytest.raises(InputError, match="is empty"):
+        emb.bits_per_base("")

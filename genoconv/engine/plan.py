@@ -220,8 +220,8 @@ class Planner:
 
         if not fits(MIN_CHUNK):
             need = self.forward_bytes(1, MIN_CHUNK, history, filter_len) + self.state_bytes(filter_len)
-            log.warning("memory budget %.1f GiB is below the %.1f GiB a filter of %d taps needs; using chunks of %d",
-                        self.max_memory / 2**30, (need + self.filter_reserve) / 2**30, filter_len, MIN_CHUNK)
+            log.warning("memory budget %d MiB is below the %d MiB a filter of %d taps needs; using chunks of %d",
+                        self.max_memory >> 20, -(-(need + self.filter_reserve) >> 20), filter_len, MIN_CHUNK)
             return MIN_CHUNK
         best = MIN_CHUNK
         for log_n in range(13, 27):

@@ -53,7 +53,7 @@ class Tokenizer:
 
     def __init__(self, policy: str = "clean"):
         if policy not in POLICIES:
-            raise ValueError(f"tokenizer policy must be one of {POLICIES}, got {policy!r}")
+            raise InputError(f"tokenizer policy must be one of {POLICIES}, got {policy!r}")
         self.policy = policy
         self._lut = _TABLES[policy]
 
