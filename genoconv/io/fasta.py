@@ -323,9 +323,7 @@ def checked_reference(path: Path, compression: str) -> FastaHandle:
     why = layout.mismatch(fai)
     if why and not layout.lone_cr and folder_writable(path):
         log.info("%s: rebuilding its index (%s)", path, why)
-        handle.close()
-        for index in (fai, Path(f"{path}.gzi")):
-            index.unlink(missing_ok=True)
+        _drop_index(path, handle)
         handle = open_indexed(path, compression, required=True)
         why = layout.mismatch(fai)
     if why:
@@ -340,6 +338,14 @@ def checked_reference(path: Path, compression: str) -> FastaHandle:
         except OSError:
             pass  # no cache: the next run checks again
     return handle
+
+
+def _drop_index(path: Path, handle: FastaHandle | None) -> None:
+    """Close ``handle`` and delete the ``.fai``/``.gzi`` beside ``path`` (they do not describe it)."""
+    if handle is not None:
+        handle.close()
+    for index in (Path(f"{path}.fai"), Path(f"{path}.gzi")):
+        index.unlink(missing_ok=True)
 
 
 def _verdict_path(path: Path, compression: str) -> Path | None:
@@ -546,18 +552,13 @@ class FastaInput:
         why = layout.mismatch(fai)
         if why and not layout.lone_cr and folder_writable(self.path):
             log.info("%s: rebuilding its index (%s)", self.path, why)
-            self.handle.close()
-            for index in (fai, Path(f"{self.path}.gzi")):
-                index.unlink(missing_ok=True)
+            self.handle = _drop_index(self.path, self.handle)
             self.handle = open_indexed(self.path, self.compression, required=False)
             why = layout.mismatch(fai) if self.handle is not None else "it cannot be indexed"
         if why:
             log.info("%s: reading it sequentially (%s)", self.path, why)
             if self._built and self.handle is not None:  # htslib wrote an index that misdescribes it: take it back
-                self.handle.close()
-                self.handle = None
-                for index in (fai, Path(f"{self.path}.gzi")):
-                    index.unlink(missing_ok=True)
+                self.handle = _drop_index(self.path, self.handle)
         return not why and all(layout.names) and all(layout.lengths)
 
     def position(self, ordinal: int) -> str:
@@ -586,31 +587,6 @@ class FastqInput:
 
     def records(self, source) -> Iterator[tuple[Record, int]]:
         yield from stream_fastq(self.path, self.fmt, self.data)
-
-    def _index_describes_the_file(self) -> bool:
-        """Whether every record is where the ``.fai`` says, as long as it says. An index can be newer than the file
-        and still describe another version of it (``cp -p``, ``rsync -a``, ``tar x`` keep old times) or another
-        file: htslib would then cut records short or read from the wrong place, silently. A stale index is
-        rebuilt once where the folder allows; what no index can describe (duplicate or empty records, lone-CR
-        line ends, spaces in sequence lines) is read sequentially, where the streaming parser handles or names it."""
-        layout = scan_fasta(self.path, self.compression)
-        fai = Path(f"{self.path}.fai")
-        why = layout.mismatch(fai)
-        if why and not layout.lone_cr and folder_writable(self.path):
-            log.info("%s: rebuilding its index (%s)", self.path, why)
-            self.handle.close()
-            for index in (fai, Path(f"{self.path}.gzi")):
-                index.unlink(missing_ok=True)
-            self.handle = open_indexed(self.path, self.compression, required=False)
-            why = layout.mismatch(fai) if self.handle is not None else "it cannot be indexed"
-        if why:
-            log.info("%s: reading it sequentially (%s)", self.path, why)
-            if self._built and self.handle is not None:  # htslib wrote an index that misdescribes it: take it back
-                self.handle.close()
-                self.handle = None
-                for index in (fai, Path(f"{self.path}.gzi")):
-                    index.unlink(missing_ok=True)
-        return not why and all(layout.names) and all(layout.lengths)
 
     def position(self, ordinal: int) -> str:
         return f"record {ordinal} of {self.path}"
