@@ -19,6 +19,7 @@ An aligned read carries its ``coords``: reference name, aligned span ``[referenc
 
 from __future__ import annotations
 
+import logging
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -53,6 +54,11 @@ class AlignmentInput:
         self.regions = regions
         with self._open(warn=None) as handle:  # fail now, not in the middle of a run, when the header cannot be read
             self._intervals = self._select(handle, regions, feature) if regions is not None else None
+        stale = self._older_index()
+        if stale is not None:  # what samtools warns of too: a rewritten file read through its old index
+            logging.getLogger("genoconv.io").warning(
+                "%s: its index %s is older than the file; if the file was rewritten, rebuild it (samtools index %s)",
+                self.path, stale.name, self.path)
 
     def _select(self, handle: pysam.AlignmentFile, regions: Path, feature: str) -> list[tuple[str, int, int]]:
         """The regions merged where they overlap, in the file's contig order: what ``fetch`` reads."""
