@@ -20,7 +20,7 @@ from typing import Callable, Iterable, Iterator, Sequence
 import torch
 
 from .engine import Engine, Progress
-from .errors import GenoconvError, InputError, InputFileError, interrupt_now
+from .errors import GenoconvError, InputError, InputFileError, Interrupted, interrupt_now
 from .io import Record, RecordSource, open_records
 from .io.identity import identity_difference, resume_key
 from .model.embedder import LoadedModel, dtype_name
@@ -166,7 +166,8 @@ def _embed_locked(embedder: LoadedModel, inputs: Sequence[str | Path], output: P
     stop.starting = False  # from here a signal stops the run at a commit boundary, everything committed kept
     writer = EmbeddingWriter.open(output, spec, provenance, overwrite=store.overwrite,
                                   commit_interval=store.commit_interval,
-                                  checkpoint_interval=store.checkpoint_interval)
+                                  checkpoint_interval=store.checkpoint_interval,
+                                  fresh=bool(source.piped_inputs))  # a pipe's --overwrite rerun starts afresh
     skip = set(writer.committed)
     if skip and source.piped_inputs:  # a pipe cannot be fingerprinted: resuming would trust it blindly
         writer.close()
@@ -189,6 +190,13 @@ def _embed_locked(embedder: LoadedModel, inputs: Sequence[str | Path], output: P
         for reason, count in sorted(source.skipped.items()):
             log.info("skipped %d input records: %s", count, reason)
         writer.finish()
+    except (Interrupted, KeyboardInterrupt):
+        writer.close()  # keep everything committed: resumable
+        if source.piped_inputs:  # "rerun the same command" would be refused: a pipe cannot be checked on resume
+            raise Interrupted(f"interrupted; {', '.join(source.piped_inputs)} is a pipe, which a rerun cannot check "
+                              "against this run: rerun with --overwrite, or save the input to a file and rerun with "
+                              "it to resume") from None
+        raise
     except GenoconvError as exc:
         writer.close()  # keep everything committed: resumable
         raise records.naming_the_file(exc) from None

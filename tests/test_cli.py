@@ -410,6 +410,7 @@ def test_a_piped_run_starts_but_does_not_resume(tmp_path, small_model_dir, monke
     monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(data)))
     code, _, err = run_cli(args, monkeypatch, capsys)
     assert code == 3, err  # a piped run starts (and stops here, resumable as far as the file goes)
+    assert "<stdin> is a pipe, which a rerun cannot check against this run: rerun with --overwrite" in err
     monkeypatch.setattr(ProgressReporter, "update", update)
     monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(data)))
     code, _, err = run_cli(args, monkeypatch, capsys)
@@ -420,6 +421,18 @@ def test_a_piped_run_starts_but_does_not_resume(tmp_path, small_model_dir, monke
     monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(data)))
     code, _, err = run_cli([*args, "--overwrite"], monkeypatch, capsys)
     assert code == 0, err
+    with open_embeddings(tmp_path / "piped.h5") as f:
+        assert f.complete and len(f) == 5
+    # Interrupted again, now replacing that complete file: the unfinished piped.h5.new it leaves is not resumed by
+    # the next --overwrite (which refused, naming --overwrite, every time), it is started afresh.
+    monkeypatch.setattr(ProgressReporter, "update", ctrl_c_after_two)
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(data)))
+    code, _, err = run_cli([*args, "--overwrite"], monkeypatch, capsys)
+    assert code == 3 and (tmp_path / "piped.h5.new").exists(), err
+    monkeypatch.setattr(ProgressReporter, "update", update)
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(data)))
+    code, _, err = run_cli([*args, "--overwrite"], monkeypatch, capsys)
+    assert code == 0 and not (tmp_path / "piped.h5.new").exists(), err
     with open_embeddings(tmp_path / "piped.h5") as f:
         assert f.complete and len(f) == 5
 

@@ -17,7 +17,7 @@ import logging
 import os
 import threading
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pysam
@@ -468,9 +468,11 @@ def stream_fasta(path: Path, fmt: Format, data: Path | None = None) -> Iterator[
     yield finish(), ordinal
 
 
-def stream_fastq(path: Path, fmt: Format, data: Path | None = None) -> Iterator[tuple[Record, int]]:
+def stream_fastq(path: Path, fmt: Format, data: Path | None = None,
+                 on_empty: Callable[[], None] | None = None) -> Iterator[tuple[Record, int]]:
     """FASTQ records one at a time (multi-line records accepted; from ``data`` when given: a pipe's saved bytes);
-    qualities are checked for length only."""
+    qualities are checked for length only. A read with no bases (all trimmed away) is skipped and reported to
+    ``on_empty`` when given (as SAM/BAM reads without SEQ are), else an error."""
     ordinal = 0
     line_no = 0
     try:
@@ -509,6 +511,9 @@ def stream_fastq(path: Path, fmt: Format, data: Path | None = None) -> Iterator[
                     f"but {qual_len} quality values"
                 )
             if not seq:
+                if on_empty is not None:
+                    on_empty()
+                    continue
                 raise InputError(f"{path}: record {ordinal} '{name}' (line {header_line}) has no sequence")
             yield Record.from_sequence(name, _decode(path, seq, name, ordinal), str(path)), ordinal
     except _GZIP_ERRORS as e:
@@ -586,7 +591,10 @@ class FastqInput:
         self.data = data
 
     def records(self, source) -> Iterator[tuple[Record, int]]:
-        yield from stream_fastq(self.path, self.fmt, self.data)
+        def empty() -> None:
+            source.skipped["no_sequence"] += 1
+
+        yield from stream_fastq(self.path, self.fmt, self.data, on_empty=empty)
 
     def position(self, ordinal: int) -> str:
         return f"record {ordinal} of {self.path}"

@@ -9,7 +9,7 @@ numbers.
 Sequences are fetched lazily with ``pysam.FastaFile``; a minus-strand region is reverse-complemented when
 ``strand_aware`` (IUPAC complement, case kept), so its base 0 is the region's 5' end on the minus strand. Each
 record carries its ``coords`` (contig, start, end, and strand as embedded: see :mod:`genoconv.coords`).
-Region ids: BED name column (4); GTF ``<feature>_name``, ``gene_name``, then ``<feature>_id``, ``gene_id``; GFF3
+Region ids: BED name column (4); GTF ``<feature>_name``, ``<feature>_id``, then ``gene_name``, ``gene_id``; GFF3
 ``Name``, ``gene_name``, ``ID``; else the region string ``contig:start-end`` (1-based closed).
 """
 
@@ -86,7 +86,8 @@ def _parse(path: Path, fmt: str, feature: str) -> Iterator[tuple[int, str, int, 
     seen_features: Counter = Counter()
     found = 0
     for line_no, line in _lines(path):
-        if not line.strip() or line.startswith("#") or line.startswith(("track", "browser")):
+        first_word = line.split(None, 1)[0] if line.strip() else ""
+        if not first_word or line.startswith("#") or first_word in ("track", "browser"):  # not track_scaffold_1
             if fmt == "gff" and line.startswith("##FASTA"):
                 break
             continue
@@ -109,11 +110,11 @@ def _parse(path: Path, fmt: str, feature: str) -> Iterator[tuple[int, str, int, 
             file_start = _int(path, line_no, fields[3], "start")
             file_end = end = _int(path, line_no, fields[4], "end")
             start = file_start - 1
-            strand = fields[6]
+            strand = "." if fields[6] == "?" else fields[6]  # GFF3: '?' is a strand that is relevant but unknown
             attrs = fields[8]
             if fmt == "gtf" or (fmt == "gff" and "=" not in attrs and '"' in attrs):
                 a = _gtf_attributes(attrs)
-                keys = (f"{feature}_name", "gene_name", f"{feature}_id", "gene_id")
+                keys = (f"{feature}_name", f"{feature}_id", "gene_name", "gene_id")  # an exon's own id first
             else:
                 a = _gff3_attributes(attrs)
                 keys = ("Name", "gene_name", "ID")

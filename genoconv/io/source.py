@@ -141,7 +141,7 @@ def open_records(
         inputs = [inputs]
     if not inputs and regions is None:
         raise InputError("no inputs: give sequence files, or --reference with --regions")
-    if [str(x) for x in inputs].count(STDIN) > 1:
+    if sum(str(x) in (STDIN, "/dev/stdin", "/dev/fd/0", "/proc/self/fd/0") for x in inputs) > 1:
         raise InputError("- (stdin) is given more than once; it can be read only once")
     if regions is not None and is_stream(regions):
         raise InputError(f"{regions}: regions cannot come from a pipe (they are read twice, and their format is told "

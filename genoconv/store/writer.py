@@ -219,8 +219,11 @@ class EmbeddingWriter:
         locking: bool | None = None,
         commit_interval: float = 0.0,
         checkpoint_interval: float = 300.0,
+        fresh: bool = False,
     ) -> "EmbeddingWriter":
         """A new file, or the resume of an unfinished one started with the same spec and run_config.
+        ``fresh`` (with ``overwrite``): never resume an unfinished aside file (its inputs were a pipe, which a
+        resume cannot check).
 
         ``committed`` lists the ids already in the file (the caller skips them). ``locking=False`` (or
         GENOCONV_HDF5_LOCKING=0) turns HDF5 file locking off for NFS/Lustre. ``commit_interval`` > 0 groups
@@ -233,6 +236,10 @@ class EmbeddingWriter:
         writer of the same output gets an InputError naming this process."""
         lock = OutputLock(path).acquire()
         try:
+            if fresh and overwrite:  # under the lock: no other run is writing the aside file
+                aside = aside_path(Path(path))
+                for stale in (aside, journal_path(aside), state_path(aside, 0), state_path(aside, 1)):
+                    unlink(stale)
             self = cls._open(Path(path), spec, provenance, overwrite, locking_setting(locking), commit_interval)
         except BaseException:
             lock.release()

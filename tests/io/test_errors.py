@@ -266,3 +266,12 @@ def test_region_errors_quote_the_input_numbers(ce_reference, tmp_path, name, lin
     path = tmp_path / name
     path.write_text(line)
     assert f"{path}: {expected}" in fail(lambda: open_records([], reference=ce_reference, regions=path))
+
+
+def test_fastq_reads_trimmed_to_nothing_are_skipped_and_counted(tmp_path):
+    # One empty read (common after adapter trimming) stopped the whole run; SAM/BAM reads without SEQ are skipped.
+    path = tmp_path / "trimmed.fq"
+    path.write_text("@r1\nACGTACGTAC\n+\nIIIIIIIIII\n@trimmed_away\n\n+\n\n@r3\nGGGGCCCCAA\n+\nIIIIIIIIII\n")
+    source = open_records([path])
+    assert [(r.id, r.sequence()) for r in source] == [("r1", "ACGTACGTAC"), ("r3", "GGGGCCCCAA")]
+    assert source.skipped == {"no_sequence": 1}

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import shutil
 
+import numpy as np
 import pysam
 import os
 
 import pytest
 
+from genoconv.coords import Coords
 from genoconv.errors import InputError, InputFileError
 from genoconv.io import open_records
 
@@ -168,3 +170,28 @@ def test_a_checked_reference_is_not_scanned_again_until_it_changes(tmp_path, mon
     os.utime(f"{ref}.fai", ns=(stamp + 1, stamp + 1))
     assert [r.sequence() for r in open_records([], reference=ref, regions=tmp_path / "r.bed")] == ["G" * 30]
     assert len(scans) == 2
+
+
+def test_contigs_named_like_header_lines_exons_by_their_own_id_and_unknown_strand(tmp_path):
+    # A BED/GTF line on contig "track_scaffold_1" or "browser2" was skipped as a track/browser header (exit 0, records
+    # missing); an exon took its gene's name (every exon of a gene a duplicate); GFF3 strand '?' refused the file.
+    rng = np.random.default_rng(9)
+    names = ["chr1", "track_scaffold_1", "browser2"]
+    seqs = {n: "".join(rng.choice(list("ACGT"), size=500)) for n in names}
+    ref = tmp_path / "ref.fa"
+    ref.write_text("".join(f">{n}\n{s}\n" for n, s in seqs.items()))
+    bed = tmp_path / "r.bed"
+    bed.write_text('track name="mine"\nbrowser position chr1:1-100\n'
+                   + "".join(f"{n}\t10\t110\t{k}\t0\t+\n" for k, n in zip("ABC", names)))
+    assert [(r.id, r.sequence()) for r in open_records([], reference=ref, regions=bed)] == [
+        (k, seqs[n][10:110]) for k, n in zip("ABC", names)]
+    gtf = tmp_path / "g.gtf"
+    gtf.write_text("".join(f'chr1\tx\texon\t{a}\t{a + 49}\t.\t-\t.\tgene_id "G1"; gene_name "lin-3"; '
+                           f'exon_id "G1.e{k}";\n' for k, a in enumerate((11, 201), 1)))
+    exons = list(open_records([], reference=ref, regions=gtf, feature="exon"))
+    assert [r.id for r in exons] == ["G1.e1", "G1.e2"]
+    assert exons[1].coords == Coords("chr1", 200, 250, "-")
+    gff = tmp_path / "q.gff3"
+    gff.write_text("##gff-version 3\nchr1\tx\tgene\t101\t200\t.\t?\t.\tID=g2\n")
+    (unknown,) = open_records([], reference=ref, regions=gff)
+    assert unknown.sequence() == seqs["chr1"][100:200] and unknown.coords.strand == "+"
