@@ -56,10 +56,15 @@ class Interrupted(GenoconvError):
     exit_code = EXIT_RESUMABLE
 
 
+STARTUP_SIGNAL: list[int] = []  # set by interrupt_now: code that catches the Interrupted (torch's
+                                # load_state_dict wraps it in a RuntimeError) cannot hide that a stop was asked
+
+
 def interrupt_now(signum: int, frame: object) -> None:  # noqa: ARG001 - a signal handler
     """Signal handler for start-up (loading the model, reading the inputs): nothing is written yet, so SIGTERM or
     SIGUSR1 stops at once, with exit code 3 like an interruption later on, not the signal's own 143/138."""
     import signal
 
+    STARTUP_SIGNAL.append(signum)
     raise Interrupted(f"interrupted by {signal.Signals(signum).name} while starting; nothing was embedded yet: "
                       "rerun the same command")

@@ -852,6 +852,21 @@ def test_sigterm_inside_a_long_record_resumes_there(tmp_path, small_model_dir, c
     assert not list(tmp_path.glob("out.h5.state*"))  # the saved state goes with the journal
 
 
+def test_a_checkpoint_is_not_thrown_away_by_a_changed_option(tmp_path, small_model_dir, cli, stop_after_batches):
+    # Interrupted inside the first (long) record: nothing committed, one checkpoint. A rerun with one option changed
+    # started afresh and dropped it (hours, for a chromosome); now it is refused like committed records are.
+    rng = np.random.default_rng(8)
+    fasta = _write_fasta(tmp_path / "one.fa", [("chromosome", "".join(rng.choice(list("ACGT"), size=30_000)))])
+    out = tmp_path / "out.h5"
+    stop_after_batches(3)
+    code, _, err = cli(*_long_cmd(fasta, out, small_model_dir))
+    assert code == 3 and "inside record 'chromosome'" in err, err
+    code, _, err = cli(*_long_cmd(fasta, out, small_model_dir), "--window", "500")
+    assert code == 2 and "was started with different options" in err and "window" in err, err
+    code, _, err = cli(*_long_cmd(fasta, out, small_model_dir))
+    assert code == 0 and "record chromosome: resuming at base" in err, err
+
+
 @pytest.mark.parametrize("damage", [None, "journal"])
 def test_kill_inside_a_long_record_resumes_from_the_last_checkpoint(tmp_path, small_model_dir, damage):
     """SIGKILL after a few checkpoints (--checkpoint-interval 0: after every chunk). The rerun resumes the record
@@ -895,3 +910,28 @@ def test_python_warnings_are_one_log_line(tmp_path):
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and "WARNING" in lines[0] and "unfinished.h5 is unfinished" in lines[0], done.stderr
     assert "UserWarning" not in done.stderr and ".py:" not in done.stderr
+
+
+EXAMPLE_FA = Path(__file__).parents[1] / "reference_data" / "example.fa"
+
+
+def test_a_startup_stop_wrapped_by_a_library_still_exits_3(tmp_path):
+    # SIGTERM while torch's load_state_dict copies a parameter: torch caught the Interrupted and raised its own
+    # RuntimeError, so the run exited 1 ("unexpected") where the README promises 3.
+    code = f"""
+import signal, sys
+from genoconv import errors
+from genoconv.cli import main
+import genoconv.model.embedder as em
+def load(*args, **kwargs):
+    try:
+        errors.interrupt_now(signal.SIGTERM, None)
+    except errors.Interrupted as err:
+        raise RuntimeError(f"Error(s) in loading state_dict for HyenaDNA: {{err}}")
+em.LoadedModel.from_checkpoint = classmethod(lambda cls, *a, **k: load())
+sys.argv = ["genoconv", "embed", {str(EXAMPLE_FA)!r}, "-o", {str(tmp_path / "x.h5")!r}]
+main()
+"""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 3, done.stderr
+    assert done.stderr.strip().splitlines()[-1].startswith("error: interrupted by SIGTERM while starting")

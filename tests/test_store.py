@@ -831,3 +831,12 @@ def test_reader_counts_negative_layers_as_embed_does(tmp_path: Path) -> None:
             f.get("chr1", -1)
         with pytest.raises(IndexError, match="out of range"):
             f.pooled("mean", -5)
+
+
+def test_a_directory_as_output_is_refused_before_any_work(tmp_path: Path, finished: Path) -> None:
+    # `-o out.h5` naming a folder: the advice was --overwrite, which then failed at the final rename, after all work.
+    (tmp_path / "out_dir.h5").mkdir()
+    with pytest.raises(InputError, match="out_dir.h5 is a directory"):
+        EmbeddingWriter.open(tmp_path / "out_dir.h5", SPEC, PROVENANCE, overwrite=True)
+    with pytest.raises(InputError, match="out_dir.h5 is a directory"):
+        store.merge([finished], tmp_path / "out_dir.h5", overwrite=True)

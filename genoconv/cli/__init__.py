@@ -16,7 +16,7 @@ from typing import Annotated
 import typer
 
 from .._version import __version__
-from ..errors import EXIT_RESUMABLE, EXIT_RUNTIME, EXIT_USAGE, GenoconvError, interrupt_now
+from ..errors import EXIT_RESUMABLE, EXIT_RUNTIME, EXIT_USAGE, STARTUP_SIGNAL, GenoconvError, interrupt_now
 from .params import Command, Group
 
 app = typer.Typer(
@@ -116,6 +116,10 @@ def main() -> None:
         print("error: interrupted; rerun the same command to resume", file=sys.stderr)
         sys.exit(EXIT_RESUMABLE)
     except Exception as exc:  # click usage errors and unexpected failures
+        if STARTUP_SIGNAL:  # a start-up stop that a library wrapped into its own error (torch's load_state_dict)
+            print(f"error: interrupted by {signal.Signals(STARTUP_SIGNAL[0]).name} while starting; nothing was "
+                  "embedded yet: rerun the same command", file=sys.stderr)
+            sys.exit(EXIT_RESUMABLE)
         # Typer >= 0.2x vendors its own click: recognise click's exceptions by shape, not by class.
         kind = type(exc).__name__
         if kind == "Exit":

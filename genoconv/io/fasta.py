@@ -328,8 +328,8 @@ def checked_reference(path: Path, compression: str) -> FastaHandle:
         why = layout.mismatch(fai)
     if why:
         handle.close()
-        raise InputFileError(f"{path}: its index does not describe it ({why}); "
-                             + ("write it out with LF line ends and index that" if layout.lone_cr else index_hint(path)))
+        fix = "write it out with LF line ends and index that" if layout.lone_cr else index_hint(path)
+        raise InputFileError(f"{path}: its index does not describe it ({why}); {fix}")
     verdict = _verdict_path(path, compression)
     if verdict is not None:
         try:
@@ -555,6 +555,14 @@ class FastaInput:
         layout = scan_fasta(self.path, self.compression)
         fai = Path(f"{self.path}.fai")
         why = layout.mismatch(fai)
+        if not why and (list(self.handle.references), list(self.handle.lengths)) != (layout.names, layout.lengths):
+            # The handle loaded an index another process was still writing (shards started together on a file
+            # without one): the file on disk is now whole, so read it again.
+            self.handle.close()
+            self.handle = open_indexed(self.path, self.compression, required=False)
+            if self.handle is None or (list(self.handle.references), list(self.handle.lengths)) != (
+                    layout.names, layout.lengths):
+                why = "its index changed while it was read"
         if why and not layout.lone_cr and folder_writable(self.path):
             log.info("%s: rebuilding its index (%s)", self.path, why)
             self.handle = _drop_index(self.path, self.handle)

@@ -53,6 +53,7 @@ class RecordSource:
         self.skipped.clear()
         self.warnings.clear()
         seen: dict[str, int] = {}
+        renamed: dict[str, int] = {}  # ids --dedupe-ids made -> where their record is
         for index, reader in enumerate(self._inputs):
             for record, ordinal in reader.records(self):
                 if "\x00" in record.id:  # HDF5 strings end at NUL: the run could never store it
@@ -60,6 +61,10 @@ class RecordSource:
                                      "rename the record")
                 packed = index << _ORDINAL_BITS | ordinal
                 first = seen.get(record.id)
+                if record.id in renamed:  # a later record bears a name a duplicate was given: which is 'a_2'?
+                    raise InputError(
+                        f"--dedupe-ids: {self._position(renamed[record.id])} was renamed {record.id!r}, which "
+                        f"{reader.position(ordinal)} is named too; rename one of them")
                 if first is not None:
                     if not self.dedupe_ids:
                         raise InputError(
@@ -70,6 +75,7 @@ class RecordSource:
                     while f"{record.id}_{n}" in seen:
                         n += 1
                     record = replace(record, id=f"{record.id}_{n}")
+                    renamed[record.id] = packed
                 seen[record.id] = packed
                 yield record
 

@@ -92,6 +92,8 @@ def merge(paths: list[Path], output: Path, *, virtual: bool = False, overwrite: 
           command_line: str | None = None) -> int:
     """Merge shard files into ``output``; returns the number of records. Holds the output's lock throughout.
     ``command_line`` (default: this process's) is the merged file's; each shard's own is kept in ``merged_from``."""
+    if Path(output).is_dir():
+        raise InputError(f"{output} is a directory; give the merged file's path")
     with OutputLock(output):
         return _merge(paths, Path(output), virtual, overwrite, command_line)
 

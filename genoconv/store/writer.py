@@ -234,6 +234,8 @@ class EmbeddingWriter:
 
         The writer holds the output's lock (:mod:`genoconv.store.lock`) until ``finish`` or ``close``: a second
         writer of the same output gets an InputError naming this process."""
+        if Path(path).is_dir():  # found at the start, not when the finished file is renamed over it
+            raise InputError(f"{path} is a directory; give the output file's path")
         lock = OutputLock(path).acquire()
         try:
             if fresh and overwrite:  # under the lock: no other run is writing the aside file
@@ -290,8 +292,9 @@ class EmbeddingWriter:
                 "use --overwrite or another output path"
             )
         diffs = spec_diffs(state.header, spec, run_config)
-        if diffs and (replace or not state.entries):
-            # Nothing committed (a run that failed on its first records) or ours to replace: nothing is lost.
+        if diffs and (replace or (not state.entries and state.partial is None)):
+            # Nothing committed nor checkpointed (a run that failed on its first records), or ours to replace:
+            # nothing is lost. A checkpoint of a long record is work (hours, for a chromosome): refused below.
             log.info("%s: starting afresh (nothing committed, or --overwrite)", path)
             return cls._create(path, spec, provenance, run_config, locking, commit_interval)
         if diffs:
@@ -668,7 +671,9 @@ class EmbeddingWriter:
         try:
             if self._final is not None:  # --overwrite: the complete file replaces the old output only now
                 os.replace(self.path, self._final)
-                unlink(journal_path(self._final))  # that of an unfinished run it replaces
+                unlink(journal_path(self._final))  # that of an unfinished run it replaces, and its checkpoints
+                for slot in (0, 1):
+                    unlink(state_path(self._final, slot))
                 self.path = self._final
             unlink(self._journal.path)
             for slot in (0, 1):

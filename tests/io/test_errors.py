@@ -275,3 +275,12 @@ def test_fastq_reads_trimmed_to_nothing_are_skipped_and_counted(tmp_path):
     source = open_records([path])
     assert [(r.id, r.sequence()) for r in source] == [("r1", "ACGTACGTAC"), ("r3", "GGGGCCCCAA")]
     assert source.skipped == {"no_sequence": 1}
+
+
+def test_dedupe_never_gives_a_record_another_records_name(tmp_path):
+    # >a, >a, >a_2: the second 'a' became 'a_2' and the real 'a_2' became 'a_2_2', silently (exit 0).
+    path = tmp_path / "d.fa"
+    path.write_text(">a\nACGTACGTAC\n>a\nACGTACGTACACGTACGTAC\n>a_2\nGGGGC\n")
+    assert "d.fa was renamed 'a_2', which record 3 of" in fail(lambda: open_records([path], dedupe_ids=True))
+    path.write_text(">a\nACGTACGTAC\n>a_2\nGGGGC\n>a\nACGTACGTACACGTACGTAC\n")  # an existing name is skipped
+    assert {r.id: r.length for r in open_records([path], dedupe_ids=True)} == {"a": 10, "a_2": 5, "a_3": 20}

@@ -297,3 +297,20 @@ def test_stale_index_in_a_read_only_folder(tmp_path):
             open_records([], reference=path, regions=bed)
     finally:
         folder.chmod(0o755)
+
+
+def test_an_index_loaded_while_another_shard_was_writing_it(tmp_path):
+    # Shards started together on a FASTA without an index: one process loaded the .fai another was still writing
+    # (0 records, or fewer), while the file on disk, checked later, was whole. The loaded index must match too.
+    from genoconv.io.fasta import FastaInput
+    from genoconv.io.sniff import sniff
+
+    path = write_fasta(tmp_path / "g.fa", RECORDS, "bgzip")
+    _lengths(path)  # builds the .fai and .gzi
+    fai = Path(f"{path}.fai")
+    whole = fai.read_bytes()
+    fai.write_bytes(whole.splitlines(keepends=True)[0])  # what a reader could see mid-write: one record of three
+    reader = FastaInput(path, sniff(path))
+    assert list(reader.handle.references) == ["chr1"]
+    fai.write_bytes(whole)  # the writer finishes
+    assert {r.id: r.sequence() for r, _ in reader.records(type("S", (), {"skipped": {}})())} == RECORDS
