@@ -101,6 +101,7 @@ _register_commands()
 
 def main() -> None:
     """Console-script entry: run the app, turning genoconv errors into one line and an exit code."""
+    STARTUP_SIGNAL.clear()  # this command's own signals only (tests run many in one process)
     for name in ("SIGTERM", "SIGUSR1"):  # until a run takes over (genoconv.runner.StopFlag): exit 3, not 143/138
         if hasattr(signal, name):
             signal.signal(getattr(signal, name), interrupt_now)
@@ -116,7 +117,7 @@ def main() -> None:
         print("error: interrupted; rerun the same command to resume", file=sys.stderr)
         sys.exit(EXIT_RESUMABLE)
     except Exception as exc:  # click usage errors and unexpected failures
-        if STARTUP_SIGNAL:  # a start-up stop that a library wrapped into its own error (torch's load_state_dict)
+        if STARTUP_SIGNAL and not hasattr(exc, "exit_code"):  # a start-up stop a library wrapped in its own error
             print(f"error: interrupted by {signal.Signals(STARTUP_SIGNAL[0]).name} while starting; nothing was "
                   "embedded yet: rerun the same command", file=sys.stderr)
             sys.exit(EXIT_RESUMABLE)
