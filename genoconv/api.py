@@ -82,7 +82,8 @@ class Embedder(LoadedModel):
 
         ``records_or_path``: a path (or list of paths) that :func:`genoconv.io.open_records` reads, an iterable
         of ``(id, sequence)`` pairs, or of :class:`genoconv.io.Record`; with ``reference`` and ``regions`` the
-        regions' records follow them (``None`` or ``[]``: the regions alone), as in ``genoconv embed``. ``options``: any field of
+        regions' records follow them (``None`` or ``[]``: the regions alone), as in ``genoconv embed``.
+        ``options``: any field of
         :class:`~genoconv.options.EmbedOptions` (``layers``, ``pools``, ``window``, ``filter_len`` ...) or of
         :class:`~genoconv.options.ReadOptions` (``reference``, ``regions`` ...). ``arrays`` holds
         ``"per_nucleotide"`` {layer: (L, d)}, ``"pooled"`` {(mode, layer): (d,)}, ``"windowed"`` {layer: (n, d)}
@@ -131,7 +132,6 @@ def _as_records(records_or_path, read: ReadOptions):
         raise InputError(f"embed_many: {', '.join(file_only)} apply to records read from files (or --regions), not to "
                          "in-memory (id, sequence) pairs")
     return pairs
-
 
 
 def _unique(records):

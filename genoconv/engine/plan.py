@@ -68,10 +68,10 @@ class Plan:
 
     @property
     def mode(self) -> str:
-        parts = ["exact" if self.conv.filter_len is None else f"partial:K={self.conv.filter_len}"]
+        parts = [] if self.conv.filter_len is None else [f"partial:K={self.conv.filter_len}"]
         if self.conv.freq_keep < 1:  # an approximation: the mode must not read "exact"
-            parts[0] = f"freq-sparse:F={self.conv.freq_keep:g}" if self.conv.filter_len is None else \
-                f"{parts[0]};freq-sparse:F={self.conv.freq_keep:g}"
+            parts.append(f"freq-sparse:F={self.conv.freq_keep:g}")
+        parts = parts or ["exact"]
         if self.chunk_size is not None:
             parts.append(f"streamed:C={self.chunk_size}")
         return ";".join(parts)

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import pysam
 
+from genoconv.coords import Coords
 from genoconv.errors import InputError, InputFileError
 from genoconv.io.record import Record, reverse_complement
 from genoconv.io.sniff import UTF8_BOM, Format
@@ -83,11 +84,12 @@ class FastaHandle:
                 seq = self._get().fetch(reference=contig, start=start, end=end)
         except (OSError, ValueError, KeyError) as e:
             raise InputError(
-                f"{self.path}: cannot read {contig}:{start + 1}-{end} ({e}); the file may be truncated"
+                f"{self.path}: cannot read {Coords(contig, start, end, '+').region()} ({e}); the file may be "
+                "truncated"
             ) from None
         if len(seq) != end - start:
             raise InputError(
-                f"{self.path}: read {len(seq)} of {end - start} bases of {contig}:{start + 1}-{end}; "
+                f"{self.path}: read {len(seq)} of {end - start} bases of {Coords(contig, start, end, '+').region()}; "
                 "the file may be truncated or its index stale"
             )
         return seq
@@ -297,11 +299,6 @@ def scan_fasta(path: Path, compression: str) -> FastaLayout:
     return out
 
 
-def scan_fasta_names(path: Path, compression: str) -> list[str]:
-    """Every header's first word, in file order, without parsing sequence lines."""
-    return scan_fasta(path, compression).names
-
-
 def checked_reference(path: Path, compression: str) -> FastaHandle:
     """A reference opened through an index that describes it, record for record (see
     ``FastaInput._index_describes_the_file``): regions are cut from it by offset, so a stale or foreign index, a
@@ -319,13 +316,8 @@ def checked_reference(path: Path, compression: str) -> FastaHandle:
             raise InputError(f"{path}: contig {name!r} is in the reference twice (records {seen[name]} and "
                              f"{ordinal}); a region on it would be ambiguous")
         seen[name] = ordinal
-    fai = Path(f"{path}.fai")
-    why = layout.mismatch(fai)
-    if why and not layout.lone_cr and folder_writable(path):
-        log.info("%s: rebuilding its index (%s)", path, why)
-        _drop_index(path, handle)
-        handle = open_indexed(path, compression, required=True)
-        why = layout.mismatch(fai)
+    handle, why = _rebuilt_if_stale(path, compression, handle, layout, layout.mismatch(Path(f"{path}.fai")),
+                                    required=True)
     if why:
         handle.close()
         fix = "write it out with LF line ends and index that" if layout.lone_cr else index_hint(path)
@@ -338,6 +330,18 @@ def checked_reference(path: Path, compression: str) -> FastaHandle:
         except OSError:
             pass  # no cache: the next run checks again
     return handle
+
+
+def _rebuilt_if_stale(path: Path, compression: str, handle: FastaHandle | None, layout: FastaLayout, why: str | None,
+                      *, required: bool) -> tuple[FastaHandle | None, str | None]:
+    """When ``why`` (the index does not describe ``layout``) has a cure, i.e. the file has no lone-CR lines and its
+    folder is writable: the index built again and checked again. Returns the handle and what is still wrong."""
+    if not why or layout.lone_cr or not folder_writable(path):
+        return handle, why
+    log.info("%s: rebuilding its index (%s)", path, why)
+    _drop_index(path, handle)
+    handle = open_indexed(path, compression, required=required)
+    return handle, (layout.mismatch(Path(f"{path}.fai")) if handle is not None else "it cannot be indexed")
 
 
 def _drop_index(path: Path, handle: FastaHandle | None) -> None:
@@ -563,15 +567,12 @@ class FastaInput:
             if self.handle is None or (list(self.handle.references), list(self.handle.lengths)) != (
                     layout.names, layout.lengths):
                 why = "its index changed while it was read"
-        if why and not layout.lone_cr and folder_writable(self.path):
-            log.info("%s: rebuilding its index (%s)", self.path, why)
-            self.handle = _drop_index(self.path, self.handle)
-            self.handle = open_indexed(self.path, self.compression, required=False)
-            why = layout.mismatch(fai) if self.handle is not None else "it cannot be indexed"
+        self.handle, why = _rebuilt_if_stale(self.path, self.compression, self.handle, layout, why, required=False)
         if why:
             log.info("%s: reading it sequentially (%s)", self.path, why)
             if self._built and self.handle is not None:  # htslib wrote an index that misdescribes it: take it back
-                self.handle = _drop_index(self.path, self.handle)
+                _drop_index(self.path, self.handle)
+                self.handle = None
         return not why and all(layout.names) and all(layout.lengths)
 
     def position(self, ordinal: int) -> str:

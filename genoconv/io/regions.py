@@ -86,8 +86,8 @@ def _parse(path: Path, fmt: str, feature: str) -> Iterator[tuple[int, str, int, 
     seen_features: Counter = Counter()
     found = 0
     for line_no, line in _lines(path):
-        first_word = line.split(None, 1)[0] if line.strip() else ""
-        if not first_word or line.startswith("#") or first_word in ("track", "browser"):  # not track_scaffold_1
+        header = line.startswith(("track", "browser")) and line.split(None, 1)[0] in ("track", "browser")
+        if not line.strip() or line.startswith("#") or header:  # a header line, not contig track_scaffold_1
             if fmt == "gff" and line.startswith("##FASTA"):
                 break
             continue

@@ -117,12 +117,11 @@ def _merge(paths: list[Path], output: Path, virtual: bool, overwrite: bool, comm
         provenance["run_config"] = run_config
         provenance["command_line"] = command_line or shlex.join(sys.argv)
         # Each shard's identity: a --virtual merge's reader checks that its sources are still these files.
+        # (``source``: the name a virtual dataset maps, relative so that the folder can move as a whole.)
         provenance["merged_from"] = [
             {"path": str(p.resolve()), "end_time": f.provenance.get("end_time", ""), "records": len(f),
-             "command_line": f.provenance.get("command_line", "")} for p, f in zip(paths, readers)]
-        if virtual:  # the name each virtual dataset maps: relative, so the folder can move as a whole
-            for entry, p in zip(provenance["merged_from"], paths):
-                entry["source"] = _source_name(p, output)
+             "command_line": f.provenance.get("command_line", ""), **({"source": _source_name(p, output)} if virtual
+                                                                      else {})} for p, f in zip(paths, readers)]
         n = sum(len(f) for f in readers)
         if virtual:
             write_virtual_merge(readers, output, spec, provenance, overwrite=overwrite)
@@ -169,8 +168,8 @@ def write_virtual_merge(readers: list[EmbeddingsFile], output: str | os.PathLike
                         provenance: Mapping[str, Any], *, overwrite: bool = False) -> None:
     """Write ``output`` with the store's layout whose per-nucleotide and windowed rows are HDF5 virtual
     datasets over the given complete files, in order (their paths relative to ``output``'s folder are recorded, so
-    they must stay where they are relative to it); ids, index arrays, coordinates and pooled rows are copied. Built under a temporary name and
-    renamed, so an interrupted merge leaves nothing half-made."""
+    they must stay where they are relative to it); ids, index arrays, coordinates and pooled rows are copied. Built
+    under a temporary name and renamed, so an interrupted merge leaves nothing half-made."""
     output = Path(output)
     with OutputLock(output):
         _write_virtual_merge(readers, output, spec, provenance, overwrite)

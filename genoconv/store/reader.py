@@ -228,7 +228,7 @@ class EmbeddingsFile:
         if self._crcs is None or (i, key) in self._verified or key not in self._crcs[i]:
             return
         if rows is None:
-            rows = self.get(self.ids[i], layer, kind)  # verifies on the way
+            self.get(self.ids[i], layer, kind)  # reads the whole record, which verifies it
             return
         if crc(rows) != int(self._crcs[i][key]):
             raise InputError(f"{self.path}: record {self.ids[i]!r} ({kind.replace('_', '-')} rows, layer {layer}) does "

@@ -199,6 +199,13 @@ class RecordWriter:
         self._done = True
 
 
+def _unlink_journal_and_states(path: Path) -> None:
+    """Remove the journal and the checkpoint state files of a run writing ``path``."""
+    unlink(journal_path(path))
+    for slot in (0, 1):
+        unlink(state_path(path, slot))
+
+
 class EmbeddingWriter:
     """Writes one run's HDF5 file; resumable after any interruption (see the module docstring)."""
 
@@ -239,9 +246,8 @@ class EmbeddingWriter:
         lock = OutputLock(path).acquire()
         try:
             if fresh and overwrite:  # under the lock: no other run is writing the aside file
-                aside = aside_path(Path(path))
-                for stale in (aside, journal_path(aside), state_path(aside, 0), state_path(aside, 1)):
-                    unlink(stale)
+                unlink(aside_path(Path(path)))
+                _unlink_journal_and_states(aside_path(Path(path)))
             self = cls._open(Path(path), spec, provenance, overwrite, locking_setting(locking), commit_interval)
         except BaseException:
             lock.release()
@@ -671,9 +677,7 @@ class EmbeddingWriter:
         try:
             if self._final is not None:  # --overwrite: the complete file replaces the old output only now
                 os.replace(self.path, self._final)
-                unlink(journal_path(self._final))  # that of an unfinished run it replaces, and its checkpoints
-                for slot in (0, 1):
-                    unlink(state_path(self._final, slot))
+                _unlink_journal_and_states(self._final)  # those of an unfinished run it replaces
                 self.path = self._final
             unlink(self._journal.path)
             for slot in (0, 1):

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from genoconv.coords import Coords
 from genoconv.errors import InputError, InputFileError
 from genoconv.store import EmbeddingsFile
 from genoconv.viz.bins import Bins, iter_bins, placement, reference_intervals
@@ -69,7 +70,8 @@ def collect_tracks(f: EmbeddingsFile, bins: Bins, projection: Projection, *,
         if len(clash):
             if overlap == "error":
                 a, b = track.records[clash[0]], track.records[clash[0] + 1]
-                where = f"{contig}:{track.starts[clash[0] + 1] + 1}-{min(track.ends[clash[0]], track.ends[clash[0] + 1])}"
+                lo, hi = int(track.starts[clash[0] + 1]), int(min(track.ends[clash[0]], track.ends[clash[0] + 1]))
+                where = Coords(contig, lo, hi, "+").region()
                 raise InputError(f"{f.path}: records {f.ids[a]!r} and {f.ids[b]!r} overlap at {where}; a track holds "
                                  "one value per base: use --overlap mean to average overlapping records")
             track = average_overlaps(track)
