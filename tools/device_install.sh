@@ -2,11 +2,21 @@
 # as a GPU user does. The carried wheels (.whl: packages the image lacks; its pip reaches no index) go to /tmp/site,
 # ahead of the image's own on PYTHONPATH and on the .pth path of child processes; then the package is built from this
 # checkout with the image's torch (no build isolation). Usage: source tools/device_install.sh BUILD_LOG
+# SAVE_SO=1 copies the built kernel library to $OUT; PREBUILT=1 installs around a carried genoconv/_fftconv_C*.so.
 if compgen -G ".whl/*.whl" > /dev/null; then
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
     || { echo "wheel install failed"; exit 1; }
   export PYTHONPATH=/tmp/site
   echo "/tmp/site" > "$(python3 -c 'import site; print(site.getsitepackages()[0])')/genoconv_wheels.pth"
 fi
-( time python3 -m pip install --no-build-isolation --no-deps -e . ) > "$1" 2>&1; echo "build rc=$?"
-tail -4 "$1"
+if [ -n "${PREBUILT:-}" ] && compgen -G "genoconv/_fftconv_C*.so" > /dev/null; then
+  # a kernel library an earlier call built here (carried back in): install the package around it, no rebuild
+  GENOCONV_SKIP_CUDA=1 python3 -m pip install -q --no-build-isolation --no-deps -e . > "$1" 2>&1; echo "prebuilt install rc=$?"
+else
+  ( time python3 -m pip install --no-build-isolation --no-deps -e . ) > "$1" 2>&1; echo "build rc=$?"
+  tail -4 "$1"
+  # keep the library for a later call of this session (it comes back under $OUT; carry it in as genoconv/...)
+  # in 15 MiB parts (a file back is at most 16 MiB): cat "$OUT"/kernel_so.part* > genoconv/<the .so's name>
+  [ -n "${SAVE_SO:-}" ] && [ -n "${OUT:-}" ] && split -b 15M genoconv/_fftconv_C*.so "$OUT/kernel_so.part" \
+    && ls genoconv/_fftconv_C*.so "$OUT"/kernel_so.part*
+fi

@@ -10,34 +10,41 @@
 set -uo pipefail
 OUT=${OUT:-/tmp/genoconv_out}; mkdir -p "$OUT"
 T0=$(date +%s); DEADLINE=$((T0 + ${BUDGET:-585}))
+on() { [[ ",${STAGES:-doctor,bench,tests,e2e,sanitize,ncu,profiles}," == *",$1,"* ]]; }  # STAGES picks stages
 left() { echo $(( DEADLINE - $(date +%s) )); }
 cap() { local l; l=$(left); [ "$1" -lt "$l" ] && echo "$1" || echo "$l"; }
 export PYTHONUNBUFFERED=1 MAX_JOBS=16 GENOCONV_CUDA_ARCHS=sm_90
 nvidia-smi -L; nproc
 echo "=== build $(date +%T)"
 source tools/device_install.sh /tmp/build.log
-echo "=== doctor $(date +%T) left $(left)"
+if on doctor; then echo "=== doctor $(date +%T) left $(left)"
 timeout $(cap 60) python3 -m genoconv doctor --check 2>&1 | tail -25
-echo "=== bench_fftconv $(date +%T) left $(left)"
+fi; if on bench; then echo "=== bench_fftconv $(date +%T) left $(left)"
 timeout $(cap ${BENCH_CAP:-170}) python3 benchmarks/bench_fftconv.py --section-out "$OUT/bench_section.md" > "$OUT/bench_fftconv.log" 2>&1
 echo "bench rc=$?"; grep -E "^\| (kernel plain|plain, %|gated, %|rel. L2 err plain|path)" "$OUT/bench_fftconv.log"
 sed -n '/^Partial, streamed/,$p' "$OUT/bench_fftconv.log" | cut -c1-200
-echo "=== tests $(date +%T) left $(left)"
+fi; if on tests; then echo "=== tests $(date +%T) left $(left)"
 timeout $(cap ${TEST_CAP:-170}) python3 -m pytest tests/ops/test_fftconv_cuda.py tests/ops/test_fused.py tests/test_gpu.py \
   -q -rs --maxfail=8 --durations=6 -p no:cacheprovider > "$OUT/pytest_gpu.log" 2>&1; echo "pytest rc=$?"
 tail -25 "$OUT/pytest_gpu.log"
-echo "=== e2e $(date +%T) left $(left)"
-timeout $(( $(left) > 100 ? $(left) - 60 : 40 )) python3 benchmarks/bench_e2e.py --data .devdata --work /tmp/e2e \
+fi; if on e2e; then echo "=== e2e $(date +%T) left $(left)"
+timeout $(cap ${E2E_CAP:-$(( $(left) > 100 ? $(left) - 60 : 40 ))}) python3 benchmarks/bench_e2e.py --data .devdata --work /tmp/e2e $([ -d .devdata/official ] && echo --official .devdata/official) \
   --cases "${E2E:-cli_reads_demo,cli_reads_demo_long,cli_dmd,embed_1_2m_tensor,embed_1_2m_tensor_nosplit,cli_demo_bf16,cli_chrx}" \
   --json "$OUT/e2e.json" > "$OUT/e2e.log" 2>&1; echo "e2e rc=$?"; tail -30 "$OUT/e2e.log"
-echo "=== sanitize $(date +%T) left $(left)"
+fi; if on sanitize; then echo "=== sanitize $(date +%T) left $(left)"
 timeout $(cap 35) compute-sanitizer --tool memcheck --error-exitcode 3 python3 tools/kernels/sanitize_case.py 152 40000 70000 \
   > "$OUT/sanitize.log" 2>&1; echo "memcheck rc=$?"; tail -3 "$OUT/sanitize.log"
 timeout $(cap 35) compute-sanitizer --tool racecheck --error-exitcode 3 python3 tools/kernels/sanitize_case.py 152 70000 \
   >> "$OUT/sanitize.log" 2>&1; echo "racecheck rc=$?"; tail -2 "$OUT/sanitize.log"
-echo "=== profiles $(date +%T) left $(left)"  # what is left: per-kernel times (inner r = 2 at 64K, 2M) and a chrX chunk
+fi; if on ncu; then echo "=== ncu $(date +%T) left $(left)"  # what bounds the long path: bytes, instructions, occupancy
+  timeout $(cap 90) ncu --clock-control none --nvtx --nvtx-include "L65536/" --nvtx-include "L2097152/" \
+    --section SpeedOfLight --section Occupancy --section LaunchStats --section MemoryWorkloadAnalysis \
+    --metrics dram__bytes_read.sum,dram__bytes_write.sum,smsp__inst_executed.sum,sm__pipe_tensor_cycles_active.avg.pct_of_peak_sustained_active \
+    python3 tools/kernels/profile_case.py 65536 2097152 > "$OUT/ncu_long.txt" 2>&1; echo "ncu rc=$?"
+  grep -E "^  [a-zA-Z_].*\(|Duration|Compute \(SM\) Th|DRAM Th|Memory Th|Achieved Occ|Theoretical Occ|Registers Per|Shared Memory Config|dram__bytes|smsp__inst_executed.sum|tensor_cycles|Grid Size|Block Size" "$OUT/ncu_long.txt" | cut -c1-150 | head -90
+fi; if on profiles; then echo "=== profiles $(date +%T) left $(left)"  # what is left: per-kernel times (inner r = 2 at 64K, 2M) and a chrX chunk
 [ "$(left)" -gt 40 ] && timeout $(cap 60) python3 tools/kernels/long_profile.py 8,256,65536,65536 1,64,2097152,2097152 \
   > "$OUT/long_profile.log" 2>&1; tail -12 "$OUT/long_profile.log" 2>/dev/null
 [ "$(left)" -gt 40 ] && timeout $(cap 120) python3 benchmarks/profile_model.py --length 9600000 --stream 3194303 \
   --out "$OUT/profile_stream.txt" > /tmp/profile_stream.log 2>&1; head -30 "$OUT/profile_stream.txt" 2>/dev/null
-echo "=== done $(date +%T) left $(left)"
+fi; echo "=== done $(date +%T) left $(left)"

@@ -15,5 +15,5 @@ python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 -
   --platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 --platform manylinux_2_17_x86_64 \
   --platform manylinux2014_x86_64 --platform manylinux1_x86_64 -d .whl \
   pysam biopython h5py typer rich click shellingham markdown-it-py mdurl pygments safetensors typing_extensions \
-  pytest pluggy iniconfig packaging
+  pydantic pydantic-core annotated-types typing-inspection annotated-doc pytest pluggy iniconfig packaging
 du -sh .devdata .whl  # with the tree, under the device call's 64 MiB

@@ -680,10 +680,11 @@ def long_plan(seq_len: int, filter_len: int, valid_from: int = 0, *,
     return log_n, log_n - _long_inner_log(log_n), start, first, taps
 
 
-# Per-point cost of the long path by log2 N relative to N >= 2^18 (H200, B*H*L = 2^27, BENCHMARKS.md issue 13: 64K at
-# N = 2^17 3.10 ms, 256K-4M at 2^19-2^23 2.45-2.76 ms per 2^28 transform points; N = 2^16 keeps the scalar outer passes,
-# which cost about what 2^17's did with them, 3.3 ms). What the block split below weighs its options by.
-_LONG_POINT_COST = {16: 1.35, 17: 1.25}
+# Per-point cost of the long path by log2 N relative to N >= 2^18 (H100, 2026-12-05, B*H*L = 2^27, BENCHMARKS.md issue
+# 13: 256K-4M at 2^19-2^23 2.57-2.98 ms per 2^28 transform points; 64K at N = 2^17 2.71 ms since the r = 2 inner kernel
+# runs in 1-warp blocks (3.10 on the H200 before); 32K at N = 2^16, scalar outer passes, 3.27 ms). What the block split
+# below weighs its options by.
+_LONG_POINT_COST = {16: 1.2, 17: 1.0}
 # A split must save this share of the whole-row transform's cost: each block launch adds three kernels and its
 # inputs' overlap (lead samples) is read twice.
 _LONG_BLOCKS_MIN_SAVING = 0.15
@@ -739,10 +740,11 @@ def _long_blocks_cost(seq_len: int, k: int, log_n: int, lead: int, first: int,
 
 
 # Per-point cost of the tensor-core kernel (whole rows and its blocks, N <= 2^15) and of the three-pass kernel, in the
-# long path's units (H200, BENCHMARKS.md issue 13: 0.77-0.87 ms per 2^28 points against 2.45-2.78 on the long path;
-# the three-pass kernel 3.6-5.4 ms). What the filter split below weighs a short part by.
+# long path's units (H100, 2026-12-05, BENCHMARKS.md issue 13: 0.76-0.85 ms per 2^28 points, its blocks at K = 1K 0.99
+# ms per 2^27 outputs, against 2.57-2.98 on the long path; the three-pass kernel 4.5-5.6 ms, 4.95 ms at K = 1K and
+# N = 2^22). What the filter split below weighs a short part by.
 _MONARCH_POINT_COST = 0.33
-_THREE_PASS_POINT_COST = 1.7
+_THREE_PASS_POINT_COST = 1.8
 # Adding a split part's outputs into the row, per output, in long-path points: a 16-bit add reads and writes ~6 B per
 # output where the long path's three passes move ~24 B per input sample (two transform points).
 _SPLIT_ADD_COST = 0.3
