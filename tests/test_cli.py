@@ -935,3 +935,16 @@ main()
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.returncode == 3, done.stderr
     assert done.stderr.strip().splitlines()[-1].startswith("error: interrupted by SIGTERM while starting")
+
+
+def test_log_flags_work_after_the_subcommand(tmp_path, small_model_dir, monkeypatch, capsys):
+    """-q / -v belong to the root command, but users write them anywhere (``genoconv embed x.fa -q``): they are
+    honoured after the subcommand too, not refused as the subcommand's unknown options."""
+    fasta = _write_fasta(tmp_path / "x.fa", [("a", "ACGTACGTTGCA" * 20)])
+    common = ["--model", small_model_dir, "--device", "cpu"]
+    code, _, err = run_cli(["embed", fasta, "-o", tmp_path / "loud.h5", *common], monkeypatch, capsys)
+    assert code == 0 and "wrote" in err
+    code, _, err = run_cli(["embed", fasta, "-o", tmp_path / "quiet.h5", *common, "-q"], monkeypatch, capsys)
+    assert code == 0 and "wrote" not in err and (tmp_path / "quiet.h5").exists()
+    code, _, err = run_cli(["embed", fasta, "--quiet", "-o", tmp_path / "quiet2.h5", *common], monkeypatch, capsys)
+    assert code == 0 and "wrote" not in err

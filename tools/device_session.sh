@@ -37,7 +37,7 @@ timeout $(cap 35) compute-sanitizer --tool memcheck --error-exitcode 3 python3 t
 timeout $(cap 35) compute-sanitizer --tool racecheck --error-exitcode 3 python3 tools/kernels/sanitize_case.py 152 70000 \
   >> "$OUT/sanitize.log" 2>&1; echo "racecheck rc=$?"; tail -2 "$OUT/sanitize.log"
 fi; if on ncu; then echo "=== ncu $(date +%T) left $(left)"  # what bounds the long path: bytes, instructions, occupancy
-  timeout $(cap 90) ncu --clock-control none --nvtx --nvtx-include "L65536/" --nvtx-include "L2097152/" \
+  timeout $(cap 90) ncu --clock-control none -k regex:"long_|monarch_conv" --launch-count 12 \
     --section SpeedOfLight --section Occupancy --section LaunchStats --section MemoryWorkloadAnalysis \
     --metrics dram__bytes_read.sum,dram__bytes_write.sum,smsp__inst_executed.sum,sm__pipe_tensor_cycles_active.avg.pct_of_peak_sustained_active \
     python3 tools/kernels/profile_case.py 65536 2097152 > "$OUT/ncu_long.txt" 2>&1; echo "ncu rc=$?"

@@ -44,8 +44,22 @@ class Command(_HelpWithoutTypes, typer.core.TyperCommand):
     """Every genoconv command: ``app.command(cls=Command)``."""
 
 
+# The root's logging flags: accepted after the subcommand too (``genoconv embed x.fa -v``, as samtools-style habits
+# write them), where click alone would refuse them as the subcommand's unknown options.
+_LOG_FLAGS = frozenset({"-v", "-vv", "-vvv", "--verbose", "-q", "--quiet"})
+
+
 class Group(_HelpWithoutTypes, typer.core.TyperGroup):
     """The root app and command groups: ``typer.Typer(cls=Group)``."""
+
+    def parse_args(self, ctx, args):
+        if ctx.parent is None and args:
+            end = args.index("--") if "--" in args else len(args)  # "--" ends options: later tokens are names
+            moved = [a for a in args[:end] if a in _LOG_FLAGS]
+            if moved:
+                kept = [a for a in args[:end] if a not in _LOG_FLAGS]
+                args = moved + kept + args[end:]
+        return super().parse_args(ctx, args)
 
 
 class Dtype(str, Enum):
