@@ -34,6 +34,8 @@ timeout $(cap ${E2E_CAP:-$(( $(left) > 100 ? $(left) - 60 : 40 ))}) python3 benc
 fi; if on sanitize; then echo "=== sanitize $(date +%T) left $(left)"
 timeout $(cap 35) compute-sanitizer --tool memcheck --error-exitcode 3 python3 tools/kernels/sanitize_case.py 152 40000 70000 \
   > "$OUT/sanitize.log" 2>&1; echo "memcheck rc=$?"; tail -3 "$OUT/sanitize.log"
+timeout $(cap 30) compute-sanitizer --tool memcheck --error-exitcode 3 python3 tools/kernels/sanitize_case.py 300000 --taps=16385 \
+  >> "$OUT/sanitize.log" 2>&1; echo "memcheck (long-path blocks) rc=$?"; tail -2 "$OUT/sanitize.log"
 timeout $(cap 35) compute-sanitizer --tool racecheck --error-exitcode 3 python3 tools/kernels/sanitize_case.py 152 70000 \
   >> "$OUT/sanitize.log" 2>&1; echo "racecheck rc=$?"; tail -2 "$OUT/sanitize.log"
 fi; if on ncu; then echo "=== ncu $(date +%T) left $(left)"  # what bounds the long path: bytes, instructions, occupancy
