@@ -29,6 +29,9 @@ from genoconv.io.record import Record
 from genoconv.io.sniff import check_readable
 
 _GTF_ATTRIBUTE = re.compile(r'\s*([^\s;]+)\s+(?:"([^"]*)"|([^\s;]+))\s*;?')
+# A .gff file of GTF lines (GENCODE/Ensembl ship both under .gff): the first attribute is `key "value"`, where GFF3
+# writes key=value (an '=' inside a quoted GTF value, as in note "a=b", does not make the line GFF3).
+_GTF_STYLE = re.compile(r'\s*[^\s=;"]+\s+"')
 
 
 def regions_format(path: Path) -> str:
@@ -112,7 +115,7 @@ def _parse(path: Path, fmt: str, feature: str) -> Iterator[tuple[int, str, int, 
             start = file_start - 1
             strand = "." if fields[6] == "?" else fields[6]  # GFF3: '?' is a strand that is relevant but unknown
             attrs = fields[8]
-            if fmt == "gtf" or (fmt == "gff" and "=" not in attrs and '"' in attrs):
+            if fmt == "gtf" or (fmt == "gff" and _GTF_STYLE.match(attrs)):
                 a = _gtf_attributes(attrs)
                 keys = (f"{feature}_name", f"{feature}_id", "gene_name", "gene_id")  # an exon's own id first
             else:

@@ -195,3 +195,14 @@ def test_contigs_named_like_header_lines_exons_by_their_own_id_and_unknown_stran
     gff.write_text("##gff-version 3\nchr1\tx\tgene\t101\t200\t.\t?\t.\tID=g2\n")
     (unknown,) = open_records([], reference=ref, regions=gff)
     assert unknown.sequence() == seqs["chr1"][100:200] and unknown.coords.strand == "+"
+
+
+def test_gtf_lines_in_a_gff_file_keep_their_names_with_an_equals_sign_inside_quotes(tmp_path):
+    """A .gff holding GTF lines is read as GTF by the shape of its first attribute: an '=' inside a quoted value
+    (note "x=1") made it GFF3 before, and the gene lost its name (its region string was stored instead)."""
+    ref = tmp_path / "ref.fa"
+    ref.write_text(">chr1\n" + "ACGT" * 100 + "\n")
+    gff = tmp_path / "g.gff"
+    gff.write_text('chr1\tx\tgene\t11\t60\t.\t+\t.\tgene_id "G1"; gene_name "lin-3"; note "score=0.5";\n'
+                   "chr1\tx\tgene\t101\t150\t.\t+\t.\tID=g2;Name=unc-5;Note=a \"quoted\" word\n")
+    assert [r.id for r in open_records([], reference=ref, regions=gff)] == ["lin-3", "unc-5"]
