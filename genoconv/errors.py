@@ -66,5 +66,5 @@ def interrupt_now(signum: int, frame: object) -> None:  # noqa: ARG001 - a signa
     import signal
 
     STARTUP_SIGNAL.append(signum)
-    raise Interrupted(f"interrupted by {signal.Signals(signum).name} while starting; nothing was embedded yet: "
+    raise Interrupted(f"interrupted by {signal.Signals(signum).name} while starting; nothing was written yet: "
                       "rerun the same command")

@@ -948,3 +948,36 @@ def test_log_flags_work_after_the_subcommand(tmp_path, small_model_dir, monkeypa
     assert code == 0 and "wrote" not in err and (tmp_path / "quiet.h5").exists()
     code, _, err = run_cli(["embed", fasta, "--quiet", "-o", tmp_path / "quiet2.h5", *common], monkeypatch, capsys)
     assert code == 0 and "wrote" not in err
+
+
+def test_sigterm_during_a_merge_exits_3_with_the_merges_own_message_and_resumes(tmp_path, small_model_dir,
+                                                                                monkeypatch, capsys):
+    """A SIGTERM that arrives while merge copies rows (a job's time limit): exit 3 saying how far the merge got (it
+    said "nothing was embedded yet", and a stop raised inside HDF5 calls could be lost); the rerun completes it."""
+    from genoconv.store import writer as store_writer
+
+    fasta = _write_fasta(tmp_path / "x.fa", [(f"r{i}", "ACGTTGCAAC" * (10 + i)) for i in range(4)])
+    opts = ["--model", small_model_dir, "--device", "cpu", "--pool", "mean"]
+    for i in (1, 2):
+        code, _, err = run_cli(["embed", fasta, "-o", tmp_path / f"s{i}.h5", "--shard", f"{i}/2", *opts],
+                               monkeypatch, capsys)
+        assert code == 0, err
+    begin = store_writer.EmbeddingWriter.begin
+    calls = []
+
+    def begin_then_term(self, *args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            os.kill(os.getpid(), signal.SIGTERM)  # arrives while the second record is being copied
+        return begin(self, *args, **kwargs)
+
+    merged = tmp_path / "merged.h5"
+    with monkeypatch.context() as m:
+        m.setattr(store_writer.EmbeddingWriter, "begin", begin_then_term)
+        code, _, err = run_cli(["merge", tmp_path / "s1.h5", tmp_path / "s2.h5", "-o", merged], monkeypatch, capsys)
+    assert code == 3 and "merge interrupted by SIGTERM after 2 of 4 records" in err, err
+    assert signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL  # the merge put the previous handler back
+    code, _, err = run_cli(["merge", tmp_path / "s1.h5", tmp_path / "s2.h5", "-o", merged], monkeypatch, capsys)
+    assert code == 0, err
+    with open_embeddings(merged) as f:
+        assert f.complete and sorted(f.ids) == ["r0", "r1", "r2", "r3"]

@@ -840,3 +840,31 @@ def test_a_directory_as_output_is_refused_before_any_work(tmp_path: Path, finish
         EmbeddingWriter.open(tmp_path / "out_dir.h5", SPEC, PROVENANCE, overwrite=True)
     with pytest.raises(InputError, match="out_dir.h5 is a directory"):
         store.merge([finished], tmp_path / "out_dir.h5", overwrite=True)
+
+
+def test_a_stop_during_a_merge_lands_between_records_and_the_same_merge_resumes(tmp_path: Path) -> None:
+    """SIGTERM in the CLI sets a flag the merge reads between records: exit 3 naming what was done, the records
+    committed so far kept, and the same merge completes the file (equal to an uninterrupted one); a --virtual merge
+    stopped before its write leaves nothing."""
+    from genoconv.errors import Interrupted
+
+    parts = _shards(tmp_path)
+    asked = []
+
+    def stop_at_third() -> str | None:
+        asked.append(1)
+        return "SIGTERM" if len(asked) >= 3 else None
+
+    out = tmp_path / "merged.h5"
+    with pytest.raises(Interrupted, match=r"merge interrupted by SIGTERM after 2 of 4 records"):
+        store.merge(parts, out, stop=stop_at_third)
+    assert store.merge(parts, out) == 4
+    clean = tmp_path / "clean.h5"
+    store.merge(parts, clean)
+    with open_embeddings(out) as a, open_embeddings(clean) as b:
+        assert hdf5.is_complete(out, None) and list(a.ids) == list(b.ids) == [rid for rid, _ in RECORDS]
+        for rid in a.ids:
+            np.testing.assert_array_equal(a.get(rid), b.get(rid))
+    with pytest.raises(Interrupted, match="nothing was written"):
+        store.merge(parts, tmp_path / "virtual.h5", virtual=True, stop=lambda: "SIGUSR1")
+    assert not (tmp_path / "virtual.h5").exists()

@@ -119,7 +119,7 @@ def main() -> None:
     except Exception as exc:  # click usage errors and unexpected failures
         if STARTUP_SIGNAL and not hasattr(exc, "exit_code"):  # a start-up stop a library wrapped in its own error
             print(f"error: interrupted by {signal.Signals(STARTUP_SIGNAL[0]).name} while starting; nothing was "
-                  "embedded yet: rerun the same command", file=sys.stderr)
+                  "written yet: rerun the same command", file=sys.stderr)
             sys.exit(EXIT_RESUMABLE)
         # Typer >= 0.2x vendors its own click: recognise click's exceptions by shape, not by class.
         kind = type(exc).__name__

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import logging
 import shlex
+import signal
 import sys
+import threading
 from pathlib import Path
 from typing import Annotated
 
@@ -26,6 +28,36 @@ def merge(
     """Combine shard outputs into one file (checks completeness, provenance and ids first)."""
     from ..store import merge as merge_files
 
-    n = merge_files(shards, output, virtual=virtual, overwrite=overwrite,
-                    command_line=shlex.join(["genoconv", *sys.argv[1:]]))
+    with _StopOnSignal() as stop:
+        n = merge_files(shards, output, virtual=virtual, overwrite=overwrite,
+                        command_line=shlex.join(["genoconv", *sys.argv[1:]]), stop=stop)
     log.info("merged %d shards, %d records into %s%s", len(shards), n, output, " (virtual)" if virtual else "")
+
+
+class _StopOnSignal:
+    """SIGTERM/SIGUSR1 (a cluster's time limit, scancel) during a merge: noted here and acted on by the merge between
+    records (a flag, not an exception raised inside HDF5 calls, where it could be lost or leave a half-written
+    record); the merge then exits 3 with what it had done. Ctrl-C keeps Python's KeyboardInterrupt."""
+
+    def __init__(self) -> None:
+        self.name: str | None = None
+        self._previous: dict = {}
+
+    def __call__(self) -> str | None:
+        return self.name
+
+    def _note(self, signum, frame) -> None:  # noqa: ARG002 - a signal handler
+        self.name = signal.Signals(signum).name
+        log.warning("received %s: stopping after the current record", self.name)
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            for name in ("SIGTERM", "SIGUSR1"):
+                if hasattr(signal, name):
+                    sig = getattr(signal, name)
+                    self._previous[sig] = signal.signal(sig, self._note)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)

@@ -16,14 +16,14 @@ import logging
 import os
 import shlex
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 import h5py
 import numpy as np
 
-from genoconv.errors import InputError
+from genoconv.errors import InputError, Interrupted
 from genoconv.store.hdf5 import abandon, fsync_dir, fsync_path, is_complete, now, out_of_space, unlink
 from genoconv.store.journal import journal_path
 from genoconv.store.layout import (UTF8, StoreSpec, canonical_run_config, check_free_space, estimate_bytes, n_windows,
@@ -89,13 +89,24 @@ def check_shards(paths: list[Path]):
 
 
 def merge(paths: list[Path], output: Path, *, virtual: bool = False, overwrite: bool = False,
-          command_line: str | None = None) -> int:
+          command_line: str | None = None, stop: Callable[[], str | None] | None = None) -> int:
     """Merge shard files into ``output``; returns the number of records. Holds the output's lock throughout.
-    ``command_line`` (default: this process's) is the merged file's; each shard's own is kept in ``merged_from``."""
+    ``command_line`` (default: this process's) is the merged file's; each shard's own is kept in ``merged_from``.
+    ``stop`` (the CLI's signal flag: the signal's name once one came) is asked between records, so a stop lands on a
+    commit boundary (copy mode: the same command resumes) or before anything is written (``--virtual``)."""
     if Path(output).is_dir():
         raise InputError(f"{output} is a directory; give the merged file's path")
     with OutputLock(output):
-        return _merge(paths, Path(output), virtual, overwrite, command_line)
+        return _merge(paths, Path(output), virtual, overwrite, command_line, stop or (lambda: None))
+
+
+def _stopped(stop: Callable[[], str | None], output: Path, done: int, total: int, virtual: bool) -> None:
+    if (name := stop()) is None:
+        return
+    if virtual:
+        raise Interrupted(f"merge interrupted by {name}; nothing was written to {output}: rerun the same command")
+    raise Interrupted(f"merge interrupted by {name} after {done} of {total} records of {output}; rerun the same "
+                      "command to resume")
 
 
 def _is_same_file(a: Path, b: Path) -> bool:
@@ -105,7 +116,8 @@ def _is_same_file(a: Path, b: Path) -> bool:
         return a.resolve() == b.resolve()
 
 
-def _merge(paths: list[Path], output: Path, virtual: bool, overwrite: bool, command_line: str | None) -> int:
+def _merge(paths: list[Path], output: Path, virtual: bool, overwrite: bool, command_line: str | None,
+           stop: Callable[[], str | None]) -> int:
     if virtual and any(_is_same_file(Path(p), output) for p in paths):
         raise InputError(f"merge: the output {output} is one of the shards; a --virtual merge reads its rows from "
                          "the shards, so it cannot replace one: choose another output path")
@@ -124,7 +136,10 @@ def _merge(paths: list[Path], output: Path, virtual: bool, overwrite: bool, comm
                                                                       else {})} for p, f in zip(paths, readers)]
         n = sum(len(f) for f in readers)
         if virtual:
+            _stopped(stop, output, 0, n, virtual)
             write_virtual_merge(readers, output, spec, provenance, overwrite=overwrite)
+            if stop() is not None:  # came while the (short) mapping was written: the merged file is complete
+                log.warning("received %s after the merge was complete: %s is whole", stop(), output)
             return n
         estimate = estimate_bytes(spec, n, sum(int(f.lengths.sum()) for f in readers))
         check_free_space(output, space_needed(output, estimate, overwrite=overwrite))
@@ -136,6 +151,7 @@ def _merge(paths: list[Path], output: Path, virtual: bool, overwrite: bool, comm
                 for i, rid in enumerate(f.ids):
                     if rid in done:
                         continue
+                    _stopped(stop, output, len(writer.committed), n, virtual)
                     rec = writer.begin(rid, int(f.lengths[i]), f.modes[i], f.coords(rid))
                     for layer in spec.layers:
                         if spec.per_nucleotide:
