@@ -489,11 +489,13 @@ def stream_fastq(path: Path, fmt: Format, data: Path | None = None,
                 return raw.rstrip(b"\r\n")
             return None
 
+        suspect = ""  # a previous record whose multi-line quality ended on a line starting with '@' (a header?)
         while (header := next_line()) is not None:
             if not header.strip():
                 continue
             if header[:1] != b"@":
-                raise InputError(f"{path}: line {line_no}: expected a FASTQ '@name' line, found {header[:24]!r}")
+                raise InputError(f"{path}: line {line_no}: expected a FASTQ '@name' line, found {header[:24]!r}"
+                                 + suspect)
             ordinal += 1
             header_line = line_no
             name = _record_id(path, header[1:], ordinal, line_no)
@@ -503,10 +505,14 @@ def stream_fastq(path: Path, fmt: Format, data: Path | None = None,
             if line is None:
                 raise InputError(f"{path}: record {ordinal} '{name}' (line {header_line}) ends before its '+' line")
             seq = b"".join(seq_parts)
-            qual_len = before = 0
+            qual_len = before = qual_lines = 0
             while qual_len < len(seq) and (line := next_line()) is not None:
                 before = qual_len
                 qual_len += len(line.strip())
+                qual_lines += 1
+            suspect = (f" (record {ordinal} '{name}', line {header_line}, may have fewer quality values than bases: "
+                       f"its quality took line {line_no}, which starts with '@')"
+                       if qual_lines > 1 and line is not None and line[:1] == b"@" else "")
             if qual_len != len(seq):
                 if qual_len > len(seq) and before and line[:1] == b"@":  # the next record's header read as quality
                     qual_len = before

@@ -131,6 +131,15 @@ def test_fastq_quality_mismatch(tmp_path):
     path = tmp_path / "bad.fq"
     path.write_text("@r1\nACGT\n+\nIIII\n@r2\nACGT\n+\nII\n")
     assert "bad.fq: record 2 'r2' (line 5) has 4 bases but 2 quality values" in fail(lambda: open_records([path]))
+    # short by exactly the next header's length: the header is taken as the last quality line, and the error only
+    # surfaces at the next record's bases; it names the record whose quality ran on (not just line 6)
+    ran_on = tmp_path / "ran_on.fq"
+    ran_on.write_text("@r1\nACGTACGTAC\n+\nIIIIIII\n@r2\nACGTACGTAC\n+\nIIIIIIIIII\n")
+    message = fail(lambda: open_records([ran_on]))
+    assert "line 6: expected a FASTQ '@name' line" in message and "record 1 'r1'" in message, message
+    fine = tmp_path / "fine.fq"  # a quality wrapped onto a line that starts with '@' (Phred 31) is still a quality
+    fine.write_text("@r1\nACGTACGTAC\n+\nIIIII\n@IIII\n@r2\nACGT\n+\nIIII\n")
+    assert [r.id for r in open_records([fine])] == ["r1", "r2"]
 
 
 def test_duplicate_ids_name_both_positions(tmp_path):
