@@ -868,3 +868,22 @@ def test_a_stop_during_a_merge_lands_between_records_and_the_same_merge_resumes(
     with pytest.raises(Interrupted, match="nothing was written"):
         store.merge(parts, tmp_path / "virtual.h5", virtual=True, stop=lambda: "SIGUSR1")
     assert not (tmp_path / "virtual.h5").exists()
+
+
+def test_merging_a_shard_another_run_is_still_writing_says_so(tmp_path: Path) -> None:
+    """An unfinished shard whose run is alive (its lock held) is "still being written", naming the run, not "an
+    interrupted run" to be rerun (a second writer would then be refused anyway); once nobody holds it, it is."""
+    parts = _shards(tmp_path)
+    live = tmp_path / "live.h5"
+    prov = {**PROVENANCE, "run_config": {**PROVENANCE["run_config"], "shard": [2, 2]}}
+    w = EmbeddingWriter.open(live, SPEC, prov)
+    _write(w, RECORDS, only={RECORDS[2][0]})
+    w.close()  # unfinished, as a running shard's file is between commits
+    holder = _hold_lock(live)
+    try:
+        with pytest.raises(InputError, match=rf"live.h5 is still being written \(pid {holder.pid} on "):
+            store.merge([parts[0], live], tmp_path / "merged.h5")
+    finally:
+        holder.communicate("")
+    with pytest.raises(InputError, match=r"live.h5 is incomplete \(an interrupted run\)"):
+        store.merge([parts[0], live], tmp_path / "merged.h5")

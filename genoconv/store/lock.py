@@ -121,6 +121,22 @@ class OutputLock:
         raise InputError(f"{self.output}: cannot take the lock {self.path}")
 
 
+def active_writer(output: str | os.PathLike[str]) -> str | None:
+    """Who is writing ``output`` now, as far as its lock file says (``None``: nobody alive holds it). Read only: a
+    probe that took the lock, even shared and briefly, could make a run starting at that moment fail."""
+    try:
+        fd = os.open(lock_path(Path(output).resolve()), os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        info = _holder_info(fd)
+    finally:
+        os.close(fd)
+    if not info or (info.get("host") == socket.gethostname() and not _alive(info.get("pid"))):
+        return None  # a lock file a killed run left behind
+    return _holder_text(info)
+
+
 def _describe_holder(fd: int) -> None:
     os.ftruncate(fd, 0)
     os.pwrite(fd, json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "since": now()}).encode() + b"\n", 0)

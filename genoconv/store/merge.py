@@ -28,7 +28,7 @@ from genoconv.store.hdf5 import abandon, fsync_dir, fsync_path, is_complete, now
 from genoconv.store.journal import journal_path
 from genoconv.store.layout import (UTF8, StoreSpec, canonical_run_config, check_free_space, estimate_bytes, n_windows,
                                    write_attrs, write_coords)
-from genoconv.store.lock import OutputLock
+from genoconv.store.lock import OutputLock, active_writer
 from genoconv.store.reader import EmbeddingsFile, open_embeddings
 from genoconv.store.writer import EmbeddingWriter, space_needed
 
@@ -53,6 +53,9 @@ def check_shards(paths: list[Path]):
             f = open_embeddings(path)
             readers.append(f)
             if not f.complete:
+                if (writer := active_writer(path)) is not None:
+                    raise InputError(f"merge: {path} is still being written ({writer}); merge when its run has "
+                                     "finished")
                 raise InputError(f"merge: {path} is incomplete (an interrupted run); rerun its genoconv embed "
                                  "command to finish it, then merge")
         configs = [_run_config(f) for f in readers]
