@@ -6,6 +6,11 @@
 # it goes, so a short lease still returns the first stages.
 # Needs tools/prepare_device_files.sh run first (carry [".devdata", ".whl"]). E2E=<cases> picks bench_e2e cases;
 # BENCH_CAP / TEST_CAP cap those stages' seconds.
+# STAGES=doctor,bench,tests,e2e,sanitize,ncu,profiles (default: all) picks stages. A lease has calls of at most
+# 600 s and a warm machine is given back after 30 s idle, so a session's later calls usually start a bare machine:
+# SAVE_SO=1 returns the built kernel library in 15 MiB parts ($OUT/kernel_so.part*); before the next call,
+# `cat <files_at>/kernel_so.part* > genoconv/_fftconv_C.cpython-312-x86_64-linux-gnu.so`, add that path to carry and
+# set PREBUILT=1: the package is installed around it without the ~80 s build.
 # $OUT gets at most the 8 files a device call brings back; the build log stays in /tmp (its tail is printed).
 set -uo pipefail
 OUT=${OUT:-/tmp/genoconv_out}; mkdir -p "$OUT"
