@@ -46,7 +46,7 @@ class _StopOnSignal:
     def __call__(self) -> str | None:
         return self.name
 
-    def _note(self, signum, frame) -> None:  # noqa: ARG002 - a signal handler
+    def _note(self, signum, frame) -> None:  # a signal handler (frame unused)
         self.name = signal.Signals(signum).name
         log.warning("received %s: stopping after the current record", self.name)
 
