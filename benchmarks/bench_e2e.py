@@ -363,8 +363,8 @@ def main() -> None:
             row = {"case": case, "error": (proc.stderr.strip().splitlines() or ["no output"])[-3:]}
         rows.append(row)
         print(fmt_row(row), flush=True)
-    if args.json:
-        args.json.write_text(json.dumps(rows, indent=1))
+        if args.json:  # after every case: a run cut short by its time limit keeps the rows it finished
+            args.json.write_text(json.dumps(rows, indent=1))
 
 
 if __name__ == "__main__":
