@@ -4,7 +4,7 @@ File conventions: BED is 0-based half-open (``chrom start end [name score strand
 1-based closed (``start <= end``) and are converted on reading to 0-based half-open coordinates. Written as a region
 string (the fallback id ``contig:start-end``, titles, messages) a span is 1-based closed, as samtools and IGV read
 it (:meth:`genoconv.coords.Coords.region`) — except in error messages about a line, which quote the file's own
-numbers.
+numbers (a BED line's as ``contig start end``, then its samtools string).
 
 Sequences are fetched lazily with ``pysam.FastaFile``; a minus-strand region is reverse-complemented when
 ``strand_aware`` (IUPAC complement, case kept), so its base 0 is the region's 5' end on the minus strand. Each
@@ -84,8 +84,9 @@ def _gff3_attributes(text: str) -> dict[str, str]:
 
 
 def _parse(path: Path, fmt: str, feature: str) -> Iterator[tuple[int, str, int, int, str, str | None, str]]:
-    """(line, contig, start, end, strand, name, as written) with 0-based half-open numbers; "as written" is
-    ``contig:start-end`` with the file's own numbers, for messages (which quote the input, never a conversion)."""
+    """(line, contig, start, end, strand, name, as written) with 0-based half-open numbers; "as written" quotes the
+    file's own numbers for messages: GTF/GFF ``contig:start-end`` (already samtools notation), BED ``contig start
+    end`` followed by the samtools string, since a BED start written as ``contig:start-end`` would name another base."""
     seen_features: Counter = Counter()
     found = 0
     for line_no, line in _lines(path):
@@ -128,11 +129,14 @@ def _parse(path: Path, fmt: str, feature: str) -> Iterator[tuple[int, str, int, 
         if end < start or (end == start and fmt != "bed"):  # GTF/GFF: end = start - 1 is end before start
             raise InputError(f"{path}: line {line_no}: end {file_end} is before start {file_start}")
         if end == start:
-            raise InputError(f"{path}: line {line_no}: empty region {contig}:{file_start}-{file_end}")
+            raise InputError(f"{path}: line {line_no}: empty region {contig} {file_start} {file_end} (BED start = "
+                             "end: no bases)")
         if strand not in ("+", "-", "."):
             raise InputError(f"{path}: line {line_no}: strand {strand!r} is not '+', '-' or '.'")
         found += 1
-        yield line_no, contig, start, end, strand, name, f"{contig}:{file_start}-{file_end}"
+        samtools = Coords(contig, start, end, "+").region()
+        as_written = f"{contig} {file_start} {file_end} (BED; {samtools})" if fmt == "bed" else samtools
+        yield line_no, contig, start, end, strand, name, as_written
     if not found:
         if fmt != "bed" and seen_features:
             have = ", ".join(f for f, _ in seen_features.most_common(6))

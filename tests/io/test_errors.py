@@ -164,7 +164,8 @@ def ce_reference(shared_data, tmp_path):
     [
         ("CHROMOSOME_I\t0\t10\nCHROMOSOME_I\t500\t400\tbackwards\n", "line 2: end 400 is before start 500"),
         ("CHROMOSOME_I\t0\t10\n\nchrI\t0\t10\n", "line 3: contig 'chrI' is not in"),
-        ("CHROMOSOME_II\t4990\t5010\n", "line 1: CHROMOSOME_II:4990-5010 runs past the end"),
+        ("CHROMOSOME_II\t4990\t5010\n",
+         "line 1: CHROMOSOME_II 4990 5010 (BED; CHROMOSOME_II:4991-5010) runs past the end"),
         ("CHROMOSOME_I\tten\t20\n", "line 1: start 'ten' is not an integer"),
         ("CHROMOSOME_I\t10\t10\n", "line 1: empty region"),
         ("CHROMOSOME_I\t0\t10\tn\t0\tx\n", "line 1: strand 'x'"),
@@ -269,7 +270,7 @@ def test_nul_in_alignment_read_names(tmp_path):
     ("past.gtf", 'CHROMOSOME_II\tx\tgene\t4991\t5010\t.\t+\t.\tgene_name "g";\n',
      "line 1: CHROMOSOME_II:4991-5010 runs past the end"),
     ("empty.gtf", 'CHROMOSOME_I\tx\tgene\t11\t10\t.\t+\t.\tgene_name "g";\n', "line 1: end 10 is before start 11"),
-    ("empty.bed", "CHROMOSOME_I\t10\t10\n", "line 1: empty region CHROMOSOME_I:10-10"),
+    ("empty.bed", "CHROMOSOME_I\t10\t10\n", "line 1: empty region CHROMOSOME_I 10 10 (BED start = end"),
 ])
 def test_region_errors_quote_the_input_numbers(ce_reference, tmp_path, name, line, expected):
     path = tmp_path / name
