@@ -154,3 +154,38 @@ def test_score_takes_what_embed_takes(model, shared_data, tmp_path, capsys):
     with pytest.raises(InputError, match="late.fa: record 2 'hollow'"):
         score([bam, late], model=str(ckpt), device="cpu")
     assert capsys.readouterr().out == ""  # nothing printed: no header, no half table
+
+
+@pytest.mark.parametrize("how", ["SIGTERM", "Ctrl-C"])
+def test_score_interrupted_says_how_far_the_table_got_and_that_it_does_not_resume(model, tmp_path, capsys,
+                                                                                   monkeypatch, how):
+    """A stop while scoring: exit 3 (Interrupted) naming the records printed and that the table lacks its 'overall'
+    line; not embed's "while starting; nothing was written yet" or "rerun ... to resume" (score has no resume)."""
+    import os
+    import signal
+
+    from genoconv.errors import Interrupted
+    from genoconv.model import likelihood
+
+    ckpt = tmp_path / "ckpt"
+    save_checkpoint(model, ckpt)
+    fasta = tmp_path / "in.fa"
+    fasta.write_text("".join(f">r{i}\nACGTACGGTACCATTGAC\n" for i in range(5)))
+    real = likelihood.score_records
+
+    def stop_after_two(embedder, records, batch_size=1, on_record=None):
+        def row(r):
+            on_record(r)
+            if r.name == "r1":
+                if how == "SIGTERM":
+                    os.kill(os.getpid(), signal.SIGTERM)
+                raise KeyboardInterrupt
+        return real(embedder, records, batch_size=1, on_record=row)
+
+    monkeypatch.setattr(likelihood, "score_records", stop_after_two)
+    with pytest.raises(Interrupted, match=rf"score interrupted by {how} after 2 record\(s\); the table above has no "
+                                          "'overall' line; score does not resume"):
+        score([fasta], model=str(ckpt), device="cpu")
+    out = capsys.readouterr().out
+    assert "r1\t" in out and "r2\t" not in out and "overall" not in out
+    assert signal.getsignal(signal.SIGTERM) is not None  # the previous handler is back

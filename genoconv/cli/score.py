@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
+import signal
+import threading
 from typing import Annotated
 
 import typer
@@ -40,12 +43,53 @@ def score(
     from ..model.likelihood import score_records
 
     read = read_options(locals())
-    with open_records(inputs or [], **read.as_kwargs()) as source:
+    printed = []
+
+    def row(r) -> None:
+        typer.echo(f"{r.name}\t{r.length}\t{r.scored}\t{_fmt(r.bits_per_base)}")
+        printed.append(r.name)
+
+    with open_records(inputs or [], **read.as_kwargs()) as source, _stops_report(printed):
         source.lengths()  # a whole pass: every header and record is checked before the table starts
         embedder = load_model(model, device, dtype.value)
         typer.echo(f"# model {embedder.name}, max_seq_len {embedder.max_seq_len:,}, {embedder.device}, {dtype.value}")
         typer.echo("record\tlength\tscored_bases\tbits_per_base")
         per_record, overall = score_records(embedder, ((r.id, r.sequence()) for r in source), batch_size=batch_size,
-                                            on_record=lambda r: typer.echo(
-                                                f"{r.name}\t{r.length}\t{r.scored}\t{_fmt(r.bits_per_base)}"))
+                                            on_record=row)
     typer.echo(f"overall\t{overall.length}\t{overall.scored}\t{_fmt(overall.bits_per_base)}")
+
+
+@contextlib.contextmanager
+def _stops_report(printed: list):
+    """SIGTERM/SIGUSR1/Ctrl-C while scoring: exit 3 with what the table holds. score writes no file, so it has no
+    resume (the embed messages' "nothing was written yet" / "rerun to resume" would be wrong here)."""
+    from ..errors import Interrupted
+
+    came: list[str] = []
+
+    def stopped() -> Interrupted:
+        return Interrupted(f"score interrupted by {came[0] if came else 'Ctrl-C'} after {len(printed)} record(s); "
+                           "the table above has no 'overall' line; score does not resume: rerun the same command")
+
+    def handler(signum, frame) -> None:  # a signal handler (frame unused)
+        came.append(signal.Signals(signum).name)
+        raise stopped()
+
+    previous = {}
+    if threading.current_thread() is threading.main_thread():
+        for name in ("SIGTERM", "SIGUSR1"):
+            if hasattr(signal, name):
+                previous[getattr(signal, name)] = signal.signal(getattr(signal, name), handler)
+    try:
+        yield
+    except KeyboardInterrupt:
+        raise stopped() from None
+    except Interrupted:
+        raise
+    except Exception:
+        if came:  # torch wrapped the handler's Interrupted in its own error
+            raise stopped() from None
+        raise
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
