@@ -7,6 +7,9 @@ and exits with ``exit_code``. Each class also subclasses the builtin it resemble
 
 from __future__ import annotations
 
+import errno
+import os
+
 EXIT_OK = 0
 EXIT_RUNTIME = 1
 EXIT_USAGE = 2
@@ -68,3 +71,15 @@ def interrupt_now(signum: int, frame: object) -> None:  # noqa: ARG001 - a signa
     STARTUP_SIGNAL.append(signum)
     raise Interrupted(f"interrupted by {signal.Signals(signum).name} while starting; nothing was written yet: "
                       "rerun the same command")
+
+
+# Write errors that mean "the disk (or the quota, or the file size limit) is full": a runtime failure (exit 1).
+OUT_OF_SPACE = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+
+
+def cannot_write(path: str | os.PathLike[str], err: OSError) -> GenoconvError:
+    """The error for a failed write of a side file (export table, track, picture, projection): a full disk is a
+    runtime failure (exit 1, as for the store); a missing folder or a refused permission is bad input (exit 2)."""
+    if getattr(err, "errno", None) in OUT_OF_SPACE:
+        return ResourceError(f"cannot write {path}: {os.strerror(err.errno).lower()}; free some space and rerun")
+    return InputFileError(f"cannot write {path}: {err.strerror or err}")

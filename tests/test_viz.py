@@ -253,6 +253,17 @@ def test_unwritable_track_is_an_error_not_a_crash(regions_h5, tmp_path, monkeypa
     assert code == 2 and "cannot write" in err and "t.PC1.bw" in err
 
 
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full (Linux)")
+def test_a_full_disk_while_exporting_exits_1_like_the_store(regions_h5, tmp_path, monkeypatch, capsys):
+    """A full disk is a runtime failure (exit 1, README), not bad input (exit 2) as a missing folder is."""
+    path, _ = regions_h5
+    (tmp_path / "full.tsv").symlink_to("/dev/full")
+    code, _, err = run_cli(["export", path, "--table", tmp_path / "full.tsv"], monkeypatch, capsys)
+    assert code == 1 and "cannot write" in err and "no space left on device" in err, err
+    code, _, err = run_cli(["export", path, "--table", tmp_path / "missing" / "t.tsv"], monkeypatch, capsys)
+    assert code == 2, err
+
+
 def test_embedded_regions_end_to_end(shared_data, small_model_dir, tmp_path, monkeypatch, capsys):
     """Real chrX regions through embed and export: the bigWig holds the stored windows' projection, placed on X."""
     pyBigWig = pytest.importorskip("pyBigWig")

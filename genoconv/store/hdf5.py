@@ -20,7 +20,7 @@ from typing import Any
 import h5py
 import numpy as np
 
-from genoconv.errors import ResourceError
+from genoconv.errors import OUT_OF_SPACE, ResourceError
 
 # Raw-data chunk cache per dataset: holds the partial chunk at a record boundary between commits.
 RDCC_NBYTES = 8 * 2**20
@@ -114,8 +114,6 @@ def open_read(path: Path, locking: bool | None, attempts: int = 1) -> h5py.File:
         return h5py.File(fid)
 
 
-# Write errors that mean "the disk (or the quota, or the file size limit) is full": exit 1, rerun with space to resume.
-OUT_OF_SPACE = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
 
 
 def out_of_space(path: str | os.PathLike[str], err: BaseException) -> ResourceError | None:

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from genoconv.coords import Coords
-from genoconv.errors import InputError, InputFileError
+from genoconv.errors import InputError, InputFileError, cannot_write
 from genoconv.store import EmbeddingsFile
 from genoconv.viz.bins import Bins, placement, record_bins, reference_intervals
 from genoconv.viz.projection import Projection, fit_projection
@@ -195,7 +195,7 @@ def draw(output: str | os.PathLike[str], *, pooled: PooledPoints | None = None, 
             png = {"pil_kwargs": {"optimize": True}} if output.suffix.lower() == ".png" else {}
             fig.savefig(output, dpi=dpi, **png)
         except OSError as err:
-            raise InputFileError(f"cannot write {output}: {err.strerror or err}") from None
+            raise cannot_write(output, err) from None
     return fig
 
 

@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from genoconv.errors import InputError, InputFileError
+from genoconv.errors import InputError, InputFileError, cannot_write
 
 PROJECTION_FORMAT = "genoconv-projection"
 
@@ -57,7 +57,7 @@ class Projection:
                 np.savez(fh, mean=self.mean, components=self.components, variance=self.variance,
                          total_variance=np.float64(self.total_variance), meta=np.str_(meta))
         except OSError as err:
-            raise InputFileError(f"cannot write {path}: {err.strerror or err}") from None
+            raise cannot_write(path, err) from None
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> "Projection":

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from genoconv.errors import InputError, InputFileError
+from genoconv.errors import InputError, cannot_write
 from genoconv.store import EmbeddingsFile
 
 TABLE_SUFFIXES = (".tsv", ".txt", ".parquet")
@@ -57,7 +57,7 @@ def write_table(columns: dict[str, np.ndarray], path: str | os.PathLike[str]) ->
         try:
             pq.write_table(table, str(path))
         except OSError as err:
-            raise InputFileError(f"cannot write {path}: {err}") from None
+            raise cannot_write(path, err) from None
         return
     floats = [k for k, v in columns.items() if v.dtype.kind == "f"]
     text_cols = [k for k in columns if k not in floats]
@@ -72,4 +72,4 @@ def write_table(columns: dict[str, np.ndarray], path: str | os.PathLike[str]) ->
                 head = "\t".join(str(columns[k][i]) for k in text_cols)
                 fh.write(f"{head}\t{tail}\n" if floats else f"{head}\n")
     except OSError as err:
-        raise InputFileError(f"cannot write {path}: {err.strerror or err}") from None
+        raise cannot_write(path, err) from None

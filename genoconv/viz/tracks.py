@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from genoconv.coords import Coords
-from genoconv.errors import InputError, InputFileError
+from genoconv.errors import InputError, InputFileError, cannot_write
 from genoconv.store import EmbeddingsFile
 from genoconv.viz.bins import Bins, iter_bins, placement, reference_intervals
 from genoconv.viz.projection import Projection
@@ -140,7 +140,7 @@ def write_bigwig(path: Path, sizes: list[tuple[str, int]], tracks: dict[str, Con
     try:
         open(path, "wb").close()  # pyBigWig 0.3 crashes the process (SIGSEGV) on a path it cannot open
     except OSError as err:
-        raise InputFileError(f"cannot write {path}: {err.strerror or err}") from None
+        raise cannot_write(path, err) from None
     bw = pyBigWig.open(str(path), "w")
     try:
         bw.addHeader(sizes)
@@ -166,7 +166,7 @@ def write_bedgraph(path: Path, sizes: list[tuple[str, int]], tracks: dict[str, C
                 for s, e, v in zip(track.starts.tolist(), track.ends.tolist(), track.values[:, component].tolist()):
                     fh.write(f"{contig}\t{s}\t{e}\t{v:.7g}\n")
     except OSError as err:
-        raise InputFileError(f"cannot write {path}: {err.strerror or err}") from None
+        raise cannot_write(path, err) from None
 
 
 def export_tracks(f: EmbeddingsFile, prefix: str | os.PathLike[str], projection: Projection, bins: Bins, *,
