@@ -70,7 +70,8 @@ class Tokenizer:
         bad = np.flatnonzero(ids == _INVALID)
         if bad.size:
             pos = int(bad[0])
-            char = raw[pos:pos + 1].decode("ascii", errors="replace")
+            # the character as given (a str's non-ASCII characters became '?' in ``raw``, one byte each)
+            char = seq[pos] if isinstance(seq, str) else raw[pos:pos + 1].decode("latin-1")
             protein = " (an amino acid? genoconv embeds DNA, not protein)" if char.upper() in AMINO_ACID_ONLY else ""
             raise InputError(f"record {record!r}: character {char!r} at position {offset + pos + 1} "
                              f"is not a nucleotide code ({bad.size} such characters){protein}")

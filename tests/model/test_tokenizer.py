@@ -33,3 +33,11 @@ def test_offset_reported_for_chunks_and_unknown_policy():
 
 def test_decode_round_trip():
     assert Tokenizer.decode(Tokenizer().encode("GATTACA").tolist()) == "GATTACA"
+
+
+def test_a_non_ascii_character_is_named_as_given():
+    """'Ä' was reported as '?' (the ASCII encoding's stand-in), which a real '?' in the input also gives."""
+    with pytest.raises(InputError, match="character 'Ä' at position 5 "):
+        Tokenizer().encode_array("ACGTÄ", record="r")
+    with pytest.raises(InputError, match=r"character '\?' at position 3 "):
+        Tokenizer().encode_array("AC?T", record="r")
