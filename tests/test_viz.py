@@ -401,6 +401,17 @@ def test_plot_usage_errors(regions_h5, tmp_path, monkeypatch, capsys):
         assert code == 2 and message in err and err.count("\n") == 1, (args, err)
 
 
+def test_plot_of_a_one_record_file_points_to_its_tracks(tmp_path, monkeypatch, capsys):
+    """One record has no spread for the pooled panel's PCA: the error says to draw its tracks alone, and that works."""
+    pytest.importorskip("matplotlib")
+    solo = tmp_path / "solo.h5"
+    _store(solo, REGIONS[:1])
+    code, _, err = run_cli(["plot", solo, "-o", tmp_path / "solo.png"], monkeypatch, capsys)
+    assert code == 2 and "needs at least 2 (draw this record's tracks alone with --panels tracks)" in err, err
+    code, _, err = run_cli(["plot", solo, "-o", tmp_path / "solo.png", "--panels", "tracks"], monkeypatch, capsys)
+    assert code == 0 and (tmp_path / "solo.png").stat().st_size > 0, err
+
+
 def test_umap_without_umap_learn_says_how_to_install(regions_h5, tmp_path, monkeypatch, capsys):
     pytest.importorskip("matplotlib")
     path, _ = regions_h5

@@ -109,6 +109,9 @@ def pooled_points(files: list[EmbeddingsFile], *, mode: str | None = None, layer
             raise InputError(f"UMAP needs at least 4 records, the files have {len(x)}")
         xy = umap.UMAP(n_components=2, n_neighbors=min(15, len(x) - 1), random_state=0).fit_transform(x)
         return PooledPoints(np.asarray(xy), ids, group, ("UMAP 1", "UMAP 2"), f"{mode_text} vectors, UMAP")
+    if len(x) < 2:  # one record has no spread to project; its tracks can still be drawn
+        raise InputError(f"pooled vectors of {', '.join(names)}: {len(x)} record(s); the pooled panel's projection "
+                         "needs at least 2 (draw this record's tracks alone with --panels tracks)")
     proj = fit_projection([x], min(2, x.shape[1]), what=f"pooled vectors of {', '.join(names)}")
     xy = proj.apply(x)
     if xy.shape[1] == 1:
