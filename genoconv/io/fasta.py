@@ -565,13 +565,16 @@ class FastaInput:
         layout = scan_fasta(self.path, self.compression)
         fai = Path(f"{self.path}.fai")
         why = layout.mismatch(fai)
-        if not why and (list(self.handle.references), list(self.handle.lengths)) != (layout.names, layout.lengths):
+
+        def loaded_whole(handle) -> bool:
+            return handle is not None and (list(handle.references), list(handle.lengths)) == (layout.names,
+                                                                                               layout.lengths)
+        if not why and not loaded_whole(self.handle):
             # The handle loaded an index another process was still writing (shards started together on a file
             # without one): the file on disk is now whole, so read it again.
             self.handle.close()
             self.handle = open_indexed(self.path, self.compression, required=False)
-            if self.handle is None or (list(self.handle.references), list(self.handle.lengths)) != (
-                    layout.names, layout.lengths):
+            if not loaded_whole(self.handle):
                 why = "its index changed while it was read"
         self.handle, why = _rebuilt_if_stale(self.path, self.compression, self.handle, layout, why, required=False)
         if why:
