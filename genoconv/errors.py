@@ -7,8 +7,12 @@ and exits with ``exit_code``. Each class also subclasses the builtin it resemble
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
+import signal
+import threading
+from collections.abc import Callable, Iterator
 
 EXIT_OK = 0
 EXIT_RUNTIME = 1
@@ -63,11 +67,29 @@ STARTUP_SIGNAL: list[int] = []  # set by interrupt_now: code that catches the In
                                 # load_state_dict wraps it in a RuntimeError) cannot hide that a stop was asked
 
 
+# The signals a scheduler stops a job with (SLURM's time limit and scancel: SIGTERM; --signal=USR1 warnings), where
+# the platform has them; every command turns them into exit 3, not the signal's own 143/138.
+TERM_SIGNALS = tuple(getattr(signal, name) for name in ("SIGTERM", "SIGUSR1") if hasattr(signal, name))
+
+
+@contextlib.contextmanager
+def signals_handled(handler: Callable[[int, object], None], signals: tuple = TERM_SIGNALS) -> Iterator[None]:
+    """``handler`` for ``signals`` while the block runs, the previous handlers back after it. Only the main thread
+    may set handlers: elsewhere (a library user's worker thread) the block runs under the handlers it has."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {s: signal.signal(s, handler) for s in signals}
+    try:
+        yield
+    finally:
+        for s, old in previous.items():
+            signal.signal(s, old)
+
+
 def interrupt_now(signum: int, frame: object) -> None:  # noqa: ARG001 - a signal handler
     """Signal handler for start-up (loading the model, reading the inputs): nothing is written yet, so SIGTERM or
     SIGUSR1 stops at once, with exit code 3 like an interruption later on, not the signal's own 143/138."""
-    import signal
-
     STARTUP_SIGNAL.append(signum)
     raise Interrupted(f"interrupted by {signal.Signals(signum).name} while starting; nothing was written yet: "
                       "rerun the same command")

@@ -20,7 +20,8 @@ from typing import Callable, Iterable, Iterator, Sequence
 import torch
 
 from .engine import Engine, Progress
-from .errors import GenoconvError, InputError, InputFileError, Interrupted, interrupt_now
+from .errors import (TERM_SIGNALS, GenoconvError, InputError, InputFileError, Interrupted, interrupt_now,
+                     signals_handled)
 from .io import Record, RecordSource, open_records
 from .io.identity import identity_difference, resume_key
 from .model.embedder import LoadedModel, dtype_name
@@ -29,8 +30,7 @@ from .options import EmbedOptions, ReadOptions, StoreOptions
 
 log = logging.getLogger("genoconv")
 
-STOP_SIGNALS = tuple(s for s in (getattr(signal, "SIGTERM", None), getattr(signal, "SIGUSR1", None),
-                                 signal.SIGINT) if s is not None)
+STOP_SIGNALS = (*TERM_SIGNALS, signal.SIGINT)
 
 
 class StopFlag:
@@ -46,13 +46,6 @@ class StopFlag:
 
     @contextlib.contextmanager
     def installed(self):
-        import threading
-
-        if threading.current_thread() is not threading.main_thread():
-            yield self
-            return
-        previous = {s: signal.getsignal(s) for s in STOP_SIGNALS}
-
         def handler(signum, frame):
             if self.starting:
                 if signum == signal.SIGINT:
@@ -64,13 +57,8 @@ class StopFlag:
             log.warning("received %s: finishing the current chunk, then saving and stopping",
                         signal.Signals(signum).name)
 
-        for s in STOP_SIGNALS:
-            signal.signal(s, handler)
-        try:
+        with signals_handled(handler, STOP_SIGNALS):
             yield self
-        finally:
-            for s, h in previous.items():
-                signal.signal(s, h)
 
 
 # Options that change no number in the output, each with the reason. Every other field of the option dataclasses

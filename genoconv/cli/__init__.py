@@ -16,7 +16,8 @@ from typing import Annotated
 import typer
 
 from .._version import __version__
-from ..errors import EXIT_RESUMABLE, EXIT_RUNTIME, EXIT_USAGE, STARTUP_SIGNAL, GenoconvError, interrupt_now
+from ..errors import (EXIT_RESUMABLE, EXIT_RUNTIME, EXIT_USAGE, STARTUP_SIGNAL, TERM_SIGNALS, GenoconvError,
+                      interrupt_now)
 from .params import Command, Group
 
 app = typer.Typer(
@@ -102,9 +103,8 @@ _register_commands()
 def main() -> None:
     """Console-script entry: run the app, turning genoconv errors into one line and an exit code."""
     STARTUP_SIGNAL.clear()  # this command's own signals only (tests run many in one process)
-    for name in ("SIGTERM", "SIGUSR1"):  # until a run takes over (genoconv.runner.StopFlag): exit 3, not 143/138
-        if hasattr(signal, name):
-            signal.signal(getattr(signal, name), interrupt_now)
+    for sig in TERM_SIGNALS:  # until a run takes over (genoconv.runner.StopFlag): exit 3, not 143/138
+        signal.signal(sig, interrupt_now)
     try:
         # Typer >= 0.2x turns KeyboardInterrupt into Exit(130) and, without standalone mode, returns exit codes.
         code = app(standalone_mode=False)

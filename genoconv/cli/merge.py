@@ -6,12 +6,12 @@ import logging
 import shlex
 import signal
 import sys
-import threading
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
+from ..errors import signals_handled
 from . import params as p
 
 log = logging.getLogger("genoconv")
@@ -41,7 +41,7 @@ class _StopOnSignal:
 
     def __init__(self) -> None:
         self.name: str | None = None
-        self._previous: dict = {}
+        self._handled = signals_handled(self._note)
 
     def __call__(self) -> str | None:
         return self.name
@@ -51,13 +51,8 @@ class _StopOnSignal:
         log.warning("received %s: stopping after the current record", self.name)
 
     def __enter__(self):
-        if threading.current_thread() is threading.main_thread():
-            for name in ("SIGTERM", "SIGUSR1"):
-                if hasattr(signal, name):
-                    sig = getattr(signal, name)
-                    self._previous[sig] = signal.signal(sig, self._note)
+        self._handled.__enter__()
         return self
 
     def __exit__(self, *exc) -> None:
-        for sig, handler in self._previous.items():
-            signal.signal(sig, handler)
+        self._handled.__exit__(*exc)

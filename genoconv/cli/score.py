@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import math
 import signal
-import threading
 from typing import Annotated
 
 import typer
@@ -63,7 +62,7 @@ def score(
 def _stops_report(printed: list):
     """SIGTERM/SIGUSR1/Ctrl-C while scoring: exit 3 with what the table holds. score writes no file, so it has no
     resume (the embed messages' "nothing was written yet" / "rerun to resume" would be wrong here)."""
-    from ..errors import Interrupted
+    from ..errors import Interrupted, signals_handled
 
     came: list[str] = []
 
@@ -75,13 +74,9 @@ def _stops_report(printed: list):
         came.append(signal.Signals(signum).name)
         raise stopped()
 
-    previous = {}
-    if threading.current_thread() is threading.main_thread():
-        for name in ("SIGTERM", "SIGUSR1"):
-            if hasattr(signal, name):
-                previous[getattr(signal, name)] = signal.signal(getattr(signal, name), handler)
     try:
-        yield
+        with signals_handled(handler):
+            yield
     except KeyboardInterrupt:
         raise stopped() from None
     except Interrupted:
@@ -90,6 +85,3 @@ def _stops_report(printed: list):
         if came:  # torch wrapped the handler's Interrupted in its own error
             raise stopped() from None
         raise
-    finally:
-        for sig, old in previous.items():
-            signal.signal(sig, old)
