@@ -114,8 +114,6 @@ def open_read(path: Path, locking: bool | None, attempts: int = 1) -> h5py.File:
         return h5py.File(fid)
 
 
-
-
 def out_of_space(path: str | os.PathLike[str], err: BaseException) -> ResourceError | None:
     """The one-line error to raise when ``err`` (an OSError, or the RuntimeError h5py raises from a failed HDF5
     write, which carries the errno in its text) means the disk is full; None otherwise."""

@@ -141,8 +141,8 @@ def _merge(paths: list[Path], output: Path, virtual: bool, overwrite: bool, comm
         if virtual:
             _stopped(stop, output, 0, n, virtual)
             write_virtual_merge(readers, output, spec, provenance, overwrite=overwrite)
-            if stop() is not None:  # came while the (short) mapping was written: the merged file is complete
-                log.warning("received %s after the merge was complete: %s is whole", stop(), output)
+            if (name := stop()) is not None:  # came while the (short) mapping was written: the file is complete
+                log.warning("received %s after the merge was complete: %s is whole", name, output)
             return n
         estimate = estimate_bytes(spec, n, sum(int(f.lengths.sum()) for f in readers))
         check_free_space(output, space_needed(output, estimate, overwrite=overwrite))
