@@ -981,3 +981,23 @@ def test_sigterm_during_a_merge_exits_3_with_the_merges_own_message_and_resumes(
     assert code == 0, err
     with open_embeddings(merged) as f:
         assert f.complete and sorted(f.ids) == ["r0", "r1", "r2", "r3"]
+
+
+@pytest.mark.parametrize("args", [["score", EXAMPLE_FA, "--device", "cpu"], ["--version"], ["embed", "--help"]],
+                         ids=["score", "version", "help"])
+@pytest.mark.parametrize("buffered", [False, True], ids=["unbuffered", "buffered"])
+def test_a_closed_stdout_exits_0_without_a_word(args, buffered):
+    # `genoconv score x.fa | head -1` exited 1 without a word: typer (and rich, for --help and tables) turned the
+    # broken pipe into exit 1; a closed pipe downstream is no error for a Unix filter. Buffered output (--version)
+    # meets it only at the final flush, which Python's exit reports as "Exception ignored ... BrokenPipeError", 120.
+    read, write = os.pipe()
+    os.close(read)  # the reader is gone before the first line: the first write (or flush) meets EPIPE
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
+    if not buffered:
+        env["PYTHONUNBUFFERED"] = "1"
+    try:
+        done = subprocess.run([sys.executable, "-m", "genoconv", *map(str, args)], stdout=write,
+                              stderr=subprocess.PIPE, text=True, env=env, timeout=300, check=False)
+    finally:
+        os.close(write)
+    assert (done.returncode, done.stderr) == (0, "")

@@ -8,6 +8,7 @@ usage/bad input, 3 interrupted but resumable (see :mod:`genoconv.errors`).
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import sys
 import warnings
@@ -16,7 +17,7 @@ from typing import Annotated
 import typer
 
 from .._version import __version__
-from ..errors import (EXIT_RESUMABLE, EXIT_RUNTIME, EXIT_USAGE, STARTUP_SIGNAL, TERM_SIGNALS, GenoconvError,
+from ..errors import (EXIT_OK, EXIT_RESUMABLE, EXIT_RUNTIME, EXIT_USAGE, STARTUP_SIGNAL, TERM_SIGNALS, GenoconvError,
                       interrupt_now)
 from .params import Command, Group
 
@@ -110,6 +111,13 @@ def main() -> None:
         code = app(standalone_mode=False)
         if code == 130:
             raise KeyboardInterrupt
+        sys.stdout.flush()  # output still buffered (--version, a short table) meets a closed stdout here
+    except BrokenPipeError:
+        _stdout_closed()
+    except SystemExit as exc:  # typer (a command's output) and rich (--help, tables) exit 1 on a closed stdout
+        if isinstance(exc.__context__, BrokenPipeError):
+            _stdout_closed()
+        raise
     except GenoconvError as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(exc.exit_code)
@@ -143,6 +151,18 @@ def main() -> None:
         print(f"error: unexpected {type(exc).__name__}: {exc} (rerun with -v for the traceback)", file=sys.stderr)
         sys.exit(EXIT_RUNTIME)
     sys.exit(code if isinstance(code, int) else 0)  # a command's own typer.Exit(code) comes back as its return
+
+
+def _stdout_closed() -> None:
+    """The reader of stdout went away (``| head -1``): no error for a Unix filter, so exit 0 without a word. devnull
+    on stdout's descriptor, so that Python's own flush at exit does not print "Exception ignored ... BrokenPipeError"."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (AttributeError, OSError, ValueError):  # no real stdout (captured, None): nothing will flush to it
+        pass
+    sys.exit(EXIT_OK)
 
 
 if __name__ == "__main__":
