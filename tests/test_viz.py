@@ -374,6 +374,31 @@ def test_plot_tracks_figure_is_the_projection(regions_h5, tmp_path):
     assert _png_size(tmp_path / "t.png") == (200, 150)
 
 
+def test_plot_tracks_of_a_one_base_record_are_drawn(tmp_path):
+    """A 1-base record has one bin: its panels were empty (a line through one point draws nothing) and its x axis
+    labelled "0 0 0 1 1". Now each panel marks the point, on the record's span, labelled at whole bases only."""
+    pytest.importorskip("matplotlib")
+    from genoconv.viz import choose_bins, file_projection
+    from genoconv.viz.plot import draw, record_tracks
+
+    path = tmp_path / "one.h5"
+    _store(path, [*REGIONS, ("d_one", 1, Coords("chr3", 0, 1, "+"))])
+    with open_embeddings(path) as f:
+        bins = choose_bins(f)
+        tracks = record_tracks(f, "d_one", bins, file_projection(f, bins, 2))
+        fig = draw(tmp_path / "t.png", tracks=tracks, width=4, height=3, dpi=50)
+    for j, ax in enumerate(fig.get_axes()):
+        (line,) = ax.get_lines()
+        x, y = line.get_data()
+        np.testing.assert_allclose(x, [0.5])
+        np.testing.assert_allclose(y, tracks.values[:, j])
+        assert line.get_marker() not in (None, "None", "", " ") and line.get_markersize() > 0
+        assert ax.get_xlim() == (0, 1)
+    fig.canvas.draw()
+    labels = [t.get_text() for t in fig.get_axes()[-1].get_xticklabels()]
+    assert [t for t in labels if t] == ["0", "1"], labels
+
+
 def test_plot_without_matplotlib_says_how_to_install(regions_h5, tmp_path, monkeypatch, capsys):
     path, _ = regions_h5
     monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib -> ImportError

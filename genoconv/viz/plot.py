@@ -180,13 +180,16 @@ def draw(output: str | os.PathLike[str], *, pooled: PooledPoints | None = None, 
             column = 1 if both else 0
             axes = [fig.add_subplot(grid[0, column])]
             axes += [fig.add_subplot(grid[j, column], sharex=axes[0]) for j in range(1, k)]
+            c = tracks.coords
+            one = len(tracks.centres) == 1  # one bin: a record of 1 base, or one shorter than a bin
+            if one:  # a line through one point draws nothing: a marker instead, on the record's span
+                axes[0].set_xlim(c.start, c.end)
             for j, ax in enumerate(axes):
-                ax.plot(tracks.centres, tracks.values[:, j], lw=0.9, color=f"C{j}")
+                ax.plot(tracks.centres, tracks.values[:, j], lw=0.9, color=f"C{j}", marker="o" if one else None)
                 ax.set_ylabel(f"PC{j + 1}")
-                ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:,.0f}"))
+                ax.xaxis.set_major_formatter(FuncFormatter(_position_label))
                 if j < k - 1:
                     ax.tick_params(labelbottom=False)
-            c = tracks.coords
             if c.contig == tracks.record_id and c.start == 0:
                 where = f"{tracks.record_id}, {c.end:,} bp"
             else:
@@ -200,6 +203,12 @@ def draw(output: str | os.PathLike[str], *, pooled: PooledPoints | None = None, 
         except OSError as err:
             raise cannot_write(output, err) from None
     return fig
+
+
+def _position_label(bp: float, _pos) -> str:
+    """A track's x tick label: a span of a few bases gets ticks between bases, left unlabelled rather than
+    rounded to a repeated position."""
+    return f"{bp:,.0f}" if abs(bp - round(bp)) < 1e-6 else ""
 
 
 def _scatter(ax, pooled: PooledPoints) -> None:
