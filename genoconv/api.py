@@ -55,7 +55,7 @@ class Embedder(LoadedModel):
         from .engine import Engine, MemorySink
         from .io import Record
 
-        resolved = self.model.resolve_layer(layer)  # IndexError for a layer the model does not have
+        resolved, = self.resolve_layers([layer])  # --layer's check: the same InputError for a layer the model lacks
         if len(seq) == 0:
             raise InputError(f"record {record!r} is empty")
         if "layers" in options:

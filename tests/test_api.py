@@ -34,7 +34,7 @@ def test_embed_layers_and_errors(checkpoint):
     seq = "GATTACA" * 30
     assert not np.allclose(emb.embed(seq, layer=1), emb.embed(seq, layer=-1))
     assert np.allclose(emb.embed(seq, layer=-2), emb.embed(seq, layer=2))
-    with pytest.raises(IndexError):
+    with pytest.raises(InputError, match="--layer: layer 4 out of range for a model with 4 hidden states"):
         emb.embed(seq, layer=4)
     with pytest.raises(InputError, match="empty"):
         emb.embed("")
@@ -99,3 +99,16 @@ def test_api_mistakes_are_input_errors(checkpoint):
         Embedder.from_pretrained(checkpoint, device="cpu", tokenizer="foo")
     with pytest.raises(InputError, match="is empty"):
         emb.bits_per_base("")
+
+
+@pytest.mark.parametrize("layer", [4, -5])
+def test_a_layer_the_model_lacks_is_the_clis_input_error(checkpoint, layer, tmp_path, cli):
+    # embed(seq, layer=4) raised a bare IndexError where `genoconv embed --layer 4` exits 2 with an InputError.
+    emb = Embedder.from_pretrained(checkpoint, device="cpu")
+    with pytest.raises(InputError) as api:
+        emb.embed("ACGT" * 10, layer=layer)
+    (tmp_path / "x.fa").write_text(">a\n" + "ACGT" * 10 + "\n")
+    code, _, err = cli("embed", tmp_path / "x.fa", "-o", tmp_path / "x.h5", "--model", checkpoint, "--device", "cpu",
+                       "--layer", layer)
+    assert code == 2 and err.strip().splitlines()[-1] == f"error: {api.value}"
+    assert str(api.value).startswith(f"--layer: layer {layer} out of range for a model with 4 hidden states")
