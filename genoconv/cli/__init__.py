@@ -155,7 +155,8 @@ def main() -> None:
 
 def _stdout_closed() -> None:
     """The reader of stdout went away (``| head -1``): no error for a Unix filter, so exit 0 without a word. devnull
-    on stdout's descriptor, so that Python's own flush at exit does not print "Exception ignored ... BrokenPipeError"."""
+    on stdout's descriptor, so that Python's own flush at exit does not print "Exception ignored ...
+    BrokenPipeError"."""
     try:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
