@@ -93,7 +93,7 @@ def test_gpu_records_of_nearby_lengths_share_one_spectrum(demo_paths):
         out = emb.embed("".join(rng.choice(list("ACGT"), size=n)))
         assert np.isfinite(out).all()
     for block in emb.model.backbone.layers:
-        filt = block.mixer.filter_fn._cache[1]
+        filt = block.mixer.filter_fn.cached_filter()
         assert filt.filter_len == 4096
         assert [key[:3] for key in filt._cache if key[0] == "cuda_monarch"] == [("cuda_monarch", 13, 4096)]
 

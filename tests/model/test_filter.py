@@ -87,9 +87,43 @@ def test_kernel_calls_of_nearby_lengths_share_one_filter(monkeypatch):
         for n, x in ids.items():
             got = model(x)
             torch.testing.assert_close(got, want[n], rtol=1e-4, atol=1e-5)
-            filters.add(id(filt_fn._cache[1]))
-    assert len(filters) == 1 and filt_fn._cache[1].filter_len == 4096
+            filters.add(id(filt_fn.cached_filter()))
+    assert len(filters) == 1 and filt_fn.cached_filter().filter_len == 4096
     monkeypatch.undo()
     with torch.inference_mode():
         model(ids[3000])
-    assert filt_fn._cache[1].filter_len == 3000  # the reference path keeps exactly L taps
+    assert filt_fn.cached_filter().filter_len == 3000  # the reference path keeps exactly L taps
+
+
+def test_filters_of_several_lengths_stay_cached_side_by_side(monkeypatch):
+    # Batches of different lengths alternate (the demo set's genes: 4096-tap batches between 16K-tap ones); each
+    # layer keeps a filter per length with the spectra built for it, so coming back to a length reuses its filter (a
+    # single entry rebuilt every spectrum at each switch: 704 builds in one demo-set run). A changed parameter makes
+    # every cached filter stale; the budget still bounds what is kept.
+    from genoconv.model import hyena
+
+    monkeypatch.setattr(hyena, "planned_backend", lambda device, dtype: "cuda")
+    model = HyenaDNA(HyenaConfig(d_model=16, n_layer=1, max_seq_len=9000)).init_weights(seed=4).eval()
+    filt_fn = model.backbone.layers[0].mixer.filter_fn
+    gen = torch.Generator().manual_seed(0)
+    x3k, x8k = (torch.randint(7, 11, (1, n), generator=gen) for n in (3000, 8000))
+    with torch.inference_mode():
+        model(x3k)
+        short = filt_fn.cached_filter()
+        model(x8k)
+        long = filt_fn.cached_filter()
+        model(x3k)
+        assert filt_fn.cached_filter() is short and short is not long
+        assert (short.filter_len, long.filter_len) == (4096, 8192)
+        model(x8k)
+        assert filt_fn.cached_filter() is long
+    with torch.no_grad():
+        filt_fn.bias.add_(1.0)  # a parameter changed
+    with torch.inference_mode():
+        model(x3k)
+    assert filt_fn.cached_filter() is not short and len(filt_fn._cache) == 1
+    filt_fn.cache_bytes = 3 * 4096 * 16 * 4 + 1  # room for the 4096-tap filter's taps only, not for two filters
+    with torch.inference_mode():
+        model(x8k)
+        model(x3k)
+    assert len(filt_fn._cache) <= 1
