@@ -259,6 +259,23 @@ def run_long(dtype: torch.dtype, bw: float) -> list[dict]:
         add_forced(f"{label}, one transform", ("long", gcuda.long_plan(seq_len_s, k, smem_per_block=smem)), filt, taps,
                    bias, us, pres, posts, outputs=us.numel())
         del us, pres, posts, filt, taps
+    # Rows of 16K-48K (the median human gene) with a full-length filter: block-Toeplitz on the tensor-core kernel
+    # (m = 2, 3 blocks of 16K) beside the long path they took before, B*H*L ~ 2^27 (H = 256).
+    for seq_len_t in (24_000, 32_768, 49_152):
+        torch.cuda.empty_cache()
+        batch_t = max(1, (1 << 27) // (256 * seq_len_t))
+        ut = torch.randn(batch_t, 256, seq_len_t, device=dev).to(dtype)
+        pret, postt = (torch.randn(batch_t, 256, seq_len_t, device=dev).to(dtype) for _ in range(2))
+        taps = long_filter(256, seq_len_t, dev)
+        bias = torch.randn(256, device=dev)
+        filt = LongFilter(taps, bias)
+        label = f"K = L = {seq_len_t / 1024:.1f}K (B={batch_t}, H=256)"
+        add(label, lambda filt=filt, ut=ut: gcuda.causal_conv_cuda(ut, filt), taps, bias, ut, pret, postt,
+            outputs=ut.numel(), path=path_label(seq_len_t, seq_len_t),
+            gated_fn=lambda filt=filt, ut=ut, pret=pret, postt=postt: gcuda.causal_conv_cuda(ut, filt, pret, postt))
+        whole = ("long", gcuda.long_plan(seq_len_t, seq_len_t, smem_per_block=smem))
+        add_forced(f"{label}, long path as before", whole, filt, taps, bias, ut, pret, postt, outputs=ut.numel())
+        del ut, pret, postt, filt, taps
     # Reads (51-250 bp, padded to the batch's longest): below the tensor-core kernel's sizes, the scalar fused kernel
     # at N = 2^9; before, the long path at 2^16 per row. B = 64, H = 256 (the long path needs ~1e9 points here).
     ur = torch.randn(64, 256, 152, device=dev).to(dtype)
@@ -325,6 +342,8 @@ def plan_label(path: str, how) -> str:
         return f"tensor-core fused N=2^{how}"
     if path == "blocks":
         return f"blocks N=2^{how[0]}, lead {how[1]}"
+    if path == "toeplitz":
+        return f"block-Toeplitz {how[1]} x 2^{how[0] - 1} (tensor-core N=2^{how[0]})"
     if path == "long_blocks":
         return f"long blocks N=2^{how[0]}, lead {how[1]}"
     if path == "long_split":

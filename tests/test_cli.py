@@ -254,7 +254,8 @@ def test_doctor_check_runs_every_path_and_fails_loudly(monkeypatch, capsys):
     monkeypatch.setattr(selfcheck, "causal_conv", off_for_long_rows)
     code, out, err = run_cli(["doctor", "--check", "--device", "cpu"], monkeypatch, capsys)
     assert code == 1 and out.count("FAIL") == 2
-    assert "self-check failed on cpu: 2 of 16 cases off (worst: long, K << L" in err and len(err.strip().splitlines()) == 1
+    assert (f"self-check failed on cpu: 2 of {2 * len(selfcheck.CASES)} cases off (worst: long, K << L" in err
+            and len(err.strip().splitlines()) == 1)
     # The model row alone off (fused steps or GEMMs on a user's GPU): exit 1 naming the dtype.
     from genoconv.cli import doctor
 

@@ -1,6 +1,7 @@
 // Torch bindings: input checks, workspace, dtype dispatch, and the torch.library registration of
 //   genoconv_fftconv::causal_conv          (the scalar fused / three-pass kernels) and
-//   genoconv_fftconv::causal_conv_monarch  (the tensor-core Monarch kernel; _into: its partial-convolution form)
+//   genoconv_fftconv::causal_conv_monarch  (the tensor-core Monarch kernel; _into: its partial-convolution form;
+//                                           _add: y += conv, the block-Toeplitz sums)
 //   genoconv_fftconv::causal_conv_long     (the long path: outer passes around the tensor-core kernel)
 // Each op is one node for torch.compile; their fake (meta) implementations live in genoconv/ops/cuda.py.
 #include <torch/extension.h>
@@ -27,11 +28,18 @@ void check_cuda(cudaError_t err, const char* what) {
   TORCH_CHECK(err == cudaSuccess, "genoconv fftconv: ", what, " failed: ", cudaGetErrorString(err));
 }
 
-void check_signal(const at::Tensor& t, const at::Tensor& u, const char* name) {
+// shorter: an output-side signal (y, postgate) of a block-Toeplitz term may be shorter than u along the sequence.
+void check_signal(const at::Tensor& t, const at::Tensor& u, const char* name, bool shorter = false) {
   TORCH_CHECK(t.is_cuda(), name, " must be a CUDA tensor");
   TORCH_CHECK(t.device() == u.device(), name, " must be on u's device");
   TORCH_CHECK(t.scalar_type() == u.scalar_type(), name, " must have u's dtype");
-  TORCH_CHECK(t.sizes() == u.sizes(), name, " must have u's shape");
+  if (shorter) {
+    TORCH_CHECK(t.dim() == 3 && t.size(0) == u.size(0) && t.size(1) == u.size(1) && t.size(2) >= 1 &&
+                    t.size(2) <= u.size(2),
+                name, " must have u's batch and channels and at most its length");
+  } else {
+    TORCH_CHECK(t.sizes() == u.sizes(), name, " must have u's shape");
+  }
 }
 
 // Unit stride along the sequence is what the kernels need; batch/channel strides are passed through (64-bit).
@@ -53,7 +61,8 @@ struct Signals {
 
 // `y_out`, when given, receives the result instead (u's shape, dtype and device, unit stride along the sequence).
 Signals bind_signals(ConvParams& p, const at::Tensor& u_in, const c10::optional<at::Tensor>& pregate_in,
-                     const c10::optional<at::Tensor>& postgate_in, const at::Tensor* y_out = nullptr) {
+                     const c10::optional<at::Tensor>& postgate_in, const at::Tensor* y_out = nullptr,
+                     bool shorter_out = false) {
   Signals s;
   s.u = unit_inner_stride(u_in);
   if (pregate_in.has_value()) {
@@ -61,11 +70,12 @@ Signals bind_signals(ConvParams& p, const at::Tensor& u_in, const c10::optional<
     s.pregate = unit_inner_stride(*pregate_in);
   }
   if (postgate_in.has_value()) {
-    check_signal(*postgate_in, s.u, "postgate");
+    check_signal(*postgate_in, s.u, "postgate", shorter_out);
     s.postgate = unit_inner_stride(*postgate_in);
   }
   if (y_out != nullptr) {
-    check_signal(*y_out, s.u, "y");
+    check_signal(*y_out, s.u, "y", shorter_out);
+    TORCH_CHECK(!postgate_in.has_value() || postgate_in->size(-1) == y_out->size(-1), "postgate must have y's length");
     TORCH_CHECK(y_out->size(-1) <= 1 || y_out->stride(-1) == 1, "y must have unit stride along the sequence");
     s.y = *y_out;
   } else {
@@ -90,6 +100,7 @@ Signals bind_signals(ConvParams& p, const at::Tensor& u_in, const c10::optional<
   p.batch = s.u.size(0);
   p.channels = s.u.size(1);
   p.seq_len = s.u.size(2);
+  p.out_len = s.y.size(2);
   return s;
 }
 
@@ -177,7 +188,7 @@ at::Tensor causal_conv_cuda(const at::Tensor& u_in, const at::Tensor& spectrum, 
 // (channels,) fp32; N = 2^log_n in [2^10, 2^15] with N >= seq_len + filter_len - 1 (the caller's plan).
 at::Tensor monarch_run(const at::Tensor& u_in, const at::Tensor& spectrum, const at::Tensor& gain,
                        const c10::optional<at::Tensor>& pregate_in, const c10::optional<at::Tensor>& postgate_in,
-                       int64_t log_n, const at::Tensor* y_out, int64_t out_from) {
+                       int64_t log_n, const at::Tensor* y_out, int64_t out_from, bool accumulate = false) {
   check_u(u_in);
   const int64_t channels = u_in.size(1), seq_len = u_in.size(2);
   TORCH_CHECK(log_n >= kMonarchMinLogN && log_n <= kMonarchMaxLogN, "log_n must be in [", num(kMonarchMinLogN), ", ",
@@ -194,9 +205,12 @@ at::Tensor monarch_run(const at::Tensor& u_in, const at::Tensor& spectrum, const
   TORCH_CHECK(out_from >= 0 && out_from % 8 == 0 && 2 * out_from < n,
               "out_from must be a multiple of 8 below N/2, got ", num(out_from));
   ConvParams p;
-  const Signals sig = bind_signals(p, u_in, pregate_in, postgate_in, y_out);
+  const Signals sig = bind_signals(p, u_in, pregate_in, postgate_in, y_out, accumulate);
   if (sig.y.numel() == 0) return sig.y;
   p.out_from = out_from;
+  p.accumulate = accumulate;
+  TORCH_CHECK(!accumulate || log_n >= kMonarchMinAccLogN, "the accumulating kernel is built for N >= 2^",
+              num(kMonarchMinAccLogN), ", got 2^", num(log_n));
   TORCH_CHECK(((p.batch + 1) / 2) * p.channels <= 0x7fffffffLL, "ceil(batch / 2) * channels must be < 2^31");
   const c10::cuda::CUDAGuard guard(u_in.device());
   cudaStream_t stream = c10::cuda::getCurrentCUDAStream().stream();
@@ -221,6 +235,16 @@ void causal_conv_monarch_into(const at::Tensor& u_in, const at::Tensor& spectrum
                               int64_t out_from) {
   TORCH_CHECK(u_in.size(-1) <= 1 || u_in.stride(-1) == 1, "u must have unit stride along the sequence");
   monarch_run(u_in, spectrum, gain, pregate_in, postgate_in, log_n, &y, out_from);
+}
+
+// The same kernel adding its result to y (y += conv): the block-Toeplitz path (genoconv/ops/cuda.py, _conv_toeplitz)
+// sums one call per filter block into each output block. y and the post-gate may be shorter than u (outputs
+// [0, y's length) of a whole input block).
+void causal_conv_monarch_add(const at::Tensor& u_in, const at::Tensor& spectrum, const at::Tensor& gain,
+                             const c10::optional<at::Tensor>& pregate_in,
+                             const c10::optional<at::Tensor>& postgate_in, const at::Tensor& y, int64_t log_n) {
+  TORCH_CHECK(u_in.size(-1) <= 1 || u_in.stride(-1) == 1, "u must have unit stride along the sequence");
+  monarch_run(u_in, spectrum, gain, pregate_in, postgate_in, log_n, &y, 0, true);
 }
 
 // Long path (fftconv_long.cu): real FFT size N = 2^log_n = R N' (R = 2^log_r); spectrum (channels * (R/2 + 1), N', 2)
@@ -302,6 +326,9 @@ TORCH_LIBRARY(genoconv_fftconv, m) {
       "causal_conv_monarch_into(Tensor u, Tensor spectrum, Tensor gain, Tensor? pregate, Tensor? postgate, "
       "Tensor(a!) y, int log_n, int out_from) -> ()");
   m.def(
+      "causal_conv_monarch_add(Tensor u, Tensor spectrum, Tensor gain, Tensor? pregate, Tensor? postgate, "
+      "Tensor(a!) y, int log_n) -> ()");
+  m.def(
       "causal_conv_long(Tensor u, Tensor spectrum, Tensor gain, Tensor out_scale, Tensor in_scale, Tensor twiddle, "
       "Tensor? pregate, Tensor? postgate, Tensor(a!) y, int log_n, int log_r, int src_a, int src_o) -> ()");
 }
@@ -310,6 +337,7 @@ TORCH_LIBRARY_IMPL(genoconv_fftconv, CUDA, m) {
   m.impl("causal_conv", &genoconv::causal_conv_cuda);
   m.impl("causal_conv_monarch", &genoconv::causal_conv_monarch);
   m.impl("causal_conv_monarch_into", &genoconv::causal_conv_monarch_into);
+  m.impl("causal_conv_monarch_add", &genoconv::causal_conv_monarch_add);
   m.impl("causal_conv_long", &genoconv::causal_conv_long);
 }
 

@@ -187,7 +187,9 @@ __device__ __forceinline__ float abs_or_inf(float x) { return x != x ? INFINITY 
 // kCirc: the row is a full complex signal (re, im) of N samples (both rows of the pair) and the convolution is
 // circular: all N samples loaded and stored, one scale for the pair (the spectrum need not be Hermitian, so the two
 // rows mix). Used for the long path's inner pass (fftconv_long.cu), fp16 rows without gates.
-template <typename T, int kLogR, bool kPre, bool kPost, bool kCirc = false>
+// kAcc (the block-Toeplitz terms, N = 2^14, 2^15 only): y += the result, outputs and post-gate rows up to
+// ConvParams::out_len; a compile-time choice, so the plain kernels carry no trace of it.
+template <typename T, int kLogR, bool kPre, bool kPost, bool kCirc = false, bool kAcc = false>
 __global__ void __launch_bounds__(Cfg<kLogR, kPre || kPost, kCirc>::kThreads,
                                   65536 / (Cfg<kLogR, kPre || kPost, kCirc>::kThreads * 128))
 monarch_conv_kernel(const ConvParams p) {
@@ -254,9 +256,10 @@ monarch_conv_kernel(const ConvParams p) {
     return static_cast<const T*>(base) + ur.b0 * sb + ur.h * sh;
   };
   // Both rows of a signal into staging rows dst, dst + SW.
-  auto stage_pair = [&](uint32_t* dst, const T* r, int64_t sb, bool has1n) {
-    stage_row(dst, r, len, tid, C::kThreads);
-    if (has1n) stage_row(dst + SW, r + sb, len, tid, C::kThreads);
+  const int64_t out_len = kAcc && p.out_len > 0 && p.out_len < len ? p.out_len : len;  // outputs, post-gate [0, out_len)
+  auto stage_pair = [&](uint32_t* dst, const T* r, int64_t sb, bool has1n, int64_t n = -1) {
+    stage_row(dst, r, n < 0 ? len : n, tid, C::kThreads);
+    if (has1n) stage_row(dst + SW, r + sb, n < 0 ? len : n, tid, C::kThreads);
   };
   // The next unit's input (and pre-gate) rows: one commit group, waited for at the top of that unit.
   auto stage_unit = [&](int64_t un) {
@@ -487,7 +490,7 @@ monarch_conv_kernel(const ConvParams p) {
   // The staging rows are free again: start copying this unit's post-gate (its own commit group, waited for before
   // phase 5) and the next unit's input; both land during this unit's transform.
   if constexpr (kStagePost) {
-    stage_pair(stg_post, pg0, p.post_sb, has1);
+    stage_pair(stg_post, pg0, p.post_sb, has1, out_len);
     cp_async_commit();
   }
   if (unit + gridDim.x < units) stage_unit(unit + gridDim.x);
@@ -677,19 +680,27 @@ monarch_conv_kernel(const ConvParams p) {
     const float2 recv = make_float2(__shfl_xor_sync(0xffffffffu, send.x, 1), __shfl_xor_sync(0xffffffffu, send.y, 1));
     const float2 e0 = odd ? recv : v_lo, e1 = odd ? v_hi : recv;  // samples m, m + 1
     const int64_t m = odd ? n - 1 + 16 : n;
-    if (m >= len || m < p.out_from) return;  // out_from is a multiple of 8, so a pair is never split
+    if (m >= out_len || m < p.out_from) return;  // out_from is a multiple of 8, so a pair is never split
     float a0 = e0.x * scale0, a1 = e1.x * scale0, c0 = e0.y * scale1, c1 = e1.y * scale1;
     if (kPost) {
       const float2 pa = unpack_samples<T>(kStagePost ? stg_post[m >> 1] : pw0);
       a0 *= pa.x; a1 *= pa.y;
     }
-    store_pair(y0, m, len, vec_out, a0, a1);
+    if constexpr (kAcc) {  // y += result (block-Toeplitz sums): the pair already in y, in fp32
+      const float2 o = unpack_samples<T>(load_bits2(y0, m, out_len, vec_out));
+      a0 += o.x; a1 += o.y;
+    }
+    store_pair(y0, m, out_len, vec_out, a0, a1);
     if (has1) {
       if (kPost) {
         const float2 pc = unpack_samples<T>(kStagePost ? stg_post[SW + (m >> 1)] : pw1);
         c0 *= pc.x; c1 *= pc.y;
       }
-      store_pair(y1, m, len, vec_out, c0, c1);
+      if constexpr (kAcc) {
+        const float2 o = unpack_samples<T>(load_bits2(y1, m, out_len, vec_out));
+        c0 += o.x; c1 += o.y;
+      }
+      store_pair(y1, m, out_len, vec_out, c0, c1);
     }
   };
   constexpr int kOut = kCirc ? S : (S / 2 > 0 ? S / 2 : 1);
@@ -708,8 +719,8 @@ monarch_conv_kernel(const ConvParams p) {
 #pragma unroll
       for (int c = 0; c < kOut; ++c) {
         const int64_t n = 256 * (int64_t)(kStride * c + a) + q, m = (lane & 1) ? n + 15 : n;
-        pw_next[c][0] = load_bits2(pg0, m, len, vec_out);
-        pw_next[c][1] = has1 ? load_bits2(pg1, m, len, vec_out) : 0u;
+        pw_next[c][0] = load_bits2(pg0, m, out_len, vec_out);
+        pw_next[c][1] = has1 ? load_bits2(pg1, m, out_len, vec_out) : 0u;
       }
     };
     if constexpr (kFetchPost) {
@@ -757,10 +768,10 @@ monarch_conv_kernel(const ConvParams p) {
   }
 }
 
-template <typename T, int kLogR, bool kPre, bool kPost, bool kCirc = false>
+template <typename T, int kLogR, bool kPre, bool kPost, bool kCirc = false, bool kAcc = false>
 cudaError_t launch_t(const ConvParams& p, cudaStream_t stream) {
   using C = Cfg<kLogR, kPre || kPost, kCirc>;
-  auto kernel = monarch_conv_kernel<T, kLogR, kPre, kPost, kCirc>;
+  auto kernel = monarch_conv_kernel<T, kLogR, kPre, kPost, kCirc, kAcc>;
   constexpr size_t kSmem = C::smem(kPre, kPost);
   cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)kSmem);
   if (err != cudaSuccess) return err;
@@ -779,6 +790,14 @@ cudaError_t launch_t(const ConvParams& p, cudaStream_t stream) {
 struct Launch {
   template <typename T, bool kPre, bool kPost>
   static cudaError_t run(const ConvParams& p, cudaStream_t stream) {
+    if (p.accumulate) {  // the block-Toeplitz terms: the two largest sizes only (genoconv/ops/cuda.py toeplitz_plan)
+      static_assert(kMonarchMinAccLogN == 14, "instantiated below: N = 2^14, 2^15");
+      switch (p.log_n) {
+        case 14: return launch_t<T, 6, kPre, kPost, false, true>(p, stream);
+        case 15: return launch_t<T, 7, kPre, kPost, false, true>(p, stream);
+        default: return cudaErrorInvalidValue;
+      }
+    }
     switch (p.log_n) {
       case 10: return launch_t<T, 2, kPre, kPost>(p, stream);
       case 11: return launch_t<T, 3, kPre, kPost>(p, stream);

@@ -52,6 +52,12 @@ struct ConvParams : SignalParams {
   // path runs overlapping blocks of a long row through this kernel, and each block's first out_from outputs (its
   // filter's warm-up, wrapped around) belong to the block before it.
   int64_t out_from = 0;
+  // Add the result to y instead of overwriting it (y += post-gated result, one rounding to y's dtype): the
+  // block-Toeplitz path (genoconv/ops/cuda.py _conv_toeplitz) sums one call per filter block into each output block.
+  // With it, outputs t >= out_len of every row are not written and the post-gate rows are read up to it (0: seq_len):
+  // a term whose input block is whole and whose output block, the row's last, is shorter.
+  bool accumulate = false;
+  int64_t out_len = 0;
 };
 
 // Largest complex FFT (points) the fused single-kernel path keeps in shared memory on `device`.
@@ -63,6 +69,8 @@ cudaError_t launch_multipass(const ConvParams& p, DType dtype, cudaStream_t stre
 
 // Tensor-core Monarch path: N = 2^log_n in [2^10, 2^15], two batch rows per block as one complex signal.
 constexpr int kMonarchMinLogN = 10, kMonarchMaxLogN = 15;
+// Its accumulating form (ConvParams::accumulate, the block-Toeplitz terms) is built for N = 2^14 and 2^15 only.
+constexpr int kMonarchMinAccLogN = 14;
 cudaError_t launch_monarch(const ConvParams& p, DType dtype, cudaStream_t stream);
 
 // Long path (fftconv_long.cu): the real FFT convolution of one row at N = R * N' points (N' = 2^log_inner inner,

@@ -62,6 +62,11 @@ def monarch_log_n_range(folder: Path | None = None) -> tuple[int, int]:
     return _params_ints(("kMonarchMinLogN", "kMonarchMaxLogN"), folder)  # type: ignore[return-value]
 
 
+def monarch_accumulate_min_log_n(folder: Path | None = None) -> int:
+    """Smallest log2 FFT size the tensor-core kernel's accumulating form (the block-Toeplitz terms) is built for."""
+    return _params_ints(("kMonarchMinAccLogN",), folder)[0]
+
+
 def long_log_n_range(folder: Path | None = None) -> tuple[int, int, int, int]:
     """(min, max, min inner, max inner) log2 sizes of the long path (its real FFT sizes and its inner transforms),
     from ``params.h``."""

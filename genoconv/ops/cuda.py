@@ -119,6 +119,12 @@ def _register_fake() -> None:
             return None
     except RuntimeError:
         pass
+    try:
+        @torch.library.register_fake("genoconv_fftconv::causal_conv_monarch_add")
+        def _fake_monarch_add(u, spectrum, gain, pregate, postgate, y, log_n):  # noqa: ARG001
+            return None
+    except RuntimeError:
+        pass
 
 
 def status() -> dict:
@@ -202,6 +208,9 @@ def _plan_bytes(batch: int, channels: int, seq_len: int, path: str, how) -> tupl
         return 1 << how, 0
     if path == "blocks":
         return 1 << how[0], 0
+    if path == "toeplitz":  # one spectrum per filter block pair; views, no workspace
+        log_n, blocks = how
+        return len({i for i, _ in _toeplitz_pairs(seq_len, blocks, log_n)}) << log_n, 0
     if path == "long_split":  # the parts run one after the other; a later part's output is a temporary
         split, head, rest = how
         n_head, work_head = _plan_bytes(batch, channels, seq_len, *head)
@@ -224,7 +233,8 @@ def _plan_bytes(batch: int, channels: int, seq_len: int, path: str, how) -> tupl
 def path_plan(seq_len: int, filter_len: int, device: torch.device, valid_from: int = 0, *, pre: bool = False,
               post: bool = False, exact: bool = True) -> tuple[str, object]:
     """Which kernel a call takes on ``device``, and its plan: ("monarch", log_n) the tensor-core kernel for the whole
-    row; ("blocks", (log_n, lead)) its partial-convolution blocks; ("long", :func:`long_plan`) the long path for the
+    row; ("blocks", (log_n, lead)) its partial-convolution blocks; ("toeplitz", (log_n, m)) the row as m blocks of N/2
+    on it (:func:`toeplitz_plan`); ("long", :func:`long_plan`) the long path for the
     whole row, or ("long_blocks", (log_n, lead, first output)) for overlap-save blocks of it
     (:func:`long_blocks_plan`), or ("long_split", (P, head, rest)) for a row split by filter taps
     (:func:`long_split_plan`; head and rest are (path, plan) pairs themselves); ("3-pass", (log_n, log_n1, planned
@@ -255,6 +265,10 @@ def _path_plan(seq_len: int, filter_len: int, smem: int | None, valid_from: int 
         if blocks is not None and _plan_cost(seq_len, filter_len, "blocks", blocks) <= _plan_cost(seq_len, filter_len,
                                                                                                    *best):
             best = ("blocks", blocks)
+        toeplitz = toeplitz_plan(seq_len, pre=pre, post=post, smem_per_block=smem) if exact and not long[3] else None
+        if toeplitz is not None and (_plan_cost(seq_len, filter_len, "toeplitz", toeplitz)
+                                     <= (1.0 - _LONG_BLOCKS_MIN_SAVING) * _plan_cost(seq_len, filter_len, *best)):
+            best = ("toeplitz", toeplitz)
         if split and exact and long[3] == 0:
             parts = long_split_plan(seq_len, filter_len, smem_per_block=smem, pre=pre, post=post, unsplit=best)
             if parts is not None:
@@ -617,6 +631,117 @@ def _conv_blocks(u, pregate, postgate, log_n: int, lead: int, spec, gain, op=Non
     return y
 
 
+# ---- block-Toeplitz rows on the tensor-core kernel -----------------------------------------------------------------
+
+# Rows a little longer than the tensor-core kernel's largest transform holds (N/2 < L <= m N/2) with a long filter: m
+# blocks of N/2, y_j = sum_i conv(u_(j-i), [h_i | h_(i-1)]) (h_i: filter block i, N/2 taps), each term one call of the
+# kernel, the terms after the first added into y by the kernel itself. m (m + 1) / 2 transforms of N against the long
+# path's one of 2^ceil(log2(L + K - 1)) at ~3x the tensor-core kernel's cost per point: m = 2 (L = 16K-32K, the
+# median human gene) predicted ~2.1x, m = 3 ~1.8x, m = 4 no gain. Each added term rounds y once more: m <= 3.
+TOEPLITZ_MAX_BLOCKS = 3
+# The kernel's accumulating form is built for the two largest sizes only (params.h kMonarchMinAccLogN): on a device
+# that holds neither (an A100 with gates), these rows stay on the long path.
+TOEPLITZ_MIN_LOG_N = build.monarch_accumulate_min_log_n() if build.source_dir() is not None else MONARCH_LOG_N[1] + 1
+# Per output of an adding call, in long-path points: it reads y's 2 B once more.
+_TOEPLITZ_ADD_COST = 0.1
+
+
+def toeplitz_plan(seq_len: int, *, pre: bool = False, post: bool = False,
+                  smem_per_block: int | None = None) -> tuple[int, int] | None:
+    """(log2 N, m) of the block-Toeplitz path for a row of ``seq_len``: the largest tensor-core transform the device
+    holds and the number m of its N/2-sample blocks the row needs, or None when the row fits one transform, needs more
+    than TOEPLITZ_MAX_BLOCKS, or GENOCONV_FFTCONV_PATH=scalar. Whether it pays is :func:`_path_plan`'s call."""
+    if os.environ.get("GENOCONV_FFTCONV_PATH", "auto") == "scalar" or MONARCH_LOG_N[1] < MONARCH_LOG_N[0]:
+        return None
+    for log_n in range(MONARCH_LOG_N[1], TOEPLITZ_MIN_LOG_N - 1, -1):
+        if smem_per_block is not None and monarch_smem_bytes(log_n, pre, post) + _MONARCH_STATIC_SMEM > smem_per_block:
+            continue
+        half = 1 << (log_n - 1)
+        blocks = -(-seq_len // half)
+        return (log_n, blocks) if 2 <= blocks <= TOEPLITZ_MAX_BLOCKS else None
+    return None
+
+
+def _toeplitz_pairs(seq_len: int, blocks: int, log_n: int, filter_len: int | None = None) -> list[tuple[int, int]]:
+    """The calls of :func:`_conv_toeplitz` as (filter block pair i, output block j), in order: every i = 0 term first
+    (it writes y), then the added ones; pairs [h_i | h_(i-1)] that hold no tap (i - 1 past the filter) are skipped."""
+    half = 1 << (log_n - 1)
+    k = seq_len if filter_len is None else max(1, min(filter_len, seq_len))
+    filter_blocks = -(-k // half)
+    return [(i, j) for i in range(min(blocks, filter_blocks + 1)) for j in range(i, blocks)]
+
+
+class _BlockPair:
+    """Filter blocks i and i - 1 (N/2 taps each, zero past K) as one N-tap filter [h_i | h_(i-1)] without the skip term
+    (:func:`_conv_toeplitz`): convolved circularly at N with a zero-padded input block x, its first N/2 outputs are
+    conv(x, h_i) plus the tail of conv(x, h_(i-1)) that spills into the next output block. Spectra are cached in the
+    whole filter's cache (the model's filter-cache budget sees them)."""
+
+    def __init__(self, filt, i: int, half: int):
+        self.whole, self.i, self.half = filt, i, half
+        self.bias = torch.zeros_like(filt.bias)
+        self.freq_keep = 1.0  # toeplitz plans are for exact filters only
+
+    @property
+    def taps(self) -> torch.Tensor:
+        taps, half = self.whole.taps, self.half
+
+        def block(b):
+            part = taps[:, b * half:(b + 1) * half]
+            return torch.nn.functional.pad(part, (0, half - part.shape[-1]))
+
+        return torch.cat((block(self.i), block(self.i - 1)), dim=-1)
+
+    @property
+    def channels(self) -> int:
+        return self.whole.channels
+
+    @property
+    def filter_len(self) -> int:
+        return 2 * self.half
+
+    def kept_bins(self, n_fft: int) -> int:
+        return n_fft // 2 + 1
+
+    def cached(self, key: tuple, make):
+        return self.whole.cached(("toeplitz", self.i, self.half, *key), make)
+
+
+def _conv_toeplitz(u, filt, pregate, postgate, log_n: int, blocks: int, op=None, op_add=None) -> torch.Tensor:
+    """A row of m = ``blocks`` blocks of N/2 on the tensor-core kernel (:func:`toeplitz_plan`).
+
+    Block j holds samples [j N/2, (j + 1) N/2) (the last one may be shorter; every block starts 16-byte aligned where
+    the row does). With h_i the filter's block i (taps [i N/2, (i + 1) N/2), the skip term in h_0), output block j is
+        y_j = conv(u_j, h_0) + sum_(i = 1..j) cconv_N(u_(j-i), [h_i | h_(i-1)])[:N/2]
+    where cconv_N is the kernel's own circular convolution of a zero-padded N/2 block: h_i convolves it linearly, and
+    h_(i-1), placed at taps N/2.., brings the part of conv(u_(j-i), h_(i-1)) that lies past the block's end. The first
+    term is a plain call (it writes y_j), the others add into y_j in the kernel (one more rounding each); a term for
+    the shorter last block writes only its outputs. Views, no copies. A non-finite input poisons the output blocks
+    that read it, as on the partial-convolution blocks."""
+    batch, channels, seq_len = u.shape
+    half = 1 << (log_n - 1)
+    u, pregate, postgate = _unit_stride(u, pregate, postgate)
+    y = torch.empty((batch, channels, seq_len), dtype=u.dtype, device=u.device)
+    op = op or torch.ops.genoconv_fftconv.causal_conv_monarch_into  # (tests pass float64 stand-ins on the CPU)
+    op_add = op_add or torch.ops.genoconv_fftconv.causal_conv_monarch_add
+    dev = u.device
+
+    def cut(t, j):
+        return None if t is None else t[..., j * half:(j + 1) * half]
+
+    taps0 = _spectrum_taps(filt, half, 1 << log_n)  # taps [0, N/2): the spectrum a row of N/2 takes on its own
+    spec0 = filt.cached(("cuda_monarch", log_n, taps0, str(dev)), lambda: _monarch_spectrum(filt, log_n, taps0, dev))
+    for i, j in _toeplitz_pairs(seq_len, blocks, log_n, filt.filter_len):
+        if i == 0:
+            op(cut(u, j), *spec0, cut(pregate, j), cut(postgate, j), cut(y, j), log_n, 0)
+            continue
+        pair = _BlockPair(filt, i, half)
+        spec = pair.cached(("cuda_monarch", log_n, 2 * half, str(dev)),
+                           lambda pair=pair: _monarch_spectrum(pair, log_n, 2 * half, dev))
+        op_add(cut(u, j - i), *spec, cut(pregate, j - i), cut(postgate, j), cut(y, j), log_n)
+    return y
+
+
 # ---- the long path (fftconv_long.cu) ------------------------------------------------------------------------------
 
 # Below N = 2^17, N / 256 is smaller than the circular tensor-core kernel's smallest size (2^9): N = 2^16 keeps
@@ -760,6 +885,12 @@ def _plan_cost(seq_len: int, filter_len: int, path: str, how) -> float:
         half = 1 << (log_n - 1)
         count = 1 + -(-(seq_len - half) // (half - lead))  # _conv_blocks: the head, then blocks of half - lead outputs
         return count * (1 << log_n) * _MONARCH_POINT_COST
+    if path == "toeplitz":
+        log_n, blocks = how
+        pairs = _toeplitz_pairs(seq_len, blocks, log_n, filter_len)
+        adds = sum(i > 0 for i, _ in pairs)
+        return (len(pairs) * (1 << log_n) * _MONARCH_POINT_COST
+                + adds * _TOEPLITZ_ADD_COST * (1 << (log_n - 1)))
     if path == "long":
         return _long_cost(how[0])
     if path == "long_blocks":
@@ -986,6 +1117,8 @@ def _run_path(u, filt, pregate, postgate, path: str, how) -> torch.Tensor:
         if path == "monarch":
             return torch.ops.genoconv_fftconv.causal_conv_monarch(u, spec, gain, pregate, postgate, log_n)
         return _conv_blocks(u, pregate, postgate, log_n, how[1], spec, gain)
+    if path == "toeplitz":
+        return _conv_toeplitz(u, filt, pregate, postgate, *how)
     if path == "long":
         return _long_conv(u, filt, pregate, postgate, how)
     if path == "long_blocks":

@@ -419,6 +419,49 @@ def test_partial_blocks_match_float64(seq_len, filter_len, batch, channels, gate
     assert err <= (BF16_TOL if dtype == torch.bfloat16 else FP16_TOL), f"rel L2 {err:.2e}"
 
 
+TOEPLITZ_CASES = [
+    (32_768, 32_768, 2, 19, False, torch.bfloat16),  # two whole blocks, full filter
+    (20_001, 20_001, 1, 5, True, torch.bfloat16),  # a short last block, gated, a lone row
+    (16_385, 16_385, 3, 7, True, torch.float16),  # a one-sample last block, odd batch
+    (40_000, 40_000, 2, 3, True, torch.bfloat16),  # three blocks
+    (45_001, 17_000, 1, 6, False, torch.bfloat16),  # three blocks, a pair holding only the tail of filter block 1
+]
+
+
+@pytest.mark.parametrize("seq_len,filter_len,batch,channels,gated,dtype", TOEPLITZ_CASES)
+def test_block_toeplitz_rows_match_float64(seq_len, filter_len, batch, channels, gated, dtype):
+    # Rows of 2-3 blocks of N/2 on the tensor-core kernel: the plain calls write y, the pairs [h_i | h_(i-1)] add into
+    # it (causal_conv_monarch_add; a shorter last block takes its outputs only); a poisoned output shows a block no
+    # call wrote, and a NaN input poisons the blocks that read it (block 0 feeds every block, the last only itself).
+    cuda = _cuda()
+    u, filt, taps, bias, pre, post = _case(seq_len, channels, batch, dtype, gated, filter_len=filter_len, seed=17)
+    plan = cuda.toeplitz_plan(seq_len, pre=gated, post=gated, smem_per_block=cuda._smem_per_block(u.device))
+    assert plan is not None
+    y = _run_poisoned(u, filt, pre, post, run=lambda *a: cuda._run_path(*a, "toeplitz", plan))
+    err = _rel(y, _oracle(u, taps, bias, pre, post))
+    assert err <= (BF16_TOL if dtype == torch.bfloat16 else FP16_TOL), f"rel L2 {err:.2e}"
+    half = 1 << (plan[0] - 1)
+    bad = u.clone()
+    bad[0, 1, 3] = float("nan")
+    yb = cuda._run_path(bad, filt, pre, post, "toeplitz", plan)
+    reached = half * min(plan[1], -(-min(filter_len, seq_len) // half) + 1)  # blocks 0 .. filter blocks
+    assert torch.isnan(yb[0, 1, :reached]).all()
+    assert torch.equal(yb[0, 1, reached:], y[0, 1, reached:])
+    rest = torch.ones(batch, channels, dtype=torch.bool)
+    rest[0, 1] = False  # its batch partner (rows b, b + 1 ride as one complex signal) may round differently
+    assert torch.isfinite(yb[rest]).all() and _rel(yb[rest], y[rest]) <= BF16_TOL
+
+
+def test_block_toeplitz_is_the_dispatch_for_16k_to_48k_rows():
+    cuda = _cuda()
+    dev = torch.device("cuda")
+    if cuda.monarch_log_n(16_384, smem_per_block=cuda._smem_per_block(dev)) != 15:
+        pytest.skip("this device's shared memory does not hold the tensor-core kernel's 2^15")
+    for seq_len in (16_385, 32_768, 49_152):
+        assert cuda.path_plan(seq_len, seq_len, dev)[0] == "toeplitz"
+    assert cuda.path_plan(65_536, 65_536, dev)[0] == "long"
+
+
 @pytest.mark.parametrize("offset", [0, 1])
 def test_partial_blocks_strided_and_misaligned(offset):
     # Channel-strided u, a non-unit-stride pre-gate (copied), a permuted post-gate, rows not 16-byte aligned.
@@ -484,7 +527,7 @@ def test_streamed_chunk_is_circular_and_exact(past, chunk, filter_len):
     assert any(key[0] in ("cuda_spectrum", "cuda_long") and key[1] == log_n for key in filt._cache), list(filt._cache)
 
 
-@pytest.mark.parametrize("seq_len,filter_len", [(40_001, 20_000), (50_001, 50_001), (90_001, 90_001),
+@pytest.mark.parametrize("seq_len,filter_len", [(40_001, 20_000), (50_001, 50_001), (100_001, 100_001),
                                                 (400_001, 400_001), (700_000, 60_000), (3_000_000, 3_000_000)])
 def test_long_path_rows_gates_and_views(seq_len, filter_len):
     # The long path (outer DFTs around the tensor-core kernel) on the whole row: N = 2^16 (R = 16, scalar outer
