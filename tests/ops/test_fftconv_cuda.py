@@ -462,12 +462,16 @@ def test_block_toeplitz_is_the_dispatch_for_16k_to_48k_rows():
     assert cuda.path_plan(65_536, 65_536, dev)[0] == "long"
 
 
-@pytest.mark.parametrize("offset", [0, 1])
-def test_partial_blocks_strided_and_misaligned(offset):
-    # Channel-strided u, a non-unit-stride pre-gate (copied), a permuted post-gate, rows not 16-byte aligned.
+@pytest.mark.parametrize("offset,seq_len,k", [(0, 70_001, 2000), (1, 70_001, 2000), (0, 20_001, 20_001),
+                                              (1, 20_001, 20_001)])
+def test_partial_blocks_strided_and_misaligned(offset, seq_len, k):
+    # Channel-strided u, a non-unit-stride pre-gate (copied), a permuted post-gate, rows not 16-byte aligned: the
+    # tensor-core kernel's partial-convolution blocks (K = 2000) and its block-Toeplitz rows (K = L = 20,001).
+    cuda = _cuda()
     gen = torch.Generator().manual_seed(11 + offset)
     dev = torch.device("cuda")
-    seq_len, k, channels = 70_001, 2000, 6
+    channels = 6
+    assert cuda.path_plan(seq_len, k, dev, pre=True, post=True)[0] == ("blocks" if k < 12_288 else "toeplitz")
     taps = _long_filter(channels, k, gen)
     bias = torch.randn(channels, generator=gen)
     wide = torch.randn(2, 2 * channels, seq_len + offset, generator=gen).to(dev, torch.bfloat16)

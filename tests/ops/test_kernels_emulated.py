@@ -139,8 +139,9 @@ def _strided(t):
     return big[:, 1::2, 5:]
 
 
-@pytest.mark.parametrize("case", [(3000, 3000), (40_001, 1026), (50_001, 50_001), (270_000, 16_001)],
-                         ids=["monarch", "blocks", "long", "long_blocks"])
+@pytest.mark.parametrize("case", [(3000, 3000), (40_001, 1026), (20_001, 20_001), (50_001, 50_001),
+                                  (270_000, 16_001)],
+                         ids=["monarch", "blocks", "toeplitz", "long", "long_blocks"])
 def test_strided_inputs_odd_channels(emulated, case):
     seq_len, filter_len = case
     _check(emulated, seq_len, filter_len, gated=True, batch=1, channels=5, view=_strided)
