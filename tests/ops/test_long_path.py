@@ -253,7 +253,7 @@ def test_conv_bytes_bounds_every_block_launch(monkeypatch):
 
 @pytest.mark.parametrize("batch,seq_len,filter_len,gated", [
     (2, 70_000, 70_000, True),      # head on the long path at 2^17, the rest a whole row of the tensor-core kernel
-    (1, 150_000, 150_000, False),   # the rest splits again: 2^18 + 2^16 + the tensor-core kernel
+    (1, 150_000, 150_000, False),   # head 2^18, the rest (37,855 samples) block-Toeplitz on the tensor-core kernel
     (1, 1_100_000, 1_000_002, True),  # a gene just past 1M with HyenaDNA-large-1m's taps: 2^21 + blocks
 ])
 def test_long_split_gives_the_linear_convolution(monkeypatch, batch, seq_len, filter_len, gated):
@@ -279,7 +279,7 @@ def test_long_split_gives_the_linear_convolution(monkeypatch, batch, seq_len, fi
 
     def fake_run(uv, f, prev, postv, path_, how_):
         windows.append((f.lo, f.hi) if isinstance(f, cuda._TapWindow) else None)
-        if path_ in ("monarch", "blocks"):
+        if path_ in ("monarch", "blocks", "toeplitz"):
             points.append(cuda._plan_cost(uv.shape[-1], f.filter_len, path_, how_) / cuda._MONARCH_POINT_COST)
             return _oracle(uv, f.taps, f.bias, prev, postv)
         return run_path(uv, f, prev, postv, path_, how_)
