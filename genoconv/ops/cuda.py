@@ -637,7 +637,9 @@ def _conv_blocks(u, pregate, postgate, log_n: int, lead: int, spec, gain, op=Non
 # blocks of N/2, y_j = sum_i conv(u_(j-i), [h_i | h_(i-1)]) (h_i: filter block i, N/2 taps), each term one call of the
 # kernel, the terms after the first added into y by the kernel itself. m (m + 1) / 2 transforms of N against the long
 # path's one of 2^ceil(log2(L + K - 1)) at ~3x the tensor-core kernel's cost per point: m = 2 (L = 16K-32K, the
-# median human gene) predicted ~2.1x, m = 3 ~1.8x, m = 4 no gain. Each added term rounds y once more: m <= 3.
+# median human gene) predicted ~2.1x, m = 3 ~1.8x, m = 4 no gain; measured (H100, BENCHMARKS.md issue 13) 2.0-2.16x at
+# m = 2 and 1.23x at m = 3 (the long path reads only the row's part of its 2^17 there). Each added term rounds y once
+# more (2.0-2.5e-3 in bf16): m <= 3.
 TOEPLITZ_MAX_BLOCKS = 3
 # The kernel's accumulating form is built for the two largest sizes only (params.h kMonarchMinAccLogN): on a device
 # that holds neither (an A100 with gates), these rows stay on the long path.
