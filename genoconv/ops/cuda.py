@@ -481,9 +481,22 @@ def monarch_log_n(seq_len: int, *, pre: bool = False, post: bool = False,
     log_n = max(1, 2 * seq_len - 1).bit_length()
     if not MONARCH_LOG_N[0] <= log_n <= MONARCH_LOG_N[1]:
         return None
-    if smem_per_block is not None and monarch_smem_bytes(log_n, pre, post) + _MONARCH_STATIC_SMEM > smem_per_block:
+    return log_n if _monarch_held(log_n, pre, post, smem_per_block) else None
+
+
+def _monarch_held(log_n: int, pre: bool, post: bool, smem_per_block: int | None) -> bool:
+    """Whether one block of the tensor-core kernel at N = 2^log_n fits the device's shared memory (None: assume so)."""
+    return smem_per_block is None or monarch_smem_bytes(log_n, pre, post) + _MONARCH_STATIC_SMEM <= smem_per_block
+
+
+def _largest_monarch_log_n(pre: bool, post: bool, smem_per_block: int | None, lowest: int) -> int | None:
+    """log2 of the largest tensor-core transform (>= 2^lowest) the device holds: the size of the paths that run a
+    long row as blocks through it (partial convolutions, block-Toeplitz rows); None if none is, or if
+    GENOCONV_FFTCONV_PATH=scalar."""
+    if os.environ.get("GENOCONV_FFTCONV_PATH", "auto") == "scalar":
         return None
-    return log_n
+    return next((n for n in range(MONARCH_LOG_N[1], lowest - 1, -1) if _monarch_held(n, pre, post, smem_per_block)),
+                None)
 
 
 # The partial-convolution path runs a long row as overlapping blocks of N/2 inputs through the tensor-core kernel,
@@ -497,17 +510,14 @@ def partial_plan(seq_len: int, filter_len: int, *, pre: bool = False, post: bool
     """(log2 N, lead) of the partial-convolution path for a row of ``seq_len`` and a K-tap filter, or None when it
     does not apply: the row fits one tensor-core transform, the filter is too long for the largest block the device
     holds, or GENOCONV_FFTCONV_PATH=scalar. A block of N/2 inputs yields N/2 - lead outputs."""
-    if os.environ.get("GENOCONV_FFTCONV_PATH", "auto") == "scalar" or MONARCH_LOG_N[1] < MONARCH_LOG_N[0]:
+    log_n = _largest_monarch_log_n(pre, post, smem_per_block, MONARCH_LOG_N[0])
+    if log_n is None:
         return None
     lead = -(-(min(filter_len, seq_len) - 1) // 8) * 8
-    for log_n in range(MONARCH_LOG_N[1], MONARCH_LOG_N[0] - 1, -1):
-        if smem_per_block is not None and monarch_smem_bytes(log_n, pre, post) + _MONARCH_STATIC_SMEM > smem_per_block:
-            continue
-        half = 1 << (log_n - 1)
-        if seq_len <= half or (half - lead) < PARTIAL_MIN_KEPT * half:
-            return None
-        return log_n, lead
-    return None
+    half = 1 << (log_n - 1)
+    if seq_len <= half or (half - lead) < PARTIAL_MIN_KEPT * half:
+        return None
+    return log_n, lead
 
 
 def _smem_per_block(device: torch.device) -> int:
@@ -653,15 +663,11 @@ def toeplitz_plan(seq_len: int, *, pre: bool = False, post: bool = False,
     """(log2 N, m) of the block-Toeplitz path for a row of ``seq_len``: the largest tensor-core transform the device
     holds and the number m of its N/2-sample blocks the row needs, or None when the row fits one transform, needs more
     than TOEPLITZ_MAX_BLOCKS, or GENOCONV_FFTCONV_PATH=scalar. Whether it pays is :func:`_path_plan`'s call."""
-    if os.environ.get("GENOCONV_FFTCONV_PATH", "auto") == "scalar" or MONARCH_LOG_N[1] < MONARCH_LOG_N[0]:
+    log_n = _largest_monarch_log_n(pre, post, smem_per_block, TOEPLITZ_MIN_LOG_N)
+    if log_n is None:
         return None
-    for log_n in range(MONARCH_LOG_N[1], TOEPLITZ_MIN_LOG_N - 1, -1):
-        if smem_per_block is not None and monarch_smem_bytes(log_n, pre, post) + _MONARCH_STATIC_SMEM > smem_per_block:
-            continue
-        half = 1 << (log_n - 1)
-        blocks = -(-seq_len // half)
-        return (log_n, blocks) if 2 <= blocks <= TOEPLITZ_MAX_BLOCKS else None
-    return None
+    blocks = -(-seq_len // (1 << (log_n - 1)))
+    return (log_n, blocks) if 2 <= blocks <= TOEPLITZ_MAX_BLOCKS else None
 
 
 def _toeplitz_pairs(seq_len: int, blocks: int, log_n: int, filter_len: int | None = None) -> list[tuple[int, int]]:
