@@ -230,22 +230,18 @@ class HyenaFilter(nn.Module):
         """After a call: evict the least recently used filters while the cache is past the per-layer budget, this
         call's own filter last (dropped too if its spectra alone took it past)."""
         self._trim(self._cache_budget(), keep=filt)
-        if any(f is filt for f in self._cache.values()) and filt.nbytes > self._cache_budget():
-            self._cache = OrderedDict((k, f) for k, f in self._cache.items() if f is not filt)
 
     _MAX_CACHED_FILTERS = 8
 
     def _trim(self, budget: int, keep: LongFilter) -> None:
-        """Evict least recently used filters (never ``keep``) while the cache holds more than ``budget`` bytes or
-        _MAX_CACHED_FILTERS entries."""
-        def over() -> bool:
-            return (len(self._cache) > self._MAX_CACHED_FILTERS
-                    or sum(f.nbytes for f in self._cache.values()) > budget)
-
-        for k in [k for k, f in self._cache.items() if f is not keep]:
-            if not over():
+        """Evict filters, least recently used first and ``keep`` last, while the cache holds more than ``budget`` bytes
+        or _MAX_CACHED_FILTERS entries: ``keep`` goes only when it alone is past the budget."""
+        total = sum(f.nbytes for f in self._cache.values())
+        order = sorted(self._cache, key=lambda k: self._cache[k] is keep)  # stable: LRU order, keep's entry last
+        for k in order:
+            if len(self._cache) <= self._MAX_CACHED_FILTERS and total <= budget:
                 break
-            del self._cache[k]
+            total -= self._cache.pop(k).nbytes
 
     def cached_filter(self) -> LongFilter | None:
         """The most recently used cached filter (for inspection and tests), or None."""
