@@ -7,7 +7,6 @@
 set -uo pipefail
 OUT=${OUT:-/tmp/genoconv_out}; mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1 MAX_JOBS=16 GENOCONV_CUDA_ARCHS=sm_90
-[ -f .devdata/kernel_so.xz ] && xz -dc .devdata/kernel_so.xz > genoconv/_fftconv_C.cpython-312-x86_64-linux-gnu.so
 source tools/device_install.sh /tmp/build.log
 on() { [[ ",${PROFILE:-demo,stream}," == *",$1,"* ]]; }  # PROFILE=demo,chrx,stream picks the runs
 files=$(python3 -c "import sys, json; sys.path.insert(0, 'benchmarks'); from pathlib import Path; from bench_e2e import prepare; print(json.dumps(prepare(Path('/tmp/e2e'), Path('.devdata'))))")
