@@ -255,17 +255,18 @@ monarch_conv_kernel(const ConvParams p) {
   auto row0 = [](const void* base, int64_t sb, int64_t sh, const UnitRows& ur) {
     return static_cast<const T*>(base) + ur.b0 * sb + ur.h * sh;
   };
-  // Both rows of a signal into staging rows dst, dst + SW.
-  const int64_t out_len = kAcc && p.out_len > 0 && p.out_len < len ? p.out_len : len;  // outputs, post-gate [0, out_len)
-  auto stage_pair = [&](uint32_t* dst, const T* r, int64_t sb, bool has1n, int64_t n = -1) {
-    stage_row(dst, r, n < 0 ? len : n, tid, C::kThreads);
-    if (has1n) stage_row(dst + SW, r + sb, n < 0 ? len : n, tid, C::kThreads);
+  // Samples [0, n) of both rows of a signal into staging rows dst, dst + SW.
+  // Outputs and post-gate rows [0, out_len): the whole row but for a block-Toeplitz term's shorter output block.
+  const int64_t out_len = kAcc && p.out_len > 0 && p.out_len < len ? p.out_len : len;
+  auto stage_pair = [&](uint32_t* dst, const T* r, int64_t sb, bool has1n, int64_t n) {
+    stage_row(dst, r, n, tid, C::kThreads);
+    if (has1n) stage_row(dst + SW, r + sb, n, tid, C::kThreads);
   };
   // The next unit's input (and pre-gate) rows: one commit group, waited for at the top of that unit.
   auto stage_unit = [&](int64_t un) {
     const UnitRows ur = unit_rows(un);
-    stage_pair(stg, row0(p.u, p.u_sb, p.u_sh, ur), p.u_sb, ur.has1);
-    if constexpr (kStagePre) stage_pair(stg + 2 * SW, row0(p.pregate, p.pre_sb, p.pre_sh, ur), p.pre_sb, ur.has1);
+    stage_pair(stg, row0(p.u, p.u_sb, p.u_sh, ur), p.u_sb, ur.has1, len);
+    if constexpr (kStagePre) stage_pair(stg + 2 * SW, row0(p.pregate, p.pre_sb, p.pre_sh, ur), p.pre_sb, ur.has1, len);
     cp_async_commit();
   };
   if (blockIdx.x < units) stage_unit(blockIdx.x);
