@@ -4,6 +4,9 @@
 //                                           _add: y += conv, the block-Toeplitz sums)
 //   genoconv_fftconv::causal_conv_long     (the long path: outer passes around the tensor-core kernel)
 // Each op is one node for torch.compile; their fake (meta) implementations live in genoconv/ops/cuda.py.
+#include <algorithm>
+#include <cstdlib>
+
 #include <torch/extension.h>
 #include <c10/cuda/CUDAStream.h>
 #include <c10/cuda/CUDAGuard.h>
@@ -247,13 +250,25 @@ void causal_conv_monarch_add(const at::Tensor& u_in, const at::Tensor& spectrum,
   monarch_run(u_in, spectrum, gain, pregate_in, postgate_in, log_n, &y, 0, true);
 }
 
+// Bytes of fp16 workspace one long-path launch may use (GENOCONV_LONG_WORK_BYTES, for tests; default 1 GiB): the
+// channels are launched in blocks whose workspace fits it. Blocks sized to L2 (6-48 MiB on an H100) were measured
+// slower, 1.2-2.7x (NOTES.md v18): each block's five launches drain and refill the GPU, which costs more than the
+// DRAM round trips of the workspace that they save.
+int64_t long_work_bytes() {
+  const char* env = std::getenv("GENOCONV_LONG_WORK_BYTES");
+  const long long v = env ? std::atoll(env) : 0;
+  return v > 0 ? int64_t(v) : int64_t(1) << 30;
+}
+
 // Long path (fftconv_long.cu): real FFT size N = 2^log_n = R N' (R = 2^log_r); spectrum (channels * (R/2 + 1), N', 2)
-// fp16 and gain (channels * (R/2 + 1),) for the inner rows, out_scale (channels,), in_scale (channels, batch),
-// twiddle (R, 2) the outer DFTs' multi-level table; inputs from src_a, outputs from src_o (LongParams). The fp16
-// workspace (about 2 N bytes per row) is bounded by processing channels in blocks of at most ~1 GiB.
+// fp16 and gain (channels * (R/2 + 1),) for the inner rows, out_scale (channels,), in_scale (channels, batch) or
+// absent (then computed by the launches, LongParams::peak), twiddle (R, 2) the outer DFTs' multi-level table; inputs
+// from src_a, outputs from src_o (LongParams). The fp16 workspace (about 2 N bytes per row) is bounded by processing
+// channels in blocks (long_work_bytes).
 // It writes into y (u's shape and dtype, unit stride along the sequence; outputs before src_o are left as they are).
 void causal_conv_long(const at::Tensor& u_in, const at::Tensor& spectrum, const at::Tensor& gain,
-                      const at::Tensor& out_scale, const at::Tensor& in_scale, const at::Tensor& twiddle,
+                      const at::Tensor& out_scale, const c10::optional<at::Tensor>& in_scale_in,
+                      const at::Tensor& twiddle,
                       const c10::optional<at::Tensor>& pregate_in, const c10::optional<at::Tensor>& postgate_in,
                       const at::Tensor& y, int64_t log_n, int64_t log_r, int64_t src_a, int64_t src_o) {
   check_u(u_in);
@@ -277,7 +292,12 @@ void causal_conv_long(const at::Tensor& u_in, const at::Tensor& spectrum, const 
               "spectrum must be contiguous float16 (channels * (R/2 + 1), N', 2) in the kernel's lane order");
   check_f32(gain, "gain", {channels * rh});
   check_f32(out_scale, "out_scale", {channels});
+  // No in_scale: the launches compute it (a peak pass per channel block, beside the passes that read u again).
+  const bool own_scale = !in_scale_in.has_value();
+  const at::Tensor in_scale = own_scale ? at::empty({channels, batch}, u_in.options().dtype(at::kFloat)) : *in_scale_in;
   check_f32(in_scale, "in_scale", {channels, batch});
+  at::Tensor peak;
+  if (own_scale) peak = at::zeros({channels, batch, 2}, u_in.options().dtype(at::kInt));
   check_f32(twiddle, "twiddle", {int64_t(1) << log_r, 2});
 
   ConvParams cp;  // the shared signal checks and bindings (its SignalParams part)
@@ -294,7 +314,7 @@ void causal_conv_long(const at::Tensor& u_in, const at::Tensor& spectrum, const 
   const c10::cuda::CUDAGuard guard(u_in.device());
   cudaStream_t stream = c10::cuda::getCurrentCUDAStream().stream();
   const int64_t per_channel = rh * 2 * batch * inner;  // fp16 words
-  const int64_t step = std::max<int64_t>(1, std::min<int64_t>(channels, (int64_t(1) << 29) / per_channel));
+  const int64_t step = std::max<int64_t>(1, std::min<int64_t>(channels, long_work_bytes() / 2 / per_channel));
   at::Tensor work = at::empty({step * per_channel}, u_in.options().dtype(at::kHalf));
   p.work = work.data_ptr<at::Half>();
   const auto* spec = reinterpret_cast<const uint4*>(spectrum.data_ptr<at::Half>());
@@ -310,6 +330,7 @@ void causal_conv_long(const at::Tensor& u_in, const at::Tensor& spectrum, const 
     q.gain = gain.data_ptr<float>() + c0 * rh;
     q.out_scale = out_scale.data_ptr<float>() + c0;
     q.in_scale = in_scale.data_ptr<float>() + c0 * batch;
+    if (own_scale) q.peak = reinterpret_cast<unsigned*>(peak.data_ptr<int>()) + c0 * batch * 2;
     check_cuda(launch_long(q, dtype_of(u_in), stream), "long-path kernel launch");
   }
 }
@@ -329,7 +350,7 @@ TORCH_LIBRARY(genoconv_fftconv, m) {
       "causal_conv_monarch_add(Tensor u, Tensor spectrum, Tensor gain, Tensor? pregate, Tensor? postgate, "
       "Tensor(a!) y, int log_n) -> ()");
   m.def(
-      "causal_conv_long(Tensor u, Tensor spectrum, Tensor gain, Tensor out_scale, Tensor in_scale, Tensor twiddle, "
+      "causal_conv_long(Tensor u, Tensor spectrum, Tensor gain, Tensor out_scale, Tensor? in_scale, Tensor twiddle, "
       "Tensor? pregate, Tensor? postgate, Tensor(a!) y, int log_n, int log_r, int src_a, int src_o) -> ()");
 }
 

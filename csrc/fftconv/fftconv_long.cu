@@ -12,6 +12,8 @@
 // samples, against fp32 words and scalar inner transforms in fftconv_multipass.cu (NOTES.md v11, v12).
 // Which R (genoconv/ops/cuda.py _long_inner_log): 256 for N = 2^17 .. 2^22 (inner N' = 2^9 .. 2^14) and 512 for 2^23,
 // both with the outer DFTs on tensor cores; N = 2^16 takes R = 16 around N' = 2^12 with the scalar outer passes.
+#include <type_traits>
+
 #include "params.h"
 #include "fft_common.cuh"
 #include "monarch_common.cuh"
@@ -374,6 +376,80 @@ int long_log_half(int log_r, int log_inner) {
   return lh;
 }
 
+// ---- the rows' input scales, computed beside the passes (LongParams::peak) --------------------------------------
+// max |x| of a 16-bit float row as an integer: with the sign bit cleared, bf16 and fp16 bit patterns order as their
+// magnitudes, and inf/NaN lie above every finite value, so a SIMD integer max over 32-bit words (two samples) is the
+// exact peak. One block per (row, chunk of kPeakChunk samples); the chunks meet in an atomicMax per row.
+constexpr int kPeakThreads = 256;
+constexpr int64_t kPeakChunk = int64_t(kPeakThreads) * 8 * 16;  // 16 uint4 loads per thread
+
+__device__ __forceinline__ unsigned peak_bits(const void* row, int64_t len, int64_t lo) {
+  const auto* h = static_cast<const unsigned short*>(row);
+  const int64_t hi = lo + kPeakChunk < len ? lo + kPeakChunk : len;
+  unsigned m = 0;
+  if ((reinterpret_cast<uintptr_t>(h) & 15) == 0) {
+    const uint4* v = reinterpret_cast<const uint4*>(h + lo);  // lo is a multiple of 8
+    const int64_t whole = (hi - lo) / 8;
+    for (int64_t i = threadIdx.x; i < whole; i += blockDim.x) {
+      const uint4 w = __ldcs(v + i);  // read once here (pass 1 reads it again, from L2 when the block fits)
+      m = __vmaxu2(m, __vmaxu2(__vmaxu2(w.x & 0x7fff7fffu, w.y & 0x7fff7fffu),
+                               __vmaxu2(w.z & 0x7fff7fffu, w.w & 0x7fff7fffu)));
+    }
+    for (int64_t t = lo + whole * 8 + threadIdx.x; t < hi; t += blockDim.x) m = max(m, h[t] & 0x7fffu);
+  } else {
+    for (int64_t t = lo + threadIdx.x; t < hi; t += blockDim.x) m = max(m, h[t] & 0x7fffu);
+  }
+  m = max(m >> 16, m & 0xffffu);
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) m = max(m, __shfl_xor_sync(0xffffffffu, m, o));
+  return m;
+}
+
+template <bool kPre>
+__global__ void __launch_bounds__(kPeakThreads) long_peak_kernel(const LongParams p, unsigned* peak, int elt) {
+  const int64_t row = blockIdx.x, c = row / p.batch, b = row - c * p.batch;
+  const int64_t lo = (int64_t)blockIdx.y * kPeakChunk;
+  const char* u = static_cast<const char*>(p.u) + (b * p.u_sb + c * p.u_sh) * elt;
+  const unsigned mu = peak_bits(u, p.seq_len, lo);
+  unsigned mg = 0;
+  if (kPre) mg = peak_bits(static_cast<const char*>(p.pregate) + (b * p.pre_sb + c * p.pre_sh) * elt, p.seq_len, lo);
+  if ((threadIdx.x & 31) == 0) {
+    atomicMax(peak + 2 * row, mu);
+    if (kPre) atomicMax(peak + 2 * row + 1, mg);
+  }
+}
+
+// in_scale[row] from the peaks, as genoconv/ops/cuda.py _in_scale computes it: m = max |u| (x max |pregate|) in fp32;
+// 0 for inf/NaN, else 2^(9 - e) with m = f 2^e, f in [0.5, 1) (an all-zero row: m taken as 1).
+template <typename T>
+__device__ __forceinline__ float peak_value(unsigned bits) {
+  if constexpr (std::is_same<T, __half>::value) return __half2float(__ushort_as_half((unsigned short)bits));
+  else return __uint_as_float(bits << 16);
+}
+template <typename T, bool kPre>
+__global__ void long_scale_kernel(const LongParams p, const unsigned* peak, float* in_scale) {
+  const int64_t row = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
+  if (row >= p.channels * p.batch) return;
+  float m = peak_value<T>(peak[2 * row]);
+  if (kPre) m *= peak_value<T>(peak[2 * row + 1]);
+  const bool finite = (__float_as_uint(m) & 0x7fffffffu) < 0x7f800000u;  // a finite product, not inf/NaN
+  int e = 0;
+  frexpf(finite && m > 0.f ? m : 1.f, &e);
+  in_scale[row] = finite ? exp2f((float)(9 - e)) : 0.f;
+}
+
+template <typename T, bool kPre>
+cudaError_t launch_long_scale(const LongParams& p, cudaStream_t stream) {
+  const int64_t rows = p.channels * p.batch;
+  cudaError_t err = cudaMemsetAsync(p.peak, 0, sizeof(unsigned) * 2 * rows, stream);
+  if (err != cudaSuccess) return err;
+  const dim3 grid((unsigned)rows, (unsigned)((p.seq_len + kPeakChunk - 1) / kPeakChunk));
+  long_peak_kernel<kPre><<<grid, kPeakThreads, 0, stream>>>(p, p.peak, (int)sizeof(T));
+  float* scale = const_cast<float*>(p.in_scale);
+  long_scale_kernel<T, kPre><<<(unsigned)((rows + 127) / 128), 128, 0, stream>>>(p, p.peak, scale);
+  return cudaGetLastError();
+}
+
 template <typename T, bool kPre, bool kPost>
 cudaError_t launch_long_t(const LongParams& p, cudaStream_t stream) {
   const int log_inner = p.log_n - p.log_r;
@@ -396,6 +472,7 @@ cudaError_t launch_long_t(const LongParams& p, cudaStream_t stream) {
     return cudaGetLastError();
   };
   cudaError_t err;
+  if (p.peak && (err = launch_long_scale<T, kPre>(p, stream))) return err;
   if ((err = outer(long_fwd_tc_kernel<T, kPre, 8>, long_fwd_tc_kernel<T, kPre, 9>, long_fwd_kernel<T, kPre>))) return err;
 
   // Inner pass: "batch" = the rows' two planes, "channels" = (c, k1) rows, in place on the workspace.

@@ -1023,7 +1023,9 @@ def _long_conv(u, filt, pregate, postgate, plan_) -> torch.Tensor:
     taps = _spectrum_taps(filt, u.shape[-1], 1 << log_n, circular=first > 0)  # the plan's taps, or a cut filter's
     y = torch.empty(u.shape, dtype=u.dtype, device=u.device)  # first: the scales' temporaries come after the output
     sig = _unit_stride(u, pregate, postgate)
-    _long_op(filt, sig[0], sig[1], sig[2], y, _in_scale(sig[0], sig[1]), log_n, start, first, taps)
+    # in_scale None: the op computes the rows' scales itself, channel block by block beside the passes (the peak read
+    # of u is then an L2 hit for pass 1, and the host launches no reduction ops)
+    _long_op(filt, sig[0], sig[1], sig[2], y, None, log_n, start, first, taps)
     return y
 
 

@@ -555,3 +555,41 @@ def test_long_path_rows_gates_and_views(seq_len, filter_len):
     rest = torch.ones(batch, channels, dtype=torch.bool)
     rest[0, 1] = False
     assert torch.equal(yb[rest], y[rest])  # and no other row changes
+
+
+@pytest.mark.parametrize("dtype,gated,offset", [(torch.bfloat16, False, 0), (torch.float16, True, 0),
+                                                (torch.bfloat16, True, 3)])
+def test_long_path_scales_in_the_op_match_the_python_ones(dtype, gated, offset, monkeypatch):
+    # The whole-row long path lets the op compute its rows' input scales (a peak pass per channel block) instead of
+    # taking cuda._in_scale's: the outputs must be bitwise the same, with rows holding inf/NaN, an all-zero row, a
+    # row of tiny values, rows not 16-byte aligned (offset), and channel blocks of one channel (a small workspace).
+    cuda = _cuda()
+    dev = torch.device("cuda")
+    seq_len, channels, batch = 100_001, 5, 2
+    gen = torch.Generator().manual_seed(21)
+    base = torch.randn(batch, channels, seq_len + offset, generator=gen).to(dtype)
+    u = base.to(dev)[..., offset:]
+    u[0, 1, 777] = float("nan")
+    u[1, 2, 5] = float("inf")
+    u[1, 0] = 0
+    u[0, 3] = u[0, 3] * 1e-3
+    taps = _long_filter(channels, seq_len, gen)
+    filt = LongFilter(taps.to(dev), torch.randn(channels, generator=gen).to(dev))
+    pre = torch.randn(batch, channels, seq_len + offset, generator=gen).to(dtype).to(dev)[..., offset:] if gated else None
+    post = torch.rand(batch, channels, seq_len, generator=gen).to(dtype).to(dev) if gated else None
+    path, how = cuda.path_plan(seq_len, seq_len, dev, pre=gated, post=gated)
+    assert path == "long"
+    own = cuda._run_path(u, filt, pre, post, path, how)
+    real_op = cuda._long_op
+
+    def python_scales(f, uv, prev, postv, y, in_scale, *rest, op=None):
+        assert in_scale is None
+        return real_op(f, uv, prev, postv, y, cuda._in_scale(uv, prev), *rest, op=op)
+
+    monkeypatch.setattr(cuda, "_long_op", python_scales)
+    want = cuda._run_path(u, filt, pre, post, path, how)
+    assert torch.equal(own.isnan(), want.isnan()) and torch.equal(own.nan_to_num(), want.nan_to_num())
+    assert own[0, 1].isnan().all() and own[1, 2].isnan().all() and (own[1, 0] == 0).all()
+    monkeypatch.setenv("GENOCONV_LONG_WORK_BYTES", "1")  # one channel per launch
+    small = cuda._run_path(u, filt, pre, post, path, how)
+    assert torch.equal(small.isnan(), want.isnan()) and torch.equal(small.nan_to_num(), want.nan_to_num())

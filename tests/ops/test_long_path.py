@@ -36,8 +36,10 @@ def _emulate_op(u, spec, gain, out_scale, in_scale, twiddle, pre, post, y, log_n
                 peaks: list | None = None):
     """float64 stand-in for torch.ops.genoconv_fftconv.causal_conv_long: pass 1 / inner / pass 3 exactly as the kernels
     compute them (no rounding), rows k1 <= R/2 only, from the given spectrum words and input scales, writing outputs
-    t >= first of each row of the (possibly strided) y. ``peaks`` collects each row's largest workspace value after
-    the inner pass (fp16 must hold it)."""
+    t >= first of each row of the (possibly strided) y (in_scale None: the op computes it, as _in_scale does).
+    ``peaks`` collects each row's largest workspace value after the inner pass (fp16 must hold it)."""
+    if in_scale is None:
+        in_scale = cuda._in_scale(u, pre)
     n, r = 1 << log_n, 1 << log_r
     inner_log = log_n - log_r
     inner, rh = 1 << inner_log, r // 2 + 1

@@ -300,6 +300,10 @@ template <class T>
 inline T __ldg(const T* p) {
   return *p;
 }
+template <class T>
+inline T __ldcs(const T* p) {
+  return *p;
+}
 template <class To, class From>
 inline To emu_bit_cast(From v) {
   static_assert(sizeof(To) == sizeof(From), "same size");
@@ -309,6 +313,7 @@ inline To emu_bit_cast(From v) {
 }
 inline float __int_as_float(int v) { return emu_bit_cast<float>(v); }
 inline float __uint_as_float(unsigned v) { return emu_bit_cast<float>(v); }
+inline unsigned __float_as_uint(float v) { return emu_bit_cast<unsigned>(v); }
 inline unsigned __vmaxu2(unsigned a, unsigned b) {
   const unsigned lo = std::max(a & 0xffffu, b & 0xffffu), hi = std::max(a >> 16, b >> 16);
   return lo | (hi << 16);

@@ -20,6 +20,10 @@ cudaError_t cudaFuncSetAttribute(const void*, enum cudaFuncAttribute attr, int v
   if (attr == cudaFuncAttributeMaxDynamicSharedMemorySize && value > emu::kSmemOptin) return cudaErrorInvalidValue;
   return cudaSuccess;
 }
+cudaError_t cudaMemsetAsync(void* p, int value, size_t bytes, cudaStream_t) {
+  std::memset(p, value, bytes);
+  return cudaSuccess;
+}
 cudaError_t cudaOccupancyMaxActiveBlocksPerMultiprocessor(int* blocks, const void*, int, size_t) {
   *blocks = 1;
   return cudaSuccess;
