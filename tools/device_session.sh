@@ -6,7 +6,9 @@
 # it goes, so a short lease still returns the first stages.
 # Needs tools/prepare_device_files.sh run first (carry [".devdata", ".whl"]). E2E=<cases> picks bench_e2e cases;
 # BENCH_CAP / TEST_CAP cap those stages' seconds.
-# STAGES=doctor,bench,tests,e2e,sanitize,ncu,profiles (default: all) picks stages. A lease has calls of at most
+# STAGES=doctor,bench,tests,l2,gemm,embedab,cliprof,e2e,sanitize,ncu,profiles (default: all but l2, gemm, embedab, cliprof) picks stages.
+# BENCH_SIZES=512,... times those lengths only; TEST_K picks GPU tests (pytest -k) and TEST_FILES their files,
+# TEST_ENV="VAR=value ..." sets variables for the tests alone. A lease has calls of at most
 # 600 s and a warm machine is given back after 30 s idle, so a session's later calls usually start a bare machine:
 # SAVE_SO=1 returns the built kernel library in 15 MiB parts ($OUT/kernel_so.part*); before the next call,
 # `cat <files_at>/kernel_so.part* | xz -c > .devdata/kernel_so.xz` (5.5 MB: the .so itself, 19.7 MB, with .devdata and
@@ -26,13 +28,28 @@ source tools/device_install.sh /tmp/build.log
 if on doctor; then echo "=== doctor $(date +%T) left $(left)"
 timeout $(cap 60) python3 -m genoconv doctor --check 2>&1 | tail -25
 fi; if on bench; then echo "=== bench_fftconv $(date +%T) left $(left)"
-timeout $(cap ${BENCH_CAP:-170}) python3 benchmarks/bench_fftconv.py --section-out "$OUT/bench_section.md" > "$OUT/bench_fftconv.log" 2>&1
+timeout $(cap ${BENCH_CAP:-170}) python3 benchmarks/bench_fftconv.py $([ -n "${BENCH_SIZES:-}" ] && echo --sizes "$BENCH_SIZES" || echo --section-out "$OUT/bench_section.md") > "$OUT/bench_fftconv.log" 2>&1
 echo "bench rc=$?"; grep -E "^\| (kernel plain|plain, %|gated, %|rel. L2 err plain|path)" "$OUT/bench_fftconv.log"
 sed -n '/^Partial, streamed/,$p' "$OUT/bench_fftconv.log" | cut -c1-200
 fi; if on tests; then echo "=== tests $(date +%T) left $(left)"
-timeout $(cap ${TEST_CAP:-170}) python3 -m pytest tests/ops/test_fftconv_cuda.py tests/ops/test_fused.py tests/test_gpu.py \
-  -q -rs --maxfail=8 --durations=6 -p no:cacheprovider > "$OUT/pytest_gpu.log" 2>&1; echo "pytest rc=$?"
+timeout $(cap ${TEST_CAP:-170}) env ${TEST_ENV:-} python3 -m pytest ${TEST_FILES:-tests/ops/test_fftconv_cuda.py tests/ops/test_fused.py tests/test_gpu.py} \
+  ${TEST_K:+-k "$TEST_K"} -q -rs --maxfail=8 --durations=6 -p no:cacheprovider > "$OUT/pytest_gpu.log" 2>&1; echo "pytest rc=$?"
 tail -25 "$OUT/pytest_gpu.log"
+fi; if on l2; then echo "=== long path, launch blocks sized to L2 $(date +%T) left $(left)"
+timeout $(cap ${L2_CAP:-150}) python3 tools/kernels/long_l2_sweep.py ${L2_ARGS:-} > "$OUT/long_l2.log" 2>&1; echo "l2 rc=$?"
+cat "$OUT/long_l2.log" | cut -c1-200
+fi; if on gemm; then echo "=== projection GEMM layouts $(date +%T) left $(left)"
+timeout $(cap 60) python3 tools/kernels/gemm_layouts.py > "$OUT/gemm_layouts.log" 2>&1; echo "gemm rc=$?"; cat "$OUT/gemm_layouts.log" | cut -c1-220
+fi; if on embedab; then echo "=== Embedder.embed 1 Mbp: scales A/B, cache misses, kernels $(date +%T) left $(left)"
+files=$(python3 -c "import sys, json; sys.path.insert(0, 'benchmarks'); from pathlib import Path; from bench_e2e import prepare; print(json.dumps(prepare(Path('/tmp/e2e'), Path('.devdata'))))")
+ab_get() { python3 -c "import json, sys; print(json.loads(sys.argv[1])[sys.argv[2]])" "$files" "$1"; }
+timeout $(cap 120) python3 tools/kernels/embed_ab.py "$(ab_get ckpt)" "$(ab_get seq_1m)" > "$OUT/embed_ab.log" 2>&1; echo "embedab rc=$?"
+cut -c1-160 "$OUT/embed_ab.log" | grep -v "^-*$" | head -90
+fi; if on cliprof; then echo "=== torch profiler around genoconv embed (chrX, large-1m shape) $(date +%T) left $(left)"
+files=$(python3 -c "import sys, json; sys.path.insert(0, 'benchmarks'); from pathlib import Path; from bench_e2e import prepare; print(json.dumps(prepare(Path('/tmp/e2e'), Path('.devdata'))))")
+get() { python3 -c "import json, sys; print(json.loads(sys.argv[1])[sys.argv[2]])" "$files" "$1"; }
+timeout $(cap ${CLIPROF_CAP:-120}) python3 tools/kernels/cli_profile.py "$(get ${CLIPROF_INPUT:-chrx})" "$(get ckpt)" > "$OUT/cli_profile.txt" 2>&1
+echo "cliprof rc=$?"; head -40 "$OUT/cli_profile.txt" | cut -c1-200
 fi; if on e2e; then echo "=== e2e $(date +%T) left $(left)"
 timeout $(cap ${E2E_CAP:-$(( $(left) > 100 ? $(left) - 60 : 40 ))}) python3 benchmarks/bench_e2e.py --data .devdata --work /tmp/e2e $([ -d .devdata/official ] && echo --official .devdata/official) \
   --cases "${E2E:-cli_reads_demo,cli_reads_demo_long,cli_dmd,embed_1_2m_tensor,embed_1_2m_tensor_nosplit,cli_demo_bf16,cli_chrx}" \
