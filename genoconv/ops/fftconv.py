@@ -34,11 +34,20 @@ __all__ = [
 ]
 
 
-def _is_5_smooth(n: int) -> bool:
-    for p in (2, 3, 5):
-        while n % p == 0:
-            n //= p
-    return n == 1
+def _next_5_smooth(n: int) -> int:
+    """Smallest 2^a 3^b 5^c >= n: for each 3^b 5^c below the power of two above n, the least power of two that
+    lifts it to n. (Stepping n up by one and factoring each candidate took ~0.7 s per 1 Mbp call on the CPU, where
+    the gap to the next smooth size is up to thousands near 2M.)"""
+    best = 1 << max(0, n - 1).bit_length()
+    p5 = 1
+    while p5 < best:
+        p35 = p5
+        while p35 < best:
+            q = -(-n // p35)  # ceil(n / p35): p35 * 2^k >= n  <=>  2^k >= q
+            best = min(best, p35 << max(0, q - 1).bit_length())
+            p35 *= 3
+        p5 *= 5
+    return best
 
 
 def _fft_size_policy(device: torch.device | str | None) -> str:
@@ -55,9 +64,7 @@ def fft_size(seq_len: int, filter_len: int, device: torch.device | str | None = 
     n = max(2, seq_len + filter_len - 1)
     if _fft_size_policy(device) == "pow2":
         return 1 << (n - 1).bit_length()
-    while not _is_5_smooth(n):
-        n += 1
-    return n
+    return _next_5_smooth(n)
 
 
 class LongFilter:

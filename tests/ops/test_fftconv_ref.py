@@ -84,6 +84,22 @@ def test_fft_size_is_linear_and_fast():
         assert m == 1
 
 
+def test_fft_size_is_the_smallest_smooth_size():
+    # The CPU's FFT size is the least 5-smooth n >= L + K - 1, found without stepping through the gap to it (near
+    # 2M that gap is thousands of candidates, and every 1 Mbp call asked several times: ~0.7 s of host time).
+    def smooth(m):
+        for p in (2, 3, 5):
+            while m % p == 0:
+                m //= p
+        return m == 1
+
+    gen = torch.Generator().manual_seed(5)
+    for need in [2, 3, 7, 11, 97, 1000, 1025, 4097, *torch.randint(2, 5_000_000, (40,), generator=gen).tolist()]:
+        n = fft_size(need, 1, "cpu")
+        assert n >= need and smooth(n)
+        assert not any(smooth(m) for m in range(need, n))
+
+
 def test_frequency_sparse_keep_one_is_exact_and_less_keeps_low_bins():
     gen = torch.Generator().manual_seed(11)
     u, k = torch.randn(1, 2, 2048, generator=gen), _long_filter(2, 2048, gen)
