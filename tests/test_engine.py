@@ -234,3 +234,24 @@ def test_a_stop_during_the_reverse_strand_pass_is_taken_at_once(emb, tmp_path, m
     with pytest.raises(Interrupted, match="reverse-strand pass .* at base 8,000"):
         engine.run([Record.from_sequence("x", _random_seq(9000, 4))], MemorySink())
     assert len(calls) == 2 and list(tmp_path.iterdir()) == []  # one chunk, no file left behind
+
+
+def test_memory_sink_rows_are_owned_float32_copies():
+    # The in-memory sink copies each chunk's rows (they may view a pinned staging buffer the host allocator hands out
+    # again) with torch's threaded copy: the copy must be float32, equal, and share no memory with its source, for a
+    # float16 staging array, a float32 one and a read-only one (numpy's own copy).
+    import numpy as np
+
+    from genoconv.engine.outputs import _owned_float32
+
+    gen = np.random.default_rng(0)
+    src32 = gen.standard_normal((500, 16)).astype(np.float32)
+    read_only = src32.copy()
+    read_only.flags.writeable = False
+    for src in (src32.astype(np.float16), src32, read_only, torch.from_numpy(src32)):
+        out = _owned_float32(src)
+        assert out.dtype == np.float32 and out.shape == (500, 16)
+        np.testing.assert_array_equal(out, np.asarray(src, np.float32))
+        assert not np.shares_memory(out, np.asarray(src))
+    src32[0, 0] = 99.0
+    assert _owned_float32(src32)[0, 0] == 99.0
