@@ -19,25 +19,13 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
-from bench_fftconv import copy_bandwidth, long_filter, oracle_error
+from bench_fftconv import copy_bandwidth, long_filter, oracle_error, time_ms
 
 from genoconv.ops import LongFilter
 from genoconv.ops import cuda as gcuda
 
 SHAPES = [(8, 256, 1 << 16), (2, 256, 1 << 18), (1, 128, 1 << 20), (1, 64, 1 << 21), (1, 32, 1 << 22),
           (1, 256, 2_220_382)]
-
-
-def synced_ms(fn, reps=15):
-    out = []
-    for _ in range(reps):
-        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        a.record()
-        fn()
-        b.record()
-        b.synchronize()
-        out.append(a.elapsed_time(b))
-    return statistics.median(out)
 
 
 def b2b_ms(fn, reps=15):
@@ -76,10 +64,7 @@ def sweep(batch: int, channels: int, seq_len: int, budgets: list[int], bw: float
             print(f"(error vs float64 at the first budget: {oracle_error(y, u, taps, bias, rows=2):.2e})")
         same = torch.equal(y, ref)
         del y
-        for _ in range(2):
-            fn()
-        torch.cuda.synchronize()
-        s = synced_ms(fn)
+        s = time_ms(fn, reps=15)  # one call between events, synchronised after each (the sweep's timing)
         b, host = b2b_ms(fn)
         print(f"| {batch} x {channels} x {seq_len} | {plan[0]} | {budget / 2**20:.0f} | {s:.3f} | "
               f"{100 * floor_ms / s:.1f}% | {b:.3f} | {100 * floor_ms / b:.1f}% | {host:.3f} | {same} |", flush=True)
