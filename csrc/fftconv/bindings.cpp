@@ -252,7 +252,7 @@ void causal_conv_monarch_add(const at::Tensor& u_in, const at::Tensor& spectrum,
 
 // Bytes of fp16 workspace one long-path launch may use (GENOCONV_LONG_WORK_BYTES, for tests; default 1 GiB): the
 // channels are launched in blocks whose workspace fits it. Blocks sized to L2 (6-48 MiB on an H100) were measured
-// slower, 1.2-2.7x (NOTES.md v18): each block's five launches drain and refill the GPU, which costs more than the
+// slower, 1.1-2.7x (NOTES.md v18): each block's five launches drain and refill the GPU, which costs more than the
 // DRAM round trips of the workspace that they save.
 int64_t long_work_bytes() {
   const char* env = std::getenv("GENOCONV_LONG_WORK_BYTES");
@@ -297,6 +297,8 @@ void causal_conv_long(const at::Tensor& u_in, const at::Tensor& spectrum, const 
   const at::Tensor in_scale = own_scale ? at::empty({channels, batch}, u_in.options().dtype(at::kFloat)) : *in_scale_in;
   check_f32(in_scale, "in_scale", {channels, batch});
   at::Tensor peak;
+  // Each launch clears its block's words before its peak pass; zeros rather than empty because the CPU emulator
+  // fills every at::empty with NaN, which an int tensor cannot hold.
   if (own_scale) peak = at::zeros({channels, batch, 2}, u_in.options().dtype(at::kInt));
   check_f32(twiddle, "twiddle", {int64_t(1) << log_r, 2});
 

@@ -92,8 +92,8 @@ struct LongParams : SignalParams {
   // (channels, batch): x is multiplied by this power of two in pass 1 (0 marks a row with inf/NaN: written as NaN).
   const float* in_scale = nullptr;
   // When set ((channels, batch, 2) scratch words), the launch first computes in_scale (written through the pointer
-  // above) from the rows' peaks |u| and |pregate|, as genoconv/ops/cuda.py _in_scale does, block by block: the read of
-  // u it takes is then served from L2 to pass 1.
+  // above) from the rows' peaks |u| and |pregate|, as genoconv/ops/cuda.py _in_scale does: one peak pass per channel
+  // block instead of the host's reduction ops before the call.
   unsigned* peak = nullptr;
   // (channels,): the inner pass's gain was divided by this power of two (fp16 range); pass 3 multiplies it back.
   const float* out_scale = nullptr;

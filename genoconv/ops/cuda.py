@@ -1021,10 +1021,10 @@ def _long_op(filt, u, pregate, postgate, y, in_scale, log_n: int, a: int, o: int
 def _long_conv(u, filt, pregate, postgate, plan_) -> torch.Tensor:
     log_n, _, start, first, _ = plan_
     taps = _spectrum_taps(filt, u.shape[-1], 1 << log_n, circular=first > 0)  # the plan's taps, or a cut filter's
-    y = torch.empty(u.shape, dtype=u.dtype, device=u.device)  # first: the scales' temporaries come after the output
+    y = torch.empty(u.shape, dtype=u.dtype, device=u.device)
     sig = _unit_stride(u, pregate, postgate)
-    # in_scale None: the op computes the rows' scales itself, channel block by block beside the passes (the peak read
-    # of u is then an L2 hit for pass 1, and the host launches no reduction ops)
+    # in_scale None: the op computes the rows' scales itself (a peak pass per channel block before its pass 1), where
+    # _in_scale took ~8 PyTorch ops and temporaries per call: 8-15% of the op's time at 64K-4M (NOTES.md v18)
     _long_op(filt, sig[0], sig[1], sig[2], y, None, log_n, start, first, taps)
     return y
 
