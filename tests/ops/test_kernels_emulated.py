@@ -187,6 +187,34 @@ def test_non_finite_input_poisons_its_row_only(emulated):
     assert torch.isfinite(y[clean]).all()
 
 
+def test_long_path_scales_in_the_op_match_the_python_ones(emulated, monkeypatch):
+    """The long path's own input scales (a peak pass per channel block) give bitwise the outputs of cuda._in_scale's,
+    also with one channel per launch (each block's peak words and scales at its offset), gated, with a NaN row and an
+    all-zero row."""
+    seq_len = 50_001
+    taps, bias, u, pre, post = _inputs(2, 3, seq_len, seq_len, True, torch.bfloat16, 9)
+    u[1, 2, 777] = float("nan")
+    u[0, 1] = 0
+    # Peaks a binade above the rest decide their rows' scales: at an odd index, in the second peak chunk (32,768
+    # samples a block), at the last sample, and in the pre-gate.
+    u[0, 0, 1001], u[1, 0, 40_001], u[0, 2, seq_len - 1], pre[1, 1, 3] = 40.0, -100.0, 300.0, 50.0
+    filt, plan = LongFilter(taps.float(), bias.float()), cuda.long_plan(seq_len, seq_len)
+    own = cuda._run_path(u, filt, pre, post, "long", plan)
+    monkeypatch.setenv("GENOCONV_LONG_WORK_BYTES", "1")
+    small = cuda._run_path(u, filt, pre, post, "long", plan)
+    real_op = cuda._long_op
+
+    def python_scales(f, uv, prev, postv, y, in_scale, *rest, op=None):
+        assert in_scale is None
+        return real_op(f, uv, prev, postv, y, cuda._in_scale(uv, prev), *rest, op=op)
+
+    monkeypatch.setattr(cuda, "_long_op", python_scales)
+    want = cuda._run_path(u, filt, pre, post, "long", plan)
+    for got in (own, small):
+        assert torch.equal(got.isnan(), want.isnan()) and torch.equal(got.nan_to_num(), want.nan_to_num())
+    assert own[1, 2].isnan().all() and (own[0, 1] == 0).all() and own[0, 0].isfinite().all()
+
+
 # ---- the model and engine on the emulated kernels ------------------------------------------------------------------
 
 @pytest.fixture
