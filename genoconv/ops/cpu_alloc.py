@@ -48,10 +48,35 @@ def keep_freed_memory(mmap_threshold: int = 1 << 30, trim_threshold: int = (1 <<
     return _applied
 
 
-def release_freed_memory() -> None:
-    """Return the heap's free pages to the OS (after a run, for long-lived processes such as notebooks)."""
+# Free heap bytes a run may leave for the next one. A notebook that embeds windows one call at a time reuses them:
+# trimming after every call made each 16K window of the tiny-16k shape page-fault its ~150 MB of temporaries again
+# (36K faults, 126 ms a call instead of 92 on a 2-core CPU; BENCHMARKS.md); a streamed genome's GBs still go back.
+KEEP_FREE_BYTES = 1 << 30
+
+
+class _MallInfo2(ctypes.Structure):  # glibc >= 2.33 (malloc.h); sums over all arenas
+    _fields_ = [(name, ctypes.c_size_t) for name in
+                ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks",
+                 "keepcost")]
+
+
+def _free_heap_bytes(libc) -> int | None:
+    """Bytes glibc holds free in its arenas, or None where mallinfo2 is missing (older glibc)."""
+    info = getattr(libc, "mallinfo2", None)
+    if info is None:
+        return None
+    info.restype = _MallInfo2
+    return int(info().fordblks)
+
+
+def release_freed_memory(keep: int | None = None) -> None:
+    """Return the heap's free pages to the OS after a run (for long-lived processes such as notebooks) when more than
+    ``keep`` bytes (default KEEP_FREE_BYTES) lie free; less stays for the next run to reuse."""
     if _applied:
         try:
-            _libc().malloc_trim(0)
+            libc = _libc()
+            free = _free_heap_bytes(libc)
+            if free is None or free > (KEEP_FREE_BYTES if keep is None else keep):
+                libc.malloc_trim(0)
         except (OSError, AttributeError):
             pass
