@@ -296,10 +296,8 @@ void causal_conv_long(const at::Tensor& u_in, const at::Tensor& spectrum, const 
   const bool own_scale = !in_scale_in.has_value();
   const at::Tensor in_scale = own_scale ? at::empty({channels, batch}, u_in.options().dtype(at::kFloat)) : *in_scale_in;
   check_f32(in_scale, "in_scale", {channels, batch});
-  at::Tensor peak;
-  // Each launch clears its block's words before its peak pass; zeros rather than empty because the CPU emulator
-  // fills every at::empty with NaN, which an int tensor cannot hold.
-  if (own_scale) peak = at::zeros({channels, batch, 2}, u_in.options().dtype(at::kInt));
+  at::Tensor peak;  // each launch clears its block's words before its peak pass
+  if (own_scale) peak = at::empty({channels, batch, 2}, u_in.options().dtype(at::kInt));
   check_f32(twiddle, "twiddle", {int64_t(1) << log_r, 2});
 
   ConvParams cp;  // the shared signal checks and bindings (its SignalParams part)

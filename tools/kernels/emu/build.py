@@ -24,7 +24,9 @@ struct EmuStream { cudaStream_t stream() const { return nullptr; } };
 inline EmuStream getCurrentCUDAStream() { return {}; }
 } }
 inline at::Tensor emu_nan_empty(at::IntArrayRef sizes, const at::TensorOptions& options) {
-  return at::full(sizes, NAN, options);
+  // Floating tensors start as NaN, integer ones with every bit set: a word no kernel wrote shows in the result.
+  const bool floating = at::isFloatingType(c10::typeMetaToScalarType(options.dtype()));
+  return floating ? at::full(sizes, NAN, options) : at::full(sizes, -1, options);
 }
 """
 
