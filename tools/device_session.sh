@@ -22,6 +22,12 @@ on() { [[ ",${STAGES:-doctor,bench,tests,e2e,sanitize,ncu,profiles}," == *",$1,"
 left() { echo $(( DEADLINE - $(date +%s) )); }
 cap() { local l; l=$(left); [ "$1" -lt "$l" ] && echo "$1" || echo "$l"; }
 export PYTHONUNBUFFERED=1 MAX_JOBS=16 GENOCONV_CUDA_ARCHS=sm_90
+# Path of one of bench_e2e's inputs (checkpoint, chrX, a 1 Mbp region, ...), made in /tmp/e2e once per call.
+e2e_file() {
+  [ -s /tmp/e2e/files.json ] || python3 -c "import sys, json; sys.path.insert(0, 'benchmarks'); from pathlib import Path; \
+from bench_e2e import prepare; f = prepare(Path('/tmp/e2e'), Path('.devdata')); json.dump(f, open('/tmp/e2e/files.json', 'w'))"
+  python3 -c "import json, sys; print(json.load(open('/tmp/e2e/files.json'))[sys.argv[1]])" "$1"
+}
 nvidia-smi -L; nproc
 echo "=== build $(date +%T)"
 source tools/device_install.sh /tmp/build.log
@@ -41,14 +47,10 @@ cat "$OUT/long_l2.log" | cut -c1-200
 fi; if on gemm; then echo "=== projection GEMM layouts $(date +%T) left $(left)"
 timeout $(cap 60) python3 tools/kernels/gemm_layouts.py > "$OUT/gemm_layouts.log" 2>&1; echo "gemm rc=$?"; cat "$OUT/gemm_layouts.log" | cut -c1-220
 fi; if on embedab; then echo "=== Embedder.embed 1 Mbp: scales A/B, cache misses, kernels $(date +%T) left $(left)"
-files=$(python3 -c "import sys, json; sys.path.insert(0, 'benchmarks'); from pathlib import Path; from bench_e2e import prepare; print(json.dumps(prepare(Path('/tmp/e2e'), Path('.devdata'))))")
-ab_get() { python3 -c "import json, sys; print(json.loads(sys.argv[1])[sys.argv[2]])" "$files" "$1"; }
-timeout $(cap 120) python3 tools/kernels/embed_ab.py "$(ab_get ckpt)" "$(ab_get seq_1m)" > "$OUT/embed_ab.log" 2>&1; echo "embedab rc=$?"
+timeout $(cap 120) python3 tools/kernels/embed_ab.py "$(e2e_file ckpt)" "$(e2e_file seq_1m)" > "$OUT/embed_ab.log" 2>&1; echo "embedab rc=$?"
 cut -c1-160 "$OUT/embed_ab.log" | grep -v "^-*$" | head -90
 fi; if on cliprof; then echo "=== torch profiler around genoconv embed (chrX, large-1m shape) $(date +%T) left $(left)"
-files=$(python3 -c "import sys, json; sys.path.insert(0, 'benchmarks'); from pathlib import Path; from bench_e2e import prepare; print(json.dumps(prepare(Path('/tmp/e2e'), Path('.devdata'))))")
-get() { python3 -c "import json, sys; print(json.loads(sys.argv[1])[sys.argv[2]])" "$files" "$1"; }
-timeout $(cap ${CLIPROF_CAP:-120}) python3 tools/kernels/cli_profile.py "$(get ${CLIPROF_INPUT:-chrx})" "$(get ckpt)" > "$OUT/cli_profile.txt" 2>&1
+timeout $(cap ${CLIPROF_CAP:-120}) python3 tools/kernels/cli_profile.py "$(e2e_file ${CLIPROF_INPUT:-chrx})" "$(e2e_file ckpt)" > "$OUT/cli_profile.txt" 2>&1
 echo "cliprof rc=$?"; head -40 "$OUT/cli_profile.txt" | cut -c1-200
 fi; if on e2e; then echo "=== e2e $(date +%T) left $(left)"
 timeout $(cap ${E2E_CAP:-$(( $(left) > 100 ? $(left) - 60 : 40 ))}) python3 benchmarks/bench_e2e.py --data .devdata --work /tmp/e2e $([ -d .devdata/official ] && echo --official .devdata/official) \
