@@ -26,21 +26,12 @@ import time
 from pathlib import Path
 
 import torch
+from Bio import SeqIO
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench_cpu
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def windows_of(path: Path) -> list[str]:
-    seqs: list[str] = []
-    for line in path.read_text().splitlines():
-        if line.startswith(">"):
-            seqs.append("")
-        else:
-            seqs[-1] += line.strip()
-    return seqs
 
 
 def per_call(emb, seqs: list[str]) -> tuple[float, float | None]:
@@ -72,7 +63,7 @@ def main() -> None:
     bench_cpu.write_windows(args.genome, windows)
     subprocess.run([sys.executable, "-c", bench_cpu.MAKE_CKPT, json.dumps(bench_cpu.SHAPE), str(ckpt)], check=True,
                    capture_output=True, text=True)
-    seqs = windows_of(windows)[: args.calls + 2]
+    seqs = [str(r.seq) for r in SeqIO.parse(windows, "fasta")][: args.calls + 2]
     emb = Embedder.from_pretrained(str(ckpt), device="cpu", dtype="float32")
     for s in seqs[:2]:
         emb.embed(s)
