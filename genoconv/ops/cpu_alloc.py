@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import functools
 import os
 import sys
 
@@ -19,7 +20,9 @@ _M_MMAP_THRESHOLD = -3
 _applied = False
 
 
+@functools.cache
 def _libc():
+    """The C library, loaded once (find_library runs ldconfig: ~1 ms, and a run's end asks for it)."""
     return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
 
 
