@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from ..ops import LongFilter, causal_conv, planned_backend
+from ..ops.fftconv import aligned_rows, padded_rows
 from ..ops.fused import (add_layer_norm_cast, causal_short_conv, fused_available, gelu_linear, layer_norm_cast, linear,
                          onednn_enabled, short_conv_gate)
 from .config import HyenaConfig
@@ -366,11 +367,14 @@ class HyenaOperator(nn.Module):
         # On the CPU (fp32 inference) the short conv folds the bias into its constant term instead.
         bias_in_kernel = self.order == 2 and (fused_available(u) or (not torch.is_grad_enabled()
                                                                      and onednn_enabled(u.device, u.dtype)))
+        # On the CUDA path p's rows are 16-byte aligned whatever L is (aligned_rows): the GEMM writes into a padded view.
+        on_cuda = planned_backend(u.device, u.dtype) == "cuda"
+        out = padded_rows((batch, self.in_proj.weight.shape[0], seq_len), u) if on_cuda else None
         if bias_in_kernel:  # bmm reads the transposed operand in place (matmul first copied u^T: 18 ms a layer)
-            p = torch.bmm(self.in_proj.weight.expand(batch, -1, -1), u.transpose(1, 2))
+            p = torch.bmm(self.in_proj.weight.expand(batch, -1, -1), u.transpose(1, 2), out=out)
         else:
             p = torch.baddbmm(self.in_proj.bias[:, None], self.in_proj.weight.expand(batch, -1, -1),
-                              u.transpose(1, 2))
+                              u.transpose(1, 2), out=out)
         width = self.short_filter.kernel_size[0]
         past = None
         if stream is not None:
@@ -397,6 +401,8 @@ class HyenaOperator(nn.Module):
                 v = causal_conv(v.contiguous(), sub, pregate=x_i.contiguous(),
                                 postgate=None if post is None else post.contiguous(), history=history)
         self.filter_fn.release(filt)
+        if on_cuda and not aligned_rows(v):  # one pass over v, against a GEMM ~3.5x slower on unaligned rows
+            v = padded_rows(v.shape, v).copy_(v)
         # out_proj back to (B, L, d) as y^T @ W^T: the GEMM takes both transposed operands as they are; for one row
         # addmm, which on CUDA puts the bias in the GEMM's epilogue (baddbmm first broadcasts it into the output).
         if batch == 1 and bias_in_kernel:

@@ -239,7 +239,10 @@ def small_model(tmp_path_factory):
 @pytest.mark.parametrize("case", [("one pass", 36_000, {}, None, {"toeplitz"}),
                                   ("partial filter", 36_000, {"filter_len": 1000}, None, {"blocks"}),
                                   ("partial, streamed", 20_000, {"filter_len": 3000}, 5000, {"monarch"}),
-                                  ("exact, streamed", 24_000, {}, 6000, {"monarch", "toeplitz"})],
+                                  ("exact, streamed", 24_000, {}, 6000, {"monarch", "toeplitz"}),
+                                  # odd lengths: in_proj into row-padded views, the gated product and out_proj's input
+                                  # padded (ops.fftconv.padded_rows)
+                                  ("exact, streamed, odd chunks", 24_003, {}, 6001, {"monarch", "toeplitz"})],
                          ids=lambda c: c[0])
 def test_embedder_on_emulated_kernels_matches_reference(small_model, case, request):
     """`Embedder` in bf16 on the emulated kernels against the same model on the PyTorch reference path: per-base
