@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from ..ops import LongFilter, causal_conv, planned_backend
-from ..ops.fftconv import aligned_rows, padded_rows
+from ..ops.layout import aligned_rows, over_padding, padded_rows
 from ..ops.fused import (add_layer_norm_cast, causal_short_conv, fused_available, gelu_linear, layer_norm_cast, linear,
                          onednn_enabled, short_conv_gate)
 from .config import HyenaConfig
@@ -406,6 +406,9 @@ class HyenaOperator(nn.Module):
         # out_proj back to (B, L, d) as y^T @ W^T: the GEMM takes both transposed operands as they are; for one row
         # addmm, which on CUDA puts the bias in the GEMM's epilogue (baddbmm first broadcasts it into the output).
         if batch == 1 and bias_in_kernel:
+            wide = over_padding(v[0]) if on_cuda else None  # L a multiple of 8 as well: the fast kernel (ops.layout)
+            if wide is not None:
+                return torch.addmm(self.out_proj.bias, wide.t(), self.out_proj.weight.t())[:seq_len].unsqueeze(0)
             return torch.addmm(self.out_proj.bias, v[0].t(), self.out_proj.weight.t()).unsqueeze(0)
         return torch.baddbmm(self.out_proj.bias, v.transpose(1, 2), self.out_proj.weight.t().expand(batch, -1, -1))
 

@@ -22,6 +22,7 @@ from pathlib import Path
 import torch
 
 from . import build
+from .layout import padded_rows
 
 __all__ = ["status", "supports", "why_not", "causal_conv_cuda", "fft_plan", "plan", "partial_plan", "long_plan",
            "long_blocks_plan", "long_split_plan", "path_plan", "MAX_SEQ_LEN"]
@@ -616,7 +617,7 @@ def _conv_blocks(u, pregate, postgate, log_n: int, lead: int, spec, gain, op=Non
     batch, channels, seq_len = u.shape
     half = 1 << (log_n - 1)
     step = half - lead
-    y = torch.empty((batch, channels, seq_len), dtype=u.dtype, device=u.device)
+    y = padded_rows((batch, channels, seq_len), u)  # aligned rows: the out_proj GEMM's fast kernel (ops.layout)
     sig = _unit_stride(u, pregate, postgate)
     op = op or torch.ops.genoconv_fftconv.causal_conv_monarch_into  # (tests pass a float64 stand-in on the CPU)
 
@@ -729,7 +730,7 @@ def _conv_toeplitz(u, filt, pregate, postgate, log_n: int, blocks: int, op=None,
     batch, channels, seq_len = u.shape
     half = 1 << (log_n - 1)
     u, pregate, postgate = _unit_stride(u, pregate, postgate)
-    y = torch.empty((batch, channels, seq_len), dtype=u.dtype, device=u.device)
+    y = padded_rows((batch, channels, seq_len), u)  # aligned rows: the out_proj GEMM's fast kernel (ops.layout)
     op = op or torch.ops.genoconv_fftconv.causal_conv_monarch_into  # (tests pass float64 stand-ins on the CPU)
     op_add = op_add or torch.ops.genoconv_fftconv.causal_conv_monarch_add
     dev = u.device
@@ -1021,7 +1022,7 @@ def _long_op(filt, u, pregate, postgate, y, in_scale, log_n: int, a: int, o: int
 def _long_conv(u, filt, pregate, postgate, plan_) -> torch.Tensor:
     log_n, _, start, first, _ = plan_
     taps = _spectrum_taps(filt, u.shape[-1], 1 << log_n, circular=first > 0)  # the plan's taps, or a cut filter's
-    y = torch.empty(u.shape, dtype=u.dtype, device=u.device)
+    y = padded_rows(u.shape, u)  # aligned rows (ops.layout)
     sig = _unit_stride(u, pregate, postgate)
     # in_scale None: the op computes the rows' scales itself (a peak pass per channel block before its pass 1), where
     # _in_scale took ~8 PyTorch ops and temporaries per call: 8-15% of the op's time at 64K-4M (NOTES.md v18)
@@ -1041,7 +1042,7 @@ def _long_blocks(u, filt, pregate, postgate, log_n: int, lead: int, first: int, 
     k = max(1, min(filt.filter_len, seq_len))  # every block, linear or circular, uses all K taps
     step = (1 << log_n) - lead
     sig = _unit_stride(u, pregate, postgate)
-    y = torch.empty(u.shape, dtype=u.dtype, device=u.device)
+    y = padded_rows(u.shape, u)  # aligned rows (ops.layout)
     scale = _in_scale(sig[0], sig[1])  # (H, B), from the whole row
 
     def run(views, log_n_, a, o, in_scale):

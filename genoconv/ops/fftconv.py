@@ -20,6 +20,7 @@ from typing import Callable
 
 import torch
 
+from . import layout
 __all__ = [
     "LongFilter",
     "causal_conv",
@@ -65,21 +66,6 @@ def fft_size(seq_len: int, filter_len: int, device: torch.device | str | None = 
     if _fft_size_policy(device) == "pow2":
         return 1 << (n - 1).bit_length()
     return _next_5_smooth(n)
-
-
-def aligned_rows(x: torch.Tensor) -> bool:
-    """Rows (unit stride along the last dim) start on 16-byte boundaries: cuBLAS's fast (TMA) GEMM kernels need it.
-    A (C, L) bf16 tensor with L = 3,194,303 (a streamed chunk, odd) ran the projections on an sm75 kernel at ~90
-    TFLOP/s where 16-byte aligned rows get 340-540 (tools/kernels/gemm_layouts.py; NOTES.md v18)."""
-    return x.stride(-2) * x.element_size() % 16 == 0 and x.data_ptr() % 16 == 0
-
-
-def padded_rows(shape, like: torch.Tensor) -> torch.Tensor:
-    """An uninitialised tensor of ``shape`` (like's dtype and device) whose rows start 16-byte aligned: a view of one
-    whose row length is rounded up to 16 bytes."""
-    per = max(1, 16 // like.element_size())
-    full = like.new_empty(*shape[:-1], -(-shape[-1] // per) * per)
-    return full[..., :shape[-1]]
 
 
 class LongFilter:
@@ -356,5 +342,5 @@ def causal_conv(
             return y
         # the gated product in rows that start 16-byte aligned (the chunk's odd length otherwise misaligns every row
         # after the first, and the out_proj GEMM that reads it runs a ~3.5x slower kernel: aligned_rows)
-        return torch.mul(y, postgate, out=padded_rows(y.shape, y))
+        return torch.mul(y, postgate, out=layout.padded_rows(y.shape, y))
     return causal_conv_ref(u, filt, pregate, postgate, history)

@@ -148,20 +148,3 @@ def test_reference_is_differentiable_and_matches_inference():
     with torch.no_grad():
         assert torch.allclose(y, causal_conv(u, LongFilter(taps.detach(), torch.zeros(3)), pregate=gate), atol=1e-6)
 
-
-@pytest.mark.parametrize("dtype,length", [(torch.bfloat16, 3_001), (torch.float32, 7), (torch.bfloat16, 16)])
-def test_padded_rows_start_aligned_and_take_gemm_outputs(dtype, length):
-    # Rows of an odd length start 16-byte aligned in a padded view (cuBLAS runs its fast GEMM kernels only on such
-    # rows), and a batched GEMM writes into that view as into a contiguous tensor.
-    from genoconv.ops.fftconv import aligned_rows, padded_rows
-
-    gen = torch.Generator().manual_seed(length)
-    u = torch.randn(2, length, 8, generator=gen).to(dtype)
-    w = torch.randn(24, 8, generator=gen).to(dtype)
-    out = padded_rows((2, 24, length), u)
-    assert out.shape == (2, 24, length) and out.stride(-1) == 1 and aligned_rows(out)
-    assert out.stride(1) * out.element_size() % 16 == 0 and out.stride(1) - length < 16 // out.element_size()
-    assert aligned_rows(torch.empty(2, 24, length, dtype=dtype)) == (length * out.element_size() % 16 == 0)
-    got = torch.bmm(w.expand(2, -1, -1), u.transpose(1, 2), out=out)
-    assert got.data_ptr() == out.data_ptr()
-    torch.testing.assert_close(got, torch.bmm(w.expand(2, -1, -1), u.transpose(1, 2)), rtol=0, atol=0)

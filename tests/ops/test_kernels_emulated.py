@@ -241,8 +241,9 @@ def small_model(tmp_path_factory):
                                   ("partial, streamed", 20_000, {"filter_len": 3000}, 5000, {"monarch"}),
                                   ("exact, streamed", 24_000, {}, 6000, {"monarch", "toeplitz"}),
                                   # odd lengths: in_proj into row-padded views, the gated product and out_proj's input
-                                  # padded (ops.fftconv.padded_rows)
-                                  ("exact, streamed, odd chunks", 24_003, {}, 6001, {"monarch", "toeplitz"})],
+                                  # padded (ops.layout); a whole odd row runs out_proj over its rows' padding
+                                  ("exact, streamed, odd chunks", 24_003, {}, 6001, {"monarch", "toeplitz"}),
+                                  ("one pass, odd", 36_001, {}, None, {"toeplitz"})],
                          ids=lambda c: c[0])
 def test_embedder_on_emulated_kernels_matches_reference(small_model, case, request):
     """`Embedder` in bf16 on the emulated kernels against the same model on the PyTorch reference path: per-base

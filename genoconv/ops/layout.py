@@ -1,0 +1,39 @@
+"""Row layout of the CUDA path's (B, C, L) activations.
+
+cuBLAS picks its GEMM kernel by the operands' alignment: the projections on rows whose stride is not a multiple of
+16 bytes (any odd L in bf16: a streamed chunk behind its K - 1 carried inputs, most genes) ran an sm75 kernel at
+~90 TFLOP/s where 16-byte aligned rows get nvjet at 340-540 (tools/kernels/gemm_layouts.py; NOTES.md v18-v19). The
+convolution paths therefore allocate their outputs, and the model its in_proj output, with padded rows."""
+from __future__ import annotations
+
+import torch
+
+
+def aligned_rows(x: torch.Tensor) -> bool:
+    """Rows (unit stride along the last dim) start on 16-byte boundaries: cuBLAS's fast (TMA) GEMM kernels need it.
+    A (C, L) bf16 tensor with L = 3,194,303 (a streamed chunk, odd) ran the projections on an sm75 kernel at ~90
+    TFLOP/s where 16-byte aligned rows get 340-540 (tools/kernels/gemm_layouts.py; NOTES.md v18)."""
+    return x.stride(-2) * x.element_size() % 16 == 0 and x.data_ptr() % 16 == 0
+
+
+def padded_rows(shape, like: torch.Tensor) -> torch.Tensor:
+    """An uninitialised tensor of ``shape`` (like's dtype and device) whose rows start 16-byte aligned: a view of one
+    whose row length is rounded up to 16 bytes."""
+    per = max(1, 16 // like.element_size())
+    full = like.new_empty(*shape[:-1], -(-shape[-1] // per) * per)
+    return full[..., :shape[-1]]
+
+
+def over_padding(x: torch.Tensor) -> torch.Tensor | None:
+    """``x`` (rows from :func:`padded_rows`) widened over its rows' padding to a multiple of 16 bytes, or None when
+    its storage does not hold that padding. The out_proj GEMM keeps the slow kernel when L itself is not a multiple of
+    8 even on aligned rows (4.4 ms at L = 3,194,303 against 1.16 ms at 3,194,296, H100): run it over the padded
+    length and drop the padding's output rows, which read only their own (uninitialised) columns."""
+    per = max(1, 16 // x.element_size())
+    length = -(-x.shape[-1] // per) * per
+    if length == x.shape[-1] or x.stride(-1) != 1 or x.stride(-2) < length:
+        return None
+    last = x.storage_offset() + sum((n - 1) * s for n, s in zip(x.shape[:-1], x.stride()[:-1])) + length
+    if last * x.element_size() > x.untyped_storage().nbytes():
+        return None
+    return x.as_strided((*x.shape[:-1], length), x.stride())
