@@ -21,9 +21,9 @@ import torch
 from torch import nn
 
 from ..ops import LongFilter, causal_conv, planned_backend
-from ..ops.layout import aligned_rows, over_padding, padded_rows
 from ..ops.fused import (add_layer_norm_cast, causal_short_conv, fused_available, gelu_linear, layer_norm_cast, linear,
                          onednn_enabled, short_conv_gate)
+from ..ops.layout import aligned_rows, over_padding, padded_rows
 from .config import HyenaConfig
 
 
@@ -369,12 +369,12 @@ class HyenaOperator(nn.Module):
                                                                      and onednn_enabled(u.device, u.dtype)))
         # On the CUDA path p's rows are 16-byte aligned whatever L is (aligned_rows): the GEMM writes into a padded view.
         on_cuda = planned_backend(u.device, u.dtype) == "cuda"
-        out = padded_rows((batch, self.in_proj.weight.shape[0], seq_len), u) if on_cuda else None
+        p = padded_rows((batch, self.in_proj.weight.shape[0], seq_len), u) if on_cuda else None
         if bias_in_kernel:  # bmm reads the transposed operand in place (matmul first copied u^T: 18 ms a layer)
-            p = torch.bmm(self.in_proj.weight.expand(batch, -1, -1), u.transpose(1, 2), out=out)
+            p = torch.bmm(self.in_proj.weight.expand(batch, -1, -1), u.transpose(1, 2), out=p)
         else:
             p = torch.baddbmm(self.in_proj.bias[:, None], self.in_proj.weight.expand(batch, -1, -1),
-                              u.transpose(1, 2), out=out)
+                              u.transpose(1, 2), out=p)
         width = self.short_filter.kernel_size[0]
         past = None
         if stream is not None:

@@ -317,7 +317,8 @@ def causal_conv(
     """The dispatch point: ``postgate * (filt * (u * pregate) + bias * (u * pregate))``, causal, per channel.
 
     u, pregate, postgate: (B, H, L) of one dtype; filt: H filters of length K (any K; taps past L are unused).
-    Returns (B, H, L) in u's dtype. ``history`` (B, H, P) holds the gated inputs that precede u when a long
+    Returns (B, H, L) in u's dtype, unit stride along L (on the CUDA paths for long rows, each row starts 16-byte
+    aligned in a padded buffer: :mod:`genoconv.ops.layout`). ``history`` (B, H, P) holds the gated inputs that precede u when a long
     record is streamed in chunks. CUDA bf16/fp16 inputs go to the csrc/ kernel when it is built; everything else
     to :func:`causal_conv_ref`.
     """
@@ -334,9 +335,15 @@ def causal_conv(
         # Stream: convolve [history | gated chunk] and keep the chunk's outputs (the kernel has no carried state).
         # With the K - 1 carried inputs in front, only the chunk's outputs are kept, so the transform is circular
         # (overlap-save: N >= history + chunk rather than + K - 1).
-        x = u * pregate if pregate is not None else u
+        # The gated chunk is written straight behind the history (no separate product for torch.cat to copy: one
+        # chunk-sized pass and buffer fewer per layer).
         past = history.shape[-1]
-        joined = torch.cat([history.to(x.dtype), x], dim=-1)
+        joined = u.new_empty(*u.shape[:-1], past + u.shape[-1])
+        joined[..., :past].copy_(history)
+        if pregate is not None:
+            torch.mul(u, pregate, out=joined[..., past:])
+        else:
+            joined[..., past:].copy_(u)
         y = _cuda.causal_conv_cuda(joined, filt, valid_from=past)[..., past:]
         if postgate is None:
             return y

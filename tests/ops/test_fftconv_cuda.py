@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from genoconv.ops import LongFilter, causal_conv, causal_conv_direct
+from genoconv.ops.layout import aligned_rows
 
 pytestmark = [
     pytest.mark.gpu,
@@ -149,7 +150,8 @@ def test_strided_inputs(seq_len):
     post = torch.randn(6, 3, seq_len, generator=gen).to(dev, torch.bfloat16).transpose(0, 1)  # permuted
     filt = LongFilter(taps.to(dev), bias.to(dev))
     y = causal_conv(u, filt, pre, post)
-    assert y.is_contiguous()
+    # unit stride along L; the long rows' paths pad rows to 16 bytes for the projections' GEMMs (ops.layout)
+    assert y.stride(-1) == 1 and (y.is_contiguous() if seq_len < 16_384 else aligned_rows(y))
     assert _rel(y, _oracle(u, taps, bias, pre, post)) <= BF16_TOL
 
 

@@ -147,4 +147,3 @@ def test_reference_is_differentiable_and_matches_inference():
     assert u.grad is not None and gate.grad is not None and taps.grad is not None
     with torch.no_grad():
         assert torch.allclose(y, causal_conv(u, LongFilter(taps.detach(), torch.zeros(3)), pregate=gate), atol=1e-6)
-
