@@ -6,7 +6,8 @@
 # it goes, so a short lease still returns the first stages.
 # Needs tools/prepare_device_files.sh run first (carry [".devdata", ".whl"]). E2E=<cases> picks bench_e2e cases;
 # BENCH_CAP / TEST_CAP cap those stages' seconds.
-# STAGES=doctor,bench,tests,l2,gemm,embedab,cliprof,e2e,sanitize,ncu,profiles (default: all but l2, gemm, embedab, cliprof) picks stages.
+# STAGES=doctor,bench,tests,l2,gemm,embedab,cliprof,e2e,sanitize,ncu,ncusrc,profiles (default: all but l2, gemm, embedab,
+# cliprof, ncusrc) picks stages.
 # BENCH_SIZES=512,... times those lengths only; TEST_K picks GPU tests (pytest -k) and TEST_FILES their files,
 # TEST_ENV="VAR=value ..." sets variables for the tests alone. A lease has calls of at most
 # 600 s and a warm machine is given back after 30 s idle, so a session's later calls usually start a bare machine:
@@ -69,6 +70,13 @@ fi; if on ncu; then echo "=== ncu $(date +%T) left $(left)"  # what bounds the l
     --metrics dram__bytes_read.sum,dram__bytes_write.sum,smsp__inst_executed.sum,sm__pipe_tensor_cycles_active.avg.pct_of_peak_sustained_active \
     python3 tools/kernels/profile_case.py 65536 2097152 > "$OUT/ncu_long.txt" 2>&1; echo "ncu rc=$?"
   grep -E "^  [a-zA-Z_].*\(|Duration|Compute \(SM\) Th|DRAM Th|Memory Th|Achieved Occ|Theoretical Occ|Registers Per|Shared Memory Config|dram__bytes|smsp__inst_executed.sum|tensor_cycles|Grid Size|Block Size" "$OUT/ncu_long.txt" | cut -c1-150 | head -90
+fi; if on ncusrc; then echo "=== ncu source counters: the long path's instructions by CUDA line, 2M $(date +%T) left $(left)"
+  timeout $(cap 150) ncu --clock-control none -k regex:"long_fwd_tc|long_inv_tc|monarch_conv" --launch-count 3 \
+    --section SourceCounters --section InstructionStats --import-source yes -f -o /tmp/ncu_src \
+    python3 tools/kernels/profile_case.py 2097152 > /tmp/ncu_src.log 2>&1; echo "ncu rc=$?"; tail -3 /tmp/ncu_src.log
+  ncu -i /tmp/ncu_src.ncu-rep --page source --csv --print-source cuda > "$OUT/ncu_source.csv" 2>&1 \
+    || ncu -i /tmp/ncu_src.ncu-rep --page source --csv > "$OUT/ncu_source.csv" 2>&1
+  python3 tools/kernels/ncu_lines.py "$OUT/ncu_source.csv" 30 2>&1 | cut -c1-170 | head -100
 fi; if on profiles; then echo "=== profiles $(date +%T) left $(left)"  # what is left: per-kernel times (inner r = 2 at 64K, 2M) and a chrX chunk
 [ "$(left)" -gt 40 ] && timeout $(cap 60) python3 tools/kernels/long_profile.py 8,256,65536,65536 1,64,2097152,2097152 \
   > "$OUT/long_profile.log" 2>&1; tail -12 "$OUT/long_profile.log" 2>/dev/null
