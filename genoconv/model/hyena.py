@@ -367,7 +367,7 @@ class HyenaOperator(nn.Module):
         # On the CPU (fp32 inference) the short conv folds the bias into its constant term instead.
         bias_in_kernel = self.order == 2 and (fused_available(u) or (not torch.is_grad_enabled()
                                                                      and onednn_enabled(u.device, u.dtype)))
-        # On the CUDA path p's rows are 16-byte aligned whatever L is (aligned_rows): the GEMM writes into a padded view.
+        # On the CUDA path p's rows are 16-byte aligned whatever L is: the GEMM writes into a padded view (ops.layout).
         on_cuda = planned_backend(u.device, u.dtype) == "cuda"
         p = padded_rows((batch, self.in_proj.weight.shape[0], seq_len), u) if on_cuda else None
         if bias_in_kernel:  # bmm reads the transposed operand in place (matmul first copied u^T: 18 ms a layer)

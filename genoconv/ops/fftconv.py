@@ -21,6 +21,7 @@ from typing import Callable
 import torch
 
 from . import layout
+
 __all__ = [
     "LongFilter",
     "causal_conv",
@@ -318,9 +319,9 @@ def causal_conv(
 
     u, pregate, postgate: (B, H, L) of one dtype; filt: H filters of length K (any K; taps past L are unused).
     Returns (B, H, L) in u's dtype, unit stride along L (on the CUDA paths for long rows, each row starts 16-byte
-    aligned in a padded buffer: :mod:`genoconv.ops.layout`). ``history`` (B, H, P) holds the gated inputs that precede u when a long
-    record is streamed in chunks. CUDA bf16/fp16 inputs go to the csrc/ kernel when it is built; everything else
-    to :func:`causal_conv_ref`.
+    aligned in a padded buffer: :mod:`genoconv.ops.layout`). ``history`` (B, H, P) holds the gated inputs that
+    precede u when a long record is streamed in chunks. CUDA bf16/fp16 inputs go to the csrc/ kernel when it is
+    built; everything else to :func:`causal_conv_ref`.
     """
     if u.dim() != 3 or u.shape[1] != filt.channels:
         raise ValueError(f"u must be (batch, {filt.channels}, seq_len), got {tuple(u.shape)}")
