@@ -9,8 +9,7 @@ OUT=${OUT:-/tmp/genoconv_out}; mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1 MAX_JOBS=16 GENOCONV_CUDA_ARCHS=sm_90
 source tools/device_install.sh /tmp/build.log
 on() { [[ ",${PROFILE:-demo,stream}," == *",$1,"* ]]; }  # PROFILE=demo,chrx,stream picks the runs
-files=$(python3 -c "import sys, json; sys.path.insert(0, 'benchmarks'); from pathlib import Path; from bench_e2e import prepare; print(json.dumps(prepare(Path('/tmp/e2e'), Path('.devdata'))))")
-get() { python3 -c "import json, sys; print(json.loads(sys.argv[1])[sys.argv[2]])" "$files" "$1"; }
+source tools/e2e_files.sh  # e2e_file NAME: the path of one of bench_e2e's inputs
 # cProfile of `genoconv embed` (pooled mean + 1 kbp windows, as bench_e2e's CLI rows); the last of RUNS runs is kept
 profile_cli() {  # name input model
   for run in $(seq 1 "${RUNS:-2}"); do
@@ -21,8 +20,8 @@ profile_cli() {  # name input model
   python3 -c "import pstats; p = pstats.Stats('$OUT/$1.prof'); p.sort_stats('cumulative').print_stats(45); p.sort_stats('tottime').print_stats(30)" > "$OUT/$1_prof.txt" 2>&1
   grep -E "function calls|^ +[0-9]" "$OUT/$1_prof.txt" | head -${TOP:-40} | cut -c1-160
 }
-on demo && profile_cli demo "$(get demo)" genoconv-demo
-on chrx && RUNS=1 profile_cli chrx "$(get chrx)" "$(get ckpt)"
+on demo && profile_cli demo "$(e2e_file demo)" genoconv-demo
+on chrx && RUNS=1 profile_cli chrx "$(e2e_file chrx)" "$(e2e_file ckpt)"
 if on stream; then
   timeout ${STREAM_CAP:-150} python3 benchmarks/profile_model.py --length 9600000 --stream 3194303 \
     --out "$OUT/profile_stream.txt" > /tmp/profile_stream.log 2>&1; echo "profile rc=$?"

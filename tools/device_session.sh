@@ -23,12 +23,7 @@ on() { [[ ",${STAGES:-doctor,bench,tests,e2e,sanitize,ncu,profiles}," == *",$1,"
 left() { echo $(( DEADLINE - $(date +%s) )); }
 cap() { local l; l=$(left); [ "$1" -lt "$l" ] && echo "$1" || echo "$l"; }
 export PYTHONUNBUFFERED=1 MAX_JOBS=16 GENOCONV_CUDA_ARCHS=sm_90
-# Path of one of bench_e2e's inputs (checkpoint, chrX, a 1 Mbp region, ...), made in /tmp/e2e once per call.
-e2e_file() {
-  [ -s /tmp/e2e/files.json ] || python3 -c "import sys, json; sys.path.insert(0, 'benchmarks'); from pathlib import Path; \
-from bench_e2e import prepare; f = prepare(Path('/tmp/e2e'), Path('.devdata')); json.dump(f, open('/tmp/e2e/files.json', 'w'))"
-  python3 -c "import json, sys; print(json.load(open('/tmp/e2e/files.json'))[sys.argv[1]])" "$1"
-}
+source tools/e2e_files.sh  # e2e_file NAME: the path of one of bench_e2e's inputs
 nvidia-smi -L; nproc
 echo "=== build $(date +%T)"
 source tools/device_install.sh /tmp/build.log
