@@ -10,17 +10,20 @@ import torch
 
 
 def aligned_rows(x: torch.Tensor) -> bool:
-    """Rows (unit stride along the last dim) start on 16-byte boundaries: cuBLAS's fast (TMA) GEMM kernels need it.
-    A (C, L) bf16 tensor with L = 3,194,303 (a streamed chunk, odd) ran the projections on an sm75 kernel at ~90
-    TFLOP/s where 16-byte aligned rows get 340-540 (tools/kernels/gemm_layouts.py; NOTES.md v18)."""
+    """Rows (unit stride along the last dim) start on 16-byte boundaries: cuBLAS's fast (TMA) GEMM kernels need it."""
     return x.stride(-2) * x.element_size() % 16 == 0 and x.data_ptr() % 16 == 0
+
+
+def _padded_length(length: int, element_size: int) -> int:
+    """``length`` elements rounded up to a whole number of 16-byte units."""
+    per = max(1, 16 // element_size)
+    return -(-length // per) * per
 
 
 def padded_rows(shape, like: torch.Tensor) -> torch.Tensor:
     """An uninitialised tensor of ``shape`` (like's dtype and device) whose rows start 16-byte aligned: a view of one
     whose row length is rounded up to 16 bytes."""
-    per = max(1, 16 // like.element_size())
-    full = like.new_empty(*shape[:-1], -(-shape[-1] // per) * per)
+    full = like.new_empty(*shape[:-1], _padded_length(shape[-1], like.element_size()))
     return full[..., :shape[-1]]
 
 
@@ -29,8 +32,7 @@ def over_padding(x: torch.Tensor) -> torch.Tensor | None:
     its storage does not hold that padding. The out_proj GEMM keeps the slow kernel when L itself is not a multiple of
     8 even on aligned rows (4.4 ms at L = 3,194,303 against 1.16 ms at 3,194,296, H100): run it over the padded
     length and drop the padding's output rows, which read only their own (uninitialised) columns."""
-    per = max(1, 16 // x.element_size())
-    length = -(-x.shape[-1] // per) * per
+    length = _padded_length(x.shape[-1], x.element_size())
     if length == x.shape[-1] or x.stride(-1) != 1 or x.stride(-2) < length:
         return None
     last = x.storage_offset() + sum((n - 1) * s for n, s in zip(x.shape[:-1], x.stride()[:-1])) + length

@@ -15,6 +15,8 @@ import sys
 
 import torch
 
+from genoconv.ops.layout import padded_rows
+
 
 def ms(fn, reps=10):
     for _ in range(2):
@@ -75,10 +77,9 @@ def run_length(seq_len: int) -> None:
     # The alignment hypothesis (NOTES.md v18): cuBLAS's fast kernels need 16-byte aligned rows, and L = 2,220,382 or
     # 3,194,303 makes every row of a (C, L) bf16 tensor 4- or 2-byte aligned. Rows padded to 8 elements, and v as the
     # view a streamed chunk's convolution output is (after an odd history), test it.
-    padded = -(-seq_len // 8) * 8
-    p_pad = torch.empty(1, c, padded, device=dev, dtype=torch.bfloat16)[..., :seq_len]
-    v_pad = torch.empty(1, d, padded, device=dev, dtype=torch.bfloat16)
-    v_pad[..., :seq_len] = v
+    # (the package's own layout: genoconv.ops.layout)
+    p_pad = padded_rows((1, c, seq_len), u)
+    v_pad = padded_rows((1, d, seq_len), v).copy_(v)
     v_odd = torch.empty(1, d, seq_len + 1, device=dev, dtype=torch.bfloat16)
     v_odd[..., 1:] = v
     cases = {
@@ -94,7 +95,7 @@ def run_length(seq_len: int) -> None:
         "in  bmm into rows padded to 8 (out= view)": (
             lambda: torch.bmm(w_in.expand(1, -1, -1), u.transpose(1, 2), out=p_pad), ref_in),
         "out addmm(b, v[0]^T, W^T) [one GEMM]": (lambda: torch.addmm(b_out, v[0].t(), w_out.t()), ref_out),
-        "out addmm, v rows padded to 8": (lambda: torch.addmm(b_out, v_pad[0, :, :seq_len].t(), w_out.t()), ref_out),
+        "out addmm, v rows padded to 8": (lambda: torch.addmm(b_out, v_pad[0].t(), w_out.t()), ref_out),
         "out addmm, v after one odd column": (lambda: torch.addmm(b_out, v_odd[0, :, 1:].t(), w_out.t()), ref_out),
         "out blocks of 2^19 copied to a buffer": (lambda: via_buffer_out(w_out, b_out, v), ref_out),
         "out linear(v[0]^T, W, b)": (lambda: torch.nn.functional.linear(v[0].t(), w_out, b_out), ref_out),
