@@ -255,3 +255,94 @@ def test_memory_sink_rows_are_owned_float32_copies():
         assert not np.shares_memory(out, np.asarray(src))
     src32[0, 0] = 99.0
     assert _owned_float32(src32)[0, 0] == 99.0
+
+
+def test_prefetched_chunks_give_the_same_record_and_read_ahead_on_a_helper_thread(emb, monkeypatch):
+    # With prefetch (the CUDA default) a streamed record's next chunk is read and tokenised on a helper thread while
+    # this one computes: the same outputs, and chunk 2's read is under way while chunk 1's outputs are added (a
+    # handshake: each side waits for the other, which only concurrent reading can satisfy).
+    import threading
+
+    from genoconv.engine import MemorySink
+    from genoconv.engine import engine as engine_mod
+
+    seq = _random_seq(4500, 8)
+    readers, handshake = set(), {}
+    real_tokens, real_add = Engine._tokens, engine_mod.RecordOutput.add
+
+    def tokens(self, rec, start=0, end=None):
+        readers.add(threading.current_thread().name)
+        if start == 1000 and handshake:
+            handshake["reading"].set()
+            assert handshake["added"].wait(10), "chunk 1 was not computed while chunk 2 was read"
+        return real_tokens(self, rec, start, end)
+
+    def add(self, layer, rows):
+        if handshake and not handshake["added"].is_set():
+            assert handshake["reading"].wait(10), "chunk 2 was not being read while chunk 1 was computed"
+            handshake["added"].set()
+        return real_add(self, layer, rows)
+
+    monkeypatch.setattr(Engine, "_tokens", tokens)
+    monkeypatch.setattr(engine_mod.RecordOutput, "add", add)
+    results = {}
+    for prefetch in (False, True):
+        readers.clear()
+        if prefetch:
+            handshake.update(reading=threading.Event(), added=threading.Event())
+        sink = MemorySink()
+        Engine(emb, EmbedOptions(chunk_size=1000, pools=("mean",)), prefetch=prefetch).run(
+            [Record.from_sequence("x", seq)], sink)
+        results[prefetch] = dict(sink.drain())["x"]
+        if prefetch:
+            assert readers and all(name.startswith("genoconv-prefetch") for name in readers)
+        else:
+            assert readers == {threading.current_thread().name}
+    a, b = results[False], results[True]
+    assert a["mode"] == b["mode"] and a["mode"].endswith("streamed:C=1000")
+    np.testing.assert_array_equal(a["per_nucleotide"][3], b["per_nucleotide"][3])
+    np.testing.assert_array_equal(a["pooled"][("mean", 3)], b["pooled"][("mean", 3)])
+
+
+def test_a_bad_base_in_a_prefetched_chunk_fails_its_record_when_reached(emb):
+    from genoconv.engine import MemorySink
+
+    seq = _random_seq(3000, 9)
+    seq = seq[:2500] + "J" + seq[2501:]
+    seen = []
+    engine = Engine(emb, EmbedOptions(chunk_size=1000), prefetch=True,
+                    on_progress=lambda p: seen.append(p.record_bases))
+    with pytest.raises(InputError, match=r"record 'bad': character 'J' at position 2501"):
+        engine.run([Record.from_sequence("bad", seq)], MemorySink())
+    assert seen == [1000, 2000]  # the chunks before it were computed, as without the read-ahead
+    import threading
+
+    assert not [t for t in threading.enumerate() if t.name.startswith("genoconv-prefetch")]  # the reader ended
+
+
+def test_out_of_memory_inside_a_prefetched_record_retries_it_cleanly(emb, monkeypatch):
+    # An out-of-memory error in chunk 2 of a prefetched record: its reader thread ends before the retry reads the
+    # record again (closing()), and the retried record equals an undisturbed one.
+    import threading
+
+    from genoconv.engine import MemorySink
+
+    seq = _random_seq(4000, 12)
+    want = dict(emb.embed_many([("x", seq)], pools=["mean"]))["x"]
+    real = type(emb.model).hidden_states
+    calls = []
+
+    def flaky(self, ids, layers=(-1,), stream=None, conv=ConvSettings()):
+        calls.append(ids.shape[-1])
+        if len(calls) == 2:
+            raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+        return real(self, ids, layers, stream, conv)
+
+    monkeypatch.setattr(type(emb.model), "hidden_states", flaky)
+    sink = MemorySink()
+    Engine(emb, EmbedOptions(chunk_size=1500, pools=("mean",)), prefetch=True).run([Record.from_sequence("x", seq)],
+                                                                                    sink)
+    got = dict(sink.drain())["x"]
+    assert calls[:3] == [1500, 1500, 1024]  # the retry halves the chunk (to at least 1,024 bases)
+    assert not [t for t in threading.enumerate() if t.name.startswith("genoconv-prefetch")]
+    np.testing.assert_allclose(got["pooled"][("mean", 3)], want["pooled"][("mean", 3)], rtol=1e-5, atol=1e-6)

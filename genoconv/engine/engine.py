@@ -17,6 +17,8 @@ import logging
 import os
 import tempfile
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import closing
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, Iterator
 
@@ -59,8 +61,13 @@ class Engine:
 
     def __init__(self, model: LoadedModel, options: EmbedOptions, *,
                  should_stop: Callable[[], bool] = lambda: False,
-                 on_progress: Callable[[Progress], None] | None = None):
+                 on_progress: Callable[[Progress], None] | None = None,
+                 prefetch: bool | None = None):
         self.emb = model
+        # A streamed record's next chunk is read and tokenised on a helper thread while the device computes this one
+        # (default: on CUDA, where the host would otherwise do it with the GPU idle after each chunk's outputs; on the
+        # CPU the host is the device).
+        self.prefetch = torch.device(model.device).type == "cuda" if prefetch is None else prefetch
         self.opts = options
         self.layers = model.resolve_layers(options.layers)
         self.should_stop = should_stop
@@ -245,34 +252,61 @@ class Engine:
         chunk = plan.chunk_size or rec.length
         rc_rows = self._reverse_pass(rec, plan, chunk) if self.opts.rc_average else None
         out, stream, first = self._open_record(rec, sink, plan)
-        try:
-            if self.should_stop():
-                raise Interrupted(f"interrupted at record {rec.id!r}; rerun the same command to resume")
-            for start in range(first, rec.length, chunk):
-                end = min(rec.length, start + chunk)
-                hidden = self._hidden(self._tokens(rec, start, end)[None], plan, stream)
-                for layer in self.layers:
-                    rows = hidden[layer][0]
-                    if rc_rows is not None:
-                        rows = (rows + torch.from_numpy(np.asarray(rc_rows[layer][start:end])).to(rows.device)) / 2
-                    out.add(layer, rows)
-                del hidden
-                if end < rec.length:
-                    stop = self.should_stop()
-                    # A checkpoint (rows so far, accumulators, the carried state) when the store's interval is up,
-                    # and always before stopping: the rerun resumes here, not at the record's first base.
-                    out.checkpoint(stream.to_arrays, end, force=stop)
-                    if stop:
-                        raise Interrupted(f"interrupted inside record {rec.id!r} at base {end:,}; rerun the same "
-                                          "command to resume from there")
-                    if self.on_progress:
-                        self.progress.record_bases = end
-                        self.on_progress(self.progress)
-        except torch.OutOfMemoryError:
-            out.abort()  # the record restarts from its first base with a smaller plan (_run_long)
-            raise
+        # closing(): a record that stops early (interrupt, out of memory) ends its reader thread here, before a
+        # retry reads the record again
+        with closing(self._chunk_tokens(rec, first, chunk)) as chunks:
+            try:
+                if self.should_stop():
+                    raise Interrupted(f"interrupted at record {rec.id!r}; rerun the same command to resume")
+                for start, ids in chunks:
+                    end = min(rec.length, start + chunk)
+                    hidden = self._hidden(ids[None], plan, stream)
+                    for layer in self.layers:
+                        rows = hidden[layer][0]
+                        if rc_rows is not None:
+                            saved = torch.from_numpy(np.asarray(rc_rows[layer][start:end]))
+                            rows = (rows + saved.to(rows.device)) / 2
+                        out.add(layer, rows)
+                    del hidden
+                    if end < rec.length:
+                        stop = self.should_stop()
+                        # A checkpoint (rows so far, accumulators, the carried state) when the store's interval is
+                        # up, and always before stopping: the rerun resumes here, not at the record's first base.
+                        out.checkpoint(stream.to_arrays, end, force=stop)
+                        if stop:
+                            raise Interrupted(f"interrupted inside record {rec.id!r} at base {end:,}; rerun the "
+                                              "same command to resume from there")
+                        if self.on_progress:
+                            self.progress.record_bases = end
+                            self.on_progress(self.progress)
+            except torch.OutOfMemoryError:
+                out.abort()  # the record restarts from its first base with a smaller plan (_run_long)
+                raise
         out.commit()
         self._advance(rec.length)
+
+    def _chunk_tokens(self, rec: Record, first: int, chunk: int) -> Iterator[tuple[int, torch.Tensor]]:
+        """(start, token ids) of each chunk of ``rec`` from base ``first``, in order. With ``prefetch`` the next
+        chunk is read and tokenised on a helper thread while the caller computes this one: reading and encoding a
+        3.2M-base chunk of a bgzipped chromosome takes 20-75 ms of host time, which after each chunk's outputs (a
+        device-to-host copy, so a synchronisation) left the GPU idle. Errors (a bad base) surface when their chunk
+        is reached, as without it."""
+        starts = range(first, rec.length, chunk)
+
+        def tokens(start: int) -> torch.Tensor:
+            return self._tokens(rec, start, min(rec.length, start + chunk))
+
+        if not self.prefetch or len(starts) < 2:
+            for start in starts:
+                yield start, tokens(start)
+            return
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="genoconv-prefetch") as pool:
+            pending: Future = pool.submit(tokens, starts[0])
+            for i, start in enumerate(starts):
+                ids = pending.result()
+                if i + 1 < len(starts):
+                    pending = pool.submit(tokens, starts[i + 1])
+                yield start, ids
 
     def _open_record(self, rec: Record, sink: Sink, plan: Plan) -> tuple[RecordOutput, StreamState, int]:
         """The record's output, stream state and first base: where its checkpoint left it when the sink holds one
