@@ -387,12 +387,13 @@ class HyenaOperator(nn.Module):
             stream.short = _tail(torch.cat([past_short.to(p.dtype), tail], dim=-1), width - 1).clone()
         filt = self.filter_fn.long_filter(n_taps, conv.freq_keep)
         d = self.d_model
-        if self.order == 2 and stream is not None and backend_for(p[:, :d], filt) == "cuda":
+        history = stream.long[0] if stream is not None and stream.long else None
+        past = 0 if history is None else history.shape[-1]
+        if self.order == 2 and stream is not None and past <= seq_len and backend_for(p[:, :d], filt) == "cuda":
             # A streamed chunk on the kernels: the gated chunk is written straight behind its carried history, so
-            # the convolution's [history | chunk] input needs no copy of it (x0 shares its row stride, which the
-            # fused kernel wants).
-            history = stream.long[0] if stream.long else None
-            past = 0 if history is None else history.shape[-1]
+            # the convolution's [history | chunk] input needs no copy of it. x0 shares its row stride (the fused
+            # kernel indexes both outputs alike), which leaves `past` columns of x0's buffer unused: a saving only
+            # while the chunk is at least as long as its history (not for small out-of-memory fallback chunks).
             joined = p.new_empty(batch, d, past + seq_len)
             beside = p.new_empty(batch, d, past + seq_len)  # x0's rows: the gated rows' stride, first `past` unused
             if past:
