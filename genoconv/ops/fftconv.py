@@ -354,6 +354,8 @@ def causal_conv_joined(joined: torch.Tensor, past: int, filt: LongFilter,
     outputs are kept, so the transform is circular (overlap-save: N >= past + L rather than + K - 1)."""
     from . import cuda as _cuda
 
+    if past == 0:  # a record's first chunk: a plain row, post-gated inside the kernel (one rounding)
+        return _cuda.causal_conv_cuda(joined, filt, None, postgate)
     y = _cuda.causal_conv_cuda(joined, filt, valid_from=past)[..., past:]
     if postgate is None:
         return y
