@@ -20,7 +20,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..ops import LongFilter, causal_conv, planned_backend
+from ..ops import LongFilter, backend_for, causal_conv, planned_backend
+from ..ops.fftconv import causal_conv_joined
 from ..ops.fused import (add_layer_norm_cast, causal_short_conv, fused_available, gelu_linear, layer_norm_cast, linear,
                          onednn_enabled, short_conv_gate)
 from ..ops.layout import aligned_rows, over_padding, padded_rows
@@ -376,23 +377,42 @@ class HyenaOperator(nn.Module):
             p = torch.baddbmm(self.in_proj.bias[:, None], self.in_proj.weight.expand(batch, -1, -1),
                               u.transpose(1, 2), out=p)
         width = self.short_filter.kernel_size[0]
-        past = None
+        past_short = None  # the short conv's carried inputs (width - 1 of p)
         if stream is not None:
-            past = stream.short if stream.short is not None else p.new_zeros(p.shape[0], p.shape[1], width - 1)
+            past_short = (stream.short if stream.short is not None
+                          else p.new_zeros(p.shape[0], p.shape[1], width - 1))
             tail = _tail(p, width - 1)
             if bias_in_kernel:
                 tail = tail + self.in_proj.bias[:, None].to(p.dtype)
-            stream.short = _tail(torch.cat([past.to(p.dtype), tail], dim=-1), width - 1).clone()
+            stream.short = _tail(torch.cat([past_short.to(p.dtype), tail], dim=-1), width - 1).clone()
         filt = self.filter_fn.long_filter(n_taps, conv.freq_keep)
         d = self.d_model
-        if self.order == 2:
+        history = stream.long[0] if stream is not None and stream.long else None
+        past = 0 if history is None else history.shape[-1]
+        if self.order == 2 and stream is not None and past <= seq_len and backend_for(p[:, :d], filt) == "cuda":
+            # A streamed chunk on the kernels: the gated chunk is written straight behind its carried history, so
+            # the convolution's [history | chunk] input needs no copy of it. x0 shares its row stride (the fused
+            # kernel indexes both outputs alike), which leaves `past` columns of x0's buffer unused: a saving only
+            # while the chunk is at least as long as its history (not for small out-of-memory fallback chunks).
+            joined = p.new_empty(batch, d, past + seq_len)
+            beside = p.new_empty(batch, d, past + seq_len)  # x0's rows: the gated rows' stride, first `past` unused
+            if past:
+                joined[..., :past].copy_(history)
+            x0, gated = short_conv_gate(p, self.short_filter.weight, self.short_filter.bias, past_short,
+                                        self.in_proj.bias if bias_in_kernel else None,
+                                        out=(beside[..., past:], joined[..., past:]))
+            del p
+            self._history(stream, 0, gated, n_taps - 1)  # carried on: the last K - 1 gated inputs
+            v = causal_conv_joined(joined, past, filt, postgate=x0)
+            del joined, beside
+        elif self.order == 2:
             # The short conv, the split and the gate x1 * v in one pass (ops.fused); then y = x0 * (h * (x1 v)).
-            x0, gated = short_conv_gate(p, self.short_filter.weight, self.short_filter.bias, past,
+            x0, gated = short_conv_gate(p, self.short_filter.weight, self.short_filter.bias, past_short,
                                         self.in_proj.bias if bias_in_kernel else None)
             del p  # (B, 3d, L): the largest activation of the block, not needed past this point
             v = causal_conv(gated, filt, postgate=x0, history=self._history(stream, 0, gated, n_taps - 1))
         else:
-            p = causal_short_conv(p, self.short_filter.weight, self.short_filter.bias, past)
+            p = causal_short_conv(p, self.short_filter.weight, self.short_filter.bias, past_short)
             *x, v = p.split(d, dim=1)
             for o, x_i in enumerate(reversed(x[1:])):
                 sub = LongFilter(filt.taps[o * d:(o + 1) * d], filt.bias[o * d:(o + 1) * d], freq_keep=filt.freq_keep)

@@ -333,11 +333,7 @@ def causal_conv(
 
         if history is None or history.shape[-1] == 0:
             return _cuda.causal_conv_cuda(u, filt, pregate, postgate)
-        # Stream: convolve [history | gated chunk] and keep the chunk's outputs (the kernel has no carried state).
-        # With the K - 1 carried inputs in front, only the chunk's outputs are kept, so the transform is circular
-        # (overlap-save: N >= history + chunk rather than + K - 1).
-        # The gated chunk is written straight behind the history (no separate product for torch.cat to copy: one
-        # chunk-sized pass and buffer fewer per layer).
+        # Stream: the gated chunk written straight behind its history (no separate product for torch.cat to copy)
         past = history.shape[-1]
         joined = u.new_empty(*u.shape[:-1], past + u.shape[-1])
         joined[..., :past].copy_(history)
@@ -345,10 +341,24 @@ def causal_conv(
             torch.mul(u, pregate, out=joined[..., past:])
         else:
             joined[..., past:].copy_(u)
-        y = _cuda.causal_conv_cuda(joined, filt, valid_from=past)[..., past:]
-        if postgate is None:
-            return y
-        # the gated product in rows that start 16-byte aligned (the chunk's odd length otherwise misaligns every row
-        # after the first, and the out_proj GEMM that reads it runs a ~3.5x slower kernel: aligned_rows)
-        return torch.mul(y, postgate, out=layout.padded_rows(y.shape, y))
+        return causal_conv_joined(joined, past, filt, postgate)
     return causal_conv_ref(u, filt, pregate, postgate, history)
+
+
+def causal_conv_joined(joined: torch.Tensor, past: int, filt: LongFilter,
+                       postgate: torch.Tensor | None = None) -> torch.Tensor:
+    """A streamed chunk on the CUDA kernels, given as ``joined`` = [history | gated chunk] (B, H, past + L): the
+    chunk's L outputs, times ``postgate`` (B, H, L). The model builds ``joined`` itself when it can write the gated
+    chunk there directly (:func:`genoconv.ops.fused.short_conv_gate` with ``out``); :func:`causal_conv` builds it from
+    ``history`` otherwise. The kernel has no carried state: with the K - 1 carried inputs in front only the chunk's
+    outputs are kept, so the transform is circular (overlap-save: N >= past + L rather than + K - 1)."""
+    from . import cuda as _cuda
+
+    if past == 0:  # a record's first chunk: a plain row, post-gated inside the kernel (one rounding)
+        return _cuda.causal_conv_cuda(joined, filt, None, postgate)
+    y = _cuda.causal_conv_cuda(joined, filt, valid_from=past)[..., past:]
+    if postgate is None:
+        return y
+    # the gated product in rows that start 16-byte aligned (the chunk's odd length otherwise misaligns every row
+    # after the first, and the out_proj GEMM that reads it runs a ~3.5x slower kernel: ops.layout)
+    return torch.mul(y, postgate, out=layout.padded_rows(y.shape, y))

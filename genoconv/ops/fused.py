@@ -117,13 +117,23 @@ def add_layer_norm_cast(residual: torch.Tensor, y: torch.Tensor, norm: torch.nn.
 
 
 def short_conv_gate(p: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor,
-                    past: torch.Tensor | None = None,
-                    in_bias: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                    past: torch.Tensor | None = None, in_bias: torch.Tensor | None = None,
+                    out: tuple[torch.Tensor, torch.Tensor] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """(x0, x1 * v), each (B, d, L) in p's dtype, from p (B, 3d, L) through the causal short conv (fp32 sums).
-    ``in_bias``: in_proj's bias, when the GEMM left it out (then no pass over p writes a broadcast bias first)."""
-    if not fused_available(p) or p.stride(-1) != 1:
-        return short_conv_gate_ref(p, weight, bias, past, in_bias)
-    return _triton().short_conv_gate(p, weight, bias, past, in_bias)
+    ``in_bias``: in_proj's bias, when the GEMM left it out (then no pass over p writes a broadcast bias first).
+    ``out``: (x0, gated) views to write into (unit stride along L): a streamed chunk's gated input goes straight
+    behind its carried history this way. The kernel writes them directly when their batch and channel strides agree."""
+    if out is not None and any(t.shape != (p.shape[0], p.shape[1] // 3, p.shape[2]) or t.stride(-1) != 1
+                               for t in out):
+        raise ValueError("short_conv_gate: out must be two (B, d, L) views with unit stride along L")
+    if not fused_available(p) or p.stride(-1) != 1 or (out is not None and out[0].stride() != out[1].stride()):
+        x0, gated = short_conv_gate_ref(p, weight, bias, past, in_bias)
+        if out is None:
+            return x0, gated
+        out[0].copy_(x0)
+        out[1].copy_(gated)
+        return out
+    return _triton().short_conv_gate(p, weight, bias, past, in_bias, out)
 
 
 # ---- Triton kernels -------------------------------------------------------------------------------------------------
@@ -206,11 +216,14 @@ def _build_kernels():
             return out
 
         @staticmethod
-        def short_conv_gate(p, weight, bias, past, in_bias=None):
+        def short_conv_gate(p, weight, bias, past, in_bias=None, out=None):
             batch, channels, length = p.shape
             d = channels // 3
-            x0 = torch.empty(batch, d, length, dtype=p.dtype, device=p.device)
-            gated = torch.empty_like(x0)
+            if out is None:
+                x0 = torch.empty(batch, d, length, dtype=p.dtype, device=p.device)
+                gated = torch.empty_like(x0)
+            else:  # views with one set of strides (the kernel indexes both outputs alike)
+                x0, gated = out
             width = weight.shape[-1]
             w = weight.reshape(channels, width).float().contiguous()
             bias32 = bias.float().contiguous()

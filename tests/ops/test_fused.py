@@ -128,6 +128,13 @@ def test_triton_kernels_on_the_gpu_in_bf16(length):
                                            past.bfloat16().double())
         for got, want in ((x0, r0), (gated, rg)):
             assert ((got.double() - want).norm() / want.norm()).item() < 4e-3
+        # into views behind a carried history (a streamed chunk's [history | gated] buffer): the same values, written
+        # in place, and the history in front untouched
+        joined, beside = (torch.full((2, d, 5 + length), 7.0, device="cuda", dtype=torch.bfloat16) for _ in range(2))
+        o0, og = fused.short_conv_gate(p.bfloat16(), w.bfloat16(), b.bfloat16(), past.bfloat16(),
+                                       out=(beside[..., 5:], joined[..., 5:]))
+        assert og.data_ptr() == joined[..., 5:].data_ptr() and o0.data_ptr() == beside[..., 5:].data_ptr()
+        assert torch.equal(o0, x0) and torch.equal(og, gated) and (joined[..., :5] == 7).all()
         ln = torch.nn.LayerNorm(d).cuda()
         residual = torch.randn(2, length, d, device="cuda", generator=g)
         y = torch.randn(2, length, d, device="cuda", generator=g).bfloat16()
@@ -193,3 +200,21 @@ def test_short_conv_folds_a_missing_bias(length, with_past):
     got = fused.causal_short_conv(p, w, b, past, in_bias=in_b)
     want = fused.causal_short_conv(p + in_b[:, None], w, b, past)
     torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("length", [1, 300])
+def test_short_conv_gate_writes_into_given_views(length):
+    # A streamed chunk's gated input goes straight behind its history (model.hyena): the reference path fills the
+    # given views with exactly what it returns otherwise, and leaves the rest of the buffer alone.
+    g = torch.Generator().manual_seed(length)
+    d = 4
+    p = torch.randn(2, 3 * d, length, generator=g)
+    w, b = torch.randn(3 * d, 1, 3, generator=g), torch.randn(3 * d, generator=g)
+    past = torch.randn(2, 3 * d, 2, generator=g)
+    x0, gated = fused.short_conv_gate(p, w, b, past)
+    joined, beside = torch.full((2, d, 3 + length), 7.0), torch.full((2, d, 3 + length), 7.0)
+    o0, og = fused.short_conv_gate(p, w, b, past, out=(beside[..., 3:], joined[..., 3:]))
+    assert og.data_ptr() == joined[..., 3:].data_ptr() and o0.data_ptr() == beside[..., 3:].data_ptr()
+    assert torch.equal(o0, x0) and torch.equal(og, gated) and (joined[..., :3] == 7).all()
+    with pytest.raises(ValueError, match="out must be two"):
+        fused.short_conv_gate(p, w, b, past, out=(beside[..., 2:], joined[..., 3:]))

@@ -42,7 +42,7 @@ def emulate_device(module, monkeypatch) -> list[str]:
     def backend(u, filt):
         return "cuda" if u.dtype in LOW_PRECISION else "reference"
 
-    for mod in (fftconv, ops, selfcheck):
+    for mod in (fftconv, ops, selfcheck, hyena):
         monkeypatch.setattr(mod, "backend_for", backend)
     for mod in (fftconv, ops, hyena, engine_plan):
         monkeypatch.setattr(mod, "planned_backend", planned)
