@@ -45,13 +45,13 @@ GENE_LEN = 2_220_382
 TOTAL = 1 << 27
 
 
-def shapes(quick: bool = False, sizes: list[int] | None = None):
+def shapes(quick: bool = False, sizes: list[int] | None = None, gene: bool = False):
     out = []
     for seq_len in sizes or SWEEP:
         channels = 256 if TOTAL // seq_len >= 256 else TOTAL // seq_len
         batch = max(1, TOTAL // (channels * seq_len))
         out.append((f"{seq_len // 1024}K" if seq_len >= 1024 else str(seq_len), batch, channels, seq_len))
-    if sizes:
+    if sizes and not gene:
         return out
     out.append(("DMD 2.22M", 1, 256, GENE_LEN))
     return out[:3] if quick else out
@@ -131,14 +131,14 @@ def oracle_error(y, u, taps, bias, pre=None, post=None, rows: int = 4, keep: flo
     return ((y[0, :rows].double() - ref).norm() / ref.norm()).item()
 
 
-def run(quick: bool, dtype: torch.dtype, sizes: list[int] | None = None) -> tuple[str, list[dict]]:
+def run(quick: bool, dtype: torch.dtype, sizes: list[int] | None = None, gene: bool = False) -> tuple[str, list[dict]]:
     from genoconv.ops import LongFilter
     from genoconv.ops import cuda as gcuda
 
     dev = torch.device("cuda")
     bw = copy_bandwidth()
     rows = []
-    for name, batch, channels, seq_len in shapes(quick, sizes):
+    for name, batch, channels, seq_len in shapes(quick, sizes, gene):
         torch.cuda.empty_cache()
         elems = batch * channels * seq_len
         taps = long_filter(channels, seq_len, dev)
@@ -412,7 +412,7 @@ def update_section(path: Path, text: str) -> None:
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="first three sizes only")
-    ap.add_argument("--sizes", type=str, default="", help="comma-separated L values instead of the sweep (no DMD)")
+    ap.add_argument("--sizes", type=str, default="", help="comma-separated L values instead of the sweep (`dmd` adds the gene case)")
     ap.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float16"])
     ap.add_argument("--update", type=Path, help="markdown file whose issue-13 section is rewritten")
     ap.add_argument("--section-out", type=Path, help="also write the section alone to this file")
@@ -431,8 +431,9 @@ def main(argv=None) -> None:
         bw = copy_bandwidth()
         print(f"copy bandwidth {bw / 1e12:.2f} TB/s\n\n" + long_table(run_long(dtype, bw)))
         return
-    sizes = [int(x) for x in args.sizes.split(",") if x]
-    bw, rows = run(args.quick, dtype, sizes)
+    tokens = [x for x in args.sizes.split(",") if x]
+    sizes = [int(x) for x in tokens if x != "dmd"]
+    bw, rows = run(args.quick, dtype, sizes, gene="dmd" in tokens)
     notes = ""
     if not args.quick and not sizes:
         long_rows = run_long(dtype, float(bw) * 1e12)

@@ -6,8 +6,8 @@
 # it goes, so a short lease still returns the first stages.
 # Needs tools/prepare_device_files.sh run first (carry [".devdata", ".whl"]). E2E=<cases> picks bench_e2e cases;
 # BENCH_CAP / TEST_CAP cap those stages' seconds.
-# STAGES=doctor,bench,tests,l2,gemm,embedab,cliprof,e2e,sanitize,ncu,ncusrc,profiles (default: all but l2, gemm, embedab,
-# cliprof, ncusrc) picks stages.
+# STAGES=doctor,bench,tests,l2,gemm,embedab,cliprof,dmdlayers,e2e,sanitize,ncu,ncusrc,profiles (default: all but l2, gemm,
+# embedab, cliprof, dmdlayers, ncusrc) picks stages; DMDLAYERS_ARGS: dmd_layers.py's options (default --check-conv).
 # BENCH_SIZES=512,... times those lengths only; TEST_K picks GPU tests (pytest -k) and TEST_FILES their files,
 # TEST_ENV="VAR=value ..." sets variables for the tests alone. A lease has calls of at most
 # 600 s and a warm machine is given back after 30 s idle, so a session's later calls usually start a bare machine:
@@ -48,6 +48,9 @@ cut -c1-160 "$OUT/embed_ab.log" | grep -v "^-*$" | head -90
 fi; if on cliprof; then echo "=== torch profiler around genoconv embed (chrX, large-1m shape) $(date +%T) left $(left)"
 timeout $(cap ${CLIPROF_CAP:-120}) python3 tools/kernels/cli_profile.py "$(e2e_file ${CLIPROF_INPUT:-chrx})" "$(e2e_file ckpt)" > "$OUT/cli_profile.txt" 2>&1
 echo "cliprof rc=$?"; head -40 "$OUT/cli_profile.txt" | cut -c1-200
+fi; if on dmdlayers; then echo "=== bf16 kernel vs fp32 reference error layer by layer, DMD (large-1m shape) $(date +%T) left $(left)"
+timeout $(cap 150) python3 tools/kernels/dmd_layers.py "$(e2e_file ckpt)" "$(e2e_file dmd)" ${DMDLAYERS_ARGS---check-conv} > "$OUT/dmd_layers.log" 2>&1
+echo "dmdlayers rc=$?"; cut -c1-200 "$OUT/dmd_layers.log"
 fi; if on e2e; then echo "=== e2e $(date +%T) left $(left)"
 timeout $(cap ${E2E_CAP:-$(( $(left) > 100 ? $(left) - 60 : 40 ))}) python3 benchmarks/bench_e2e.py --data .devdata --work /tmp/e2e $([ -d .devdata/official ] && echo --official .devdata/official) \
   --cases "${E2E:-cli_reads_demo,cli_reads_demo_long,cli_dmd,embed_1_2m_tensor,embed_1_2m_tensor_nosplit,cli_demo_bf16,cli_chrx}" \
