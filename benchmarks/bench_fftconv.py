@@ -412,7 +412,8 @@ def update_section(path: Path, text: str) -> None:
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="first three sizes only")
-    ap.add_argument("--sizes", type=str, default="", help="comma-separated L values instead of the sweep (`dmd` adds the gene case)")
+    ap.add_argument("--sizes", type=str, default="",
+                    help="comma-separated L values instead of the sweep (`dmd` adds the gene case)")
     ap.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float16"])
     ap.add_argument("--update", type=Path, help="markdown file whose issue-13 section is rewritten")
     ap.add_argument("--section-out", type=Path, help="also write the section alone to this file")
