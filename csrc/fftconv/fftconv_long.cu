@@ -219,6 +219,9 @@ __device__ __forceinline__ void tc_columns_dft256(uint32_t* sm, const float2* s_
   }
 }
 
+// A count of rows n1 clamped to [0, cap] (the bounds of the rows a block reads or writes unchecked).
+__device__ __forceinline__ int clamp_rows(int64_t rows, int cap) { return rows <= 0 ? 0 : rows >= cap ? cap : (int)rows; }
+
 // Complex columns per block at R = 2^kLogR (a 512-point column fills two 256-point units), log2 of half the columns.
 template <int kLogR> __host__ __device__ constexpr int tc_cols() { return kLogR == 8 ? kTcPairs : kTcPairs / 2; }
 template <int kLogR> __host__ __device__ constexpr int tc_log_half() { return kLogR == 8 ? 5 : 4; }
@@ -252,28 +255,53 @@ __global__ void __launch_bounds__(kTcWarps * 32) long_fwd_tc_kernel(const LongPa
     fill_w512(s_w512, tid);
     __syncthreads();
   }
-  auto sample = [&](int64_t n) {
-    return sc != 0.f ? load_gated_pair<kPre>(x, gate, n, len, vec) : make_float2(0.f, 0.f);
+  // Operands: words (q, q + 16) of each unit (re, im planes), consecutive threads on consecutive column pairs. A
+  // thread keeps its column pair pc; its words w = w0 + kStep it (w0 < kStep, which divides 16) come from rows
+  // q(w) = 32 (w >> 4) + (w & 15) = q0(it) + w0, so the row offsets unroll to constants times the row stride.
+  // Rows n1 < `full` lie wholly inside the input (unchecked 32-bit loads); rows from `any` on lie wholly past it
+  // (the causal padding: zeros, nothing read); the rows between take the bounds-checked loads. Both bounds are the
+  // same for the block's threads, and in int32: offsets within a transform are below N <= 2^23.
+  constexpr int kIters = 128 / kStep;
+  const int pc = tid % kCols, w0 = tid / kCols, stride = 1 << k.log_inner;
+  const int col = k.c0 + 2 * pc;
+  const int64_t avail = sc != 0.f ? len - k.c0 : 0;  // input samples from the block's first column on
+  const int any = clamp_rows((avail + stride - 1) >> k.log_inner, kR);
+  const int full = vec && avail >= 2 * kCols ? clamp_rows(((avail - 2 * kCols) >> k.log_inner) + 1, kR) : 0;
+  using V2 = typename Vec2<T>::type;
+  auto row_pair = [&](int q) {  // samples (col, col + 1) of row q, gated and scaled
+    float2 v;
+    if (q < full) {
+      const int o = q * stride + col;
+      v = Vec2<T>::to_f2(*reinterpret_cast<const V2*>(x + o));
+      if constexpr (kPre) {
+        const float2 g = Vec2<T>::to_f2(*reinterpret_cast<const V2*>(gate + o));
+        v.x *= g.x;
+        v.y *= g.y;
+      }
+    } else if (q >= any) {
+      return make_float2(0.f, 0.f);
+    } else {
+      v = load_gated_pair<kPre>(x, gate, (int64_t)q * stride + col, len, vec);
+    }
+    return make_float2(v.x * sc, v.y * sc);
   };
-  // Operands: words (q, q + 16) of each unit (re, im planes), consecutive threads on consecutive column pairs.
-  for (int i = tid; i < 128 * kCols; i += blockDim.x) {
-    const int pc = i % kCols, w = i / kCols;
-    const int q = ((w >> 4) << 5) | (w & 15);
-    const int64_t n = ((int64_t)q << k.log_inner) + k.c0 + 2 * pc;
-    float2 lo = sample(n), hi = sample(n + (16LL << k.log_inner));
+#pragma unroll
+  for (int it = 0; it < kIters; ++it) {
+    const int ws = kStep * it, w = w0 + ws, q = 32 * (ws >> 4) + (ws & 15) + w0;
+    float2 lo = row_pair(q), hi = row_pair(q + 16);
     int unit = pc;
     if constexpr (kLogR == 9) {  // the radix-2 step: a to unit 2 pc (even bins), b to unit 2 pc + 1 (odd bins)
-      const float2 lo2 = sample(n + (256LL << k.log_inner)), hi2 = sample(n + (272LL << k.log_inner));
+      const float2 lo2 = row_pair(q + 256), hi2 = row_pair(q + 272);
       const float2 b_lo = cmul(make_float2(0.5f * (lo.x - lo2.x), 0.5f * (lo.y - lo2.y)), s_w512[q]);
       const float2 b_hi = cmul(make_float2(0.5f * (hi.x - hi2.x), 0.5f * (hi.y - hi2.y)), s_w512[q + 16]);
-      sm[tc_word(2 * pc + 1, 0, w)] = pack2(b_lo.x * sc, b_hi.x * sc);
-      sm[tc_word(2 * pc + 1, 1, w)] = pack2(b_lo.y * sc, b_hi.y * sc);
+      sm[tc_word(2 * pc + 1, 0, w)] = pack2(b_lo.x, b_hi.x);
+      sm[tc_word(2 * pc + 1, 1, w)] = pack2(b_lo.y, b_hi.y);
       lo = make_float2(0.5f * (lo.x + lo2.x), 0.5f * (lo.y + lo2.y));
       hi = make_float2(0.5f * (hi.x + hi2.x), 0.5f * (hi.y + hi2.y));
       unit = 2 * pc;
     }
-    sm[tc_word(unit, 0, w)] = pack2(lo.x * sc, hi.x * sc);
-    sm[tc_word(unit, 1, w)] = pack2(lo.y * sc, hi.y * sc);
+    sm[tc_word(unit, 0, w)] = pack2(lo.x, hi.x);
+    sm[tc_word(unit, 1, w)] = pack2(lo.y, hi.y);
   }
   __syncthreads();
   tc_columns_dft256<false>(sm, s_w16);
@@ -286,18 +314,23 @@ __global__ void __launch_bounds__(kTcWarps * 32) long_fwd_tc_kernel(const LongPa
   // times W_N^(n2 k1), to the workspace rows as (A, B) half2 pairs of each plane.
   __half* wk = static_cast<__half*>(p.work);
   const int64_t plane = (int64_t)1 << k.log_inner;
-  const int pc = tid % kCols, k0 = tid / kCols;
-  const int n2a = k.c0 + 2 * pc;
+  // Thread (pc, k0) writes rows k1 = k0 + kStep j; consecutive rows k1 of the workspace lie `rstep` apart.
+  const int k0 = w0, n2a = col;
+  const int64_t rstep = (int64_t)kStep * ((2 * p.batch) << k.log_inner);
+  __half* dst = wk + work_row(p, k, k0) + n2a;
   TwiddleWalk wa(n2a, k0, kStep, p.log_n), wb(n2a + 1, k0, kStep, p.log_n);
-  for (int k1 = k0; k1 <= kR / 2; k1 += kStep) {
+  auto put = [&](int k1) {
     const float2 zk = bin(pc, k1);
     const float2 zm = bin(pc, (kR - k1) & (kR - 1));
     const float2 va = cmul(make_float2(0.5f * (zk.x + zm.x), 0.5f * (zk.y - zm.y)), wa.next());
     const float2 vb = cmul(make_float2(0.5f * (zk.y + zm.y), -0.5f * (zk.x - zm.x)), wb.next());
-    const int64_t o = work_row(p, k, k1) + n2a;
-    *reinterpret_cast<__half2*>(wk + o) = __floats2half2_rn(va.x, vb.x);
-    *reinterpret_cast<__half2*>(wk + o + plane) = __floats2half2_rn(va.y, vb.y);
-  }
+    *reinterpret_cast<__half2*>(dst) = __floats2half2_rn(va.x, vb.x);
+    *reinterpret_cast<__half2*>(dst + plane) = __floats2half2_rn(va.y, vb.y);
+    dst += rstep;
+  };
+#pragma unroll 4
+  for (int j = 0; j < kR / 2 / kStep; ++j) put(k0 + kStep * j);
+  if (k0 == 0) put(kR / 2);  // row R/2 (k0 + kStep j reaches it only from k0 = 0)
 }
 
 template <typename T, bool kPost, int kLogR>
@@ -320,19 +353,25 @@ __global__ void __launch_bounds__(kTcWarps * 32) long_inv_tc_kernel(const LongPa
     sh[2 * tc_word(unit, 0, w) + half] = __half_as_ushort(__float2half_rn(v.x));
     sh[2 * tc_word(unit, 1, w) + half] = __half_as_ushort(__float2half_rn(v.y));
   };
+  // Thread (pc, k0) reads rows k1 = k0 + kStep j of the workspace (`rstep` apart), as pass 1 wrote them.
+  const int pc = tid % kCols, w0 = tid / kCols, col = k.c0 + 2 * pc, stride = 1 << k.log_inner;
   {
-    const int pc = tid % kCols, k0 = tid / kCols;
-    const int n2a = k.c0 + 2 * pc;
-    TwiddleWalk wa(n2a, k0, kStep, p.log_n), wb(n2a + 1, k0, kStep, p.log_n);
-    for (int k1 = k0; k1 <= kR / 2; k1 += kStep) {
-      const int64_t o = work_row(p, k, k1) + n2a;
-      const float2 re = __half22float2(*reinterpret_cast<const __half2*>(wk + o));           // (Ta.re, Tb.re)
-      const float2 im = __half22float2(*reinterpret_cast<const __half2*>(wk + o + plane));   // (Ta.im, Tb.im)
+    const int k0 = w0;
+    const int64_t rstep = (int64_t)kStep * ((2 * p.batch) << k.log_inner);
+    const __half* src = wk + work_row(p, k, k0) + col;
+    TwiddleWalk wa(col, k0, kStep, p.log_n), wb(col + 1, k0, kStep, p.log_n);
+    auto take = [&](int k1) {
+      const float2 re = __half22float2(*reinterpret_cast<const __half2*>(src));          // (Ta.re, Tb.re)
+      const float2 im = __half22float2(*reinterpret_cast<const __half2*>(src + plane));  // (Ta.im, Tb.im)
+      src += rstep;
       const float2 ta = cmulc(make_float2(re.x, im.x), wa.next());
       const float2 tb = cmulc(make_float2(re.y, im.y), wb.next());
       put(pc, k1, make_float2(ta.x - tb.y, ta.y + tb.x));                                   // Ta + i Tb
       if (k1 != 0 && k1 != kR / 2) put(pc, kR - k1, make_float2(ta.x + tb.y, tb.x - ta.y));  // conj Ta + i conj Tb
-    }
+    };
+#pragma unroll 4
+    for (int j = 0; j < kR / 2 / kStep; ++j) take(k0 + kStep * j);
+    if (k0 == 0) take(kR / 2);
   }
   __syncthreads();
   tc_columns_dft256<true>(sm, s_w16);
@@ -354,15 +393,38 @@ __global__ void __launch_bounds__(kTcWarps * 32) long_inv_tc_kernel(const LongPa
       y[n + 1] = from_float<T>(kPost ? r.y * to_float(post[n + 1]) : r.y);
     }
   };
-  for (int i = tid; i < 256 * kCols; i += blockDim.x) {
-    const int pc = i % kCols, m = i / kCols;
+  // Thread (pc, w0) writes rows n1 = w0 + kStep j of its column pair. Rows [lo, full) lie wholly inside the kept
+  // outputs [first, len) (unchecked 32-bit stores); rows from `any` on wholly past them (the causal padding: skipped);
+  // the rest take emit's checks. The same for the block's threads (as pass 1's bounds).
+  const int64_t avail = len - k.c0, skip = first - k.c0;
+  const int any = clamp_rows((avail + stride - 1) >> k.log_inner, kR);
+  const int full = vec && avail >= 2 * kCols ? clamp_rows(((avail - 2 * kCols) >> k.log_inner) + 1, kR) : 0;
+  const int lo = clamp_rows((skip + stride - 1) >> k.log_inner, kR);
+  using V2 = typename Vec2<T>::type;
+  auto out = [&](int n1, float2 v) {
+    if (n1 >= lo && n1 < full) {
+      const int o = n1 * stride + col;
+      float2 r = make_float2(v.x * osc, v.y * osc);
+      if constexpr (kPost) {
+        const float2 g = Vec2<T>::to_f2(*reinterpret_cast<const V2*>(post + o));
+        r.x *= g.x;
+        r.y *= g.y;
+      }
+      *reinterpret_cast<V2*>(y + o) = Vec2<T>::from_f2(r.x, r.y);
+    } else if (n1 < any) {
+      emit(pc, n1, v);
+    }
+  };
+  const int mend = any < 256 ? any : 256;
+#pragma unroll 4
+  for (int m = w0; m < mend; m += kStep) {
     if constexpr (kLogR == 8) {
-      emit(pc, m, unpack2(sm[tc_bin(pc, m)]));
+      out(m, unpack2(sm[tc_bin(pc, m)]));
     } else {  // samples m and m + 256 from the even and odd bins' inverses
       const float2 e = unpack2(sm[tc_bin(2 * pc, m)]);
       const float2 o = cmulc(unpack2(sm[tc_bin(2 * pc + 1, m)]), s_w512[m]);
-      emit(pc, m, make_float2(e.x + o.x, e.y + o.y));
-      emit(pc, m + 256, make_float2(e.x - o.x, e.y - o.y));
+      out(m, make_float2(e.x + o.x, e.y + o.y));
+      out(m + 256, make_float2(e.x - o.x, e.y - o.y));
     }
   }
 }

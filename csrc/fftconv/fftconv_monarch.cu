@@ -681,8 +681,16 @@ monarch_conv_kernel(const ConvParams p) {
     const float2 recv = make_float2(__shfl_xor_sync(0xffffffffu, send.x, 1), __shfl_xor_sync(0xffffffffu, send.y, 1));
     const float2 e0 = odd ? recv : v_lo, e1 = odd ? v_hi : recv;  // samples m, m + 1
     const int64_t m = odd ? n - 1 + 16 : n;
-    if (m >= out_len || m < p.out_from) return;  // out_from is a multiple of 8, so a pair is never split
     float a0 = e0.x * scale0, a1 = e1.x * scale0, c0 = e0.y * scale1, c1 = e1.y * scale1;
+    if constexpr (kCirc) {
+      // The long path's workspace rows: 16-bit, 4-byte aligned, both rows present, every sample kept (m < N' <=
+      // 2^14), no gates: unchecked 32-bit stores (the bounds and alignment tests cost as much as the rest of the store).
+      using V2 = typename Vec2<T>::type;
+      *reinterpret_cast<V2*>(y0 + (int)m) = Vec2<T>::from_f2(a0, a1);
+      *reinterpret_cast<V2*>(y1 + (int)m) = Vec2<T>::from_f2(c0, c1);
+      return;
+    }
+    if (m >= out_len || m < p.out_from) return;  // out_from is a multiple of 8, so a pair is never split
     if (kPost) {
       const float2 pa = unpack_samples<T>(kStagePost ? stg_post[m >> 1] : pw0);
       a0 *= pa.x; a1 *= pa.y;
@@ -818,7 +826,10 @@ cudaError_t launch_monarch(const ConvParams& p, DType dtype, cudaStream_t stream
 }
 
 cudaError_t launch_monarch_circular(const ConvParams& p, cudaStream_t stream) {
-  if (p.pregate != nullptr || p.postgate != nullptr || p.batch % 2 != 0) return cudaErrorInvalidValue;
+  // The kernel's circular form stores unchecked (every sample of 4-byte aligned row pairs): refuse anything else.
+  if (p.pregate != nullptr || p.postgate != nullptr || p.batch % 2 != 0 || p.out_from != 0 || p.out_len != 0 ||
+      (reinterpret_cast<uintptr_t>(p.y) & 3) != 0 || p.y_sb % 2 != 0 || p.y_sh % 2 != 0)
+    return cudaErrorInvalidValue;
   static_assert(kLongMinInnerLogN == 9 && kLongMaxInnerLogN == 14, "instantiated below: r = 2 .. 64");
   switch (p.log_n) {
     case 9: return monarch::launch_t<__half, 1, false, false, true>(p, stream);
