@@ -680,14 +680,30 @@ def _toeplitz_pairs(seq_len: int, blocks: int, log_n: int, filter_len: int | Non
     return [(i, j) for i in range(min(blocks, filter_blocks + 1)) for j in range(i, blocks)]
 
 
-class _BlockPair:
+class _FilterPart:
+    """A filter derived from a LongFilter (a block pair, a tap window) that every path and spectrum builder takes as a
+    filter: its derived forms are cached in the whole filter's cache under the part's ``key`` (so the model's
+    filter-cache budget sees them)."""
+
+    whole = None
+    key: tuple = ()
+
+    @property
+    def channels(self) -> int:
+        return self.whole.channels
+
+    def cached(self, key: tuple, make):
+        return self.whole.cached((*self.key, *key), make)
+
+
+class _BlockPair(_FilterPart):
     """Filter blocks i and i - 1 (N/2 taps each, zero past K) as one N-tap filter [h_i | h_(i-1)] without the skip term
     (:func:`_conv_toeplitz`): convolved circularly at N with a zero-padded input block x, its first N/2 outputs are
-    conv(x, h_i) plus the tail of conv(x, h_(i-1)) that spills into the next output block. Spectra are cached in the
-    whole filter's cache (the model's filter-cache budget sees them)."""
+    conv(x, h_i) plus the tail of conv(x, h_(i-1)) that spills into the next output block."""
 
     def __init__(self, filt, i: int, half: int):
         self.whole, self.i, self.half = filt, i, half
+        self.key = ("toeplitz", i, half)
         self.bias = torch.zeros_like(filt.bias)
         self.freq_keep = 1.0  # toeplitz plans are for exact filters only
 
@@ -702,18 +718,11 @@ class _BlockPair:
         return torch.cat((block(self.i), block(self.i - 1)), dim=-1)
 
     @property
-    def channels(self) -> int:
-        return self.whole.channels
-
-    @property
     def filter_len(self) -> int:
         return 2 * self.half
 
     def kept_bins(self, n_fft: int) -> int:
         return n_fft // 2 + 1
-
-    def cached(self, key: tuple, make):
-        return self.whole.cached(("toeplitz", self.i, self.half, *key), make)
 
 
 def _conv_toeplitz(u, filt, pregate, postgate, log_n: int, blocks: int, op=None, op_add=None) -> torch.Tensor:
@@ -1073,22 +1082,18 @@ def _long_blocks(u, filt, pregate, postgate, log_n: int, lead: int, first: int, 
     return y
 
 
-class _TapWindow:
+class _TapWindow(_FilterPart):
     """Taps [lo, hi) of a LongFilter as a filter of their own, for the parts of a split row (:func:`_long_split`):
-    the skip term only in the part that starts at tap 0, derived forms cached in the whole filter's cache (so the
-    model's filter-cache budget sees them). Every path and spectrum builder takes it unchanged."""
+    the skip term only in the part that starts at tap 0."""
 
     def __init__(self, filt, lo: int, hi: int):
         if isinstance(filt, _TapWindow):  # a part of a part: one window on the whole filter
             filt, lo, hi = filt.whole, filt.lo + lo, filt.lo + hi
         self.whole, self.lo, self.hi = filt, lo, hi
+        self.key = ("taps", lo, hi)
         self.taps = filt.taps[:, lo:hi]
         self.bias = filt.bias if lo == 0 else torch.zeros_like(filt.bias)
         self.freq_keep = filt.freq_keep  # 1: split plans are for exact filters only
-
-    @property
-    def channels(self) -> int:
-        return self.whole.channels
 
     @property
     def filter_len(self) -> int:
@@ -1096,9 +1101,6 @@ class _TapWindow:
 
     def kept_bins(self, n_fft: int) -> int:
         return self.whole.kept_bins(n_fft)
-
-    def cached(self, key: tuple, make):
-        return self.whole.cached(("taps", self.lo, self.hi, *key), make)
 
 
 def _long_split(u, filt, pregate, postgate, split: int, head: tuple, rest: tuple) -> torch.Tensor:
