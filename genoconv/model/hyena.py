@@ -357,8 +357,14 @@ class HyenaOperator(nn.Module):
         if stream is None and conv.filter_len is None and seq_len > self.l_max:
             raise ValueError(f"sequence of {seq_len} bases is longer than the model's max_seq_len {self.l_max}")
         n_taps = conv.taps_needed(seq_len, self.l_max, stream is not None)
+        keep = conv.taps(self.l_max) - 1  # a streamed record carries its last K - 1 gated inputs on
         if stream is None and n_taps == seq_len:
             n_taps = shared_taps(seq_len, conv.taps(self.l_max), u.device, u.dtype)
+        elif stream is not None:
+            # Taps past [history | chunk] multiply nothing: a streamed record shorter than K never reaches them, and
+            # generating all K per chunk (the implicit filter's MLP over 1M positions on large-1m) was most of such a
+            # record's time and memory on the CPU (BENCHMARKS.md, thirteenth session).
+            n_taps = min(n_taps, seq_len + (stream.long[0].shape[-1] if stream.long else 0))
         # in_proj written straight into the convolution layout (B, C, L): W @ u^T. The GEMM takes the transposed
         # operand for free, where a Linear followed by a transpose made a strided copy of the largest activation
         # (~18 ms per layer at 1 Mbp on an H200, half the forward time; benchmarks/results/profile_1m_*.txt).
@@ -402,7 +408,7 @@ class HyenaOperator(nn.Module):
                                         self.in_proj.bias if bias_in_kernel else None,
                                         out=(beside[..., past:], joined[..., past:]))
             del p
-            self._history(stream, 0, gated, n_taps - 1)  # carried on: the last K - 1 gated inputs
+            self._history(stream, 0, gated, keep)  # carried on: the last K - 1 gated inputs
             v = causal_conv_joined(joined, past, filt, postgate=x0)
             del joined, beside
         elif self.order == 2:
@@ -410,14 +416,14 @@ class HyenaOperator(nn.Module):
             x0, gated = short_conv_gate(p, self.short_filter.weight, self.short_filter.bias, past_short,
                                         self.in_proj.bias if bias_in_kernel else None)
             del p  # (B, 3d, L): the largest activation of the block, not needed past this point
-            v = causal_conv(gated, filt, postgate=x0, history=self._history(stream, 0, gated, n_taps - 1))
+            v = causal_conv(gated, filt, postgate=x0, history=self._history(stream, 0, gated, keep))
         else:
             p = causal_short_conv(p, self.short_filter.weight, self.short_filter.bias, past_short)
             *x, v = p.split(d, dim=1)
             for o, x_i in enumerate(reversed(x[1:])):
                 sub = LongFilter(filt.taps[o * d:(o + 1) * d], filt.bias[o * d:(o + 1) * d], freq_keep=filt.freq_keep)
                 post = x[0] if o == self.order - 2 else None  # fuse the final x0 gate into the last convolution
-                history = self._history(stream, o, v * x_i, n_taps - 1) if stream is not None else None
+                history = self._history(stream, o, v * x_i, keep) if stream is not None else None
                 v = causal_conv(v.contiguous(), sub, pregate=x_i.contiguous(),
                                 postgate=None if post is None else post.contiguous(), history=history)
         self.filter_fn.release(filt)

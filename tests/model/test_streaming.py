@@ -80,3 +80,21 @@ def test_partial_and_sparse_errors_are_measurable(model):
     # Shorter filters lose more: the error grows as K shrinks (quality table in BENCHMARKS.md).
     assert 0 < errors["K=1000"] < errors["K=250"] < errors["K=50"]
     assert 0 < errors["F=0.5"] < errors["F=0.25"]
+
+
+def test_a_record_shorter_than_the_filter_asks_only_for_the_taps_it_reaches(model, monkeypatch):
+    """Streamed in chunks, a record of R < K bases convolves [history | chunk] (at most R long), so no chunk asks the
+    implicit filter for more than history + chunk taps. Asking for all K each chunk was 15x the time and 2.4x the
+    memory of a 80 kbp record on the large-1m shape (CPU; BENCHMARKS.md, thirteenth session); outputs unchanged."""
+    asked = []
+    for block in model.backbone.layers:
+        fn = block.mixer.filter_fn
+        orig = fn.long_filter
+        monkeypatch.setattr(fn, "long_filter", lambda n, *a, _orig=orig, **k: asked.append(n) or _orig(n, *a, **k))
+    ids = _ids(700, 3)
+    streamed, _, _ = _stream(model, ids, 256, [3])
+    with torch.inference_mode():
+        whole = model.hidden_states(ids, [3])[3]
+    assert asked and max(asked) <= 700
+    assert asked[:CFG.n_layer] == [256] * CFG.n_layer  # the first chunk: no history yet
+    assert ((streamed[3] - whole).norm() / whole.norm()).item() <= 1e-6
