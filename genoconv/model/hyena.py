@@ -358,13 +358,15 @@ class HyenaOperator(nn.Module):
             raise ValueError(f"sequence of {seq_len} bases is longer than the model's max_seq_len {self.l_max}")
         n_taps = conv.taps_needed(seq_len, self.l_max, stream is not None)
         keep = conv.taps(self.l_max) - 1  # a streamed record carries its last K - 1 gated inputs on
+        history = stream.long[0] if stream is not None and stream.long else None  # (B, d, past) carried gated inputs
+        past = 0 if history is None else history.shape[-1]
         if stream is None and n_taps == seq_len:
             n_taps = shared_taps(seq_len, conv.taps(self.l_max), u.device, u.dtype)
         elif stream is not None:
             # Taps past [history | chunk] multiply nothing: a streamed record shorter than K never reaches them, and
             # generating all K per chunk (the implicit filter's MLP over 1M positions on large-1m) was most of such a
             # record's time and memory on the CPU (BENCHMARKS.md, thirteenth session).
-            n_taps = min(n_taps, seq_len + (stream.long[0].shape[-1] if stream.long else 0))
+            n_taps = min(n_taps, past + seq_len)
         # in_proj written straight into the convolution layout (B, C, L): W @ u^T. The GEMM takes the transposed
         # operand for free, where a Linear followed by a transpose made a strided copy of the largest activation
         # (~18 ms per layer at 1 Mbp on an H200, half the forward time; benchmarks/results/profile_1m_*.txt).
@@ -393,8 +395,6 @@ class HyenaOperator(nn.Module):
             stream.short = _tail(torch.cat([past_short.to(p.dtype), tail], dim=-1), width - 1).clone()
         filt = self.filter_fn.long_filter(n_taps, conv.freq_keep)
         d = self.d_model
-        history = stream.long[0] if stream is not None and stream.long else None
-        past = 0 if history is None else history.shape[-1]
         if self.order == 2 and stream is not None and past <= seq_len and backend_for(p[:, :d], filt) == "cuda":
             # A streamed chunk on the kernels: the gated chunk is written straight behind its carried history, so
             # the convolution's [history | chunk] input needs no copy of it. x0 shares its row stride (the fused
