@@ -185,8 +185,8 @@ __device__ __forceinline__ float abs_or_inf(float x) { return x != x ? INFINITY 
 // ---- the kernel -------------------------------------------------------------------------------------------------
 
 // kCirc: the row is a full complex signal (re, im) of N samples (both rows of the pair) and the convolution is
-// circular: all N samples loaded and stored, one scale for the pair (the spectrum need not be Hermitian, so the two
-// rows mix). Used for the long path's inner pass (fftconv_long.cu), fp16 rows without gates.
+// circular: all N samples loaded and stored, unscaled (the spectrum need not be Hermitian, so the two rows mix; pass 1
+// scaled them already). Used for the long path's inner pass (fftconv_long.cu), fp16 rows without gates.
 // kAcc (the block-Toeplitz terms, N = 2^14, 2^15 only): y += the result, outputs and post-gate rows up to
 // ConvParams::out_len; a compile-time choice, so the plain kernels carry no trace of it.
 template <typename T, int kLogR, bool kPre, bool kPost, bool kCirc = false, bool kAcc = false>
@@ -287,11 +287,19 @@ monarch_conv_kernel(const ConvParams p) {
   // are SIMD integer maxima over packed pairs, read from the staged rows (16 bytes at a time). Gated rows bound max |u g| by max |u| max |g| (scale sigma_u sigma_g, each factor in
   // float range). A row holding inf/NaN gets scale 0 (its partner stays clean) and is written as NaN, as an FFT
   // convolution of it would be.
+  // kCirc (the long path's inner pass) has no phase 0: pass 1 wrote the workspace already scaled (max |x| < 2^9 per
+  // row, DFT / R keeps it there) and finite (an inf/NaN row is zeros there and NaN in pass 3), so su = inv = 1 and
+  // no row is bad. A rescale would only scale rows up, where fp16's relative precision does not depend on it
+  // (NOTES.md v21: the scan, its barrier and the per-sample scale and selects were ~10% of the inner pass).
   cp_async_wait_all();  // this unit's staged rows (issued one unit earlier, or in the prologue)
-  if (tid < 4) s_max[tid] = 0;
+  if (!kCirc && tid < 4) s_max[tid] = 0;
   __syncthreads();
   // 32-bit loads of gate sample pairs from device memory are safe when the gate rows start 4-byte aligned.
   const bool vec_g = !kPre || (aligned4(g0) && aligned4(g1));
+  // Per row: scale factors (sigma_u, sigma_g) and the output factor 1 / (sigma_u sigma_g), or bad.
+  float su[2] = {1.f, 1.f}, sg[2] = {1.f, 1.f}, inv[2] = {1.f, 1.f};
+  bool badr[2] = {false, false};
+  if constexpr (!kCirc) {
   {
     uint32_t b[4] = {0u, 0u, 0u, 0u};  // u0, u1, g0, g1
     auto vmax4 = [](uint32_t m, uint4 v) {
@@ -341,9 +349,6 @@ monarch_conv_kernel(const ConvParams p) {
     }
   }
   __syncthreads();
-  // Per row: scale factors (sigma_u, sigma_g) and the output factor 1 / (sigma_u sigma_g), or bad.
-  float su[2], sg[2], inv[2];
-  bool badr[2];
   int eus[2], egs[2];
 #pragma unroll
   for (int r = 0; r < 2; ++r) {
@@ -354,10 +359,6 @@ monarch_conv_kernel(const ConvParams p) {
     if (mu > 0.f) frexpf(mu, &eus[r]);
     if (kPre && mg > 0.f) frexpf(mg, &egs[r]);
   }
-  if constexpr (kCirc) {  // one complex signal: one scale, and one verdict, for both rows
-    eus[0] = eus[1] = max(eus[0], eus[1]);
-    badr[0] = badr[1] = badr[0] || badr[1];
-  }
 #pragma unroll
   for (int r = 0; r < 2; ++r) {
     const int eu = eus[r], eg = egs[r];
@@ -366,6 +367,7 @@ monarch_conv_kernel(const ConvParams p) {
     sg[r] = kPre && !badr[r] ? ldexpf(1.f, 5 - eg) : 1.f;
     inv[r] = ldexpf(1.f, eu - tu) * (kPre ? ldexpf(1.f, eg - 5) : 1.f);
   }
+  }  // !kCirc
   const bool bad0 = badr[0], bad1 = badr[1];
 
   // Samples n, n + 1 (n even, n < N / 2) of z = s_b x_b + i s_{b+1} x_{b+1} (s = sigma_u sigma_g of the row), one
@@ -380,6 +382,12 @@ monarch_conv_kernel(const ConvParams p) {
       }
     }
     float2 a = unpack_samples<T>(stg[n >> 1]);
+    if constexpr (kCirc) {  // both rows present, already scaled, never bad
+      const float2 c = unpack_samples<T>(stg[SW + (n >> 1)]);
+      z[0] = make_float2(a.x, c.x);
+      z[1] = make_float2(a.y, c.y);
+      return;
+    }
     float2 c = has1 ? unpack_samples<T>(stg[SW + (n >> 1)]) : make_float2(0.f, 0.f);
     a.x *= su[0]; a.y *= su[0]; c.x *= su[1]; c.y *= su[1];
     if (kPre) {
