@@ -118,8 +118,8 @@ class Planner:
         (filters the layers keep live in the cache reserve, :meth:`cache_bytes`).
 
         Peak at a layer's long convolution: the fp32 residual stream and kept hidden states, the LayerNorm output,
-        x0 and the gated input, the layer's filter (taps + spectrum) unless cached, and the larger of the spectrum's
-        build temporaries and the convolution's output + workspace. Checked on the device against
+        x0 and the gated input, the layer's filter (taps + spectrum) unless cached, and the largest of the taps' and
+        the spectrum's build temporaries and the convolution's output + workspace. Checked on the device against
         ``torch.cuda.max_memory_allocated`` (benchmarks/memory_plan.py, tests/test_gpu.py: within 25%)."""
         d, elt, tokens = self.d, self.elt, batch * length
         n_fft, conv_extra = conv_bytes(batch, d, length, n_taps, history, self.backend, self.model.device, elt)
@@ -127,7 +127,8 @@ class Planner:
         kernel_out = tokens * d * elt if self.backend == "cuda" else 0  # the reference counts its own output
         filt = 0 if self._filter_cached(n_taps, n_fft) else self._filter_bytes(n_taps, n_fft)
         build = spectrum_build_bytes(d, n_fft) if self.backend == "cuda" else 0  # the reference builds in place
-        mixer = 3 * tokens * d * elt + filt + max(build, kernel_out + conv_extra)
+        taps_build = self.model.model.filter_build_bytes(n_taps, self.model.device)  # the MLP over one block
+        mixer = 3 * tokens * d * elt + filt + max(build, taps_build, kernel_out + conv_extra)
         mlp = tokens * elt * (2 * d + self.d_inner)  # LayerNorm output, fc1 (GELU) output, fc2 output
         return resident + max(mixer, mlp)
 

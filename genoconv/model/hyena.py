@@ -187,12 +187,38 @@ class HyenaFilter(nn.Module):
         return default_filter_cache_bytes(self.bias.device)
 
     def taps(self, n_taps: int) -> torch.Tensor:
-        """(d_model·(order-1), n_taps) fp32 taps: h = modulation(t, MLP(z)) at positions 0..n_taps-1."""
+        """(d_model·(order-1), n_taps) fp32 taps: h = modulation(t, MLP(z)) at positions 0..n_taps-1.
+
+        In inference the MLP runs over blocks of :meth:`tap_block` positions written into the output, so generating
+        a filter costs its taps plus one block's activations: over all 1M positions at once the MLP's hidden layers
+        and the modulated, transposed copies took 6x the taps (0.73 GB transient for 122 MB of 32-channel taps, the
+        CPU's streamed records 35% past their memory budget). Training keeps one graph over all positions."""
         if n_taps > self.seq_len:
             raise ValueError(f"the implicit filter is defined for {self.seq_len} positions, asked for {n_taps}")
         z, t = self.pos_emb(n_taps)
-        h = self.modulation(t, self.implicit_filter(z))
-        return h[0].transpose(0, 1).to(_at_least_fp32(h.dtype))
+        if torch.is_grad_enabled() and any(p.requires_grad for p in self.parameters()):
+            h = self.modulation(t, self.implicit_filter(z))
+            return h[0].transpose(0, 1).to(_at_least_fp32(h.dtype))
+        block = self.tap_block(z.device)
+        out = None
+        for a in range(0, n_taps, block):
+            h = self.modulation(t[:, a:a + block], self.implicit_filter(z[:, a:a + block]))[0]
+            if out is None:
+                out = torch.empty(h.shape[1], n_taps, dtype=_at_least_fp32(h.dtype), device=h.device)
+            out[:, a:a + h.shape[0]] = h.transpose(0, 1)
+        return out
+
+    def tap_block(self, device: torch.device) -> int:
+        """Positions per MLP evaluation in :meth:`taps`: ~32 MiB of activations on the CPU (16K positions at
+        d_model 256), 8x that on a GPU, where each block is a handful of kernel launches (1M taps: 8 blocks)."""
+        per_position = 4 * (2 * self.implicit_filter[0].out_features + 2 * self.d_model)
+        target = (256 << 20) if device.type == "cuda" else (32 << 20)
+        return 1 << max(10, (target // per_position).bit_length() - 1)
+
+    def taps_transient_bytes(self, n_taps: int, device: torch.device) -> int:
+        """What generating ``n_taps`` taps allocates beside the taps themselves (the planner's filter build)."""
+        per_position = 4 * (2 * self.implicit_filter[0].out_features + 2 * self.d_model)
+        return min(n_taps, self.tap_block(device)) * per_position
 
     def long_filter(self, n_taps: int, freq_keep: float = 1.0) -> LongFilter:
         """The first ``n_taps`` taps as a :class:`LongFilter` (its spectra cached inside it).
@@ -576,6 +602,12 @@ class HyenaDNA(nn.Module):
     def filter_cache_bytes(self) -> int:
         """The per-layer cap in force (GENOCONV_FILTER_CACHE_MB wins over the set value; 0: no caching)."""
         return self.backbone.layers[0].mixer.filter_fn._cache_budget() if self.backbone.layers else 0
+
+    def filter_build_bytes(self, n_taps: int, device: torch.device) -> int:
+        """What one layer's filter generation allocates beside its taps (:meth:`HyenaFilter.taps`)."""
+        if not self.backbone.layers:
+            return 0
+        return self.backbone.layers[0].mixer.filter_fn.taps_transient_bytes(n_taps, device)
 
     # ---- forward --------------------------------------------------------------------------------------------
     def hidden_states(self, input_ids: torch.Tensor, layers: Sequence[int] = (-1,),
