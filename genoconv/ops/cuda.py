@@ -1128,7 +1128,12 @@ def _run_path(u, filt, pregate, postgate, path: str, how) -> torch.Tensor:
         spec, gain = filt.cached(("cuda_monarch", log_n, taps, str(dev)),
                                  lambda: _monarch_spectrum(filt, log_n, taps, dev))
         if path == "monarch":
-            return torch.ops.genoconv_fftconv.causal_conv_monarch(u, spec, gain, pregate, postgate, log_n)
+            # Into rows that start 16-byte aligned whatever L is: the out_proj GEMM's fast kernel without the copy of
+            # v the model made for every record of L % 8 != 0 (ops.layout).
+            y = padded_rows(u.shape, u)
+            sig = _unit_stride(u, pregate, postgate)
+            torch.ops.genoconv_fftconv.causal_conv_monarch_into(sig[0], spec, gain, sig[1], sig[2], y, log_n, 0)
+            return y
         return _conv_blocks(u, pregate, postgate, log_n, how[1], spec, gain)
     if path == "toeplitz":
         return _conv_toeplitz(u, filt, pregate, postgate, *how)

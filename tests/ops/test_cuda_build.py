@@ -224,7 +224,8 @@ def test_cuda_dispatch_and_spectrum_keys_without_a_gpu(monkeypatch):
 
     ran = []
     ops = SimpleNamespace(
-        causal_conv_monarch=lambda u, spec, gain, pre, post, log_n: ran.append(("monarch", log_n, spec)),
+        causal_conv_monarch_into=lambda u, spec, gain, pre, post, y, log_n, out_from:
+            ran.append(("monarch", log_n, spec)),
         causal_conv=lambda u, spec, ptw, tw, pre, post, log_n, log_n1: ran.append(("3-pass", log_n, spec)))
     monkeypatch.setattr(cuda, "torch", SimpleNamespace(ops=SimpleNamespace(genoconv_fftconv=ops)))
     monkeypatch.setattr(cuda, "why_not", lambda u, f: "")

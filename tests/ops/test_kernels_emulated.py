@@ -111,6 +111,18 @@ def test_tensor_core_kernel_every_size(emulated, seq_len):
     assert _check(emulated, seq_len, seq_len, gated=True, batch=3, channels=2) == "monarch"
 
 
+def test_tensor_core_kernel_writes_rows_that_start_aligned(emulated):
+    """A row of odd length on the tensor-core kernel comes back in rows that start 16-byte aligned (a padded buffer),
+    so the model's out_proj GEMM takes its fast kernel without copying v (ops.layout), and the values are the same."""
+    from genoconv.ops.layout import aligned_rows
+
+    path = _check(emulated, 1001, 1001, gated=True)
+    assert path == "monarch"
+    taps, bias, u, pre, post = _inputs(2, 3, 1001, 1001, True, torch.bfloat16, 3)
+    y = cuda._run_path(u, LongFilter(taps.float(), bias.float()), pre, post, *_plan(emulated, 1001, 1001, 0, True))
+    assert y.shape == u.shape and aligned_rows(y) and not y.is_contiguous()
+
+
 @pytest.mark.parametrize("seq_len", [20_000, 50_001, 100_000, 200_000])
 def test_long_path_inner_sizes(emulated, seq_len):
     """N = 2^16 (R = 16, scalar outer passes), 2^17 .. 2^19 (R = 256 around the circular tensor-core kernel at
