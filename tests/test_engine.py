@@ -117,6 +117,28 @@ def test_memory_budget_turns_on_streaming(emb):
     assert engine.plan(100) == Plan()
 
 
+def test_a_record_past_the_activation_budget_runs_in_one_pass_when_the_whole_budget_holds_it(emb):
+    # Half the budget is held back for the layers' filter caches; a record whose one pass fits the whole budget runs in
+    # one pass with the caches emptied first, instead of streaming (whose chunks each transform the whole history).
+    n = emb.max_seq_len  # 4,098: the longest exact record, longer than the smallest chunk (4,096)
+    seq = _random_seq(n, 5)
+    pooled = dict(per_nucleotide=False, pools=("mean",))
+    need = Engine(emb, EmbedOptions(**pooled)).planner.forward_bytes(1, n, 0, n)
+    opts = dict(pooled, max_memory=int(1.5 * need))
+    plan = Engine(emb, EmbedOptions(**opts)).plan(n)
+    assert plan.chunk_size is None and plan.clear_caches and plan.mode == "exact"
+    filt_fn = emb.model.backbone.layers[0].mixer.filter_fn
+    with torch.inference_mode():
+        filt_fn.long_filter(17)  # a filter an earlier record left in the cache
+    (_, out), = emb.embed_many([("x", seq)], **opts)
+    assert out["mode"] == "exact" and all(key[0] != 17 for key in filt_fn._cache)
+    (_, ref), = emb.embed_many([("x", seq)], **pooled)
+    np.testing.assert_allclose(out["pooled"][("mean", 3)], ref["pooled"][("mean", 3)], rtol=1e-5, atol=1e-6)
+    # A budget the one pass does not fit even without the caches: streamed, as before.
+    small = Engine(emb, EmbedOptions(**pooled, max_memory=int(0.6 * need))).plan(n)
+    assert small.chunk_size is not None and not small.clear_caches
+
+
 def test_plans_are_computed_once_per_length(emb, monkeypatch):
     # A BAM of reads asks for the same few lengths 10,000s of times: the planner answers each length from its cache.
     from genoconv.engine import plan as plan_mod

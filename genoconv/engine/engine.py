@@ -194,6 +194,8 @@ class Engine:
         lengths = [r.length for r in batch]
         ids = self._padded([self._tokens(rec) for rec in batch])
         plan = self.plan(max(lengths))  # one pass: these records are batched because their plan is exact
+        if plan.clear_caches:  # a record alone, in the whole budget (Planner._plan): the caches' reserve given back
+            self.emb.model.clear_filter_cache()
         hidden = self._hidden(ids, plan)
         if self.opts.rc_average:
             # Each record reverse-complemented within its own length and padded *after* it again: flipping the
