@@ -88,6 +88,9 @@ class Planner:
     chunks that do.
     """
 
+    # Devices on which a record past the activation budget may take one pass in the whole budget (Plan.clear_caches).
+    clear_caches_on: tuple[str, ...] = ("cpu",)
+
     def __init__(self, model: LoadedModel, options: EmbedOptions):
         self.model = model
         self.opts = options
@@ -186,9 +189,10 @@ class Planner:
             # Past the activation budget, but one pass may still fit the whole budget once the filter caches' reserve
             # is given back: far cheaper than streaming a record shorter than K, whose every chunk transforms its
             # whole history (large-1m, 200 kbp on 2 CPU cores: streamed in 4,096-base chunks 135 s, one pass 28 s).
-            # On the CPU only until measured on a GPU (tools/kernels/one_pass_ab.py), where emptying the caches makes
-            # the next records rebuild 1M-tap filters and their spectra.
-            clear = not too_long and self.model.device.type == "cpu" and self._fits_without_caches(length, n_taps)
+            # On the CPU only (clear_caches_on) until measured on a GPU (tools/kernels/one_pass_ab.py), where emptying
+            # the caches makes the next records rebuild 1M-tap filters and their spectra.
+            clear = (not too_long and self.model.device.type in self.clear_caches_on
+                     and self._fits_without_caches(length, n_taps))
             if not clear:
                 chunk = self.choose_chunk(n_taps)
         if self.opts.chunk_size is None and k is not None and self.model.device.type == "cpu":

@@ -25,6 +25,7 @@ def main() -> None:
     opts = dict(per_nucleotide=False, pools=("mean",))
     rng = np.random.default_rng(0)
     fits = Planner._fits_without_caches
+    Planner.clear_caches_on = ("cpu", "cuda")  # the plan under test, on the GPU as well
     for n in lengths:
         seq = "".join(rng.choice(list("ACGT"), size=n))
         means = {}
