@@ -208,17 +208,21 @@ class HyenaFilter(nn.Module):
             out[:, a:a + h.shape[0]] = h.transpose(0, 1)
         return out
 
+    @property
+    def _activation_bytes_per_tap(self) -> int:
+        """fp32 activations one position holds while :meth:`taps` runs: two hidden layers of the MLP, its output and
+        the modulated output."""
+        return 4 * (2 * self.implicit_filter[0].out_features + 2 * self.d_model)
+
     def tap_block(self, device: torch.device) -> int:
         """Positions per MLP evaluation in :meth:`taps`: ~32 MiB of activations on the CPU (8K positions at
         d_model 256), 8x that on a GPU, where each block is a handful of kernel launches (1M taps: 16 blocks)."""
-        per_position = 4 * (2 * self.implicit_filter[0].out_features + 2 * self.d_model)
         target = (256 << 20) if device.type == "cuda" else (32 << 20)
-        return 1 << max(10, (target // per_position).bit_length() - 1)
+        return 1 << max(10, (target // self._activation_bytes_per_tap).bit_length() - 1)
 
     def taps_transient_bytes(self, n_taps: int, device: torch.device) -> int:
         """What generating ``n_taps`` taps allocates beside the taps themselves (the planner's filter build)."""
-        per_position = 4 * (2 * self.implicit_filter[0].out_features + 2 * self.d_model)
-        return min(n_taps, self.tap_block(device)) * per_position
+        return min(n_taps, self.tap_block(device)) * self._activation_bytes_per_tap
 
     def long_filter(self, n_taps: int, freq_keep: float = 1.0) -> LongFilter:
         """The first ``n_taps`` taps as a :class:`LongFilter` (its spectra cached inside it).
