@@ -184,15 +184,16 @@ class Planner:
         n_taps = k or length
         chunk = self.opts.chunk_size
         too_long = self.max_length is not None and length > self.max_length
+        one_pass = (1, length, 0, min(n_taps, length))  # (batch, length, history, taps) of forward_bytes
         clear = False
-        if chunk is None and (too_long or self.forward_bytes(1, length, 0, min(n_taps, length)) > self.activation_budget):
+        if chunk is None and (too_long or self.forward_bytes(*one_pass) > self.activation_budget):
             # Past the activation budget, but one pass may still fit the whole budget once the filter caches' reserve
             # is given back: far cheaper than streaming a record shorter than K, whose every chunk transforms its
             # whole history (large-1m, 200 kbp on 2 CPU cores: streamed in 4,096-base chunks 135 s, one pass 28 s).
             # On the CPU only (clear_caches_on) until measured on a GPU (tools/kernels/one_pass_ab.py), where emptying
             # the caches makes the next records rebuild 1M-tap filters and their spectra.
             clear = (not too_long and self.model.device.type in self.clear_caches_on
-                     and self._fits_without_caches(length, n_taps))
+                     and self._peak(one_pass) <= self.max_memory)
             if not clear:
                 chunk = self.choose_chunk(n_taps)
         if self.opts.chunk_size is None and k is not None and self.model.device.type == "cpu":
@@ -202,19 +203,15 @@ class Planner:
         if chunk is not None and chunk >= length:
             chunk = None
         if chunk is None:
-            shape = (1, length, 0, min(n_taps, length))
-            peak = self.forward_bytes(*shape)
+            peak = self._peak(one_pass)
         else:
-            shape = (1, chunk, n_taps - 1, n_taps)
-            peak = self.forward_bytes(*shape) + self.state_bytes(n_taps)
-        peak += self.cache_bytes(shape[3], self.fft_size(*shape))
+            peak = self._peak((1, chunk, n_taps - 1, n_taps), carried=self.state_bytes(n_taps))
         return Plan(ConvSettings(k, self.opts.freq_keep), chunk, self.backend, peak, clear and chunk is None)
 
-    def _fits_without_caches(self, length: int, n_taps: int) -> bool:
-        """One pass over the record fits the whole budget (``--max-memory``), its own filter's cache included, once
-        the layers' filter caches are emptied."""
-        shape = (1, length, 0, min(n_taps, length))
-        return self.forward_bytes(*shape) + self.cache_bytes(shape[3], self.fft_size(*shape)) <= self.max_memory
+    def _peak(self, shape: tuple[int, int, int, int], carried: int = 0) -> int:
+        """A plan's predicted peak: the forward pass of ``shape`` (:meth:`forward_bytes`' arguments), the state a
+        stream carries, and what this call's filter adds to the layers' caches."""
+        return self.forward_bytes(*shape) + carried + self.cache_bytes(shape[3], self.fft_size(*shape))
 
     def runs_alone(self, length: int) -> bool:
         """Records that run by themselves: partial/streamed plans, or more than half a batch."""

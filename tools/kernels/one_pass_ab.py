@@ -1,5 +1,5 @@
 """A record past the activation budget on the GPU: one pass with the filter caches emptied (Plan.clear_caches) against
-the stream the planner chose before (forced by making Planner._fits_without_caches say no), on the random large-1m
+the stream the planner chose before (Planner.clear_caches_on empty), on the random large-1m
 checkpoint in bf16, after a 1 Mbp record has filled the layers' caches. Prints each plan, time, peak and the pooled
 means' agreement. Usage: python tools/kernels/one_pass_ab.py CKPT [LENGTH ...]"""
 
@@ -22,15 +22,14 @@ def main() -> None:
     ckpt, lengths = sys.argv[1], [int(v) for v in sys.argv[2:]] or [2_600_000, 3_100_000]
     cuda = os.environ.get("DEVICE", "cuda") == "cuda"  # DEVICE=cpu: a smoke run of the script (float32)
     emb = Embedder.from_pretrained(ckpt, device="cuda" if cuda else "cpu", dtype="bfloat16" if cuda else "float32")
-    opts = dict(per_nucleotide=False, pools=("mean",))
+    opts = {"per_nucleotide": False, "pools": ("mean",)}
     rng = np.random.default_rng(0)
-    fits = Planner._fits_without_caches
-    Planner.clear_caches_on = ("cpu", "cuda")  # the plan under test, on the GPU as well
+    devices = Planner.clear_caches_on
     for n in lengths:
         seq = "".join(rng.choice(list("ACGT"), size=n))
         means = {}
         for variant in ("stream", "one pass", "stream", "one pass"):
-            Planner._fits_without_caches = fits if variant == "one pass" else (lambda self, length, n_taps: False)
+            Planner.clear_caches_on = ("cpu", "cuda") if variant == "one pass" else ()  # the GPU as well
             emb.embed_many([("warm", seq[:1_000_000])], **opts)  # the 1M-tap filters cached, as in a run
             plan = Engine(emb, EmbedOptions(**opts)).plan(n)
             if cuda:
@@ -47,7 +46,7 @@ def main() -> None:
                   f"plan={plan.peak_bytes / 2**30:6.2f} GiB peak={peak:6.2f} GiB  {dt:6.2f} s", flush=True)
         a, b = means["stream"], means["one pass"]
         print(f"L={n:,} pooled mean, one pass vs stream: rel diff {np.linalg.norm(a - b) / np.linalg.norm(a):.2e}")
-    Planner._fits_without_caches = fits
+    Planner.clear_caches_on = devices
 
 
 if __name__ == "__main__":
