@@ -82,8 +82,9 @@ class Acc:
             self.err_on += float(d[on:].square().sum())
             self.ref_on += float(rn[on:].square().sum())
             self.amax = max(self.amax, float(d.abs().max()))
-            if float(rel.max()) > self.rmax:
-                self.rmax, self.worst = float(rel.max()), start + s + int(rel.argmax())
+            top = float(rel.max())
+            if top > self.rmax:
+                self.rmax, self.worst = top, start + s + int(rel.argmax())
             self.rsum += float(rel.sum())
             self.rows += rel.numel()
 
