@@ -498,7 +498,7 @@ constexpr int64_t kPeakChunk = int64_t(kPeakThreads) * 8 * 16;  // 16 uint4 load
 __device__ __forceinline__ unsigned peak_bits(const void* row, int64_t len, int64_t lo) {
   const auto* h = static_cast<const unsigned short*>(row);
   const int64_t hi = lo + kPeakChunk < len ? lo + kPeakChunk : len;
-  unsigned m = 0;
+  unsigned m = 0, one = 0;  // m: two 16-bit maxima (high and low half); one: samples taken one at a time
   if ((reinterpret_cast<uintptr_t>(h) & 15) == 0) {
     const uint4* v = reinterpret_cast<const uint4*>(h + lo);  // lo is a multiple of 8
     const int64_t whole = (hi - lo) / 8;
@@ -507,11 +507,13 @@ __device__ __forceinline__ unsigned peak_bits(const void* row, int64_t len, int6
       m = __vmaxu2(m, __vmaxu2(__vmaxu2(w.x & 0x7fff7fffu, w.y & 0x7fff7fffu),
                                __vmaxu2(w.z & 0x7fff7fffu, w.w & 0x7fff7fffu)));
     }
-    for (int64_t t = lo + whole * 8 + threadIdx.x; t < hi; t += blockDim.x) m = max(m, h[t] & 0x7fffu);
+    // The row's last L % 8 samples: kept apart, since a 32-bit max with the packed pair above would drop a sample
+    // larger than the low half whenever the high half is non-zero (the peak in a row's tail was missed).
+    for (int64_t t = lo + whole * 8 + threadIdx.x; t < hi; t += blockDim.x) one = max(one, h[t] & 0x7fffu);
   } else {
-    for (int64_t t = lo + threadIdx.x; t < hi; t += blockDim.x) m = max(m, h[t] & 0x7fffu);
+    for (int64_t t = lo + threadIdx.x; t < hi; t += blockDim.x) one = max(one, h[t] & 0x7fffu);
   }
-  m = max(m >> 16, m & 0xffffu);
+  m = max(max(m >> 16, m & 0xffffu), one);
 #pragma unroll
   for (int o = 16; o > 0; o >>= 1) m = max(m, __shfl_xor_sync(0xffffffffu, m, o));
   return m;

@@ -577,8 +577,10 @@ def test_long_path_scales_in_the_op_match_the_python_ones(dtype, gated, offset, 
     u[1, 0] = 0
     u[0, 3] = u[0, 3] * 1e-3
     # Peaks a binade above the rest decide their rows' scales: at an odd index, in the second peak chunk (32,768
-    # samples a block), at the last sample.
+    # samples a block), at the last sample (of row (0, 4), and of row (0, 0), 16-byte aligned at offset 0: one of its
+    # L % 8 samples past the 16-byte words, which the packed maximum once dropped).
     u[0, 0, 1001], u[1, 1, 40_001], u[0, 4, seq_len - 1] = 40.0, -100.0, 300.0
+    u[0, 0, seq_len - 1] = 500.0
     taps = _long_filter(channels, seq_len, gen)
     filt = LongFilter(taps.to(dev), torch.randn(channels, generator=gen).to(dev))
     pre = torch.randn(batch, channels, seq_len + offset, generator=gen).to(dtype).to(dev)[..., offset:] if gated else None

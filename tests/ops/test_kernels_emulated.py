@@ -208,8 +208,10 @@ def test_long_path_scales_in_the_op_match_the_python_ones(emulated, monkeypatch)
     u[1, 2, 777] = float("nan")
     u[0, 1] = 0
     # Peaks a binade above the rest decide their rows' scales: at an odd index, in the second peak chunk (32,768
-    # samples a block), at the last sample, and in the pre-gate.
+    # samples a block), at the last sample (of a misaligned row, and of the 16-byte aligned row 0: one of its L % 8
+    # samples past the 16-byte words), and in the pre-gate.
     u[0, 0, 1001], u[1, 0, 40_001], u[0, 2, seq_len - 1], pre[1, 1, 3] = 40.0, -100.0, 300.0, 50.0
+    u[0, 0, seq_len - 1] = 500.0
     filt, plan = LongFilter(taps.float(), bias.float()), cuda.long_plan(seq_len, seq_len)
     own = cuda._run_path(u, filt, pre, post, "long", plan)
     monkeypatch.setenv("GENOCONV_LONG_WORK_BYTES", "1")
