@@ -335,6 +335,39 @@ void causal_conv_long(const at::Tensor& u_in, const at::Tensor& spectrum, const 
   }
 }
 
+// The long path's input scales of whole rows, (channels, batch) float32: 2^(9 - e) for max |u pregate| = f 2^e, 0 for
+// a row holding inf/NaN; what causal_conv_long computes itself when it gets no in_scale, for the calls that share
+// one scale per row across several launches on views of it (overlap-save blocks): two kernels, where the same
+// reduction in PyTorch took ~15 small ops and their host time before the first launch.
+at::Tensor long_row_scales(const at::Tensor& u_in, const c10::optional<at::Tensor>& pregate_in) {
+  check_u(u_in);
+  LongParams p;
+  const at::Tensor u = unit_inner_stride(u_in);
+  at::Tensor pregate;
+  if (pregate_in.has_value()) {
+    check_signal(*pregate_in, u, "pregate");
+    pregate = unit_inner_stride(*pregate_in);
+    p.pregate = pregate.data_ptr();
+    p.pre_sb = pregate.stride(0);
+    p.pre_sh = pregate.stride(1);
+  }
+  p.u = u.data_ptr();
+  p.u_sb = u.stride(0);
+  p.u_sh = u.stride(1);
+  p.batch = u.size(0);
+  p.channels = u.size(1);
+  p.seq_len = u.size(2);
+  at::Tensor in_scale = at::empty({p.channels, p.batch}, u.options().dtype(at::kFloat));
+  if (in_scale.numel() == 0) return in_scale;
+  at::Tensor peak = at::empty({p.channels, p.batch, 2}, u.options().dtype(at::kInt));
+  p.in_scale = in_scale.data_ptr<float>();
+  p.peak = reinterpret_cast<unsigned*>(peak.data_ptr<int>());
+  const c10::cuda::CUDAGuard guard(u_in.device());
+  check_cuda(launch_long_row_scales(p, dtype_of(u_in), c10::cuda::getCurrentCUDAStream().stream()),
+             "row-scale kernel launch");
+  return in_scale;
+}
+
 }  // namespace
 }  // namespace genoconv
 
@@ -352,6 +385,7 @@ TORCH_LIBRARY(genoconv_fftconv, m) {
   m.def(
       "causal_conv_long(Tensor u, Tensor spectrum, Tensor gain, Tensor out_scale, Tensor? in_scale, Tensor twiddle, "
       "Tensor? pregate, Tensor? postgate, Tensor(a!) y, int log_n, int log_r, int src_a, int src_o) -> ()");
+  m.def("long_row_scales(Tensor u, Tensor? pregate) -> Tensor");
 }
 
 TORCH_LIBRARY_IMPL(genoconv_fftconv, CUDA, m) {
@@ -360,6 +394,7 @@ TORCH_LIBRARY_IMPL(genoconv_fftconv, CUDA, m) {
   m.impl("causal_conv_monarch_into", &genoconv::causal_conv_monarch_into);
   m.impl("causal_conv_monarch_add", &genoconv::causal_conv_monarch_add);
   m.impl("causal_conv_long", &genoconv::causal_conv_long);
+  m.impl("long_row_scales", &genoconv::long_row_scales);
 }
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {

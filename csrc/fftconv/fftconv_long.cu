@@ -613,10 +613,23 @@ struct LaunchLong {
   }
 };
 
+struct LaunchRowScales {
+  template <typename T, bool kPre, bool kPost>
+  static cudaError_t run(const LongParams& p, cudaStream_t stream) {
+    return launch_long_scale<T, kPre>(p, stream);
+  }
+};
+
 }  // namespace
 
 cudaError_t launch_long(const LongParams& p, DType dtype, cudaStream_t stream) {
   return dispatch_gates<LaunchLong>(p, dtype, stream);
+}
+
+cudaError_t launch_long_row_scales(const LongParams& p, DType dtype, cudaStream_t stream) {
+  if (p.in_scale == nullptr || p.peak == nullptr || p.batch <= 0 || p.channels * p.batch > 0x7fffffffLL)
+    return cudaErrorInvalidValue;
+  return dispatch_gates<LaunchRowScales>(p, dtype, stream);
 }
 
 }  // namespace genoconv

@@ -102,6 +102,9 @@ struct LongParams : SignalParams {
   const float* gain = nullptr;
 };
 cudaError_t launch_long(const LongParams& p, DType dtype, cudaStream_t stream);
+// in_scale alone (LongParams::peak's two kernels over whole rows u, pregate; p.in_scale and p.peak set): the scales a
+// row's overlap-save blocks share, each launch of them then reading a view of the row (genoconv/ops/cuda.py).
+cudaError_t launch_long_row_scales(const LongParams& p, DType dtype, cudaStream_t stream);
 // The tensor-core kernel in its circular form (fp16 rows, no gates, N = 2^9 .. 2^14): the long path's inner pass.
 cudaError_t launch_monarch_circular(const ConvParams& p, cudaStream_t stream);
 

@@ -560,6 +560,27 @@ def test_long_path_rows_gates_and_views(seq_len, filter_len):
     assert torch.equal(yb[rest], y[rest])  # and no other row changes
 
 
+@pytest.mark.parametrize("dtype,gated,offset", [(torch.bfloat16, False, 0), (torch.float16, True, 3)])
+def test_row_scales_op_equals_the_python_scales(dtype, gated, offset):
+    # long_row_scales (the scales a row's overlap-save blocks share): bitwise cuda._in_scale's on channel-strided
+    # views, rows not 16-byte aligned, a NaN row, an inf gate, an all-zero row, peaks past the first chunk.
+    cuda = _cuda()
+    dev = torch.device("cuda")
+    seq_len = 300_001
+    gen = torch.Generator().manual_seed(23)
+    u = torch.randn(2, 8, seq_len + offset, generator=gen).to(dtype).to(dev)[:, ::2, offset:]
+    pre = torch.randn(2, 8, seq_len + offset, generator=gen).to(dtype).to(dev)[:, ::2, offset:] if gated else None
+    u[1, 2, 777] = float("nan")
+    u[0, 1] = 0
+    u[0, 0, seq_len - 1], u[1, 3, 200_001] = 300.0, -100.0
+    if gated:
+        pre[1, 0, 5] = float("inf")
+    got = torch.ops.genoconv_fftconv.long_row_scales(u, pre)
+    assert got.shape == (4, 2) and got.dtype == torch.float32
+    assert torch.equal(got, cuda._in_scale(u, pre))
+    assert got[2, 1] == 0 and (got[0, 1] == 0) == gated
+
+
 @pytest.mark.parametrize("dtype,gated,offset", [(torch.bfloat16, False, 0), (torch.float16, True, 0),
                                                 (torch.bfloat16, True, 3)])
 def test_long_path_scales_in_the_op_match_the_python_ones(dtype, gated, offset, monkeypatch):

@@ -229,6 +229,28 @@ def test_long_path_scales_in_the_op_match_the_python_ones(emulated, monkeypatch)
     assert own[1, 2].isnan().all() and (own[0, 1] == 0).all() and own[0, 0].isfinite().all()
 
 
+@pytest.mark.parametrize("dtype,gated,offset", [(torch.bfloat16, False, 0), (torch.float16, True, 1)],
+                         ids=["bf16", "fp16 gated, rows one sample in"])
+def test_row_scales_op_equals_the_python_scales(emulated, dtype, gated, offset):
+    """long_row_scales (the scales a row's overlap-save blocks share): bitwise cuda._in_scale's, on channel-strided
+    views (16-byte aligned rows, or one sample in), a NaN row, an inf in a gate, an all-zero row and peaks in the last
+    chunk: row (0, 0)'s is its last sample, one of the L % 8 past its 16-byte words (a peak the aligned rows' packed
+    maximum once dropped)."""
+    seq_len = 70_001  # L % 8 = 1; row (0, 0) starts the tensor (16-byte aligned at offset 0)
+    _, _, u, pre, _ = _inputs(2, 6, seq_len + offset, 64, gated, dtype, 11)
+    u, pre = u[:, ::2, offset:], None if pre is None else pre[:, ::2, offset:]  # channels 0, 2, 4
+    u[1, 2, 777] = float("nan")
+    u[0, 1] = 0
+    u[0, 0, seq_len - 1], u[1, 1, 40_001] = 300.0, -100.0
+    if pre is not None:
+        pre[1, 0, 5] = float("inf")
+    got = torch.ops.genoconv_fftconv.long_row_scales(u, pre)
+    want = cuda._in_scale(u, pre)
+    assert got.shape == (3, 2) and got.dtype == torch.float32
+    assert torch.equal(got, want), (got, want)
+    assert got[2, 1] == 0 and (got[0, 1] == 0) == gated  # NaN row; the inf gate
+
+
 # ---- the model and engine on the emulated kernels ------------------------------------------------------------------
 
 @pytest.fixture
