@@ -23,6 +23,7 @@
 //   + q)) by recurrence in the last phase (NOTES.md v9.6).
 #include <cuda_fp16.h>
 
+#include <atomic>
 #include <type_traits>
 
 #include "params.h"
@@ -791,15 +792,25 @@ cudaError_t launch_t(const ConvParams& p, cudaStream_t stream) {
   using C = Cfg<kLogR, kPre || kPost, kCirc>;
   auto kernel = monarch_conv_kernel<T, kLogR, kPre, kPost, kCirc, kAcc>;
   constexpr size_t kSmem = C::smem(kPre, kPost);
-  cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)kSmem);
+  // The shared-memory attribute and the wave (SMs x resident blocks) are fixed per device and kernel: set and queried
+  // once per device, not on every launch (four runtime calls of host time ahead of each launch of the long path's
+  // inner pass and the blocks' calls; NOTES.md v22).
+  constexpr int kMaxDevices = 64;
+  static std::atomic<int64_t> waves[kMaxDevices];
+  int device = 0;
+  cudaError_t err = cudaGetDevice(&device);
   if (err != cudaSuccess) return err;
+  int64_t wave = device < kMaxDevices ? waves[device].load(std::memory_order_relaxed) : 0;
+  if (wave == 0) {
+    if ((err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)kSmem))) return err;
+    int sms = 0, per_sm = 0;
+    if ((err = cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device)) != cudaSuccess) return err;
+    if ((err = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, C::kThreads, kSmem)) != cudaSuccess)
+      return err;
+    wave = (int64_t)sms * (per_sm > 0 ? per_sm : 1);
+    if (device < kMaxDevices) waves[device].store(wave, std::memory_order_relaxed);
+  }
   const int64_t units = ((p.batch + 1) / 2) * p.channels;
-  int device = 0, sms = 0, per_sm = 0;
-  if ((err = cudaGetDevice(&device)) != cudaSuccess) return err;
-  if ((err = cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device)) != cudaSuccess) return err;
-  if ((err = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, C::kThreads, kSmem)) != cudaSuccess)
-    return err;
-  const int64_t wave = (int64_t)sms * (per_sm > 0 ? per_sm : 1);
   const int64_t blocks = units < wave ? units : wave;
   kernel<<<dim3((unsigned)blocks), dim3(C::kThreads), kSmem, stream>>>(p);
   return cudaGetLastError();
