@@ -6,8 +6,9 @@
 # it goes, so a short lease still returns the first stages.
 # Needs tools/prepare_device_files.sh run first (carry [".devdata", ".whl"]). E2E=<cases> picks bench_e2e cases;
 # BENCH_CAP / TEST_CAP cap those stages' seconds.
-# STAGES=doctor,bench,tests,l2,gemm,embedab,cliprof,dmdlayers,e2e,sanitize,ncu,ncusrc,profiles (default: all but l2, gemm,
-# embedab, cliprof, dmdlayers, ncusrc) picks stages; DMDLAYERS_ARGS: dmd_layers.py's options (default --check-conv).
+# STAGES=doctor,bench,tests,l2,gemm,embedab,cliprof,onepass,dmdlayers,e2e,sanitize,ncu,ncusrc,profiles (default: all but
+# l2, gemm, embedab, cliprof, onepass, dmdlayers, ncusrc) picks stages; BENCH_LONG=1: the bench stage's L = 2M table
+# only; ONEPASS_LENGTHS: one_pass_ab.py's record lengths; DMDLAYERS_ARGS: dmd_layers.py's options (default --check-conv).
 # BENCH_SIZES=512,... times those lengths only; TEST_K picks GPU tests (pytest -k) and TEST_FILES their files,
 # TEST_ENV="VAR=value ..." sets variables for the tests alone. A lease has calls of at most
 # 600 s and a warm machine is given back after 30 s idle, so a session's later calls usually start a bare machine:
@@ -30,9 +31,10 @@ source tools/device_install.sh /tmp/build.log
 if on doctor; then echo "=== doctor $(date +%T) left $(left)"
 timeout $(cap 60) python3 -m genoconv doctor --check 2>&1 | tail -25
 fi; if on bench; then echo "=== bench_fftconv $(date +%T) left $(left)"
-timeout $(cap ${BENCH_CAP:-170}) python3 benchmarks/bench_fftconv.py $([ -n "${BENCH_SIZES:-}" ] && echo --sizes "$BENCH_SIZES" || echo --section-out "$OUT/bench_section.md") > "$OUT/bench_fftconv.log" 2>&1
+timeout $(cap ${BENCH_CAP:-170}) python3 benchmarks/bench_fftconv.py $([ -n "${BENCH_LONG:-}" ] && echo --long-only || { [ -n "${BENCH_SIZES:-}" ] && echo --sizes "$BENCH_SIZES" || echo --section-out "$OUT/bench_section.md"; }) > "$OUT/bench_fftconv.log" 2>&1
 echo "bench rc=$?"; grep -E "^\| (kernel plain|plain, %|gated, %|rel. L2 err plain|path)" "$OUT/bench_fftconv.log"
 sed -n '/^Partial, streamed/,$p' "$OUT/bench_fftconv.log" | cut -c1-200
+[ -n "${BENCH_LONG:-}" ] && grep -E "^ *partial|^ *K = |^ *freq|^ *streamed|^copy" "$OUT/bench_fftconv.log" | cut -c1-200
 fi; if on tests; then echo "=== tests $(date +%T) left $(left)"
 timeout $(cap ${TEST_CAP:-170}) env ${TEST_ENV:-} python3 -m pytest ${TEST_FILES:-tests/ops/test_fftconv_cuda.py tests/ops/test_fused.py tests/test_gpu.py} \
   ${TEST_K:+-k "$TEST_K"} -q -rs --maxfail=8 --durations=6 -p no:cacheprovider > "$OUT/pytest_gpu.log" 2>&1; echo "pytest rc=$?"
@@ -48,6 +50,9 @@ cut -c1-160 "$OUT/embed_ab.log" | grep -v "^-*$" | head -90
 fi; if on cliprof; then echo "=== torch profiler around genoconv embed (chrX, large-1m shape) $(date +%T) left $(left)"
 timeout $(cap ${CLIPROF_CAP:-120}) python3 tools/kernels/cli_profile.py "$(e2e_file ${CLIPROF_INPUT:-chrx})" "$(e2e_file ckpt)" > "$OUT/cli_profile.txt" 2>&1
 echo "cliprof rc=$?"; head -40 "$OUT/cli_profile.txt" | cut -c1-200
+fi; if on onepass; then echo "=== a record past the activation budget: one pass with the caches emptied vs streamed $(date +%T) left $(left)"
+timeout $(cap ${ONEPASS_CAP:-150}) python3 tools/kernels/one_pass_ab.py "$(e2e_file ckpt)" ${ONEPASS_LENGTHS:-2600000 3100000 3900000} > "$OUT/one_pass_ab.log" 2>&1
+echo "onepass rc=$?"; cut -c1-200 "$OUT/one_pass_ab.log" | tail -20
 fi; if on dmdlayers; then echo "=== bf16 kernel vs fp32 reference error layer by layer, DMD (large-1m shape) $(date +%T) left $(left)"
 timeout $(cap 150) python3 tools/kernels/dmd_layers.py "$(e2e_file ckpt)" "$(e2e_file dmd)" ${DMDLAYERS_ARGS---check-conv} > "$OUT/dmd_layers.log" 2>&1
 echo "dmdlayers rc=$?"; cut -c1-200 "$OUT/dmd_layers.log"
