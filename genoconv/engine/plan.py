@@ -190,8 +190,9 @@ class Planner:
             # Past the activation budget, but one pass may still fit the whole budget once the filter caches' reserve
             # is given back: far cheaper than streaming a record shorter than K, whose every chunk transforms its
             # whole history (large-1m, 200 kbp on 2 CPU cores: streamed in 4,096-base chunks 135 s, one pass 28 s).
-            # On the CPU only (clear_caches_on) until measured on a GPU (tools/kernels/one_pass_ab.py), where emptying
-            # the caches makes the next records rebuild 1M-tap filters and their spectra.
+            # On the CPU only (clear_caches_on): on an 80 GB H100 the 2.6-3.9 Mbp large-1m records of
+            # tools/kernels/one_pass_ab.py never get here (one pass with the caches kept, 2026-12-06), so the GPU case
+            # is unmeasured, and there emptying the caches makes the next records rebuild 1M-tap filters and spectra.
             clear = (not too_long and self.model.device.type in self.clear_caches_on
                      and self._peak(one_pass) <= self.max_memory)
             if not clear:
