@@ -72,6 +72,20 @@ def time_ms(fn, reps: int = 20, warmup: int = 3) -> float:
     return statistics.median(times)
 
 
+def back_to_back(fn, calls: int = 20) -> float:
+    """ms per call of ``calls`` calls between two events, not synchronised between them: what a pipeline that keeps
+    the GPU fed sees, against :func:`time_ms`'s one synchronised call (which counts the host's start of each)."""
+    fn()
+    torch.cuda.synchronize()
+    a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    a.record()
+    for _ in range(calls):
+        fn()
+    b.record()
+    b.synchronize()
+    return a.elapsed_time(b) / calls
+
+
 @contextlib.contextmanager
 def scalar_path():
     """Force the scalar kernels (the path before the tensor-core kernel) for an A/B timing in the same run."""

@@ -16,28 +16,14 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
-from bench_fftconv import copy_bandwidth, long_filter, time_ms  # noqa: E402
+from bench_fftconv import back_to_back, copy_bandwidth, long_filter, time_ms
 
-from genoconv.ops import LongFilter  # noqa: E402
-from genoconv.ops import cuda as gcuda  # noqa: E402
+from genoconv.ops import LongFilter
+from genoconv.ops import cuda as gcuda
 
 SEQ_LEN, CHANNELS = 2_097_152, 64
 TAPS = (12_288, 16_384, 262_144)
-
-
 VARIANTS = {"op": gcuda._row_scales, "python": gcuda._in_scale}
-
-
-def back_to_back(fn, calls: int = 20) -> float:
-    fn()
-    torch.cuda.synchronize()
-    a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    a.record()
-    for _ in range(calls):
-        fn()
-    b.record()
-    b.synchronize()
-    return a.elapsed_time(b) / calls
 
 
 def profile(fn, label: str) -> None:
