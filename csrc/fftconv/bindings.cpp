@@ -341,6 +341,7 @@ void causal_conv_long(const at::Tensor& u_in, const at::Tensor& spectrum, const 
 // reduction in PyTorch took ~15 small ops and their host time before the first launch.
 at::Tensor long_row_scales(const at::Tensor& u_in, const c10::optional<at::Tensor>& pregate_in) {
   check_u(u_in);
+  TORCH_CHECK(u_in.size(2) >= 1, "u must hold at least one sample per row");
   LongParams p;
   const at::Tensor u = unit_inner_stride(u_in);
   at::Tensor pregate;

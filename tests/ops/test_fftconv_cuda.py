@@ -579,6 +579,8 @@ def test_row_scales_op_equals_the_python_scales(dtype, gated, offset):
     assert got.shape == (4, 2) and got.dtype == torch.float32
     assert torch.equal(got, cuda._in_scale(u, pre))
     assert got[2, 1] == 0 and (got[0, 1] == 0) == gated
+    with pytest.raises(RuntimeError, match="at least one sample"):
+        torch.ops.genoconv_fftconv.long_row_scales(u[..., :0], None)
 
 
 @pytest.mark.parametrize("dtype,gated,offset", [(torch.bfloat16, False, 0), (torch.float16, True, 0),

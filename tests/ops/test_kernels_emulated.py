@@ -249,6 +249,8 @@ def test_row_scales_op_equals_the_python_scales(emulated, dtype, gated, offset):
     assert got.shape == (3, 2) and got.dtype == torch.float32
     assert torch.equal(got, want), (got, want)
     assert got[2, 1] == 0 and (got[0, 1] == 0) == gated  # NaN row; the inf gate
+    with pytest.raises(RuntimeError, match="at least one sample"):
+        torch.ops.genoconv_fftconv.long_row_scales(u[..., :0], None)
 
 
 # ---- the model and engine on the emulated kernels ------------------------------------------------------------------
