@@ -793,8 +793,8 @@ cudaError_t launch_t(const ConvParams& p, cudaStream_t stream) {
   auto kernel = monarch_conv_kernel<T, kLogR, kPre, kPost, kCirc, kAcc>;
   constexpr size_t kSmem = C::smem(kPre, kPost);
   // The shared-memory attribute and the wave (SMs x resident blocks) are fixed per device and kernel: set and queried
-  // once per device, not on every launch (four runtime calls of host time ahead of each launch of the long path's
-  // inner pass and the blocks' calls; NOTES.md v22).
+  // once per device, not on every launch (three of the four runtime calls each launch of the long path's inner pass
+  // and of the blocks' calls made on the host before it; NOTES.md v22).
   constexpr int kMaxDevices = 64;
   static std::atomic<int64_t> waves[kMaxDevices];
   int device = 0;

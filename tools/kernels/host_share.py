@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
-from bench_fftconv import back_to_back, copy_bandwidth, long_filter, time_ms
+from bench_fftconv import back_to_back, copy_bandwidth, long_filter, shapes, time_ms
 
 from genoconv.ops import LongFilter
 from genoconv.ops import cuda as gcuda
@@ -28,9 +28,7 @@ def main() -> None:
     print(f"copy bandwidth {bw / 1e12:.2f} TB/s")
     print("| L | B x H | plain synchronised | plain back to back | gated synchronised | gated back to back |")
     print("| --- | --- | --- | --- | --- | --- |")
-    for seq_len in sizes:
-        channels = 256 if seq_len <= 262_144 else max(1, 2**27 // seq_len)
-        batch = max(1, 2**27 // (seq_len * channels))
+    for _, batch, channels, seq_len in shapes(sizes=sizes):  # the sweep's B x H for each L
         u, pre, post = (torch.randn(batch, channels, seq_len, device=dev).to(torch.bfloat16) for _ in range(3))
         filt = LongFilter(long_filter(channels, seq_len, dev), torch.randn(channels, device=dev))
         floor = 4 * u.numel() / bw * 1e3
