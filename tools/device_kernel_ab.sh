@@ -6,6 +6,8 @@
 # .devdata/kernel_so.xz instead of building. Usage (after tools/prepare_device_files.sh; carry [".devdata", ".whl"]):
 #   OLD_SO=.devdata/kernel_so_main.xz SIZES=65536,2097152,dmd ROUNDS=2 SAVE_SO=1 bash tools/device_kernel_ab.sh
 #   OLD_SO=.devdata/kernel_so_main.xz CASES=cli_chrx,cli_dmd PREBUILT=1 bash tools/device_kernel_ab.sh
+# OLD_PY=<folder> swaps in the old side's Python files with its library (same relative paths, e.g. genoconv/ops/cuda.py
+# from the commit that built OLD_SO), for a library whose ops the new Python calls and the old one lacks.
 # Prints each run's table rows; logs in /tmp/kab_<old|new>_<round>.log, bench_e2e's JSON as $OUT/kab_<v>_<round>.json.
 set -uo pipefail
 OUT=${OUT:-/tmp/genoconv_out}; mkdir -p "$OUT"
@@ -13,9 +15,15 @@ export PYTHONUNBUFFERED=1 MAX_JOBS=16 GENOCONV_CUDA_ARCHS=${GENOCONV_CUDA_ARCHS:
 source tools/device_install.sh /tmp/build.log
 so=$(ls genoconv/_fftconv_C*.so) || { echo "no library built"; exit 1; }
 cp "$so" /tmp/new.so && xz -dc "${OLD_SO:-.devdata/kernel_so_main.xz}" > /tmp/old.so || exit 1
+pyfiles=$([ -n "${OLD_PY:-}" ] && cd "$OLD_PY" && find . -name "*.py" | sed 's|^\./||')
+mkdir -p /tmp/kab_py/new /tmp/kab_py/old
+for f in $pyfiles; do
+  mkdir -p "/tmp/kab_py/new/$(dirname "$f")" "/tmp/kab_py/old/$(dirname "$f")"
+  cp "$f" "/tmp/kab_py/new/$f" && cp "$OLD_PY/$f" "/tmp/kab_py/old/$f"
+done
 for r in $(seq 1 "${ROUNDS:-2}"); do
   for v in old new; do
-    cp "/tmp/$v.so" "$so"
+    cp "/tmp/$v.so" "$so"; for f in $pyfiles; do cp "/tmp/kab_py/$v/$f" "$f"; done
     if [ -n "${CASES:-}" ]; then
       timeout "${CAP:-120}" python3 benchmarks/bench_e2e.py --data .devdata --work /tmp/e2e --cases "$CASES" \
         --json "$OUT/kab_${v}_$r.json" > "/tmp/kab_${v}_$r.log" 2>&1
@@ -27,4 +35,4 @@ for r in $(seq 1 "${ROUNDS:-2}"); do
     fi
   done
 done
-cp /tmp/new.so "$so"
+cp /tmp/new.so "$so"; for f in $pyfiles; do cp "/tmp/kab_py/new/$f" "$f"; done
