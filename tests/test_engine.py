@@ -258,25 +258,35 @@ def test_a_stop_during_the_reverse_strand_pass_is_taken_at_once(emb, tmp_path, m
     assert len(calls) == 2 and list(tmp_path.iterdir()) == []  # one chunk, no file left behind
 
 
-def test_memory_sink_rows_are_owned_float32_copies():
-    # The in-memory sink copies each chunk's rows (they may view a pinned staging buffer the host allocator hands out
-    # again) with torch's threaded copy: the copy must be float32, equal, and share no memory with its source, for a
-    # float16 staging array, a float32 one and a read-only one (numpy's own copy).
+def test_memory_sink_copies_rows_into_one_float32_array_per_layer():
+    # The in-memory sink copies each piece of rows (a piece may view a pinned block the host allocator hands out
+    # again) into one float32 array per layer, allocated at the record's length: float16, float32, read-only and
+    # tensor pieces land in order, the result shares no memory with any piece, more rows than the record's length
+    # fail, and an abort (the engine's out-of-memory retry) starts the record's arrays afresh.
     import numpy as np
 
-    from genoconv.engine.outputs import _owned_float32
+    from genoconv.engine import MemorySink
 
     gen = np.random.default_rng(0)
-    src32 = gen.standard_normal((500, 16)).astype(np.float32)
-    read_only = src32.copy()
+    src = gen.standard_normal((500, 16)).astype(np.float32)
+    read_only = src[300:400].copy()
     read_only.flags.writeable = False
-    for src in (src32.astype(np.float16), src32, read_only, torch.from_numpy(src32)):
-        out = _owned_float32(src)
-        assert out.dtype == np.float32 and out.shape == (500, 16)
-        np.testing.assert_array_equal(out, np.asarray(src, np.float32))
-        assert not np.shares_memory(out, np.asarray(src))
-    src32[0, 0] = 99.0
-    assert _owned_float32(src32)[0, 0] == 99.0
+    pieces = [src[:100].astype(np.float16), src[100:300], read_only, torch.from_numpy(src[400:].copy())]
+    sink = MemorySink()
+    rec = sink.begin("r", 500, "exact")
+    rec.append(0, src[:250])
+    rec.abort()
+    for piece in pieces:
+        rec.append(0, piece)
+    with pytest.raises(ValueError, match="more than 500 per-nucleotide rows"):
+        rec.append(0, src[:1])
+    rec.commit({})
+    (rid, out), = sink.drain()
+    rows = out["per_nucleotide"][0]
+    assert rid == "r" and rows.dtype == np.float32 and rows.shape == (500, 16)
+    np.testing.assert_array_equal(rows[:100], src[:100].astype(np.float16).astype(np.float32))
+    np.testing.assert_array_equal(rows[100:], src[100:])
+    assert not any(np.shares_memory(rows, np.asarray(p)) for p in pieces)
 
 
 def test_prefetched_chunks_give_the_same_record_and_read_ahead_on_a_helper_thread(emb, monkeypatch):

@@ -98,6 +98,35 @@ def test_gpu_records_of_nearby_lengths_share_one_spectrum(demo_paths):
         assert [key[:3] for key in filt._cache if key[0] == "cuda_monarch"] == [("cuda_monarch", 13, 4096)]
 
 
+def test_gpu_rows_reach_the_host_in_bounded_pinned_pieces(demo_paths, tmp_path, monkeypatch):
+    # Per-nucleotide rows cross to the host in page-locked pieces of at most HOST_PIECE_BYTES (a first call pinned
+    # the whole record: 1.6 s for DMD); pieces of 7 rows give the same API arrays and HDF5 file as one piece, and
+    # host_pieces yields every row once, in order, in the asked dtype (an empty chunk: one empty piece).
+    from genoconv import Embedder, open_embeddings
+    from genoconv.engine import outputs
+
+    x = torch.randn(1000, 48, device="cuda")
+    monkeypatch.setattr(outputs, "HOST_PIECE_BYTES", 7 * 48 * 2)
+    got = list(outputs._Torch.host_pieces(x, np.float16))
+    assert [len(p) for p in got] == [7] * 142 + [6] and all(p.dtype == np.float16 for p in got)
+    np.testing.assert_array_equal(np.concatenate(got), x.half().cpu().numpy())
+    assert [p.shape for p in outputs._Torch.host_pieces(x[:0])] == [(0, 48)]
+
+    seq = _example_records()["human_chrX_40000001_40012000"]
+    emb = Embedder.from_pretrained(demo_paths, device="cuda", dtype="bfloat16")
+    results = {}
+    for piece_bytes in (7 * emb.d_model * 4, 64 << 20):
+        monkeypatch.setattr(outputs, "HOST_PIECE_BYTES", piece_bytes)
+        out = tmp_path / f"{piece_bytes}.h5"
+        emb.embed_file([EXAMPLE], out)
+        with open_embeddings(out) as f:
+            results[piece_bytes] = (emb.embed(seq), f["human_chrX_40000001_40012000"])
+    (api_a, file_a), (api_b, file_b) = results.values()
+    np.testing.assert_array_equal(api_a, api_b)
+    np.testing.assert_array_equal(file_a, file_b)
+    assert api_a.shape == (len(seq), emb.d_model)
+
+
 def test_gpu_embed_file_matches_api(demo_paths, tmp_path):
     pytest.importorskip("pysam")
     from genoconv import Embedder, open_embeddings

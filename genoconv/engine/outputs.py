@@ -56,6 +56,10 @@ class _Numpy:
         with np.errstate(over="ignore"):  # values past float16 become inf, which the sink reports by record
             return np.asarray(x, dtype=dtype)
 
+    @classmethod
+    def host_pieces(cls, x, dtype=np.float32) -> Iterator[np.ndarray]:
+        yield cls.host(x, dtype)
+
 
 class _Torch:
     """The same arithmetic on the model's device (CUDA): only pooled vectors, windows and the rows a sink stores
@@ -94,6 +98,39 @@ class _Torch:
         out.copy_(x, non_blocking=True)
         torch.cuda.current_stream(x.device).synchronize()
         return out.numpy()
+
+    @staticmethod
+    def host_pieces(x, dtype=np.float32) -> Iterator[np.ndarray]:
+        """:meth:`host` for a record's per-nucleotide rows: consecutive row blocks of at most ``HOST_PIECE_BYTES``,
+        each in its own page-locked buffer, the next block's copy under way while the caller takes this one. Pinning
+        is what a first call pays for (torch's host allocator keeps the blocks for later calls): one buffer for a
+        DMD-sized record (2.2M x 256 fp32 rows, 2.3 GB) took 1.6 s of a first ``Embedder.embed`` on an H100 host
+        (tools/cold_start.py), where the whole later call takes 0.46 s. A piece stays valid while the caller holds it
+        (the HDF5 writer keeps pieces until its chunk is full): a freed block is reused only after its copy is done."""
+        x = x.to(_TORCH_DTYPES[np.dtype(dtype)])
+        n = x.shape[0]
+        row_bytes = x[0].numel() * x.element_size() if n else 1
+        step = max(1, HOST_PIECE_BYTES // max(1, row_bytes))
+        stream = torch.cuda.current_stream(x.device)
+
+        def start(i: int):
+            out = torch.empty((min(step, n - i), *x.shape[1:]), dtype=x.dtype, pin_memory=True)
+            out.copy_(x[i:i + step], non_blocking=True)
+            done = torch.cuda.Event()
+            done.record(stream)
+            return out, done
+
+        pending = start(0)
+        for i in range(0, max(n, 1), step):
+            out, done = pending
+            if i + step < n:
+                pending = start(i + step)
+            done.synchronize()
+            yield out.numpy()
+
+
+# Largest page-locked block one copy of per-nucleotide rows to the host takes (_Torch.host_pieces).
+HOST_PIECE_BYTES = 64 << 20
 
 
 _TORCH_DTYPES = {np.dtype(np.float16): torch.float16, np.dtype(np.float32): torch.float32,
@@ -276,7 +313,8 @@ class RecordOutput:
         else:
             rows = ops.rows(rows)
             if self.opts.per_nucleotide:
-                self.writer.append(layer, ops.host(rows, self.row_dtype))
+                for piece in ops.host_pieces(rows, self.row_dtype):
+                    self.writer.append(layer, piece)
         self.pools[layer].update(rows)
         if self.windows is not None:
             self.writer.append_windows(layer, self.windows[layer].update(rows))
@@ -294,42 +332,53 @@ class RecordOutput:
         self.writer.commit({(m, layer): v for layer, p in self.pools.items() for m, v in p.result().items()})
 
 
-def _owned_float32(rows) -> np.ndarray:
-    """A float32 copy of ``rows`` that the caller owns (the rows may view a pinned staging buffer that the host
-    allocator reuses), made by torch's multi-threaded CPU copy: numpy's copies on one thread, 263 ms of a 400 ms
-    ``Embedder.embed`` of 1 Mbp on an H100 host (1 GB of fp32 rows; the GPU's own work was 110 ms)."""
+def _copy_float32(rows, out: np.ndarray) -> None:
+    """``out[...] = rows`` as float32, by torch's multi-threaded CPU copy: numpy's copies on one thread, 263 ms of a
+    400 ms ``Embedder.embed`` of 1 Mbp on an H100 host (1 GB of fp32 rows; the GPU's own work was 110 ms)."""
     if isinstance(rows, np.ndarray) and not (rows.flags.writeable and rows.flags.c_contiguous):
-        return np.array(rows, np.float32)  # torch views only writable, positively strided arrays
-    src = torch.as_tensor(rows)
-    dst = torch.empty(src.shape, dtype=torch.float32)
-    dst.copy_(src)
-    return dst.numpy()
+        out[...] = rows  # torch views only writable, positively strided arrays
+        return
+    torch.from_numpy(out).copy_(torch.as_tensor(rows))
 
 
 class _MemoryRecord:
     def __init__(self, sink: "MemorySink", record_id: str, length: int, mode: str, coords: tuple | None):
         self.sink, self.id, self.length, self.mode, self.coords = sink, record_id, length, mode, coords
         self.rows: dict[int, list] = {}
+        self.filled: dict[int, int] = {}  # rows written so far into each layer's array (numpy rows only)
         self.windows: dict[int, list[np.ndarray]] = {}
         self.keeps_tensors = sink.keep_tensors
 
     def append(self, layer: int, rows) -> None:
         if self.keeps_tensors:  # rows stay where the model computed them (no host copy); chunks are views to keep
             self.rows.setdefault(layer, []).append(rows)
-        else:
-            self.rows.setdefault(layer, []).append(_owned_float32(rows))
+            return
+        # Copied (the rows may view a page-locked block that the host allocator hands out again) into one float32
+        # array per layer, allocated at the record's length: the pieces of a chunk and the chunks of a streamed
+        # record need no concatenation at the end (a second copy of the whole record).
+        rows = np.asarray(rows) if not isinstance(rows, torch.Tensor) else rows
+        if layer not in self.rows:
+            self.rows[layer] = [np.empty((self.length, rows.shape[-1]), np.float32)]
+            self.filled[layer] = 0
+        whole, at = self.rows[layer][0], self.filled[layer]
+        if at + len(rows) > self.length:
+            raise ValueError(f"record {self.id!r}: more than {self.length} per-nucleotide rows for layer {layer}")
+        _copy_float32(rows, whole[at:at + len(rows)])
+        self.filled[layer] = at + len(rows)
 
     def append_windows(self, layer: int, rows: np.ndarray) -> None:
         self.windows.setdefault(layer, []).append(np.array(rows, np.float32))
 
     def abort(self) -> None:
         self.rows.clear()
+        self.filled.clear()
         self.windows.clear()
 
     def commit(self, pooled: dict) -> None:
         join = torch.cat if self.keeps_tensors else np.concatenate
         self.sink.done.append((self.id, {
-            "per_nucleotide": {k: v[0] if len(v) == 1 else join(v) for k, v in self.rows.items()},
+            "per_nucleotide": {k: (v[0] if len(v) == 1 else join(v))[:self.filled.get(k)]
+                               for k, v in self.rows.items()},
             "pooled": dict(pooled),
             "windowed": {k: np.concatenate(v) for k, v in self.windows.items()},
             "mode": self.mode,
