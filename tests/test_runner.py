@@ -228,10 +228,11 @@ def test_the_cuda_arithmetic_is_recorded_without_a_gpu(monkeypatch):
     monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
     monkeypatch.setattr(cuda, "_load", lambda: (FakeKernels, "faked"))
     monkeypatch.setattr(cuda, "_smem_per_block", lambda device: 232448)
-    monkeypatch.setattr(fused, "fused_enabled", lambda device: True)  # Triton on the GPU: the fused block
+    monkeypatch.setattr(fused, "_triton", lambda: object())  # Triton importable
+    monkeypatch.setattr(fused, "_triton_installed", lambda: False)  # ... but asked as not installed: all on the library
     gpu = torch.device("cuda", 0)
     assert arithmetic(gpu, torch.bfloat16) == {"device_type": "cuda", "fft_sizes": "pow2", "backend": "cuda",
-                                               "fused_block": True, "onednn_mlp": False, "kernel_path": "auto",
+                                               "fused_block": "csrc", "onednn_mlp": False, "kernel_path": "auto",
                                                "smem_per_block": 232448, "max_fused_points": 8192}
     assert arithmetic(gpu, torch.float32)["backend"] == "reference"  # the kernels take bf16/fp16 only
     monkeypatch.setattr(cuda, "_smem_per_block", lambda device: 167936)  # an A100: other sizes on the scalar kernels
@@ -243,3 +244,15 @@ def test_the_cuda_arithmetic_is_recorded_without_a_gpu(monkeypatch):
     monkeypatch.setattr(cuda, "_load", lambda: (None, "no nvcc"))
     monkeypatch.delenv("GENOCONV_CONV_BACKEND")
     assert arithmetic(gpu, torch.float16)["backend"] == "reference"
+    # The fused block: the library's kernels where it loads (with Triton's short conv for unaligned rows where Triton
+    # is installed), else Triton's; each recorded by name (they round apart)
+    assert arithmetic(gpu, torch.float16)["fused_block"] == "triton"
+    monkeypatch.setattr(cuda, "_load", lambda: (FakeKernels, "faked"))
+    monkeypatch.setattr(fused, "_triton_installed", lambda: True)
+    assert arithmetic(gpu, torch.float16)["fused_block"] == "csrc+triton"
+    monkeypatch.setenv("GENOCONV_FUSED_IMPL", "csrc")
+    assert arithmetic(gpu, torch.float16)["fused_block"] == "csrc"
+    monkeypatch.setenv("GENOCONV_FUSED_IMPL", "triton")
+    assert arithmetic(gpu, torch.bfloat16)["fused_block"] == "triton"
+    monkeypatch.setenv("GENOCONV_FUSED", "0")
+    assert arithmetic(gpu, torch.bfloat16)["fused_block"] is False

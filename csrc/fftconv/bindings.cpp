@@ -3,6 +3,7 @@
 //   genoconv_fftconv::causal_conv_monarch  (the tensor-core Monarch kernel; _into: its partial-convolution form;
 //                                           _add: y += conv, the block-Toeplitz sums)
 //   genoconv_fftconv::causal_conv_long     (the long path: outer passes around the tensor-core kernel)
+//   genoconv_fftconv::block_layer_norm, block_short_conv_gate  (the Hyena block's fused steps, block_ops.cu)
 // Each op is one node for torch.compile; their fake (meta) implementations live in genoconv/ops/cuda.py.
 #include <algorithm>
 #include <cstdlib>
@@ -369,6 +370,111 @@ at::Tensor long_row_scales(const at::Tensor& u_in, const c10::optional<at::Tenso
   return in_scale;
 }
 
+int block_dtype(const at::Tensor& t) {
+  if (t.scalar_type() == at::kBFloat16) return kBlockBFloat16;
+  return t.scalar_type() == at::kHalf ? kBlockFloat16 : kBlockFloat32;
+}
+
+void check_block_dtype(const at::Tensor& t, const char* name) {
+  TORCH_CHECK(t.scalar_type() == at::kBFloat16 || t.scalar_type() == at::kHalf || t.scalar_type() == at::kFloat, name,
+              " must be bfloat16, float16 or float32");
+}
+
+void check_params(const at::Tensor& t, const at::Tensor& like, int64_t n, const char* name) {
+  TORCH_CHECK(t.is_cuda() && t.device() == like.device() && t.scalar_type() == at::kFloat && t.is_contiguous() &&
+                  t.numel() == n,
+              name, " must be a contiguous float32 tensor of ", num(n), " elements on the input's device");
+}
+
+// LayerNorm(x) in `dtype` (x: (..., d) fp32 contiguous); with y (x's shape, dtype, contiguous) x += y first, in place.
+at::Tensor block_layer_norm(const at::Tensor& x, const c10::optional<at::Tensor>& y, const at::Tensor& weight,
+                            const at::Tensor& bias, double eps, at::ScalarType dtype) {
+  TORCH_CHECK(x.is_cuda() && x.scalar_type() == at::kFloat && x.is_contiguous() && x.dim() >= 1 && x.size(-1) >= 1,
+              "x must be a contiguous float32 CUDA tensor (..., d)");
+  const int64_t d = x.size(-1);
+  TORCH_CHECK(d <= 0x7fffffff, "d must be < 2^31");
+  at::Tensor out = at::empty(x.sizes(), x.options().dtype(dtype));
+  check_block_dtype(out, "dtype");
+  check_params(weight, x, d, "weight");
+  check_params(bias, x, d, "bias");
+  BlockLayerNormParams p;
+  if (y.has_value()) {
+    TORCH_CHECK(y->is_cuda() && y->device() == x.device() && y->sizes() == x.sizes() && y->scalar_type() == dtype &&
+                    y->is_contiguous(),
+                "y must be a contiguous tensor of x's shape in the output dtype on x's device");
+    p.y = y->data_ptr();
+  }
+  p.x = x.data_ptr<float>();
+  p.out = out.data_ptr();
+  p.weight = weight.data_ptr<float>();
+  p.bias = bias.data_ptr<float>();
+  p.rows = x.numel() / d;
+  p.d = int(d);
+  p.eps = float(eps);
+  const c10::cuda::CUDAGuard guard(x.device());
+  check_cuda(launch_block_layer_norm(p, block_dtype(out), c10::cuda::getCurrentCUDAStream().stream()),
+             "layer-norm kernel launch");
+  return out;
+}
+
+bool aligned16(const at::Tensor& t) {
+  return reinterpret_cast<uintptr_t>(t.data_ptr()) % 16 == 0 && t.stride(0) % 8 == 0 && t.stride(1) % 8 == 0;
+}
+
+// (x0, x1 * v) of HyenaDNA's causal short conv over p (B, 3d, L), written into x0 and gated (B, d, L; one set of
+// strides, unit stride along L). weight (3d, W), bias (3d,), in_bias (3d,): float32; past (B, 3d, W - 1) in p's dtype.
+void block_short_conv_gate(const at::Tensor& p_in, const at::Tensor& weight, const at::Tensor& bias,
+                           const c10::optional<at::Tensor>& past, const c10::optional<at::Tensor>& in_bias,
+                           const at::Tensor& x0, const at::Tensor& gated) {
+  TORCH_CHECK(p_in.is_cuda() && p_in.dim() == 3 && p_in.size(1) % 3 == 0 && (p_in.size(2) <= 1 || p_in.stride(2) == 1),
+              "p must be a CUDA tensor (batch, 3 d, length) with unit stride along the sequence");
+  check_block_dtype(p_in, "p");
+  const int64_t batch = p_in.size(0), d = p_in.size(1) / 3, length = p_in.size(2);
+  TORCH_CHECK(weight.dim() == 2 && weight.size(0) == 3 * d, "weight must be (3 d, W)");
+  const int64_t width = weight.size(1);
+  check_params(weight, p_in, 3 * d * width, "weight");
+  check_params(bias, p_in, 3 * d, "bias");
+  for (const at::Tensor* t : {&x0, &gated}) {
+    TORCH_CHECK(t->is_cuda() && t->device() == p_in.device() && t->scalar_type() == p_in.scalar_type() &&
+                    t->dim() == 3 && t->size(0) == batch && t->size(1) == d && t->size(2) == length &&
+                    (length <= 1 || t->stride(2) == 1),
+                "x0 and gated must be (batch, d, length) in p's dtype with unit stride along the sequence");
+  }
+  TORCH_CHECK(x0.stride(0) == gated.stride(0) && x0.stride(1) == gated.stride(1), "x0 and gated must share strides");
+  BlockShortConvParams p;
+  if (past.has_value()) {
+    TORCH_CHECK(past->is_cuda() && past->device() == p_in.device() && past->scalar_type() == p_in.scalar_type() &&
+                    past->dim() == 3 && past->size(0) == batch && past->size(1) == 3 * d &&
+                    past->size(2) == width - 1 && (width <= 2 || past->stride(2) == 1),
+                "past must be (batch, 3 d, W - 1) in p's dtype with unit stride along the sequence");
+    p.past = past->data_ptr();
+    p.past_sb = past->stride(0);
+    p.past_sc = past->stride(1);
+  }
+  if (in_bias.has_value()) {
+    check_params(*in_bias, p_in, 3 * d, "in_bias");
+    p.in_bias = in_bias->data_ptr<float>();
+  }
+  p.p = p_in.data_ptr();
+  p.p_sb = p_in.stride(0);
+  p.p_sc = p_in.stride(1);
+  p.weight = weight.data_ptr<float>();
+  p.bias = bias.data_ptr<float>();
+  p.x0 = x0.data_ptr();
+  p.gated = gated.data_ptr();
+  p.o_sb = x0.stride(0);
+  p.o_sc = x0.stride(1);
+  p.batch = batch;
+  p.d = d;
+  p.length = length;
+  p.width = int(width);
+  p.vec_in = aligned16(p_in);
+  p.vec_out = aligned16(x0) && aligned16(gated);
+  const c10::cuda::CUDAGuard guard(p_in.device());
+  check_cuda(launch_block_short_conv_gate(p, block_dtype(p_in), c10::cuda::getCurrentCUDAStream().stream()),
+             "short-conv kernel launch");
+}
+
 }  // namespace
 }  // namespace genoconv
 
@@ -387,6 +493,10 @@ TORCH_LIBRARY(genoconv_fftconv, m) {
       "causal_conv_long(Tensor u, Tensor spectrum, Tensor gain, Tensor out_scale, Tensor? in_scale, Tensor twiddle, "
       "Tensor? pregate, Tensor? postgate, Tensor(a!) y, int log_n, int log_r, int src_a, int src_o) -> ()");
   m.def("long_row_scales(Tensor u, Tensor? pregate) -> Tensor");
+  m.def("block_layer_norm(Tensor(a!) x, Tensor? y, Tensor weight, Tensor bias, float eps, ScalarType dtype) -> Tensor");
+  m.def(
+      "block_short_conv_gate(Tensor p, Tensor weight, Tensor bias, Tensor? past, Tensor? in_bias, Tensor(a!) x0, "
+      "Tensor(b!) gated) -> ()");
 }
 
 TORCH_LIBRARY_IMPL(genoconv_fftconv, CUDA, m) {
@@ -396,6 +506,8 @@ TORCH_LIBRARY_IMPL(genoconv_fftconv, CUDA, m) {
   m.impl("causal_conv_monarch_add", &genoconv::causal_conv_monarch_add);
   m.impl("causal_conv_long", &genoconv::causal_conv_long);
   m.impl("long_row_scales", &genoconv::long_row_scales);
+  m.impl("block_layer_norm", &genoconv::block_layer_norm);
+  m.impl("block_short_conv_gate", &genoconv::block_short_conv_gate);
 }
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {

@@ -108,4 +108,41 @@ cudaError_t launch_long_row_scales(const LongParams& p, DType dtype, cudaStream_
 // The tensor-core kernel in its circular form (fp16 rows, no gates, N = 2^9 .. 2^14): the long path's inner pass.
 cudaError_t launch_monarch_circular(const ConvParams& p, cudaStream_t stream);
 
+// The Hyena block's fused steps (block_ops.cu), in the model's compute dtype: bf16, fp16 or fp32.
+constexpr int kBlockBFloat16 = 0, kBlockFloat16 = 1, kBlockFloat32 = 2;
+
+// out = LayerNorm(x) (rows, d) in the compute dtype; x fp32 contiguous, and when y (rows, d, compute dtype,
+// contiguous) is set, x += y in place first. weight, bias: (d,) fp32.
+struct BlockLayerNormParams {
+  float* x = nullptr;
+  const void* y = nullptr;
+  void* out = nullptr;
+  const float* weight = nullptr;
+  const float* bias = nullptr;
+  int64_t rows = 0;
+  int d = 0;
+  float eps = 1e-5f;
+};
+cudaError_t launch_block_layer_norm(const BlockLayerNormParams& p, int dtype, cudaStream_t stream);
+
+// x0 = conv(p)[group 0], gated = conv(p)[group 1] * conv(p)[group 2]: the causal depthwise conv of width W over
+// p (B, 3d, L) (unit stride along L), tap j looking back j steps with weight[ch, W - 1 - j], plus bias[ch]; past
+// (B, 3d, W - 1) holds the inputs before p (zeros when null); in_bias (3d,) a bias p lacks, added to every input
+// inside the row. Outputs x0, gated: (B, d, L) sharing strides o_sb, o_sc, unit stride along L. vec_in / vec_out: p's
+// rows / the outputs' rows are 16-byte aligned at every multiple of 8 (16-bit dtypes only).
+struct BlockShortConvParams {
+  const void* p = nullptr;
+  const void* past = nullptr;
+  const float* weight = nullptr;  // (3d, W)
+  const float* bias = nullptr;    // (3d,)
+  const float* in_bias = nullptr;  // (3d,) or null
+  void* x0 = nullptr;
+  void* gated = nullptr;
+  int64_t p_sb = 0, p_sc = 0, past_sb = 0, past_sc = 0, o_sb = 0, o_sc = 0;
+  int64_t batch = 0, d = 0, length = 0;
+  int width = 0;
+  bool vec_in = false, vec_out = false;
+};
+cudaError_t launch_block_short_conv_gate(const BlockShortConvParams& p, int dtype, cudaStream_t stream);
+
 }  // namespace genoconv

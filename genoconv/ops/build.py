@@ -16,7 +16,8 @@ from pathlib import Path
 DEFAULT_ARCHS = ("sm_80", "sm_90", "compute_90")
 ARCHS = tuple(a.strip() for a in os.environ.get("GENOCONV_CUDA_ARCHS", ",".join(DEFAULT_ARCHS)).split(",") if a.strip())
 ARCH_FLAGS = tuple(f"-gencode=arch=compute_{a[-2:]},code={a}" for a in ARCHS)
-SOURCES = ("bindings.cpp", "fftconv_fused.cu", "fftconv_multipass.cu", "fftconv_monarch.cu", "fftconv_long.cu")
+SOURCES = ("bindings.cpp", "fftconv_fused.cu", "fftconv_multipass.cu", "fftconv_monarch.cu", "fftconv_long.cu",
+           "block_ops.cu")
 HEADERS = ("params.h", "fft_common.cuh", "monarch_common.cuh")
 EXTENSION = "genoconv._fftconv_C"
 PACKAGED_SOURCES = Path("_csrc") / "fftconv"  # inside the genoconv package (wheels)

@@ -132,6 +132,16 @@ def _register_fake() -> None:
             return u.new_empty((u.shape[1], u.shape[0]), dtype=torch.float32)
     except RuntimeError:
         pass
+    try:
+        @torch.library.register_fake("genoconv_fftconv::block_layer_norm")
+        def _fake_layer_norm(x, y, weight, bias, eps, dtype):  # noqa: ARG001
+            return x.new_empty(x.shape, dtype=dtype)
+
+        @torch.library.register_fake("genoconv_fftconv::block_short_conv_gate")
+        def _fake_short_conv(p, weight, bias, past, in_bias, x0, gated):  # noqa: ARG001
+            return None
+    except RuntimeError:
+        pass
 
 
 def status() -> dict:

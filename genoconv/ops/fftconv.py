@@ -230,10 +230,10 @@ def arithmetic(device: torch.device, dtype: torch.dtype) -> dict:
     """What decides the rounding of :func:`causal_conv` for ``dtype`` inputs on ``device``, as plain values: the
     device type, the FFT size policy, and the backend (with the CUDA kernels' facts where they run). Runs record it
     so that a resume never mixes records computed by different algorithms."""
-    from .fused import fused_enabled, onednn_enabled
+    from .fused import fused_impl, onednn_enabled
 
     out = {"device_type": device.type, "fft_sizes": _fft_size_policy(device), "backend": "reference",
-           "fused_block": fused_enabled(device), "onednn_mlp": onednn_enabled(device, dtype)}
+           "fused_block": fused_impl(device) or False, "onednn_mlp": onednn_enabled(device, dtype)}
     if planned_backend(device, dtype) == "cuda":
         from . import cuda as _cuda
 

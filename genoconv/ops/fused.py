@@ -1,4 +1,5 @@
-"""Fused elementwise steps of the Hyena block, each a Triton kernel beside its pure-PyTorch reference.
+"""Fused elementwise steps of the Hyena block, each a CUDA kernel of the library (csrc/fftconv/block_ops.cu, built at
+install time) and a Triton kernel (its fallback) beside its pure-PyTorch reference.
 
 Why: at 1 Mbp on an H200 the block's elementwise passes (LayerNorm then a cast, the short conv's three
 multiply-adds, the gate product, the residual adds) moved more bytes than its GEMMs and convolutions together
@@ -10,9 +11,10 @@ its inputs once and writes its outputs once.
 - :func:`short_conv_gate`: HyenaDNA's causal depthwise short conv over the in_proj output ``(B, 3d, L)`` (three
   channel groups x0, x1, v), returning ``x0`` and the gated ``x1 * v``.
 
-:func:`fused_available` says whether the Triton kernels run for a tensor (CUDA, Triton importable,
-``GENOCONV_FUSED=0`` not set); otherwise the ``_ref`` functions run. The references compute exactly what the model
-computed before these kernels existed. The MLP's GEMMs take their bias (and GELU) in the GEMM's epilogue on both
+:func:`fused_impl` says which kernels run on a device (the library's where it is loaded: Triton compiled its kernels on
+a process's first use, 4.1 s of a first embed on a node with an empty kernel cache, and needs a C compiler there;
+Triton where the library is not; ``GENOCONV_FUSED=0`` neither); otherwise the ``_ref`` functions run. The references
+compute exactly what the model computed before these kernels existed. The MLP's GEMMs take their bias (and GELU) in the GEMM's epilogue on both
 devices (cuBLASLt; oneDNN for fp32 on the CPU), which changes fp32 rounding only (~4e-7 relative on the CPU);
 ``GENOCONV_FUSED=0`` turns all of it off.
 """
@@ -25,9 +27,11 @@ import os
 import torch
 import torch.nn.functional as F
 
-__all__ = ["add_layer_norm_cast", "add_layer_norm_cast_ref", "fused_available", "fused_enabled", "layer_norm_cast",
-           "layer_norm_cast_ref", "short_conv_gate", "short_conv_gate_ref", "causal_short_conv", "gelu_linear",
-           "linear", "onednn_enabled"]
+from . import layout
+
+__all__ = ["add_layer_norm_cast", "add_layer_norm_cast_ref", "fused_available", "fused_enabled", "fused_impl",
+           "layer_norm_cast", "layer_norm_cast_ref", "short_conv_gate", "short_conv_gate_ref", "causal_short_conv",
+           "csrc_layer_norm", "csrc_short_conv_gate", "gelu_linear", "linear", "onednn_enabled"]
 
 
 @functools.lru_cache(maxsize=1)
@@ -40,17 +44,49 @@ def _triton():
     return _build_kernels()
 
 
+def fused_impl(device: torch.device | str) -> str:
+    """Which implementation of the fused steps inference on ``device`` runs (what a run records: the rounding differs
+    between them): ``"csrc"`` the kernel library's (built at install time); ``"csrc+triton"`` the same, with Triton's
+    short conv for rows the library's vector path does not take (see :func:`short_conv_gate`), where Triton is
+    installed; ``"triton"`` the Triton kernels (where the library is not loaded, or ``GENOCONV_FUSED_IMPL=triton``; on
+    the CPU only in Triton's interpreter, ``TRITON_INTERPRET=1``); ``""`` none (the references; ``GENOCONV_FUSED=0``).
+    ``GENOCONV_FUSED_IMPL=csrc`` takes the library's kernels for every row."""
+    env = os.environ.get
+    return _fused_impl(torch.device(device).type, env("GENOCONV_FUSED", "1"), env("GENOCONV_FUSED_IMPL", "auto"),
+                       env("TRITON_INTERPRET", "0"))
+
+
+def _fused_impl(device_type: str, fused: str, impl: str, interpret: str) -> str:
+    if fused == "0":
+        return ""
+    if device_type == "cuda":
+        if impl != "triton" and _csrc_loaded():
+            return "csrc+triton" if impl != "csrc" and _triton_installed() else "csrc"
+        return "triton" if _triton() is not None else ""
+    return "triton" if interpret == "1" and _triton() is not None else ""
+
+
+def _csrc_loaded() -> bool:
+    from . import cuda as _cuda
+
+    return _cuda._load()[0] is not None
+
+
+@functools.lru_cache(maxsize=1)
+def _triton_installed() -> bool:
+    """Whether Triton is installed, without importing it (0.4 s, and a driver start at its first launch)."""
+    import importlib.util
+
+    return importlib.util.find_spec("triton") is not None
+
+
 def fused_enabled(device: torch.device) -> bool:
-    """Whether inference on ``device`` runs the Triton kernels (what a run records: it changes the rounding)."""
-    if os.environ.get("GENOCONV_FUSED", "1") == "0":
-        return False
-    interpret = os.environ.get("TRITON_INTERPRET", "0") == "1"
-    return (torch.device(device).type == "cuda" or interpret) and _triton() is not None
+    """Whether inference on ``device`` runs fused kernels (:func:`fused_impl` names which)."""
+    return fused_impl(device) != ""
 
 
 def fused_available(x: torch.Tensor) -> bool:
-    """True when the Triton kernels run for ``x``: a CUDA tensor (or Triton's CPU interpreter,
-    ``TRITON_INTERPRET=1``, used by the tests), Triton importable, and ``GENOCONV_FUSED`` not ``0``."""
+    """True when fused kernels run for ``x``: not under autograd, and :func:`fused_impl` names one for its device."""
     return not torch.is_grad_enabled() and fused_enabled(x.device)
 
 
@@ -105,6 +141,8 @@ def layer_norm_cast(x: torch.Tensor, norm: torch.nn.LayerNorm, dtype: torch.dtyp
     """LayerNorm(x) in ``dtype``; x: (..., d) fp32 contiguous."""
     if not fused_available(x) or not x.is_contiguous():
         return layer_norm_cast_ref(x, norm, dtype)
+    if fused_impl(x.device).startswith("csrc"):
+        return csrc_layer_norm(x, None, norm, dtype)
     return _triton().layer_norm(x, None, norm.weight, norm.bias, norm.eps, dtype)
 
 
@@ -113,6 +151,8 @@ def add_layer_norm_cast(residual: torch.Tensor, y: torch.Tensor, norm: torch.nn.
     """``residual += y`` in place (fp32), then LayerNorm(residual) in ``dtype``."""
     if not fused_available(residual) or not (residual.is_contiguous() and y.is_contiguous()):
         return add_layer_norm_cast_ref(residual, y, norm, dtype)
+    if fused_impl(residual.device).startswith("csrc") and y.dtype == dtype:
+        return csrc_layer_norm(residual, y, norm, dtype)
     return _triton().layer_norm(residual, y, norm.weight, norm.bias, norm.eps, dtype)
 
 
@@ -133,7 +173,50 @@ def short_conv_gate(p: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor,
         out[0].copy_(x0)
         out[1].copy_(gated)
         return out
+    impl = fused_impl(p.device)
+    if impl.startswith("csrc") and weight.shape[-1] <= CSRC_MAX_WIDTH:
+        if out is None:  # rows that start 16-byte aligned: the kernel's vector path (and the convolution's)
+            shape = (p.shape[0], p.shape[1] // 3, p.shape[2])
+            out = (layout.padded_rows(shape, p), layout.padded_rows(shape, p))
+        # The library's kernel runs 16-bit rows aligned at every multiple of 8 as 16-byte accesses, at 82% of the copy
+        # bandwidth; other rows (a streamed chunk's outputs behind an odd history) on its element-wise path measured
+        # 21-29% where Triton's ran at 67% (benchmarks/bench_block_ops.py, H100): those go to Triton where installed.
+        if impl == "csrc" or _triton() is None or _vector_rows(p, *out):
+            return csrc_short_conv_gate(p, weight, bias, past, in_bias, out)
+    if _triton() is None:  # a width the library's kernel is not built for, and no Triton
+        x0, gated = short_conv_gate_ref(p, weight, bias, past, in_bias)
+        return (x0, gated) if out is None else (out[0].copy_(x0), out[1].copy_(gated))
     return _triton().short_conv_gate(p, weight, bias, past, in_bias, out)
+
+
+# ---- the kernel library's kernels (csrc/fftconv/block_ops.cu) ---------------------------------------------------
+CSRC_MAX_WIDTH = 4  # short filters up to this many taps (HyenaDNA's have 3)
+
+
+def _vector_rows(*tensors: torch.Tensor) -> bool:
+    """16-bit (B, C, L) tensors whose rows are 16-byte aligned at every multiple of 8 elements (the kernel's test)."""
+    return all(t.element_size() == 2 and t.data_ptr() % 16 == 0 and t.stride(0) % 8 == 0 and t.stride(1) % 8 == 0
+               for t in tensors)
+
+
+def csrc_layer_norm(x: torch.Tensor, y: torch.Tensor | None, norm: torch.nn.LayerNorm,
+                    dtype: torch.dtype) -> torch.Tensor:
+    """LayerNorm(x) in ``dtype`` by the kernel library (``x += y`` in place first when y is given; y in ``dtype``)."""
+    return torch.ops.genoconv_fftconv.block_layer_norm(x, y, norm.weight.float().contiguous(),
+                                                      norm.bias.float().contiguous(), float(norm.eps), dtype)
+
+
+def csrc_short_conv_gate(p, weight, bias, past=None, in_bias=None, out=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`short_conv_gate` by the kernel library (p with unit stride along L; ``out`` views sharing strides)."""
+    batch, channels, length = p.shape
+    if out is None:
+        x0 = torch.empty(batch, channels // 3, length, dtype=p.dtype, device=p.device)
+        out = (x0, torch.empty_like(x0))
+    torch.ops.genoconv_fftconv.block_short_conv_gate(
+        p, weight.reshape(channels, -1).float().contiguous(), bias.float().contiguous(),
+        past.to(p.dtype) if past is not None else None, in_bias.float().contiguous() if in_bias is not None else None,
+        out[0], out[1])
+    return out
 
 
 # ---- Triton kernels -------------------------------------------------------------------------------------------------

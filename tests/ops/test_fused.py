@@ -1,7 +1,8 @@
 """The fused block steps (genoconv/ops/fused.py) against their PyTorch references.
 
 On the CPU the Triton kernels run in Triton's interpreter (TRITON_INTERPRET=1, in a child process so the setting
-cannot leak into other tests); on a GPU they run compiled, in bf16, against the fp32 reference.
+cannot leak into other tests) and the kernel library's in the emulator (tests/ops/test_kernels_emulated.py); on a GPU
+both run compiled, in bf16, against float64.
 """
 
 from __future__ import annotations
@@ -115,8 +116,14 @@ def test_references_are_the_unfused_arithmetic():
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("impl", ["csrc", "triton"])
 @pytest.mark.parametrize("length", [1, 777, 4096, 100_003])
-def test_triton_kernels_on_the_gpu_in_bf16(length):
+def test_fused_kernels_on_the_gpu_in_bf16(length, impl, monkeypatch):
+    # The kernel library's block steps (the default where it is built) and Triton's (its fallback), each against float64
+    monkeypatch.setenv("GENOCONV_FUSED_IMPL", impl)
+    if impl == "triton" and fused._triton() is None:
+        pytest.skip("Triton is not installed")
+    assert fused.fused_impl("cuda") == impl
     g = torch.Generator(device="cuda").manual_seed(length)
     d = 256
     with torch.inference_mode():
@@ -218,3 +225,40 @@ def test_short_conv_gate_writes_into_given_views(length):
     assert torch.equal(o0, x0) and torch.equal(og, gated) and (joined[..., :3] == 7).all()
     with pytest.raises(ValueError, match="out must be two"):
         fused.short_conv_gate(p, w, b, past, out=(beside[..., 2:], joined[..., 3:]))
+
+
+def test_short_conv_rows_go_to_the_kernel_that_runs_them_fastest(monkeypatch):
+    # With the library loaded and Triton installed ("csrc+triton"), 16-bit rows aligned at every multiple of 8 take the
+    # library's kernel (its 16-byte path: 82% of the copy bandwidth) and get outputs in rows that start aligned;
+    # others (a streamed chunk's outputs behind an odd history, fp32) take Triton's (67% where the library's
+    # element-wise path measured 21-29%); "csrc" takes the library's for every row.
+    calls = []
+    monkeypatch.setattr(fused, "fused_impl", lambda device: impl)
+    monkeypatch.setattr(fused, "csrc_short_conv_gate",
+                        lambda p, w, b, past, ib, out: calls.append(("csrc", out)) or out)
+
+    class Triton:
+        @staticmethod
+        def short_conv_gate(p, w, b, past, ib, out):
+            calls.append(("triton", out))
+            return out
+
+    monkeypatch.setattr(fused, "_triton", lambda: Triton)
+    w, b = torch.randn(24, 1, 3), torch.randn(24)
+    aligned = torch.randn(2, 24, 64).bfloat16()
+    odd = torch.randn(2, 24, 71).bfloat16()
+    behind = torch.empty(2, 8, 5 + 71, dtype=torch.bfloat16)  # outputs behind an odd history of 5
+    with torch.inference_mode():
+        impl = "csrc+triton"
+        x0, gated = fused.short_conv_gate(aligned, w, b)
+        assert calls[-1][0] == "csrc" and x0.shape == (2, 8, 64)
+        assert all(t.data_ptr() % 16 == 0 and t.stride(1) % 8 == 0 for t in (x0, gated))
+        fused.short_conv_gate(odd, w, b)  # input rows of 71: the outputs are padded, the input is not
+        assert calls[-1][0] == "triton"
+        fused.short_conv_gate(aligned[..., :71 - 7].contiguous(), w, b, out=(behind[..., 5:69], behind[..., 5:69]))
+        assert calls[-1][0] == "triton"
+        fused.short_conv_gate(aligned.float(), w, b)
+        assert calls[-1][0] == "triton"
+        impl = "csrc"
+        fused.short_conv_gate(odd, w, b)
+        assert calls[-1][0] == "csrc"

@@ -253,6 +253,69 @@ def test_row_scales_op_equals_the_python_scales(emulated, dtype, gated, offset):
         torch.ops.genoconv_fftconv.long_row_scales(u[..., :0], None)
 
 
+# ---- the Hyena block's fused steps (block_ops.cu) ------------------------------------------------------------------
+
+_ROUNDING = {torch.bfloat16: 4e-3, torch.float16: 6e-4, torch.float32: 1e-6}
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.float32])
+def test_block_layer_norm_matches_float64(emulated, dtype):
+    """LayerNorm of fp32 rows in the compute dtype (with y: x += y in place first) against float64, for widths that
+    are and are not multiples of the warp, held in registers (d <= 256) or not (300); every output written (the
+    emulator's outputs start as NaN)."""
+    from genoconv.ops import fused
+
+    g = torch.Generator().manual_seed(1)
+    for d, rows, with_y in ((256, 37, True), (100, 9, False), (33, 5, True), (1, 3, False), (300, 4, True)):
+        ln = torch.nn.LayerNorm(d)
+        with torch.no_grad():
+            ln.weight.normal_(generator=g)
+            ln.bias.normal_(generator=g)
+        x = torch.randn(2, rows, d, generator=g) * 3 + 1
+        y = torch.randn(2, rows, d, generator=g).to(dtype) if with_y else None
+        summed = x + y.float() if with_y else x.clone()
+        want = torch.nn.functional.layer_norm(summed.double(), (d,), ln.weight.double(), ln.bias.double(), ln.eps)
+        got = fused.csrc_layer_norm(x, y, ln, dtype)
+        assert got.dtype == dtype and got.shape == x.shape and torch.isfinite(got).all()
+        assert torch.equal(x, summed)  # the residual stream updated in place, in fp32 (unchanged without y)
+        if d > 1:
+            assert ((got.double() - want).norm() / want.norm()).item() < _ROUNDING[dtype], (d, rows)
+        else:  # one element: LayerNorm is its bias
+            assert torch.equal(got, ln.bias.expand_as(x).to(dtype))
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.float32])
+@pytest.mark.parametrize("width", [1, 2, 3, 4])
+def test_block_short_conv_gate_matches_float64(emulated, dtype, width):
+    """HyenaDNA's short conv and gate against float64 for each width the kernel is built for: lengths around its
+    8-output and 1,024-output tiles, carried inputs (past), in_proj's bias folded in (rounded with p as the GEMM's
+    output would be), rows that are and are not 16-byte aligned, and outputs into views of a larger buffer (a
+    streamed chunk behind its history, left untouched); every output written (the buffers start as NaN)."""
+    from genoconv.ops import fused
+
+    g = torch.Generator().manual_seed(width)
+    batch, d = 2, 3
+    # (2040 or 1016, offset 8): rows of 2,048 / 1,024 elements starting 16 bytes in, the 16-byte loads and stores of
+    # 16-bit dtypes; the other rows take the coalesced path
+    for length, with_past, with_in_bias, offset in ((1, False, False, 0), (37, True, False, 0),
+                                                     (1100, True, True, 3), (2051, False, True, 8), (16, True, False, 1),
+                                                     (2040, True, False, 8), (1016, True, True, 8)):
+        base = torch.randn(batch, 3 * d, length + offset, generator=g).to(dtype)
+        p = base[..., offset:]
+        w, b = torch.randn(3 * d, 1, width, generator=g), torch.randn(3 * d, generator=g)
+        in_bias = torch.randn(3 * d, generator=g) if with_in_bias else None
+        past = torch.randn(batch, 3 * d, width - 1, generator=g).to(dtype) if with_past and width > 1 else None
+        x0_buf, g_buf = (torch.full((batch, d, offset + length), float("nan"), dtype=dtype) for _ in range(2))
+        x0, gated = fused.csrc_short_conv_gate(p, w, b, past, in_bias, out=(x0_buf[..., offset:], g_buf[..., offset:]))
+        assert x0.data_ptr() == x0_buf[..., offset:].data_ptr() and gated.data_ptr() == g_buf[..., offset:].data_ptr()
+        assert x0_buf[..., :offset].isnan().all() and g_buf[..., :offset].isnan().all()
+        inputs = p.double() if in_bias is None else (p.float() + in_bias.to(dtype).float()[:, None]).to(dtype).double()
+        r0, rg = fused.short_conv_gate_ref(inputs, w.double(), b.double(), past.double() if past is not None else None)
+        for got, want in ((x0, r0), (gated, rg)):
+            assert torch.isfinite(got).all(), (length, offset)
+            assert ((got.double() - want).norm() / want.norm()).item() < _ROUNDING[dtype], (length, offset)
+
+
 # ---- the model and engine on the emulated kernels ------------------------------------------------------------------
 
 @pytest.fixture

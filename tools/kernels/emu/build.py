@@ -68,7 +68,7 @@ def rewrite(name: str, text: str) -> str:
     if name == "bindings.cpp":
         text = re.sub(r"#include <c10/cuda/\w+\.h>\n", "", text)
         text = text.replace('#include "params.h"', '#include "params.h"\n' + _C10_CUDA, 1)
-        text = text.replace(".is_cuda()", ".is_cpu()")
+        text = re.sub(r"\bis_cuda\(\)", "is_cpu()", text)  # t.is_cuda() and opt->is_cuda()
         # Outputs and workspaces start as NaN, so an element no kernel wrote (or a workspace word read before it is
         # written) shows in the result.
         text, fills = re.subn(r"\bat::empty\(", "emu_nan_empty(", text)

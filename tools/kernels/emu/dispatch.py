@@ -34,7 +34,7 @@ def emulate_device(module, monkeypatch) -> list[str]:
     from genoconv import ops
     from genoconv.engine import plan as engine_plan
     from genoconv.model import hyena
-    from genoconv.ops import cuda, fftconv, selfcheck
+    from genoconv.ops import cuda, fftconv, fused, selfcheck
 
     def planned(device, dtype):
         return "cuda" if dtype in LOW_PRECISION else "reference"
@@ -51,6 +51,7 @@ def emulate_device(module, monkeypatch) -> list[str]:
     monkeypatch.setattr(cuda, "_load", lambda: (module, ""))
     monkeypatch.setattr(cuda, "plan", lambda seq_len, k, device: cuda.scalar_plan(seq_len, k, module.max_fused_points(0)))
     monkeypatch.setattr(cuda, "torch", _NanEmpty())
+    monkeypatch.setattr(fused, "fused_impl", lambda device: "csrc")  # the block's fused steps: the library's kernels
     paths: list[str] = []
     run_path = cuda._run_path
 
