@@ -158,6 +158,14 @@ __device__ __forceinline__ void load_window(const BlockShortConvParams& p, const
 }
 
 
+// Channel ch's W taps (w[j]: weight of the input j - W + 1 steps back) into registers; returns its bias.
+template <int W>
+__device__ __forceinline__ float load_taps(const BlockShortConvParams& p, int64_t ch, float (&w)[W]) {
+#pragma unroll
+  for (int j = 0; j < W; ++j) w[j] = p.weight[ch * W + j];
+  return p.bias[ch];
+}
+
 template <typename T, int W, bool kVec>
 __global__ void __launch_bounds__(kScThreads) short_conv_gate_kernel(BlockShortConvParams p) {
   const int64_t bc = blockIdx.x;
@@ -178,9 +186,7 @@ __global__ void __launch_bounds__(kScThreads) short_conv_gate_kernel(BlockShortC
         const T* past_row = past != nullptr ? past + ch * p.past_sc : nullptr;
         const float ib = p.in_bias != nullptr ? p.in_bias[ch] : 0.f;
         float w[W];
-#pragma unroll
-        for (int j = 0; j < W; ++j) w[j] = p.weight[ch * W + j];
-        const float bias = p.bias[ch];
+        const float bias = load_taps<W>(p, ch, w);
 #pragma unroll
         for (int i = 0; i < kScOut; ++i) {
           const int64_t t = (tile * kScOut + i) * kScThreads + threadIdx.x;
@@ -213,9 +219,7 @@ __global__ void __launch_bounds__(kScThreads) short_conv_gate_kernel(BlockShortC
       load_window<T, W>(p, in + ch * p.p_sc, past != nullptr ? past + ch * p.past_sc : nullptr,
                         p.in_bias != nullptr ? p.in_bias[ch] : 0.f, t0, whole, win);
       float w[W];
-#pragma unroll
-      for (int j = 0; j < W; ++j) w[j] = p.weight[ch * W + j];
-      const float bias = p.bias[ch];
+      const float bias = load_taps<W>(p, ch, w);
 #pragma unroll
       for (int i = 0; i < kScOut; ++i) {
         float a = bias;
