@@ -29,13 +29,9 @@ D = 256
 
 
 def _impls():
-    out = {"reference": "0"}
-    for impl in ("csrc", "triton"):
-        os.environ["GENOCONV_FUSED_IMPL"] = impl
-        if fused.fused_impl("cuda") == impl:
-            out[impl] = impl
-    os.environ.pop("GENOCONV_FUSED_IMPL", None)
-    return out
+    """The implementations this machine runs: the reference always, the library's and Triton's where they load."""
+    return {"reference": "0", **{impl: impl for impl in ("csrc", "triton")
+                                 if _with(impl, lambda: fused.fused_impl("cuda"))() == impl}}
 
 
 def _with(impl: str, fn):

@@ -468,8 +468,7 @@ void block_short_conv_gate(const at::Tensor& p_in, const at::Tensor& weight, con
   p.d = d;
   p.length = length;
   p.width = int(width);
-  p.vec_in = aligned16(p_in);
-  p.vec_out = aligned16(x0) && aligned16(gated);
+  p.vec = aligned16(p_in) && aligned16(x0) && aligned16(gated);
   const c10::cuda::CUDAGuard guard(p_in.device());
   check_cuda(launch_block_short_conv_gate(p, block_dtype(p_in), c10::cuda::getCurrentCUDAStream().stream()),
              "short-conv kernel launch");

@@ -115,16 +115,18 @@ __global__ void __launch_bounds__(kLnWarps * 32) layer_norm_kernel(BlockLayerNor
 // 8 outputs per thread with 16-byte stride measured 2.3x slower than that at L = 2,220,382 (H100).
 constexpr int kScOut = 8, kScThreads = 128, kScMaxWidth = 4;
 
+// An input of p plus in_proj's bias, rounded to T as the unfused GEMM's output would be.
+template <typename T>
+__device__ __forceinline__ float biased_input(float v, float in_bias) {
+  const T bias = round_to<T>(in_bias);
+  const T biased = round_to<T>(v + load_f(&bias));
+  return load_f(&biased);
+}
+
 template <typename T, int W>
 __device__ __forceinline__ float conv_input(const BlockShortConvParams& p, const T* row, const T* past_row, float in_bias,
                                             int64_t src) {
-  if (src >= 0) {
-    if (p.in_bias == nullptr) return load_f(row + src);
-    // in_proj's bias, rounded with p as the unfused GEMM's output would be
-    const T bias = round_to<T>(in_bias);
-    const T biased = round_to<T>(load_f(row + src) + load_f(&bias));
-    return load_f(&biased);
-  }
+  if (src >= 0) return p.in_bias == nullptr ? load_f(row + src) : biased_input<T>(load_f(row + src), in_bias);
   return past_row != nullptr ? load_f(past_row + src + W - 1) : 0.f;  // carried inputs hold biased values
 }
 
@@ -139,16 +141,9 @@ __device__ __forceinline__ void load_window(const BlockShortConvParams& p, const
       const uint4 raw = *reinterpret_cast<const uint4*>(row + t0);
       T vals[kScOut];  // memcpy, not a cast of &raw: reading a uint4's bytes as T breaks strict aliasing
       memcpy(vals, &raw, sizeof(raw));
-      const T bias = round_to<T>(in_bias);
 #pragma unroll
-      for (int i = 0; i < kScOut; ++i) {
-        if (p.in_bias == nullptr) {
-          win[halo + i] = load_f(vals + i);
-        } else {
-          const T biased = round_to<T>(load_f(vals + i) + load_f(&bias));
-          win[halo + i] = load_f(&biased);
-        }
-      }
+      for (int i = 0; i < kScOut; ++i)
+        win[halo + i] = p.in_bias == nullptr ? load_f(vals + i) : biased_input<T>(load_f(vals + i), in_bias);
       return;
     }
   }
@@ -271,7 +266,7 @@ template <typename T, int W>
 cudaError_t launch_short_conv_gate_w(const BlockShortConvParams& p, cudaStream_t stream) {
   const int64_t tiles = (p.length + kScOut * kScThreads - 1) / kScOut / kScThreads;
   const dim3 grid(unsigned(p.batch * p.d), unsigned(tiles < 65535 ? tiles : 65535));
-  if (sizeof(T) == 2 && p.vec_in && p.vec_out)
+  if (sizeof(T) == 2 && p.vec)
     short_conv_gate_kernel<T, W, true><<<grid, kScThreads, 0, stream>>>(p);
   else
     short_conv_gate_kernel<T, W, false><<<grid, kScThreads, 0, stream>>>(p);

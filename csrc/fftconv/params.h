@@ -128,8 +128,8 @@ cudaError_t launch_block_layer_norm(const BlockLayerNormParams& p, int dtype, cu
 // x0 = conv(p)[group 0], gated = conv(p)[group 1] * conv(p)[group 2]: the causal depthwise conv of width W over
 // p (B, 3d, L) (unit stride along L), tap j looking back j steps with weight[ch, W - 1 - j], plus bias[ch]; past
 // (B, 3d, W - 1) holds the inputs before p (zeros when null); in_bias (3d,) a bias p lacks, added to every input
-// inside the row. Outputs x0, gated: (B, d, L) sharing strides o_sb, o_sc, unit stride along L. vec_in / vec_out: p's
-// rows / the outputs' rows are 16-byte aligned at every multiple of 8 (16-bit dtypes only).
+// inside the row. Outputs x0, gated: (B, d, L) sharing strides o_sb, o_sc, unit stride along L. vec: the rows of p
+// and of both outputs are 16-byte aligned at every multiple of 8 (the 16-byte path, 16-bit dtypes only).
 struct BlockShortConvParams {
   const void* p = nullptr;
   const void* past = nullptr;
@@ -141,7 +141,7 @@ struct BlockShortConvParams {
   int64_t p_sb = 0, p_sc = 0, past_sb = 0, past_sc = 0, o_sb = 0, o_sc = 0;
   int64_t batch = 0, d = 0, length = 0;
   int width = 0;
-  bool vec_in = false, vec_out = false;
+  bool vec = false;
 };
 cudaError_t launch_block_short_conv_gate(const BlockShortConvParams& p, int dtype, cudaStream_t stream);
 

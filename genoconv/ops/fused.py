@@ -174,14 +174,15 @@ def short_conv_gate(p: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor,
         out[1].copy_(gated)
         return out
     impl = fused_impl(p.device)
+    # The library's kernel runs 16-bit rows aligned at every multiple of 8 as 16-byte accesses, at 82% of the copy
+    # bandwidth (its own outputs are allocated so); other rows (a streamed chunk's outputs behind an odd history) on
+    # its element-wise path measured 21-29% where Triton's ran at 67% (benchmarks/bench_block_ops.py, H100): those go
+    # to Triton where installed. Triton is imported only then (0.4 s, and its driver's start).
     if impl.startswith("csrc") and weight.shape[-1] <= CSRC_MAX_WIDTH:
-        if out is None:  # rows that start 16-byte aligned: the kernel's vector path (and the convolution's)
+        if out is None:  # rows that start 16-byte aligned: the kernel's 16-byte path (and the convolution's)
             shape = (p.shape[0], p.shape[1] // 3, p.shape[2])
             out = (layout.padded_rows(shape, p), layout.padded_rows(shape, p))
-        # The library's kernel runs 16-bit rows aligned at every multiple of 8 as 16-byte accesses, at 82% of the copy
-        # bandwidth; other rows (a streamed chunk's outputs behind an odd history) on its element-wise path measured
-        # 21-29% where Triton's ran at 67% (benchmarks/bench_block_ops.py, H100): those go to Triton where installed.
-        if impl == "csrc" or _triton() is None or _vector_rows(p, *out):
+        if impl == "csrc" or _vector_rows(p, *out) or _triton() is None:
             return csrc_short_conv_gate(p, weight, bias, past, in_bias, out)
     if _triton() is None:  # a width the library's kernel is not built for, and no Triton
         x0, gated = short_conv_gate_ref(p, weight, bias, past, in_bias)
@@ -206,14 +207,11 @@ def csrc_layer_norm(x: torch.Tensor, y: torch.Tensor | None, norm: torch.nn.Laye
                                                       norm.bias.float().contiguous(), float(norm.eps), dtype)
 
 
-def csrc_short_conv_gate(p, weight, bias, past=None, in_bias=None, out=None) -> tuple[torch.Tensor, torch.Tensor]:
-    """:func:`short_conv_gate` by the kernel library (p with unit stride along L; ``out`` views sharing strides)."""
-    batch, channels, length = p.shape
-    if out is None:
-        x0 = torch.empty(batch, channels // 3, length, dtype=p.dtype, device=p.device)
-        out = (x0, torch.empty_like(x0))
+def csrc_short_conv_gate(p, weight, bias, past, in_bias, out) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`short_conv_gate` by the kernel library into ``out`` (two (B, d, L) views sharing strides; p and they with
+    unit stride along L)."""
     torch.ops.genoconv_fftconv.block_short_conv_gate(
-        p, weight.reshape(channels, -1).float().contiguous(), bias.float().contiguous(),
+        p, weight.reshape(p.shape[1], -1).float().contiguous(), bias.float().contiguous(),
         past.to(p.dtype) if past is not None else None, in_bias.float().contiguous() if in_bias is not None else None,
         out[0], out[1])
     return out
