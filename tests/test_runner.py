@@ -224,12 +224,11 @@ def test_the_cuda_arithmetic_is_recorded_without_a_gpu(monkeypatch):
         def max_fused_points(index):
             return 8192
 
-    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (9, 0))
+    monkeypatch.setattr(cuda, "_device_props", lambda index: (9, 232448))  # compute capability 9.x
     monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
     monkeypatch.setattr(cuda, "_load", lambda: (FakeKernels, "faked"))
     monkeypatch.setattr(cuda, "_smem_per_block", lambda device: 232448)
-    monkeypatch.setattr(fused, "_triton", lambda: object())  # Triton importable
-    monkeypatch.setattr(fused, "_triton_installed", lambda: False)  # ... but asked as not installed: all on the library
+    monkeypatch.setattr(fused, "_triton", lambda: object())  # Triton importable: the library's kernels still run
     gpu = torch.device("cuda", 0)
     assert arithmetic(gpu, torch.bfloat16) == {"device_type": "cuda", "fft_sizes": "pow2", "backend": "cuda",
                                                "fused_block": "csrc", "onednn_mlp": False, "kernel_path": "auto",
@@ -244,12 +243,10 @@ def test_the_cuda_arithmetic_is_recorded_without_a_gpu(monkeypatch):
     monkeypatch.setattr(cuda, "_load", lambda: (None, "no nvcc"))
     monkeypatch.delenv("GENOCONV_CONV_BACKEND")
     assert arithmetic(gpu, torch.float16)["backend"] == "reference"
-    # The fused block: the library's kernels where it loads (with Triton's short conv for unaligned rows where Triton
-    # is installed), else Triton's; each recorded by name (they round apart)
+    # The fused block: the library's kernels where it loads, else Triton's; each recorded by name (they round apart)
     assert arithmetic(gpu, torch.float16)["fused_block"] == "triton"
     monkeypatch.setattr(cuda, "_load", lambda: (FakeKernels, "faked"))
-    monkeypatch.setattr(fused, "_triton_installed", lambda: True)
-    assert arithmetic(gpu, torch.float16)["fused_block"] == "csrc+triton"
+    assert arithmetic(gpu, torch.float16)["fused_block"] == "csrc"
     monkeypatch.setenv("GENOCONV_FUSED_IMPL", "csrc")
     assert arithmetic(gpu, torch.float16)["fused_block"] == "csrc"
     monkeypatch.setenv("GENOCONV_FUSED_IMPL", "triton")

@@ -6,6 +6,7 @@
 # .devdata/kernel_so.xz instead of building. Usage (after tools/prepare_device_files.sh; carry [".devdata", ".whl"]):
 #   OLD_SO=.devdata/kernel_so_main.xz SIZES=65536,2097152,dmd ROUNDS=2 SAVE_SO=1 bash tools/device_kernel_ab.sh
 #   OLD_SO=.devdata/kernel_so_main.xz CASES=cli_chrx,cli_dmd PREBUILT=1 bash tools/device_kernel_ab.sh
+# OLD_SO=same: both sides on this build (a Python-only change).
 # OLD_PY=<folder> swaps in the old side's Python files with its library (same relative paths, e.g. genoconv/ops/cuda.py
 # from the commit that built OLD_SO), for a library whose ops the new Python calls and the old one lacks.
 # Prints each run's table rows; logs in /tmp/kab_<old|new>_<round>.log, bench_e2e's JSON as $OUT/kab_<v>_<round>.json.
@@ -14,7 +15,9 @@ OUT=${OUT:-/tmp/genoconv_out}; mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1 MAX_JOBS=16 GENOCONV_CUDA_ARCHS=${GENOCONV_CUDA_ARCHS:-sm_90}
 source tools/device_install.sh /tmp/build.log
 so=$(ls genoconv/_fftconv_C*.so) || { echo "no library built"; exit 1; }
-cp "$so" /tmp/new.so && xz -dc "${OLD_SO:-.devdata/kernel_so_main.xz}" > /tmp/old.so || exit 1
+cp "$so" /tmp/new.so || exit 1
+if [ "${OLD_SO:-}" = same ]; then cp /tmp/new.so /tmp/old.so  # a Python-only A/B: OLD_PY's files on this library
+else xz -dc "${OLD_SO:-.devdata/kernel_so_main.xz}" > /tmp/old.so || exit 1; fi
 pyfiles=$([ -n "${OLD_PY:-}" ] && cd "$OLD_PY" && find . -name "*.py" | sed 's|^\./||')
 mkdir -p /tmp/kab_py/new /tmp/kab_py/old
 for f in $pyfiles; do

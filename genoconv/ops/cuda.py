@@ -14,6 +14,7 @@ tensor asks for the kernel, so CPU-only runs never import or compile anything.
 
 from __future__ import annotations
 
+import functools
 import importlib
 import os
 import shutil
@@ -187,11 +188,25 @@ def why_not_for(device: torch.device, dtype: torch.dtype) -> str:
         return "not a CUDA device"
     if dtype not in (torch.bfloat16, torch.float16):
         return f"dtype {dtype} (the kernel takes bfloat16 or float16)"
-    major, _ = torch.cuda.get_device_capability(device)
+    major = _device_props(_index(device))[0]
     if major < 8:
         return f"compute capability {major}.x (the kernels are built for sm_80 and sm_90)"
     mod, why = _load()
     return "" if mod is not None else why
+
+
+def _index(device: torch.device) -> int:
+    index = torch.device(device).index
+    return index if index is not None else torch.cuda.current_device()
+
+
+@functools.cache
+def _device_props(index: int) -> tuple[int, int]:
+    """(compute capability major, shared memory a block may opt in to) of CUDA device ``index``, asked once per
+    process: each call of torch's get_device_properties cost ~10 us, and a short convolution call asked three times
+    (tools/kernels/short_host.py: 70-80 us of host per call, the GPU idle through it in a synchronised call)."""
+    props = torch.cuda.get_device_properties(index)
+    return props.major, int(getattr(props, "shared_memory_per_block_optin", props.shared_memory_per_block))
 
 
 def why_not(u: torch.Tensor, filt) -> str:
@@ -307,7 +322,7 @@ def kernel_facts(device: torch.device) -> dict | None:
     """What decides which kernel (and so which rounding) each length gets on ``device``: the path policy, the
     shared memory a block may use (which sizes take the tensor-core kernel) and the largest fused FFT. None when
     the kernels cannot run there (the reference runs instead)."""
-    major, _ = torch.cuda.get_device_capability(device)
+    major = _device_props(_index(device))[0]
     mod, _ = _load()
     if major < 8 or mod is None:
         return None
@@ -477,10 +492,10 @@ def _spectrum(filt, log_n: int, bins: torch.Tensor, n_taps: int, device: torch.d
 def monarch_smem_bytes(log_n: int, pre: bool = False, post: bool = False) -> int:
     """Dynamic shared memory of the tensor-core kernel at N = 2^log_n (``Cfg::smem`` in fftconv_monarch.cu, which
     this mirrors): the 4 N-byte transform buffer, 2 N bytes per staged signal pair (u always, gates up to N = 2^14),
-    and the 16 KiB inverse-twiddle table from N = 2^12 on."""
+    and the twiddle tables: 16 KiB from N = 2^12 on, 8 N bytes below."""
     n = 1 << log_n
     staged = 2 + 2 * (pre and n <= 16384) + 2 * (post and n <= 16384)
-    return 4 * n + n * staged + (16384 if n >= 4096 else 0)
+    return 4 * n + n * staged + (16384 if n >= 4096 else 8 * n)
 
 
 # Static shared memory of the tensor-core kernel (s_max, s_w16), on top of the dynamic part.
@@ -540,8 +555,7 @@ def partial_plan(seq_len: int, filter_len: int, *, pre: bool = False, post: bool
 def _smem_per_block(device: torch.device) -> int:
     """Shared memory one block may opt in to on this device (bytes): 227 KiB on H100/H200, 163 KiB on A100, 99 KiB on
     sm_86/89 (the default 48 KiB where torch does not report it)."""
-    props = torch.cuda.get_device_properties(device)
-    return int(getattr(props, "shared_memory_per_block_optin", props.shared_memory_per_block))
+    return _device_props(_index(device))[1]
 
 
 def _monarch_order(log_n: int, device) -> torch.Tensor:
@@ -1176,13 +1190,14 @@ def _run_path(u, filt, pregate, postgate, path: str, how) -> torch.Tensor:
     return torch.ops.genoconv_fftconv.causal_conv(u, spec, pair_tw, tw, pregate, postgate, log_n, log_n1)
 
 
-def causal_conv_cuda(u, filt, pregate=None, postgate=None, valid_from: int = 0):
+def causal_conv_cuda(u, filt, pregate=None, postgate=None, valid_from: int = 0, *, checked: bool = False):
     """CUDA kernel with exactly :func:`genoconv.ops.fftconv.causal_conv_ref`'s semantics (bf16/fp16 in and out).
 
     ``valid_from``: the caller keeps only outputs t >= valid_from (a streamed chunk behind its K - 1 carried inputs).
     When valid_from >= K - 1 the FFT is sized for a circular convolution of the row (N >= L, not L + K - 1; the
-    overlap-save method): the outputs before valid_from then hold wrapped-around values."""
-    reason = why_not(u, filt)
+    overlap-save method): the outputs before valid_from then hold wrapped-around values. ``checked``: the caller has
+    had :func:`why_not` say yes for u already (the dispatcher has; asking twice was ~20 us of a short call's host)."""
+    reason = "" if checked else why_not(u, filt)
     if reason:
         raise RuntimeError(f"genoconv CUDA fftconv cannot run: {reason}")
     for name, g in (("pregate", pregate), ("postgate", postgate)):

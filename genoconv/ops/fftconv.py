@@ -332,7 +332,7 @@ def causal_conv(
         from . import cuda as _cuda
 
         if history is None or history.shape[-1] == 0:
-            return _cuda.causal_conv_cuda(u, filt, pregate, postgate)
+            return _cuda.causal_conv_cuda(u, filt, pregate, postgate, checked=True)
         # Stream: the gated chunk written straight behind its history (no separate product for torch.cat to copy)
         past = history.shape[-1]
         joined = u.new_empty(*u.shape[:-1], past + u.shape[-1])
