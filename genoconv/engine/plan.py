@@ -23,6 +23,7 @@ from ..model.embedder import FILTER_SHARE, LoadedModel
 from ..model.hyena import ConvSettings
 from ..ops import conv_bytes, max_conv_length, planned_backend
 from ..ops.cuda import spectrum_build_bytes
+from ..ops.layout import carried_inputs
 from ..options import EmbedOptions
 
 log = logging.getLogger("genoconv.engine")
@@ -206,7 +207,7 @@ class Planner:
         if chunk is None:
             peak = self._peak(one_pass)
         else:
-            peak = self._peak((1, chunk, n_taps - 1, n_taps), carried=self.state_bytes(n_taps))
+            peak = self._peak((1, chunk, carried_inputs(n_taps), n_taps), carried=self.state_bytes(n_taps))
         return Plan(ConvSettings(k, self.opts.freq_keep), chunk, self.backend, peak, clear and chunk is None)
 
     def _peak(self, shape: tuple[int, int, int, int], carried: int = 0) -> int:
@@ -219,18 +220,20 @@ class Planner:
         return not self.plan(length).one_pass_exact or length > self.tokens_per_batch // 2
 
     def state_bytes(self, filter_len: int) -> int:
-        """What a stream carries between chunks: each layer's last K-1 gated inputs (and 2 short-conv inputs)."""
+        """What a stream carries between chunks: each layer's last K-1 gated inputs, rounded up to 8
+        (:func:`carried_inputs`), and 2 short-conv inputs."""
         history_elt = 4 if self.model.dtype == torch.float32 else 2
-        return self.n_layer * self.d * (filter_len * history_elt + 3 * 2 * self.elt)
+        return self.n_layer * self.d * (carried_inputs(filter_len) * history_elt + 3 * 2 * self.elt)
 
     def choose_chunk(self, filter_len: int) -> int:
         """Largest chunk whose forward pass plus the carried state fit the budget and the kernels' length.
 
         Candidates fill an FFT size exactly: with K taps the kernels transform [K-1 history | C chunk] circularly
         (overlap-save) at a power of two N >= C + K - 1, so C = N - (K-1) new outputs per N (for K = 1M, N = 4M:
-        3.19M, an FFT overhead of 1.3 instead of 2.0 for C = 2M); on the reference path, powers of two."""
+        3.19M, an FFT overhead of 1.3 instead of 2.0 for C = 2M); on the reference path, powers of two. The history
+        is K - 1 rounded up to 8 (:func:`carried_inputs`), so C is a multiple of 8 as well."""
         budget = self.activation_budget - self.state_bytes(filter_len)
-        history = filter_len - 1
+        history = carried_inputs(filter_len)
 
         def fits(c: int) -> bool:
             if self.max_length is not None and history + c > self.max_length:

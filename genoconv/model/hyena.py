@@ -24,7 +24,7 @@ from ..ops import LongFilter, backend_for, causal_conv, planned_backend
 from ..ops.fftconv import causal_conv_joined
 from ..ops.fused import (add_layer_norm_cast, causal_short_conv, fused_available, gelu_linear, layer_norm_cast, linear,
                          onednn_enabled, short_conv_gate)
-from ..ops.layout import aligned_rows, over_padding, padded_rows
+from ..ops.layout import aligned_rows, carried_inputs, over_padding, padded_rows
 from .config import HyenaConfig
 
 
@@ -387,7 +387,7 @@ class HyenaOperator(nn.Module):
         if stream is None and conv.filter_len is None and seq_len > self.l_max:
             raise ValueError(f"sequence of {seq_len} bases is longer than the model's max_seq_len {self.l_max}")
         n_taps = conv.taps_needed(seq_len, self.l_max, stream is not None)
-        keep = conv.taps(self.l_max) - 1  # a streamed record carries its last K - 1 gated inputs on
+        keep = carried_inputs(conv.taps(self.l_max))  # a streamed record carries its last K - 1 gated inputs on
         history = stream.long[0] if stream is not None and stream.long else None  # (B, d, past) carried gated inputs
         past = 0 if history is None else history.shape[-1]
         if stream is None and n_taps == seq_len:
@@ -430,8 +430,10 @@ class HyenaOperator(nn.Module):
             # the convolution's [history | chunk] input needs no copy of it. x0 shares its row stride (the fused
             # kernel indexes both outputs alike), which leaves `past` columns of x0's buffer unused: a saving only
             # while the chunk is at least as long as its history (not for small out-of-memory fallback chunks).
-            joined = p.new_empty(batch, d, past + seq_len)
-            beside = p.new_empty(batch, d, past + seq_len)  # x0's rows: the gated rows' stride, first `past` unused
+            # Rows padded to 16 bytes: with `past` a multiple of 8 (ops.layout.carried_inputs) both outputs start
+            # 16-byte aligned too.
+            joined = padded_rows((batch, d, past + seq_len), p)
+            beside = padded_rows((batch, d, past + seq_len), p)  # x0: the gated rows' stride, first `past` unused
             if past:
                 joined[..., :past].copy_(history)
             x0, gated = short_conv_gate(p, self.short_filter.weight, self.short_filter.bias, past_short,

@@ -39,3 +39,14 @@ def over_padding(x: torch.Tensor) -> torch.Tensor | None:
     if last * x.element_size() > x.untyped_storage().nbytes():
         return None
     return x.as_strided((*x.shape[:-1], length), x.stride())
+
+
+def carried_inputs(filter_len: int) -> int:
+    """How many gated inputs a streamed record carries from chunk to chunk for a filter of ``filter_len`` taps: the
+    K - 1 it needs, rounded up to a multiple of 8. Inputs further back than K - 1 meet no tap, so the outputs are the
+    same; what the rounding buys is layout: a chunk's outputs sit at index ``past`` of [history | chunk], and with
+    ``past`` a multiple of 8 (and chunks that fill an FFT size, N - past, too) those rows start 16-byte aligned, as
+    the short conv's 16-byte path, the convolution's loads and the out_proj GEMM want (large-1m: K - 1 = 1,000,001
+    put every row of a chrX chunk on a 2-byte boundary; chrX 1-70 Mbp 8.2 -> 7.7 s on an H100 when the short conv's
+    unaligned path still ran at 21% of the copy bandwidth, BENCHMARKS.md seventeenth session)."""
+    return -(-max(filter_len - 1, 0) // 8) * 8

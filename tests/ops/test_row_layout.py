@@ -3,7 +3,7 @@ them; which cuBLAS kernel they get is measured by tools/kernels/gemm_layouts.py 
 import pytest
 import torch
 
-from genoconv.ops.layout import aligned_rows, over_padding, padded_rows
+from genoconv.ops.layout import aligned_rows, carried_inputs, over_padding, padded_rows
 
 
 @pytest.mark.parametrize("dtype,length", [(torch.bfloat16, 3_001), (torch.float32, 7), (torch.bfloat16, 16)])
@@ -44,3 +44,21 @@ def test_over_padding_only_where_the_storage_holds_it():
     assert over_padding(padded_rows((4, 8), x)) is None  # already a multiple of 16 bytes
     assert over_padding(torch.randn(4, 12)[:, 1:10]) is None  # misses the last row's padding: would read past it
     assert over_padding(torch.randn(4, 12)[:, :10]) is not None
+
+
+@pytest.mark.parametrize("filter_len", [1, 2, 3, 9, 16_386, 1_048_577])
+def test_a_streamed_chunk_behind_its_carried_inputs_starts_aligned(filter_len):
+    # A stream carries K - 1 inputs rounded up to 8, so the chunk that fills an FFT size behind them is a multiple of
+    # 8 too, and the model's [history | chunk] rows (padded) put the chunk's outputs on 16-byte boundaries: with
+    # K - 1 = 1,000,001 carried as is (large-1m), every row of a chrX chunk was 2-byte aligned.
+    def _vector_rows(t):  # every row starts 16-byte aligned: the short-conv kernel's and the GEMMs' fast paths
+        return t.data_ptr() % 16 == 0 and t.stride(0) % 8 == 0 and t.stride(1) % 8 == 0
+
+    past = carried_inputs(filter_len)
+    assert filter_len - 1 <= past < filter_len + 7 and past % 8 == 0
+    for chunk in ((1 << 12) - past % (1 << 12), (1 << (past + 8).bit_length()) - past):
+        assert chunk % 8 == 0
+        joined = padded_rows((2, 3, past + chunk), torch.empty(0, dtype=torch.bfloat16))
+        assert _vector_rows(joined[..., past:])
+    odd = padded_rows((2, 3, past + 3), torch.empty(0, dtype=torch.bfloat16))  # a record's last, odd chunk
+    assert _vector_rows(odd[..., past:])
