@@ -46,11 +46,9 @@ def _triton():
 
 def fused_impl(device: torch.device | str) -> str:
     """Which implementation of the fused steps inference on ``device`` runs (what a run records: the rounding differs
-    between them): ``"csrc"`` the kernel library's (built at install time); ``"csrc+triton"`` the same, with Triton's
-    short conv for rows the library's vector path does not take (see :func:`short_conv_gate`), where Triton is
-    installed; ``"triton"`` the Triton kernels (where the library is not loaded, or ``GENOCONV_FUSED_IMPL=triton``; on
-    the CPU only in Triton's interpreter, ``TRITON_INTERPRET=1``); ``""`` none (the references; ``GENOCONV_FUSED=0``).
-    ``GENOCONV_FUSED_IMPL=csrc`` takes the library's kernels for every row."""
+    between them): ``"csrc"`` the kernel library's (built at install time); ``"triton"`` the Triton kernels (where the
+    library is not loaded, or ``GENOCONV_FUSED_IMPL=triton``; on the CPU only in Triton's interpreter,
+    ``TRITON_INTERPRET=1``); ``""`` none (the references; ``GENOCONV_FUSED=0``)."""
     env = os.environ.get
     return _fused_impl(torch.device(device).type, env("GENOCONV_FUSED", "1"), env("GENOCONV_FUSED_IMPL", "auto"),
                        env("TRITON_INTERPRET", "0"))
@@ -61,7 +59,7 @@ def _fused_impl(device_type: str, fused: str, impl: str, interpret: str) -> str:
         return ""
     if device_type == "cuda":
         if impl != "triton" and _csrc_loaded():
-            return "csrc+triton" if impl != "csrc" and _triton_installed() else "csrc"
+            return "csrc"
         return "triton" if _triton() is not None else ""
     return "triton" if interpret == "1" and _triton() is not None else ""
 
@@ -70,14 +68,6 @@ def _csrc_loaded() -> bool:
     from . import cuda as _cuda
 
     return _cuda._load()[0] is not None
-
-
-@functools.lru_cache(maxsize=1)
-def _triton_installed() -> bool:
-    """Whether Triton is installed, without importing it (0.4 s, and a driver start at its first launch)."""
-    import importlib.util
-
-    return importlib.util.find_spec("triton") is not None
 
 
 def fused_enabled(device: torch.device) -> bool:
@@ -173,17 +163,14 @@ def short_conv_gate(p: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor,
         out[0].copy_(x0)
         out[1].copy_(gated)
         return out
-    impl = fused_impl(p.device)
-    # The library's kernel runs 16-bit rows aligned at every multiple of 8 as 16-byte accesses, at 82% of the copy
-    # bandwidth (its own outputs are allocated so); other rows (a streamed chunk's outputs behind an odd history) on
-    # its element-wise path measured 21-29% where Triton's ran at 67% (benchmarks/bench_block_ops.py, H100): those go
-    # to Triton where installed. Triton is imported only then (0.4 s, and its driver's start).
-    if impl.startswith("csrc") and weight.shape[-1] <= CSRC_MAX_WIDTH:
-        if out is None:  # rows that start 16-byte aligned: the kernel's 16-byte path (and the convolution's)
+    # The library's kernel reads and writes 16 bytes at a time at any alignment of p and of the outputs (82-84% of the
+    # copy bandwidth, H100; Triton's 65% where the rows are not aligned): its own outputs start 16-byte aligned, which
+    # is what the convolution and the out_proj GEMM after it want too (ops.layout).
+    if fused_impl(p.device) == "csrc" and weight.shape[-1] <= CSRC_MAX_WIDTH:
+        if out is None:
             shape = (p.shape[0], p.shape[1] // 3, p.shape[2])
             out = (layout.padded_rows(shape, p), layout.padded_rows(shape, p))
-        if impl == "csrc" or _vector_rows(p, *out) or _triton() is None:
-            return csrc_short_conv_gate(p, weight, bias, past, in_bias, out)
+        return csrc_short_conv_gate(p, weight, bias, past, in_bias, out)
     if _triton() is None:  # a width the library's kernel is not built for, and no Triton
         x0, gated = short_conv_gate_ref(p, weight, bias, past, in_bias)
         return (x0, gated) if out is None else (out[0].copy_(x0), out[1].copy_(gated))
@@ -192,12 +179,6 @@ def short_conv_gate(p: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor,
 
 # ---- the kernel library's kernels (csrc/fftconv/block_ops.cu) ---------------------------------------------------
 CSRC_MAX_WIDTH = 4  # short filters up to this many taps (HyenaDNA's have 3)
-
-
-def _vector_rows(*tensors: torch.Tensor) -> bool:
-    """16-bit (B, C, L) tensors whose rows are 16-byte aligned at every multiple of 8 elements (the kernel's test)."""
-    return all(t.element_size() == 2 and t.data_ptr() % 16 == 0 and t.stride(0) % 8 == 0 and t.stride(1) % 8 == 0
-               for t in tensors)
 
 
 def csrc_layer_norm(x: torch.Tensor, y: torch.Tensor | None, norm: torch.nn.LayerNorm,

@@ -284,36 +284,63 @@ def test_block_layer_norm_matches_float64(emulated, dtype):
             assert torch.equal(got, ln.bias.expand_as(x).to(dtype))
 
 
+# (length, past, in_bias, p offset, x0 offset, gated offset, extra row elements): p = a (B, 3d, length) view starting
+# `p offset` elements into rows of p offset + length + extra, and x0, gated views likewise into their own NaN buffers
+# (one row length for both, so they share strides). 16-bit tiles hold 1,024 outputs, fp32 ones 512.
+_SHORT_CONV_CASES = (
+    # rows of 2,048 / 1,024 elements starting 16 bytes in: the 16-byte path of 16-bit dtypes
+    (2040, True, False, 8, 8, 8, 0), (1016, True, True, 8, 8, 8, 0), (2051, False, True, 8, 8, 8, 5),
+    # the staged path: contiguous rows of odd and not-multiple-of-8 lengths, tiny rows, tile edges
+    (1, False, False, 0, 0, 0, 0), (2, True, False, 0, 0, 0, 0), (7, True, True, 0, 0, 0, 0),
+    (9, False, True, 0, 0, 0, 0), (37, True, False, 0, 0, 0, 0), (1025, True, True, 0, 0, 0, 0),
+    (1023, False, False, 0, 0, 0, 1), (1024, True, False, 0, 0, 0, 1), (511, True, True, 0, 0, 0, 2),
+    (512, False, True, 0, 0, 0, 3), (513, True, False, 0, 0, 0, 0),
+    # outputs at every misalignment from an aligned p (a streamed chunk behind its history), lead + length across
+    # tile edges
+    (1100, True, True, 0, 1, 1, 4), (2046, False, False, 0, 2, 2, 0), (1017, True, False, 0, 3, 3, 1),
+    (1020, True, True, 0, 4, 4, 0), (509, False, True, 0, 5, 5, 3), (2, True, False, 0, 7, 7, 0),
+    (1, True, True, 0, 5, 5, 0), (1019, True, False, 0, 6, 6, 0), (2049, False, True, 0, 7, 7, 7),
+    (9, True, False, 0, 7, 7, 0), (7, False, False, 0, 1, 1, 0),
+    # p unaligned under aligned outputs, both unaligned, and x0 and gated not congruent mod 16 (gated element-wise)
+    (1030, True, True, 3, 0, 0, 0), (2050, False, False, 5, 8, 8, 0), (16, True, False, 1, 1, 1, 0),
+    (1500, True, True, 7, 2, 2, 1), (1033, True, True, 0, 3, 6, 0), (40, False, True, 2, 1, 4, 0),
+)
+
+
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.float32])
 @pytest.mark.parametrize("width", [1, 2, 3, 4])
 def test_block_short_conv_gate_matches_float64(emulated, dtype, width):
-    """HyenaDNA's short conv and gate against float64 for each width the kernel is built for: lengths around its
-    8-output and 1,024-output tiles, carried inputs (past), in_proj's bias folded in (rounded with p as the GEMM's
-    output would be), rows that are and are not 16-byte aligned, and outputs into views of a larger buffer (a
-    streamed chunk behind its history, left untouched); every output written (the buffers start as NaN)."""
+    """HyenaDNA's short conv and gate against float64 for each width the kernel is built for, element by element
+    (within a rounding of the output): lengths around its 16-byte words and tiles, carried inputs (past), in_proj's bias
+    folded in (rounded with p as the GEMM's output would be), rows of p and of the outputs at every alignment (the
+    16-byte path and the staged one), outputs into views of larger buffers (a streamed chunk behind its history):
+    every output written (the buffers start as NaN) and nothing outside the views."""
     from genoconv.ops import fused
 
     g = torch.Generator().manual_seed(width)
     batch, d = 2, 3
-    # (2040 or 1016, offset 8): rows of 2,048 / 1,024 elements starting 16 bytes in, the 16-byte loads and stores of
-    # 16-bit dtypes; the other rows take the coalesced path
-    for length, with_past, with_in_bias, offset in ((1, False, False, 0), (37, True, False, 0),
-                                                     (1100, True, True, 3), (2051, False, True, 8), (16, True, False, 1),
-                                                     (2040, True, False, 8), (1016, True, True, 8)):
-        base = torch.randn(batch, 3 * d, length + offset, generator=g).to(dtype)
-        p = base[..., offset:]
+    rtol = {torch.bfloat16: 2.0**-8, torch.float16: 2.0**-11, torch.float32: 1e-6}[dtype]
+    for length, with_past, with_in_bias, p_off, x_off, g_off, extra in _SHORT_CONV_CASES:
+        case = (length, p_off, x_off, g_off, extra)
+        base = torch.randn(batch, 3 * d, p_off + length + extra, generator=g).to(dtype)
+        p = base[..., p_off:p_off + length]
         w, b = torch.randn(3 * d, 1, width, generator=g), torch.randn(3 * d, generator=g)
         in_bias = torch.randn(3 * d, generator=g) if with_in_bias else None
         past = torch.randn(batch, 3 * d, width - 1, generator=g).to(dtype) if with_past and width > 1 else None
-        x0_buf, g_buf = (torch.full((batch, d, offset + length), float("nan"), dtype=dtype) for _ in range(2))
-        x0, gated = fused.csrc_short_conv_gate(p, w, b, past, in_bias, out=(x0_buf[..., offset:], g_buf[..., offset:]))
-        assert x0.data_ptr() == x0_buf[..., offset:].data_ptr() and gated.data_ptr() == g_buf[..., offset:].data_ptr()
-        assert x0_buf[..., :offset].isnan().all() and g_buf[..., :offset].isnan().all()
+        row = max(x_off, g_off) + length + extra
+        x0_buf, g_buf = (torch.full((batch, d, row), float("nan"), dtype=dtype) for _ in range(2))
+        views = (x0_buf[..., x_off:x_off + length], g_buf[..., g_off:g_off + length])
+        x0, gated = fused.csrc_short_conv_gate(p, w, b, past, in_bias, out=views)
+        assert x0.data_ptr() == views[0].data_ptr() and gated.data_ptr() == views[1].data_ptr()
+        for buf, off in ((x0_buf, x_off), (g_buf, g_off)):
+            outside = torch.ones(buf.shape, dtype=torch.bool)
+            outside[..., off:off + length] = False
+            assert buf[outside].isnan().all(), case
         inputs = p.double() if in_bias is None else (p.float() + in_bias.to(dtype).float()[:, None]).to(dtype).double()
         r0, rg = fused.short_conv_gate_ref(inputs, w.double(), b.double(), past.double() if past is not None else None)
         for got, want in ((x0, r0), (gated, rg)):
-            assert torch.isfinite(got).all(), (length, offset)
-            assert ((got.double() - want).norm() / want.norm()).item() < _ROUNDING[dtype], (length, offset)
+            assert torch.isfinite(got).all(), case
+            torch.testing.assert_close(got.double(), want, rtol=rtol, atol=1e-4, msg=lambda m, c=case: f"{c}: {m}")
 
 
 # ---- the model and engine on the emulated kernels ------------------------------------------------------------------

@@ -2,7 +2,8 @@
 
 python3 tools/kernels/sanitize_case.py L [L ...] [--taps=K] [--many]; --taps gives the filter K taps (default L: K < L
 takes the partial-convolution blocks past 16K); --many adds tensor-core cases where every persistent block
-serves several units (the next unit's rows staged by cp.async) with 16-byte aligned and misaligned rows.
+serves several units (the next unit's rows staged by cp.async) with 16-byte aligned and misaligned rows; --block runs
+the Hyena block's fused steps (block_ops.cu) on outputs at every misalignment, odd lengths and carried inputs.
 """
 import sys
 
@@ -36,3 +37,18 @@ if "--many" in sys.argv:
                 y = gcuda.causal_conv_cuda(u, filt, *g)
                 torch.cuda.synchronize()
                 print("many", seq_len, offset, gated, "ok", float(y.float().norm()))
+if "--block" in sys.argv:
+    from genoconv.ops import fused
+
+    for length in (1, 7, 1_000, 9_001):
+        for offset in range(8):
+            p = torch.randn(2, 3 * 5, length + 3, device=dev).to(torch.bfloat16)[..., 3:]
+            w, b, ib = torch.randn(15, 1, 3, device=dev), torch.randn(15, device=dev), torch.randn(15, device=dev)
+            past = torch.randn(2, 15, 2, device=dev).to(torch.bfloat16)
+            bufs = [torch.empty(2, 5, length + offset, device=dev, dtype=torch.bfloat16) for _ in range(2)]
+            fused.csrc_short_conv_gate(p, w, b, past, ib, (bufs[0][..., offset:], bufs[1][..., offset:]))
+        ln = torch.nn.LayerNorm(256).to(dev)
+        x = torch.randn(length, 256, device=dev)
+        fused.csrc_layer_norm(x, torch.randn(length, 256, device=dev).to(torch.bfloat16), ln, torch.bfloat16)
+        torch.cuda.synchronize()
+        print("block", length, "ok")
