@@ -20,7 +20,8 @@
 // - The twiddle between column and row transforms, W_N^(q (f + S e)), is split: W_N^(f (256 a + q)) in the first
 //   phase (powers of one sincos), W_N^(q S e) once per column stage and lane (it does not depend on the item). The
 //   inverse mirrors it: conj W_N^(q S e) from a per-block shared table at the row stage's store, conj W_N^(f (256 a
-//   + q)) by recurrence in the last phase (NOTES.md v9.6).
+//   + q)) by recurrence in the last phase (NOTES.md v9.6). With no column mma stage (r < 16) both twiddles are whole
+//   half2 tables, W_N^(q f) for phase 1 and conj W_N^(q rho) for the row stage's store (NOTES.md v24).
 #include <cuda_fp16.h>
 
 #include <atomic>
@@ -123,7 +124,12 @@ struct Cfg {
   // r >= 16: the row stage's output twiddle conj W_N^(q S e) = conj W_4096^(q e) (the same for every N) as a table in
   // the lanes' order: for each row-pair class rho2 % 8 (rows e = 2 (rho2 % 8), + 1) and lane, 16 words (re, im) of
   // the accumulator slots (j, c), as 4 uint4 with the lanes contiguous (conflict-free 16-byte loads): 16 KiB.
-  static constexpr int kIr2TableWords = kColMma ? 8 * 4 * 32 * 4 : 0;
+  // r < 16: the whole twiddles of the two scalar-column stages as half2 tables instead of one __sincosf and an fp32
+  // complex product per point: W_N^(q f) of phase 1 for each (f, unit qp) as a uint2 (re, im words of q, q + 16), and
+  // IR2's conj W_N^(q rho) for each (slot row rho, tile j, lane) as a uint4 (re, im of slots c = 0 and 2, each the
+  // pair q, q + 16 of the row form): 4 N + 4 N bytes.
+  static constexpr int kP1TableWords = kColMma ? 0 : 2 * 128 * kR;
+  static constexpr int kIr2TableWords = kColMma ? 8 * 4 * 32 * 4 : 4 * 2 * 32 * kR + kP1TableWords;
   __host__ __device__ static constexpr bool stage_gate(bool gate) { return gate && kN <= 16384; }
   // Mirrored by genoconv/ops/cuda.py monarch_smem_bytes, which sends sizes a device cannot hold (an A100's 163 KiB
   // per block: N = 2^15, N = 2^14 gated) to the scalar kernels.
@@ -225,6 +231,28 @@ monarch_conv_kernel(const ConvParams p) {
   // The row stage's e part of conj W_N^(q k1) (k1 = S e + f; see Cfg::kIr2TableWords); its f part commutes with the
   // inverse column mma over e and is applied in the last phase together with conj W_r^(a f).
   const uint4* const s_ir2 = reinterpret_cast<const uint4*>(stg + kStaged * SW);
+  // r < 16: phase 1's table after IR2's (see Cfg::kP1TableWords).
+  const uint2* const s_p1 = reinterpret_cast<const uint2*>(stg + kStaged * SW + (C::kIr2TableWords - C::kP1TableWords));
+  if constexpr (!C::kColMma) {
+    uint32_t* const tbl = stg + kStaged * SW;
+    for (int i = tid; i < R * 2 * 32; i += C::kThreads) {  // IR2: (rho, j, lane) -> uint4
+      const int ln = i & 31, j = (i >> 5) & 1, rho = i >> 6;
+#pragma unroll
+      for (int c = 0; c < 4; c += 2) {
+        const int q = 16 * (8 * j + 2 * (ln & 3)) + (ln >> 2) + 8 * (c >> 1);
+        const float2 w0 = twid(q * rho, LOGN), w1 = twid((q + 16) * rho, LOGN);
+        tbl[4 * i + c] = pack2(w0.x, w1.x);
+        tbl[4 * i + c + 1] = pack2(w0.y, w1.y);
+      }
+    }
+    uint32_t* const p1 = tbl + (C::kIr2TableWords - C::kP1TableWords);
+    for (int i = tid; i < S * 128; i += C::kThreads) {  // phase 1: (f, qp) -> uint2
+      const int qp = i & 127, f = i >> 7, q = ((qp >> 4) << 5) | (qp & 15);
+      const float2 w0 = twid(q * f, LOGN), w1 = twid((q + 16) * f, LOGN);
+      p1[2 * i] = pack2(w0.x, w1.x);
+      p1[2 * i + 1] = pack2(w0.y, w1.y);
+    }
+  }
   if constexpr (C::kColMma) {
     uint32_t* const tbl = stg + kStaged * SW;
     for (int i = tid; i < 8 * 32 * 8; i += C::kThreads) {
@@ -486,14 +514,14 @@ monarch_conv_kernel(const ConvParams p) {
       for (int qi = 0; qi < 2; ++qi) small_dft<S, kIn, S, false>(xc[qi], xf[qi]);
 #pragma unroll
       for (int f = 0; f < S; ++f) {
-        float2 v[2];
-#pragma unroll
-        for (int qi = 0; qi < 2; ++qi) {
-          v[qi] = cmul(xf[qi][f], twid((q + 16 * qi) * f, LOGN));
+        uint32_t wr = pack2(xf[0][f].x, xf[1][f].x), wim = pack2(xf[0][f].y, xf[1][f].y);
+        if (f > 0) {
+          const uint2 tw = s_p1[f * 128 + qp];
+          cmul_h2(wr, wim, tw.x, tw.y, as_u32(__hneg2(as_h2(tw.y))));
         }
         const int w = widx<Q>(f & 1, f >> 1, qp);
-        sre[w] = pack2(v[0].x, v[1].x);
-        sim[w] = pack2(v[0].y, v[1].y);
+        sre[w] = wr;
+        sim[w] = wim;
       }
     }
   }
@@ -583,7 +611,6 @@ monarch_conv_kernel(const ConvParams p) {
         for (int j = 0; j < 2; ++j) kw[ri][j] = __ldg(spec_h + (size_t)(2 * rho2 + ri) * 64 + 32 * j + lane);
 #pragma unroll
       for (int ri = 0; ri < 2; ++ri) {
-        const int rho = 2 * rho2 + ri;
         // R1: Y = F/16 X, X[a'][b'] = row[16 a' + b'].
         float yr[2][4], yi[2][4];
 #pragma unroll
@@ -628,11 +655,10 @@ monarch_conv_kernel(const ConvParams p) {
 #pragma unroll
           for (int c = 0; c < 4; ++c) {
             const int q = 16 * (8 * j + 2 * t + (c & 1)) + g + 8 * (c >> 1);
-            // r >= 16: conj W_N^(q S e) is applied in half2 at the store (table), conj W_N^(q f) in the last phase;
-            // r < 16: conj W_N^(q k1) here, k1 = rho.
-            const float2 v = C::kColMma ? make_float2(vr[c], vi[c]) : cmulc(make_float2(vr[c], vi[c]), twid(q * rho, LOGN));
-            outr[ri][j][c] = v.x;
-            outi[ri][j][c] = v.y;
+            // conj W_N^(q k1) in half2 at the store, from a table: r >= 16 its e part (conj W_N^(q f) follows in the
+            // last phase), r < 16 all of it (k1 = the slot row 2 rho2 + ri).
+            outr[ri][j][c] = vr[c];
+            outi[ri][j][c] = vi[c];
           }
         }
       }
@@ -654,8 +680,12 @@ monarch_conv_kernel(const ConvParams p) {
 #pragma unroll
             for (int ri = 0; ri < 2; ++ri) {
               const int w = widx<Q>(ri, rho2, unit_qp(q));
-              sre[w] = pack2(outr[ri][j][c], outr[ri][j][c + 1]);
-              sim[w] = pack2(outi[ri][j][c], outi[ri][j][c + 1]);
+              const uint4 tw = s_ir2[((2 * rho2 + ri) * 2 + j) * 32 + lane];
+              const uint32_t cr = c == 0 ? tw.x : tw.z, ci = c == 0 ? tw.y : tw.w;
+              uint32_t wr = pack2(outr[ri][j][c], outr[ri][j][c + 1]), wim = pack2(outi[ri][j][c], outi[ri][j][c + 1]);
+              cmulc_h2(wr, wim, cr, ci, as_u32(__hneg2(as_h2(ci))));
+              sre[w] = wr;
+              sim[w] = wim;
             }
           }
         }

@@ -108,7 +108,7 @@ def test_monarch_takes_only_sizes_the_device_shared_memory_holds():
 
     # Cfg::smem: 2^15 plain = 128 KiB transform + 64 KiB staged u + 16 KiB twiddle table; gates staged up to 2^14.
     assert monarch_smem_bytes(15) == 208 << 10 and monarch_smem_bytes(15, True, True) == 208 << 10
-    assert monarch_smem_bytes(14, True, True) == 176 << 10 and monarch_smem_bytes(11) == 12 << 10
+    assert monarch_smem_bytes(14, True, True) == 176 << 10 and monarch_smem_bytes(11) == 28 << 10
     h100, a100 = 227 << 10, 163 << 10  # cudaDevAttrMaxSharedMemoryPerBlockOptin
     for seq_len in (300, 2048, 8192, 16384):
         for pre, post in ((False, False), (True, True), (False, True)):
