@@ -387,7 +387,7 @@ class HyenaOperator(nn.Module):
         if stream is None and conv.filter_len is None and seq_len > self.l_max:
             raise ValueError(f"sequence of {seq_len} bases is longer than the model's max_seq_len {self.l_max}")
         n_taps = conv.taps_needed(seq_len, self.l_max, stream is not None)
-        keep = carried_inputs(conv.taps(self.l_max))  # a streamed record carries its last K - 1 gated inputs on
+        keep = carried_inputs(conv.taps(self.l_max))  # gated inputs a stream carries on: K - 1, rounded up to 8
         history = stream.long[0] if stream is not None and stream.long else None  # (B, d, past) carried gated inputs
         past = 0 if history is None else history.shape[-1]
         if stream is None and n_taps == seq_len:
