@@ -370,10 +370,8 @@ at::Tensor long_row_scales(const at::Tensor& u_in, const c10::optional<at::Tenso
   return in_scale;
 }
 
-int block_dtype(const at::Tensor& t) {
-  if (t.scalar_type() == at::kBFloat16) return kBlockBFloat16;
-  return t.scalar_type() == at::kHalf ? kBlockFloat16 : kBlockFloat32;
-}
+// The block ops' dtype (check_block_dtype has passed): dtype_of's two 16-bit types, or fp32.
+DType block_dtype(const at::Tensor& t) { return t.scalar_type() == at::kFloat ? DType::kFloat32 : dtype_of(t); }
 
 void check_block_dtype(const at::Tensor& t, const char* name) {
   TORCH_CHECK(t.scalar_type() == at::kBFloat16 || t.scalar_type() == at::kHalf || t.scalar_type() == at::kFloat, name,

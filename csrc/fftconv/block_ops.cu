@@ -399,19 +399,19 @@ cudaError_t launch_short_conv_gate_t(const BlockShortConvParams& p, cudaStream_t
 
 }  // namespace
 
-cudaError_t launch_block_layer_norm(const BlockLayerNormParams& p, int dtype, cudaStream_t stream) {
+cudaError_t launch_block_layer_norm(const BlockLayerNormParams& p, DType dtype, cudaStream_t stream) {
   if (p.rows <= 0) return cudaSuccess;
   if (p.d <= 0 || (p.rows + kLnWarps - 1) / kLnWarps > 0x7fffffffLL) return cudaErrorInvalidValue;
-  if (dtype == kBlockFloat32) return launch_layer_norm_t<float>(p, stream);
-  if (dtype == kBlockBFloat16) return launch_layer_norm_t<__nv_bfloat16>(p, stream);
+  if (dtype == DType::kFloat32) return launch_layer_norm_t<float>(p, stream);
+  if (dtype == DType::kBFloat16) return launch_layer_norm_t<__nv_bfloat16>(p, stream);
   return launch_layer_norm_t<__half>(p, stream);
 }
 
-cudaError_t launch_block_short_conv_gate(const BlockShortConvParams& p, int dtype, cudaStream_t stream) {
+cudaError_t launch_block_short_conv_gate(const BlockShortConvParams& p, DType dtype, cudaStream_t stream) {
   if (p.batch * p.d == 0 || p.length <= 0) return cudaSuccess;
   if (p.width < 1 || p.width > kScMaxWidth || p.batch * p.d > 0x7fffffffLL) return cudaErrorInvalidValue;
-  if (dtype == kBlockFloat32) return launch_short_conv_gate_t<float>(p, stream);
-  if (dtype == kBlockBFloat16) return launch_short_conv_gate_t<__nv_bfloat16>(p, stream);
+  if (dtype == DType::kFloat32) return launch_short_conv_gate_t<float>(p, stream);
+  if (dtype == DType::kBFloat16) return launch_short_conv_gate_t<__nv_bfloat16>(p, stream);
   return launch_short_conv_gate_t<__half>(p, stream);
 }
 

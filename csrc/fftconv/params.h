@@ -7,7 +7,8 @@
 
 namespace genoconv {
 
-enum class DType : int { kBFloat16 = 0, kFloat16 = 1 };
+// The convolutions take the 16-bit types; the Hyena block's fused steps (block_ops.cu) take fp32 as well.
+enum class DType : int { kBFloat16 = 0, kFloat16 = 1, kFloat32 = 2 };
 
 // The signals of one causal convolution  y = postgate * (k * (u * pregate)): (B, H, L) with unit stride along L and
 // arbitrary (64-bit) batch/channel strides.
@@ -109,8 +110,6 @@ cudaError_t launch_long_row_scales(const LongParams& p, DType dtype, cudaStream_
 cudaError_t launch_monarch_circular(const ConvParams& p, cudaStream_t stream);
 
 // The Hyena block's fused steps (block_ops.cu), in the model's compute dtype: bf16, fp16 or fp32.
-constexpr int kBlockBFloat16 = 0, kBlockFloat16 = 1, kBlockFloat32 = 2;
-
 // out = LayerNorm(x) (rows, d) in the compute dtype; x fp32 contiguous, and when y (rows, d, compute dtype,
 // contiguous) is set, x += y in place first. weight, bias: (d,) fp32.
 struct BlockLayerNormParams {
@@ -123,7 +122,7 @@ struct BlockLayerNormParams {
   int d = 0;
   float eps = 1e-5f;
 };
-cudaError_t launch_block_layer_norm(const BlockLayerNormParams& p, int dtype, cudaStream_t stream);
+cudaError_t launch_block_layer_norm(const BlockLayerNormParams& p, DType dtype, cudaStream_t stream);
 
 // x0 = conv(p)[group 0], gated = conv(p)[group 1] * conv(p)[group 2]: the causal depthwise conv of width W over
 // p (B, 3d, L) (unit stride along L), tap j looking back j steps with weight[ch, W - 1 - j], plus bias[ch]; past
@@ -143,6 +142,6 @@ struct BlockShortConvParams {
   int width = 0;
   bool vec = false;
 };
-cudaError_t launch_block_short_conv_gate(const BlockShortConvParams& p, int dtype, cudaStream_t stream);
+cudaError_t launch_block_short_conv_gate(const BlockShortConvParams& p, DType dtype, cudaStream_t stream);
 
 }  // namespace genoconv
