@@ -326,9 +326,8 @@ def kernel_facts(device: torch.device) -> dict | None:
     mod, _ = _load()
     if major < 8 or mod is None:
         return None
-    index = device.index if device.index is not None else torch.cuda.current_device()
     return {"kernel_path": os.environ.get("GENOCONV_FFTCONV_PATH", "auto"),
-            "smem_per_block": _smem_per_block(device), "max_fused_points": int(mod.max_fused_points(index))}
+            "smem_per_block": _smem_per_block(device), "max_fused_points": int(mod.max_fused_points(_index(device)))}
 
 
 def _circular_from(seq_len: int, filter_len: int, valid_from: int) -> int:
@@ -350,8 +349,7 @@ def plan(seq_len: int, filter_len: int, device: torch.device) -> tuple[int, int]
     mod, why = _load()
     if mod is None:
         raise RuntimeError(why)
-    return scalar_plan(seq_len, filter_len,
-                       int(mod.max_fused_points(device.index if device.index is not None else torch.cuda.current_device())))
+    return scalar_plan(seq_len, filter_len, int(mod.max_fused_points(_index(device))))
 
 
 def scalar_plan(seq_len: int, filter_len: int, max_fused: int) -> tuple[int, int]:

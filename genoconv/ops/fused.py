@@ -77,7 +77,13 @@ def fused_enabled(device: torch.device) -> bool:
 
 def fused_available(x: torch.Tensor) -> bool:
     """True when fused kernels run for ``x``: not under autograd, and :func:`fused_impl` names one for its device."""
-    return not torch.is_grad_enabled() and fused_enabled(x.device)
+    return _impl_for(x) != ""
+
+
+def _impl_for(x: torch.Tensor) -> str:
+    """:func:`fused_impl` for ``x``'s device, or ``""`` under autograd (the kernels have no backward); the dispatchers
+    below ask it once and take both the yes/no and the name from it."""
+    return "" if torch.is_grad_enabled() else fused_impl(x.device)
 
 
 # ---- references -------------------------------------------------------------------------------------------------
@@ -129,9 +135,10 @@ def add_layer_norm_cast_ref(residual: torch.Tensor, y: torch.Tensor, norm: torch
 # ---- dispatch -----------------------------------------------------------------------------------------------------
 def layer_norm_cast(x: torch.Tensor, norm: torch.nn.LayerNorm, dtype: torch.dtype) -> torch.Tensor:
     """LayerNorm(x) in ``dtype``; x: (..., d) fp32 contiguous."""
-    if not fused_available(x) or not x.is_contiguous():
+    impl = _impl_for(x)
+    if not impl or not x.is_contiguous():
         return layer_norm_cast_ref(x, norm, dtype)
-    if fused_impl(x.device).startswith("csrc"):
+    if impl == "csrc":
         return csrc_layer_norm(x, None, norm, dtype)
     return _triton().layer_norm(x, None, norm.weight, norm.bias, norm.eps, dtype)
 
@@ -139,10 +146,13 @@ def layer_norm_cast(x: torch.Tensor, norm: torch.nn.LayerNorm, dtype: torch.dtyp
 def add_layer_norm_cast(residual: torch.Tensor, y: torch.Tensor, norm: torch.nn.LayerNorm,
                         dtype: torch.dtype) -> torch.Tensor:
     """``residual += y`` in place (fp32), then LayerNorm(residual) in ``dtype``."""
-    if not fused_available(residual) or not (residual.is_contiguous() and y.is_contiguous()):
+    impl = _impl_for(residual)
+    if not impl or not (residual.is_contiguous() and y.is_contiguous()):
         return add_layer_norm_cast_ref(residual, y, norm, dtype)
-    if fused_impl(residual.device).startswith("csrc") and y.dtype == dtype:
+    if impl == "csrc" and y.dtype == dtype:
         return csrc_layer_norm(residual, y, norm, dtype)
+    if _triton() is None:  # y in a dtype the library's kernel does not take, and no Triton
+        return add_layer_norm_cast_ref(residual, y, norm, dtype)
     return _triton().layer_norm(residual, y, norm.weight, norm.bias, norm.eps, dtype)
 
 
@@ -156,7 +166,8 @@ def short_conv_gate(p: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor,
     if out is not None and any(t.shape != (p.shape[0], p.shape[1] // 3, p.shape[2]) or t.stride(-1) != 1
                                for t in out):
         raise ValueError("short_conv_gate: out must be two (B, d, L) views with unit stride along L")
-    if not fused_available(p) or p.stride(-1) != 1 or (out is not None and out[0].stride() != out[1].stride()):
+    impl = _impl_for(p)
+    if not impl or p.stride(-1) != 1 or (out is not None and out[0].stride() != out[1].stride()):
         x0, gated = short_conv_gate_ref(p, weight, bias, past, in_bias)
         if out is None:
             return x0, gated
@@ -166,7 +177,7 @@ def short_conv_gate(p: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor,
     # The library's kernel reads and writes 16 bytes at a time at any alignment of p and of the outputs (82-84% of the
     # copy bandwidth, H100; Triton's 65% where the rows are not aligned): its own outputs start 16-byte aligned, which
     # is what the convolution and the out_proj GEMM after it want too (ops.layout).
-    if fused_impl(p.device) == "csrc" and weight.shape[-1] <= CSRC_MAX_WIDTH:
+    if impl == "csrc" and weight.shape[-1] <= CSRC_MAX_WIDTH:
         if out is None:
             shape = (p.shape[0], p.shape[1] // 3, p.shape[2])
             out = (layout.padded_rows(shape, p), layout.padded_rows(shape, p))

@@ -261,3 +261,20 @@ def test_short_conv_rows_all_go_to_the_library_kernel(monkeypatch):
         impl = "triton"
         fused.short_conv_gate(aligned, w, b)
         assert calls[-1][0] == "triton"
+
+
+def test_add_layer_norm_takes_the_reference_where_no_kernel_takes_its_dtypes(monkeypatch):
+    # The library's LayerNorm adds y in the output dtype only; y in another dtype went to Triton, which need not be
+    # installed: then the reference runs (it raised on calling None before).
+    monkeypatch.setattr(fused, "fused_impl", lambda device: "csrc")
+    monkeypatch.setattr(fused, "_triton", lambda: None)
+    monkeypatch.setattr(fused, "csrc_layer_norm", lambda *a: pytest.fail("the library's kernel takes y in dtype only"))
+    g = torch.Generator().manual_seed(3)
+    ln = torch.nn.LayerNorm(16)
+    residual, y = torch.randn(2, 5, 16, generator=g), torch.randn(2, 5, 16, generator=g)
+    summed = residual.clone()
+    want = fused.add_layer_norm_cast_ref(summed, y, ln, torch.bfloat16)
+    with torch.inference_mode():
+        got = fused.add_layer_norm_cast(residual, y, ln, torch.bfloat16)
+    assert got.dtype == torch.bfloat16 and torch.equal(got, want)
+    assert torch.equal(residual, summed)  # residual += y in place, as the reference did to its copy
