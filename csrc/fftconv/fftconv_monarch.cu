@@ -399,6 +399,25 @@ monarch_conv_kernel(const ConvParams p) {
   }
   }  // !kCirc
   const bool bad0 = badr[0], bad1 = badr[1];
+  // Rows phase 1 must read as zeros (a bad row; the absent partner of an odd batch's last row, whose staging rows
+  // hold an earlier unit's samples): their staged input and pre-gate rows are zeroed here, once per unit and only
+  // when it happens, so the per-sample loads take no selects (NOTES.md v25). Unstaged pre-gate rows (N = 2^15) come
+  // from device memory and may hold inf/NaN themselves: that configuration keeps the selects (kSelect).
+  constexpr bool kSelect = kPre && !kStagePre;
+  if constexpr (!kCirc && !kSelect) {
+    if (bad0 || bad1 || !has1) {
+      const bool zero_row[2] = {bad0, bad1 || !has1};
+#pragma unroll
+      for (int r = 0; r < 2; ++r) {
+        if (!zero_row[r]) continue;
+        for (int w = tid; w < SW; w += C::kThreads) {
+          stg[r * SW + w] = 0u;
+          if constexpr (kStagePre) stg[(2 + r) * SW + w] = 0u;
+        }
+      }
+      __syncthreads();
+    }
+  }
 
   // Samples n, n + 1 (n even, n < N / 2) of z = s_b x_b + i s_{b+1} x_{b+1} (s = sigma_u sigma_g of the row), one
   // 32-bit shared-memory word per staged row (device memory for unstaged gates); bad rows give zeros.
@@ -418,13 +437,25 @@ monarch_conv_kernel(const ConvParams p) {
       z[1] = make_float2(a.y, c.y);
       return;
     }
+    if constexpr (!kSelect) {  // bad and absent rows were zeroed in the staging rows
+      float2 c = unpack_samples<T>(stg[SW + (n >> 1)]);
+      a.x *= su[0]; a.y *= su[0]; c.x *= su[1]; c.y *= su[1];
+      if constexpr (kPre) {
+        const float2 ga = unpack_samples<T>(stg[2 * SW + (n >> 1)]), gc = unpack_samples<T>(stg[3 * SW + (n >> 1)]);
+        a.x *= ga.x * sg[0]; a.y *= ga.y * sg[0];
+        c.x *= gc.x * sg[1]; c.y *= gc.y * sg[1];
+      }
+      z[0] = make_float2(a.x, c.x);
+      z[1] = make_float2(a.y, c.y);
+      return;
+    }
     float2 c = has1 ? unpack_samples<T>(stg[SW + (n >> 1)]) : make_float2(0.f, 0.f);
     a.x *= su[0]; a.y *= su[0]; c.x *= su[1]; c.y *= su[1];
     if (kPre) {
-      const float2 ga = unpack_samples<T>(kStagePre ? stg[2 * SW + (n >> 1)] : gw0);
+      const float2 ga = unpack_samples<T>(gw0);
       a.x *= ga.x * sg[0]; a.y *= ga.y * sg[0];
       if (has1) {
-        const float2 gc = unpack_samples<T>(kStagePre ? stg[3 * SW + (n >> 1)] : gw1);
+        const float2 gc = unpack_samples<T>(gw1);
         c.x *= gc.x * sg[1]; c.y *= gc.y * sg[1];
       }
     }
@@ -715,19 +746,35 @@ monarch_conv_kernel(const ConvParams p) {
   // Lane pairs (l, l ^ 1) hold samples (n, n + 16) and (n + 1, n + 17), n even: one shuffle turns them into the pairs
   // (n, n + 1) on the even lane and (n + 16, n + 17) on the odd lane, so every store is 32 bits.
   // pw: this output pair's post-gate words (rows b, b + 1) when the post-gate is not staged, fetched one item ahead.
-  auto store = [&](int64_t n, float2 v_lo, float2 v_hi, uint32_t pw0, uint32_t pw1) {
+  // Outputs m < fast_end of a unit whose rows are both present and 4-byte aligned, with every output from 0 on kept,
+  // take unchecked 32-bit stores at int offsets (m < N / 2 <= 2^14): the bounds and alignment tests and the 64-bit
+  // addresses of store_pair cost as much as the rest of the store (NOTES.md v25). fast_end is a multiple of 256, so
+  // whether an item takes them is the same across its warp (its 32 items share their output row).
+  using V2 = typename Vec2<T>::type;
+  const int fast_end = !kAcc && vec_out && has1 && p.out_from == 0
+                           ? static_cast<int>(out_len < C::kN / 2 ? out_len : C::kN / 2) & ~255 : 0;
+  auto store = [&](int n, float2 v_lo, float2 v_hi, uint32_t pw0, uint32_t pw1) {
     const bool odd = lane & 1;
     const float2 send = odd ? v_lo : v_hi;
     const float2 recv = make_float2(__shfl_xor_sync(0xffffffffu, send.x, 1), __shfl_xor_sync(0xffffffffu, send.y, 1));
     const float2 e0 = odd ? recv : v_lo, e1 = odd ? v_hi : recv;  // samples m, m + 1
-    const int64_t m = odd ? n - 1 + 16 : n;
+    const int m = odd ? n - 1 + 16 : n;
     float a0 = e0.x * scale0, a1 = e1.x * scale0, c0 = e0.y * scale1, c1 = e1.y * scale1;
     if constexpr (kCirc) {
       // The long path's workspace rows: 16-bit, 4-byte aligned, both rows present, every sample kept (m < N' <=
       // 2^14), no gates: unchecked 32-bit stores (the bounds and alignment tests cost as much as the rest of the store).
-      using V2 = typename Vec2<T>::type;
-      *reinterpret_cast<V2*>(y0 + (int)m) = Vec2<T>::from_f2(a0, a1);
-      *reinterpret_cast<V2*>(y1 + (int)m) = Vec2<T>::from_f2(c0, c1);
+      *reinterpret_cast<V2*>(y0 + m) = Vec2<T>::from_f2(a0, a1);
+      *reinterpret_cast<V2*>(y1 + m) = Vec2<T>::from_f2(c0, c1);
+      return;
+    }
+    if (m < fast_end) {
+      if (kPost) {
+        const float2 pa = unpack_samples<T>(kStagePost ? stg_post[m >> 1] : pw0);
+        const float2 pc = unpack_samples<T>(kStagePost ? stg_post[SW + (m >> 1)] : pw1);
+        a0 *= pa.x; a1 *= pa.y; c0 *= pc.x; c1 *= pc.y;
+      }
+      *reinterpret_cast<V2*>(y0 + m) = Vec2<T>::from_f2(a0, a1);
+      *reinterpret_cast<V2*>(y1 + m) = Vec2<T>::from_f2(c0, c1);
       return;
     }
     if (m >= out_len || m < p.out_from) return;  // out_from is a multiple of 8, so a pair is never split
@@ -810,7 +857,7 @@ monarch_conv_kernel(const ConvParams p) {
 #pragma unroll
       for (int qi = 0; qi < 2; ++qi) small_dft<S, S, kOut, true>(x[qi], o[qi]);
 #pragma unroll
-      for (int c = 0; c < kOut; ++c) store(256 * (int64_t)(kStride * c + a) + q, o[0][c], o[1][c], pw[c][0], pw[c][1]);
+      for (int c = 0; c < kOut; ++c) store(256 * (kStride * c + a) + q, o[0][c], o[1][c], pw[c][0], pw[c][1]);
     }
   }
   __syncthreads();  // the next unit overwrites shared memory and s_max

@@ -454,3 +454,35 @@ def test_nearby_lengths_share_one_spectrum_on_emulated_kernels(small_model, kern
         filt = block.mixer.filter_fn.cached_filter()
         assert filt.filter_len == 4096
         assert [key[:3] for key in filt._cache if key[0] == "cuda_monarch"] == [("cuda_monarch", 13, 4096)]
+
+
+@pytest.mark.parametrize("gated", [False, True], ids=["plain", "gated"])
+def test_tensor_core_kernel_bad_and_lone_rows_on_one_block(emulated, gated, monkeypatch):
+    """The tensor-core kernel zeroes a bad row's staged samples, and a lone last row's absent partner, instead of
+    selecting per sample (NOTES.md v25). One emulated SM, so one block walks every unit in order: the lone row of each
+    channel follows a pair whose second row is huge (finite), and that row's staged samples are still in shared memory
+    when the lone unit runs; left there, they overflow fp16 and the lone row comes out NaN. A NaN input and (gated) an
+    inf pre-gate make their own rows NaN and no other."""
+    monkeypatch.setenv("GENOCONV_EMU_SMS", "1")
+    seq_len, batch, channels = 3000, 3, 3
+    taps, bias, u, pre, post = _inputs(batch, channels, seq_len, seq_len, gated, torch.bfloat16, 21)
+    u[1] = (u[1].double() * 3e4).to(torch.bfloat16)  # every channel's pair (0, 1): row 1 huge, staged before row 2
+    u[1, 1, 5] = float("nan")
+    bad = {(1, 1)}
+    if gated:
+        pre[0, 2, 9] = float("inf")
+        bad.add((0, 2))
+    path, how = _plan(emulated, seq_len, seq_len, 0, gated)
+    assert path == "monarch"
+    y = cuda._run_path(u, LongFilter(taps.float(), bias.float()), pre, post, path, how).double()
+    x = u if pre is None else u * pre
+    want = causal_conv_ref(torch.nan_to_num(x.double(), nan=0.0, posinf=0.0), LongFilter(taps, bias))
+    if post is not None:
+        want = want * post.double()
+    for b in range(batch):
+        for c in range(channels):
+            if (b, c) in bad:
+                assert torch.isnan(y[b, c]).all(), (b, c)
+                continue
+            err = ((y[b, c] - want[b, c]).norm() / want[b, c].norm()).item()
+            assert err <= TOLERANCE[torch.bfloat16], f"row ({b}, {c}): relative L2 error {err:.2e}"
