@@ -431,7 +431,8 @@ class HyenaOperator(nn.Module):
             # kernel indexes both outputs alike), which leaves `past` columns of x0's buffer unused: a saving only
             # while the chunk is at least as long as its history (not for small out-of-memory fallback chunks).
             # Rows padded to 16 bytes: with `past` a multiple of 8 (ops.layout.carried_inputs) both outputs start
-            # 16-byte aligned too.
+            # 16-byte aligned too. `beside` indexed like `joined` is the post-gate the kernel multiplies as it writes
+            # (its first `past` columns, never written, gate only outputs that are dropped).
             joined = padded_rows((batch, d, past + seq_len), p)
             beside = padded_rows((batch, d, past + seq_len), p)  # x0: the gated rows' stride, first `past` unused
             if past:
@@ -441,7 +442,7 @@ class HyenaOperator(nn.Module):
                                         out=(beside[..., past:], joined[..., past:]))
             del p
             self._history(stream, 0, gated, keep)  # carried on: the last K - 1 gated inputs
-            v = causal_conv_joined(joined, past, filt, postgate=x0)
+            v = causal_conv_joined(joined, past, filt, postgate=beside)
             del joined, beside
         elif self.order == 2:
             # The short conv, the split and the gate x1 * v in one pass (ops.fused); then y = x0 * (h * (x1 v)).

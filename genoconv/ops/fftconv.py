@@ -348,12 +348,19 @@ def causal_conv(
 def causal_conv_joined(joined: torch.Tensor, past: int, filt: LongFilter,
                        postgate: torch.Tensor | None = None) -> torch.Tensor:
     """A streamed chunk on the CUDA kernels, given as ``joined`` = [history | gated chunk] (B, H, past + L): the
-    chunk's L outputs, times ``postgate`` (B, H, L). The model builds ``joined`` itself when it can write the gated
-    chunk there directly (:func:`genoconv.ops.fused.short_conv_gate` with ``out``); :func:`causal_conv` builds it from
-    ``history`` otherwise. The kernel has no carried state: with the K - 1 carried inputs in front only the chunk's
-    outputs are kept, so the transform is circular (overlap-save: N >= past + L rather than + K - 1)."""
+    chunk's L outputs, times ``postgate``. The model builds ``joined`` itself when it can write the gated chunk there
+    directly (:func:`genoconv.ops.fused.short_conv_gate` with ``out``); :func:`causal_conv` builds it from ``history``
+    otherwise. The kernel has no carried state: with the K - 1 carried inputs in front only the chunk's outputs are
+    kept, so the transform is circular (overlap-save: N >= past + L rather than + K - 1).
+
+    ``postgate``: (B, H, L), multiplied after the kernel (a second rounding and one more pass over the chunk); or
+    (B, H, past + L) indexed like ``joined``, which the kernel multiplies as it writes (one rounding, no extra pass:
+    2.4 ms a layer per chrX chunk on an H100, NOTES.md v25); its first ``past`` columns gate only outputs that are
+    dropped, so they may hold anything."""
     from . import cuda as _cuda
 
+    if postgate is not None and postgate.shape[-1] == joined.shape[-1]:  # indexed like joined: in the kernel
+        return _cuda.causal_conv_cuda(joined, filt, None, postgate, valid_from=past)[..., past:]
     if past == 0:  # a record's first chunk: a plain row, post-gated inside the kernel (one rounding)
         return _cuda.causal_conv_cuda(joined, filt, None, postgate)
     y = _cuda.causal_conv_cuda(joined, filt, valid_from=past)[..., past:]

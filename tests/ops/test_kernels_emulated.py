@@ -486,3 +486,23 @@ def test_tensor_core_kernel_bad_and_lone_rows_on_one_block(emulated, gated, monk
                 continue
             err = ((y[b, c] - want[b, c]).norm() / want[b, c].norm()).item()
             assert err <= TOLERANCE[torch.bfloat16], f"row ({b}, {c}): relative L2 error {err:.2e}"
+
+
+@pytest.mark.parametrize("seq_len, filter_len, path", [(50_000, 20_000, "long"), (6_000, 3_000, "monarch")])
+def test_streamed_chunk_post_gated_in_the_kernel(kernels_on_cpu, seq_len, filter_len, path):
+    """A streamed chunk whose post-gate is indexed like [history | chunk] (the model's `beside` buffer, NOTES.md v25):
+    the kernel multiplies it as it writes, and its first `past` columns (NaN here: the model never writes them) reach
+    no kept output. Equal to the float64 convolution of the whole row, times the gate, on the chunk."""
+    from genoconv.ops.fftconv import causal_conv_joined
+    from genoconv.ops.layout import carried_inputs
+
+    past = carried_inputs(filter_len)
+    taps, bias, joined, _, gate = _inputs(2, 3, past + seq_len, filter_len, True, torch.bfloat16, 31)
+    beside = gate.clone()
+    beside[..., :past] = float("nan")
+    y = causal_conv_joined(joined, past, LongFilter(taps.float(), bias.float()), postgate=beside)
+    assert path in kernels_on_cpu
+    want = causal_conv_ref(joined.double(), LongFilter(taps, bias))[..., past:] * gate[..., past:].double()
+    assert y.shape == want.shape and torch.isfinite(y).all()
+    err = ((y.double() - want).norm() / want.norm()).item()
+    assert err <= TOLERANCE[torch.bfloat16], f"relative L2 error {err:.2e}"
