@@ -832,8 +832,9 @@ def long_plan(seq_len: int, filter_len: int, valid_from: int = 0, *,
     shared memory, GENOCONV_FFTCONV_PATH=scalar).
 
     A row reads inputs [a, L) and gives outputs [o, L): a = o = 0 is the linear convolution (N >= L + K - 1); with
-    ``valid_from`` >= K - 1 (a streamed chunk behind its carried inputs) o = valid_from, a = o - (K - 1) and the
-    transform is circular (overlap-save, N >= L - a); the outputs before o are not written."""
+    ``valid_from`` >= K - 1 (a streamed chunk behind its carried inputs) o = valid_from, a <= o - (K - 1) (rounded
+    down to a multiple of 8 where N still holds [a, L)) and the transform is circular (overlap-save, N >= L - a); the
+    outputs before o are not written."""
     if os.environ.get("GENOCONV_FFTCONV_PATH", "auto") == "scalar" or LONG_LOG_N[1] < LONG_LOG_N[0]:
         return None
     k = max(1, min(filter_len, seq_len))
@@ -845,6 +846,14 @@ def long_plan(seq_len: int, filter_len: int, valid_from: int = 0, *,
         return None
     if smem_per_block is not None and _long_smem_bytes(log_n) > smem_per_block:
         return None
+    if first:
+        # Any start in [L - N, o - (K - 1)] reads every input the kept outputs need and fits the transform: take one
+        # on a multiple of 8 where there is one, so rows that start 16-byte aligned stay aligned from the first input
+        # on. A streamed chunk of large-1m has o - (K - 1) = 7 (carried_inputs rounds K - 1 up to 8) and L = N: from
+        # 7, every row of both outer passes took the checked element-wise loads and stores (NOTES.md v25).
+        aligned = start & ~7
+        if aligned >= seq_len - (1 << log_n):
+            start = aligned
     # Taps: a linear convolution may use every tap below N - L (they wrap onto zeros), so lengths share one spectrum
     # per N as on the other paths; overlap-save uses exactly the K that reach.
     taps = k if first else _linear_taps(filter_len, seq_len, 1 << log_n)

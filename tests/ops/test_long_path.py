@@ -124,6 +124,29 @@ def test_long_path_overlap_save_chunk():
     assert ((y[..., past:] - want[..., past:]).norm() / want[..., past:].norm()).item() < 1e-3
 
 
+@pytest.mark.parametrize("k, past, chunk, start", [
+    (1_000_002, 1_000_008, 3_194_296, 0),  # large-1m's streamed chunk: o - (K - 1) = 7, L = N = 2^22
+    (3000, 3008, 61_000, 8),               # 9 rounded down to 8
+    (1001, 1013, 130_069, 13),             # L - N = 10: no multiple of 8 in [10, 13], the first input stays 13
+])
+def test_long_path_streamed_chunk_reads_from_an_aligned_start(k, past, chunk, start):
+    """A circular row's first input goes down to a multiple of 8 where the transform still holds [a, L): rows that
+    start 16-byte aligned then stay aligned in both outer passes (an offset of 7 put every row of large-1m's chrX
+    chunks on the element-wise loads and stores); from the aligned start the outputs are still exact."""
+    plan = cuda.long_plan(past + chunk, k, valid_from=past)
+    log_n, _, a, first, _ = plan
+    assert (a, first) == (start, past) and past + chunk - a <= 1 << log_n and a <= past - (k - 1)
+    if k > 5000:
+        return
+    gen = torch.Generator().manual_seed(k)
+    taps = torch.randn(1, k, generator=gen, dtype=torch.float64) / k ** 0.5
+    filt = LongFilter(taps, torch.zeros(1, dtype=torch.float64))
+    u = torch.randn(1, 1, past + chunk, generator=gen, dtype=torch.float64)
+    y = _emulate(u, filt, None, None, plan)
+    want = _oracle(u, taps, filt.bias)
+    assert ((y[..., past:] - want[..., past:]).norm() / want[..., past:].norm()).item() < 1e-3
+
+
 @pytest.mark.parametrize("keep", [0.5, 0.25])
 def test_long_path_frequency_sparse(keep):
     """F < 1: the spectrum cut at the path's N (the reference's definition there), and the output scale bounds the cut
