@@ -354,9 +354,9 @@ def causal_conv_joined(joined: torch.Tensor, past: int, filt: LongFilter,
     kept, so the transform is circular (overlap-save: N >= past + L rather than + K - 1).
 
     ``postgate``: (B, H, L), multiplied after the kernel (a second rounding and one more pass over the chunk); or
-    (B, H, past + L) indexed like ``joined``, which the kernel multiplies as it writes (one rounding, no extra pass:
-    2.4 ms a layer per chrX chunk on an H100, NOTES.md v25); its first ``past`` columns gate only outputs that are
-    dropped, so they may hold anything."""
+    (B, H, past + L) indexed like ``joined``, which the kernel multiplies as it writes (one rounding, no extra pass;
+    the separate product took 2.4 ms a layer per chrX chunk on an H100, NOTES.md v25); its first ``past`` columns
+    gate only outputs that are dropped, so they may hold anything."""
     from . import cuda as _cuda
 
     if postgate is not None and postgate.shape[-1] == joined.shape[-1]:  # indexed like joined: in the kernel
