@@ -437,30 +437,20 @@ monarch_conv_kernel(const ConvParams p) {
       z[1] = make_float2(a.y, c.y);
       return;
     }
-    if constexpr (!kSelect) {  // bad and absent rows were zeroed in the staging rows
-      float2 c = unpack_samples<T>(stg[SW + (n >> 1)]);
-      a.x *= su[0]; a.y *= su[0]; c.x *= su[1]; c.y *= su[1];
-      if constexpr (kPre) {
-        const float2 ga = unpack_samples<T>(stg[2 * SW + (n >> 1)]), gc = unpack_samples<T>(stg[3 * SW + (n >> 1)]);
-        a.x *= ga.x * sg[0]; a.y *= ga.y * sg[0];
-        c.x *= gc.x * sg[1]; c.y *= gc.y * sg[1];
-      }
-      z[0] = make_float2(a.x, c.x);
-      z[1] = make_float2(a.y, c.y);
-      return;
-    }
-    float2 c = has1 ? unpack_samples<T>(stg[SW + (n >> 1)]) : make_float2(0.f, 0.f);
+    // Without kSelect, bad and absent rows were zeroed in the staging rows: no test per sample.
+    const bool present1 = !kSelect || has1;
+    float2 c = present1 ? unpack_samples<T>(stg[SW + (n >> 1)]) : make_float2(0.f, 0.f);
     a.x *= su[0]; a.y *= su[0]; c.x *= su[1]; c.y *= su[1];
     if (kPre) {
-      const float2 ga = unpack_samples<T>(gw0);
+      const float2 ga = unpack_samples<T>(kStagePre ? stg[2 * SW + (n >> 1)] : gw0);
       a.x *= ga.x * sg[0]; a.y *= ga.y * sg[0];
-      if (has1) {
-        const float2 gc = unpack_samples<T>(gw1);
+      if (present1) {
+        const float2 gc = unpack_samples<T>(kStagePre ? stg[3 * SW + (n >> 1)] : gw1);
         c.x *= gc.x * sg[1]; c.y *= gc.y * sg[1];
       }
     }
-    z[0] = make_float2(bad0 ? 0.f : a.x, bad1 ? 0.f : c.x);
-    z[1] = make_float2(bad0 ? 0.f : a.y, bad1 ? 0.f : c.y);
+    z[0] = make_float2(kSelect && bad0 ? 0.f : a.x, kSelect && bad1 ? 0.f : c.x);
+    z[1] = make_float2(kSelect && bad0 ? 0.f : a.y, kSelect && bad1 ? 0.f : c.y);
   };
   // Phase 1: the scalar s-point column DFT over the causal (non-zero) half, then the first twiddle.
   constexpr int kIn = kCirc ? S : (S / 2 > 0 ? S / 2 : 1);
@@ -760,14 +750,9 @@ monarch_conv_kernel(const ConvParams p) {
     const float2 e0 = odd ? recv : v_lo, e1 = odd ? v_hi : recv;  // samples m, m + 1
     const int m = odd ? n - 1 + 16 : n;
     float a0 = e0.x * scale0, a1 = e1.x * scale0, c0 = e0.y * scale1, c1 = e1.y * scale1;
-    if constexpr (kCirc) {
-      // The long path's workspace rows: 16-bit, 4-byte aligned, both rows present, every sample kept (m < N' <=
-      // 2^14), no gates: unchecked 32-bit stores (the bounds and alignment tests cost as much as the rest of the store).
-      *reinterpret_cast<V2*>(y0 + m) = Vec2<T>::from_f2(a0, a1);
-      *reinterpret_cast<V2*>(y1 + m) = Vec2<T>::from_f2(c0, c1);
-      return;
-    }
-    if (m < fast_end) {
+    // kCirc: the long path's workspace rows, 16-bit, 4-byte aligned, both rows present, every sample kept (m < N' <=
+    // 2^14), no gates: always the unchecked stores.
+    if (kCirc || m < fast_end) {
       if (kPost) {
         const float2 pa = unpack_samples<T>(kStagePost ? stg_post[m >> 1] : pw0);
         const float2 pc = unpack_samples<T>(kStagePost ? stg_post[SW + (m >> 1)] : pw1);

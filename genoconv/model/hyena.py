@@ -437,9 +437,9 @@ class HyenaOperator(nn.Module):
             beside = padded_rows((batch, d, past + seq_len), p)  # x0: the gated rows' stride, first `past` unused
             if past:
                 joined[..., :past].copy_(history)
-            x0, gated = short_conv_gate(p, self.short_filter.weight, self.short_filter.bias, past_short,
-                                        self.in_proj.bias if bias_in_kernel else None,
-                                        out=(beside[..., past:], joined[..., past:]))
+            _, gated = short_conv_gate(p, self.short_filter.weight, self.short_filter.bias, past_short,
+                                       self.in_proj.bias if bias_in_kernel else None,
+                                       out=(beside[..., past:], joined[..., past:]))
             del p
             self._history(stream, 0, gated, keep)  # carried on: the last K - 1 gated inputs
             v = causal_conv_joined(joined, past, filt, postgate=beside)

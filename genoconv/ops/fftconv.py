@@ -359,13 +359,11 @@ def causal_conv_joined(joined: torch.Tensor, past: int, filt: LongFilter,
     gate only outputs that are dropped, so they may hold anything."""
     from . import cuda as _cuda
 
-    if postgate is not None and postgate.shape[-1] == joined.shape[-1]:  # indexed like joined: in the kernel
+    if postgate is None or postgate.shape[-1] == joined.shape[-1]:
+        # No post-gate, or one the kernel can index like joined (as every post-gate of a record's first chunk, past
+        # = 0, is): multiplied inside the kernel, one rounding.
         return _cuda.causal_conv_cuda(joined, filt, None, postgate, valid_from=past)[..., past:]
-    if past == 0:  # a record's first chunk: a plain row, post-gated inside the kernel (one rounding)
-        return _cuda.causal_conv_cuda(joined, filt, None, postgate)
     y = _cuda.causal_conv_cuda(joined, filt, valid_from=past)[..., past:]
-    if postgate is None:
-        return y
     # the gated product in rows that start 16-byte aligned (the chunk's odd length otherwise misaligns every row
     # after the first, and the out_proj GEMM that reads it runs a ~3.5x slower kernel: ops.layout)
     return torch.mul(y, postgate, out=layout.padded_rows(y.shape, y))
