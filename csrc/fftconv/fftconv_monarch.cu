@@ -114,6 +114,10 @@ struct Cfg {
   // idle through that stage (NOTES.md v13); it runs 1-warp blocks, sixteen per SM.
   static constexpr int kWarps = kOneBlock ? 16 : kR == 16 ? 4 : (kR < 4 ? 1 : (kR / 2 > 8 ? 8 : kR / 2));
   static constexpr int kThreads = 32 * kWarps;
+  // Resident blocks per SM the registers are capped for: 128 per thread (65536 / (kThreads * 128)), except plain
+  // r = 16 (N = 2^12, L = 2K), whose 40 KiB of shared memory hold five blocks: at 80 registers (no spills) five 4-warp
+  // blocks hide the phases' latencies that four left exposed (NOTES.md v26). Its gated forms need 48-56 KiB, four.
+  static constexpr int kMinBlocks = kR == 16 && !kGated && !kCirc ? 5 : 65536 / (kThreads * 128);
   static constexpr int kPlane = kN / 2;                 // 32-bit words per plane
   static constexpr int kQuarter = kN / 4;               // words per sub-plane
   // Staging rows (N / 2 16-bit samples each, the causal half): the next unit's u0, u1 always; its pre-gate rows and
@@ -197,12 +201,15 @@ __device__ __forceinline__ float abs_or_inf(float x) { return x != x ? INFINITY 
 // kAcc (the block-Toeplitz terms, N = 2^14, 2^15 only): y += the result, outputs and post-gate rows up to
 // ConvParams::out_len; a compile-time choice, so the plain kernels carry no trace of it.
 template <typename T, int kLogR, bool kPre, bool kPost, bool kCirc = false, bool kAcc = false>
-__global__ void __launch_bounds__(Cfg<kLogR, kPre || kPost, kCirc>::kThreads,
-                                  65536 / (Cfg<kLogR, kPre || kPost, kCirc>::kThreads * 128))
+__global__ void __launch_bounds__(Cfg<kLogR, kPre || kPost, kCirc>::kThreads, Cfg<kLogR, kPre || kPost, kCirc>::kMinBlocks)
 monarch_conv_kernel(const ConvParams p) {
   using C = Cfg<kLogR, kPre || kPost, kCirc>;
   constexpr int R = C::kR, S = C::kS, LOGN = C::kLogN, Q = C::kQuarter, SW = C::kStageWords;
   constexpr bool kStagePre = C::stage_gate(kPre), kStagePost = C::stage_gate(kPost);
+  // s = 1 (r = 16) of a causal row: the 16 rows p of a column are the input's 8 and the zero padding's 8, and only
+  // outputs p < 8 are kept, so phase 1 writes, the forward column stage reads and the inverse column stage writes
+  // only rows 0..7 (the B operand's upper k rows are zero registers; the upper accumulator rows are dropped).
+  constexpr bool kZeroHalf = S == 1 && C::kColMma && !kCirc;
   extern __shared__ __align__(16) uint32_t smw[];
   uint32_t* const sre = smw;
   uint32_t* const sim = smw + C::kPlane;
@@ -424,12 +431,6 @@ monarch_conv_kernel(const ConvParams p) {
   // gw0, gw1: the pre-gate words of samples n, n + 1 when the pre-gate is not staged (N = 2^15), loaded by the caller
   // ahead of the item's arithmetic.
   auto load_x2 = [&](int n, float2* z, uint32_t gw0 = 0u, uint32_t gw1 = 0u) {
-    if constexpr (S == 1 && !kCirc) {  // r = 16: the column items also cover rows p >= 8, the causal zero half
-      if (n >= C::kN / 2) {
-        z[0] = z[1] = make_float2(0.f, 0.f);
-        return;
-      }
-    }
     float2 a = unpack_samples<T>(stg[n >> 1]);
     if constexpr (kCirc) {  // both rows present, already scaled, never bad
       const float2 c = unpack_samples<T>(stg[SW + (n >> 1)]);
@@ -455,8 +456,9 @@ monarch_conv_kernel(const ConvParams p) {
   // Phase 1: the scalar s-point column DFT over the causal (non-zero) half, then the first twiddle.
   constexpr int kIn = kCirc ? S : (S / 2 > 0 ? S / 2 : 1);
   if constexpr (C::kColMma) {
-    // p = 16 c + a; item (a pair ap, q pair 2qq, 2qq + 1) -> slots rho = 16 f + a (col form).
-    for (int item = tid; item < 8 * 128; item += C::kThreads) {
+    // p = 16 c + a; item (a pair ap, q pair 2qq, 2qq + 1) -> slots rho = 16 f + a (col form). s = 1 (r = 16): rows
+    // p = a >= 8 are the causal zero half, which the column stage does not read (kZeroHalf): not written either.
+    for (int item = tid; item < (kZeroHalf ? 4 : 8) * 128; item += C::kThreads) {
       const int qq = item & 127, ap = item >> 7, q0 = 2 * qq;
       // Unstaged pre-gate (N = 2^15): all of the item's words requested before any is used (one memory latency).
       uint32_t gw[2][kIn][2] = {};
@@ -594,13 +596,14 @@ monarch_conv_kernel(const ConvParams p) {
 #pragma unroll
         for (int tile = 0; tile < 2; ++tile) {
           const int i0 = ld_off[hh][tile] + 1024 * f, i1 = i0 + 512;  // rows 8 f + t and 8 f + t + 4 of the pairs
-          cmma_const_a<kInv>(fr, sre[i0], sre[i1], sim[i0], sim[i1], dr[tile], di[tile]);
+          if constexpr (kZeroHalf && !kInv) cmma_const_a<kInv>(fr, sre[i0], 0u, sim[i0], 0u, dr[tile], di[tile]);
+          else cmma_const_a<kInv>(fr, sre[i0], sre[i1], sim[i0], sim[i1], dr[tile], di[tile]);
         }
         __syncwarp();
         // Accumulator c: row e/a = g + 8 (c >> 1), column q = 32 qt + 8 hh + 2 t + (c & 1) (+16 for tile B); slot
         // rho = 16 f + row.
 #pragma unroll
-        for (int c = 0; c < 4; ++c) {
+        for (int c = 0; c < (kZeroHalf && kInv ? 2 : 4); ++c) {
           const int w = st_off[hh][c & 1] + 1024 * f + 512 * (c >> 1);
           uint32_t wr = pack2(dr[0][c], dr[1][c]), wim = pack2(di[0][c], di[1][c]);
           if constexpr (!kInv) cmul_h2(wr, wim, cwr[hh][c], cwi[hh][c], as_u32(__hneg2(as_h2(cwi[hh][c]))));

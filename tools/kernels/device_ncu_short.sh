@@ -2,7 +2,7 @@
 # Where the tensor-core kernel's instructions and stalls go at the short sizes, phase by phase (barrier-delimited),
 # by opcode and by CUDA line: ncu's per-SASS counters joined with nvdisasm -g of the same cubin (ncu_phases.py).
 # One device call (carry [".devdata", ".whl"]): SIZES="2048 16384" GATED=0 PREBUILT=1 bash tools/kernels/device_ncu_short.sh
-# Results under $OUT: phases_<L>.txt (the summary), details_<L>.txt (ncu's sections).
+# Results under $OUT: phases_<L>.txt (the summary), details_<L>.txt (ncu's sections), sass_<L>.csv (per instruction).
 set -uo pipefail
 OUT=${OUT:-/tmp/genoconv_out}; mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1 MAX_JOBS=16 GENOCONV_CUDA_ARCHS=${GENOCONV_CUDA_ARCHS:-sm_90}
@@ -21,9 +21,13 @@ for c in ${SIZES:-2048 16384}; do
   grep -E "Duration|Issue Slots Busy|Executed Instructions  |Warp Cycles Per Issued|Achieved Occ|Registers Per|Stall" \
     "$OUT/details_$tag.txt" | head -30
   name=$(grep -m1 -oE "_Z[0-9A-Za-z_]+" "$OUT/details_$tag.txt"); echo "kernel $name"
-  for cub in /tmp/cub/*sm_90*; do
-    nvdisasm -g -c -fun "$name" "$cub" > /tmp/k.sass 2> /dev/null && grep -q "/\*0000\*/" /tmp/k.sass && break
-  done
+  # nvdisasm's -fun takes symbol indices, not names: disassemble the cubin and keep the kernel's own section
+  nvdisasm -g -c /tmp/cub/fftconv_monarch.sm_90.cubin 2> /dev/null \
+    | awk -v fn=".text.$name:" 'index($0, fn) == 1 {p = 1; next} p && /^[ \t]*\.section/ {exit} p' > /tmp/k.sass
+  echo "$(grep -c '/\*[0-9a-f]*\*/' /tmp/k.sass) instructions disassembled"
+  cp "/tmp/sass_$tag.csv" "$OUT/"  # for ncu_phases.py here later (with "-": phases and opcodes, no source lines)
   python3 tools/kernels/ncu_phases.py "/tmp/sass_$tag.csv" /tmp/k.sass csrc/fftconv/fftconv_monarch.cu \
-    > "$OUT/phases_$tag.txt" 2>&1; echo "phases rc=$?"; head -60 "$OUT/phases_$tag.txt"
+    > "$OUT/phases_$tag.txt" 2>&1 \
+    || python3 tools/kernels/ncu_phases.py "/tmp/sass_$tag.csv" - > "$OUT/phases_$tag.txt" 2>&1
+  echo "phases rc=$?"; head -60 "$OUT/phases_$tag.txt"
 done

@@ -3,6 +3,7 @@ the same cubin (nvdisasm is on the device machine only) and print executed warp 
 barrier-delimited phase, per opcode and per source line.
 
     python3 tools/kernels/ncu_phases.py sass_16384.csv kernel.sass [source.cu]
+    python3 tools/kernels/ncu_phases.py sass_16384.csv -      (phases and opcodes from the CSV alone, no lines)
 
 source.cu (default: fftconv_monarch.cu beside this script) supplies the text shown for its line numbers; a phase is
 labelled by its most executed lines of the kernel body (from the `__global__` definition on), not of inlined helpers.
@@ -33,7 +34,10 @@ def load(csv_path: str, sass_path: str) -> list[Instr]:
     i_stall = head.index("Warp Stall Sampling (All Samples)")
     sass = []  # (addr, text, file, line) in address order, the line info of nvdisasm -g
     where = ("?", 0)
-    for raw in open(sass_path):
+    if sass_path == "-":  # no disassembly: the CSV's own SASS text, without source lines
+        i_src = head.index("Source")
+        sass = [(int(r[0], 16), r[i_src].strip().rstrip(";"), "?", 0) for r in data]
+    for raw in open(sass_path) if sass_path != "-" else []:
         m = re.search(r'File "([^"]+)", line (\d+)', raw)
         if m and raw.strip().startswith("//##"):
             where = (Path(m.group(1)).name, int(m.group(2)))
@@ -87,5 +91,5 @@ def report(instrs: list[Instr], source: Path) -> None:
 
 
 if __name__ == "__main__":
-    default_source = Path(__file__).with_name("fftconv_monarch.cu")
+    default_source = Path(__file__).resolve().parents[2] / "csrc" / "fftconv" / "fftconv_monarch.cu"
     report(load(sys.argv[1], sys.argv[2]), Path(sys.argv[3]) if len(sys.argv) > 3 else default_source)
