@@ -115,8 +115,8 @@ struct Cfg {
   static constexpr int kWarps = kOneBlock ? 16 : kR == 16 ? 4 : (kR < 4 ? 1 : (kR / 2 > 8 ? 8 : kR / 2));
   static constexpr int kThreads = 32 * kWarps;
   // Resident blocks per SM the registers are capped for: 128 per thread (65536 / (kThreads * 128)), except plain
-  // r = 16 (N = 2^12, L = 2K), whose 40 KiB of shared memory hold five blocks: at 80 registers (no spills) five 4-warp
-  // blocks hide the phases' latencies that four left exposed (NOTES.md v26). Its gated forms need 48-56 KiB, four.
+  // r = 16 (N = 2^12, L = 2K), whose 40 KiB of shared memory hold five blocks: at 96 registers (no spills) five 4-warp
+  // blocks hide more of the phases' latencies than four (NOTES.md v26). Its gated forms need 48-56 KiB: four.
   static constexpr int kMinBlocks = kR == 16 && !kGated && !kCirc ? 5 : 65536 / (kThreads * 128);
   static constexpr int kPlane = kN / 2;                 // 32-bit words per plane
   static constexpr int kQuarter = kN / 4;               // words per sub-plane
@@ -201,7 +201,8 @@ __device__ __forceinline__ float abs_or_inf(float x) { return x != x ? INFINITY 
 // kAcc (the block-Toeplitz terms, N = 2^14, 2^15 only): y += the result, outputs and post-gate rows up to
 // ConvParams::out_len; a compile-time choice, so the plain kernels carry no trace of it.
 template <typename T, int kLogR, bool kPre, bool kPost, bool kCirc = false, bool kAcc = false>
-__global__ void __launch_bounds__(Cfg<kLogR, kPre || kPost, kCirc>::kThreads, Cfg<kLogR, kPre || kPost, kCirc>::kMinBlocks)
+__global__ void __launch_bounds__(Cfg<kLogR, kPre || kPost, kCirc>::kThreads,
+                                  Cfg<kLogR, kPre || kPost, kCirc>::kMinBlocks)
 monarch_conv_kernel(const ConvParams p) {
   using C = Cfg<kLogR, kPre || kPost, kCirc>;
   constexpr int R = C::kR, S = C::kS, LOGN = C::kLogN, Q = C::kQuarter, SW = C::kStageWords;

@@ -5,7 +5,7 @@ barrier-delimited phase, per opcode and per source line.
     python3 tools/kernels/ncu_phases.py sass_16384.csv kernel.sass [source.cu]
     python3 tools/kernels/ncu_phases.py sass_16384.csv -      (phases and opcodes from the CSV alone, no lines)
 
-source.cu (default: fftconv_monarch.cu beside this script) supplies the text shown for its line numbers; a phase is
+source.cu (default: the repository's csrc/fftconv/fftconv_monarch.cu) supplies the text shown for its line numbers; a phase is
 labelled by its most executed lines of the kernel body (from the `__global__` definition on), not of inlined helpers.
 """
 import collections
