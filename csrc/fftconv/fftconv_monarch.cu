@@ -597,8 +597,9 @@ monarch_conv_kernel(const ConvParams p) {
 #pragma unroll
         for (int tile = 0; tile < 2; ++tile) {
           const int i0 = ld_off[hh][tile] + 1024 * f, i1 = i0 + 512;  // rows 8 f + t and 8 f + t + 4 of the pairs
-          if constexpr (kZeroHalf && !kInv) cmma_const_a<kInv>(fr, sre[i0], 0u, sim[i0], 0u, dr[tile], di[tile]);
-          else cmma_const_a<kInv>(fr, sre[i0], sre[i1], sim[i0], sim[i1], dr[tile], di[tile]);
+          constexpr bool kUpperZero = kZeroHalf && !kInv;  // rows 8..15 are the causal padding: zero registers
+          cmma_const_a<kInv>(fr, sre[i0], kUpperZero ? 0u : sre[i1], sim[i0], kUpperZero ? 0u : sim[i1], dr[tile],
+                             di[tile]);
         }
         __syncwarp();
         // Accumulator c: row e/a = g + 8 (c >> 1), column q = 32 qt + 8 hh + 2 t + (c & 1) (+16 for tile B); slot

@@ -59,16 +59,8 @@ for s in $stages; do
         --section WarpStateStats --section InstructionStats --section ComputeWorkloadAnalysis --section MemoryWorkloadAnalysis \
         --section SourceCounters python3 tools/kernels/profile_case.py 16384 > "$LOG/ncu_tc.txt" 2>&1
       grep -E "Duration|Compute \(SM\) Th|DRAM Th|L1/TEX Cache Th|Achieved Occ|Issue Slots Busy|Executed Ipc A|Registers Per|Warp Cycles Per Issued|Executed Instructions  |Bank" "$LOG/ncu_tc.txt" | head -30 ;;
-    ncu_sass)  # per-SASS-instruction executed counts and stall samples of the tensor-core kernel (16K and 2K plain);
-      # join with nvdisasm -g of the same cubin: tools/kernels/ncu_phases.py
-      for c in 16384 2048; do
-        ncu --section SourceCounters --section WarpStateStats --section SpeedOfLight --section InstructionStats \
-          -k regex:monarch --launch-skip 1 --launch-count 1 -f -o "$LOG/ncu_$c" python3 tools/kernels/profile_case.py $c \
-          > "$LOG/ncu_$c.log" 2>&1; tail -2 "$LOG/ncu_$c.log"
-        ncu -i "$LOG/ncu_$c.ncu-rep" --page source --csv --print-source sass > "$LOG/sass_$c.csv" 2>&1
-        ncu -i "$LOG/ncu_$c.ncu-rep" --page details > "$LOG/details_$c.txt" 2>&1
-        grep -E "Duration|Issue Slots Busy|Executed Instructions  |Warp Cycles Per Issued" "$LOG/details_$c.txt"
-      done ;;
+    ncu_sass)  # per-SASS counters of the tensor-core kernel (16K and 2K plain), joined per phase: one script for it
+      SIZES="16384 2048" PREBUILT=1 OUT="$LOG" bash tools/kernels/device_ncu_short.sh ;;
     quickbench)
       python3 benchmarks/bench_fftconv.py --quick > "$LOG/bench.log" 2>&1; cat "$LOG/bench.log" | head -8 ;;
   esac
