@@ -114,10 +114,10 @@ struct Cfg {
   // idle through that stage (NOTES.md v13); it runs 1-warp blocks, sixteen per SM.
   static constexpr int kWarps = kOneBlock ? 16 : kR == 16 ? 4 : (kR < 4 ? 1 : (kR / 2 > 8 ? 8 : kR / 2));
   static constexpr int kThreads = 32 * kWarps;
-  // Resident blocks per SM the registers are capped for: 128 per thread (65536 / (kThreads * 128)), except plain
-  // r = 16 (N = 2^12, L = 2K), whose 40 KiB of shared memory hold five blocks: at 96 registers (no spills) five 4-warp
-  // blocks hide more of the phases' latencies than four (NOTES.md v26). Its gated forms need 48-56 KiB: four.
-  static constexpr int kMinBlocks = kR == 16 && !kGated && !kCirc ? 5 : 65536 / (kThreads * 128);
+  // Resident blocks per SM the registers are capped for: 128 per thread. Plain r = 16 (40 KiB of shared memory) could
+  // hold five blocks at 96 registers; with its column stages' per-unit set-up halved (NOTES.md v27) four blocks at 126
+  // registers run 1.8% faster than five (H100, interleaved): ptxas spends the registers on fewer instructions.
+  static constexpr int kMinBlocks = 65536 / (kThreads * 128);
   static constexpr int kPlane = kN / 2;                 // 32-bit words per plane
   static constexpr int kQuarter = kN / 4;               // words per sub-plane
   // Staging rows (N / 2 16-bit samples each, the causal half): the next unit's u0, u1 always; its pre-gate rows and
@@ -587,10 +587,42 @@ monarch_conv_kernel(const ConvParams p) {
         }
       }
     };
+    // r = 16 (four warps, s = 1): a warp's two items are the column tiles qt = warp and warp + 4 (f = 0). The second
+    // tile's columns are 128 further: its offsets are the first's + 64 words (qp + 64 sets only bit 6, which widx's
+    // swizzle leaves alone) and its forward twiddles the first's times W_4096^(128 e) = W_32^e, one half2 product per
+    // word instead of two __sincosf and two conversions (NOTES.md v27).
+    constexpr bool kTwoTiles = C::kR == 16;
+    static_assert(!kTwoTiles || (C::kWarps == 4 && S == 1), "r = 16: two tiles per warp, both at f = 0");
+    auto second_tile = [&]() {
+#pragma unroll
+      for (int hh = 0; hh < 2; ++hh)
+#pragma unroll
+        for (int k = 0; k < 2; ++k) {
+          ld_off[hh][k] += 64;
+          st_off[hh][k] += 64;
+        }
+      if constexpr (!kInv) {
+        // e = g + 8 (c >> 1), and W_32^(g + 8) = -i W_32^g: (wr, wi) -> (wi, -wr) for c >= 2.
+        const float2 w = twid(g, 5);
+        const uint32_t pr = pack2(w.x, w.x), pi = pack2(w.y, w.y), nr = pack2(-w.x, -w.x), ni = pack2(-w.y, -w.y);
+#pragma unroll
+        for (int hh = 0; hh < 2; ++hh)
+#pragma unroll
+          for (int c = 0; c < 4; ++c) {
+            if (c < 2) cmul_h2(cwr[hh][c], cwi[hh][c], pr, pi, ni);
+            else cmul_h2(cwr[hh][c], cwi[hh][c], pi, nr, pr);
+          }
+      }
+    };
     if constexpr (kFixedQt) setup_tile(warp & 7);
+    if constexpr (kTwoTiles) setup_tile(warp);
     for (int item = warp; item < 8 * S; item += C::kWarps) {
       const int f = item >> 3;
-      if constexpr (!kFixedQt) setup_tile(item & 7);
+      if constexpr (kTwoTiles) {
+        if (item != warp) second_tile();
+      } else if constexpr (!kFixedQt) {
+        setup_tile(item & 7);
+      }
 #pragma unroll
       for (int hh = 0; hh < 2; ++hh) {
         float dr[2][4], di[2][4];
