@@ -712,9 +712,9 @@ monarch_conv_kernel(const ConvParams p) {
           cmma_const_b<true>(fr, j, ar, ai, vr, vi);
 #pragma unroll
           for (int c = 0; c < 4; ++c) {
-            const int q = 16 * (8 * j + 2 * t + (c & 1)) + g + 8 * (c >> 1);
-            // conj W_N^(q k1) in half2 at the store, from a table: r >= 16 its e part (conj W_N^(q f) follows in the
-            // last phase), r < 16 all of it (k1 = the slot row 2 rho2 + ri).
+            // Slot (j, c) is sample q = 16 (8 j + 2 t + (c & 1)) + g + 8 (c >> 1); conj W_N^(q k1) is applied in half2
+            // at the store below, from a table: r >= 16 its e part (conj W_N^(q f) follows in the last phase), r < 16
+            // all of it (k1 = the slot row 2 rho2 + ri).
             outr[ri][j][c] = vr[c];
             outi[ri][j][c] = vi[c];
           }
