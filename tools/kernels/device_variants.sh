@@ -2,7 +2,7 @@
 # One device call for compile-time variants of the tensor-core kernel built into one library (GENOCONV_MONARCH_VAR,
 # an experiment branch's build: tools/kernels/variant_ab.py says how): build as a user does, interleaved timings of
 # VARIANTS at SIZES (variant_ab.py), ncu's instruction counts, registers and occupancy per variant, then the GPU
-# tests, memcheck and racecheck with TESTVAR (a variant that holds every changed line).
+# tests, memcheck and racecheck (device_gpu_checks.sh) with TESTVAR (a variant that holds every changed line).
 #   VARIANTS=0,1,5 TESTVAR=5 SIZES=2048,16384 BUDGET=480 bash tools/kernels/device_variants.sh   (carry [".whl"])
 set -uo pipefail
 OUT=${OUT:-/tmp/genoconv_out}; export OUT; mkdir -p "$OUT"
@@ -27,14 +27,5 @@ for line in open(sys.argv[1]):
     m = re.match(r"\s+(smsp__inst_executed.sum|gpu__time_duration.sum|sm__warps_active\S+|launch__registers_per_thread)\s+(\S+)\s+(\S+)", line)
     if m and name: print(f"{name:60s} {m.group(1):50s} {m.group(2):8s} {m.group(3)}")
 PY
-echo "=== tests (GENOCONV_MONARCH_VAR=${TESTVAR:-1}), $(left) s left"
-export GENOCONV_MONARCH_VAR=${TESTVAR:-1}
-timeout $(( $(left) > 160 ? 160 : $(left) )) python3 -m pytest -q tests/ops/test_fftconv_cuda.py tests/ops/test_fused.py \
-  tests/test_gpu.py > "$OUT/tests.txt" 2>&1; echo "tests rc=$?"; tail -3 "$OUT/tests.txt"
-for tool in memcheck racecheck; do
-  [ "$(left)" -gt 40 ] || break
-  GENOCONV_FFTCONV_PATH=monarch timeout 70 compute-sanitizer --tool $tool --error-exitcode 3 \
-    python3 tools/kernels/sanitize_case.py ${SAN_SIZES:-1500 2048 16000} > "$OUT/$tool.txt" 2>&1; echo "$tool rc=$?"
-  tail -1 "$OUT/$tool.txt"
-done
+GENOCONV_MONARCH_VAR=${TESTVAR:-1} SAN_SIZES=${SAN_SIZES:-1500 2048 16000} LEFT=$(left) bash tools/kernels/device_gpu_checks.sh
 echo "=== done, $(left) s left"

@@ -27,24 +27,31 @@ class Instr(NamedTuple):
     phase: int  # number of barriers (BAR.SYNC) before it in address order
 
 
+def read_sass(sass_path: str) -> list[tuple[int, str, str, int]]:
+    """(addr, text, file, line) in address order, with the line info of ``nvdisasm -g``."""
+    sass, where = [], ("?", 0)
+    with open(sass_path) as f:
+        for raw in f:
+            m = re.search(r'File "([^"]+)", line (\d+)', raw)
+            if m and raw.strip().startswith("//##"):
+                where = (Path(m.group(1)).name, int(m.group(2)))
+                continue
+            m = re.match(r"\s*/\*([0-9a-f]{4,})\*/\s+(.*?);", raw)
+            if m:
+                sass.append((int(m.group(1), 16), m.group(2).strip(), *where))
+    return sass
+
+
 def load(csv_path: str, sass_path: str) -> list[Instr]:
     rows = list(csv.reader(open(csv_path)))
     head, data = rows[1], rows[2:]
     i_exec = head.index("Instructions Executed")
     i_stall = head.index("Warp Stall Sampling (All Samples)")
-    sass = []  # (addr, text, file, line) in address order, the line info of nvdisasm -g
-    where = ("?", 0)
     if sass_path == "-":  # no disassembly: the CSV's own SASS text, without source lines
         i_src = head.index("Source")
         sass = [(int(r[0], 16), r[i_src].strip().rstrip(";"), "?", 0) for r in data]
-    for raw in open(sass_path) if sass_path != "-" else []:
-        m = re.search(r'File "([^"]+)", line (\d+)', raw)
-        if m and raw.strip().startswith("//##"):
-            where = (Path(m.group(1)).name, int(m.group(2)))
-            continue
-        m = re.match(r"\s*/\*([0-9a-f]{4,})\*/\s+(.*?);", raw)
-        if m:
-            sass.append((int(m.group(1), 16), m.group(2).strip(), *where))
+    else:
+        sass = read_sass(sass_path)
     if len(sass) != len(data):
         raise SystemExit(f"{sass_path}: {len(sass)} instructions, {csv_path}: {len(data)}; not the same cubin")
     out, phase = [], 0
