@@ -108,7 +108,13 @@ struct Cfg {
   static constexpr int kS = kColMma ? kR / 16 : kR;     // scalar stage along the columns
   // 128 registers per thread: blocks of <= 8 warps run two per SM (their phases overlap: one loads while the other
   // computes); where shared memory allows one block per SM (r = 128; r = 64 with staged gates: 160 KiB) it takes 16.
-  static constexpr bool kOneBlock = kR >= 128 || ((kGated || kCirc) && kR >= 64);
+  // The long path's inner pass at its largest N' = 2^14 (N = 2^22, 2^23: the 2M-4M rows, the DMD gene, a chromosome's
+  // streamed chunks) reads its rows from device memory instead of staging them: 64 KiB of staging rows would leave
+  // one 16-warp block per SM (144 KiB), whose barriers nothing covers; without them two 8-warp blocks (80 KiB each)
+  // fit, and each block's phase-1 loads (the next item's requested before this item's arithmetic) overlap the other
+  // block's work: 10% faster there (H100, NOTES.md v28).
+  static constexpr bool kDirect = kCirc && kR == 64;
+  static constexpr bool kOneBlock = !kDirect && (kR >= 128 || ((kGated || kCirc) && kR >= 64));
   // r = 16 (one column item per warp at 8 warps) runs 4-warp blocks, four per SM. Below, one warp per row pair of the
   // row stage (r / 2 warps, at most 8): r = 2 (the long path's N' = 512) has a single row pair, so a second warp would
   // idle through that stage (NOTES.md v13); it runs 1-warp blocks, sixteen per SM.
@@ -124,7 +130,7 @@ struct Cfg {
   // this unit's post-gate rows too up to N = 2^14 (10 N bytes in all; N = 2^15 has room for u only). The
   // transform's own buffer is 4 N bytes.
   // kCirc (the inner pass of the long path, fftconv_long.cu): circular, every sample of the row is loaded and stored.
-  static constexpr int kStageWords = kCirc ? kN / 2 : kN / 4;
+  static constexpr int kStageWords = kDirect ? 0 : kCirc ? kN / 2 : kN / 4;
   // r >= 16: the row stage's output twiddle conj W_N^(q S e) = conj W_4096^(q e) (the same for every N) as a table in
   // the lanes' order: for each row-pair class rho2 % 8 (rows e = 2 (rho2 % 8), + 1) and lane, 16 words (re, im) of
   // the accumulator slots (j, c), as 4 uint4 with the lanes contiguous (conflict-free 16-byte loads): 16 KiB.
@@ -206,6 +212,7 @@ __global__ void __launch_bounds__(Cfg<kLogR, kPre || kPost, kCirc>::kThreads,
 monarch_conv_kernel(const ConvParams p) {
   using C = Cfg<kLogR, kPre || kPost, kCirc>;
   constexpr int R = C::kR, S = C::kS, LOGN = C::kLogN, Q = C::kQuarter, SW = C::kStageWords;
+  constexpr bool kDirect = C::kDirect;  // no staging rows: phase 1 reads the rows from device memory
   constexpr bool kStagePre = C::stage_gate(kPre), kStagePost = C::stage_gate(kPost);
   // s = 1 (r = 16) of a causal row: the 16 rows p of a column are the input's 8 and the zero padding's 8, and only
   // outputs p < 8 are kept, so phase 1 writes, the forward column stage reads and the inverse column stage writes
@@ -306,7 +313,7 @@ monarch_conv_kernel(const ConvParams p) {
     if constexpr (kStagePre) stage_pair(stg + 2 * SW, row0(p.pregate, p.pre_sb, p.pre_sh, ur), p.pre_sb, ur.has1, len);
     cp_async_commit();
   };
-  if (blockIdx.x < units) stage_unit(blockIdx.x);
+  if (!kDirect && blockIdx.x < units) stage_unit(blockIdx.x);
   for (int64_t unit = blockIdx.x; unit < units; unit += gridDim.x) {
   const UnitRows ur = unit_rows(unit);
   const int64_t h = ur.h, b0 = ur.b0;
@@ -429,12 +436,12 @@ monarch_conv_kernel(const ConvParams p) {
 
   // Samples n, n + 1 (n even, n < N / 2) of z = s_b x_b + i s_{b+1} x_{b+1} (s = sigma_u sigma_g of the row), one
   // 32-bit shared-memory word per staged row (device memory for unstaged gates); bad rows give zeros.
-  // gw0, gw1: the pre-gate words of samples n, n + 1 when the pre-gate is not staged (N = 2^15), loaded by the caller
-  // ahead of the item's arithmetic.
+  // gw0, gw1: the pre-gate words of samples n, n + 1 when the pre-gate is not staged (N = 2^15), or kDirect's input
+  // words of both rows, loaded by the caller ahead of the item's arithmetic.
   auto load_x2 = [&](int n, float2* z, uint32_t gw0 = 0u, uint32_t gw1 = 0u) {
-    float2 a = unpack_samples<T>(stg[n >> 1]);
+    float2 a = unpack_samples<T>(kDirect ? gw0 : stg[n >> 1]);
     if constexpr (kCirc) {  // both rows present, already scaled, never bad
-      const float2 c = unpack_samples<T>(stg[SW + (n >> 1)]);
+      const float2 c = unpack_samples<T>(kDirect ? gw1 : stg[SW + (n >> 1)]);
       z[0] = make_float2(a.x, c.x);
       z[1] = make_float2(a.y, c.y);
       return;
@@ -459,10 +466,37 @@ monarch_conv_kernel(const ConvParams p) {
   if constexpr (C::kColMma) {
     // p = 16 c + a; item (a pair ap, q pair 2qq, 2qq + 1) -> slots rho = 16 f + a (col form). s = 1 (r = 16): rows
     // p = a >= 8 are the causal zero half, which the column stage does not read (kZeroHalf): not written either.
-    for (int item = tid; item < (kZeroHalf ? 4 : 8) * 128; item += C::kThreads) {
+    constexpr int kItems1 = (kZeroHalf ? 4 : 8) * 128;
+    // kDirect: both rows' words from device memory (fp16 rows, 4-byte aligned: launch_monarch_circular checks), the
+    // next item's requested before this item's arithmetic (a double buffer, as the last phase's unstaged post-gate).
+    uint32_t dw[2][kIn][2] = {};
+    const uint32_t* const du0 = kDirect ? reinterpret_cast<const uint32_t*>(row0(p.u, p.u_sb, p.u_sh, ur)) : nullptr;
+    const uint32_t* const du1 = kDirect ? du0 + p.u_sb / 2 : nullptr;
+    auto fetch_direct = [&](int it) {
+      const int q0n = 2 * (it & 127), apn = it >> 7;
+#pragma unroll
+      for (int ai = 0; ai < 2; ++ai)
+#pragma unroll
+        for (int c = 0; c < kIn; ++c) {
+          const int n = 256 * (16 * c + 2 * apn + ai) + q0n;
+          dw[ai][c][0] = __ldg(du0 + (n >> 1));
+          dw[ai][c][1] = __ldg(du1 + (n >> 1));
+        }
+    };
+    if constexpr (kDirect) {
+      if (tid < kItems1) fetch_direct(tid);
+    }
+    for (int item = tid; item < kItems1; item += C::kThreads) {
       const int qq = item & 127, ap = item >> 7, q0 = 2 * qq;
       // Unstaged pre-gate (N = 2^15): all of the item's words requested before any is used (one memory latency).
       uint32_t gw[2][kIn][2] = {};
+      if constexpr (kDirect) {
+#pragma unroll
+        for (int ai = 0; ai < 2; ++ai)
+#pragma unroll
+          for (int c = 0; c < kIn; ++c) gw[ai][c][0] = dw[ai][c][0], gw[ai][c][1] = dw[ai][c][1];
+        if (item + C::kThreads < kItems1) fetch_direct(item + C::kThreads);
+      }
       if constexpr (kPre && !kStagePre) {
 #pragma unroll
         for (int ai = 0; ai < 2; ++ai)
@@ -556,7 +590,7 @@ monarch_conv_kernel(const ConvParams p) {
     stage_pair(stg_post, pg0, p.post_sb, has1, out_len);
     cp_async_commit();
   }
-  if (unit + gridDim.x < units) stage_unit(unit + gridDim.x);
+  if (!kDirect && unit + gridDim.x < units) stage_unit(unit + gridDim.x);
 
   // Column mma stage (r >= 16): item (f, 32-column tile qt); rows 16 f + (0..15) read in col form, written in row form.
   // Forward: D[e][q] = F/16 X, times W_N^(q S e) (phase 1 applied the f part). Inverse: D[a][q] = conj(F)/16 X (the

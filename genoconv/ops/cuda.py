@@ -815,7 +815,7 @@ def _long_inner_log(log_n: int) -> int:
 def _long_smem_bytes(log_n: int) -> int:
     """Shared memory of the long path's largest block at N = 2^log_n: the outer passes' R x half fp32 complex values
     (32 KiB at most; at R = 256 and 512 the tensor-core passes' 32 KiB of operands and their tables), or the circular
-    tensor-core kernel's 8 N' + 16 KiB."""
+    tensor-core kernel's 8 N' + 16 KiB (4 N' + 16 KiB at N' = 2^14, which stages no rows: ``Cfg::kDirect``)."""
     inner_log = _long_inner_log(log_n)
     log_r = log_n - inner_log
     log_half = min(inner_log - 1, max(3, 12 - log_r))
@@ -823,7 +823,8 @@ def _long_smem_bytes(log_n: int) -> int:
         outer = 4 * 32 * 256 + 8 * 16 + (8 * 256 if log_r == 9 else 8)
     else:
         outer = 8 << (log_r + log_half)
-    return max(outer, 8 * (1 << inner_log) + 16384 + _MONARCH_STATIC_SMEM)
+    inner = (4 if inner_log == 14 else 8) * (1 << inner_log)
+    return max(outer, inner + 16384 + _MONARCH_STATIC_SMEM)
 
 
 def long_plan(seq_len: int, filter_len: int, valid_from: int = 0, *,

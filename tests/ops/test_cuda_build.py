@@ -119,6 +119,21 @@ def test_monarch_takes_only_sizes_the_device_shared_memory_holds():
     assert monarch_log_n(4096, pre=True, post=True, smem_per_block=a100) == 13
 
 
+def test_long_path_fits_a_99_kib_block():
+    """The long path's largest block at every N: the circular tensor-core kernel at N' = 2^14 stages no rows
+    (Cfg::kDirect: 64 KiB transform + 16 KiB table), so 80 KiB (+ static) at most, and devices with 99 KiB per block
+    (sm_86 / sm_89, which run the sm_80 code) take whole rows up to N = 2^23 on it, as an H100 does."""
+    from genoconv.ops.cuda import LONG_LOG_N, _long_smem_bytes, long_plan
+
+    sizes = {n: _long_smem_bytes(n) for n in range(LONG_LOG_N[0], LONG_LOG_N[1] + 1)}
+    assert max(sizes.values()) == sizes[22] == sizes[23] == (80 << 10) + 144
+    assert sizes[20] == (48 << 10) + 144  # N' = 2^12 stages its rows: 16 + 16 + 16 KiB
+    small = 99 << 10
+    assert long_plan(2_000_000, 2_000_000, smem_per_block=small)[:2] == (22, 8)
+    assert long_plan(4_000_000, 4_000_000, smem_per_block=small)[:2] == (23, 9)
+    assert long_plan(2_000_000, 2_000_000, smem_per_block=(80 << 10)) is None  # the static part does not fit
+
+
 def test_partial_plan_takes_short_filters_on_long_rows(monkeypatch):
     from genoconv.ops.cuda import partial_plan
 
