@@ -7,8 +7,9 @@ oracle; ``--once`` makes one call per size and variant, for ncu (device_variants
 The shipped kernel has no variants. An experiment adds them on a branch (NOTES.md v27 has the pattern): a template
 parameter ``int kVar`` on ``monarch_conv_kernel`` / ``launch_t`` whose bits switch the code under test, and a
 ``launch_var`` between ``Launch::run`` and ``launch_t`` that reads the variable at every launch (so one process can
-interleave them) and instantiates the variants only for the sizes and forms measured. Without it every variant is the
-shipped kernel and the table shows noise.
+interleave them) and instantiates the variants only for the sizes and forms measured. The long path's launches
+(fftconv_long.cu) can read the same bits through a `monarch_var()` (NOTES.md v28); ``--gene`` adds the DMD shape.
+Without such a branch every variant is the shipped kernel and the table shows noise.
 
     python tools/kernels/variant_ab.py --sizes 2048,8192,16384 --variants 0,1,3,4,5,7 --rounds 3
 """
@@ -29,6 +30,7 @@ def main() -> None:
     ap.add_argument("--sizes", default="2048,8192,16384")
     ap.add_argument("--variants", default="0,1")
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--gene", action="store_true", help="add the DMD shape (B 1, H 256, L 2,220,382)")
     ap.add_argument("--once", action="store_true", help="one plain and one gated call per size and variant (for ncu)")
     args = ap.parse_args()
     from genoconv.ops import LongFilter
@@ -38,7 +40,7 @@ def main() -> None:
     bw = bf.copy_bandwidth()
     variants = [int(v) for v in args.variants.split(",")]
     print(f"# {torch.cuda.get_device_name()}, copy bandwidth {bw / 1e12:.2f} TB/s, variants {variants}")
-    for name, batch, channels, seq_len in bf.shapes(sizes=[int(s) for s in args.sizes.split(",")]):
+    for name, batch, channels, seq_len in bf.shapes(sizes=[int(s) for s in args.sizes.split(",")], gene=args.gene):
         elems = batch * channels * seq_len
         taps = bf.long_filter(channels, seq_len, dev)
         bias = torch.randn(channels, device=dev)
