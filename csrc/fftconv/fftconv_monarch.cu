@@ -17,6 +17,8 @@
 //   every phase works in place on the region it read, so one buffer of 4 N bytes serves the whole transform.
 // - Blocks are persistent and stage the next unit's input rows (and gates where they fit) into spare shared memory
 //   with cp.async while the current unit is transformed: no phase waits on device memory for its input (NOTES.md v9).
+//   The long path's inner pass at N' = 2^14 is the exception (Cfg::kDirect, NOTES.md v28): two blocks per SM there
+//   cover each other's loads better than one block with its rows staged.
 // - The twiddle between column and row transforms, W_N^(q (f + S e)), is split: W_N^(f (256 a + q)) in the first
 //   phase (powers of one sincos), W_N^(q S e) once per column stage and lane (it does not depend on the item). The
 //   inverse mirrors it: conj W_N^(q S e) from a per-block shared table at the row stage's store, conj W_N^(f (256 a
