@@ -417,18 +417,35 @@ __global__ void __launch_bounds__(kTcWarps * 32) long_inv_tc_kernel(const LongPa
     const int64_t rstep = (int64_t)kStep * ((2 * p.batch) << k.log_inner);
     const __half* src = wk + work_row(p, k, k0) + col;
     TwiddleWalk wa(col, k0, kStep, p.log_n), wb(col + 1, k0, kStep, p.log_n);
-    auto take = [&](int k1) {
-      const float2 re = __half22float2(*reinterpret_cast<const __half2*>(src));          // (Ta.re, Tb.re)
-      const float2 im = __half22float2(*reinterpret_cast<const __half2*>(src + plane));  // (Ta.im, Tb.im)
-      src += rstep;
+    // Row k1's words (wre, wim) = (Ta.re, Tb.re), (Ta.im, Tb.im): the twiddle, then bins k1 and R - k1 of the column.
+    auto take = [&](int k1, uint32_t wre, uint32_t wim) {
+      const float2 re = unpack2(wre), im = unpack2(wim);
       const float2 ta = cmulc(make_float2(re.x, im.x), wa.next());
       const float2 tb = cmulc(make_float2(re.y, im.y), wb.next());
       put(pc, k1, make_float2(ta.x - tb.y, ta.y + tb.x));                                   // Ta + i Tb
       if (k1 != 0 && k1 != kR / 2) put(pc, kR - k1, make_float2(ta.x + tb.y, tb.x - ta.y));  // conj Ta + i conj Tb
     };
-#pragma unroll 4
-    for (int j = 0; j < kR / 2 / kStep; ++j) take(k0 + kStep * j);
-    if (k0 == 0) take(kR / 2);
+    // All of a half's row words are requested before any is used, as pass 1's loads: a thread waits on memory once
+    // per half instead of once per row (the pass ran at ~66% of the issue rate, latency-bound; H100 at 2M: -1% plain,
+    // -7% with the post-gate, whose store loop waits on memory too; NOTES.md v29).
+    constexpr int kTakes = kR / 2 / kStep, kHalf = kTakes / 2;
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      uint32_t raw[kHalf][2];
+#pragma unroll
+      for (int i = 0; i < kHalf; ++i) {
+        const __half* s = src + (h * kHalf + i) * rstep;
+        raw[i][0] = __ldg(reinterpret_cast<const unsigned int*>(s));
+        raw[i][1] = __ldg(reinterpret_cast<const unsigned int*>(s + plane));
+      }
+#pragma unroll
+      for (int i = 0; i < kHalf; ++i) take(k0 + kStep * (h * kHalf + i), raw[i][0], raw[i][1]);
+    }
+    if (k0 == 0) {  // row R/2 (k0 + kStep j reaches it only from k0 = 0)
+      const __half* s = src + kTakes * rstep;
+      const auto* w = reinterpret_cast<const unsigned int*>(s);
+      take(kR / 2, __ldg(w), __ldg(reinterpret_cast<const unsigned int*>(s + plane)));
+    }
   }
   __syncthreads();
   tc_columns_dft256<true>(sm, s_w16);
