@@ -76,6 +76,35 @@ def evaluate(model, records, variants, *, chunk, with_bits):
     return rows
 
 
+def demo_windows(data: Path, length: int, windows: int) -> list[tuple[str, torch.Tensor]]:
+    """``windows`` evenly spaced windows of ``length`` bases from the DMD gene and from E. coli, as token ids."""
+    tok = Tokenizer()
+    records = []
+    for genome, name in (("DMD", "DMD_GRCh37_chrX.fa.gz"), ("E. coli", "ecoli_K12_MG1655.fa.gz")):
+        seq = read_first_record(data / name)
+        for i in range(windows):
+            start = (i + 1) * len(seq) // (windows + 1)
+            records.append((f"{genome}:{start}+{length}", tok.encode(seq[start:start + length])[None]))
+    return records
+
+
+def print_table(rows: list[dict], labels: list[str], with_bits: bool) -> None:
+    """One line per variant: the per-record metrics averaged over each genome's records."""
+    groups = sorted({r["record"].split(":")[0] for r in rows})
+    head = "| variant | " + " | ".join(f"{g}: per-base rel. diff | {g}: pooled rel. diff" +
+                                         (f" | {g}: bits/base" if with_bits else "") for g in groups) + " |"
+    print(head)
+    print("|" + " --- |" * (1 + len(groups) * (3 if with_bits else 2)))
+    for label in labels:
+        cells = []
+        for g in groups:
+            sel = [r for r in rows if r["variant"] == label and r["record"].split(":")[0] == g]
+            cells += [f"{np.mean([r['per_base_rel'] for r in sel]):.2e}", f"{np.mean([r['pooled_rel'] for r in sel]):.2e}"]
+            if with_bits:
+                cells.append(f"{np.mean([r['bits_per_base'] for r in sel]):.4f}")
+        print(f"| {label} | " + " | ".join(cells) + " |")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", type=Path, default=Path(__file__).resolve().parents[2] / "shared" / "data")
@@ -98,32 +127,14 @@ def main() -> None:
         model, _ = load_checkpoint(resolve_model(DEFAULT_MODEL))
         model = model.to(device).eval()
         n = model.config.max_seq_len
-        dmd = read_first_record(args.data / "DMD_GRCh37_chrX.fa.gz")
-        ecoli = read_first_record(args.data / "ecoli_K12_MG1655.fa.gz")
-        records = []
-        for genome, seq in (("DMD", dmd), ("E. coli", ecoli)):
-            for i in range(args.windows):
-                start = (i + 1) * len(seq) // (args.windows + 1)
-                records.append((f"{genome}:{start}+{n}", tok.encode(seq[start:start + n])[None].to(device)))
+        records = [(name, ids.to(device)) for name, ids in demo_windows(args.data, n, args.windows)]
         ks = [n, 4096, 1024, 256]
         chunk, with_bits, title = None, True, f"genoconv-demo (l_max {n:,}), fp32, windows of {n:,} bases"
     variants = [(f"K={k:,}" + (" (reference)" if i == 0 else ""), k, 1.0) for i, k in enumerate(ks)]
     variants += [(f"F={f}", ks[0], f) for f in (0.5, 0.25)]
     rows = evaluate(model, records, variants, chunk=chunk, with_bits=with_bits)
     print(f"\n{title}; device {torch.cuda.get_device_name(device) if device.type == 'cuda' else 'CPU'}\n")
-    groups = sorted({r["record"].split(":")[0] for r in rows})
-    head = "| variant | " + " | ".join(f"{g}: per-base rel. diff | {g}: pooled rel. diff" +
-                                         (f" | {g}: bits/base" if with_bits else "") for g in groups) + " |"
-    print(head)
-    print("|" + " --- |" * (1 + len(groups) * (3 if with_bits else 2)))
-    for label, _, _ in variants:
-        cells = []
-        for g in groups:
-            sel = [r for r in rows if r["variant"] == label and r["record"].split(":")[0] == g]
-            cells += [f"{np.mean([r['per_base_rel'] for r in sel]):.2e}", f"{np.mean([r['pooled_rel'] for r in sel]):.2e}"]
-            if with_bits:
-                cells.append(f"{np.mean([r['bits_per_base'] for r in sel]):.4f}")
-        print(f"| {label} | " + " | ".join(cells) + " |")
+    print_table(rows, [label for label, _, _ in variants], with_bits)
     if args.json:
         args.json.write_text(json.dumps({"title": title, "rows": rows}, indent=1))
 

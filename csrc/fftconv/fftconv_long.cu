@@ -429,23 +429,22 @@ __global__ void __launch_bounds__(kTcWarps * 32) long_inv_tc_kernel(const LongPa
     // per half instead of once per row (the pass ran at ~66% of the issue rate, latency-bound; H100 at 2M: -1% plain,
     // -7% with the post-gate, whose store loop waits on memory too; NOTES.md v29).
     constexpr int kTakes = kR / 2 / kStep, kHalf = kTakes / 2;
+    auto word = [&](int row, int64_t off) {  // the 32-bit word of the thread's row `row` (in rstep) at plane offset off
+      return __ldg(reinterpret_cast<const unsigned int*>(src + row * rstep + off));
+    };
 #pragma unroll
     for (int h = 0; h < 2; ++h) {
       uint32_t raw[kHalf][2];
 #pragma unroll
       for (int i = 0; i < kHalf; ++i) {
-        const __half* s = src + (h * kHalf + i) * rstep;
-        raw[i][0] = __ldg(reinterpret_cast<const unsigned int*>(s));
-        raw[i][1] = __ldg(reinterpret_cast<const unsigned int*>(s + plane));
+        raw[i][0] = word(h * kHalf + i, 0);
+        raw[i][1] = word(h * kHalf + i, plane);
       }
 #pragma unroll
       for (int i = 0; i < kHalf; ++i) take(k0 + kStep * (h * kHalf + i), raw[i][0], raw[i][1]);
     }
-    if (k0 == 0) {  // row R/2 (k0 + kStep j reaches it only from k0 = 0)
-      const __half* s = src + kTakes * rstep;
-      const auto* w = reinterpret_cast<const unsigned int*>(s);
-      take(kR / 2, __ldg(w), __ldg(reinterpret_cast<const unsigned int*>(s + plane)));
-    }
+    // Row R/2: k0 + kStep j reaches it from k0 = 0 only.
+    if (k0 == 0) take(kR / 2, word(kTakes, 0), word(kTakes, plane));
   }
   __syncthreads();
   tc_columns_dft256<true>(sm, s_w16);

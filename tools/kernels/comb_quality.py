@@ -21,14 +21,12 @@ import os
 import sys
 from pathlib import Path
 
-import numpy as np
 import torch
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 import bench_quality as bq  # noqa: E402
 
-from genoconv.model import Tokenizer  # noqa: E402
 from genoconv.model.checkpoint import load_checkpoint  # noqa: E402
 from genoconv.model.registry import DEFAULT_MODEL, resolve_model  # noqa: E402
 from genoconv.ops.fftconv import LongFilter  # noqa: E402
@@ -68,27 +66,13 @@ def main() -> None:
     install_combs()
     model, _ = load_checkpoint(resolve_model(DEFAULT_MODEL))
     model = model.eval()
-    n, tok = model.config.max_seq_len, Tokenizer()
-    records = []
-    for genome, path in (("DMD", "DMD_GRCh37_chrX.fa.gz"), ("E. coli", "ecoli_K12_MG1655.fa.gz")):
-        seq = bq.read_first_record(args.data / path)
-        for i in range(args.windows):  # bench_quality's windows
-            start = (i + 1) * len(seq) // (args.windows + 1)
-            records.append((f"{genome}:{start}+{n}", tok.encode(seq[start:start + n])[None]))
+    n = model.config.max_seq_len
+    records = bq.demo_windows(args.data, n, args.windows)
     variants = [(f"K={n:,} (reference)", n, 1.0), ("low-pass F=0.5", n, 0.5), ("low-pass F=0.25", n, 0.25)]
     variants += [(f"comb P={p} F={f}", n, key) for key, (p, f) in COMBS.items()]
     rows = bq.evaluate(model, records, variants, chunk=None, with_bits=True)
     print(f"\ngenoconv-demo (l_max {n:,}), fp32, CPU, {args.windows} windows of {n:,} bases per genome, N = 2^15\n")
-    print("| variant | DMD: per-base rel. diff | DMD: pooled rel. diff | DMD: bits/base | E. coli: per-base rel. diff "
-          "| E. coli: pooled rel. diff | E. coli: bits/base |")
-    print("|" + " --- |" * 7)
-    for label, _, _ in variants:
-        cells = []
-        for g in ("DMD", "E. coli"):
-            sel = [r for r in rows if r["variant"] == label and r["record"].split(":")[0] == g]
-            cells += [f"{np.mean([r['per_base_rel'] for r in sel]):.2e}", f"{np.mean([r['pooled_rel'] for r in sel]):.2e}",
-                      f"{np.mean([r['bits_per_base'] for r in sel]):.4f}"]
-        print(f"| {label} | " + " | ".join(cells) + " |")
+    bq.print_table(rows, [label for label, _, _ in variants], with_bits=True)
 
 
 if __name__ == "__main__":
