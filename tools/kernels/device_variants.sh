@@ -5,6 +5,9 @@
 # tests, memcheck and racecheck (device_gpu_checks.sh) with TESTVAR (a variant that holds every changed line).
 #   VARIANTS=0,1,5 TESTVAR=5 SIZES=2048,16384 BUDGET=480 bash tools/kernels/device_variants.sh   (carry [".whl"])
 #   Long sizes: GENE=1 (adds the DMD shape), NCU_SIZES (ncu at fewer sizes), NCU_KERNELS (a regex, e.g. "monarch_conv_kernel|long_").
+#   VARIANT_ENV: the variable the variants set (default GENOCONV_MONARCH_VAR; another an experiment branch reads at
+#   every call, e.g. branch s23-fused's GENOCONV_LONG_SLOTS). E2E_CASES: bench_e2e.py cases per variant of
+#   E2E_VARIANTS (default VARIANTS), E2E_ROUNDS rounds (carry .devdata too).
 set -uo pipefail
 OUT=${OUT:-/tmp/genoconv_out}; export OUT; mkdir -p "$OUT"
 export MAX_JOBS=16 GENOCONV_CUDA_ARCHS=${GENOCONV_CUDA_ARCHS:-sm_90} PYTHONUNBUFFERED=1
@@ -13,12 +16,27 @@ left() { echo $((end - SECONDS)); }
 nvidia-smi -L
 source tools/device_install.sh /tmp/build.log
 timeout 240 python3 tools/kernels/variant_ab.py --sizes "${SIZES:-2048,8192,16384}" --variants "${VARIANTS:-0,1}" \
-  --rounds "${ROUNDS:-3}" ${GENE:+--gene} 2>&1 | tee "$OUT/variants.txt"
+  --env "${VARIANT_ENV:-GENOCONV_MONARCH_VAR}" --rounds "${ROUNDS:-3}" ${GENE:+--gene} 2>&1 | tee "$OUT/variants.txt"
+# E2E_CASES (bench_e2e.py cases, data in .devdata): each variant end to end, through the CLI and Embedder, in
+# alternating order for E2E_ROUNDS rounds (the variable is read at every call, so the same library serves all).
+# Only its table comes back ($OUT/e2e_variants.txt): a call returns at most 8 files, and with the JSONs there the
+# twenty-third session's first call lost the variants table and the test log (the tool kept the first 8 by name).
+if [ -n "${E2E_CASES:-}" ]; then
+  for r in $(seq 1 "${E2E_ROUNDS:-2}"); do
+    vs=${E2E_VARIANTS:-${VARIANTS:-0,1}}; [ $((r % 2)) -eq 0 ] && vs=$(echo "$vs" | tr , '\n' | tac | paste -sd,)
+    for v in ${vs//,/ }; do
+      log=/tmp/e2e_${v}_$r.log
+      env "${VARIANT_ENV:-GENOCONV_MONARCH_VAR}=$v" timeout "${E2E_CAP:-150}" python3 benchmarks/bench_e2e.py \
+        --data .devdata --work /tmp/e2e --cases "$E2E_CASES" --json "/tmp/e2e_${v}_$r.json" > "$log" 2>&1
+      echo "--- e2e variant $v round $r rc=$?"; grep -E "^\| [a-z]" "$log" | grep -v "^| case" | cut -c1-150
+    done
+  done 2>&1 | tee "$OUT/e2e_variants.txt"
+fi
 echo "=== ncu, $(left) s left"
 timeout 120 ncu --kernel-name "regex:${NCU_KERNELS:-monarch_conv_kernel}" --metrics \
   smsp__inst_executed.sum,gpu__time_duration.sum,sm__warps_active.avg.pct_of_peak_sustained_active,smsp__average_warp_latency_issue_stalled_barrier,launch__registers_per_thread \
   python3 tools/kernels/variant_ab.py --once --sizes "${NCU_SIZES:-${SIZES:-2048,8192,16384}}" --variants "${VARIANTS:-0,1}" \
-  > "$OUT/ncu_variants.txt" 2>&1; echo "ncu rc=$?"
+  --env "${VARIANT_ENV:-GENOCONV_MONARCH_VAR}" > "$OUT/ncu_variants.txt" 2>&1; echo "ncu rc=$?"
 python3 - "$OUT/ncu_variants.txt" <<'PY'
 import re, sys
 name = None

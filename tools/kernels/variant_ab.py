@@ -9,7 +9,8 @@ parameter ``int kVar`` on ``monarch_conv_kernel`` / ``launch_t`` whose bits swit
 ``launch_var`` between ``Launch::run`` and ``launch_t`` that reads the variable at every launch (so one process can
 interleave them) and instantiates the variants only for the sizes and forms measured. The long path's launches
 (fftconv_long.cu) can read the same bits through a `monarch_var()` (NOTES.md v28); ``--gene`` adds the DMD shape.
-Without such a branch every variant is the shipped kernel and the table shows noise.
+Without such a branch every variant is the shipped kernel and the table shows noise. ``--env`` names another variable
+an experiment reads at every call (branch s23-fused: GENOCONV_LONG_SLOTS, the long path's single launch; NOTES v30).
 
     python tools/kernels/variant_ab.py --sizes 2048,8192,16384 --variants 0,1,3,4,5,7 --rounds 3
 """
@@ -32,6 +33,8 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--gene", action="store_true", help="add the DMD shape (B 1, H 256, L 2,220,382)")
     ap.add_argument("--once", action="store_true", help="one plain and one gated call per size and variant (for ncu)")
+    ap.add_argument("--env", default="GENOCONV_MONARCH_VAR",
+                    help="the variable the variants set (default: the tensor-core kernel's variant bits)")
     args = ap.parse_args()
     from genoconv.ops import LongFilter
     from genoconv.ops import cuda as gcuda
@@ -48,7 +51,7 @@ def main() -> None:
         u, pre, post = (torch.randn(batch, channels, seq_len, device=dev).to(torch.bfloat16) for _ in range(3))
         if args.once:
             for v in variants:
-                os.environ["GENOCONV_MONARCH_VAR"] = str(v)
+                os.environ[args.env] = str(v)
                 gcuda.causal_conv_cuda(u, filt)
                 gcuda.causal_conv_cuda(u, filt, pre, post)
             torch.cuda.synchronize()
@@ -57,7 +60,7 @@ def main() -> None:
         errs = {}
         for r in range(args.rounds):
             for v in variants if r % 2 == 0 else variants[::-1]:
-                os.environ["GENOCONV_MONARCH_VAR"] = str(v)
+                os.environ[args.env] = str(v)
                 times[v, False].append(bf.time_ms(lambda: gcuda.causal_conv_cuda(u, filt), reps=20))
                 times[v, True].append(bf.time_ms(lambda: gcuda.causal_conv_cuda(u, filt, pre, post), reps=20))
                 if r == 0:
@@ -73,7 +76,7 @@ def main() -> None:
             print(f"| {v} | {mp:.4f} ({', '.join(f'{x:.4f}' for x in tp)}) | {floor / mp:.1%} | "
                   f"{mg:.4f} ({', '.join(f'{x:.4f}' for x in tg)}) | {2 * floor / mg:.1%} | "
                   f"{errs[v][0]:.2e} / {errs[v][1]:.2e} |", flush=True)
-    os.environ.pop("GENOCONV_MONARCH_VAR", None)
+    os.environ.pop(args.env, None)
 
 
 if __name__ == "__main__":
