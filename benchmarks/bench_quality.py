@@ -114,11 +114,10 @@ def main() -> None:
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
     device = torch.device(args.device)
-    tok = Tokenizer()
     if args.large:
         model = HyenaDNA(LARGE_1M).init_weights(seed=0).to(device).eval().set_compute_dtype(torch.bfloat16)
         dmd = read_first_record(args.data / "DMD_GRCh37_chrX.fa.gz")
-        records = [("DMD (2,220,382 bp)", tok.encode(dmd)[None].to(device))]
+        records = [("DMD (2,220,382 bp)", Tokenizer().encode(dmd)[None].to(device))]
         ks = [1_000_002, 262_144, 65_536, 16_384]
         chunk, with_bits, title = 262_144, False, "HyenaDNA-large-1m shape, random weights, bf16, DMD streamed"
     else:
