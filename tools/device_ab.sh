@@ -11,6 +11,7 @@ set -uo pipefail
 OUT=${OUT:-/tmp/genoconv_out}; mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1 MAX_JOBS=16 GENOCONV_CUDA_ARCHS=${GENOCONV_CUDA_ARCHS:-sm_90}
 source tools/device_install.sh /tmp/build.log
+source tools/e2e_files.sh  # e2e_run
 VARIANTS=${VARIANTS:-A=$A_DIR}
 files=$(for v in $VARIANTS; do (cd "${v#*=}" && find . -name "*.py" | sed 's|^\./||'); done | sort -u)
 mkdir -p /tmp/ab_B && for f in $files; do mkdir -p "/tmp/ab_B/$(dirname "$f")"; cp "$f" "/tmp/ab_B/$f" 2>/dev/null || true; done
@@ -18,9 +19,7 @@ use() { local src=$1; for f in $files; do if [ -f "$src/$f" ]; then cp "$src/$f"
 for r in $(seq 1 "${ROUNDS:-2}"); do
   for v in $VARIANTS B=/tmp/ab_B; do
     name=${v%%=*}; use "${v#*=}"
-    timeout "${CAP:-150}" python3 benchmarks/bench_e2e.py --data .devdata --work /tmp/e2e --cases "$CASES" \
-      --json "$OUT/ab_${name}_$r.json" > "/tmp/ab_${name}_$r.log" 2>&1
-    echo "--- $name round $r rc=$?"; grep -E "^\| [a-z]" "/tmp/ab_${name}_$r.log" | grep -v "^| case" | cut -c1-150
+    e2e_run "$name round $r" "$CASES" "${CAP:-150}" "$OUT/ab_${name}_$r.json" "/tmp/ab_${name}_$r.log"
   done
 done
 use /tmp/ab_B

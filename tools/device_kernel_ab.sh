@@ -14,6 +14,7 @@ set -uo pipefail
 OUT=${OUT:-/tmp/genoconv_out}; mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1 MAX_JOBS=16 GENOCONV_CUDA_ARCHS=${GENOCONV_CUDA_ARCHS:-sm_90}
 source tools/device_install.sh /tmp/build.log
+source tools/e2e_files.sh  # e2e_run
 so=$(ls genoconv/_fftconv_C*.so) || { echo "no library built"; exit 1; }
 cp "$so" /tmp/new.so || exit 1
 if [ "${OLD_SO:-}" = same ]; then cp /tmp/new.so /tmp/old.so  # a Python-only A/B: OLD_PY's files on this library
@@ -28,9 +29,7 @@ for r in $(seq 1 "${ROUNDS:-2}"); do
   for v in old new; do
     cp "/tmp/$v.so" "$so"; for f in $pyfiles; do cp "/tmp/kab_py/$v/$f" "$f"; done
     if [ -n "${CASES:-}" ]; then
-      timeout "${CAP:-120}" python3 benchmarks/bench_e2e.py --data .devdata --work /tmp/e2e --cases "$CASES" \
-        --json "$OUT/kab_${v}_$r.json" > "/tmp/kab_${v}_$r.log" 2>&1
-      echo "--- $v round $r rc=$?"; grep -E "^\| [a-z]" "/tmp/kab_${v}_$r.log" | grep -v "^| case" | cut -c1-150
+      e2e_run "$v round $r" "$CASES" "${CAP:-120}" "$OUT/kab_${v}_$r.json" "/tmp/kab_${v}_$r.log"
     else
       timeout "${CAP:-120}" python3 benchmarks/bench_fftconv.py --sizes "$SIZES" > "/tmp/kab_${v}_$r.log" 2>&1
       echo "--- $v round $r rc=$?"

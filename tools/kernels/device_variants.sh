@@ -15,6 +15,7 @@ end=$((SECONDS + ${BUDGET:-480}))
 left() { echo $((end - SECONDS)); }
 nvidia-smi -L
 source tools/device_install.sh /tmp/build.log
+source tools/e2e_files.sh  # e2e_run
 timeout 240 python3 tools/kernels/variant_ab.py --sizes "${SIZES:-2048,8192,16384}" --variants "${VARIANTS:-0,1}" \
   --env "${VARIANT_ENV:-GENOCONV_MONARCH_VAR}" --rounds "${ROUNDS:-3}" ${GENE:+--gene} 2>&1 | tee "$OUT/variants.txt"
 # E2E_CASES (bench_e2e.py cases, data in .devdata): each variant end to end, through the CLI and Embedder, in
@@ -25,10 +26,8 @@ if [ -n "${E2E_CASES:-}" ]; then
   for r in $(seq 1 "${E2E_ROUNDS:-2}"); do
     vs=${E2E_VARIANTS:-${VARIANTS:-0,1}}; [ $((r % 2)) -eq 0 ] && vs=$(echo "$vs" | tr , '\n' | tac | paste -sd,)
     for v in ${vs//,/ }; do
-      log=/tmp/e2e_${v}_$r.log
-      env "${VARIANT_ENV:-GENOCONV_MONARCH_VAR}=$v" timeout "${E2E_CAP:-150}" python3 benchmarks/bench_e2e.py \
-        --data .devdata --work /tmp/e2e --cases "$E2E_CASES" --json "/tmp/e2e_${v}_$r.json" > "$log" 2>&1
-      echo "--- e2e variant $v round $r rc=$?"; grep -E "^\| [a-z]" "$log" | grep -v "^| case" | cut -c1-150
+      e2e_run "e2e variant $v round $r" "$E2E_CASES" "${E2E_CAP:-150}" "/tmp/e2e_${v}_$r.json" "/tmp/e2e_${v}_$r.log" \
+        "${VARIANT_ENV:-GENOCONV_MONARCH_VAR}=$v"
     done
   done 2>&1 | tee "$OUT/e2e_variants.txt"
 fi
