@@ -40,6 +40,22 @@ def test_gpu_fp32_equals_cpu(demo_paths):
     assert np.linalg.norm(gpu - cpu) / np.linalg.norm(cpu) < 1e-4
 
 
+def test_gpu_float64_equals_cpu_and_doctor_check_passes(demo_paths):
+    # float64 on a GPU reached the library's fp32-only LayerNorm: `Embedder(dtype="float64")` raised there, and so did
+    # `genoconv doctor --check`, whose model check takes it as the yardstick (the twenty-fifth session's device run).
+    from typer.testing import CliRunner
+
+    from genoconv import Embedder
+    from genoconv.cli import app
+
+    seq = _example_records()["human_chrX_40000001_40012000"]
+    cpu = Embedder.from_pretrained(demo_paths, device="cpu", dtype="float64").embed(seq, as_tensor=True)
+    gpu = Embedder.from_pretrained(demo_paths, device="cuda", dtype="float64").embed(seq, as_tensor=True).cpu()
+    assert gpu.dtype == torch.float64 and float((gpu - cpu).norm() / cpu.norm()) < 1e-10
+    result = CliRunner().invoke(app, ["doctor", "--check", "--device", "cuda"])
+    assert result.exit_code == 0, result.output
+
+
 @pytest.mark.parametrize("dtype,tol", [("bfloat16", 3e-2), ("float16", 1e-2)])
 def test_gpu_low_precision_close_to_fp32(demo_paths, dtype, tol):
     from genoconv import Embedder

@@ -80,10 +80,16 @@ def fused_available(x: torch.Tensor) -> bool:
     return _impl_for(x) != ""
 
 
+# What the fused kernels take: an fp32 residual stream and 16-bit or fp32 activations. float64 (the model's exact mode,
+# `doctor --check`'s yardstick) runs the references: the library's LayerNorm refuses it, and Triton's would sum in fp32.
+KERNEL_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
+
+
 def _impl_for(x: torch.Tensor) -> str:
-    """:func:`fused_impl` for ``x``'s device, or ``""`` under autograd (the kernels have no backward); the dispatchers
-    below ask it once and take both the yes/no and the name from it."""
-    return "" if torch.is_grad_enabled() else fused_impl(x.device)
+    """:func:`fused_impl` for ``x``'s device, or ``""`` under autograd (the kernels have no backward) and for a dtype
+    they do not take (:data:`KERNEL_DTYPES`); the dispatchers below ask it once and take both the yes/no and the name
+    from it."""
+    return "" if torch.is_grad_enabled() or x.dtype not in KERNEL_DTYPES else fused_impl(x.device)
 
 
 # ---- references -------------------------------------------------------------------------------------------------
@@ -335,7 +341,8 @@ def gelu_linear(x: torch.Tensor, linear: torch.nn.Linear) -> torch.Tensor:
     """gelu_tanh(linear(x)): one GEMM with the bias and GELU in its epilogue, saving a write and a read-write of the
     (L, d_inner) activation: cuBLASLt on CUDA (its GELU is the tanh approximation HyenaDNA uses), oneDNN on the CPU
     (fp32); elsewhere the plain two steps."""
-    if x.is_cuda and not torch.is_grad_enabled() and os.environ.get("GENOCONV_FUSED", "1") != "0":
+    if (x.is_cuda and not torch.is_grad_enabled() and x.dtype in KERNEL_DTYPES
+            and os.environ.get("GENOCONV_FUSED", "1") != "0"):
         flat = x.reshape(-1, x.shape[-1])
         out = torch._addmm_activation(linear.bias, flat, linear.weight.t(), use_gelu=True)
         return out.view(*x.shape[:-1], out.shape[-1])

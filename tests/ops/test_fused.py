@@ -278,3 +278,27 @@ def test_add_layer_norm_takes_the_reference_where_no_kernel_takes_its_dtypes(mon
         got = fused.add_layer_norm_cast(residual, y, ln, torch.bfloat16)
     assert got.dtype == torch.bfloat16 and torch.equal(got, want)
     assert torch.equal(residual, summed)  # residual += y in place, as the reference did to its copy
+
+
+def test_float64_takes_the_references_wherever_a_fused_kernel_is_loaded(monkeypatch):
+    # The model's exact mode (float64; `genoconv doctor --check`'s yardstick) reached the library's LayerNorm on a GPU,
+    # which takes an fp32 residual only: the check ended in "x must be a contiguous float32 CUDA tensor". float64 now
+    # runs the references (Triton's kernels would sum it in fp32), as under autograd.
+    monkeypatch.setattr(fused, "fused_impl", lambda device: "csrc")
+    monkeypatch.setattr(fused, "_triton", lambda: pytest.fail("no kernel takes float64"))
+    monkeypatch.setattr(fused, "csrc_layer_norm", lambda *a: pytest.fail("the library's LayerNorm takes fp32 only"))
+    monkeypatch.setattr(fused, "csrc_short_conv_gate", lambda *a: pytest.fail("float64 is the reference's"))
+    g = torch.Generator().manual_seed(4)
+    ln = torch.nn.LayerNorm(16).double()
+    residual, y = torch.randn(2, 5, 16, generator=g).double(), torch.randn(2, 5, 16, generator=g).double()
+    p, w, b = torch.randn(2, 24, 30, generator=g).double(), torch.randn(24, 1, 3).double(), torch.randn(24).double()
+    with torch.inference_mode():
+        assert torch.equal(fused.layer_norm_cast(residual, ln, torch.float64), ln(residual))
+        want = fused.add_layer_norm_cast_ref(residual.clone(), y, ln, torch.float64)
+        assert torch.equal(fused.add_layer_norm_cast(residual, y, ln, torch.float64), want)
+        x0, gated = fused.short_conv_gate(p, w, b)
+        r0, rg = fused.short_conv_gate_ref(p, w, b)
+        assert x0.dtype == torch.float64 and torch.equal(x0, r0) and torch.equal(gated, rg)
+        # fp32 still goes to the library's kernel (the rule is the dtype, not a blanket fallback)
+        with pytest.raises(pytest.fail.Exception, match="fp32 only"):
+            fused.layer_norm_cast(residual.float(), ln.float(), torch.bfloat16)
