@@ -8,6 +8,9 @@ L=2,220,382), with a filter as long as the row:
     (GENOCONV_FFTCONV_PATH=scalar: the fused one up to 16K, the three-pass one above), plain and gated;
 each as a median time in ms, the ratio to PyTorch, the share of the memory floor (4 B/elem plain, 8 B/elem gated,
 over the measured copy bandwidth), and the relative L2 error against a float64 FFT convolution on a few channels.
+With --flashfftconv (or whenever `import flashfftconv` works), FlashFFTConv from its own repository
+(tools/anchors/flashfftconv.sh builds it) runs in the same process on the same inputs, fp16 and bf16, plain and gated,
+wherever its API takes the size (FFT 2L a power of two up to 4M: L <= 2M).
 
 A second table (issue 13) at L = 2M (B=1, H=64): partial convolutions (K = 1K, 12K, 16K, 262K taps; K = 1K also on
 the three-pass path it replaced, K = 12K also on the tensor-core blocks the cost model now passes over, and where the
@@ -145,7 +148,42 @@ def oracle_error(y, u, taps, bias, pre=None, post=None, rows: int = 4, keep: flo
     return ((y[0, :rows].double() - ref).norm() / ref.norm()).item()
 
 
-def run(quick: bool, dtype: torch.dtype, sizes: list[int] | None = None, gene: bool = False) -> tuple[str, list[dict]]:
+def flashfftconv_class():
+    """FlashFFTConv's module class when its build is importable (tools/anchors/flashfftconv.sh), else None."""
+    try:
+        from flashfftconv import FlashFFTConv
+    except ImportError:
+        return None
+    return FlashFFTConv
+
+
+def flashfftconv_row(ffc_cls, u, taps, pre, post, reps: int) -> dict:
+    """FlashFFTConv on this row's inputs, fp16 and bf16 (its two input types), plain and gated: ms and error against
+    the float64 oracle (it has no D*u term, so the oracle is taken without it). Empty where its API refuses the size:
+    the FFT size 2L must be a power of two from 256 to 4M (a causal convolution at L > 2M, e.g. the DMD gene, has no
+    FlashFFTConv form). Its filter's FFT runs inside every call (cuFFT, fp32), as its forward computes it."""
+    if ffc_cls is None:
+        return {}
+    n = 2 * u.shape[-1]
+    if n & (n - 1) or not 256 <= n <= 1 << 22:
+        return {}
+    seq_len = u.shape[-1]
+    out = {}
+    zero = torch.zeros(u.shape[1], device=u.device)
+    k = taps[:, :seq_len].float().contiguous()
+    for tag, dt in (("fp16", torch.float16), ("bf16", torch.bfloat16)):
+        conv = ffc_cls(n, dt).to(u.device)
+        x, g0, g1 = (t.to(dt).contiguous() for t in (u, pre, post))
+        out[f"ffc_{tag}_ms"] = time_ms(lambda: conv(x, k), reps=reps)
+        out[f"ffc_{tag}_gated_ms"] = time_ms(lambda: conv(x, k, g0, g1), reps=reps)
+        out[f"ffc_{tag}_err"] = oracle_error(conv(x, k), u, taps, zero)
+        out[f"ffc_{tag}_gated_err"] = oracle_error(conv(x, k, g0, g1), u, taps, zero, pre, post)
+        del conv, x, g0, g1
+    return out
+
+
+def run(quick: bool, dtype: torch.dtype, sizes: list[int] | None = None, gene: bool = False,
+        ffc_cls=None) -> tuple[str, list[dict]]:
     from genoconv.ops import LongFilter
     from genoconv.ops import cuda as gcuda
 
@@ -187,10 +225,14 @@ def run(quick: bool, dtype: torch.dtype, sizes: list[int] | None = None, gene: b
                    log_n=gcuda.fft_plan(seq_len, seq_len), monarch=monarch, scalar_ms=t_scalar,
                    path=path_label(seq_len, seq_len),
                    scalar_gated_ms=t_scalar_gated)
+        row.update(flashfftconv_row(ffc_cls, u, taps, pre, post, reps))
         rows.append(row)
         print(f"{name:>10} B={batch:<5} H={channels:<4} ref {t_ref:8.3f} ms  plain {t_plain:8.3f} ms "
               f"({row['plain_floor']:6.1%} floor, {row['speedup']:5.2f}x)  gated {t_gated:8.3f} ms "
-              f"({row['gated_floor']:6.1%})  scalar {t_scalar:8.3f} / {t_scalar_gated:8.3f} ms  err {err_plain:.1e}/{err_gated:.1e} (ref {err_ref:.1e})", flush=True)
+              f"({row['gated_floor']:6.1%})  scalar {t_scalar:8.3f} / {t_scalar_gated:8.3f} ms  err {err_plain:.1e}/{err_gated:.1e} (ref {err_ref:.1e})"
+              + "".join(f"  FlashFFTConv {t} {row[f'ffc_{t}_ms']:.3f} / {row[f'ffc_{t}_gated_ms']:.3f} ms err "
+                        f"{row[f'ffc_{t}_err']:.1e}/{row[f'ffc_{t}_gated_err']:.1e}"
+                        for t in ("fp16", "bf16") if f"ffc_{t}_ms" in row), flush=True)
         del u, pre, post, filt, k_f, taps
     return f"{bw / 1e12:.2f}", rows
 
@@ -389,6 +431,19 @@ def table(rows: list[dict]) -> str:
     add("memory floor plain (ms)", lambda r: f"{r['floor_ms']:.3f}")
     add("rel. L2 err plain / gated", lambda r: f"{r['err_plain']:.1e} / {r['err_gated']:.1e}")
     add("rel. L2 err PyTorch ref", lambda r: f"{r['err_ref']:.1e}")
+    if any("ffc_fp16_ms" in r for r in rows):
+        def ffc(fmt):
+            return lambda r: fmt(r) if "ffc_fp16_ms" in r else "-"
+        for t in ("fp16", "bf16"):
+            add(f"FlashFFTConv {t} plain / gated (ms)", ffc(lambda r, t=t: f"{r[f'ffc_{t}_ms']:.3f} / {r[f'ffc_{t}_gated_ms']:.3f}"))
+        add("speed-up plain vs FlashFFTConv fp16 / bf16",
+            ffc(lambda r: f"{r['ffc_fp16_ms'] / r['plain_ms']:.2f}x / {r['ffc_bf16_ms'] / r['plain_ms']:.2f}x"))
+        add("speed-up gated vs FlashFFTConv fp16 / bf16",
+            ffc(lambda r: f"{r['ffc_fp16_gated_ms'] / r['gated_ms']:.2f}x / {r['ffc_bf16_gated_ms'] / r['gated_ms']:.2f}x"))
+        add("FlashFFTConv fp16 plain, % of floor", ffc(lambda r: f"{r['floor_ms'] / r['ffc_fp16_ms']:.1%}"))
+        for t in ("fp16", "bf16"):
+            add(f"FlashFFTConv {t} rel. L2 err plain / gated",
+                ffc(lambda r, t=t: f"{r[f'ffc_{t}_err']:.1e} / {r[f'ffc_{t}_gated_err']:.1e}"))
     add("path", lambda r: r["path"])
     return "\n".join(lines)
 
@@ -412,6 +467,17 @@ def section_text(bw: str, rows: list[dict], dtype: str, device: str, command: st
     return "\n".join(body) + "\n"
 
 
+def flashfftconv_note(ffc_cls) -> str:
+    """Where the FlashFFTConv rows come from: its commit (tools/anchors/flashfftconv.sh writes COMMIT beside it)."""
+    src = Path(sys.modules[ffc_cls.__module__].__file__).resolve().parents[1]
+    commit = (src / "COMMIT").read_text().strip()[:12] if (src / "COMMIT").exists() else "unknown commit"
+    return (f"FlashFFTConv rows: HazyResearch/flash-fft-conv at {commit}, built on this machine by"
+            " `tools/anchors/flashfftconv.sh build` (native code for this GPU), in the same process on the same inputs"
+            " (exact fp16 copies for its fp16 path). Its forward computes the filter's FFT in every call, as its API"
+            " does; it has no D*u term (its error is taken against the oracle without it); its gated form is"
+            " postgate * conv(u * pregate), as genoconv's.")
+
+
 def update_section(path: Path, text: str) -> None:
     """Replace (or append) this issue's section of a markdown file, leaving every other section alone."""
     old = path.read_text() if path.exists() else "# Benchmarks\n"
@@ -433,6 +499,9 @@ def main(argv=None) -> None:
     ap.add_argument("--section-out", type=Path, help="also write the section alone to this file")
     ap.add_argument("--merge", type=Path, help="splice a saved section file into --update (no GPU needed)")
     ap.add_argument("--long-only", action="store_true", help="the issue-13 table at L = 2M only (printed, not saved)")
+    ap.add_argument("--flashfftconv", action="store_true",
+                    help="require the FlashFFTConv anchor (tools/anchors/flashfftconv.sh); by default it runs when"
+                         " `import flashfftconv` works")
     args = ap.parse_args(argv)
     if args.merge:
         if not args.update:
@@ -448,11 +517,16 @@ def main(argv=None) -> None:
         return
     tokens = [x for x in args.sizes.split(",") if x]
     sizes = [int(x) for x in tokens if x != "dmd"]
-    bw, rows = run(args.quick, dtype, sizes, gene="dmd" in tokens)
+    ffc_cls = flashfftconv_class()
+    if args.flashfftconv and ffc_cls is None:
+        raise SystemExit("--flashfftconv: `import flashfftconv` failed (build it: tools/anchors/flashfftconv.sh)")
+    bw, rows = run(args.quick, dtype, sizes, gene="dmd" in tokens, ffc_cls=ffc_cls)
     notes = ""
+    if ffc_cls is not None:
+        notes = flashfftconv_note(ffc_cls) + "\n\n"
     if not args.quick and not sizes:
         long_rows = run_long(dtype, float(bw) * 1e12)
-        notes = ("Partial, streamed and frequency-sparse convolutions (issue 13), L = 2M, B = 1, H = 64; floors count"
+        notes += ("Partial, streamed and frequency-sparse convolutions (issue 13), L = 2M, B = 1, H = 64; floors count"
                  " the outputs (4 B per output plain, 8 B gated):\n\n" + long_table(long_rows))
     text = section_text(bw, rows, args.dtype, torch.cuda.get_device_name(), "python " + " ".join(sys.argv), notes)
     print()
