@@ -14,12 +14,13 @@ root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 dir="$root/.anchors/flash-fft-conv"
 case "${1:-}" in
   fetch)
-    src=${2:?a git directory or URL of HazyResearch/flash-fft-conv}
+    src=${2:?a clone, a bare git directory or a URL of HazyResearch/flash-fft-conv}
     rm -rf "$dir" && mkdir -p "$dir"
-    if [ -d "$src" ]; then git --git-dir "$src" archive HEAD csrc flashfftconv LICENSE | tar -x -C "$dir"
-    else git clone -q --depth 1 "$src" "$dir.git" && (cd "$dir.git" && git archive HEAD csrc flashfftconv LICENSE) \
-      | tar -x -C "$dir" && rm -rf "$dir.git"; fi
-    git --git-dir "$src" rev-parse HEAD > "$dir/COMMIT" 2>/dev/null || true
+    [ -d "$src/.git" ] && src="$src/.git"
+    if [ ! -d "$src" ]; then git clone -q --depth 1 "$src" "$dir.git" || exit 1; src="$dir.git/.git"; fi
+    git --git-dir "$src" archive HEAD csrc flashfftconv LICENSE | tar -x -C "$dir" || exit 1
+    git --git-dir "$src" rev-parse HEAD > "$dir/COMMIT"  # bench_fftconv.py names it beside the rows
+    rm -rf "$dir.git"
     du -sh "$dir";;
   build)
     [ -d "$dir/csrc/flashfftconv" ] || { echo "no $dir: run 'fetch' first (here, then carry .anchors)"; exit 1; }
