@@ -8,6 +8,9 @@ L=2,220,382), with a filter as long as the row:
     (GENOCONV_FFTCONV_PATH=scalar: the fused one up to 16K, the three-pass one above), plain and gated;
 each as a median time in ms, the ratio to PyTorch, the share of the memory floor (4 B/elem plain, 8 B/elem gated,
 over the measured copy bandwidth), and the relative L2 error against a float64 FFT convolution on a few channels.
+Two timings of the kernel: the median of synchronised single calls (each charged with the host's start, 0.05-0.14 ms
+of Python and binding checks on these hosts: NOTES.md v22; the targets' figure since) and back to back (20 calls
+between two events, the GPU kept fed: what a model's forward sees, and the GPU time the method's `do_bench` measures).
 With --flashfftconv (or whenever `import flashfftconv` works), FlashFFTConv from its own repository
 (tools/anchors/flashfftconv.sh builds it) runs in the same process on the same inputs, fp16 and bf16, plain and gated,
 wherever its API takes the size (FFT 2L a power of two up to 4M: L <= 2M).
@@ -176,6 +179,7 @@ def flashfftconv_row(ffc_cls, u, taps, pre, post, reps: int) -> dict:
         x, g0, g1 = (t.to(dt).contiguous() for t in (u, pre, post))
         out[f"ffc_{tag}_ms"] = time_ms(lambda: conv(x, k), reps=reps)
         out[f"ffc_{tag}_gated_ms"] = time_ms(lambda: conv(x, k, g0, g1), reps=reps)
+        out[f"ffc_{tag}_b2b_ms"] = back_to_back(lambda: conv(x, k))
         out[f"ffc_{tag}_err"] = oracle_error(conv(x, k), u, taps, zero)
         out[f"ffc_{tag}_gated_err"] = oracle_error(conv(x, k, g0, g1), u, taps, zero, pre, post)
         del conv, x, g0, g1
@@ -207,6 +211,8 @@ def run(quick: bool, dtype: torch.dtype, sizes: list[int] | None = None, gene: b
         t_ref = time_ms(lambda: torch_reference(u, k_f, bias), reps=reps)
         t_plain = time_ms(lambda: gcuda.causal_conv_cuda(u, filt), reps=reps)
         t_gated = time_ms(lambda: gcuda.causal_conv_cuda(u, filt, pre, post), reps=reps)
+        t_plain_b2b = back_to_back(lambda: gcuda.causal_conv_cuda(u, filt))
+        t_gated_b2b = back_to_back(lambda: gcuda.causal_conv_cuda(u, filt, pre, post))
         # Whether the tensor-core kernel takes this size on this device (its shared memory may not fit, e.g. an A100).
         monarch = gcuda.monarch_log_n(seq_len, smem_per_block=gcuda._smem_per_block(dev)) is not None
         # The scalar kernels as the yardstick at every size: the fused one (L <= 16K) or the three-pass one, which
@@ -224,7 +230,7 @@ def run(quick: bool, dtype: torch.dtype, sizes: list[int] | None = None, gene: b
                    speedup=t_ref / t_plain, err_plain=err_plain, err_gated=err_gated, err_ref=err_ref,
                    log_n=gcuda.fft_plan(seq_len, seq_len), monarch=monarch, scalar_ms=t_scalar,
                    path=path_label(seq_len, seq_len),
-                   scalar_gated_ms=t_scalar_gated)
+                   scalar_gated_ms=t_scalar_gated, plain_b2b_ms=t_plain_b2b, gated_b2b_ms=t_gated_b2b)
         row.update(flashfftconv_row(ffc_cls, u, taps, pre, post, reps))
         rows.append(row)
         print(f"{name:>10} B={batch:<5} H={channels:<4} ref {t_ref:8.3f} ms  plain {t_plain:8.3f} ms "
@@ -428,6 +434,9 @@ def table(rows: list[dict]) -> str:
     add("speed-up plain vs PyTorch", lambda r: f"{r['speedup']:.1f}x")
     add("plain, % of floor (4 B/elem)", lambda r: f"{r['plain_floor']:.1%}")
     add("gated, % of gated floor (8 B/elem)", lambda r: f"{r['gated_floor']:.1%}")
+    add("kernel plain / gated, back to back (ms)", lambda r: f"{r['plain_b2b_ms']:.3f} / {r['gated_b2b_ms']:.3f}")
+    add("plain / gated % of floor, back to back",
+        lambda r: f"{r['floor_ms'] / r['plain_b2b_ms']:.1%} / {2 * r['floor_ms'] / r['gated_b2b_ms']:.1%}")
     add("memory floor plain (ms)", lambda r: f"{r['floor_ms']:.3f}")
     add("rel. L2 err plain / gated", lambda r: f"{r['err_plain']:.1e} / {r['err_gated']:.1e}")
     add("rel. L2 err PyTorch ref", lambda r: f"{r['err_ref']:.1e}")
@@ -441,6 +450,9 @@ def table(rows: list[dict]) -> str:
         add("speed-up gated vs FlashFFTConv fp16 / bf16",
             ffc(lambda r: f"{r['ffc_fp16_gated_ms'] / r['gated_ms']:.2f}x / {r['ffc_bf16_gated_ms'] / r['gated_ms']:.2f}x"))
         add("FlashFFTConv fp16 plain, % of floor", ffc(lambda r: f"{r['floor_ms'] / r['ffc_fp16_ms']:.1%}"))
+        add("back to back: FlashFFTConv fp16 / bf16 plain (ms), speed-up of the kernel",
+            ffc(lambda r: f"{r['ffc_fp16_b2b_ms']:.3f} / {r['ffc_bf16_b2b_ms']:.3f}, {r['ffc_fp16_b2b_ms'] / r['plain_b2b_ms']:.2f}x"
+                          f" / {r['ffc_bf16_b2b_ms'] / r['plain_b2b_ms']:.2f}x"))
         for t in ("fp16", "bf16"):
             add(f"FlashFFTConv {t} rel. L2 err plain / gated",
                 ffc(lambda r, t=t: f"{r[f'ffc_{t}_err']:.1e} / {r[f'ffc_{t}_gated_err']:.1e}"))

@@ -29,7 +29,7 @@ echo "=== bench_fftconv $(date +%T) left $(left)"
 timeout $(( $(left) - 10 )) python3 benchmarks/bench_fftconv.py --flashfftconv --section-out "$OUT/bench_section.md" \
   > "$OUT/bench_fftconv.log" 2>&1
 echo "bench rc=$?"
-grep -E "^\| (kernel plain|kernel gated|plain, %|gated, %|rel. L2 err plain|FlashFFTConv|speed-up)" "$OUT/bench_fftconv.log" | cut -c1-240
+grep -E "^\| (kernel plain|kernel gated|plain, %|gated, %|plain / gated|rel. L2 err plain|FlashFFTConv|back to back|speed-up)" "$OUT/bench_fftconv.log" | cut -c1-240
 sed -n '/^Partial, streamed/,$p' "$OUT/bench_fftconv.log" | cut -c1-160 | head -40
 tail -5 "$OUT/bench_fftconv.log" | cut -c1-300
 echo "=== done $(date +%T) left $(left)"
