@@ -167,10 +167,10 @@ def flashfftconv_row(ffc_cls, u, taps, pre, post, reps: int) -> dict:
     FlashFFTConv form). Its filter's FFT runs inside every call (cuFFT, fp32), as its forward computes it."""
     if ffc_cls is None:
         return {}
-    n = 2 * u.shape[-1]
+    seq_len = u.shape[-1]
+    n = 2 * seq_len
     if n & (n - 1) or not 256 <= n <= 1 << 22:
         return {}
-    seq_len = u.shape[-1]
     out = {}
     zero = torch.zeros(u.shape[1], device=u.device)
     k = taps[:, :seq_len].float().contiguous()

@@ -13,9 +13,7 @@ T0=$(date +%s); DEADLINE=$((T0 + ${BUDGET:-585}))
 left() { echo $(( DEADLINE - $(date +%s) )); }
 export PYTHONUNBUFFERED=1 GENOCONV_CUDA_ARCHS=${GENOCONV_CUDA_ARCHS:-sm_90}
 nvidia-smi -L; nproc
-python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
-  || { echo "wheel install failed"; exit 1; }
-export PYTHONPATH=/tmp/site
+source tools/device_wheels.sh  # before the FlashFFTConv build: its ninja comes from them
 echo "=== builds $(date +%T)"
 ( MAX_JOBS=${FFC_JOBS:-8} LOG=/tmp/ffc_build.log bash tools/anchors/flashfftconv.sh build > /tmp/ffc_build.out 2>&1 ) &
 ffc_pid=$!

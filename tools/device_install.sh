@@ -1,14 +1,8 @@
 # Sourced by the device scripts (tools/device_session.sh, tools/device_e2e.sh): install genoconv on a device machine
-# as a GPU user does. The carried wheels (.whl: packages the image lacks; its pip reaches no index) go to /tmp/site,
-# ahead of the image's own on PYTHONPATH and on the .pth path of child processes; then the package is built from this
-# checkout with the image's torch (no build isolation). Usage: source tools/device_install.sh BUILD_LOG
+# as a GPU user does: the carried wheels (tools/device_wheels.sh), then the package built from this checkout with the
+# image's torch (no build isolation). Usage: source tools/device_install.sh BUILD_LOG
 # SAVE_SO=1 copies the built kernel library to $OUT; PREBUILT=1 installs around a carried genoconv/_fftconv_C*.so.
-if compgen -G ".whl/*.whl" > /dev/null; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
-    || { echo "wheel install failed"; exit 1; }
-  export PYTHONPATH=/tmp/site
-  echo "/tmp/site" > "$(python3 -c 'import site; print(site.getsitepackages()[0])')/genoconv_wheels.pth"
-fi
+source tools/device_wheels.sh
 # A carried library may come as .devdata/kernel_so.xz (`xz -c` of the parts an earlier call returned: 5.5 MB where the
 # library is 19.7 MB, so it fits the 64 MiB a call carries beside the data and wheels).
 if [ -n "${PREBUILT:-}" ] && [ -f .devdata/kernel_so.xz ] && ! compgen -G "genoconv/_fftconv_C*.so" > /dev/null; then

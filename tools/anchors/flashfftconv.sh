@@ -7,8 +7,9 @@
 #   source tools/anchors/flashfftconv.sh env                    # PYTHONPATH for `import flashfftconv`
 # Its setup.py builds PTX for compute_80 only, which the driver would JIT-compile for sm_90 at the first call (minutes,
 # and code that was never built for the device); `build` asks nvcc for native code of the device's own architecture
-# (ARCH, default from torch.cuda.get_device_capability) instead. It needs ninja (carried in .whl: without it
-# BuildExtension compiles its 24 files one after another, ~25 min) and einops (its Python imports it).
+# (ARCH, default from torch.cuda.get_device_capability) instead. It needs ninja (carried in .whl, on PATH through
+# tools/device_wheels.sh: without it BuildExtension compiles its 24 files one after another, ~25 min) and einops (its
+# Python imports it).
 set -uo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 dir="$root/.anchors/flash-fft-conv"
@@ -24,7 +25,6 @@ case "${1:-}" in
     du -sh "$dir";;
   build)
     [ -d "$dir/csrc/flashfftconv" ] || { echo "no $dir: run 'fetch' first (here, then carry .anchors)"; exit 1; }
-    [ -d /tmp/site/bin ] && export PATH="/tmp/site/bin:$PATH"  # ninja from the carried wheels
     command -v ninja > /dev/null || echo "warning: no ninja on PATH; the build runs one file at a time"
     arch=${ARCH:-$(python3 -c "import torch; a, b = torch.cuda.get_device_capability(); print(f'{a}{b}')")}
     cd "$dir/csrc/flashfftconv" || exit 1
